@@ -1,0 +1,1 @@
+"""The `keras-lpips` command line, installed as `keras_lpips.cli`."""

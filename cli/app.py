@@ -1,0 +1,33 @@
+"""The `keras-lpips` program: one Typer app, one place that turns errors into messages."""
+
+import os
+import sys
+
+import typer
+
+from keras_lpips.cli import score as score_command
+from keras_lpips.cli import weights as weights_command
+
+app = typer.Typer(
+    help="LPIPS perceptual distances with TensorFlow/Keras, identical to the reference lpips.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command(help=score_command.HELP)(score_command.score)
+app.add_typer(weights_command.app, name="weights")
+
+
+def main():
+    """Entry point: runs the app; user errors become one line on stderr and exit code 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from keras_lpips.errors import KerasLPIPSError
+
+    try:
+        app()
+    except KerasLPIPSError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,78 @@
+"""`keras-lpips score`: the distance between two images, or which of two is closer to a reference."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from keras_lpips.cli import options
+
+HELP = """Score images with LPIPS.
+
+Two images: their distance. Three: d(REF, A), d(REF, B) and which is closer to REF.
+
+  keras-lpips score examples/ref.png examples/p0.png examples/p1.png
+  keras-lpips score a.png b.png --net vgg --json
+  keras-lpips score ref.png a.png b.png --map map.png
+"""
+
+
+def score(
+    ref: Annotated[Path, typer.Argument(help="Reference image.")],
+    a: Annotated[Path, typer.Argument(help="Image compared with REF.")],
+    b: Annotated[Optional[Path], typer.Argument(help="Second image compared with REF (2AFC).")] = None,
+    net: options.Net = "alex",
+    version: options.Version = "0.1",
+    distance: options.Distance = "lpips",
+    layers: options.Layers = None,
+    lin_weights: options.LinWeights = "v0.1",
+    backbone_weights: options.BackboneWeights = "imagenet",
+    model: options.Model = None,
+    map_png: Annotated[Optional[Path], typer.Option("--map", help="Write the spatial distance map(s) beside the images as PNG.")] = None,
+    resize: Annotated[bool, typer.Option("--resize", help="Resize the other images to REF's size.")] = False,
+    as_json: options.Json = False,
+):
+    import numpy as np
+
+    from keras_lpips.cli.metric_options import build_metric
+    from keras_lpips.errors import InputError
+    from keras_lpips.images import heatmap, read_image, resize_image, save_png, side_by_side
+
+    paths = [ref, a] + ([b] if b is not None else [])
+    images = [read_image(p) for p in paths]
+    for path, image in zip(paths[1:], images[1:]):
+        if image.shape != images[0].shape and not resize:
+            raise InputError(
+                f"{path} is {image.shape[1]}x{image.shape[0]} but {ref} is {images[0].shape[1]}x{images[0].shape[0]}; "
+                "pass --resize to resize it"
+            )
+    images = [images[0]] + [resize_image(im, *images[0].shape[:2]) for im in images[1:]]
+    metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
+    refs = np.stack([images[0]] * (len(images) - 1))
+    others = np.stack(images[1:])
+    distances = [float(d) for d in np.asarray(metric([refs, others]))]
+
+    result = {"ref": str(ref), "net": metric.net, "version": metric.version, "distance": metric.distance}
+    result["pairs"] = [{"image": str(p), "distance": d} for p, d in zip(paths[1:], distances)]
+    if b is not None:
+        result["closer"] = str(a) if distances[0] < distances[1] else str(b) if distances[1] < distances[0] else None
+    if map_png is not None:
+        maps = np.asarray(metric.spatial_map([refs, others]))
+        vmax = float(maps.max())
+        tiles = [(images[0] * 255).round().astype(np.uint8)]
+        for image, m in zip(images[1:], maps):
+            tiles += [(image * 255).round().astype(np.uint8), heatmap(m, vmax)]
+        save_png(side_by_side(tiles), map_png)
+        result["map"] = str(map_png)
+
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for pair in result["pairs"]:
+        typer.echo(f"d({ref}, {pair['image']}) = {pair['distance']:.4f}")
+    if b is not None:
+        verdict = f"{result['closer']} is closer to {ref}" if result["closer"] else "both are equally close"
+        typer.echo(verdict)
+    if map_png is not None:
+        typer.echo(f"distance map written to {map_png}")

@@ -1,0 +1,1 @@
+"""Developer tools: weight conversion and reference-fixture generation (not installed)."""

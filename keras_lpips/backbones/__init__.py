@@ -1,0 +1,45 @@
+"""The backbone networks LPIPS taps, by name.
+
+Each entry says how to build the trunk, which activations it taps, their
+channel counts, the smallest input it accepts, and how its Keras layers map to
+torchvision's parameter names (for loading torchvision weights). Where the
+weights come from is data in `keras_lpips.weights.sources`.
+"""
+
+import dataclasses
+
+from keras_lpips.backbones import alexnet, squeezenet, vgg16
+from keras_lpips.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    build: callable
+    taps: tuple
+    channels: tuple
+    min_input_size: tuple
+    torchvision_names: dict
+
+
+BACKBONES = {
+    "alex": BackboneSpec(
+        "alex", alexnet.alexnet_backbone, alexnet.TAPS, alexnet.CHANNELS, alexnet.MIN_INPUT_SIZE, alexnet.TORCHVISION_NAMES,
+    ),
+    "vgg": BackboneSpec(
+        "vgg", vgg16.vgg16_backbone, vgg16.TAPS, vgg16.CHANNELS, vgg16.MIN_INPUT_SIZE, vgg16.TORCHVISION_NAMES,
+    ),
+    "squeeze": BackboneSpec(
+        "squeeze", squeezenet.squeezenet_backbone, squeezenet.TAPS, squeezenet.CHANNELS,
+        squeezenet.MIN_INPUT_SIZE, squeezenet.TORCHVISION_NAMES,
+    ),
+}  # fmt: skip
+ALIASES = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg", "squeeze": "squeeze", "squeezenet": "squeeze"}
+
+
+def get_backbone(net):
+    """Returns the `BackboneSpec` for a net name or alias, or raises `InputError`."""
+    key = ALIASES.get(str(net).lower())
+    if key is None:
+        raise InputError(f"Unknown net {net!r}: expected one of {', '.join(ALIASES)}. Received: net={net!r}")
+    return BACKBONES[key]

@@ -1,0 +1,1 @@
+"""Weights: sources, cache, the torch-free safe reader and layout converters."""

@@ -1,0 +1,72 @@
+"""The local weight cache, downloads into it, and checksums."""
+
+import hashlib
+import os
+import pathlib
+import urllib.request
+
+from keras_lpips.errors import ChecksumError
+
+
+def cache_dir():
+    """`$KERAS_HOME/keras_lpips` (default `~/.keras/keras_lpips`), created on demand."""
+    root = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    path = pathlib.Path(root) / "keras_lpips"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path, expected):
+    """Raises `ChecksumError` unless the file's sha256 starts with `expected`
+    (a full digest, or torch.hub's 8-digit prefix)."""
+    actual = sha256_of(path)
+    if not actual.startswith(expected.lower()):
+        raise ChecksumError(f"Checksum mismatch for {path}: expected sha256 {expected}..., got {actual}.")
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` to `path` whole or not at all (temporary name, then rename)."""
+    path = pathlib.Path(path)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def download(url, dest, expected_sha256, timeout=30, progress=None):
+    """Downloads `url` to `dest`, resuming a `.part` file left by an interruption,
+    verifying the sha256 (prefix) before the final rename.
+
+    `progress(done_bytes, total_bytes_or_None)` is called as data arrives.
+    Network errors propagate as `OSError`; a bad checksum removes the partial
+    file and raises `ChecksumError`.
+    """
+    dest = pathlib.Path(dest)
+    partial = dest.with_name(dest.name + ".part")
+    done = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if done and response.status != 206:  # the server ignored the range: start over
+            done = 0
+        length = response.headers.get("Content-Length")
+        total = done + int(length) if length is not None else None
+        with open(partial, "ab" if done else "wb") as out:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+    try:
+        verify_sha256(partial, expected_sha256)
+    except ChecksumError:
+        partial.unlink()
+        raise
+    os.replace(partial, dest)
+    return dest

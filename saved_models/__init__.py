@@ -1,0 +1,1 @@
+"""Shipped weights, installed as `keras_lpips.saved_models` (see pyproject.toml)."""

@@ -1,0 +1,175 @@
+"""Behaviour of the LPIPS model: shapes, errors, gradients, serialisation, loss and metric."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_lpips
+from keras_lpips import InputError, LPIPS, WeightsError, WeightsUnavailableError
+from tests.conftest import random_images
+
+
+@pytest.fixture(scope="module")
+def alex():
+    return LPIPS(net="alex", backbone_weights=None, lin_weights="v0.1", seed=3)
+
+
+def test_outputs_have_documented_shapes(alex, rng):
+    x0, x1 = random_images(rng, 3, 40, 50), random_images(rng, 3, 40, 50)
+    assert tuple(alex([x0, x1]).shape) == (3,)
+    assert tuple(alex.per_layer([x0, x1]).shape) == (3, 5)
+    assert tuple(alex.spatial_map([x0, x1]).shape) == (3, 40, 50)
+    np.testing.assert_allclose(np.asarray(alex.per_layer([x0, x1])).sum(-1), np.asarray(alex([x0, x1])), rtol=1e-6)
+
+
+def test_batch_of_one_keeps_its_batch_axis(alex, rng):
+    x0, x1 = random_images(rng, 1), random_images(rng, 1)
+    assert tuple(alex([x0, x1]).shape) == (1,)
+
+
+def test_identity_symmetry_and_sign(alex, rng):
+    x0, x1 = random_images(rng), random_images(rng)
+    assert np.allclose(np.asarray(alex([x0, x0])), 0.0)
+    np.testing.assert_allclose(np.asarray(alex([x0, x1])), np.asarray(alex([x1, x0])), rtol=1e-6)
+    assert (np.asarray(alex([x0, x1])) > 0).all()
+
+
+@pytest.mark.parametrize("input_range", [(0.0, 1.0), (0.0, 255.0)])
+def test_input_range_gives_same_distance_as_minus_one_to_one(alex, rng, input_range):
+    x0, x1 = random_images(rng), random_images(rng)
+    low, high = input_range
+    scaled = [(x + 1) / 2 * (high - low) + low for x in (x0, x1)]
+    other = LPIPS(net="alex", backbone_weights=None, lin_weights="v0.1", seed=3, input_range=input_range)
+    np.testing.assert_allclose(np.asarray(other(scaled)), np.asarray(alex([x0, x1])), atol=1e-5)
+
+
+def test_layers_keeps_first_taps(rng):
+    full = LPIPS(net="alex", backbone_weights=None, seed=1)
+    first4 = LPIPS(net="alex", layers=4, backbone_weights=None, seed=1)
+    x0, x1 = random_images(rng), random_images(rng)
+    np.testing.assert_allclose(np.asarray(first4.per_layer([x0, x1])), np.asarray(full.per_layer([x0, x1]))[:, :4], atol=1e-6)
+
+
+def test_cosine_distance_is_two_minus_two_cos(rng):
+    metric = LPIPS(net="vgg", distance="cosine", layers=1, backbone_weights=None, seed=0)
+    x0, x1 = random_images(rng, 1, 16, 16), random_images(rng, 1, 16, 16)
+    f = np.asarray(metric.backbone(metric.scaling(np.concatenate([x0, x1]))), np.float64)
+    cos = (f[0] * f[1]).sum(-1) / (np.linalg.norm(f[0], axis=-1) * np.linalg.norm(f[1], axis=-1))
+    np.testing.assert_allclose(float(metric([x0, x1])[0]), (2 - 2 * cos).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+@pytest.mark.parametrize("kind", ["identical", "black"])
+def test_gradients_finite_for_identical_and_black_images(net, kind, rng):
+    metric = LPIPS(net=net, backbone_weights=None, lin_weights="v0.1", seed=0, input_range=(0, 1))
+    x0 = tf.Variable(np.zeros((1, 32, 32, 3), np.float32) if kind == "black" else rng.random((1, 32, 32, 3), np.float32))
+    x1 = tf.Variable(np.zeros((1, 32, 32, 3), np.float32) if kind == "black" else x0.numpy())
+    with tf.GradientTape() as tape:
+        d = tf.reduce_sum(metric([x0, x1]))
+    g0, g1 = tape.gradient(d, [x0, x1])
+    assert np.isfinite(g0.numpy()).all() and np.isfinite(g1.numpy()).all()
+
+
+def test_gradients_are_nonzero_for_different_images(alex, rng):
+    x0 = tf.Variable(random_images(rng, 1))
+    x1 = random_images(rng, 1)
+    with tf.GradientTape() as tape:
+        d = tf.reduce_sum(alex([x0, x1]))
+    assert np.abs(tape.gradient(d, x0).numpy()).sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"net": "resnet"}, "Unknown net 'resnet'"),
+        ({"version": "0.2"}, "version must be"),
+        ({"distance": "l2"}, "distance must be"),
+        ({"layers": 6}, "layers must be an integer from 1 to 5"),
+        ({"layers": 0}, "layers must be an integer"),
+        ({"input_range": (0, 2)}, "input_range must be one of"),
+        ({"net": "alex", "backbone_weights": "keras-imagenet"}, "vgg only"),
+        ({"net": "vgg", "backbone_weights": "keras-imagenet"}, "calibrated on torchvision"),
+    ],
+)
+def test_bad_constructor_arguments_raise_input_error(kwargs, match):
+    kwargs = {"backbone_weights": None, **kwargs}
+    with pytest.raises(InputError, match=match):
+        LPIPS(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "images,match",
+    [
+        (lambda r: [random_images(r)], "pair"),
+        (lambda r: [random_images(r)[0], random_images(r)[0]], r"\(N, H, W, 3\)"),
+        (lambda r: [random_images(r)[..., :2], random_images(r)[..., :2]], r"\(N, H, W, 3\)"),
+        (lambda r: [random_images(r, 1, 30, 64), random_images(r, 1, 30, 64)], "too small.*at least 31x31"),
+        (lambda r: [random_images(r, 1, 64, 64), random_images(r, 1, 64, 48)], "same shape"),
+        (lambda r: [np.full((1, 64, 64, 3), np.nan, np.float32), random_images(r, 1)], "NaN"),
+        (lambda r: [np.full((1, 64, 64, 3), np.inf, np.float32), random_images(r, 1)], "NaN or infinite"),
+        (lambda r: [random_images(r, 1) * 255, random_images(r, 1)], "outside input_range"),
+    ],
+)
+def test_bad_images_raise_input_error(alex, rng, images, match):
+    with pytest.raises(InputError, match=match):
+        alex(images(rng))
+
+
+def test_minimum_size_is_accepted(alex, rng):
+    assert alex.min_input_size == 31
+    assert np.isfinite(np.asarray(alex([random_images(rng, 1, 31, 31), random_images(rng, 1, 31, 31)]))).all()
+
+
+def test_missing_and_corrupt_weight_files(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        LPIPS(backbone_weights=str(tmp_path / "nope.pth"))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(WeightsError, match="Cannot read"):
+        LPIPS(backbone_weights=str(bad))
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, **{"features.0.weight": np.zeros((64, 3, 3, 3), np.float32)})
+    with pytest.raises(WeightsError, match="features.0"):
+        LPIPS(backbone_weights=str(wrong))
+
+
+def test_offline_without_cache_names_sources_and_remedy():
+    with pytest.raises(WeightsUnavailableError, match="keras-lpips weights fetch --net alex.*backbone_weights=PATH"):
+        LPIPS(net="alex")
+
+
+def test_keras_file_round_trip_in_safe_mode(alex, rng, tmp_path):
+    x0, x1 = random_images(rng), random_images(rng)
+    path = tmp_path / "alex.keras"
+    alex.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, LPIPS) and loaded.get_config() == alex.get_config()
+    np.testing.assert_array_equal(np.asarray(loaded([x0, x1])), np.asarray(alex([x0, x1])))
+
+
+def test_config_is_constructor_arguments(alex):
+    config = alex.get_config()
+    clone = LPIPS.from_config(config)
+    assert clone.get_config() == config
+    assert {"net", "version", "distance", "layers", "input_range", "seed"} <= set(config)
+
+
+def test_loss_trains_a_generator_towards_its_target(rng):
+    loss = keras_lpips.LPIPSLoss(net="alex", backbone_weights=None, seed=0, input_range=(0, 1))
+    target = rng.random((4, 32, 32, 3)).astype(np.float32)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 3, padding="same", activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss)
+    before = float(loss(target, model.predict(target, verbose=0)))
+    model.fit(target, target, epochs=15, verbose=0)
+    assert float(loss(target, model.predict(target, verbose=0))) < before
+    assert keras_lpips.LPIPSLoss.from_config(loss.get_config()).get_config() == loss.get_config()
+
+
+def test_mean_metric_averages_distances(alex, rng):
+    metric = keras_lpips.MeanLPIPS(net="alex", backbone_weights=None, lin_weights="v0.1", seed=3)
+    batches = [(random_images(rng), random_images(rng)) for _ in range(2)]
+    for a, b in batches:
+        metric.update_state(a, b)
+    expected = np.mean([np.asarray(alex([a, b])) for a, b in batches])
+    np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-5)

@@ -1,0 +1,48 @@
+"""Parity with the reference `lpips` 0.1.4, from golden fixtures made by
+data_tools/make_parity_fixtures.py (torch is not needed here).
+
+Backbones carry seeded random weights that the test regenerates from the
+shapes and seed stored in the fixture; linear weights are the shipped official
+ones. Distances, per-layer values and spatial maps must agree within 1e-5.
+"""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from data_tools.seeded_weights import seeded_state_dict
+from keras_lpips import LPIPS
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "reference_parity.npz"
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(FIXTURE) as data:
+        return {k: data[k] for k in data.files}
+
+
+def seeded_backbone_file(reference, net, directory):
+    shapes = dict(json.loads(str(reference[f"{net}/shapes"])))
+    path = directory / f"{net}-seeded.npz"
+    np.savez(path, **seeded_state_dict(shapes, int(reference[f"{net}/seed"])))
+    return str(path)
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+@pytest.mark.parametrize("version", ["0.1", "0.0"])
+@pytest.mark.parametrize("distance", ["lpips", "cosine"])
+def test_matches_reference(reference, tmp_path, net, version, distance):
+    metric = LPIPS(
+        net=net, version=version, distance=distance,
+        backbone_weights=seeded_backbone_file(reference, net, tmp_path), lin_weights=f"v{version}",
+    )  # fmt: skip
+    for size in ("64", "odd"):
+        pair = [reference[f"x{size}_0"], reference[f"x{size}_1"]]
+        key = f"{net}/v{version}/{distance}/{size}"
+        np.testing.assert_allclose(np.asarray(metric(pair)), reference[f"{key}/distance"], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(np.asarray(metric.per_layer(pair)), reference[f"{key}/per_layer"], rtol=0, atol=ATOL)
+        np.testing.assert_allclose(np.asarray(metric.spatial_map(pair)), reference[f"{key}/map"], rtol=0, atol=ATOL)
