@@ -18,9 +18,27 @@ app.command(help=score_command.HELP)(score_command.score)
 app.add_typer(weights_command.app, name="weights")
 
 
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with file descriptor 2 muted: its C++ start-up lines
+    (CUDA probing on CPU machines) ignore TF_CPP_MIN_LOG_LEVEL."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main():
     """Entry point: runs the app; user errors become one line on stderr and exit code 2."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv):
+        _import_tensorflow_quietly()
     from keras_lpips.errors import KerasLPIPSError
 
     try:

@@ -274,7 +274,8 @@ def test_zip_strides_offsets_and_big_endian(tmp_path):
     values = np.arange(12, dtype=np.float32)
     payload = dict_of(
         t=tensor(zip_storage("0", 12), 1, (3, 2), (1, 4)),
-        nested=dict_of(v=tensor(zip_storage("0", 12), 6, (2, 3), (3, 1)), e=tensor(zip_storage("0", 12), 0, (0, 5), (5, 1))),
+        nested=dict_of(v=tensor(zip_storage("0", 12), 6, (2, 3), (3, 1)),
+                       e=tensor(zip_storage("0", 12), 0, (0, 5), (5, 1))),
         epoch=num(7),
     ) + b"."
     for byteorder, dtype in (("little", "<f4"), ("big", ">f4")):

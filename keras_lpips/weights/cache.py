@@ -1,8 +1,10 @@
 """The local weight cache, downloads into it, and checksums."""
 
 import hashlib
+import http.client
 import os
 import pathlib
+import urllib.error
 import urllib.request
 
 from keras_lpips.errors import ChecksumError
@@ -45,24 +47,19 @@ def download(url, dest, expected_sha256, timeout=30, progress=None):
     verifying the sha256 (prefix) before the final rename.
 
     `progress(done_bytes, total_bytes_or_None)` is called as data arrives.
-    Network errors propagate as `OSError`; a bad checksum removes the partial
-    file and raises `ChecksumError`.
+    Network errors, a transfer cut short included, propagate as `OSError` and
+    keep the `.part` file for the next call to resume; a bad checksum removes
+    the partial file and raises `ChecksumError`.
     """
     dest = pathlib.Path(dest)
     partial = dest.with_name(dest.name + ".part")
     done = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if done and response.status != 206:  # the server ignored the range: start over
-            done = 0
-        length = response.headers.get("Content-Length")
-        total = done + int(length) if length is not None else None
-        with open(partial, "ab" if done else "wb") as out:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
+    try:
+        _fetch(url, partial, done, timeout, progress)
+    except urllib.error.HTTPError as error:
+        if not (done and error.code == 416):
+            raise
+        error.close()  # the range starts at the end: `.part` holds every byte already
     try:
         verify_sha256(partial, expected_sha256)
     except ChecksumError:
@@ -70,3 +67,26 @@ def download(url, dest, expected_sha256, timeout=30, progress=None):
         raise
     os.replace(partial, dest)
     return dest
+
+
+def _fetch(url, partial, done, timeout, progress):
+    """Appends `url`'s bytes from offset `done` to `partial` (from 0 where the server ignores the range)."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if done and response.status != 206:  # the server ignored the range: start over
+                done = 0
+            length = response.headers.get("Content-Length")
+            total = done + int(length) if length is not None else None
+            with open(partial, "ab" if done else "wb") as out:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+            if total is not None and done < total:  # http.client ends a cut-off body quietly
+                raise urllib.error.ContentTooShortError(
+                    f"Download of {url} interrupted after {done} of {total} bytes; run again to resume.", None
+                )
+    except http.client.HTTPException as error:  # IncompleteRead and kin are not OSErrors
+        raise ConnectionError(f"Download of {url} interrupted after {done} bytes: {error!r}") from error

@@ -156,6 +156,7 @@ def _count(value):
 
 
 def _reconstruct(cls, shape, code):
+    """numpy's _reconstruct(ndarray, shape, code): an empty array that BUILD fills."""
     if cls is not _ALLOWED["numpy", "ndarray"]:
         raise WeightsError("numpy's _reconstruct was asked for a class other than ndarray")
     return _NumpyArray()
@@ -198,7 +199,7 @@ def _allowed():
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only allow-listed globals and torch storage ids (via `storages`)."""
+    """Unpickler that resolves only allow-listed globals, and torch storage ids via `load_storage`."""
 
     def __init__(self, file, path, load_storage=None):
         super().__init__(file, encoding="latin1")
@@ -217,6 +218,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _storage_dtype(storage_type):
+    """The torch dtype name of a storage type from a persistent id (torch.FloatStorage, ...)."""
     if not isinstance(storage_type, _Global) or storage_type.dtype is None:
         raise WeightsError(f"{storage_type!r:.80} is not a torch storage type")
     return storage_type.dtype
@@ -229,11 +231,12 @@ def _read_zip(file, path):
 
 
 def _read_zip_archive(archive, path):
+    """Finds `<top>/data.pkl` and unpickles it, loading each `<top>/data/<key>` storage once."""
     pickles = [name for name in archive.namelist() if name.count("/") == 1 and name.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise WeightsError(f"{path!r} is a zip file but not a PyTorch weight file (no <folder>/data.pkl)")
     top = pickles[0][: -len("data.pkl")]
-    byteorder = archive.read(top + "byteorder").decode() if top + "byteorder" in archive.namelist() else "little"
+    byteorder = archive.read(top + "byteorder").decode().strip() if top + "byteorder" in archive.namelist() else "little"
     storages = {}
 
     def load_storage(storage_type, key, location, numel):

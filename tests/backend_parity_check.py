@@ -1,0 +1,33 @@
+"""Run in a subprocess with KERAS_BACKEND set: compares one net with the reference fixture.
+
+Usage: KERAS_BACKEND=jax python tests/backend_parity_check.py NET
+Prints {"backend": ..., "worst": largest absolute error over distances and maps}.
+"""
+
+import json
+import pathlib
+import sys
+import tempfile
+
+import keras
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent.parent))
+from data_tools.seeded_weights import seeded_state_dict  # noqa: E402
+from keras_lpips import LPIPS  # noqa: E402
+
+net = sys.argv[1]
+with np.load(pathlib.Path(__file__).parent / "fixtures" / "reference_parity.npz") as data:
+    reference = {k: data[k] for k in data.files}
+with tempfile.TemporaryDirectory() as tmp:
+    weights = pathlib.Path(tmp) / "seeded.npz"
+    shapes = dict(json.loads(str(reference[f"{net}/shapes"])))
+    np.savez(weights, **seeded_state_dict(shapes, int(reference[f"{net}/seed"])))
+    metric = LPIPS(net=net, backbone_weights=str(weights), lin_weights="v0.1")
+worst = 0.0
+for size in ("64", "odd"):
+    pair = [reference[f"x{size}_0"], reference[f"x{size}_1"]]
+    for method, name in ((metric, "distance"), (metric.spatial_map, "map")):
+        got = keras.ops.convert_to_numpy(method(pair))
+        worst = max(worst, float(np.abs(got - reference[f"{net}/v0.1/lpips/{size}/{name}"]).max()))
+print(json.dumps({"backend": keras.backend.backend(), "worst": worst}))

