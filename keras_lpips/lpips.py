@@ -112,19 +112,31 @@ class LPIPS(keras.Model):
         """The smallest image side the kept layers accept."""
         return self.spec.min_input_size[self.layers_kept - 1]
 
-    def layer_maps(self, inputs, training=None):
-        """Per-layer distance maps, a list of (N, h_l, w_l, 1) tensors."""
-        img0, img1 = check_image_pair(inputs, self.input_range, self.min_input_size)
-        n = ops.shape(img0)[0]
-        features = self.backbone(self.scaling(ops.concatenate([img0, img1], axis=0)), training=training)
+    def features(self, images, training=None):
+        """Unit-normalised backbone features of a batch of images, one tensor per kept layer.
+
+        Lets callers that compare one image with several (the 2AFC trainer's
+        reference patch, all-pairs matrices) compute its features once.
+        """
+        features = self.backbone(self.scaling(images), training=training)
         if not isinstance(features, (list, tuple)):  # a functional model with one output returns it bare
             features = [features]
+        return [self.normalize(f) for f in features]
+
+    def compare(self, features0, features1, training=None):
+        """Per-layer distance maps, (N, h_l, w_l, 1) each, between two lists of `features`."""
         maps = []
-        for k, feature in enumerate(features):
-            feature = self.normalize(feature)
-            diff = ops.square(feature[:n] - feature[n:])
+        for k, (f0, f1) in enumerate(zip(features0, features1)):
+            diff = ops.square(f0 - f1)
             maps.append(self.heads[k](diff, training=training) if self.heads else ops.sum(diff, -1, keepdims=True))
         return maps
+
+    def layer_maps(self, inputs, training=None):
+        """Per-layer distance maps, a list of (N, h_l, w_l, 1) tensors; both images in one backbone pass."""
+        img0, img1 = check_image_pair(inputs, self.input_range, self.min_input_size)
+        n = ops.shape(img0)[0]
+        features = self.features(ops.concatenate([img0, img1], axis=0), training=training)
+        return self.compare([f[:n] for f in features], [f[n:] for f in features], training=training)
 
     def call(self, inputs, training=None):
         """Distances, shape (N,)."""
