@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from keras_lpips.cli import score as score_command
+from keras_lpips.cli import folders, score as score_command
 from keras_lpips.cli import weights as weights_command
 
 app = typer.Typer(
@@ -15,6 +15,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command(help=score_command.HELP)(score_command.score)
+app.command(help=folders.PAIRS_HELP)(folders.pairs)
+app.command(help=folders.MATRIX_HELP)(folders.matrix)
 app.add_typer(weights_command.app, name="weights")
 
 

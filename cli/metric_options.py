@@ -1,6 +1,23 @@
-"""Builds the metric a command asked for, from the shared options."""
+"""Builds the metric a command asked for, from the shared options, and reads its images."""
+
+import typer
 
 from keras_lpips.errors import InputError
+
+
+def fetch_with_progress(net):
+    """Makes sure torchvision's ImageNet weights for `net` are cached, with a progress bar
+    while downloading; returns the state dict."""
+    from keras_lpips.weights.pretrained import imagenet_state_dict
+
+    with typer.progressbar(length=1, label=f"fetching {net} ImageNet weights", file=None) as bar:
+
+        def progress(done, total):
+            if total and bar.length != total:
+                bar.length = total
+            bar.update(done - bar.pos)
+
+        return imagenet_state_dict(net, progress=progress)
 
 
 def build_metric(net, version, distance, layers, lin_weights, backbone_weights, model, input_range=(0.0, 1.0)):
@@ -8,6 +25,8 @@ def build_metric(net, version, distance, layers, lin_weights, backbone_weights, 
     import keras
 
     from keras_lpips import LPIPS
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.weights.cache import cache_dir
 
     if model is not None:
         if model.suffix != ".keras" or not model.is_file():
@@ -18,9 +37,27 @@ def build_metric(net, version, distance, layers, lin_weights, backbone_weights, 
         if metric.input_range != tuple(input_range):
             raise InputError(f"{model} expects input_range={metric.input_range}; the CLI feeds {input_range}")
         return metric
+    spec = get_backbone(net)
+    if backbone_weights == "imagenet" and not (cache_dir() / f"{spec.name}-imagenet-features.npz").exists():
+        fetch_with_progress(spec.name)
     backbone = None if backbone_weights == "random" else backbone_weights
     lin = None if lin_weights in (None, "none") else lin_weights
     return LPIPS(
         net=net, version=version, distance=distance, layers=layers,
         backbone_weights=backbone, lin_weights=lin, input_range=input_range,
     )  # fmt: skip
+
+
+def read_same_size(paths, resize):
+    """Reads images as [0, 1] RGB; all must match the first one's size unless `resize`."""
+    from keras_lpips.images import read_image, resize_image
+
+    images = [read_image(p) for p in paths]
+    first = images[0].shape
+    for path, image in zip(paths[1:], images[1:]):
+        if image.shape != first and not resize:
+            raise InputError(
+                f"{path} is {image.shape[1]}x{image.shape[0]} but {paths[0]} is {first[1]}x{first[0]}; "
+                "pass --resize to resize it"
+            )
+    return [images[0]] + [resize_image(im, *first[:2]) if im.shape != first else im for im in images[1:]]

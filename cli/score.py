@@ -35,19 +35,11 @@ def score(
 ):
     import numpy as np
 
-    from keras_lpips.cli.metric_options import build_metric
-    from keras_lpips.errors import InputError
-    from keras_lpips.images import heatmap, read_image, resize_image, save_png, side_by_side
+    from keras_lpips.cli.metric_options import build_metric, read_same_size
+    from keras_lpips.images import heatmap, save_png, side_by_side
 
     paths = [ref, a] + ([b] if b is not None else [])
-    images = [read_image(p) for p in paths]
-    for path, image in zip(paths[1:], images[1:]):
-        if image.shape != images[0].shape and not resize:
-            raise InputError(
-                f"{path} is {image.shape[1]}x{image.shape[0]} but {ref} is {images[0].shape[1]}x{images[0].shape[0]}; "
-                "pass --resize to resize it"
-            )
-    images = [images[0]] + [resize_image(im, *images[0].shape[:2]) for im in images[1:]]
+    images = read_same_size(paths, resize)
     metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
     refs = np.stack([images[0]] * (len(images) - 1))
     others = np.stack(images[1:])

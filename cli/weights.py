@@ -15,17 +15,12 @@ def fetch(net: options.Net = "alex"):
 
       keras-lpips weights fetch --net alex
     """
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.cli.metric_options import fetch_with_progress
     from keras_lpips.weights.cache import cache_dir
-    from keras_lpips.weights.pretrained import imagenet_state_dict
 
-    with typer.progressbar(length=1, label=f"fetching {net} weights", file=None) as bar:
-
-        def progress(done, total):
-            if total and bar.length != total:
-                bar.length = total
-            bar.update(done - bar.pos)
-
-        state = imagenet_state_dict(net, progress=progress)
+    net = get_backbone(net).name
+    state = fetch_with_progress(net)
     count = sum(v.size for v in state.values())
     typer.echo(f"{net}: {len(state)} tensors, {count:,} parameters, cached in {cache_dir()}")
 

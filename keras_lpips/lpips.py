@@ -131,16 +131,25 @@ class LPIPS(keras.Model):
             maps.append(self.heads[k](diff, training=training) if self.heads else ops.sum(diff, -1, keepdims=True))
         return maps
 
-    def layer_maps(self, inputs, training=None):
-        """Per-layer distance maps, a list of (N, h_l, w_l, 1) tensors; both images in one backbone pass."""
-        img0, img1 = check_image_pair(inputs, self.input_range, self.min_input_size)
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked here, outside Keras' call wrapper, so that errors read as one plain line.
+        return super().__call__(self._checked(inputs), *args, **kwargs)
+
+    def _checked(self, inputs):
+        return check_image_pair(inputs, self.input_range, self.min_input_size)
+
+    def _maps(self, img0, img1, training=None):
         n = ops.shape(img0)[0]
         features = self.features(ops.concatenate([img0, img1], axis=0), training=training)
         return self.compare([f[:n] for f in features], [f[n:] for f in features], training=training)
 
+    def layer_maps(self, inputs, training=None):
+        """Per-layer distance maps, a list of (N, h_l, w_l, 1) tensors; both images in one backbone pass."""
+        return self._maps(*self._checked(inputs), training=training)
+
     def call(self, inputs, training=None):
         """Distances, shape (N,)."""
-        return ops.sum(self.per_layer(inputs, training=training), axis=-1)
+        return sum(ops.mean(m, axis=(1, 2, 3)) for m in self._maps(*inputs, training=training))
 
     def per_layer(self, inputs, training=None):
         """Each layer's contribution to the distance, shape (N, layers)."""

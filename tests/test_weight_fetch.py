@@ -95,6 +95,7 @@ class LocalServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def server():
+    """A running `LocalServer`, shut down and closed after the test."""
     local = LocalServer()
     try:
         yield local
@@ -117,6 +118,7 @@ def closed_port_url():
 
 
 def sha256(data):
+    """Hex sha256 of bytes."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -154,10 +156,11 @@ def test_interrupted_download_raises_oserror_and_resumes(server, tmp_path, cut):
     with pytest.raises(OSError, match="interrupted"):
         download(server.url("w.bin"), dest, sha256(PAYLOAD), timeout=5)
     assert not dest.exists()
-    kept = partial.stat().st_size
-    assert 0 < kept < len(PAYLOAD) and partial.read_bytes() == PAYLOAD[:kept]
+    kept = partial.stat().st_size  # http.client drops a cut chunk's bytes, so chunked keeps 0
+    assert kept == (len(PAYLOAD) // 2 if cut == "plain" else 0)
+    assert partial.read_bytes() == PAYLOAD[:kept]
     download(server.url("w.bin"), dest, sha256(PAYLOAD), timeout=5)
-    assert server.ranges == [None, f"bytes={kept}-"]
+    assert server.ranges == [None, f"bytes={kept}-" if kept else None]
     assert dest.read_bytes() == PAYLOAD and not partial.exists()
 
 

@@ -1,0 +1,195 @@
+"""Reading the BAPPS layout (Zhang et al. 2018): 2AFC triplets and JND pairs with their judgments.
+
+The layout, as the official tarballs extract::
+
+    ROOT/2afc/{train,val}/<subset>/ref/000000.png     the reference patch
+                                  /p0/000000.png      two distorted versions of it
+                                  /p1/000000.png
+                                  /judge/000000.npy   1-element float array: fraction of raters preferring p1
+    ROOT/jnd/val/<subset>/p0/000000.png               a patch and a distorted version of it
+                         /p1/000000.png
+                         /same/000000.npy             fraction of raters who saw no difference
+
+Files are matched by name (stem) across the folders, which for BAPPS is the same as the
+reference loader's pairing of the sorted lists. Every inconsistency raises `InputError`
+naming the file or folder at fault.
+"""
+
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+from keras_lpips.errors import InputError
+
+TRAIN_SUBSETS = ("traditional", "cnn", "mix")
+VAL_SUBSETS = ("traditional", "cnn", "superres", "deblur", "color", "frameinterp")
+JND_SUBSETS = ("traditional", "cnn")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+TWOAFC_IMAGE_FOLDERS = ("ref", "p0", "p1")
+JND_IMAGE_FOLDERS = ("p0", "p1")
+
+
+class TwoAFCRecord(NamedTuple):
+    """One 2AFC triplet: `judge` is the fraction of raters who found `p1` closer to `ref`."""
+
+    ref: pathlib.Path
+    p0: pathlib.Path
+    p1: pathlib.Path
+    judge: float
+
+    @property
+    def subset(self):
+        return self.ref.parent.parent.name
+
+
+class JNDRecord(NamedTuple):
+    """One JND pair: `same` is the fraction of raters who saw no difference between `p0` and `p1`."""
+
+    p0: pathlib.Path
+    p1: pathlib.Path
+    same: float
+
+    @property
+    def subset(self):
+        return self.p0.parent.parent.name
+
+
+def resolve_root(root):
+    """The folder holding `2afc/` and/or `jnd/`: `root` itself, `root/dataset`, or the parent
+    of a `2afc`/`jnd` folder `root` points at. Raises `InputError` when none fits."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise InputError(f"BAPPS root {root} is not a directory")
+    for candidate in (root, root / "dataset"):
+        if (candidate / "2afc").is_dir() or (candidate / "jnd").is_dir():
+            return candidate
+    if root.name in ("2afc", "jnd"):
+        return root.parent
+    raise InputError(
+        f"{root} does not look like a BAPPS dataset: expected a 2afc/ or jnd/ folder in it (or in {root / 'dataset'})"
+    )
+
+
+def _split_dir(root, kind, split):
+    base = resolve_root(root) / kind
+    if not base.is_dir():
+        raise InputError(f"No {kind}/ folder in {resolve_root(root)}")
+    path = base / split
+    if not path.is_dir():
+        present = sorted(p.name for p in base.iterdir() if p.is_dir())
+        raise InputError(f"No {kind}/{split} folder in {base.parent}; splits there: {', '.join(present) or 'none'}")
+    return path
+
+
+def available_subsets(split_dir):
+    """The subset folders under a split folder, sorted."""
+    split_dir = pathlib.Path(split_dir)
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _subset_dirs(split_dir, subsets, label):
+    present = available_subsets(split_dir)
+    if subsets is None:
+        if not present:
+            raise InputError(f"{label} ({split_dir}) has no subset folders")
+        subsets = present
+    elif isinstance(subsets, str):
+        subsets = [subsets]
+    subsets = list(subsets)
+    if not subsets:
+        raise InputError(f"No subsets asked for in {label}")
+    for subset in subsets:
+        if subset not in present:
+            raise InputError(
+                f"Subset {label}/{subset} not found in {split_dir}; subsets there: {', '.join(present) or 'none'}"
+            )
+    return [split_dir / s for s in subsets]
+
+
+def _files(folder, suffixes):
+    """{stem: path} of the files in `folder` with one of `suffixes` (hidden files skipped)."""
+    if not folder.is_dir():
+        raise InputError(f"Missing folder {folder}")
+    found = {}
+    for path in folder.iterdir():
+        if path.name.startswith(".") or path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in found:
+            raise InputError(f"Two files named {path.stem} in {folder}: {found[path.stem].name} and {path.name}")
+        found[path.stem] = path
+    return found
+
+
+def read_fraction(path, name="judge"):
+    """Loads a 1-element .npy holding a fraction in [0, 1]; `InputError` naming the file otherwise."""
+    try:
+        value = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise InputError(f"Cannot read {name} file {path}: {error}") from None
+    if value.size != 1 or value.dtype.kind not in "fiu":
+        raise InputError(f"{name} file {path} should hold one number, holds a {value.dtype} array of shape {value.shape}")
+    value = float(value.reshape(()))
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise InputError(f"{name} file {path} holds {value}, outside [0, 1]")
+    return value
+
+
+def _match(subset_dir, image_folders, value_folder, label):
+    """[(stem, {folder: path})] for a subset, in sorted stem order, checking the folders agree."""
+    if not any(subset_dir.iterdir()):
+        raise InputError(f"Subset {label} ({subset_dir}) is empty")
+    folders = {name: _files(subset_dir / name, IMAGE_SUFFIXES) for name in image_folders}
+    folders[value_folder] = _files(subset_dir / value_folder, (".npy",))
+    counts = ", ".join(f"{name} {len(files)}" for name, files in folders.items())
+    if not any(folders.values()):
+        raise InputError(f"Subset {label} ({subset_dir}) is empty: no files in {', '.join(folders)}")
+    stems = sorted(set().union(*folders.values()))
+    for stem in stems:
+        missing = [name for name, files in folders.items() if stem not in files]
+        if not missing:
+            continue
+        have = next(files[stem] for files in folders.values() if stem in files)
+        if missing == [value_folder]:
+            raise InputError(
+                f"Missing {value_folder} file {subset_dir / value_folder / (stem + '.npy')} for {have} "
+                f"in subset {label} ({counts})"
+            )
+        raise InputError(
+            f"Subset {label} has mismatched folders ({counts}); first unmatched file: {have} "
+            f"has no counterpart in {', '.join(m + '/' for m in missing)}"
+        )
+    return [(stem, {name: files[stem] for name, files in folders.items()}) for stem in stems]
+
+
+def list_twoafc(root, split="val", subsets=None):
+    """The 2AFC triplets of `split` ("train" or "val") in `subsets` (a name, a list, or None for
+    every subset present; BAPPS has `TRAIN_SUBSETS` and `VAL_SUBSETS`), as `TwoAFCRecord`s in
+    subset order, then file order::
+
+        records = list_twoafc("dataset", "val", ["traditional", "cnn"])
+        records[0].ref, records[0].judge, records[0].subset
+    """
+    if split not in ("train", "val"):
+        raise InputError(f"Unknown 2AFC split {split!r}: expected 'train' or 'val'")
+    split_dir = _split_dir(root, "2afc", split)
+    records = []
+    for subset_dir in _subset_dirs(split_dir, subsets, f"2afc/{split}"):
+        label = f"2afc/{split}/{subset_dir.name}"
+        for _, paths in _match(subset_dir, TWOAFC_IMAGE_FOLDERS, "judge", label):
+            judge = read_fraction(paths["judge"], "judge")
+            records.append(TwoAFCRecord(paths["ref"], paths["p0"], paths["p1"], judge))
+    return records
+
+
+def list_jnd(root, subsets=None):
+    """The JND pairs of `jnd/val` in `subsets` (a name, a list, or None for every subset present;
+    BAPPS has `JND_SUBSETS`), as `JNDRecord`s."""
+    split_dir = _split_dir(root, "jnd", "val")
+    records = []
+    for subset_dir in _subset_dirs(split_dir, subsets, "jnd/val"):
+        label = f"jnd/val/{subset_dir.name}"
+        for _, paths in _match(subset_dir, JND_IMAGE_FOLDERS, "same", label):
+            records.append(JNDRecord(paths["p0"], paths["p1"], read_fraction(paths["same"], "same")))
+    return records

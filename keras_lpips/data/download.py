@@ -1,0 +1,220 @@
+"""Downloading and safely extracting the official BAPPS archives.
+
+The three archives live in the LPIPS authors' S3 bucket. The 2AFC archives are checked against
+pinned sha256 digests. **No checksum is published for `jnd.tar.gz`**: it is checked only
+against the size the server reports (HEAD Content-Length), and its sha256 is returned (and
+printed by `keras-lpips data download`) so that you can pin it yourself.
+
+Downloads resume: an interrupted transfer leaves `<dest>/<split>.tar.gz.part`, which the next
+call continues with an HTTP Range request. Extraction goes through `safe_extract`, which refuses
+absolute paths, `..`, links leaving the destination and device files, and renames a complete
+extraction into place, so an interruption never leaves a half-extracted split behind.
+"""
+
+import gzip
+import lzma
+import os
+import pathlib
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zlib
+from typing import NamedTuple, Optional
+
+from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError
+from keras_lpips.weights import cache
+
+URL_TEMPLATE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/{split}.tar.gz"
+SPLITS = ("twoafc_train", "twoafc_val", "jnd")
+SHA256 = {
+    "twoafc_train": "b4f5c772c7cd88ac44bcb4ff0741745d434c05f0094f2bfb262ddcd0055bf393",
+    "twoafc_val": "41486671b06de923e7ba277c4797d4d9d86d609863ba35ecdb576133f8b9d859",
+    "jnd": None,  # none published: verified by the size the server reports
+}
+# Where each split lands under the dataset root, and where its folder may sit inside the archive
+# (the official script extracts the 2AFC archives into dataset/2afc and jnd.tar.gz into dataset).
+TARGETS = {"twoafc_train": "2afc/train", "twoafc_val": "2afc/val", "jnd": "jnd/val"}
+ARCHIVE_LAYOUTS = {
+    "twoafc_train": ("train", "2afc/train", "dataset/2afc/train"),
+    "twoafc_val": ("val", "2afc/val", "dataset/2afc/val"),
+    "jnd": ("jnd/val", "dataset/jnd/val", "val"),
+}
+
+
+class DownloadedSplit(NamedTuple):
+    """What `download_split` did: the split's folder, the archive's sha256 (None when the split
+    was already there and nothing was downloaded) and how the archive was verified
+    ("sha256", "size", or "already present")."""
+
+    split: str
+    folder: pathlib.Path
+    sha256: Optional[str]
+    verified_by: str
+
+
+def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
+    """Downloads BAPPS split `split` ("twoafc_train" 5.3 GB, "twoafc_val" 1.1 GB, "jnd" 0.2 GB)
+    and extracts it under the dataset root `dest`, as `dest/2afc/train`, `dest/2afc/val` or
+    `dest/jnd/val`; returns a `DownloadedSplit`.
+
+    A split whose folder already exists is left alone (nothing downloaded). The archive is
+    `dest/<split>.tar.gz` while it downloads (`.part` until complete, resumed on the next call
+    after an interruption) and is deleted after extraction unless `keep_archive`.
+    `progress(done_bytes, total_bytes_or_None)` is called as data arrives.
+
+    twoafc_* archives must match their published sha256 (`ChecksumError` otherwise, and the
+    download is discarded). jnd has no published checksum: it is accepted when its size is the
+    one the server reports, and its sha256 is returned so that it can be pinned.
+    """
+    if split not in SPLITS:
+        raise InputError(f"Unknown BAPPS split {split!r}: expected one of {', '.join(SPLITS)}")
+    dest = pathlib.Path(dest)
+    target = dest / TARGETS[split]
+    if target.is_dir() and any(target.iterdir()):
+        return DownloadedSplit(split, target, None, "already present")
+    dest.mkdir(parents=True, exist_ok=True)
+    url = URL_TEMPLATE.format(split=split)
+    archive = dest / f"{split}.tar.gz"
+    expected = SHA256[split]
+    if expected is not None:
+        if archive.exists():  # complete from an earlier run that stopped before extracting
+            try:
+                cache.verify_sha256(archive, expected)
+            except ChecksumError:
+                archive.unlink()
+        if not archive.exists():
+            cache.download(url, archive, expected, timeout=timeout, progress=progress)
+        digest, verified_by = expected, "sha256"
+    else:
+        download_checking_size(url, archive, timeout=timeout, progress=progress)
+        digest, verified_by = cache.sha256_of(archive), "size"
+
+    staging = dest / f".{split}.extracting"
+    if staging.exists():  # left by an earlier run killed between extraction and the final move
+        shutil.rmtree(staging)
+    safe_extract(archive, staging)
+    try:
+        found = next((staging / p for p in ARCHIVE_LAYOUTS[split] if (staging / p).is_dir()), None)
+        if found is None:
+            top = sorted(p.name for p in staging.iterdir())
+            raise InputError(
+                f"{archive} does not have the expected layout: no {' or '.join(ARCHIVE_LAYOUTS[split])} folder "
+                f"(top level: {', '.join(top) or 'empty'})"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.rmdir()  # empty (a non-empty one returned early)
+        os.replace(found, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not keep_archive:
+        archive.unlink()
+    return DownloadedSplit(split, target, digest, verified_by)
+
+
+def remote_size(url, timeout=60):
+    """The size the server reports for `url` (HEAD Content-Length), or None when it reports none."""
+    request = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+    return int(length) if length is not None else None
+
+
+def download_checking_size(url, dest, timeout=60, progress=None):
+    """Like `cache.download`, for a file with no published checksum: resumes `<dest>.part`, and
+    accepts the file when its size equals the server's reported size (`ChecksumError`, and the
+    partial file removed, otherwise). An existing `dest` of the right size is kept as it is.
+    This cannot detect a corrupted transfer of the right length: pin the sha256 it leads to."""
+    dest = pathlib.Path(dest)
+    size = remote_size(url, timeout)
+    if size is None:
+        raise ChecksumError(f"Cannot verify {url}: no sha256 is published and the server reports no size")
+    if dest.exists():
+        if dest.stat().st_size == size:
+            return dest
+        dest.unlink()
+    partial = dest.with_name(dest.name + ".part")
+    done = partial.stat().st_size if partial.exists() else 0
+    if done > size:
+        partial.unlink()
+        done = 0
+    if done < size:
+        cache._fetch(url, partial, done, timeout, progress)
+    elif progress:
+        progress(done, size)
+    actual = partial.stat().st_size
+    if actual != size:
+        partial.unlink()
+        raise ChecksumError(f"Size mismatch for {dest}: the server reports {size} bytes, received {actual}")
+    os.replace(partial, dest)
+    return dest
+
+
+# --- safe extraction --------------------------------------------------------------------------
+
+
+def _inside(path, root):
+    return path == root or path.startswith(root + os.sep)
+
+
+def _check_member(member, root, tar_path):
+    """Raises UnsafeFileError unless extracting `member` under the real path `root` stays inside it.
+    Paths are resolved against what is already extracted, so a link made by an earlier member
+    cannot be used to escape."""
+    name = member.name
+    where = f"Refusing to extract {tar_path}: member {name!r}"
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeFileError(f"{where} has an absolute path")
+    if ".." in name.replace("\\", "/").split("/"):
+        raise UnsafeFileError(f"{where} goes up out of the destination ('..')")
+    if not _inside(os.path.realpath(os.path.join(root, name)), root):
+        raise UnsafeFileError(f"{where} would be written outside the destination (through a link)")
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if os.path.isabs(link) or link.startswith(("/", "\\")):
+            raise UnsafeFileError(f"{where} is a link to the absolute path {link!r}")
+        base = os.path.dirname(name) if member.issym() else ""  # hard links are relative to the archive root
+        if not _inside(os.path.realpath(os.path.join(root, base, link)), root):
+            raise UnsafeFileError(f"{where} is a link to {link!r}, outside the destination")
+    elif not (member.isreg() or member.isdir()):
+        kind = "a character device" if member.ischr() else "a block device" if member.isblk() else (
+            "a FIFO" if member.isfifo() else f"of unsupported type {member.type!r}")  # fmt: skip
+        raise UnsafeFileError(f"{where} is {kind}")
+
+
+def safe_extract(tar_path, dest):
+    """Extracts the tar archive `tar_path` (any compression) to the folder `dest`, all or nothing.
+
+    Members are extracted into a temporary folder next to `dest`, which is renamed to `dest`
+    when every member is in; any failure removes it. `UnsafeFileError` is raised for a member
+    with an absolute path or a `..` component, a symbolic or hard link resolving outside the
+    destination, a path leading through such a link, or a device file or FIFO; Python's "data"
+    extraction filter is applied too. `dest` must not exist, or be an empty folder.
+    Returns `dest`.
+    """
+    tar_path, dest = pathlib.Path(tar_path), pathlib.Path(dest)
+    if not tar_path.is_file():
+        raise InputError(f"No such archive: {tar_path}")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"Cannot extract {tar_path} to {dest}: it already exists and is not empty")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        root = os.path.realpath(staging)
+        try:
+            with tarfile.open(tar_path, "r|*") as archive:  # one sequential pass, even for .tar.gz
+                for member in archive:
+                    _check_member(member, root, tar_path)
+                    archive.extract(member, staging, filter="data")
+        except tarfile.FilterError as error:
+            raise UnsafeFileError(f"Refusing to extract {tar_path}: {error}") from None
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as error:
+            raise InputError(f"Cannot extract {tar_path} (truncated or not a tar archive?): {error}") from None
+        if dest.exists():
+            dest.rmdir()
+        os.replace(staging, dest)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return dest

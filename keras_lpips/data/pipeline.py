@@ -1,0 +1,182 @@
+"""`tf.data` pipelines over BAPPS records: parallel PNG decoding, resizing, seeded shuffling, batching.
+
+Each element is a dict of batched tensors::
+
+    twoafc_dataset(...) -> {"ref", "p0", "p1": float32 (B, S, S, 3) in input_range, "judge": float32 (B,)}
+    jnd_dataset(...)    -> {"p0", "p1": float32 (B, S, S, 3) in input_range, "same": float32 (B,)}
+
+Images are decoded as RGB (grey, palette and RGBA converted, alpha dropped, as the reference's
+`Image.open(...).convert("RGB")`), resized to S x S with antialiased bilinear filtering when
+they are not S x S already (BAPPS patches are 64 x 64, so the default leaves them untouched)
+and rounded back to 8 bits, like the reference's `transforms.Resize` on PIL images, then mapped
+to `input_range` (the reference's ToTensor + Normalize(0.5, 0.5) for (-1, 1)).
+
+Under `tf.distribute` the datasets use the DATA auto-shard policy: every worker builds the same
+seeded file order and keeps its share of the elements, so `strategy.experimental_distribute_dataset`
+splits each global batch across workers and replicas. This needs the same `seed` on every worker
+(the default, 0). A corrupt image stops iteration with TensorFlow's decode error, which does not
+name the file: run `verify_dataset` (`keras-lpips data verify DIR`) on a new copy first.
+"""
+
+import time
+
+import tensorflow as tf
+
+from keras_lpips.errors import InputError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def twoafc_dataset(
+    records,
+    batch_size=50,
+    load_size=64,
+    input_range=(-1.0, 1.0),
+    shuffle=True,
+    seed=0,
+    cache=False,
+    deterministic=False,
+    drop_remainder=False,
+    repeat=False,
+):
+    """A `tf.data.Dataset` of 2AFC batches from `records` (`TwoAFCRecord`s or (ref, p0, p1, judge) tuples).
+
+    - `shuffle`: reshuffle the whole set each epoch, from `seed` (same seed, same sequence of orders).
+    - `cache`: False, True (decoded 8-bit images kept in memory: about 37 KB per 64x64 triplet),
+      or a file name prefix for `Dataset.cache(filename)`. Cached images are shuffled after the cache.
+    - `deterministic`: keep element order exactly reproducible (`options.deterministic = True`);
+      when False, parallel decoding may hand elements to batches slightly out of order, for speed.
+    - `drop_remainder`: drop a last partial batch (fixed shapes, e.g. for TPUs or distribution).
+    - `repeat`: repeat forever (each repetition reshuffled); otherwise one epoch.
+    """
+    rows = [(r[0], r[1], r[2], r[3]) for r in records]
+    columns = {key: [str(row[i]) for row in rows] for i, key in enumerate(("ref", "p0", "p1"))}
+    values = [float(row[3]) for row in rows]
+    return _build(
+        columns, "judge", values, batch_size, load_size, input_range, shuffle, seed, cache, deterministic,
+        drop_remainder, repeat,
+    )  # fmt: skip
+
+
+def jnd_dataset(
+    records,
+    batch_size=50,
+    load_size=64,
+    input_range=(-1.0, 1.0),
+    shuffle=True,
+    seed=0,
+    cache=False,
+    deterministic=False,
+    drop_remainder=False,
+    repeat=False,
+):
+    """A `tf.data.Dataset` of JND batches {"p0", "p1", "same"} from `records` (`JNDRecord`s or
+    (p0, p1, same) tuples); the arguments are those of `twoafc_dataset`."""
+    rows = [(r[0], r[1], r[2]) for r in records]
+    columns = {key: [str(row[i]) for row in rows] for i, key in enumerate(("p0", "p1"))}
+    values = [float(row[2]) for row in rows]
+    return _build(
+        columns, "same", values, batch_size, load_size, input_range, shuffle, seed, cache, deterministic,
+        drop_remainder, repeat,
+    )  # fmt: skip
+
+
+def _check_arguments(count, batch_size, load_size, input_range):
+    if count == 0:
+        raise InputError("No records to build a dataset from")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if int(load_size) != load_size or load_size < 1:
+        raise InputError(f"load_size must be a positive integer, got {load_size!r}")
+    try:
+        low, high = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise InputError(f"input_range must be (low, high), got {input_range!r}") from None
+    if not low < high:
+        raise InputError(f"input_range must have low < high, got {input_range!r}")
+    return low, high
+
+
+def _decoder(image_keys, load_size):
+    """element {key: path, value: float} -> {key: uint8 (S, S, 3), value: float}."""
+
+    def load(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False)
+        size = tf.shape(image)[:2]
+
+        def resized():
+            pixels = tf.image.resize(tf.cast(image, tf.float32), (load_size, load_size), "bilinear", antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
+
+        image = tf.cond(tf.reduce_all(tf.equal(size, load_size)), lambda: image, resized)
+        return tf.ensure_shape(image, (load_size, load_size, 3))
+
+    def decode(element):
+        out = dict(element)
+        for key in image_keys:
+            out[key] = load(element[key])
+        return out
+
+    return decode
+
+
+def _scaler(image_keys, low, high):
+    """batched {key: uint8} -> {key: float32 in [low, high]}."""
+    scale = (high - low) / 255.0
+
+    def to_range(batch):
+        out = dict(batch)
+        for key in image_keys:
+            out[key] = tf.cast(batch[key], tf.float32) * scale + low
+        return out
+
+    return to_range
+
+
+def _build(columns, value_key, values, batch_size, load_size, input_range, shuffle, seed, cache, deterministic,
+           drop_remainder, repeat):  # fmt: skip
+    low, high = _check_arguments(len(values), batch_size, load_size, input_range)
+    image_keys = tuple(columns)
+    decode = _decoder(image_keys, int(load_size))
+    order = None if not deterministic else True  # None: follow options.deterministic
+
+    dataset = tf.data.Dataset.from_tensor_slices({**columns, value_key: tf.constant(values, tf.float32)})
+    if cache is not False and cache is not None:
+        dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=order)
+        dataset = dataset.cache("" if cache is True else str(cache))
+    if shuffle:
+        dataset = dataset.shuffle(len(values), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    if cache is False or cache is None:
+        dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=order)
+    dataset = dataset.batch(int(batch_size), drop_remainder=bool(drop_remainder))
+    dataset = dataset.map(_scaler(image_keys, low, high), num_parallel_calls=AUTOTUNE, deterministic=order)
+    dataset = dataset.prefetch(AUTOTUNE)
+
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def measure_decode_rate(dataset, batches=20):
+    """Elements (triplets or pairs) per second that `dataset` delivers over `batches` batches,
+    after one warm-up batch (tracing, thread start-up). Stops early if the dataset ends."""
+    iterator = iter(dataset)
+    try:
+        next(iterator)
+    except StopIteration:
+        raise InputError("The dataset is empty: nothing to measure") from None
+    count = 0
+    start = time.perf_counter()
+    for _ in range(int(batches)):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        count += int(tf.shape(next(iter(batch.values())))[0])
+    elapsed = time.perf_counter() - start
+    if count == 0:
+        raise InputError("The dataset ended after its warm-up batch: give it more records or fewer batches")
+    return count / elapsed
