@@ -26,7 +26,7 @@ def read_image(path):
             return _to_rgb_float(image)
     except UnidentifiedImageError:
         raise InputError(f"Not an image (or a format Pillow cannot read): {path}") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # decoders of hostile files raise many types; all mean "corrupt"
         raise InputError(f"Cannot decode image {path} (truncated or corrupt?): {error}") from None
 
 
