@@ -5,8 +5,7 @@ import sys
 
 import typer
 
-from keras_lpips.cli import folders, score as score_command
-from keras_lpips.cli import weights as weights_command
+from keras_lpips.cli import data, export, folders, score, study, train, weights
 
 app = typer.Typer(
     help="LPIPS perceptual distances with TensorFlow/Keras, identical to the reference lpips.",
@@ -14,10 +13,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command(help=score_command.HELP)(score_command.score)
+app.command(help=score.HELP)(score.score)
 app.command(help=folders.PAIRS_HELP)(folders.pairs)
 app.command(help=folders.MATRIX_HELP)(folders.matrix)
-app.add_typer(weights_command.app, name="weights")
+app.command(help=export.HELP)(export.export)
+app.command("fit", help=train.FIT_HELP)(train.fit)
+app.command("eval", help=train.EVAL_HELP)(train.eval_)
+app.command(help=study.HELP)(study.study)
+app.add_typer(data.app, name="data")
+app.add_typer(weights.app, name="weights")
 
 
 def _import_tensorflow_quietly():

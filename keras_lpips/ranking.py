@@ -121,7 +121,7 @@ def ranking_loss(judge, prob):
 def twoafc_scores(d0, d1, judge):
     """Per-triplet agreement with the raters, as the reference's `score_2afc_dataset`:
     `(d0 < d1) * (1 - judge) + (d1 < d0) * judge + (d0 == d1) * 0.5`. Works on numpy arrays and tensors."""
-    if isinstance(d0, np.ndarray) or isinstance(d0, (list, tuple, float)):
+    if isinstance(d0, (np.ndarray, list, tuple, float)):
         d0, d1, judge = (np.asarray(v, np.float64).reshape(-1) for v in (d0, d1, judge))
         return (d0 < d1) * (1.0 - judge) + (d1 < d0) * judge + (d1 == d0) * 0.5
     d0, d1 = ops.reshape(d0, (-1,)), ops.reshape(d1, (-1,))

@@ -34,8 +34,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError
-from keras_lpips.lpips import LPIPS
+from keras_lpips.lpips import LPIPS, _check_choices
 from keras_lpips.ranking import DistanceToLogit, TwoAFCScore, jnd_map, ranking_loss, twoafc_scores
 
 MODES = ("lin", "tune", "scratch")
@@ -122,6 +123,15 @@ class LPIPSTrainer(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.score_tracker]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer builds a model created under a strategy from a data batch that it
+        # first all-reduces (strategy.reduce("MEAN", batch)), which fails for dict batches under
+        # MultiWorkerMirroredStrategy and costs a batch of traffic. Every variable of this model
+        # exists from its constructor; only the optimiser may still need building.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def call(self, inputs, training=None):
         d0, d1 = twoafc_distances(self.lpips, inputs["ref"], inputs["p0"], inputs["p1"], training=training)
         return {"d0": d0, "d1": d1, "prob": self.ranker([d0, d1])}
@@ -163,7 +173,12 @@ class LPIPSTrainer(keras.Model):
     def _update_metrics(self, per_triplet, out, judge):
         self.loss_tracker.update_state(per_triplet)
         self.score_tracker.update_state(out["d0"], out["d1"], judge)
-        return {"loss": self.loss_tracker.result(), "2afc": self.score_tracker.result()}
+        logs = {"loss": self.loss_tracker.result(), "2afc": self.score_tracker.result()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces each step's logs across workers with strategy.reduce("MEAN", v, axis=0),
+            # which needs an axis: give them one. (Epoch logs come from the synced metrics.)
+            logs = {k: ops.reshape(v, (1,)) for k, v in logs.items()}
+        return logs
 
     def get_config(self):
         return {
@@ -417,6 +432,7 @@ def plot_history(rows, out_dir, initial=None):
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out_dir = pathlib.Path(out_dir)
     for key, label, filename in (("loss", "BCE loss", "loss.png"), ("2afc", "2AFC score", "accuracy.png")):
@@ -427,7 +443,8 @@ def plot_history(rows, out_dir, initial=None):
         if initial and initial.get(f"val_{key}") is not None:
             val_epochs, val = [0] + val_epochs, [initial[f"val_{key}"]] + val
         ax.plot(val_epochs, val, "s-", label="val")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (0: untrained)" if initial else "epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -486,7 +503,7 @@ def _prepare_out_dir(out_dir, resume, config, is_chief):
     previous = None
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if is_chief and out_dir.is_dir() and any(out_dir.iterdir()):
         if not resume:
             raise InputError(f"run directory {out_dir} is not empty: pass --resume to continue that run, or choose a new --out")
         run_json = out_dir / "run.json"
@@ -503,11 +520,11 @@ def _prepare_out_dir(out_dir, resume, config, is_chief):
     return previous
 
 
-def _trainer_parts(backbone, distance, layers, mode, backbone_weights, lin_init, seed, input_range=INPUT_RANGE):
+def _trainer_parts(backbone, distance, layers, mode, backbone_weights, lin_init, seed, dropout, input_range=INPUT_RANGE):
     weights = None if mode == "scratch" or backbone_weights in (None, "random") else backbone_weights
     metric = LPIPS(
         net=backbone, version="0.1", distance=distance, layers=layers, backbone_weights=weights,
-        lin_weights=None, input_range=input_range, seed=seed, dropout=0.5,
+        lin_weights=None, input_range=input_range, seed=seed, dropout=dropout,
     )  # fmt: skip
     if lin_init == "reference":
         reference_lin_init(metric, seed)
@@ -531,6 +548,7 @@ def fit_run(
     beta_1=0.5,
     load_size=64,
     lin_init="reference",
+    dropout=0.5,
     mixed_precision="auto",
     strategy="auto",
     resume=False,
@@ -560,6 +578,7 @@ def fit_run(
         load_size: images are resized to load_size x load_size (BAPPS patches are 64 x 64).
         lin_init: "reference" (torch's default conv init, seeded, as the reference trainer) or
             "ones" (start from the unweighted cosine distance).
+        dropout: dropout rate before the linear layers while training (the reference's 0.5; 0: none).
         mixed_precision: "auto", "off", "bf16" or "fp16" (`resolve_precision`).
         strategy: "auto", "one-device", "mirrored", "multiworker" or "tpu" (`make_strategy`).
         resume: continue the run in `out_dir` from its last finished epoch.
@@ -597,6 +616,12 @@ def fit_run(
     if not lr > 0:
         raise InputError(f"lr must be positive. Received: {lr!r}")
     backbone_weights = backbone_weights or ("random" if mode == "scratch" else "imagenet")
+    spec = get_backbone(backbone)
+    kept = _check_choices(spec, "0.1", distance, layers, INPUT_RANGE)
+    if spec.min_input_size[kept - 1] > load_size:
+        raise InputError(
+            f"load_size {load_size} is too small for {spec.name} with {kept} layers (needs >= {spec.min_input_size[kept - 1]})"
+        )
     if isinstance(subsets, str):
         subsets = [subsets]
     if isinstance(val_subsets, str):
@@ -612,7 +637,7 @@ def fit_run(
         mode=mode, backbone_weights=str(backbone_weights), subsets=sorted({r.subset for r in train_records}),
         val_subsets=sorted({r.subset for r in val_records}), epochs=int(epochs), decay_epochs=int(decay_epochs),
         batch_size=int(batch_size), lr=float(lr), beta_1=float(beta_1), load_size=int(load_size), lin_init=lin_init,
-        mixed_precision=mixed_precision, policy=policy, strategy=strategy, seed=int(seed),
+        dropout=float(dropout), mixed_precision=mixed_precision, policy=policy, strategy=strategy, seed=int(seed),
         deterministic=bool(deterministic), resume=bool(resume), progress=bool(progress),
     )  # fmt: skip
     out_dir = pathlib.Path(out_dir)
@@ -624,14 +649,17 @@ def fit_run(
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     total_epochs = int(epochs) + int(decay_epochs)
-    steps_per_epoch = math.ceil(len(train_records) / int(batch_size))
+    drop_remainder = strategy_name == "tpu"  # TPUs need fixed shapes
+    steps_per_epoch = (len(train_records) // int(batch_size)) if drop_remainder else math.ceil(len(train_records) / int(batch_size))
+    if steps_per_epoch < 1:
+        raise InputError(f"{len(train_records)} training triplets make no full batch of {batch_size}")
     schedule = EpochLinearDecay(lr, steps_per_epoch, epochs, decay_epochs)
 
     saved_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
         with strategy_obj.scope():
-            metric, ranker = _trainer_parts(backbone, distance, layers, mode, backbone_weights, lin_init, seed)
+            metric, ranker = _trainer_parts(backbone, distance, layers, mode, backbone_weights, lin_init, seed, dropout)
             trainer = LPIPSTrainer(metric, ranker, train_backbone=mode != "lin")
             optimizer = reference_adam(schedule, beta_1)
             if policy == "mixed_float16":
@@ -640,23 +668,20 @@ def fit_run(
             optimizer.build(trainer.trainable_variables)
     finally:
         keras.config.set_dtype_policy(saved_policy)
-    if metric.min_input_size > load_size:
-        raise InputError(f"load_size {load_size} is too small for {metric.net} with {metric.layers_kept} layers (needs >= {metric.min_input_size})")
 
     record = load_checkpoint(trainer, out_dir / CHECKPOINT_DIR) if resume else None
     initial_epoch = record["epoch"] if record else 0
     rows = list(record["history"]) if record else []
     initial = (record or {}).get("initial") or (previous or {}).get("initial")
-    drop_remainder = strategy_name == "tpu"
 
-    def dataset(records, shuffle_seed=None):
+    def dataset(records, train):
         return twoafc_dataset(
             records, batch_size=int(batch_size), load_size=int(load_size), input_range=INPUT_RANGE, shuffle=False,
-            seed=int(seed), cache=cache if shuffle_seed is None else False, deterministic=bool(deterministic),
+            seed=int(seed), cache=False if train else cache, deterministic=bool(deterministic),
             drop_remainder=drop_remainder,
         )  # fmt: skip
 
-    val_data = dataset(val_records)
+    val_data = dataset(val_records, train=False)
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
     started = time.time()
     if initial is None:
@@ -671,13 +696,13 @@ def fit_run(
     if initial_epoch < total_epochs:
         train_data = None
         for epoch in range(initial_epoch, total_epochs):
-            part = dataset(_epoch_records(train_records, seed, epoch), shuffle_seed=epoch)
+            part = dataset(_epoch_records(train_records, seed, epoch), train=True)
             train_data = part if train_data is None else train_data.concatenate(part)
         recorder = _EpochRecorder(write_dir, rows, initial, schedule, len(train_records), is_chief)
-        extra = [keras.callbacks.TensorBoard(log_dir=str(write_dir / "logs"), write_graph=False)] if is_chief else []
+        extra = [keras.callbacks.TensorBoard(log_dir=str(write_dir / "logs"), write_graph=False)] if is_chief and _has_tensorboard() else []
         trainer.fit(
             train_data, epochs=total_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-            validation_data=val_data, callbacks=[recorder, *extra, *callbacks], verbose=verbose,
+            validation_data=val_data, callbacks=[recorder, *extra, *callbacks], verbose=verbose, shuffle=False,
         )  # fmt: skip
     elif progress:
         print(f"{out_dir}: all {total_epochs} epochs already done")
@@ -685,7 +710,7 @@ def fit_run(
     if not is_chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return {"config": config, "history": rows, "initial": initial, "chief": False}
-    metric32, trainer32 = export_run(trainer, out_dir)
+    metric32, _ = export_run(trainer, out_dir)
     final = evaluate_twoafc(metric32, val_records, batch_size=int(batch_size), load_size=int(load_size))
     steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
     summary = {
@@ -698,16 +723,25 @@ def fit_run(
         "epochs_done": len(rows),
         "triplets_per_second": float(np.median(steady)) if steady else None,
         "seconds_this_session": round(time.time() - started, 1),
-        "files": [name for name in RUN_FILES if (out_dir / name).exists()] + ["run.json"],
     }
     write_history(rows, out_dir / "history.csv")
     if rows:
         plot_history(rows, out_dir, initial)
-    summary["files"] = sorted(set(name for name in RUN_FILES if (out_dir / name).exists()) | {"run.json"})
+    summary["files"] = sorted({name for name in RUN_FILES if (out_dir / name).exists()} | {"run.json"})
     (out_dir / "run.json").write_text(json.dumps({**summary, "started": (previous or {}).get("started", run["started"])}, indent=2) + "\n")
     if progress:
         print(f"val 2AFC: {initial['val_2afc']:.4f} untrained -> {final['all']:.4f} trained; run in {out_dir}")
     return summary
+
+
+def _has_tensorboard():
+    """tf.summary writes event files only with the tensorboard package installed."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        print("note: the tensorboard package is not installed; no TensorBoard logs", file=sys.stderr)
+        return False
+    return True
 
 
 def export_run(trainer, out_dir):
@@ -773,7 +807,7 @@ def evaluate_twoafc(metric, records, batch_size=50, load_size=64):
         scores.append(twoafc_scores(np.asarray(d0), np.asarray(d1), batch["judge"].numpy()))
     scores = np.concatenate(scores)
     subsets = np.array([r.subset for r in records])
-    result = {s: float(scores[subsets == s].mean()) for s in dict.fromkeys(subsets)}
+    result = {str(s): float(scores[subsets == s].mean()) for s in dict.fromkeys(subsets)}
     result["all"] = float(scores.mean())
     return result
 
@@ -861,13 +895,13 @@ def evaluate_run(
     jnd_subsets=None,
     baselines=True,
     batch_size=50,
-    load_size=64,
+    load_size=None,
     progress=False,
 ):
     """Scores a metric on the BAPPS validation sets beside the reference's baselines.
 
     The metric is `metric` (an `LPIPS`), or loaded from `model` (a run folder or .keras file).
-    Returns::
+    `load_size` defaults to the run's (from its run.json), else 64. Returns::
 
         {"model": ..., "data": ..., "columns": ["model", "l2", "ssim", "psnr"],
          "2afc": {subset: {column: 2AFC score}, ..., "all": pooled over triplets, "mean": of subsets},
@@ -886,20 +920,23 @@ def evaluate_run(
             raise InputError("evaluate_run needs a model (run folder or .keras file) or a metric")
         metric = load_metric(model)
         name = str(model)
+        run_json = pathlib.Path(model) / "run.json"
+        if load_size is None and run_json.is_file():
+            load_size = json.loads(run_json.read_text()).get("config", {}).get("load_size")
     else:
         name = f"{metric.net} v{metric.version} {metric.distance}"
+    load_size = int(load_size or 64)
     if isinstance(subsets, str):
         subsets = [subsets]
     records = list_twoafc(data_root, "val", subsets)
     twoafc, pair = _distance_functions(metric)
     columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
     per = {c: [] for c in columns}
-    judges = []
+    progress = progress and sys.stderr.isatty()
     data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
     for i, batch in enumerate(data):
         d0, d1 = twoafc(batch["ref"], batch["p0"], batch["p1"])
         judge = batch["judge"].numpy()
-        judges.append(judge)
         per["model"].append(twoafc_scores(np.asarray(d0), np.asarray(d1), judge))
         if baselines:
             b0 = baseline_distances(batch["ref"].numpy(), batch["p0"].numpy(), metric.input_range)
@@ -911,7 +948,7 @@ def evaluate_run(
     if progress:
         print(file=sys.stderr)
     subset_of = np.array([r.subset for r in records])
-    names = list(dict.fromkeys(subset_of))
+    names = [str(s) for s in dict.fromkeys(subset_of)]
     result = {"model": name, "data": str(data_root), "load_size": int(load_size), "columns": columns, "2afc": {}}
     scores = {c: np.concatenate(per[c]) for c in columns}
     for s in names:
@@ -938,10 +975,10 @@ def evaluate_run(
         distances = {c: np.concatenate(v) for c, v in distances.items()}
         pair_subset = np.array([p.subset for p in pairs])
         result["jnd"] = {}
-        for s in dict.fromkeys(pair_subset):
+        for s in map(str, dict.fromkeys(pair_subset)):
             mask = pair_subset == s
             result["jnd"][s] = {c: jnd_map(distances[c][mask], same[mask]) for c in columns}
-        result["counts"]["jnd"] = {s: int((pair_subset == s).sum()) for s in dict.fromkeys(pair_subset)}
+        result["counts"]["jnd"] = {str(s): int((pair_subset == s).sum()) for s in dict.fromkeys(pair_subset)}
     return result
 
 

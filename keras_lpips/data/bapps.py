@@ -15,7 +15,9 @@ reference loader's pairing of the sorted lists. Every inconsistency raises `Inpu
 naming the file or folder at fault.
 """
 
+import io
 import pathlib
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -122,10 +124,33 @@ def _files(folder, suffixes):
     return found
 
 
+# The header np.save writes for a small float/int array of one element; anything else goes through np.load.
+_SIMPLE_NPY_HEADER = re.compile(rb"\{'descr': '([<>|=]?[fiu][1-8])', 'fortran_order': False, 'shape': \((?:1(?:, ?1)*,?)?\), \}\s*")
+
+
+def _fast_npy(data):
+    """Parses a one-element .npy without np.load's header evaluation (10x faster, which
+    matters for the 150k judges of BAPPS train); None when the file is not that simple."""
+    if data[:6] != b"\x93NUMPY" or data[6] not in (1, 2, 3):
+        return None
+    start = 10 if data[6] == 1 else 12
+    end = start + int.from_bytes(data[8:start], "little")
+    match = _SIMPLE_NPY_HEADER.fullmatch(data[start:end])
+    if match is None:
+        return None
+    dtype = np.dtype(match.group(1).decode())
+    if len(data) - end != dtype.itemsize:
+        return None
+    return np.frombuffer(data, dtype, count=1, offset=end)
+
+
 def read_fraction(path, name="judge"):
     """Loads a 1-element .npy holding a fraction in [0, 1]; `InputError` naming the file otherwise."""
     try:
-        value = np.load(path, allow_pickle=False)
+        data = pathlib.Path(path).read_bytes()
+        value = _fast_npy(data)
+        if value is None:
+            value = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise InputError(f"Cannot read {name} file {path}: {error}") from None
     if value.size != 1 or value.dtype.kind not in "fiu":

@@ -11,10 +11,13 @@ they are not S x S already (BAPPS patches are 64 x 64, so the default leaves the
 and rounded back to 8 bits, like the reference's `transforms.Resize` on PIL images, then mapped
 to `input_range` (the reference's ToTensor + Normalize(0.5, 0.5) for (-1, 1)).
 
-Under `tf.distribute` the datasets use the DATA auto-shard policy: every worker builds the same
-seeded file order and keeps its share of the elements, so `strategy.experimental_distribute_dataset`
-splits each global batch across workers and replicas. This needs the same `seed` on every worker
-(the default, 0). A corrupt image stops iteration with TensorFlow's decode error, which does not
+Under `tf.distribute` the datasets use the DATA auto-shard policy: every worker runs the whole
+pipeline and keeps its share of each global batch, so `strategy.experimental_distribute_dataset`
+splits batches across workers and replicas. The shares are disjoint only if every worker produces
+the same elements in the same order: use the same `seed` on every worker (the default, 0) and
+pass `deterministic=True` with MultiWorkerMirroredStrategy. With `deterministic=False` parallel
+decoding may emit elements out of order, differently on each worker, so in an epoch some
+triplets would reach two workers and others none. A corrupt image stops iteration with TensorFlow's decode error, which does not
 name the file: run `verify_dataset` (`keras-lpips data verify DIR`) on a new copy first.
 """
 
@@ -42,10 +45,14 @@ def twoafc_dataset(
     """A `tf.data.Dataset` of 2AFC batches from `records` (`TwoAFCRecord`s or (ref, p0, p1, judge) tuples).
 
     - `shuffle`: reshuffle the whole set each epoch, from `seed` (same seed, same sequence of orders).
+      With `shuffle=False` elements always come in the order of `records`, whatever `deterministic`.
     - `cache`: False, True (decoded 8-bit images kept in memory: about 37 KB per 64x64 triplet),
       or a file name prefix for `Dataset.cache(filename)`. Cached images are shuffled after the cache.
-    - `deterministic`: keep element order exactly reproducible (`options.deterministic = True`);
-      when False, parallel decoding may hand elements to batches slightly out of order, for speed.
+    - `deterministic`: keep element order exactly reproducible (`options.deterministic = True`;
+      decoding stays parallel, its results are emitted in order). When False, parallel decoding
+      may hand shuffled elements to batches slightly out of order, for speed. Pass True for
+      training runs you want to reproduce exactly, and under MultiWorkerMirroredStrategy (see
+      the module docstring).
     - `drop_remainder`: drop a last partial batch (fixed shapes, e.g. for TPUs or distribution).
     - `repeat`: repeat forever (each repetition reshuffled); otherwise one epoch.
     """
@@ -97,11 +104,16 @@ def _check_arguments(count, batch_size, load_size, input_range):
     return low, high
 
 
-def _decoder(image_keys, load_size):
-    """element {key: path, value: float} -> {key: uint8 (S, S, 3), value: float}."""
+def _decoder(image_keys, load_size, png_only):
+    """element {key: path, value: float} -> {key: uint8 (S, S, 3), value: float}. PNG-only sets
+    (BAPPS) use `decode_png`, a little faster than the format-sniffing `decode_image`."""
 
     def load(path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False)
+        data = tf.io.read_file(path)
+        if png_only:
+            image = tf.io.decode_png(data, channels=3, dtype=tf.uint8)
+        else:
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
         size = tf.shape(image)[:2]
 
         def resized():
@@ -122,12 +134,11 @@ def _decoder(image_keys, load_size):
 
 def _scaler(image_keys, low, high):
     """batched {key: uint8} -> {key: float32 in [low, high]}."""
-    scale = (high - low) / 255.0
 
-    def to_range(batch):
+    def to_range(batch):  # x / 255 first, as ToTensor: 0 and 255 land exactly on low and high
         out = dict(batch)
         for key in image_keys:
-            out[key] = tf.cast(batch[key], tf.float32) * scale + low
+            out[key] = tf.cast(batch[key], tf.float32) / 255.0 * (high - low) + low
         return out
 
     return to_range
@@ -137,8 +148,11 @@ def _build(columns, value_key, values, batch_size, load_size, input_range, shuff
            drop_remainder, repeat):  # fmt: skip
     low, high = _check_arguments(len(values), batch_size, load_size, input_range)
     image_keys = tuple(columns)
-    decode = _decoder(image_keys, int(load_size))
-    order = None if not deterministic else True  # None: follow options.deterministic
+    png_only = all(path.lower().endswith(".png") for paths in columns.values() for path in paths)
+    decode = _decoder(image_keys, int(load_size), png_only)
+    # Unshuffled sets keep the records' order (evaluation lines results up with records by position);
+    # shuffled ones decode in order only when deterministic (None: follow options.deterministic).
+    order = True if deterministic or not shuffle else None
 
     dataset = tf.data.Dataset.from_tensor_slices({**columns, value_key: tf.constant(values, tf.float32)})
     if cache is not False and cache is not None:
@@ -151,7 +165,8 @@ def _build(columns, value_key, values, batch_size, load_size, input_range, shuff
     if cache is False or cache is None:
         dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=order)
     dataset = dataset.batch(int(batch_size), drop_remainder=bool(drop_remainder))
-    dataset = dataset.map(_scaler(image_keys, low, high), num_parallel_calls=AUTOTUNE, deterministic=order)
+    # Whole batches stay in order whatever `deterministic` (a last partial batch comes last).
+    dataset = dataset.map(_scaler(image_keys, low, high), num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.prefetch(AUTOTUNE)
 
     options = tf.data.Options()

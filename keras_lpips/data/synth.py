@@ -85,7 +85,8 @@ def _value_noise(rng, size):
 def _stripes(rng, size):
     angle, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.05, 0.6), rng.uniform(0, 2 * np.pi)
     y, x = _grid(size)
-    wave = 0.5 + 0.5 * np.sin(np.float32(freq) * (x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))) + np.float32(phase))
+    along = x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))
+    wave = 0.5 + 0.5 * np.sin(np.float32(freq) * along + np.float32(phase))
     if rng.random() < 0.5:
         wave = (wave > 0.5).astype(np.float32)
     return _two_colours(rng, wave)
@@ -140,7 +141,8 @@ class _Folder:
                 short = min(image.size)
                 if short > MAX_SOURCE_SIDE:
                     scale = MAX_SOURCE_SIDE / short
-                    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BOX)
+                    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+                    image = image.resize(size, Image.BOX)
                 return np.asarray(image)
         except (OSError, SyntaxError, ValueError) as error:
             raise InputError(f"Cannot read image {path}: {error}") from None
@@ -297,7 +299,7 @@ def _save_png(array, path):
 
 def _save_fraction(value, path):
     with open(path, "wb") as f:
-        np.save(f, np.array([value], dtype=np.float32))
+        np.save(f, np.array([value], dtype=np.float64))
 
 
 def _twoafc_item(source, rng):

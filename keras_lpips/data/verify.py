@@ -40,7 +40,10 @@ def _check_image(path):
 
 
 def _check_subset(subset_dir, image_folders, value_folder, label, problems):
-    """Appends the subset's problems; returns (files to read: [(kind, path)], complete count)."""
+    """Appends the subset's problems; returns ([(kind, path, folder name)] to read, complete count)."""
+    if not any(subset_dir.iterdir()):
+        problems.append(f"{label}: empty subset ({subset_dir} has nothing in it)")
+        return [], 0
     folders = {}
     for name in (*image_folders, value_folder):
         folder = subset_dir / name
@@ -57,15 +60,16 @@ def _check_subset(subset_dir, image_folders, value_folder, label, problems):
         problems.append(f"{label}: empty subset ({subset_dir} has no files)")
         return [], 0
     counts = {name: len(files) for name, files in folders.items()}
-    if len(set(counts.values())) > 1 or len(folders) < len(image_folders) + 1:
+    if len(set(counts.values())) > 1:
         problems.append(f"{label}: folder counts differ ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     stems = sorted(set().union(*folders.values()))
     complete = 0
     for stem in stems:
         have = [files[stem] for files in folders.values() if stem in files]
         missing = [name for name, files in folders.items() if stem not in files]
+        image_suffix = next((p.suffix for p in have if p.suffix.lower() != ".npy"), ".png")
         for name in missing:
-            suffix = ".npy" if name == value_folder else have[0].suffix
+            suffix = ".npy" if name == value_folder else image_suffix
             problems.append(f"{label}: missing file {subset_dir / name / (stem + suffix)} (its counterpart {have[0]} exists)")
         complete += not missing and len(folders) == len(image_folders) + 1
     to_read = []

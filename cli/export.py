@@ -1,0 +1,57 @@
+"""`keras-lpips export`: the metric as a TF Serving SavedModel or a TFLite file."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keras_lpips.cli import options
+
+HELP = """Export the metric for serving: a TF Serving SavedModel or a TFLite file.
+
+Both read float32 NHWC RGB images in [0, 1], any batch and size, through
+three signatures: serving_default (img0, img1 -> distance), rank (ref, p0,
+p1 -> d0, d1, p1_preferred) and spatial (img0, img1 -> map).
+
+  keras-lpips export --format savedmodel --out models/lpips
+  keras-lpips export --format savedmodel --out models/lpips --model-version 2
+  keras-lpips export --format tflite --out lpips.tflite --quantize fp16
+"""
+
+FORMATS = ("savedmodel", "tflite")
+
+
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="savedmodel (TF Serving) or tflite.")],
+    out: Annotated[Path, typer.Option("--out", help="SavedModel: the model's base directory; tflite: the file.")],
+    quantize: Annotated[str, typer.Option("--quantize", help="tflite: none, fp16 or dynamic (int8 weights).")] = "none",
+    model_version: Annotated[int, typer.Option("--model-version", help="savedmodel: the version directory.")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing version or file.")] = False,
+    net: options.Net = "alex",
+    version: options.Version = "0.1",
+    distance: options.Distance = "lpips",
+    layers: options.Layers = None,
+    lin_weights: options.LinWeights = "v0.1",
+    backbone_weights: options.BackboneWeights = "imagenet",
+    model: options.Model = None,
+):
+    from keras_lpips.cli.metric_options import build_metric
+    from keras_lpips.errors import InputError
+    from keras_lpips.export import QUANTIZATIONS, SIGNATURES, export_savedmodel, export_tflite
+
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
+    if quantize not in QUANTIZATIONS:
+        raise InputError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: {quantize!r}")
+    if fmt == "savedmodel" and quantize != "none":
+        raise InputError("--quantize applies to --format tflite only")
+    metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
+    what = f"{metric.net} LPIPS v{metric.version} ({metric.distance})"
+    if fmt == "savedmodel":
+        path = export_savedmodel(metric, out, version=model_version, overwrite=overwrite)
+        typer.echo(f"{what} SavedModel written to {path}")
+    else:
+        path = export_tflite(metric, out, quantize=quantize, overwrite=overwrite)
+        size = path.stat().st_size / 1e6
+        typer.echo(f"{what} TFLite model (quantize={quantize}, {size:.1f} MB) written to {path}")
+    typer.echo(f"signatures: {', '.join(SIGNATURES)}; images float32 (N, H, W, 3) in [0, 1]")

@@ -1,0 +1,35 @@
+"""`keras-lpips study`: the seed study's five configurations, trained, compared and plotted."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+HELP = """Train and compare the study's five configurations on 2AFC data.
+
+VGG16 (2 layers) and AlexNet (4 layers) with cosine and with LPIPS, and an untrained
+VGG16 with cosine; writes results.md/json, results.png, curves.png and summary.md.
+A rerun skips finished configurations and resumes an unfinished one.
+
+  keras-lpips data synth --out synth --train 2000 --val 500
+  keras-lpips study --data synth --out study
+  keras-lpips study --data dataset --out study-bapps --config study.toml
+"""
+
+
+def study(
+    data: Annotated[Path, typer.Option("--data", help="BAPPS-layout folder (2afc/, optionally jnd/).")],
+    out: Annotated[Path, typer.Option("--out", help="Study folder (runs/, results.*).")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML adding rows, seeds and [train] options.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A tiny version (1+1 epochs, batch 8) for smoke tests.")] = False,
+):
+    from keras_lpips.study import DEFAULT_CONFIGS, load_config, run_study
+
+    settings = load_config(config) if config else {"configs": DEFAULT_CONFIGS, "seeds": (0,), "train": {}}
+    results = run_study(
+        data, out, settings["configs"], settings["seeds"], quick=quick, train=settings["train"],
+        log=lambda line: typer.echo(line, err=True),
+    )  # fmt: skip
+    typer.echo((out / "results.md").read_text())
+    typer.echo((out / "summary.md").read_text())
+    return results

@@ -1,0 +1,134 @@
+"""`keras-lpips fit` and `keras-lpips eval`: learn LPIPS from BAPPS 2AFC judgments, and score metrics on BAPPS."""
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from keras_lpips.cli import options
+
+FIT_HELP = """Train LPIPS on the 2AFC human judgments of a BAPPS-layout folder, as the reference trainer.
+
+Modes: lin (backbone frozen, linear weights learn), tune (backbone learns too), scratch (random backbone, learns).
+
+After every epoch the run folder gets a checkpoint and history.csv; a killed run continues with --resume. At the end it holds model.keras (for score --model), trainer.keras, lin_weights.npz (for --lin-weights), loss.png, accuracy.png, run.json and TensorBoard logs.
+
+  keras-lpips fit --data dataset --out runs/alex-lin
+
+  keras-lpips fit --data dataset --out runs/vgg-tune --backbone vgg16 --mode tune
+
+  keras-lpips fit --data dataset --out runs/alex-lin --resume
+
+  keras-lpips fit --data synth --out runs/try --backbone-weights random --layers 3 --load-size 32 --epochs 2 --decay-epochs 0
+"""
+
+EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR).
+
+  keras-lpips eval --model runs/alex-lin --data dataset
+
+  keras-lpips eval --net alex --data dataset --json
+
+  keras-lpips eval --net vgg --version 0.0 --data dataset --output vgg-v0.0.md
+"""
+
+Data = Annotated[Path, typer.Option("--data", help="BAPPS-layout folder (with 2afc/ and jnd/).")]
+Subsets = Annotated[
+    Optional[List[str]], typer.Option("--subsets", help="Subsets to use, repeated or comma-separated (default: all present).")
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Triplets per (global) batch.")]
+LoadSize = Annotated[int, typer.Option("--load-size", help="Resize patches to this size (BAPPS: 64).")]
+
+
+def _split(values):
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def fit(
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: new or empty, or an earlier run's with --resume.")],
+    backbone: Annotated[str, typer.Option("--backbone", help="alexnet, vgg16 or squeezenet (or alex, vgg, squeeze).")] = "alexnet",
+    distance: options.Distance = "lpips",
+    layers: options.Layers = None,
+    mode: Annotated[str, typer.Option("--mode", help="lin, tune or scratch.")] = "lin",
+    backbone_weights: Annotated[
+        Optional[str],
+        typer.Option("--backbone-weights", help="imagenet, random, or a torchvision .pth/.npz (default: imagenet; random for scratch)."),
+    ] = None,
+    subsets: Subsets = None,
+    val_subsets: Annotated[
+        Optional[List[str]], typer.Option("--val-subsets", help="Validation subsets (default: all under 2afc/val).")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs at the full learning rate.")] = 5,
+    decay_epochs: Annotated[int, typer.Option("--decay-epochs", help="Further epochs with the rate falling linearly.")] = 5,
+    batch_size: BatchSize = 50,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (beta1 0.5, as the reference).")] = 1e-4,
+    load_size: LoadSize = 64,
+    lin_init: Annotated[
+        str, typer.Option("--lin-init", help="reference (torch's random init, as the reference) or ones (start from cosine).")
+    ] = "reference",
+    mixed_precision: Annotated[
+        str, typer.Option("--mixed-precision", help="auto (fp16 on GPU, bf16 on CPUs with native bf16), off, bf16 or fp16.")
+    ] = "auto",
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="auto, one-device, mirrored, multiworker (TF_CONFIG) or tpu.")
+    ] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, epoch order and dropout.")] = 0,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Bit-reproducible (slower) ops and data order.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+):
+    from keras_lpips.training import fit_run
+
+    summary = fit_run(
+        data, out, backbone=backbone, distance=distance, layers=layers, mode=mode, backbone_weights=backbone_weights,
+        subsets=_split(subsets), val_subsets=_split(val_subsets), epochs=epochs, decay_epochs=decay_epochs,
+        batch_size=batch_size, lr=lr, load_size=load_size, lin_init=lin_init, mixed_precision=mixed_precision,
+        strategy=strategy, resume=resume, seed=seed, deterministic=deterministic, progress=not quiet,
+    )  # fmt: skip
+    if summary.get("chief", True):
+        final = summary["final"]
+        by_subset = ", ".join(f"{k} {v:.4f}" for k, v in final["val_2afc_by_subset"].items())
+        typer.echo(f"val 2AFC {final['val_2afc']:.4f} ({by_subset}); untrained {summary['initial']['val_2afc']:.4f}")
+        typer.echo(f"run written to {out}: {', '.join(summary['files'])}")
+
+
+def eval_(
+    data: Data,
+    model: Annotated[
+        Optional[Path], typer.Option("--model", help="A run folder from fit (its model.keras) or a .keras file; overrides --net ...")
+    ] = None,
+    net: options.Net = "alex",
+    version: options.Version = "0.1",
+    distance: options.Distance = "lpips",
+    layers: options.Layers = None,
+    lin_weights: options.LinWeights = "v0.1",
+    backbone_weights: options.BackboneWeights = "imagenet",
+    subsets: Subsets = None,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also score L2, SSIM and PSNR.")] = True,
+    batch_size: BatchSize = 50,
+    load_size: Annotated[Optional[int], typer.Option("--load-size", help="Resize patches to this size (default: the run's, else 64).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Also write the results (.json: JSON, else markdown).")] = None,
+    as_json: options.Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+):
+    from keras_lpips.training import evaluate_run, results_markdown, write_results
+
+    metric = None
+    if model is None:
+        from keras_lpips import LPIPS
+
+        metric = LPIPS(
+            net=net, version=version, distance=distance, layers=layers,
+            backbone_weights=None if backbone_weights == "random" else backbone_weights,
+            lin_weights=None if lin_weights in (None, "none") else lin_weights, input_range=(0.0, 1.0),
+        )  # fmt: skip
+    results = evaluate_run(
+        data, model=model, metric=metric, subsets=_split(subsets), baselines=baselines, batch_size=batch_size,
+        load_size=load_size, progress=not quiet and not as_json,
+    )  # fmt: skip
+    if output is not None:
+        write_results(results, output)
+    typer.echo(json.dumps(results, indent=2) if as_json else results_markdown(results).rstrip("\n"))

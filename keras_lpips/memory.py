@@ -1,0 +1,67 @@
+"""How much memory a distance computation takes, estimated from the backbone's layer shapes.
+
+    from keras_lpips.memory import estimate_memory_bytes
+    needed = estimate_memory_bytes(metric, height=2048, width=2048, batch=1)
+
+The estimate is for one call of `metric([img0, img1])` on `batch` pairs of
+`height` x `width` images (one backbone pass over 2 * batch images), on top of
+what the process holds before the call (the framework, the weights). It bounds
+the peak resident memory TensorFlow's CPU runtime reached in measurements
+(benchmarks/README.md) from above: by 1.0-1.5x for VGG and SqueezeNet, up to
+2.2x for AlexNet, whose activations are small beside the images.
+"""
+
+import keras
+
+# Bytes per element of the float32 tensors outside the backbone.
+_F32 = 4
+
+
+def layer_output_shapes(metric, height, width):
+    """`[(layer, (h, w, channels))]` for every backbone layer, for one `height` x `width` image."""
+    backbone = metric.backbone
+    layers = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
+    probe = keras.Model(backbone.inputs, [layer.output for layer in layers])
+    specs = probe.compute_output_spec(keras.KerasTensor((1, int(height), int(width), 3)))
+    return [(layer, tuple(int(d) for d in spec.shape[1:])) for layer, spec in zip(layers, specs)]
+
+
+def conv_macs(metric, height, width):
+    """Multiply-accumulates of the backbone's convolutions for one image (groups of 1)."""
+    total = 0
+    for layer, (h, w, c) in layer_output_shapes(metric, height, width):
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, _ = layer.kernel.shape
+            total += h * w * c * kh * kw * cin
+    return int(total)
+
+
+def estimate_memory_bytes(metric, height, width, batch=1):
+    """Bytes one `metric([img0, img1])` call needs beyond what the process already holds.
+
+    Args:
+        metric: a `keras_lpips.LPIPS` (any net, either precision).
+        height, width: image size in pixels.
+        batch: pairs per call.
+
+    Returns an int: 2 A + S + 3 I, in float32 bytes over the call's 2 * batch images,
+    with A the largest backbone layer output, S the tapped outputs together and I
+    the images. At the first tap the tap, its squared values or normalised copy, the
+    layers after it and the taps' squared differences are alive at once; the images
+    have up to three copies (tensors, concatenation, rescaling). Under
+    `precision="bf16"` the taps also keep their bfloat16 originals beside their
+    float32 copies: 2 A + 1.5 S + 3 I.
+    """
+    images = 2 * int(batch)
+    shapes = layer_output_shapes(metric, height, width)
+    largest = max(h * w * c for _, (h, w, c) in shapes) * images * _F32
+    taps = sum(_tap_sizes(metric, shapes)) * images * _F32
+    inputs = 3 * images * int(height) * int(width) * 3 * _F32
+    tap_factor = 1.5 if getattr(metric, "precision", "float32") == "bf16" else 1.0
+    return int(2 * largest + tap_factor * taps + inputs)
+
+
+def _tap_sizes(metric, shapes):
+    """Per-image element counts of the backbone's outputs (the tapped layers)."""
+    outputs = {id(tensor) for tensor in metric.backbone.outputs}
+    return [h * w * c for layer, (h, w, c) in shapes if id(layer.output) in outputs]

@@ -1,0 +1,250 @@
+"""The seed study: five LPIPS configurations trained and compared on 2AFC judgments.
+
+The study this project comes from compared, on human 2AFC judgments:
+VGG16 (first 2 layers) and AlexNet (first 4 layers), each with the cosine
+distance and with LPIPS + the small ranking network, and an untrained VGG16 with
+the cosine distance. It found that the LPIPS models beat the cosine ones, that
+VGG beat AlexNet with LPIPS while AlexNet beat VGG with cosine.
+
+`run_study` trains and evaluates those configurations (plus rows from a TOML
+config), resumes where an earlier run stopped, and writes `results.md`,
+`results.json`, `results.png` (bar chart), `curves.png` (accuracy and loss per
+epoch for every configuration) and `summary.md` (which findings held).
+"""
+
+import dataclasses
+import json
+import pathlib
+import tomllib
+
+import numpy as np
+
+from keras_lpips.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """One trained configuration of the study."""
+
+    name: str
+    backbone: str
+    distance: str
+    layers: int | None = None
+    backbone_weights: str = "imagenet"
+    mode: str = "lin"
+
+
+DEFAULT_CONFIGS = (
+    StudyConfig("vgg16-2L-cosine", "vgg", "cosine", 2),
+    StudyConfig("vgg16-2L-lpips", "vgg", "lpips", 2),
+    StudyConfig("alexnet-4L-cosine", "alex", "cosine", 4),
+    StudyConfig("alexnet-4L-lpips", "alex", "lpips", 4),
+    StudyConfig("vgg16-untrained-cosine", "vgg", "cosine", None, "random"),
+)
+QUICK = {"epochs": 1, "decay_epochs": 1, "batch_size": 8}
+
+
+def load_config(path):
+    """Reads a study TOML: `seeds = [0, 1]`, `[train]` options, and `[[run]]` rows added to the five.
+
+    Example:
+        seeds = [0, 1, 2]
+        [train]
+        epochs = 3
+        [[run]]
+        name = "squeeze-7L-lpips-tune"
+        backbone = "squeeze"
+        distance = "lpips"
+        mode = "tune"
+    """
+    path = pathlib.Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise InputError(f"Cannot read study config {path}: {error}") from None
+    try:
+        extra = tuple(StudyConfig(**row) for row in data.get("run", []))
+    except TypeError as error:
+        raise InputError(f"{path}: bad [[run]] entry: {error}") from None
+    return {"configs": DEFAULT_CONFIGS + extra, "seeds": tuple(data.get("seeds", (0,))), "train": data.get("train", {})}
+
+
+def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train=None, log=print):
+    """Trains (or resumes) every configuration and seed, evaluates, and writes the reports.
+
+    Returns the results dictionary also written to `results.json`.
+    """
+    from keras_lpips.training import evaluate_run, fit_run
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    options = {**(QUICK if quick else {}), **(train or {})}
+    evaluations = {}
+    for config in configs:
+        for seed in seeds:
+            run_dir = out / "runs" / f"{config.name}-seed{seed}"
+            if (run_dir / "model.keras").is_file():
+                log(f"{config.name} seed {seed}: finished earlier, skipped")
+            else:
+                resume = run_dir.is_dir() and any(run_dir.iterdir())
+                log(f"{config.name} seed {seed}: {'resuming' if resume else 'training'}")
+                fit_run(
+                    data, run_dir, backbone=config.backbone, distance=config.distance, layers=config.layers,
+                    mode=config.mode, backbone_weights=config.backbone_weights, seed=seed, resume=resume,
+                    progress=False, **options,
+                )  # fmt: skip
+            evaluations[(config.name, seed)] = _cached_eval(run_dir, lambda d=run_dir: evaluate_run(data, model=d))
+    official = {}
+    for net in ("alex", "vgg"):
+        log(f"official LPIPS {net} v0.1: evaluating")
+        official[net] = _cached_eval(out / "official" / net, lambda n=net: _evaluate_official(data, n, evaluate_run))
+    results = _tabulate(configs, seeds, evaluations, official)
+    results["findings"] = findings(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(results))
+    (out / "summary.md").write_text(summary_markdown(results))
+    plot_results(results, out / "results.png")
+    plot_curves(out, configs, seeds, out / "curves.png")
+    log(f"wrote {out / 'results.md'}, results.json, results.png, curves.png, summary.md")
+    return results
+
+
+def _cached_eval(directory, evaluate):
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = evaluate()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    return result
+
+
+def _evaluate_official(data, net, evaluate_run):
+    from keras_lpips import LPIPS
+
+    return evaluate_run(data, metric=LPIPS(net=net, version="0.1", input_range=(0.0, 1.0)), baselines=False)
+
+
+def _tabulate(configs, seeds, evaluations, official):
+    """Rows of mean 2AFC per subset (and JND mAP), with the spread over seeds."""
+    first = next(iter(evaluations.values()))
+    subsets = [s for s in first["2afc"] if s not in ("all", "mean")]
+    rows = []
+
+    def row(name, kind, per_seed, column="model"):
+        scores = {s: [e["2afc"][s][column] for e in per_seed] for s in subsets + ["mean"]}
+        entry = {"name": name, "kind": kind, "seeds": len(per_seed)}
+        entry["2afc"] = {s: {"mean": float(np.mean(v)), "spread": float(np.std(v))} for s, v in scores.items()}
+        if "jnd" in per_seed[0]:
+            maps = [np.mean([e["jnd"][s][column] for s in e["jnd"]]) for e in per_seed]
+            entry["jnd_map"] = {"mean": float(np.mean(maps)), "spread": float(np.std(maps))}
+        rows.append(entry)
+
+    for config in configs:
+        row(config.name, "trained", [evaluations[(config.name, s)] for s in seeds])
+    for net, result in official.items():
+        row(f"official LPIPS {net} v0.1", "official", [result])
+    for column, label in (("l2", "L2 (Lab)"), ("ssim", "SSIM"), ("psnr", "PSNR")):
+        row(label, "baseline", [first], column)
+    return {"subsets": subsets, "seeds": list(seeds), "rows": rows}
+
+
+def _score(results, name):
+    return next(r["2afc"]["mean"]["mean"] for r in results["rows"] if r["name"] == name)
+
+
+def findings(results):
+    """The study's findings, each with whether it held on this data."""
+    s = {name: _score(results, name) for name in (c.name for c in DEFAULT_CONFIGS)}
+    checks = [
+        ("LPIPS beats cosine with VGG16 (2 layers)", s["vgg16-2L-lpips"] > s["vgg16-2L-cosine"]),
+        ("LPIPS beats cosine with AlexNet (4 layers)", s["alexnet-4L-lpips"] > s["alexnet-4L-cosine"]),
+        ("with LPIPS, VGG16 beats AlexNet", s["vgg16-2L-lpips"] > s["alexnet-4L-lpips"]),
+        ("with cosine, AlexNet beats VGG16", s["alexnet-4L-cosine"] > s["vgg16-2L-cosine"]),
+        ("pretrained VGG16 beats untrained VGG16 (cosine)", s["vgg16-2L-cosine"] > s["vgg16-untrained-cosine"]),
+    ]
+    return [{"finding": text, "held": bool(held)} for text, held in checks]
+
+
+def _cell(stat, seeds):
+    return f"{stat['mean']:.3f} ± {stat['spread']:.3f}" if seeds > 1 else f"{stat['mean']:.3f}"
+
+
+def results_markdown(results):
+    subsets = results["subsets"]
+    jnd = any("jnd_map" in r for r in results["rows"])
+    header = ["configuration"] + subsets + ["mean"] + (["JND mAP"] if jnd else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results["rows"]:
+        cells = [r["name"]] + [_cell(r["2afc"][s], r["seeds"]) for s in subsets + ["mean"]]
+        if jnd:
+            cells.append(_cell(r["jnd_map"], r["seeds"]) if "jnd_map" in r else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "2AFC score per validation subset (higher is better).\n\n" + "\n".join(lines) + "\n"
+
+
+def summary_markdown(results):
+    best = max((r for r in results["rows"] if r["kind"] == "trained"), key=lambda r: r["2afc"]["mean"]["mean"])
+    lines = [f"Best trained configuration: {best['name']} (mean 2AFC {best['2afc']['mean']['mean']:.3f}).", ""]
+    for item in results["findings"]:
+        lines.append(f"- {item['finding']}: {'held' if item['held'] else 'did NOT hold'} on this data.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(results, path):
+    """Bar chart of the mean 2AFC score of every row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    colours = {"trained": "tab:blue", "official": "tab:green", "baseline": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    means = [r["2afc"]["mean"]["mean"] for r in rows]
+    spreads = [r["2afc"]["mean"]["spread"] for r in rows]
+    ax.bar(range(len(rows)), means, yerr=spreads, color=[colours[r["kind"]] for r in rows])
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("mean 2AFC score")
+    ax.set_ylim(max(0.0, min(means) - 0.05), min(1.0, max(means) + 0.05))
+    ax.set_title("2AFC score by configuration (blue: trained, green: official, gray: baselines)")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_curves(out, configs, seeds, path):
+    """Validation accuracy and training loss per epoch for every configuration (first seed)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for config in configs:
+        history = out / "runs" / f"{config.name}-seed{seeds[0]}" / "history.csv"
+        if not history.is_file():
+            continue
+        with open(history) as f:
+            rows = list(csv.DictReader(f))
+        epochs = [int(r["epoch"]) for r in rows]
+        acc.plot(epochs, [float(r["val_2afc"]) for r in rows], "o-", label=config.name)
+        loss.plot(epochs, [float(r["loss"]) for r in rows], "o-", label=config.name)
+    acc.set(xlabel="epoch", ylabel="validation 2AFC score", title="accuracy")
+    loss.set(xlabel="epoch", ylabel="training BCE loss", title="loss")
+    acc.legend(fontsize=7)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.partial.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,660 @@
+"""The BAPPS data half: reader errors, tf.data pipelines, the synthetic set, verification,
+download and safe extraction (against a server on 127.0.0.1 only), and the `data` CLI."""
+
+import hashlib
+import io
+import re
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from keras_lpips.cli import data as data_cli
+from keras_lpips.data import (
+    JNDRecord,
+    TwoAFCRecord,
+    download,
+    list_jnd,
+    list_twoafc,
+    safe_extract,
+    synthesize,
+    verify_dataset,
+)
+from keras_lpips.data import synth as synth_module
+from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError
+from tests.bapps_fixture import make_tiny_bapps
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return make_tiny_bapps(tmp_path / "bapps")
+
+
+def read_png(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- reader ------------------------------------------------------------------------------------
+
+
+def test_list_twoafc_and_jnd(tiny):
+    train = list_twoafc(tiny, "train")
+    val = list_twoafc(tiny, "val", "traditional")
+    jnd = list_jnd(tiny, ["traditional"])
+    assert (len(train), len(val), len(jnd)) == (6, 4, 4)
+    assert all(isinstance(r, TwoAFCRecord) for r in train) and all(isinstance(r, JNDRecord) for r in jnd)
+    first = val[0]
+    assert first.ref.name == first.p0.name == first.p1.name == "000000.png"
+    assert (first.ref.parent.name, first.p0.parent.name, first.p1.parent.name) == ("ref", "p0", "p1")
+    assert first.subset == "traditional" and jnd[0].subset == "traditional"
+    judges = [r.judge for r in train + val]
+    assert all(0 <= j <= 1 for j in judges) and {round(j * 5) / 5 for j in judges} == set(judges)
+    assert [r.ref.name for r in train] == sorted(r.ref.name for r in train)
+
+
+def test_root_may_be_the_folder_holding_dataset(tiny):
+    parent = tiny.parent
+    (parent / "bapps").rename(parent / "dataset")
+    assert len(list_twoafc(parent, "val")) == 4
+    assert len(list_twoafc(parent / "dataset", "val")) == 4
+    assert len(list_twoafc(parent / "dataset" / "2afc", "val")) == 4
+
+
+def test_missing_judge_names_the_file(tiny):
+    (tiny / "2afc/val/traditional/judge/000002.npy").unlink()
+    with pytest.raises(InputError, match=r"Missing judge file .*judge/000002\.npy") as caught:
+        list_twoafc(tiny, "val")
+    assert "judge 3" in str(caught.value)
+
+
+def test_count_mismatch_names_subset_counts_and_first_unmatched_file(tiny):
+    (tiny / "2afc/train/traditional/p0/000003.png").unlink()
+    (tiny / "2afc/train/traditional/p0/000005.png").unlink()
+    with pytest.raises(InputError) as caught:
+        list_twoafc(tiny, "train")
+    message = str(caught.value)
+    assert "2afc/train/traditional" in message and "ref 6, p0 4, p1 6, judge 6" in message
+    assert re.search(r"first unmatched file: \S*ref/000003\.png has no counterpart in p0/", message)
+
+
+def test_judge_outside_unit_interval_names_the_file(tiny):
+    np.save(tiny / "2afc/val/traditional/judge/000001.npy", np.array([1.5]))
+    with pytest.raises(InputError, match=r"judge file \S*judge/000001\.npy holds 1\.5, outside \[0, 1\]"):
+        list_twoafc(tiny, "val")
+
+
+def test_nan_or_multi_element_judge_is_refused(tiny):
+    np.save(tiny / "2afc/val/traditional/judge/000001.npy", np.array([np.nan]))
+    with pytest.raises(InputError, match=r"000001\.npy holds nan"):
+        list_twoafc(tiny, "val")
+    np.save(tiny / "2afc/val/traditional/judge/000001.npy", np.array([0.1, 0.2]))
+    with pytest.raises(InputError, match=r"000001\.npy should hold one number"):
+        list_twoafc(tiny, "val")
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.array([0.4]), np.array([0.4], np.float32), np.array(0.4), np.array([[[0.4]]]), np.array([0.4], ">f8"),
+     np.array([1], np.uint8), np.asfortranarray(np.full((1, 1), 0.4))],
+    ids=["f8", "f4", "scalar", "1x1x1", "big-endian", "uint8", "fortran"],
+)  # fmt: skip
+def test_judge_files_in_any_simple_npy_form(tiny, array):
+    """The fast header parser and np.load agree (np.load takes what the parser does not)."""
+    path = tiny / "2afc/val/traditional/judge/000000.npy"
+    np.save(path, array)
+    assert list_twoafc(tiny, "val")[0].judge == pytest.approx(float(array.ravel()[0]))
+
+
+def test_unreadable_npy_names_the_file(tiny):
+    (tiny / "jnd/val/traditional/same/000002.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(InputError, match=r"Cannot read same file \S*same/000002\.npy"):
+        list_jnd(tiny)
+
+
+def test_empty_subset(tiny):
+    for name in ("ref", "p0", "p1", "judge"):
+        (tiny / "2afc/val/cnn" / name).mkdir(parents=True)
+    with pytest.raises(InputError, match=r"Subset 2afc/val/cnn .* is empty"):
+        list_twoafc(tiny, "val", ["traditional", "cnn"])
+    (tiny / "2afc/val/superres").mkdir()
+    with pytest.raises(InputError, match=r"Subset 2afc/val/superres .* is empty"):
+        list_twoafc(tiny, "val", "superres")
+
+
+def test_missing_subset_lists_the_ones_there(tiny):
+    (tiny / "2afc/val/color").mkdir()
+    with pytest.raises(InputError, match=r"2afc/val/deblur not found .*subsets there: color, traditional"):
+        list_twoafc(tiny, "val", ["traditional", "deblur"])
+    with pytest.raises(InputError, match=r"jnd/val/cnn not found .*subsets there: traditional"):
+        list_jnd(tiny, ["cnn"])
+
+
+def test_not_a_bapps_root(tmp_path):
+    with pytest.raises(InputError, match="does not look like a BAPPS dataset"):
+        list_twoafc(tmp_path, "val")
+    with pytest.raises(InputError, match="Unknown 2AFC split 'test'"):
+        list_twoafc(tmp_path, "test")
+
+
+# --- tf.data pipeline --------------------------------------------------------------------------
+
+
+def labelled_records(tiny):
+    """The 6 train triplets with judges 0, 0.1, ... (to identify each element in a batch)."""
+    return [TwoAFCRecord(r.ref, r.p0, r.p1, i / 10) for i, r in enumerate(list_twoafc(tiny, "train"))]
+
+
+def judges_of(dataset):
+    return [round(float(j), 3) for batch in dataset for j in batch["judge"].numpy()]
+
+
+def test_twoafc_batches_have_documented_shapes_ranges_and_pixels(tiny):
+    from keras_lpips.data import twoafc_dataset
+
+    records = list_twoafc(tiny, "train")
+    batches = list(twoafc_dataset(records, batch_size=4, shuffle=False, deterministic=True))
+    assert [int(b["judge"].shape[0]) for b in batches] == [4, 2]
+    first = batches[0]
+    for key in ("ref", "p0", "p1"):
+        assert first[key].dtype.name == "float32" and tuple(first[key].shape) == (4, 64, 64, 3)
+        assert -1.0 <= float(first[key].numpy().min()) and float(first[key].numpy().max()) <= 1.0
+    expected = read_png(records[1].p1).astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(first["p1"].numpy()[1], expected, atol=1e-6)
+    np.testing.assert_allclose(first["judge"].numpy(), [r.judge for r in records[:4]])
+
+
+def test_input_range_load_size_drop_remainder_and_repeat(tiny):
+    from keras_lpips.data import twoafc_dataset
+
+    records = list_twoafc(tiny, "train")
+    dataset = twoafc_dataset(records, batch_size=4, load_size=32, input_range=(0, 255), shuffle=False, deterministic=True,
+                             drop_remainder=True, repeat=True)  # fmt: skip
+    batches = [b for _, b in zip(range(3), dataset)]
+    assert all(tuple(b["ref"].shape) == (4, 32, 32, 3) for b in batches)
+    ref = batches[0]["ref"].numpy()
+    assert ref.max() > 1.5 and ref.min() >= 0 and ref.max() <= 255
+    source = read_png(records[0].ref).astype(np.float32)
+    np.testing.assert_allclose(ref[0].mean(), source.mean(), atol=2.0)  # antialiased: mean kept
+
+
+def test_other_formats_and_sizes_decode_like_pillow(tiny, tmp_path):
+    """BMP/JPEG/grey/RGBA go through decode_image; a 128x96 PNG is resized like PIL's bilinear."""
+    from keras_lpips.data import twoafc_dataset
+
+    rng = np.random.default_rng(1)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((128, 96), Image.BILINEAR))
+    Image.fromarray(smooth[:64, :64]).save(tmp_path / "ref.bmp")
+    Image.fromarray(smooth[:64, :64, 0]).save(tmp_path / "p0.jpg", quality=95)
+    Image.fromarray(np.dstack([smooth, smooth[..., :1]])).save(tmp_path / "p1.png")
+    record = TwoAFCRecord(tmp_path / "ref.bmp", tmp_path / "p0.jpg", tmp_path / "p1.png", 0.5)
+    batch = next(iter(twoafc_dataset([record], batch_size=1, input_range=(0, 255), shuffle=False)))
+    np.testing.assert_array_equal(batch["ref"].numpy()[0], smooth[:64, :64])
+    p0 = batch["p0"].numpy()[0]
+    assert np.abs(p0 - smooth[:64, :64, :1]).mean() < 3 and (p0[..., 0] == p0[..., 2]).all()
+    pil = np.asarray(Image.fromarray(smooth).resize((64, 64), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(batch["p1"].numpy()[0] - pil).max() <= 3
+
+
+def test_same_seed_same_order_each_epoch_reshuffled(tiny):
+    from keras_lpips.data import twoafc_dataset
+
+    records = labelled_records(tiny)
+    make = lambda seed: twoafc_dataset(records, batch_size=4, seed=seed, deterministic=True)  # noqa: E731
+    a, b = make(0), make(0)
+    epoch1, epoch2 = judges_of(a), judges_of(a)
+    assert epoch1 == judges_of(b) and epoch2 == judges_of(b)
+    assert sorted(epoch1) == sorted(epoch2) == [i / 10 for i in range(6)]
+    assert epoch1 != epoch2  # reshuffled each epoch
+    assert judges_of(make(1)) != epoch1
+    for deterministic in (True, False):  # unshuffled: the records' order either way
+        unshuffled = twoafc_dataset(records, batch_size=4, shuffle=False, deterministic=deterministic)
+        assert judges_of(unshuffled) == [i / 10 for i in range(6)]
+
+
+def test_options_deterministic_and_data_sharding(tiny):
+    import tensorflow as tf
+
+    from keras_lpips.data import twoafc_dataset
+
+    records = list_twoafc(tiny, "train")
+    for deterministic in (True, False):
+        options = twoafc_dataset(records, deterministic=deterministic).options()
+        assert options.deterministic is deterministic
+        assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+
+
+def test_data_sharding_gives_each_worker_a_disjoint_share(tiny):
+    """The rewrite `tf.distribute` applies per worker (MultiWorkerMirroredStrategy), on a fresh
+    pipeline per worker as in separate processes: same seed, disjoint shares, nothing lost.
+    (deterministic=True, as documented: out-of-order decoding could differ between workers.)"""
+    distribute = pytest.importorskip("tensorflow.python.data.experimental.ops.distribute")
+    if not hasattr(distribute, "_AutoShardDataset"):
+        pytest.skip("this TensorFlow has no _AutoShardDataset")
+    from keras_lpips.data import twoafc_dataset
+
+    records = labelled_records(tiny)
+    shares = [
+        judges_of(distribute._AutoShardDataset(twoafc_dataset(records, 2, seed=3, deterministic=True), 2, index, 2))
+        for index in range(2)
+    ]
+    assert shares[0] and shares[1] and not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == [i / 10 for i in range(6)]
+
+
+def test_cache_gives_the_same_elements(tiny, tmp_path):
+    from keras_lpips.data import twoafc_dataset
+
+    records = labelled_records(tiny)
+    plain = twoafc_dataset(records, batch_size=3, seed=5, deterministic=True)
+    cached = twoafc_dataset(records, batch_size=3, seed=5, deterministic=True, cache=True)
+    on_disk = twoafc_dataset(records, batch_size=3, shuffle=False, deterministic=True, cache=str(tmp_path / "cache"))
+    for _ in range(2):
+        assert sorted(judges_of(cached)) == sorted(judges_of(plain))
+    first = next(iter(on_disk))
+    np.testing.assert_allclose(first["ref"].numpy()[0], read_png(records[0].ref) / 127.5 - 1, atol=1e-6)
+
+
+def test_jnd_dataset_and_decode_rate(tiny):
+    from keras_lpips.data import jnd_dataset, measure_decode_rate
+
+    records = list_jnd(tiny)
+    batch = next(iter(jnd_dataset(records, batch_size=4, shuffle=False, deterministic=True, input_range=(0, 1))))
+    assert sorted(batch) == ["p0", "p1", "same"]
+    assert tuple(batch["p0"].shape) == (4, 64, 64, 3) and tuple(batch["same"].shape) == (4,)
+    np.testing.assert_allclose(batch["same"].numpy(), [r.same for r in records])
+    assert 0 <= batch["p1"].numpy().min() and batch["p1"].numpy().max() <= 1
+    assert measure_decode_rate(jnd_dataset(records, batch_size=2, repeat=True), batches=3) > 0
+
+
+def test_dataset_argument_errors(tiny):
+    from keras_lpips.data import twoafc_dataset
+
+    records = list_twoafc(tiny, "train")
+    with pytest.raises(InputError, match="No records"):
+        twoafc_dataset([])
+    with pytest.raises(InputError, match="batch_size"):
+        twoafc_dataset(records, batch_size=0)
+    with pytest.raises(InputError, match="input_range"):
+        twoafc_dataset(records, input_range=(1, -1))
+
+
+# --- synthetic set -----------------------------------------------------------------------------
+
+
+def test_synth_is_byte_identical_across_runs_and_worker_counts(tmp_path):
+    seen = []
+    a = synthesize(tmp_path / "a", 12, 5, n_jnd=4, seed=3, progress=lambda d, t: seen.append((d, t)))
+    b = synthesize(tmp_path / "b", 12, 5, n_jnd=4, seed=3, workers=1)
+    files_a, files_b = tree(a), tree(b)
+    assert files_a == files_b
+    assert sum(name.endswith(".png") for name in files_a) == 12 * 3 + 5 * 3 + 4 * 2
+    assert seen[-1] == (21, 21) and len(seen) == 21
+    assert tree(synthesize(tmp_path / "c", 12, 5, n_jnd=4, seed=4)) != files_a
+    train, jnd = list_twoafc(a, "train"), list_jnd(a)
+    assert len(train) == 12 and len(list_twoafc(a, "val")) == 5 and len(jnd) == 4
+    assert all(r.judge * 5 == round(r.judge * 5) for r in train)
+    assert read_png(train[0].ref).shape == (64, 64, 3)
+    assert "SIMULATED" in (a / "SYNTHETIC_README.txt").read_text()
+    assert verify_dataset(a) == []
+
+
+def test_synth_val_does_not_depend_on_train_size(tmp_path):
+    a = synthesize(tmp_path / "a", 3, 4, n_jnd=0)
+    b = synthesize(tmp_path / "b", 7, 4, n_jnd=0)
+    assert tree(a / "2afc/val") == tree(b / "2afc/val")
+
+
+def test_synth_judges_favour_the_less_distorted_patch(tmp_path):
+    root = synthesize(tmp_path / "s", 150, 0, n_jnd=60, seed=1)
+    agree, judges_when_p1_closer, judges_when_p0_closer = 0, [], []
+    for r in list_twoafc(root, "train"):
+        ref = read_png(r.ref).astype(float)
+        e0, e1 = (np.sqrt(np.mean((read_png(p).astype(float) - ref) ** 2)) for p in (r.p0, r.p1))
+        (judges_when_p1_closer if e1 < e0 else judges_when_p0_closer).append(r.judge)
+        agree += (r.judge > 0.5) == (e1 < e0)
+    assert np.mean(judges_when_p1_closer) > 0.7 and np.mean(judges_when_p0_closer) < 0.3
+    assert agree / 150 > 0.8
+    pairs = [(np.sqrt(np.mean((read_png(r.p0).astype(float) - read_png(r.p1)) ** 2)), r.same) for r in list_jnd(root)]
+    small = [same for error, same in pairs if error < 2]
+    large = [same for error, same in pairs if error > 10]
+    assert small and large and np.mean(small) > 0.7 and np.mean(large) < 0.2
+
+
+def test_synth_from_an_image_folder_takes_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sources = [rng.integers(0, 256, (80, 100, 3), dtype=np.uint8), rng.integers(0, 256, (70, 64, 3), dtype=np.uint8)]
+    for i, image in enumerate(sources):
+        Image.fromarray(image).save(photos / f"{i}.png")
+    (photos / "notes.txt").write_text("not an image")
+    root = synthesize(tmp_path / "s", 6, 0, images=photos, n_jnd=0)
+    for record in list_twoafc(root, "train"):
+        ref = read_png(record.ref)
+        assert any(
+            (image[y : y + 64, x : x + 64] == ref).all()
+            for image in sources
+            for y in range(image.shape[0] - 63)
+            for x in range(image.shape[1] - 63)
+        )
+
+
+def test_synth_errors(tmp_path):
+    synthesize(tmp_path / "s", 2, 0, n_jnd=0)
+    with pytest.raises(InputError, match="already exists and is not empty"):
+        synthesize(tmp_path / "s", 2, 0, n_jnd=0)
+    synthesize(tmp_path / "s", 0, 2)  # other subsets of the same folder are fine
+    with pytest.raises(InputError, match="Nothing to synthesize"):
+        synthesize(tmp_path / "t", 0, 0)
+    with pytest.raises(InputError, match="n_train must be a non-negative integer"):
+        synthesize(tmp_path / "t", -1, 2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="No images"):
+        synthesize(tmp_path / "t", 2, 0, images=tmp_path / "empty")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "empty" / "small.png")
+    with pytest.raises(InputError, match="at least 64x64"):
+        synthesize(tmp_path / "t", 2, 0, images=tmp_path / "empty")
+    assert not any(p.name.startswith(".synth-") for p in (tmp_path / "t").iterdir())
+
+
+def test_every_distortion_family_changes_the_patch():
+    rng = np.random.default_rng(0)
+    patch = synth_module.procedural_patch(rng)
+    assert patch.shape == (64, 64, 3) and patch.dtype == np.uint8
+    for family in synth_module.DISTORTIONS:
+        out, applied = synth_module.distort(patch, rng, families=[family], strength=0.8)
+        assert out.shape == patch.shape and out.dtype == np.uint8, family
+        assert applied == [(family, 0.8)] and synth_module.proxy_distance(patch, out) > 0.005, family
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def test_verify_finds_deleted_and_corrupted_files(tiny):
+    report = verify_dataset(tiny)
+    assert report == [] and report.counts == {"2afc/train/traditional": 6, "2afc/val/traditional": 4, "jnd/val/traditional": 4}
+    (tiny / "2afc/val/traditional/p1/000001.png").unlink()
+    png = tiny / "2afc/train/traditional/ref/000004.png"
+    data = bytearray(png.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    png.write_bytes(bytes(data))
+    (tiny / "jnd/val/traditional/p0/000000.png").write_bytes(b"garbage")
+    (tiny / "jnd/val/traditional/same/000003.npy").write_bytes(b"\x93NUMPY broken")
+    report = verify_dataset(tiny)
+    text = "\n".join(report)
+    assert len(report) == 5, text
+    assert re.search(r"2afc/val/traditional: folder counts differ \(ref 4, p0 4, p1 3, judge 4\)", text)
+    assert re.search(r"missing file \S*2afc/val/traditional/p1/000001\.png", text)
+    assert re.search(r"unreadable image \S*2afc/train/traditional/ref/000004\.png", text)
+    assert re.search(r"unreadable image \S*jnd/val/traditional/p0/000000\.png", text)
+    assert re.search(r"Cannot read same file \S*same/000003\.npy", text)
+    assert report.counts["2afc/val/traditional"] == 3
+
+
+def test_verify_reports_missing_folders_and_non_datasets(tiny, tmp_path):
+    import shutil
+
+    shutil.rmtree(tiny / "jnd/val/traditional/same")
+    assert any(re.search(r"missing folder \S*jnd/val/traditional/same", p) for p in verify_dataset(tiny))
+    (tmp_path / "empty").mkdir()
+    assert "does not look like a BAPPS dataset" in verify_dataset(tmp_path / "empty")[0]
+
+
+# --- download and safe extraction ---------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves `server.files`; honours `Range: bytes=N-`; answers HEAD with `server.head_size` or the size."""
+
+    def do_HEAD(self):
+        data = self.server.files.get(self.path.lstrip("/"))
+        if data is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.server.head_size or len(data)))
+        self.end_headers()
+
+    def do_GET(self):
+        server = self.server
+        server.ranges.append(self.headers.get("Range"))
+        data = server.files.get(self.path.lstrip("/"))
+        if data is None:
+            self.send_error(404)
+            return
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        start = int(match.group(1)) if match else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut, server.cut_next = server.cut_next, False
+        self.wfile.write(body[: len(body) // 2] if cut else body)
+        if cut:
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    local = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    local.files, local.ranges, local.cut_next, local.head_size = {}, [], False, None
+    thread = threading.Thread(target=local.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield local
+    finally:
+        local.shutdown()
+        thread.join(timeout=5)
+        local.server_close()
+
+
+def make_tar(members):
+    """A .tar.gz from [(name, bytes | ("symlink"|"hardlink", target) | "dir" | "fifo" | "chr")]."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            if isinstance(content, bytes):
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+                continue
+            if content == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            elif content == "fifo":
+                info.type = tarfile.FIFOTYPE
+            elif content == "chr":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            else:
+                info.type = tarfile.SYMTYPE if content[0] == "symlink" else tarfile.LNKTYPE
+                info.linkname = content[1]
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+def split_archive(root, folder):
+    """The files under `root/folder` as a .tar.gz whose members start with `folder`'s last parts."""
+    members = []
+    base = root / folder
+    for path in sorted(base.rglob("*")):
+        if path.is_file():
+            members.append((str(path.relative_to(base.parent)), path.read_bytes()))
+    return make_tar(members)
+
+
+@pytest.fixture
+def fake_bucket(server, tiny, monkeypatch):
+    """Serves twoafc_val (as the official archive lays it out: val/...) and jnd (jnd/val/...)."""
+    files = {"twoafc_val.tar.gz": split_archive(tiny, "2afc/val"), "jnd.tar.gz": split_archive(tiny, "jnd/val")}
+    server.files.update(files)
+    monkeypatch.setattr(download, "URL_TEMPLATE", f"http://127.0.0.1:{server.server_address[1]}/{{split}}.tar.gz")
+    monkeypatch.setattr(download, "SHA256", {**download.SHA256, "twoafc_val": hashlib.sha256(files["twoafc_val.tar.gz"]).hexdigest()})
+    return files
+
+
+def test_safe_extract_extracts_and_keeps_inside_links(tmp_path):
+    data = make_tar([("top", "dir"), ("top/a.txt", b"hello"), ("top/link", ("symlink", "a.txt")),
+                     ("top/hard", ("hardlink", "top/a.txt"))])  # fmt: skip
+    (tmp_path / "x.tar.gz").write_bytes(data)
+    dest = safe_extract(tmp_path / "x.tar.gz", tmp_path / "out")
+    assert (dest / "top/a.txt").read_bytes() == b"hello" and (dest / "top/link").read_bytes() == b"hello"
+    assert (dest / "top/hard").read_bytes() == b"hello"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "x.tar.gz"]
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (("/abs/evil.txt", b"x"), "absolute path"),
+        (("top/../../evil.txt", b"x"), r"'\.\.'"),
+        (("top/link", ("symlink", "../../outside")), "outside the destination"),
+        (("top/link", ("symlink", "/etc/passwd")), "absolute path"),
+        (("top/hard", ("hardlink", "../outside")), r"'\.\.'|outside the destination"),
+        (("top/dev", "chr"), "character device"),
+        (("top/pipe", "fifo"), "FIFO"),
+    ],
+    ids=["absolute", "dotdot", "symlink-out", "symlink-absolute", "hardlink-out", "device", "fifo"],
+)
+def test_safe_extract_refuses_unsafe_members_leaving_nothing(tmp_path, bad, reason):
+    data = make_tar([("top/good.txt", b"fine"), bad, ("top/later.txt", b"later")])
+    (tmp_path / "x.tar.gz").write_bytes(data)
+    with pytest.raises(UnsafeFileError, match=reason):
+        safe_extract(tmp_path / "x.tar.gz", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tar.gz"]
+
+
+def test_safe_extract_refuses_writing_through_an_earlier_link(tmp_path):
+    """A link that is fine on its own ("here" -> ".") cannot be used to land a later link outside."""
+    data = make_tar([("here", ("symlink", ".")), ("here/up", ("symlink", "../outside"))])
+    (tmp_path / "x.tar.gz").write_bytes(data)
+    with pytest.raises(UnsafeFileError):
+        safe_extract(tmp_path / "x.tar.gz", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tar.gz"]
+
+
+def test_safe_extract_truncated_archive(tmp_path):
+    data = make_tar([("top/a.bin", bytes(range(256)) * 400)])
+    (tmp_path / "x.tar.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="Cannot extract"):
+        safe_extract(tmp_path / "x.tar.gz", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tar.gz"]
+
+
+def test_download_split_extracts_where_the_reader_looks(fake_bucket, tmp_path, tiny):
+    seen = []
+    result = download.download_split("twoafc_val", tmp_path / "dataset", progress=lambda d, t: seen.append((d, t)))
+    assert result.verified_by == "sha256" and result.folder == tmp_path / "dataset/2afc/val"
+    assert seen[-1] == (len(fake_bucket["twoafc_val.tar.gz"]),) * 2
+    assert tree(result.folder) == tree(tiny / "2afc/val")
+    assert sorted(p.name for p in (tmp_path / "dataset").iterdir()) == ["2afc"]  # archive and staging gone
+    assert len(list_twoafc(tmp_path, "val")) == 4
+    again = download.download_split("twoafc_val", tmp_path / "dataset")
+    assert again.verified_by == "already present" and again.sha256 is None
+
+
+def test_download_resumes_after_an_interrupted_transfer(fake_bucket, server, tmp_path):
+    server.cut_next = True
+    with pytest.raises(OSError, match="interrupted"):
+        download.download_split("twoafc_val", tmp_path)
+    data = fake_bucket["twoafc_val.tar.gz"]
+    partial = tmp_path / "twoafc_val.tar.gz.part"
+    assert partial.read_bytes() == data[: len(data) // 2] and not (tmp_path / "2afc").exists()
+    download.download_split("twoafc_val", tmp_path, keep_archive=True)
+    assert server.ranges == [None, f"bytes={len(data) // 2}-"]
+    assert (tmp_path / "twoafc_val.tar.gz").read_bytes() == data and not partial.exists()
+    assert len(list_twoafc(tmp_path, "val")) == 4
+
+
+def test_download_checksum_mismatch_leaves_nothing(fake_bucket, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "SHA256", {**download.SHA256, "twoafc_val": "0" * 64})
+    with pytest.raises(ChecksumError, match="Checksum mismatch"):
+        download.download_split("twoafc_val", tmp_path / "d")
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_jnd_has_no_published_checksum_and_is_checked_by_size(fake_bucket, server, tmp_path):
+    assert download.SHA256["jnd"] is None
+    result = download.download_split("jnd", tmp_path)
+    assert result.verified_by == "size"
+    assert result.sha256 == hashlib.sha256(fake_bucket["jnd.tar.gz"]).hexdigest()
+    assert len(list_jnd(tmp_path)) == 4
+    server.head_size = len(fake_bucket["jnd.tar.gz"]) + 10
+    with pytest.raises(ChecksumError, match="Size mismatch"):
+        download.download_split("jnd", tmp_path / "other")
+    assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_download_refuses_a_path_traversal_archive(server, tmp_path, monkeypatch):
+    evil = make_tar([("val/traditional/ref/000000.png", b"x"), ("../../escaped.txt", b"gotcha")])
+    server.files["twoafc_val.tar.gz"] = evil
+    monkeypatch.setattr(download, "URL_TEMPLATE", f"http://127.0.0.1:{server.server_address[1]}/{{split}}.tar.gz")
+    monkeypatch.setattr(download, "SHA256", {**download.SHA256, "twoafc_val": hashlib.sha256(evil).hexdigest()})
+    with pytest.raises(UnsafeFileError, match="escaped.txt"):
+        download.download_split("twoafc_val", tmp_path / "d" / "dataset")
+    assert sorted(p.name for p in (tmp_path / "d" / "dataset").iterdir()) == ["twoafc_val.tar.gz"]
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_unknown_split(tmp_path):
+    with pytest.raises(InputError, match="Unknown BAPPS split 'test'"):
+        download.download_split("test", tmp_path)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli():
+    app = typer.Typer()
+    app.add_typer(data_cli.app, name="data")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["data", *map(str, args)])
+
+
+def test_cli_synth_then_verify(cli, tmp_path):
+    result = cli("synth", "--out", tmp_path / "s", "--train", 5, "--val", 3, "--jnd", 2, "--seed", 1)
+    assert result.exit_code == 0, result.output
+    assert "wrote 5 train and 3 val triplets and 2 JND pairs" in result.output
+    result = cli("verify", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    assert "2afc/train/traditional: 5" in result.output and "OK" in result.output
+
+
+def test_cli_verify_lists_problems_then_fails(cli, tiny):
+    (tiny / "2afc/train/traditional/judge/000002.npy").unlink()
+    result = cli("verify", tiny)
+    assert isinstance(result.exception, InputError)  # main() turns it into "error: ..." and exit code 2
+    assert "2 problems found" in str(result.exception)  # the missing file, and the counts that differ
+    assert re.search(r"missing file \S*judge/000002\.npy", result.output)
+
+
+def test_cli_download_prints_the_sha256(cli, fake_bucket, tmp_path):
+    result = cli("download", "--split", "jnd", "--dest", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert hashlib.sha256(fake_bucket["jnd.tar.gz"]).hexdigest() in result.output
+    assert "no checksum is published" in result.output
+    result = cli("download", "--split", "jnd", "--dest", tmp_path)
+    assert "already present" in result.output
+    result = cli("download", "--split", "nope", "--dest", tmp_path)
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+@pytest.mark.parametrize("command", ["download", "synth", "verify"])
+def test_cli_help_has_examples(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0 and f"keras-lpips data {command}" in result.output

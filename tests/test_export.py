@@ -1,0 +1,309 @@
+"""Exported models (TF Serving SavedModel, TFLite) against the Keras metric they came from.
+
+Every path a served model is called through (tf.saved_model.load, saved_model_cli,
+the TF1 session loader TF Serving's C++ side mirrors, REST and gRPC request
+bodies, the TFLite interpreter, the CLI) must give the Keras model's numbers, on
+batch and image sizes that no export saw (exports trace with unknown shapes).
+"""
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import typer
+from typer.testing import CliRunner
+
+from keras_lpips import InputError, LPIPS
+from keras_lpips.cli import export as export_command
+from keras_lpips.export import SIGNATURES, export_savedmodel, export_tflite
+
+# The issue's acceptance: alex and vgg. vgg keeps two layers (the same code path,
+# far faster to convert); the two input ranges check the [0, 1] -> input_range step.
+NETS = {
+    "alex": dict(net="alex", input_range=(-1.0, 1.0)),
+    "vgg": dict(net="vgg", layers=2, input_range=(0.0, 255.0)),
+}
+# TFLite tolerances: relative to each distance, and to the largest value of a map. Measured
+# here (worst of alex/vgg): float32 3.3e-7 absolute; fp16 1.4e-4 (distances), 4.3e-4 (maps);
+# dynamic-range int8 weights 3.0e-3 (distances), 1.0e-2 (maps).
+TFLITE_RTOL = {"none": None, "fp16": 1e-2, "dynamic": 5e-2}
+
+
+def make_metric(net, **overrides):
+    return LPIPS(**{**NETS[net], **overrides}, backbone_weights=None, seed=0, lin_weights="v0.1")
+
+
+def signature_inputs():
+    """Inputs of every signature, in [0, 1]: a batch of 3 at 37x45 (with a tie,
+    p1 = ref and p0 = ref in the rank triplets) and a batch of 1 at 64x64."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for n, h, w in [(3, 37, 45), (1, 64, 64)]:
+        ref, p0, p1 = (rng.random((n, h, w, 3), dtype=np.float32) for _ in range(3))
+        if n == 3:
+            p1[0], p1[1], p0[2] = p0[0], ref[1], ref[2]
+        pair = {"img0": ref, "img1": p0}
+        cases.append({"serving_default": pair, "rank": {"ref": ref, "p0": p0, "p1": p1}, "spatial": pair})
+    return cases
+
+
+def keras_outputs(metric, inputs):
+    """What each signature must return, from the Keras model on images mapped to its input_range."""
+    low, high = metric.input_range
+    pair = [inputs["serving_default"][k] * (high - low) + low for k in ("img0", "img1")]
+    ref, p0, p1 = (inputs["rank"][k] * (high - low) + low for k in ("ref", "p0", "p1"))
+    d0, d1 = np.asarray(metric([ref, p0])), np.asarray(metric([ref, p1]))
+    return {
+        "serving_default": {"distance": np.asarray(metric(pair))},
+        "rank": {"d0": d0, "d1": d1, "p1_preferred": np.where(d1 < d0, 1.0, np.where(d1 == d0, 0.5, 0.0))},
+        "spatial": {"map": np.asarray(metric.spatial_map(pair))},
+    }
+
+
+def assert_outputs_close(got, expected, rtol=None):
+    """Verdicts equal; values within 1e-5, or within `rtol` of each distance and of the map's maximum."""
+    assert set(got) == set(expected)
+    for name, want in expected.items():
+        have = np.asarray(got[name])
+        assert have.shape == want.shape, name
+        if name == "p1_preferred":
+            np.testing.assert_array_equal(have, want)
+        elif rtol is None:
+            np.testing.assert_allclose(have, want, rtol=0, atol=1e-5, err_msg=name)
+        elif name == "map":
+            np.testing.assert_allclose(have, want, rtol=0, atol=rtol * np.abs(want).max(), err_msg=name)
+        else:
+            np.testing.assert_allclose(have, want, rtol=rtol, atol=1e-6, err_msg=name)
+
+
+@pytest.fixture(scope="module", params=list(NETS))
+def exported(request, tmp_path_factory):
+    """(metric, SavedModel version directory, [(inputs, expected outputs)]) for one net."""
+    metric = make_metric(request.param)
+    directory = export_savedmodel(metric, tmp_path_factory.mktemp(request.param) / "lpips")
+    return metric, directory, [(inputs, keras_outputs(metric, inputs)) for inputs in signature_inputs()]
+
+
+def test_rank_inputs_have_the_intended_verdicts(exported):
+    _, _, cases = exported
+    np.testing.assert_array_equal(cases[0][1]["rank"]["p1_preferred"], [0.5, 1.0, 0.0])
+
+
+def test_savedmodel_has_serving_layout_and_dynamic_float_signatures(exported):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, directory, _ = exported
+    assert [p.name for p in directory.parent.iterdir()] == ["1"]  # nothing left of the staging directory
+    assert (directory / "saved_model.pb").is_file() and (directory / "variables").is_dir()
+    saved = saved_model_pb2.SavedModel.FromString((directory / "saved_model.pb").read_bytes())
+    (graph,) = saved.meta_graphs
+    assert list(graph.meta_info_def.tags) == ["serve"]
+    for name, (inputs, outputs) in SIGNATURES.items():
+        signature = graph.signature_def[name]
+        assert set(signature.inputs) == set(inputs) and set(signature.outputs) == set(outputs)
+        for tensor in signature.inputs.values():
+            assert tensor.dtype == tf.float32.as_datatype_enum
+            assert tf.TensorShape(tensor.tensor_shape).as_list() == [None, None, None, 3]
+
+
+def test_savedmodel_signatures_match_keras(exported):
+    _, directory, cases = exported
+    loaded = tf.saved_model.load(str(directory))
+    assert set(loaded.signatures) == set(SIGNATURES)
+    for inputs, expected in cases:
+        for name, signature in loaded.signatures.items():
+            assert_outputs_close(signature(**{k: tf.constant(v) for k, v in inputs[name].items()}), expected[name])
+
+
+def test_saved_model_cli_run_matches_keras(exported, tmp_path):
+    """saved_model_cli loads the model through the C++ SavedModel loader, as TF Serving does."""
+    _, directory, cases = exported
+    inputs, expected = cases[0]
+    args = []
+    for key, value in inputs["rank"].items():
+        np.save(tmp_path / f"{key}.npy", value)
+        args.append(f"{key}={tmp_path / f'{key}.npy'}")
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    subprocess.run(
+        [str(cli), "run", "--dir", str(directory), "--tag_set", "serve", "--signature_def", "rank",
+         "--inputs", ";".join(args), "--outdir", str(tmp_path / "out")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    got = {name: np.load(tmp_path / "out" / f"{name}.npy") for name in SIGNATURES["rank"][1]}
+    assert_outputs_close(got, expected["rank"])
+
+
+def test_tf1_session_loader_feeds_signature_tensor_names(exported):
+    _, directory, cases = exported
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(directory))
+        for inputs, expected in cases:
+            for name, signature in graph.signature_def.items():
+                if name not in SIGNATURES:
+                    continue
+                feed = {signature.inputs[k].name: v for k, v in inputs[name].items()}
+                fetch = {k: t.name for k, t in signature.outputs.items()}
+                assert_outputs_close(session.run(fetch, feed), expected[name])
+
+
+def test_rest_request_body_for_rank(exported):
+    """A TF Serving REST body (columnar "inputs"), checked against the signature, then run."""
+    _, directory, cases = exported
+    inputs, expected = cases[0]
+    body = json.dumps({"signature_name": "rank", "inputs": {k: v.tolist() for k, v in inputs["rank"].items()}})
+
+    request = json.loads(body)
+    signature = tf.saved_model.load(str(directory)).signatures[request["signature_name"]]
+    _, specs = signature.structured_input_signature
+    assert set(request["inputs"]) == set(specs)
+    tensors = {}
+    for key, value in request["inputs"].items():
+        array = np.asarray(value)
+        assert array.dtype.kind == "f" and specs[key].shape.is_compatible_with(array.shape)
+        tensors[key] = tf.constant(array, specs[key].dtype)
+    assert_outputs_close(signature(**tensors), expected["rank"])
+
+
+def test_grpc_predict_request_for_rank(exported):
+    """A tensorflow-serving-api PredictRequest, checked against the saved signature_def, then run."""
+    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, directory, cases = exported
+    inputs, expected = cases[0]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "lpips"
+    request.model_spec.signature_name = "rank"
+    for key, value in inputs["rank"].items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    request = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+
+    saved = saved_model_pb2.SavedModel.FromString((directory / "saved_model.pb").read_bytes())
+    signature = saved.meta_graphs[0].signature_def[request.model_spec.signature_name]
+    assert set(request.inputs) == set(signature.inputs)
+    for key, tensor in request.inputs.items():
+        assert tensor.dtype == signature.inputs[key].dtype
+        served_shape = tf.TensorShape(signature.inputs[key].tensor_shape)
+        assert served_shape.is_compatible_with(tf.TensorShape(tensor.tensor_shape))
+    loaded = tf.saved_model.load(str(directory)).signatures["rank"]
+    got = loaded(**{k: tf.constant(tf.make_ndarray(t)) for k, t in request.inputs.items()})
+    assert_outputs_close(got, expected["rank"])
+
+
+def tflite_interpreter(path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow's own copy, deprecated in favour of ai-edge-litert
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tf.lite.Interpreter(model_path=str(path))
+    return Interpreter(model_path=str(path))
+
+
+@pytest.mark.parametrize("quantize", list(TFLITE_RTOL))
+def test_tflite_signatures_match_keras(exported, tmp_path, quantize):
+    metric, _, cases = exported
+    path = export_tflite(metric, tmp_path / "lpips.tflite", quantize=quantize)
+    assert [p.name for p in tmp_path.iterdir()] == ["lpips.tflite"]
+    interpreter = tflite_interpreter(path)
+    listed = {name: {"inputs": sorted(i), "outputs": sorted(o)} for name, (i, o) in SIGNATURES.items()}
+    assert interpreter.get_signature_list() == listed
+    for inputs, expected in cases:
+        for name in SIGNATURES:
+            got, want = dict(interpreter.get_signature_runner(name)(**inputs[name])), dict(expected[name])
+            if quantize == "dynamic" and name == "rank":  # int8 weights may flip a close verdict
+                del got["p1_preferred"], want["p1_preferred"]
+            assert_outputs_close(got, want, rtol=TFLITE_RTOL[quantize])
+
+
+def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
+    import keras_lpips.export as export_module
+
+    def broken_save(metric, path):
+        Path(path).mkdir()
+        (Path(path) / "saved_model.pb").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    def fake_save(metric, path):
+        Path(path).mkdir()
+        (Path(path) / "saved_model.pb").write_bytes(b"new")
+
+    base = tmp_path / "lpips"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"old")
+    with pytest.raises(InputError, match="already exists"):
+        export_savedmodel(None, base, 1)
+    monkeypatch.setattr(export_module, "_save", broken_save)
+    for version, overwrite in [(2, False), (1, True)]:
+        with pytest.raises(KeyboardInterrupt):
+            export_savedmodel(None, base, version, overwrite=overwrite)
+    assert [p.name for p in base.iterdir()] == ["1"] and (base / "1" / "saved_model.pb").read_bytes() == b"old"
+    with pytest.raises(KeyboardInterrupt):
+        export_tflite(None, tmp_path / "lpips.tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lpips"]
+
+    monkeypatch.setattr(export_module, "_save", fake_save)
+    export_savedmodel(None, base, 1, overwrite=True)
+    assert [p.name for p in base.iterdir()] == ["1"] and (base / "1" / "saved_model.pb").read_bytes() == b"new"
+    (tmp_path / "lpips.tflite").write_bytes(b"old")
+    with pytest.raises(InputError, match="already exists"):
+        export_tflite(None, tmp_path / "lpips.tflite")
+
+
+@pytest.mark.parametrize("version", [-1, "1", True, 1.0])
+def test_savedmodel_version_must_be_an_integer(tmp_path, version):
+    with pytest.raises(InputError, match="version must be"):
+        export_savedmodel(None, tmp_path, version)
+
+
+def test_tflite_quantize_must_be_known(tmp_path):
+    with pytest.raises(InputError, match="quantize must be one of none, fp16, dynamic"):
+        export_tflite(None, tmp_path / "lpips.tflite", quantize="int4")
+
+
+def cli_app():
+    """A Typer app with only the export command, registered as cli/app.py does."""
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.command(help=export_command.HELP)(export_command.export)
+    app.callback()(lambda: None)  # keep `export` a subcommand
+    return app
+
+
+def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):
+    metric = make_metric("vgg", layers=1, input_range=(0.0, 1.0))
+    metric.save(tmp_path / "tiny.keras")
+    out = tmp_path / "served"
+    args = ["export", "--format", "savedmodel", "--out", str(out), "--model", str(tmp_path / "tiny.keras")]
+    result = CliRunner().invoke(cli_app(), args)
+    assert result.exit_code == 0, result.output
+    assert f"vgg LPIPS v0.1 (lpips) SavedModel written to {out / '1'}" in result.output
+    inputs = signature_inputs()[1]
+    signature = tf.saved_model.load(str(out / "1")).signatures["serving_default"]
+    assert_outputs_close(signature(**inputs["serving_default"]), keras_outputs(metric, inputs)["serving_default"])
+
+    result = CliRunner().invoke(cli_app(), args)
+    assert isinstance(result.exception, InputError) and "already exists" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--format", "onnx"], "--format must be one of savedmodel, tflite"),
+        (["--format", "savedmodel", "--quantize", "fp16"], "--quantize applies to --format tflite only"),
+        (["--format", "tflite", "--quantize", "int4"], "--quantize must be one of none, fp16, dynamic"),
+    ],
+)
+def test_cli_rejects_bad_choices_before_building_the_metric(tmp_path, args, message):
+    result = CliRunner().invoke(cli_app(), ["export", "--out", str(tmp_path / "x"), *args])
+    assert isinstance(result.exception, InputError) and message in str(result.exception)
+
+
+def test_cli_help_lists_runnable_examples():
+    result = CliRunner().invoke(cli_app(), ["export", "--help"])
+    assert result.exit_code == 0
+    assert "keras-lpips export --format tflite --out lpips.tflite --quantize fp16" in result.output

@@ -1,0 +1,387 @@
+"""Learning from 2AFC judgments: parity with the reference trainer, fit/eval/resume, distribution."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "reference_trainer.npz"
+
+
+def _alex_state(fixture):
+    from data_tools.seeded_weights import seeded_state_dict
+
+    shapes = dict(json.loads(str(fixture["alex/shapes"])))
+    return seeded_state_dict(shapes, int(fixture["alex/seed"]))
+
+
+def test_two_steps_match_reference():
+    """Two Adam steps (with the NonNeg clamp) of LPIPSTrainer equal the reference lpips.Trainer's."""
+    import keras
+
+    from keras_lpips.lpips import LPIPS
+    from keras_lpips.ranking import DistanceToLogit
+    from keras_lpips.training import LPIPSTrainer, reference_adam
+    from keras_lpips.weights.convert import assign_torchvision_weights
+
+    f = np.load(FIXTURE)
+    metric = LPIPS(net="alex", backbone_weights=None, lin_weights=None, input_range=(-1, 1), dropout=0.0, seed=0)
+    assign_torchvision_weights(metric.backbone, _alex_state(f), metric.spec.torchvision_names, source="fixture")
+    for k, head in enumerate(metric.heads):
+        head.kernel.assign(f[f"init/lin{k}"][:, None])
+    ranker = DistanceToLogit(seed=0)
+    ranker.build()
+    ranker.set_torch_weights({k[len("init/rank/") :]: f[k] for k in f.files if k.startswith("init/rank/")})
+    trainer = LPIPSTrainer(metric, ranker)
+    trainer.compile(optimizer=reference_adam(1e-4, 0.5))
+    batch = {"ref": f["x_ref"], "p0": f["x_p0"], "p1": f["x_p1"], "judge": f["judge"]}
+    for step in (1, 2):
+        out = trainer(batch, training=False)
+        np.testing.assert_allclose(np.asarray(out["d0"]), f["d0"][step - 1], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(out["d1"]), f["d1"][step - 1], rtol=1e-5, atol=1e-7)
+        logs = trainer.train_on_batch(batch, return_dict=True)
+        assert abs(logs["loss"] - float(f["loss"][step - 1])) < 1e-6
+        for k, head in enumerate(metric.heads):
+            np.testing.assert_allclose(head.kernel.numpy()[:, 0], f[f"step{step}/lin{k}"], atol=1e-5, rtol=0)
+        for name, value in ranker.torch_weights().items():
+            np.testing.assert_allclose(value, f[f"step{step}/rank/{name}"], atol=1e-5, rtol=0)
+    clamped = sum(int((f[f"step2/lin{k}"] == 0).sum()) for k in range(5))
+    assert clamped > 0 and all((h.kernel.numpy() >= 0).all() for h in metric.heads)
+    assert sum(int((h.kernel.numpy() == 0).sum()) for h in metric.heads) == clamped
+    keras.backend.clear_session()
+
+
+# --- fit / eval on a small synthetic set ----------------------------------------------------------
+
+TINY = dict(backbone="alex", layers=3, load_size=32, backbone_weights="random", batch_size=10, mixed_precision="off")
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    from keras_lpips.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth") / "bapps", n_train=300, n_val=200, n_jnd=50, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_data, tmp_path_factory):
+    from keras_lpips.training import fit_run
+
+    out = tmp_path_factory.mktemp("runs") / "lin"
+    summary = fit_run(synth_data, out, mode="lin", epochs=2, decay_epochs=0, lr=1e-3, seed=0, progress=False, **TINY)
+    return out, summary
+
+
+def test_fit_lin_learns_and_writes_the_run(trained_run):
+    out, summary = trained_run
+    assert summary["final"]["val_2afc"] > summary["initial"]["val_2afc"] + 0.02, summary
+    for name in ("run.json", "history.csv", "loss.png", "accuracy.png", "model.keras", "trainer.keras", "lin_weights.npz"):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoint" / "latest.json").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["mode"] == "lin" and run["epochs_done"] == 2
+    rows = (out / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,loss,2afc,val_loss,val_2afc") and len(rows) == 3
+    lin = np.load(out / "lin_weights.npz")
+    assert sorted(lin.files) == ["lin0", "lin1", "lin2"]
+    assert all(lin[k].dtype == np.float32 and lin[k].ndim == 1 and (lin[k] >= 0).all() for k in lin.files)
+
+
+def test_saved_model_and_lin_weights_load(trained_run, rng):
+    import keras
+
+    from keras_lpips.lpips import LPIPS
+    from keras_lpips.training import LPIPSTrainer
+
+    out, _ = trained_run
+    metric = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    trainer = keras.saving.load_model(out / "trainer.keras", safe_mode=True)
+    assert isinstance(metric, LPIPS) and isinstance(trainer, LPIPSTrainer)
+    images = [rng.uniform(0, 1, (2, 32, 32, 3)).astype(np.float32) for _ in range(2)]
+    from_file = LPIPS(net="alex", layers=3, backbone_weights=None, lin_weights=str(out / "lin_weights.npz"), input_range=(0, 1))
+    from_file.backbone.set_weights(metric.backbone.get_weights())
+    np.testing.assert_allclose(np.asarray(from_file(images)), np.asarray(metric(images)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(trainer.lpips(images)), np.asarray(metric(images)), rtol=1e-6)
+
+
+def test_eval_reproduces_the_fit_score(trained_run, synth_data):
+    from keras_lpips.training import evaluate_run, results_markdown
+
+    out, summary = trained_run
+    results = evaluate_run(synth_data, model=out)
+    assert results["2afc"]["all"]["model"] == summary["final"]["val_2afc"]
+    last = summary["last_epoch"]["val_2afc"]
+    assert abs(results["2afc"]["traditional"]["model"] - last) <= 1.0 / 200 + 1e-6
+    assert set(results["2afc"]["traditional"]) == {"model", "l2", "ssim", "psnr"}
+    assert set(results["jnd"]["traditional"]) == {"model", "l2", "ssim", "psnr"}
+    assert all(0.0 <= v <= 1.0 for v in results["jnd"]["traditional"].values())
+    table = results_markdown(results)
+    assert "| traditional | 200 |" in table and "JND mAP" in table
+
+
+def test_cli_fit_then_eval(small_data, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from keras_lpips.cli import train
+
+    app = typer.Typer()
+    app.command("fit")(train.fit)
+    app.command("eval")(train.eval_)
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["fit", "--data", str(small_data), "--out", str(run), "--backbone", "alexnet", "--layers", "2",
+            "--load-size", "32", "--backbone-weights", "random", "--epochs", "1", "--decay-epochs", "0",
+            "--batch-size", "10", "--mixed-precision", "off", "--quiet"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "val 2AFC" in result.output and "lin_weights.npz" in result.output
+    result = runner.invoke(app, ["eval", "--model", str(run), "--data", str(small_data), "--json", "--no-baselines"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["columns"] == ["model"] and scores["load_size"] == 32
+    assert scores["2afc"]["all"]["model"] == json.loads((run / "run.json").read_text())["final"]["val_2afc"]
+
+
+def test_fit_refuses_a_non_empty_run_dir(synth_data, tmp_path):
+    from keras_lpips.errors import InputError
+    from keras_lpips.training import fit_run
+
+    (tmp_path / "notes.txt").write_text("something")
+    with pytest.raises(InputError, match="not empty.*--resume"):
+        fit_run(synth_data, tmp_path, progress=False, **TINY)
+
+
+def _reference_jnd_map(ds, sames):
+    """lpips 0.1.4's score_jnd_dataset and voc_ap(use_07_metric=False), verbatim but for the loader."""
+    sorted_inds = np.argsort(ds)
+    sames_sorted = sames[sorted_inds]
+    TPs = np.cumsum(sames_sorted)
+    FPs = np.cumsum(1 - sames_sorted)
+    FNs = np.sum(sames_sorted) - TPs
+    precs = TPs / (TPs + FPs)
+    recs = TPs / (TPs + FNs)
+    mrec = np.concatenate(([0.0], recs, [1.0]))
+    mpre = np.concatenate(([0.0], precs, [0.0]))
+    for i in range(mpre.size - 1, 0, -1):
+        mpre[i - 1] = np.maximum(mpre[i - 1], mpre[i])
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+
+
+def test_ranking_helpers_match_the_reference_formulas():
+    from keras_lpips.ranking import DistanceToLogit, jnd_map, twoafc_score
+
+    assert twoafc_score([0.1, 0.5, 0.3], [0.2, 0.4, 0.3], [0.0, 1.0, 0.7]) == pytest.approx((1 + 1 + 0.5) / 3)
+    assert jnd_map([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]) == pytest.approx(1.0)
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        ds, sames = rng.random(40), rng.integers(0, 4, 40) / 3
+        assert jnd_map(ds, sames) == pytest.approx(_reference_jnd_map(ds, sames), abs=1e-12)
+    head = DistanceToLogit(seed=1)
+    head.build()
+    p = np.asarray(head([np.array([0.1, 0.5], np.float32), np.array([0.4, 0.2], np.float32)]))
+    assert p.shape == (2,) and ((p > 0) & (p < 1)).all()
+    clone = DistanceToLogit.from_config(head.get_config())
+    clone.build()
+    clone.set_torch_weights(head.torch_weights())
+    np.testing.assert_array_equal(np.asarray(clone([np.array([0.1, 0.5]), np.array([0.4, 0.2])])), p)
+
+
+def test_mixed_precision_keeps_distances_float32():
+    import keras
+
+    from keras_lpips.lpips import LPIPS
+    from keras_lpips.training import LPIPSTrainer, reference_adam
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        metric = LPIPS(net="alex", layers=2, backbone_weights=None, lin_weights=None, input_range=(0, 1), seed=0)
+        trainer = LPIPSTrainer(metric)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert metric.backbone.get_layer("conv1").compute_dtype == "bfloat16"
+    assert metric.normalize.compute_dtype == "float32" and metric.heads[0].compute_dtype == "float32"
+    assert trainer.ranker.compute_dtype == "float32" and trainer.compute_dtype == "float32"
+    rng = np.random.default_rng(0)
+    batch = {k: rng.uniform(0, 1, (4, 16, 16, 3)).astype(np.float32) for k in ("ref", "p0", "p1")}
+    batch["judge"] = np.array([0.0, 0.2, 0.8, 1.0], np.float32)
+    out = trainer(batch)
+    assert all(out[k].dtype == "float32" for k in ("d0", "d1", "prob"))
+    trainer.compile(optimizer=reference_adam(1e-2))
+    logs = trainer.train_on_batch(batch, return_dict=True)
+    assert np.isfinite(logs["loss"]) and all((h.kernel.numpy() >= 0).all() for h in metric.heads)
+
+
+def test_precision_and_strategy_choices(tmp_path):
+    from keras_lpips.errors import InputError
+    from keras_lpips.training import cpu_has_native_bf16, make_strategy, resolve_precision
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16(flags)
+    flags.write_text("flags\t\t: fpu sse2 avx2\n")
+    assert not cpu_has_native_bf16(flags)
+    assert resolve_precision("off") == "float32" and resolve_precision("bf16") == "mixed_bfloat16"
+    assert resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
+    with pytest.raises(InputError):
+        resolve_precision("fp8")
+    with pytest.raises(InputError):
+        make_strategy("horovod")
+
+
+# --- the CLI, resume and distribution run in subprocesses (fresh TensorFlow runtimes) -------------
+
+FIT_SCRIPT = """
+import json, sys, time
+args = json.loads(sys.argv[1])
+if args.get("logical_cpus"):
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * args["logical_cpus"])
+import keras
+from keras_lpips.training import fit_run
+
+class Slow(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(args["sleep"])
+
+for run in args["runs"]:
+    fit_run(**run, callbacks=[Slow()] if args.get("sleep") else ())
+"""
+
+DETERMINISTIC = dict(TINY, epochs=2, decay_epochs=1, lr=1e-3, seed=3, deterministic=True, progress=False)
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), **extra)
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _fit_process(tmp_path, runs, env=None, **args):
+    script = tmp_path / "fit_script.py"
+    if not script.exists():
+        script.write_text(FIT_SCRIPT)
+    payload = json.dumps({"runs": [{k: str(v) if isinstance(v, pathlib.Path) else v for k, v in r.items()} for r in runs], **args})
+    return subprocess.Popen([sys.executable, str(script), payload], env=env or _env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _finish(process, timeout=240):
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def _final_state(run_dir):
+    latest = json.loads((run_dir / "checkpoint" / "latest.json").read_text())
+    with np.load(run_dir / "checkpoint" / latest["file"]) as data:
+        return latest, [data[f"v{i}"] for i in range(len(data.files))]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from keras_lpips.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("small") / "bapps", n_train=55, n_val=20, n_jnd=0, seed=1)
+
+
+def _assert_same_state(a, b, atol):
+    (latest_a, state_a), (latest_b, state_b) = _final_state(a), _final_state(b)
+    assert latest_a["epoch"] == latest_b["epoch"] == 3
+    assert len(state_a) == len(state_b)
+    for x, y in zip(state_a, state_b):
+        np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+    lin_a, lin_b = np.load(a / "lin_weights.npz"), np.load(b / "lin_weights.npz")
+    for k in lin_a.files:
+        np.testing.assert_allclose(lin_a[k], lin_b[k], atol=atol, rtol=0)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path):
+    run = dict(DETERMINISTIC, data_root=small_data)
+    straight = _fit_process(tmp_path, [dict(run, out_dir=tmp_path / "straight")])
+    killed_dir = tmp_path / "killed"
+    victim = _fit_process(tmp_path, [dict(run, out_dir=killed_dir)], sleep=0.1)
+    latest = killed_dir / "checkpoint" / "latest.json"
+    deadline = time.time() + 180
+    while not latest.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert latest.exists(), victim.communicate()[0][-3000:]
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert json.loads(latest.read_text())["epoch"] == 1  # killed during epoch 2
+    assert not (killed_dir / "model.keras").exists()
+    _finish(_fit_process(tmp_path, [dict(run, out_dir=killed_dir, resume=True)]))
+    _finish(straight)
+    _assert_same_state(killed_dir, tmp_path / "straight", atol=0)
+    history = (killed_dir / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
+
+
+def test_mirrored_on_two_cpus_matches_one_device(small_data, tmp_path):
+    """Dropout off: its masks depend on how a batch is split over replicas. 55 triplets in batches
+    of 10: the last batch (5) splits 3 + 2."""
+    run = dict(DETERMINISTIC, data_root=small_data, dropout=0.0)
+    runs = [dict(run, out_dir=tmp_path / "one", strategy="one-device"), dict(run, out_dir=tmp_path / "mirrored", strategy="mirrored")]
+    _finish(_fit_process(tmp_path, runs, logical_cpus=2))
+    summary = json.loads((tmp_path / "mirrored" / "run.json").read_text())
+    assert summary["strategy"] == "mirrored" and summary["replicas"] == 2
+    _assert_same_state(tmp_path / "mirrored", tmp_path / "one", atol=2e-5)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_process(small_data, tmp_path):
+    """MultiWorkerMirroredStrategy over two processes on 127.0.0.1 (40 to 75 s on 2 cores)."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    run = dict(DETERMINISTIC, data_root=small_data, dropout=0.0)
+    processes = [_fit_process(tmp_path, [dict(run, out_dir=tmp_path / "one", strategy="one-device")])]
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        multi = dict(run, out_dir=tmp_path / "multi", strategy="multiworker")
+        processes.append(_fit_process(tmp_path, [multi], env=_env(TF_CONFIG=json.dumps(config))))
+    for process in processes:
+        _finish(process)
+    summary = json.loads((tmp_path / "multi" / "run.json").read_text())
+    assert summary["strategy"] == "multiworker" and summary["replicas"] == 2
+    _assert_same_state(tmp_path / "multi", tmp_path / "one", atol=2e-5)
+
+
+def test_fit_on_a_missing_folder_prints_one_line(tmp_path):
+    code = textwrap.dedent(
+        """
+        import sys
+        from keras_lpips.cli import app, train
+        if "fit" not in {c.name for c in app.app.registered_commands}:
+            app.app.command("fit")(train.fit)
+        sys.argv = ["keras-lpips", "fit", "--data", sys.argv[1], "--out", sys.argv[2]]
+        app.main()
+        """
+    )
+    missing = tmp_path / "no-such-bapps"
+    result = subprocess.run([sys.executable, "-c", code, str(missing), str(tmp_path / "run")], env=_env(),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: BAPPS root {missing} is not a directory"]
+    assert not (tmp_path / "run").exists()
