@@ -157,11 +157,12 @@ def test_config_is_constructor_arguments(alex):
 
 def test_loss_trains_a_generator_towards_its_target(rng):
     loss = keras_lpips.LPIPSLoss(net="alex", backbone_weights=None, seed=0, input_range=(0, 1))
+    keras.utils.set_random_seed(0)
     target = rng.random((4, 32, 32, 3)).astype(np.float32)
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 3, padding="same", activation="sigmoid")])
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
     before = float(loss(target, model.predict(target, verbose=0)))
-    model.fit(target, target, epochs=15, verbose=0)
+    model.fit(target, target, epochs=30, verbose=0)
     assert float(loss(target, model.predict(target, verbose=0))) < before
     assert keras_lpips.LPIPSLoss.from_config(loss.get_config()).get_config() == loss.get_config()
 
