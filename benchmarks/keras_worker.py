@@ -125,7 +125,7 @@ _EXPORT = {}
 def export_prepare(net, size):
     from keras_lpips.export import export_savedmodel, export_tflite
 
-    _EXPORT.clear()
+    remove_exports()
     tmp = tempfile.mkdtemp(prefix="keras-lpips-bench-")
     m = metric(net)
     saved = export_savedmodel(m, pathlib.Path(tmp) / "savedmodel")
@@ -146,7 +146,7 @@ def export_prepare(net, size):
         keras=lambda: float(np.asarray(m([x0, x1]))[0]),
         dir=tmp,
     )
-    return {"dir": tmp, "savedmodel_bytes": sum(f.stat().st_size for f in pathlib.Path(saved).rglob("*") if f.is_file()),
+    return {"savedmodel_bytes": sum(f.stat().st_size for f in pathlib.Path(saved).rglob("*") if f.is_file()),
             "tflite_bytes": pathlib.Path(lite).stat().st_size}
 
 
@@ -192,7 +192,8 @@ def handle(request):
         }
     if cmd == "matmul":
         a, b = matmul_operands(int(request["n"]))
-        return {"times": timed(lambda: _MATMUL(a, b).numpy(), calls)}
+        # Eager CPU execution is synchronous: the call returns with the product computed.
+        return {"times": timed(lambda: _MATMUL(a, b), calls)}
     if cmd == "distance":
         m = metric(request["net"], request.get("precision", "float32"))
         x0, x1 = cached_images(int(request["batch"]), int(request["size"]), 2)
@@ -244,10 +245,15 @@ def serve():
             reply = {"error": f"{type(error).__name__}: {error}"}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
-    if _EXPORT.get("dir"):
-        import shutil
+    remove_exports()
 
+
+def remove_exports():
+    import shutil
+
+    if _EXPORT.get("dir"):
         shutil.rmtree(_EXPORT["dir"], ignore_errors=True)
+    _EXPORT.clear()
 
 
 def vm_hwm_bytes():

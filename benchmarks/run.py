@@ -130,7 +130,8 @@ def timer(worker, **request):
 
 def alternate(runners, config, rounds=None, label=""):
     """Warm-up calls of every runner, then rounds of one timed call each, the order rotating.
-    Returns ({name: [seconds per call]}, {name: [warm-up seconds]})."""
+    Returns ({name: [seconds per call]}, {name: [warm-up seconds]}, [1-min load average
+    before, after])."""
     names = list(runners)
     load_before = os.getloadavg()[0]
     warm = {name: runners[name](config["warmup"]) for name in names}
@@ -142,11 +143,11 @@ def alternate(runners, config, rounds=None, label=""):
         for name in names[r % len(names):] + names[: r % len(names)]:
             times[name] += runners[name](1)
             time.sleep(0.02)  # let the other side's spinning threads settle
-    warm["load_average_1min"] = [load_before, os.getloadavg()[0]]  # before and after the cell
+    load = [load_before, os.getloadavg()[0]]
     if label:
         print(f"  {label}: " + ", ".join(f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in times.items()),
               file=sys.stderr, flush=True)
-    return times, warm
+    return times, warm, load
 
 
 def median(values):
@@ -224,7 +225,7 @@ def section_matmul(workers, config, rounds):
                (("tf", workers["keras"]), ("tf-defaults", workers.get("keras-tf-defaults")), ("torch", workers.get("reference")))
                if w is not None}
     print(f"matmul {n}x{n}", file=sys.stderr, flush=True)
-    times, _ = alternate(runners, config, rounds, label="matmul")
+    times, _, _ = alternate(runners, config, rounds, label="matmul")
     rates = {k: 2 * n**3 / median(v) for k, v in times.items()}
     return {"n": n, "times": times, "rate_flops_per_s": rates, "attainable_flops_per_s": max(rates.values())}
 
@@ -242,12 +243,12 @@ def section_distance(workers, config, nets, precisions, rounds):
                 runners["reference"] = timer(workers["reference"], cmd="distance", net=net, batch=batch, size=size)
             add_matmul_runners(runners, workers, config["cell_matmul"])
             print(f"distance {net} {batch} x {size}x{size}", file=sys.stderr, flush=True)
-            times, warm = alternate(runners, config, rounds, label=f"{net} {batch}x{size}")
+            times, warm, load = alternate(runners, config, rounds, label=f"{net} {batch}x{size}")
             macs = workers["keras"].ask(cmd="flops", net=net, size=size)["conv_macs_per_image"]
             attainable, rates = attainable_rate(times, config["cell_matmul"])
             cell = {"net": net, "batch": batch, "size": size, "flops_per_pair": 2 * 2 * macs, "times": times,
-                    "warmup_times": warm, "matmul_rates": rates, "attainable_flops_per_s": attainable,
-                    "pairs_per_s": {}, "share_of_attainable": {}}
+                    "warmup_times": warm, "load_average_1min": load, "matmul_rates": rates,
+                    "attainable_flops_per_s": attainable, "pairs_per_s": {}, "share_of_attainable": {}}
             for name, t in times.items():
                 if not name.startswith("matmul-"):
                     cell["pairs_per_s"][name] = batch / median(t)
@@ -266,7 +267,7 @@ def section_train(workers, config, nets, rounds):
             runners["reference"] = timer(workers["reference"], cmd="train", net=net, batch=batch, size=size)
         add_matmul_runners(runners, workers, config["cell_matmul"])
         print(f"train {net} {batch} x {size}x{size}", file=sys.stderr, flush=True)
-        times, warm = alternate(runners, config, rounds, label=f"train {net}")
+        times, warm, load = alternate(runners, config, rounds, label=f"train {net}")
         macs = workers["keras"].ask(cmd="flops", net=net, size=size)["conv_macs_per_image"]
         attainable, rates = attainable_rate(times, config["cell_matmul"])
         cell = {"net": net, "batch": batch, "size": size,
@@ -274,7 +275,8 @@ def section_train(workers, config, nets, rounds):
                               "reference_adam(1e-4, beta_1=0.5)",
                 "reference_step": "lpips.Trainer (is_train=True, pnet_tune=False): set_input + optimize_parameters",
                 "flops_per_triplet": 3 * 2 * macs, "reference_executed_flops_per_triplet": 2 * 4 * 2 * macs,
-                "times": times, "warmup_times": warm, "matmul_rates": rates, "attainable_flops_per_s": attainable,
+                "times": times, "warmup_times": warm, "load_average_1min": load, "matmul_rates": rates,
+                "attainable_flops_per_s": attainable,
                 "triplets_per_s": {}, "share_of_attainable": {}}
         for name, t in times.items():
             if not name.startswith("matmul-"):
@@ -298,8 +300,8 @@ def section_export(workers, config, nets, rounds):
         if "reference" in workers:
             runners["reference"] = timer(workers["reference"], cmd="distance", net=net, batch=1, size=size)
         print(f"export {net} 1 x {size}x{size}", file=sys.stderr, flush=True)
-        times, warm = alternate(runners, config, rounds, label=f"export {net}")
-        out.append({"net": net, "size": size, "files": files, "times": times, "warmup_times": warm,
+        times, warm, load = alternate(runners, config, rounds, label=f"export {net}")
+        out.append({"net": net, "size": size, "files": files, "times": times, "warmup_times": warm, "load_average_1min": load,
                     "latency_s": {k: median(v) for k, v in times.items()}})
     return out
 

@@ -7,8 +7,8 @@ The estimate is for one call of `metric([img0, img1])` on `batch` pairs of
 `height` x `width` images (one backbone pass over 2 * batch images), on top of
 what the process holds before the call (the framework, the weights). It bounds
 the peak resident memory TensorFlow's CPU runtime reached in measurements
-(benchmarks/README.md) from above: by 1.0-1.5x for VGG and SqueezeNet, up to
-2.2x for AlexNet, whose activations are small beside the images.
+(benchmarks/README.md) from above: by 1.15-1.7x for VGG and SqueezeNet, 2x
+for AlexNet, whose activations are small beside the images.
 """
 
 import keras
@@ -44,13 +44,15 @@ def estimate_memory_bytes(metric, height, width, batch=1):
         height, width: image size in pixels.
         batch: pairs per call.
 
-    Returns an int: 2 A + S + 3 I, in float32 bytes over the call's 2 * batch images,
+    Returns an int: 3 A + S + 3 I, in float32 bytes over the call's 2 * batch images,
     with A the largest backbone layer output, S the tapped outputs together and I
-    the images. At the first tap the tap, its squared values or normalised copy, the
-    layers after it and the taps' squared differences are alive at once; the images
-    have up to three copies (tensors, concatenation, rescaling). Under
-    `precision="bf16"` the taps also keep their bfloat16 originals beside their
-    float32 copies: 2 A + 1.5 S + 3 I.
+    the images. Around the first tap, the tap, its squared values or normalised
+    copy, the layers after it and the taps' squared differences are alive at once
+    (about 2.6 A with TensorFlow's own kernels), and oneDNN's layout copies around
+    a convolution can add up to two more A (up to 4.3 A measured with
+    TF_ENABLE_ONEDNN_OPTS=1); the images have up to three copies (tensors,
+    concatenation, rescaling). Under `precision="bf16"` the taps also keep their
+    bfloat16 originals beside their float32 copies: 3 A + 1.5 S + 3 I.
     """
     images = 2 * int(batch)
     shapes = layer_output_shapes(metric, height, width)
@@ -58,7 +60,7 @@ def estimate_memory_bytes(metric, height, width, batch=1):
     taps = sum(_tap_sizes(metric, shapes)) * images * _F32
     inputs = 3 * images * int(height) * int(width) * 3 * _F32
     tap_factor = 1.5 if getattr(metric, "precision", "float32") == "bf16" else 1.0
-    return int(2 * largest + tap_factor * taps + inputs)
+    return int(3 * largest + tap_factor * taps + inputs)
 
 
 def _tap_sizes(metric, shapes):
