@@ -11,7 +11,11 @@ the peak resident memory TensorFlow's CPU runtime reached in measurements
 for AlexNet, whose activations are small beside the images.
 """
 
+import pathlib
+
 import keras
+
+from keras_lpips.errors import InputError
 
 # Bytes per element of the float32 tensors outside the backbone.
 _F32 = 4
@@ -67,3 +71,38 @@ def _tap_sizes(metric, shapes):
     """Per-image element counts of the backbone's outputs (the tapped layers)."""
     outputs = {id(tensor) for tensor in metric.backbone.outputs}
     return [h * w * c for layer, (h, w, c) in shapes if id(layer.output) in outputs]
+
+
+def available_memory_bytes():
+    """Memory this process can still take: the kernel's MemAvailable, capped by the
+    cgroup (container) limit where one is set. None where neither can be read."""
+    candidates = []
+    try:
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = pathlib.Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = pathlib.Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            candidates.append(int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    return min(candidates) if candidates else None
+
+
+def check_fits_in_memory(metric, height, width, batch=1):
+    """Raises `InputError` when `estimate_memory_bytes` exceeds the memory available now,
+    so that an input too large is refused with a message instead of the process being killed."""
+    available = available_memory_bytes()
+    if available is None:
+        return
+    needed = estimate_memory_bytes(metric, height, width, batch)
+    if needed > available:
+        gib = 1024**3
+        raise InputError(
+            f"{batch} pair(s) of {width}x{height} images with net {metric.net!r} need about {needed / gib:.1f} GiB "
+            f"of memory but {available / gib:.1f} GiB is available; use smaller images or a smaller net"
+        )

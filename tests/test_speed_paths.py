@@ -59,3 +59,36 @@ def test_layer_shapes_and_macs_follow_the_architecture(alex):
     shapes = dict((layer.name, shape) for layer, shape in layer_output_shapes(alex, 224, 224))
     assert shapes["conv1"] == (55, 55, 64) and shapes["conv5"] == (13, 13, 256)
     assert conv_macs(alex, 224, 224) == 655_566_528  # torchvision AlexNet's conv layers at 224x224
+
+
+def test_check_fits_in_memory_refuses_what_would_not_fit(alex, monkeypatch):
+    from keras_lpips import memory
+
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 64 * 1024**2)
+    memory.check_fits_in_memory(alex, 64, 64)  # a few MiB
+    with pytest.raises(InputError, match=r"need about .* GiB of memory but 0.1 GiB is available"):
+        memory.check_fits_in_memory(alex, 2048, 2048)
+
+
+def test_available_memory_is_positive_here():
+    from keras_lpips.memory import available_memory_bytes
+
+    available = available_memory_bytes()
+    assert available is None or available > 0
+
+
+def test_score_refuses_an_input_too_large_for_this_machine(tmp_path):
+    """Two 4096x4096 images with VGG need ~40 GiB: the installed CLI says so instead of being killed."""
+    from PIL import Image
+
+    from keras_lpips.memory import available_memory_bytes
+    from tests.test_cli import run
+
+    if (available_memory_bytes() or 0) > 41 * 1024**3:
+        pytest.skip("this machine has enough memory to score 4096x4096 VGG pairs")
+    for name, value in (("a.png", 10), ("b.png", 200)):
+        Image.new("RGB", (4096, 4096), (value,) * 3).save(tmp_path / name)
+    result = run("score", tmp_path / "a.png", tmp_path / "b.png", "--net", "vgg", "--backbone-weights", "random")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: 1 pair(s) of 4096x4096 images with net 'vgg' need about")
+    assert "Traceback" not in result.stderr
