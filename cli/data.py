@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from keras_lpips.cli.options import progress_bar
+
 app = typer.Typer(
     help="Get, make and check BAPPS-layout datasets (2AFC triplets and JND pairs with judgments).",
     no_args_is_help=True,
@@ -49,7 +51,7 @@ def download(
     """
     from keras_lpips.data.download import download_split
 
-    with typer.progressbar(length=1, label=f"downloading {split.value}", file=None) as bar:
+    with progress_bar(1, f"downloading {split.value}") as bar:
         result = download_split(split.value, dest, progress=_byte_progress(bar), keep_archive=keep_archive)
     if result.verified_by == "already present":
         typer.echo(f"{split.value}: already present in {result.folder}; delete it to download again")
@@ -81,7 +83,7 @@ def synth(
     """
     from keras_lpips.data.synth import synthesize
 
-    with typer.progressbar(length=1, label="synthesizing", file=None) as bar:
+    with progress_bar(1, "synthesizing") as bar:
         synthesize(out, train, val, images=images, seed=seed, n_jnd=jnd, progress=_byte_progress(bar))
     n_jnd = val if jnd is None else jnd
     typer.echo(f"wrote {train} train and {val} val triplets and {n_jnd} JND pairs to {out} (simulated judgments)")
@@ -101,7 +103,7 @@ def verify(
     from keras_lpips.data.verify import verify_dataset
     from keras_lpips.errors import InputError
 
-    with typer.progressbar(length=1, label="verifying", file=None) as bar:
+    with progress_bar(1, "verifying") as bar:
         report = verify_dataset(root, progress=_byte_progress(bar))
     for label, count in report.counts.items():
         typer.echo(f"{label}: {count}")

@@ -14,8 +14,11 @@ three signatures: serving_default (img0, img1 -> distance), rank (ref, p0,
 p1 -> d0, d1, p1_preferred) and spatial (img0, img1 -> map).
 
   keras-lpips export --format savedmodel --out models/lpips
-  keras-lpips export --format savedmodel --out models/lpips --model-version 2
+  keras-lpips export --format savedmodel --out models/lpips --net vgg --model-version 2
+  keras-lpips export --format savedmodel --out models/mine --model runs/alex-lin
   keras-lpips export --format tflite --out lpips.tflite --quantize fp16
+  keras-lpips export --format tflite --out lpips-int8.tflite --quantize dynamic
+  keras-lpips export --format tflite --out mine.tflite --model models/mine
 """
 
 FORMATS = ("savedmodel", "tflite")
@@ -35,9 +38,10 @@ def export(
     backbone_weights: options.BackboneWeights = "imagenet",
     model: options.Model = None,
 ):
+    from keras_lpips import LPIPS
     from keras_lpips.cli.metric_options import build_metric
     from keras_lpips.errors import InputError
-    from keras_lpips.export import QUANTIZATIONS, SIGNATURES, export_savedmodel, export_tflite
+    from keras_lpips.export import QUANTIZATIONS, SIGNATURES, STEPS, export_savedmodel, export_tflite
 
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
@@ -46,12 +50,17 @@ def export(
     if fmt == "savedmodel" and quantize != "none":
         raise InputError("--quantize applies to --format tflite only")
     metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
+    if fmt == "savedmodel" and not isinstance(metric, LPIPS):
+        raise InputError(f"--model {model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
     what = f"{metric.net} LPIPS v{metric.version} ({metric.distance})"
+    with options.progress_bar(STEPS[fmt], f"exporting {fmt}") as bar:
+        if fmt == "savedmodel":
+            path = export_savedmodel(metric, out, version=model_version, overwrite=overwrite, progress=bar.update)
+        else:
+            path = export_tflite(metric, out, quantize=quantize, overwrite=overwrite, progress=bar.update)
     if fmt == "savedmodel":
-        path = export_savedmodel(metric, out, version=model_version, overwrite=overwrite)
         typer.echo(f"{what} SavedModel written to {path}")
     else:
-        path = export_tflite(metric, out, quantize=quantize, overwrite=overwrite)
         size = path.stat().st_size / 1e6
         typer.echo(f"{what} TFLite model (quantize={quantize}, {size:.1f} MB) written to {path}")
     typer.echo(f"signatures: {', '.join(SIGNATURES)}; images float32 (N, H, W, 3) in [0, 1]")

@@ -76,7 +76,7 @@ def pairs(
         a, b = read_same_size([first[name], second[name]], resize)
         images0.append(a)
         images1.append(b)
-    with typer.progressbar(length=len(names), label="scoring pairs", file=None) as bar:
+    with options.progress_bar(len(names), "scoring pairs") as bar:
         distances = paired_distances(metric, images0, images1, progress=bar.update)
     _write_csv([["name", "distance"]] + [[n, f"{d:.6f}"] for n, d in zip(names, distances)], out)
 
@@ -104,6 +104,6 @@ def matrix(
     images = read_same_size([files[n] for n in names], resize)
     metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
     n = len(names)
-    with typer.progressbar(length=n * (n - 1) // 2, label="scoring all pairs", file=None) as bar:
+    with options.progress_bar(n * (n - 1) // 2, "scoring all pairs") as bar:
         result = distance_matrix(metric, images, progress=bar.update)
     _write_csv([[""] + names] + [[name] + [f"{d:.6f}" for d in row] for name, row in zip(names, result)], out)

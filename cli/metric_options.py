@@ -1,7 +1,6 @@
 """Builds the metric a command asked for, from the shared options, and reads its images."""
 
-import typer
-
+from keras_lpips.cli.options import progress_bar
 from keras_lpips.errors import InputError
 
 
@@ -10,7 +9,7 @@ def fetch_with_progress(net):
     while downloading; returns the state dict."""
     from keras_lpips.weights.pretrained import imagenet_state_dict
 
-    with typer.progressbar(length=1, label=f"fetching {net} ImageNet weights", file=None) as bar:
+    with progress_bar(1, f"fetching {net} ImageNet weights") as bar:
 
         def progress(done, total):
             if total and bar.length != total:
@@ -20,23 +19,38 @@ def fetch_with_progress(net):
         return imagenet_state_dict(net, progress=progress)
 
 
-def build_metric(net, version, distance, layers, lin_weights, backbone_weights, model, input_range=(0.0, 1.0)):
-    """An `LPIPS` from `--model` (a .keras file) or from the net options, for [0, 1] images."""
-    import keras
+def load_model_option(model, input_range=(0.0, 1.0)):
+    """The metric `--model` names: a fit run folder (its model.keras), a .keras file, or a
+    SavedModel from export (its base folder, then the highest version, or a version folder)."""
+    from keras_lpips.export import load_savedmodel, savedmodel_directory
+    from keras_lpips.training import load_metric
 
+    if not model.exists():
+        raise InputError(f"--model {model} does not exist")
+    if model.is_file() and model.suffix != ".keras":
+        raise InputError(f"--model takes a fit run folder, a .keras file or a SavedModel folder. Received the file {model}")
+    if savedmodel_directory(model) is not None:
+        return load_savedmodel(model)
+    if model.is_dir() and not (model / "model.keras").is_file():
+        raise InputError(
+            f"--model {model} is a folder with neither model.keras (a fit run) nor saved_model.pb "
+            "(an export, directly or in a version folder such as 1/)"
+        )
+    metric = load_metric(model)
+    if metric.input_range != tuple(input_range):
+        raise InputError(f"{model} expects input_range={metric.input_range}; the CLI feeds {tuple(input_range)}")
+    return metric
+
+
+def build_metric(net, version, distance, layers, lin_weights, backbone_weights, model, input_range=(0.0, 1.0)):
+    """The metric from `--model` (see `load_model_option`), else an `LPIPS` from the net options,
+    for [0, 1] images."""
     from keras_lpips import LPIPS
     from keras_lpips.backbones import get_backbone
     from keras_lpips.weights.cache import cache_dir
 
     if model is not None:
-        if model.suffix != ".keras" or not model.is_file():
-            raise InputError(f"--model must be an existing .keras file. Received: {model}")
-        metric = keras.saving.load_model(model, safe_mode=True)
-        if not isinstance(metric, LPIPS):
-            raise InputError(f"{model} holds a {type(metric).__name__}, not a keras_lpips.LPIPS model")
-        if metric.input_range != tuple(input_range):
-            raise InputError(f"{model} expects input_range={metric.input_range}; the CLI feeds {input_range}")
-        return metric
+        return load_model_option(model, input_range)
     spec = get_backbone(net)
     if backbone_weights == "imagenet" and not (cache_dir() / f"{spec.name}-imagenet-features.npz").exists():
         fetch_with_progress(spec.name)

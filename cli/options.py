@@ -1,5 +1,7 @@
 """Option types shared by every command, defined once so the vocabulary stays the same."""
 
+import io
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,5 +17,18 @@ LinWeights = Annotated[
 BackboneWeights = Annotated[
     str, typer.Option("--backbone-weights", help="imagenet, keras-imagenet (vgg), random, or a .pth/.npz state dict.")
 ]
-Model = Annotated[Optional[Path], typer.Option("--model", help="A .keras file saved by keras-lpips (overrides --net ...).")]
+Model = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--model",
+        help="A run folder from fit, a .keras file, or a SavedModel from export (its base or version folder); "
+        "overrides --net, --version, --distance, --layers and the weights.",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def progress_bar(length, label):
+    """A progress bar on stderr, so that it never mixes with results printed on stdout; shown
+    on a terminal only, so that stderr stays one line for an error in logs and pipelines."""
+    return typer.progressbar(length=length, label=label, file=sys.stderr if sys.stderr.isatty() else io.StringIO())

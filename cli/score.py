@@ -35,6 +35,7 @@ def score(
 ):
     import numpy as np
 
+    from keras_lpips import LPIPS
     from keras_lpips.cli.metric_options import build_metric, read_same_size
     from keras_lpips.images import heatmap, save_png, side_by_side
     from keras_lpips.memory import check_fits_in_memory
@@ -42,7 +43,8 @@ def score(
     paths = [ref, a] + ([b] if b is not None else [])
     images = read_same_size(paths, resize)
     metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
-    check_fits_in_memory(metric, *images[0].shape[:2], batch=len(images) - 1)
+    if isinstance(metric, LPIPS):  # an exported SavedModel has no backbone to estimate from
+        check_fits_in_memory(metric, *images[0].shape[:2], batch=len(images) - 1)
     refs = np.stack([images[0]] * (len(images) - 1))
     others = np.stack(images[1:])
     distances = [float(d) for d in np.asarray(metric([refs, others]))]

@@ -20,7 +20,7 @@ A rerun skips finished configurations and resumes an unfinished one.
 def study(
     data: Annotated[Path, typer.Option("--data", help="BAPPS-layout folder (2afc/, optionally jnd/).")],
     out: Annotated[Path, typer.Option("--out", help="Study folder (runs/, results.*).")],
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML adding rows, seeds and [train] options.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML adding rows, seeds and \\[train] options.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny version (1+1 epochs, batch 8) for smoke tests.")] = False,
 ):
     from keras_lpips.study import DEFAULT_CONFIGS, load_config, run_study

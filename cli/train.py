@@ -16,7 +16,7 @@ After every epoch the run folder gets a checkpoint and history.csv; a killed run
 
   keras-lpips fit --data dataset --out runs/alex-lin
 
-  keras-lpips fit --data dataset --out runs/vgg-tune --backbone vgg16 --mode tune
+  keras-lpips fit --data dataset --out runs/vgg-tune --net vgg --mode tune
 
   keras-lpips fit --data dataset --out runs/alex-lin --resume
 
@@ -30,6 +30,8 @@ EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and 
   keras-lpips eval --net alex --data dataset --json
 
   keras-lpips eval --net vgg --version 0.0 --data dataset --output vgg-v0.0.md
+
+  keras-lpips eval --model models/lpips --data dataset    (a SavedModel from export)
 """
 
 Data = Annotated[Path, typer.Option("--data", help="BAPPS-layout folder (with 2afc/ and jnd/).")]
@@ -49,7 +51,9 @@ def _split(values):
 def fit(
     data: Data,
     out: Annotated[Path, typer.Option("--out", help="Run folder: new or empty, or an earlier run's with --resume.")],
-    backbone: Annotated[str, typer.Option("--backbone", help="alexnet, vgg16 or squeezenet (or alex, vgg, squeeze).")] = "alexnet",
+    backbone: Annotated[
+        str, typer.Option("--net", "--backbone", help="Backbone: alex, vgg or squeeze (aliases alexnet, vgg16, squeezenet).")
+    ] = "alex",
     distance: options.Distance = "lpips",
     layers: options.Layers = None,
     mode: Annotated[str, typer.Option("--mode", help="lin, tune or scratch.")] = "lin",
@@ -97,9 +101,7 @@ def fit(
 
 def eval_(
     data: Data,
-    model: Annotated[
-        Optional[Path], typer.Option("--model", help="A run folder from fit (its model.keras) or a .keras file; overrides --net ...")
-    ] = None,
+    model: options.Model = None,
     net: options.Net = "alex",
     version: options.Version = "0.1",
     distance: options.Distance = "lpips",
@@ -116,15 +118,12 @@ def eval_(
 ):
     from keras_lpips.training import evaluate_run, results_markdown, write_results
 
-    metric = None
-    if model is None:
-        from keras_lpips import LPIPS
+    from keras_lpips.cli.metric_options import build_metric
+    from keras_lpips.export import savedmodel_directory
 
-        metric = LPIPS(
-            net=net, version=version, distance=distance, layers=layers,
-            backbone_weights=None if backbone_weights == "random" else backbone_weights,
-            lin_weights=None if lin_weights in (None, "none") else lin_weights, input_range=(0.0, 1.0),
-        )  # fmt: skip
+    metric = None
+    if model is None or savedmodel_directory(model) is not None:  # a fit run or .keras: evaluate_run loads it
+        metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
     results = evaluate_run(
         data, model=model, metric=metric, subsets=_split(subsets), baselines=baselines, batch_size=batch_size,
         load_size=load_size, progress=not quiet and not as_json,

@@ -1,12 +1,13 @@
 """`keras-lpips weights`: fetch pretrained backbones ahead of time, list what is available."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from keras_lpips.cli import options
 
-app = typer.Typer(help="Fetch and list pretrained weights.", no_args_is_help=True)
+app = typer.Typer(help="Fetch, list and convert weights.", no_args_is_help=True)
 
 
 @app.command()
@@ -39,3 +40,30 @@ def list_weights():
         cached = (cache_dir() / f"{net}-imagenet-features.npz").exists()
         lin = ", ".join(sources.LIN_VERSIONS)
         typer.echo(f"{net:8s} linear weights: {lin} (shipped)   imagenet backbone: {'cached' if cached else 'not cached'}")
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="A .pth (read without torch) or .npz: lpips linear weights or a torchvision backbone.")],
+    destination: Annotated[Path, typer.Argument(help="The .npz to write.")],
+    net: options.Net = "alex",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DESTINATION if it exists.")] = False,
+):
+    """Convert linear weights or a backbone state dict to keras-lpips' .npz, checked against NET.
+
+    Linear weights (lin0.model.1.weight, ... as lpips saves them) become lin0, lin1, ...;
+    a torchvision state dict keeps features.* (classifier.* dropped). Use the result
+    with --lin-weights or --backbone-weights.
+
+      keras-lpips weights convert my_lin.pth my_lin.npz --net alex
+      keras-lpips weights convert alexnet-owt-7be5be79.pth alex.npz --net alex
+      keras-lpips score a.png b.png --lin-weights my_lin.npz
+    """
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.errors import InputError
+    from keras_lpips.weights.npz import convert_weight_file
+
+    if destination.exists() and not overwrite:
+        raise InputError(f"{destination} already exists; pass --overwrite to replace it")
+    kind, count = convert_weight_file(source, destination, net)
+    typer.echo(f"{kind} weights for {get_backbone(net).name}: {count:,} parameters written to {destination}")

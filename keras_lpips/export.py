@@ -13,12 +13,19 @@ Files appear all at once: each export is built under a temporary name beside
 its destination and renamed into place, so an interrupted export leaves no
 half-written model where a server would load it.
 
+A SavedModel also carries `assets.extra/keras_lpips.json` (net, version,
+distance, layers, smallest image side), which TF Serving and the SavedModel
+loaders ignore; `load_savedmodel` reads it to describe the model it returns.
+
 Example:
 >>> metric = LPIPS(net="alex", input_range=(0, 1))
 >>> export_savedmodel(metric, "models/lpips")       # models/lpips/1/saved_model.pb
 >>> export_tflite(metric, "lpips.tflite", quantize="fp16")
+>>> served = load_savedmodel("models/lpips")        # the highest version, as TF Serving picks
+>>> served([img0, img1])                            # [0, 1] images -> (N,) distances
 """
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +39,9 @@ SIGNATURES = {
     "spatial": (("img0", "img1"), ("map",)),
 }
 QUANTIZATIONS = ("none", "fp16", "dynamic")
+# Steps each export reports to its `progress` callback (one call per finished step).
+STEPS = {"savedmodel": 1, "tflite": 2}
+METADATA = Path("assets.extra") / "keras_lpips.json"
 
 
 def serving_functions(metric):
@@ -76,11 +86,12 @@ def serving_functions(metric):
     return module, {"serving_default": distance, "rank": rank, "spatial": spatial}
 
 
-def export_savedmodel(metric, directory, version=1, overwrite=False):
+def export_savedmodel(metric, directory, version=1, overwrite=False, progress=None):
     """Writes `metric` to `directory/<version>/`, the layout TF Serving loads
     (`--model_base_path=directory`), and returns that version directory.
 
     Refuses (`InputError`) to replace an existing version unless `overwrite`.
+    `progress`, if given, is called with 1 when the SavedModel is written.
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InputError(f"version must be a non-negative integer (a TF Serving version). Received: {version!r}")
@@ -95,16 +106,21 @@ def export_savedmodel(metric, directory, version=1, overwrite=False):
         if target.exists():
             os.replace(target, Path(staging) / "replaced")  # deleted with the staging directory
         os.replace(Path(staging) / "model", target)
+    if progress:
+        progress(1)
     return target
 
 
-def export_tflite(metric, path, quantize="none", overwrite=False):
-    """Writes `metric` as a TFLite flatbuffer with the same signatures and returns its path.
+def export_tflite(metric, path, quantize="none", overwrite=False, progress=None):
+    """Writes `metric` (an `LPIPS`, or an `ExportedMetric` SavedModel) as a TFLite flatbuffer
+    with the same signatures and returns its path.
 
     Inputs have dynamic shapes (-1, -1, -1, 3): a signature runner resizes them
     to what it is given. `quantize`: "none" (float32), "fp16" (float16 weights,
     half the size) or "dynamic" (int8 weights, dynamic-range quantisation).
     Refuses (`InputError`) to replace an existing file unless `overwrite`.
+    `progress`, if given, is called with 1 after each of the two steps (tracing
+    to a SavedModel, converting).
     """
     if quantize not in QUANTIZATIONS:
         raise InputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
@@ -115,8 +131,13 @@ def export_tflite(metric, path, quantize="none", overwrite=False):
         raise InputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.partial-", dir=path.parent) as staging:
-        saved = Path(staging) / "model"
-        _save(metric, saved)
+        if isinstance(metric, ExportedMetric):  # already traced: convert its SavedModel
+            saved = metric.directory
+        else:
+            saved = Path(staging) / "model"
+            _save(metric, saved)
+        if progress:
+            progress(1)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=list(SIGNATURES))
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -124,11 +145,125 @@ def export_tflite(metric, path, quantize="none", overwrite=False):
             converter.target_spec.supported_types = [tf.float16]
         (Path(staging) / "model.tflite").write_bytes(converter.convert())
         os.replace(Path(staging) / "model.tflite", path)
+    if progress:
+        progress(1)
     return path
 
 
 def _save(metric, path):
     import tensorflow as tf
 
+    import keras_lpips
+
     module, signatures = serving_functions(metric)
     tf.saved_model.save(module, str(path), signatures=signatures)
+    info = {
+        "keras_lpips": keras_lpips.__version__,
+        "net": metric.net,
+        "version": metric.version,
+        "distance": metric.distance,
+        "layers": metric.layers_kept,
+        "min_input_size": metric.min_input_size,
+        "input_range": [0.0, 1.0],
+    }
+    (Path(path) / METADATA).parent.mkdir(exist_ok=True)
+    (Path(path) / METADATA).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def savedmodel_directory(path):
+    """The SavedModel directory `path` names: `path` itself when it holds saved_model.pb, else
+    its highest-numbered version subdirectory holding one (the one TF Serving would serve);
+    None when it is neither."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    if not path.is_dir():
+        return None
+    versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    return max(versions, key=lambda p: int(p.name), default=None)
+
+
+def load_savedmodel(path):
+    """An `ExportedMetric` for a SavedModel written by `export_savedmodel`: its version
+    directory, or the base directory (then the highest version, as TF Serving picks)."""
+    directory = savedmodel_directory(path)
+    if directory is None:
+        raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
+    return ExportedMetric(directory)
+
+
+class ExportedMetric:
+    """A SavedModel from `export_savedmodel`, called like an `LPIPS` metric on [0, 1] images.
+
+    `metric([img0, img1])` runs the `serving_default` signature and `spatial_map` the
+    `spatial` one. For code written against `LPIPS.features` / `LPIPS.compare` (distance
+    matrices, 2AFC evaluation), the "features" of a batch are its images and `compare`
+    runs the whole served model on two of them: same distances, without the reuse of
+    features that an `LPIPS` model gives.
+
+    Attributes: `net`, `version`, `distance`, `layers_kept`, `min_input_size` (from the
+    export's assets.extra/keras_lpips.json; "unknown" where it has none), `input_range`
+    (always (0, 1)) and `directory`.
+    """
+
+    input_range = (0.0, 1.0)
+
+    def __init__(self, directory):
+        import tensorflow as tf
+
+        self.directory = Path(directory)
+        try:
+            loaded = tf.saved_model.load(str(self.directory))
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            raise InputError(f"Cannot load the SavedModel in {self.directory}: {error}") from None
+        missing = [name for name in SIGNATURES if name not in loaded.signatures]
+        if missing:
+            raise InputError(
+                f"{self.directory} lacks the signature(s) {', '.join(missing)}: not a keras-lpips export "
+                f"(it has {', '.join(loaded.signatures) or 'none'})"
+            )
+        self._loaded = loaded
+        self._distance = loaded.signatures["serving_default"]
+        self._spatial = loaded.signatures["spatial"]
+        info_path = self.directory / METADATA
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        self.net = info.get("net", "unknown")
+        self.version = info.get("version", "unknown")
+        self.distance = info.get("distance", "unknown")
+        self.layers_kept = info.get("layers")
+        self.min_input_size = int(info.get("min_input_size", 1))
+
+    def __repr__(self):
+        return f"ExportedMetric({str(self.directory)!r}, net={self.net!r}, version={self.version!r})"
+
+    def _run(self, function, inputs, output):
+        import tensorflow as tf
+
+        from keras_lpips.inputs import check_image_pair
+
+        img0, img1 = check_image_pair(inputs, self.input_range, self.min_input_size)
+        try:
+            return function(img0=img0, img1=img1)[output]
+        except tf.errors.InvalidArgumentError as error:
+            reason = error.message.strip().splitlines()[0]
+            raise InputError(f"The SavedModel in {self.directory} cannot score images of shape {tuple(img0.shape)}: {reason}") from None
+
+    def __call__(self, inputs, training=None):
+        """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images in [0, 1]."""
+        return self._run(self._distance, inputs, "distance")
+
+    def spatial_map(self, inputs):
+        """Distance maps at the input resolution, shape (N, H, W)."""
+        return self._run(self._spatial, inputs, "map")
+
+    def features(self, images, training=None):
+        """[images]: an export has no features to reuse (see the class docstring)."""
+        from keras import ops
+
+        return [ops.convert_to_tensor(images, "float32")]
+
+    def compare(self, features0, features1, training=None):
+        """[(N, 1, 1, 1) distances] between two `features` lists, as one map whose mean is the distance."""
+        from keras import ops
+
+        return [ops.reshape(self([features0[0], features1[0]]), (-1, 1, 1, 1))]

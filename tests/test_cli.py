@@ -1,6 +1,7 @@
 """The installed `keras-lpips` command: results, files written, and one-line errors (exit 2)."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -94,3 +95,181 @@ def test_pairs_and_matrix_write_csv(images, tmp_path):
     assert rows[0] == ["", "a.png", "b.png", "c.png"] and rows[1][1] == "0.000000" and rows[1][2] == rows[2][1]
     pairs = [line.split(",") for line in pairs_csv.read_text().splitlines()]
     assert pairs[0] == ["name", "distance"] and [p[1] for p in pairs[1:]] == ["0.000000"] * 3
+
+
+def click_commands():
+    """{"score": click command, ..., "weights convert": ...} of the installed app."""
+    import typer
+
+    from keras_lpips.cli.app import app
+
+    group = typer.main.get_command(app)
+    commands = {}
+    for name, command in group.commands.items():
+        for sub, subcommand in getattr(command, "commands", {}).items():
+            commands[f"{name} {sub}"] = subcommand
+        if not hasattr(command, "commands"):
+            commands[name] = command
+    return commands
+
+
+def test_every_command_teaches_by_example_and_shares_one_vocabulary():
+    from typer.testing import CliRunner
+
+    from keras_lpips.cli.app import app
+
+    commands = click_commands()
+    assert set(commands) >= {
+        "score", "pairs", "matrix", "export", "fit", "eval", "study", "data download", "data synth",
+        "data verify", "weights fetch", "weights list", "weights convert",
+    }  # fmt: skip
+    for name in commands:
+        result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+        assert result.exit_code == 0 and f"keras-lpips {name} " in result.output, (name, result.output)
+    shared = ["--net", "--version", "--distance", "--layers", "--lin-weights", "--backbone-weights", "--model"]
+    helps = {}
+    for name in ("score", "pairs", "matrix", "export", "eval"):
+        options = {opt: param for param in commands[name].params for opt in param.opts}
+        for opt in shared:
+            assert opt in options, (name, opt)
+            helps.setdefault(opt, set()).add(options[opt].help)
+    assert all(len(texts) == 1 for texts in helps.values()), helps
+    assert {"--net", "--distance", "--layers"} <= {opt for param in commands["fit"].params for opt in param.opts}
+    assert {"--json"} <= {opt for param in commands["score"].params for opt in param.opts}
+
+
+def invoke(*args):
+    """Runs the app in this process (the command code, without main()'s error printing)."""
+    from typer.testing import CliRunner
+
+    from keras_lpips.cli.app import app
+
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+def test_model_option_takes_run_folder_keras_file_and_savedmodel(images, tmp_path):
+    """score --model gives the same distances from a fit run folder, its .keras file and its
+    SavedModel export; matrix --model on an export prints only the CSV on stdout."""
+    from keras_lpips import InputError, LPIPS
+    from keras_lpips.export import export_savedmodel
+    from keras_lpips.images import read_image
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0, lin_weights="v0.1", input_range=(0, 1))
+    (tmp_path / "run").mkdir()
+    metric.save(tmp_path / "run" / "model.keras")
+    export_savedmodel(metric, tmp_path / "served")
+    ref, a, b = (read_image(images / f"{n}.png")[None] for n in ("a", "b", "c"))
+    want = np.asarray(metric([np.concatenate([ref, ref]), np.concatenate([a, b])]))
+    for model in ("run", "run/model.keras", "served", "served/1"):
+        result = invoke("score", images / "a.png", images / "b.png", images / "c.png", "--json", "--model", tmp_path / model)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        np.testing.assert_allclose([p["distance"] for p in report["pairs"]], want, rtol=0, atol=1e-5, err_msg=model)
+        assert report["net"] == "alex"
+    assert invoke("score", images / "a.png", images / "b.png", "--model", tmp_path / "served", "--map", tmp_path / "m.png").exit_code == 0
+    assert (tmp_path / "m.png").is_file()
+
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.png").write_bytes((images / f"{name}.png").read_bytes())
+    result = invoke("matrix", folder, "--model", tmp_path / "served")
+    assert result.exit_code == 0, result.output
+    rows = [line.split(",") for line in result.stdout.splitlines()]
+    assert rows[0] == ["", "a.png", "b.png", "c.png"] and len(rows) == 4  # no progress label mixed in
+    np.testing.assert_allclose([float(rows[1][2]), float(rows[1][3])], want, rtol=0, atol=2e-6)
+
+    for model, message in [(images, "neither model.keras"), (images / "a.png", "takes a fit run folder")]:
+        result = invoke("score", images / "a.png", images / "b.png", "--model", model)
+        assert isinstance(result.exception, InputError) and message in str(result.exception)
+
+
+def test_weights_convert_linear_and_backbone_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from keras_lpips import LPIPS, WeightsError
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.cli.app import app
+
+    shipped = np.load(ROOT / "saved_models" / "lpips_lin" / "v0.1" / "alex.npz")
+    lpips_format = {f"lin{k}.model.1.weight": shipped[f"lin{k}"].reshape(1, -1, 1, 1) for k in range(5)}
+    np.savez(tmp_path / "lin_lpips.npz", **lpips_format)
+    reference = LPIPS(net="alex", backbone_weights=None, seed=3, lin_weights=None)
+    spec = get_backbone("alex")
+    state = {"classifier.1.weight": np.zeros((4, 4), np.float32)}
+    for layer, prefix in spec.torchvision_names.items():
+        kernel, bias = reference.backbone.get_layer(layer).get_weights()
+        state[f"{prefix}.weight"], state[f"{prefix}.bias"] = kernel.transpose(3, 2, 0, 1), bias
+    np.savez(tmp_path / "torchvision.npz", **state)
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["weights", "convert", str(tmp_path / "lin_lpips.npz"), str(tmp_path / "lin.npz")])
+    assert result.exit_code == 0 and "linear weights for alex: 1,152 parameters" in result.output, result.output
+    converted = np.load(tmp_path / "lin.npz")
+    assert sorted(converted.files) == [f"lin{k}" for k in range(5)]
+    for k in range(5):
+        np.testing.assert_array_equal(converted[f"lin{k}"], shipped[f"lin{k}"])
+    result = runner.invoke(app, ["weights", "convert", str(tmp_path / "torchvision.npz"), str(tmp_path / "bb.npz"), "--net", "alexnet"])
+    assert result.exit_code == 0 and "backbone weights for alex: 2,469,696 parameters" in result.output, result.output
+    assert "classifier.1.weight" not in np.load(tmp_path / "bb.npz").files
+    rebuilt = LPIPS(net="alex", backbone_weights=str(tmp_path / "bb.npz"), lin_weights=str(tmp_path / "lin.npz"))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 2, 48, 48, 3)).astype(np.float32)
+    reference = LPIPS(net="alex", backbone_weights=str(tmp_path / "torchvision.npz"), lin_weights="v0.1")
+    np.testing.assert_allclose(np.asarray(rebuilt(list(x))), np.asarray(reference(list(x))), rtol=0, atol=1e-7)
+
+    def error(*args):
+        return runner.invoke(app, ["weights", "convert", *map(str, args)]).exception
+
+    assert "already exists" in str(error(tmp_path / "lin_lpips.npz", tmp_path / "lin.npz"))
+    assert isinstance(error(tmp_path / "lin_lpips.npz", tmp_path / "vgg.npz", "--net", "vgg"), WeightsError)
+    assert "neither lpips linear weights" in str(error(ROOT / "tests" / "fixtures" / "tiny_zip.pth", tmp_path / "x.npz"))
+    assert "must be a .npz" in str(error(tmp_path / "lin_lpips.npz", tmp_path / "x.pth"))
+
+
+def needs_imagenet_weights(net):
+    """Caches torchvision's weights for `net` as users get them; skips where they are out of
+    reach, except under CI (as tests/test_real_weights.py)."""
+    from keras_lpips import WeightsUnavailableError
+    from keras_lpips.weights.pretrained import imagenet_state_dict
+
+    try:
+        imagenet_state_dict(net)
+    except WeightsUnavailableError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"ImageNet weights not cached and not reachable: {error}")
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("net,version", [("alex", "0.1"), ("alex", "0.0"), ("vgg", "0.1"), ("vgg", "0.0")])
+def test_score_reproduces_the_reference_on_the_example_triplet(net, version):
+    """score with official weights: the reference lpips 0.1.4's distances (fixture)."""
+    needs_imagenet_weights(net)
+    official = json.loads((ROOT / "tests" / "fixtures" / "reference_official.json").read_text())[net][f"v{version}"]
+    triplet = [EXAMPLES / f"{name}.png" for name in ("ref", "p0", "p1")]
+    result = invoke("score", *triplet, "--net", net, "--version", version, "--lin-weights", f"v{version}", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    got = [pair["distance"] for pair in report["pairs"]]
+    np.testing.assert_allclose(got, [official["ref_p0"], official["ref_p1"]], rtol=0, atol=1e-5)
+    assert report["closer"] == str(triplet[2])
+
+
+@pytest.mark.real_weights
+def test_readme_main_command_prints_the_reference_distances(tmp_path):
+    """The README's first command (run from the repository root), word for word but the map's path."""
+    official = json.loads((ROOT / "tests" / "fixtures" / "reference_official.json").read_text())["alex"]["v0.1"]
+    needs_imagenet_weights("alex")
+    out = tmp_path / "distance_map.png"
+    result = subprocess.run(
+        [COMMAND, "score", "examples/ref.png", "examples/p0.png", "examples/p1.png", "--map", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"d(examples/ref.png, examples/p0.png) = {official['ref_p0']:.4f}",
+        f"d(examples/ref.png, examples/p1.png) = {official['ref_p1']:.4f}",
+        "examples/p1.png is closer to examples/ref.png",
+        f"distance map written to {out}",
+    ]
+    assert out.is_file()

@@ -6,10 +6,12 @@ bodies, the TFLite interpreter, the CLI) must give the Keras model's numbers, on
 batch and image sizes that no export saw (exports trace with unknown shapes).
 """
 
+import importlib.util
 import json
+import re
+import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,10 @@ from typer.testing import CliRunner
 
 from keras_lpips import InputError, LPIPS
 from keras_lpips.cli import export as export_command
-from keras_lpips.export import SIGNATURES, export_savedmodel, export_tflite
+from keras_lpips.export import SIGNATURES, ExportedMetric, export_savedmodel, export_tflite, load_savedmodel
+from keras_lpips.pairwise import distance_matrix
+
+ROOT = Path(__file__).parent.parent
 
 # The issue's acceptance: alex and vgg. vgg keeps two layers (the same code path,
 # far faster to convert); the two input ranges check the [0, 1] -> input_range step.
@@ -38,12 +43,20 @@ def make_metric(net, **overrides):
     return LPIPS(**{**NETS[net], **overrides}, backbone_weights=None, seed=0, lin_weights="v0.1")
 
 
+def example_module(name):
+    """examples/<name>.py, the code the README shows, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def signature_inputs():
     """Inputs of every signature, in [0, 1]: a batch of 3 at 37x45 (with a tie,
-    p1 = ref and p0 = ref in the rank triplets) and a batch of 1 at 64x64."""
+    p1 = ref and p0 = ref in the rank triplets), 1 at 64x64 and 2 at 48x80."""
     rng = np.random.default_rng(0)
     cases = []
-    for n, h, w in [(3, 37, 45), (1, 64, 64)]:
+    for n, h, w in [(3, 37, 45), (1, 64, 64), (2, 48, 80)]:
         ref, p0, p1 = (rng.random((n, h, w, 3), dtype=np.float32) for _ in range(3))
         if n == 3:
             p1[0], p1[1], p0[2] = p0[0], ref[1], ref[2]
@@ -120,22 +133,29 @@ def test_savedmodel_signatures_match_keras(exported):
             assert_outputs_close(signature(**{k: tf.constant(v) for k, v in inputs[name].items()}), expected[name])
 
 
+# saved_model_cli runs one signature a call (several seconds each): two sizes, two signatures;
+# the TF1 session loader below runs every signature on every case.
+CLI_RUNS = [(0, "rank"), (2, "serving_default")]
+
+
 def test_saved_model_cli_run_matches_keras(exported, tmp_path):
     """saved_model_cli loads the model through the C++ SavedModel loader, as TF Serving does."""
     _, directory, cases = exported
-    inputs, expected = cases[0]
-    args = []
-    for key, value in inputs["rank"].items():
-        np.save(tmp_path / f"{key}.npy", value)
-        args.append(f"{key}={tmp_path / f'{key}.npy'}")
     cli = Path(sys.executable).with_name("saved_model_cli")
-    subprocess.run(
-        [str(cli), "run", "--dir", str(directory), "--tag_set", "serve", "--signature_def", "rank",
-         "--inputs", ";".join(args), "--outdir", str(tmp_path / "out")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    got = {name: np.load(tmp_path / "out" / f"{name}.npy") for name in SIGNATURES["rank"][1]}
-    assert_outputs_close(got, expected["rank"])
+    for case, signature in CLI_RUNS:
+        inputs, expected = cases[case]
+        args = []
+        for key, value in inputs[signature].items():
+            np.save(tmp_path / f"{key}.npy", value)
+            args.append(f"{key}={tmp_path / f'{key}.npy'}")
+        out = tmp_path / signature
+        subprocess.run(
+            [str(cli), "run", "--dir", str(directory), "--tag_set", "serve", "--signature_def", signature,
+             "--inputs", ";".join(args), "--outdir", str(out)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        got = {name: np.load(out / f"{name}.npy") for name in SIGNATURES[signature][1]}
+        assert_outputs_close(got, expected[signature])
 
 
 def test_tf1_session_loader_feeds_signature_tensor_names(exported):
@@ -151,38 +171,38 @@ def test_tf1_session_loader_feeds_signature_tensor_names(exported):
                 assert_outputs_close(session.run(fetch, feed), expected[name])
 
 
-def test_rest_request_body_for_rank(exported):
-    """A TF Serving REST body (columnar "inputs"), checked against the signature, then run."""
+def test_rest_client_body_and_curl_against_a_serving_standin(exported, tmp_path):
+    """examples/serving_client.py's REST body (the README's), posted by its client and by the
+    README's curl command to a stand-in for TF Serving's REST API (tests/serving_standin.py)."""
+    from tests.serving_standin import rest_server
+
+    client = example_module("serving_client")
     _, directory, cases = exported
     inputs, expected = cases[0]
-    body = json.dumps({"signature_name": "rank", "inputs": {k: v.tolist() for k, v in inputs["rank"].items()}})
-
+    body = client.rest_body(**inputs["rank"])
     request = json.loads(body)
-    signature = tf.saved_model.load(str(directory)).signatures[request["signature_name"]]
-    _, specs = signature.structured_input_signature
-    assert set(request["inputs"]) == set(specs)
-    tensors = {}
-    for key, value in request["inputs"].items():
-        array = np.asarray(value)
-        assert array.dtype.kind == "f" and specs[key].shape.is_compatible_with(array.shape)
-        tensors[key] = tf.constant(array, specs[key].dtype)
-    assert_outputs_close(signature(**tensors), expected["rank"])
+    assert request["signature_name"] == "rank" and set(request["inputs"]) == set(SIGNATURES["rank"][0])
+    with rest_server(directory, "lpips") as url:
+        assert_outputs_close(client.rank_rest(body, url), expected["rank"])
+        if shutil.which("curl"):
+            (tmp_path / "body.json").write_text(body)
+            curl = ["curl", "-s", "-d", "@body.json", f"{url}/v1/models/lpips:predict"]
+            answer = subprocess.run(curl, cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+            assert_outputs_close(json.loads(answer)["outputs"], expected["rank"])
 
 
-def test_grpc_predict_request_for_rank(exported):
-    """A tensorflow-serving-api PredictRequest, checked against the saved signature_def, then run."""
-    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+def test_grpc_client_request_against_the_signature_and_a_serving_standin(exported):
+    """examples/serving_client.py's PredictRequest (the README's): checked against the saved
+    signature_def, as TF Serving checks it, then sent by its client over gRPC to a stand-in
+    PredictionService (tests/serving_standin.py)."""
+    from tests.serving_standin import grpc_server
     from tensorflow.core.protobuf import saved_model_pb2
 
+    client = example_module("serving_client")
     _, directory, cases = exported
-    inputs, expected = cases[0]
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "lpips"
-    request.model_spec.signature_name = "rank"
-    for key, value in inputs["rank"].items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    request = predict_pb2.PredictRequest.FromString(request.SerializeToString())
-
+    inputs, expected = cases[2]
+    request = client.grpc_request(**inputs["rank"])
+    assert request.model_spec.name == "lpips"
     saved = saved_model_pb2.SavedModel.FromString((directory / "saved_model.pb").read_bytes())
     signature = saved.meta_graphs[0].signature_def[request.model_spec.signature_name]
     assert set(request.inputs) == set(signature.inputs)
@@ -190,18 +210,26 @@ def test_grpc_predict_request_for_rank(exported):
         assert tensor.dtype == signature.inputs[key].dtype
         served_shape = tf.TensorShape(signature.inputs[key].tensor_shape)
         assert served_shape.is_compatible_with(tf.TensorShape(tensor.tensor_shape))
-    loaded = tf.saved_model.load(str(directory)).signatures["rank"]
-    got = loaded(**{k: tf.constant(tf.make_ndarray(t)) for k, t in request.inputs.items()})
-    assert_outputs_close(got, expected["rank"])
+    with grpc_server(directory, "lpips") as address:
+        assert_outputs_close(client.rank_grpc(request, address), expected["rank"])
+
+
+def test_readme_shows_the_tested_client_code():
+    """Python blocks of the README that use TF Serving's or LiteRT's APIs are excerpts of the
+    example files the tests above run."""
+    readme = (ROOT / "README.md").read_text()
+    if "## Serving" not in readme:
+        pytest.skip("README.md has no Serving section yet")
+    sources = "".join((ROOT / "examples" / f"{name}.py").read_text() for name in ("serving_client", "tflite_rank"))
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if re.search(r"predict_pb2|ai_edge_litert|rest_body", b)]
+    assert blocks, "the Serving section shows no client code"
+    for block in blocks:
+        assert block in sources, f"README block not in examples/serving_client.py or tflite_rank.py:\n{block}"
 
 
 def tflite_interpreter(path):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # TensorFlow's own copy, deprecated in favour of ai-edge-litert
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return tf.lite.Interpreter(model_path=str(path))
+    from ai_edge_litert.interpreter import Interpreter  # LiteRT, as deployments run it (in the test extra)
+
     return Interpreter(model_path=str(path))
 
 
@@ -219,6 +247,9 @@ def test_tflite_signatures_match_keras(exported, tmp_path, quantize):
             if quantize == "dynamic" and name == "rank":  # int8 weights may flip a close verdict
                 del got["p1_preferred"], want["p1_preferred"]
             assert_outputs_close(got, want, rtol=TFLITE_RTOL[quantize])
+    if quantize == "none":  # the README's LiteRT snippet
+        inputs, expected = cases[1]
+        assert_outputs_close(example_module("tflite_rank").rank(path, **inputs["rank"]), expected["rank"])
 
 
 def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
@@ -289,6 +320,12 @@ def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):
     result = CliRunner().invoke(cli_app(), args)
     assert isinstance(result.exception, InputError) and "already exists" in str(result.exception)
 
+    tflite = tmp_path / "from-savedmodel.tflite"  # converted from the export, not traced again
+    result = CliRunner().invoke(cli_app(), ["export", "--format", "tflite", "--out", str(tflite), "--model", str(out)])
+    assert result.exit_code == 0, result.output
+    got = tflite_interpreter(tflite).get_signature_runner("serving_default")(**inputs["serving_default"])
+    assert_outputs_close(got, keras_outputs(metric, inputs)["serving_default"])
+
 
 @pytest.mark.parametrize(
     "args,message",
@@ -307,3 +344,40 @@ def test_cli_help_lists_runnable_examples():
     result = CliRunner().invoke(cli_app(), ["export", "--help"])
     assert result.exit_code == 0
     assert "keras-lpips export --format tflite --out lpips.tflite --quantize fp16" in result.output
+
+
+def test_load_savedmodel_scores_like_keras(exported):
+    """An export loaded back (`score --model`, `matrix --model`, `eval --model`) gives the
+    Keras model's distances, maps and matrices, and refuses images too small for it."""
+    metric, directory, cases = exported
+    served = load_savedmodel(directory.parent)
+    assert isinstance(served, ExportedMetric) and served.directory == directory
+    described = (served.net, served.version, served.distance, served.layers_kept, served.min_input_size)
+    assert described == (metric.net, metric.version, metric.distance, metric.layers_kept, metric.min_input_size)
+    inputs, expected = cases[2]
+    pair = [inputs["serving_default"][k] for k in ("img0", "img1")]
+    assert_outputs_close({"distance": served(pair)}, expected["serving_default"])
+    assert_outputs_close({"map": served.spatial_map(pair)}, expected["spatial"])
+    images = np.concatenate(pair)
+    low, high = metric.input_range
+    want = distance_matrix(metric, images * (high - low) + low)
+    np.testing.assert_allclose(distance_matrix(served, images), want, rtol=0, atol=1e-5)
+    small = images[:, : served.min_input_size - 1, : served.min_input_size - 1]
+    with pytest.raises(InputError, match="too small for this network"):
+        served([small, small])
+
+
+def test_load_savedmodel_picks_the_highest_version_and_refuses_others(exported, tmp_path):
+    _, directory, _ = exported
+    for version in ("1", "2"):
+        shutil.copytree(directory, tmp_path / "base" / version)
+    (tmp_path / "base" / "10").mkdir()  # no saved_model.pb: TF Serving would not load it either
+    assert load_savedmodel(tmp_path / "base").directory == tmp_path / "base" / "2"
+    with pytest.raises(InputError, match="holds no saved_model.pb"):
+        load_savedmodel(tmp_path / "base" / "10")
+
+    module = tf.Module()
+    module.f = tf.function(lambda x: {"y": x}, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "other"), signatures={"serving_default": module.f})
+    with pytest.raises(InputError, match="lacks the signature.* rank, spatial: not a keras-lpips export"):
+        load_savedmodel(tmp_path / "other")

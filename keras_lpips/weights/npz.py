@@ -1,0 +1,49 @@
+"""Rewrites weight files in the `.npz` layout keras-lpips reads directly (`keras-lpips weights convert`)."""
+
+import io
+import pathlib
+
+import numpy as np
+
+from keras_lpips.backbones import get_backbone
+from keras_lpips.errors import WeightsError
+from keras_lpips.weights.cache import atomic_write_bytes
+from keras_lpips.weights.convert import assign_torchvision_weights
+from keras_lpips.weights.loading import lin_vectors, read_weight_file
+
+
+def convert_weight_file(source, destination, net):
+    """Rewrites a weight file as the `.npz` keras-lpips reads fastest (no unpickling).
+
+    `source` is a `.pth` (read without torch) or `.npz` holding either lpips-format
+    linear weights (`lin0.model.1.weight`, ...) or a torchvision backbone state dict
+    (`features.0.weight`, ...; `classifier.*` dropped). It is checked against `net`
+    (every layer present, every shape right) before anything is written. Linear
+    weights become `lin0`, `lin1`, ... (for `lin_weights=`); backbones keep torchvision's
+    key names (for `backbone_weights=`). Returns `(kind, parameters)`, kind "linear" or
+    "backbone".
+    """
+    spec = get_backbone(net)
+    destination = pathlib.Path(destination)
+    if destination.suffix != ".npz":
+        raise WeightsError(f"The converted file must be a .npz. Received: {destination}")
+    state = read_weight_file(source)
+    if any(key.startswith("lin") for key in state):
+        kind = "linear"
+        vectors = lin_vectors(source, spec, len(spec.taps))
+        arrays = {f"lin{k}": v for k, v in enumerate(vectors)}
+    elif any(key.startswith("features.") for key in state):
+        kind = "backbone"
+        assign_torchvision_weights(spec.build(len(spec.taps)), state, spec.torchvision_names, source=str(source))
+        keys = [f"{prefix}.{param}" for prefix in spec.torchvision_names.values() for param in ("weight", "bias")]
+        arrays = {key: np.asarray(state[key], np.float32) for key in keys}
+    else:
+        shown = ", ".join(sorted(state)[:4])
+        raise WeightsError(
+            f"{source} holds neither lpips linear weights (lin0.model.1.weight, ...) nor a torchvision "
+            f"backbone (features.0.weight, ...). Its keys begin: {shown}"
+        )
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(destination, buffer.getvalue())
+    return kind, int(sum(a.size for a in arrays.values()))
