@@ -598,7 +598,7 @@ def fit_run(
     model's, timings). Under MultiWorkerMirrored only the chief writes.
     """
     from keras_lpips.data.bapps import list_twoafc
-    from keras_lpips.data.pipeline import twoafc_dataset
+    from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}. Received: {mode!r}")
@@ -685,7 +685,8 @@ def fit_run(
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
     started = time.time()
     if initial is None:
-        scores = trainer.evaluate(val_data, verbose=0, return_dict=True)
+        with naming_bad_images(val_records, data_root):
+            scores = trainer.evaluate(val_data, verbose=0, return_dict=True)
         initial = {"val_loss": float(scores["loss"]), "val_2afc": float(scores["2afc"])}
         if progress:
             print(f"untrained: val_2afc {initial['val_2afc']:.4f}, val_loss {initial['val_loss']:.4f}")
@@ -700,10 +701,11 @@ def fit_run(
             train_data = part if train_data is None else train_data.concatenate(part)
         recorder = _EpochRecorder(write_dir, rows, initial, schedule, len(train_records), is_chief)
         extra = [keras.callbacks.TensorBoard(log_dir=str(write_dir / "logs"), write_graph=False)] if is_chief and _has_tensorboard() else []
-        trainer.fit(
-            train_data, epochs=total_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-            validation_data=val_data, callbacks=[recorder, *extra, *callbacks], verbose=verbose, shuffle=False,
-        )  # fmt: skip
+        with naming_bad_images(train_records + val_records, data_root):
+            trainer.fit(
+                train_data, epochs=total_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                validation_data=val_data, callbacks=[recorder, *extra, *callbacks], verbose=verbose, shuffle=False,
+            )  # fmt: skip
     elif progress:
         print(f"{out_dir}: all {total_epochs} epochs already done")
 
@@ -711,7 +713,8 @@ def fit_run(
         shutil.rmtree(write_dir, ignore_errors=True)
         return {"config": config, "history": rows, "initial": initial, "chief": False}
     metric32, _ = export_run(trainer, out_dir)
-    final = evaluate_twoafc(metric32, val_records, batch_size=int(batch_size), load_size=int(load_size))
+    with naming_bad_images(val_records, data_root):
+        final = evaluate_twoafc(metric32, val_records, batch_size=int(batch_size), load_size=int(load_size))
     steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
     summary = {
         "config": config,
@@ -913,7 +916,7 @@ def evaluate_run(
     (DSSIM, lpips.dssim in Lab) and "psnr" (on the 8-bit RGB images).
     """
     from keras_lpips.data.bapps import list_jnd, list_twoafc, resolve_root
-    from keras_lpips.data.pipeline import jnd_dataset, twoafc_dataset
+    from keras_lpips.data.pipeline import iterate_naming_bad_images, jnd_dataset, twoafc_dataset
 
     if metric is None:
         if model is None:
@@ -934,7 +937,7 @@ def evaluate_run(
     per = {c: [] for c in columns}
     progress = progress and sys.stderr.isatty()
     data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
-    for i, batch in enumerate(data):
+    for i, batch in enumerate(iterate_naming_bad_images(data, records, data_root)):
         d0, d1 = twoafc(batch["ref"], batch["p0"], batch["p1"])
         judge = batch["judge"].numpy()
         per["model"].append(twoafc_scores(np.asarray(d0), np.asarray(d1), judge))
@@ -964,7 +967,8 @@ def evaluate_run(
         pairs = list_jnd(data_root, jnd_subsets)
         distances = {c: [] for c in columns}
         same = []
-        for batch in jnd_dataset(pairs, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False):
+        data = jnd_dataset(pairs, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
+        for batch in iterate_naming_bad_images(data, pairs, data_root):
             distances["model"].append(np.asarray(pair(batch["p0"], batch["p1"])))
             if baselines:
                 b = baseline_distances(batch["p0"].numpy(), batch["p1"].numpy(), metric.input_range)

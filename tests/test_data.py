@@ -288,6 +288,31 @@ def test_dataset_argument_errors(tiny):
         twoafc_dataset(records, input_range=(1, -1))
 
 
+def test_a_decode_error_while_iterating_names_the_image(tiny):
+    import tensorflow as tf
+
+    from keras_lpips.data import twoafc_dataset
+    from keras_lpips.data.pipeline import first_unreadable_image, iterate_naming_bad_images, naming_bad_images
+
+    records = list_twoafc(tiny, "train")
+    assert first_unreadable_image([r.ref for r in records]) is None
+    bad = records[4].p1
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+    dataset = twoafc_dataset(records, batch_size=2, shuffle=False)
+    with pytest.raises(tf.errors.InvalidArgumentError):  # TensorFlow's own error does not name it
+        list(dataset)
+    message = f"Cannot decode image {re.escape(str(bad))}: Invalid PNG data, size 200 \\(keras-lpips data verify"
+    with pytest.raises(InputError, match=message):
+        with naming_bad_images(records, tiny):
+            list(dataset)
+    with pytest.raises(InputError, match=f"^Cannot decode image {re.escape(str(bad))}: Invalid PNG data, size 200$"):
+        list(iterate_naming_bad_images(dataset, records))
+    assert first_unreadable_image([records[0].ref, tiny / "gone.png"]) == (str(tiny / "gone.png"), f"No such image file: {tiny / 'gone.png'}")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unrelated"):  # errors no image explains pass through
+        with naming_bad_images(records[:2]):
+            raise tf.errors.InvalidArgumentError(None, None, "unrelated")
+
+
 # --- synthetic set -----------------------------------------------------------------------------
 
 

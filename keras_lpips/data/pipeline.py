@@ -17,10 +17,16 @@ splits batches across workers and replicas. The shares are disjoint only if ever
 the same elements in the same order: use the same `seed` on every worker (the default, 0) and
 pass `deterministic=True` with MultiWorkerMirroredStrategy. With `deterministic=False` parallel
 decoding may emit elements out of order, differently on each worker, so in an epoch some
-triplets would reach two workers and others none. A corrupt image stops iteration with TensorFlow's decode error, which does not
-name the file: run `verify_dataset` (`keras-lpips data verify DIR`) on a new copy first.
+triplets would reach two workers and others none.
+
+A corrupt image stops iteration with TensorFlow's decode error, which does not name the file.
+`naming_bad_images(records)` turns it into one `InputError` naming it (`fit_run` and
+`evaluate_run` use it); `verify_dataset` (`keras-lpips data verify DIR`) lists every problem
+of a new copy before training.
 """
 
+import contextlib
+import re
 import time
 
 import tensorflow as tf
@@ -104,16 +110,20 @@ def _check_arguments(count, batch_size, load_size, input_range):
     return low, high
 
 
+def _read_image(path, png_only):
+    """path -> uint8 (H, W, 3). PNG-only sets (BAPPS) use `decode_png`, a little faster than the
+    format-sniffing `decode_image`."""
+    data = tf.io.read_file(path)
+    if png_only:
+        return tf.io.decode_png(data, channels=3, dtype=tf.uint8)
+    return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+
+
 def _decoder(image_keys, load_size, png_only):
-    """element {key: path, value: float} -> {key: uint8 (S, S, 3), value: float}. PNG-only sets
-    (BAPPS) use `decode_png`, a little faster than the format-sniffing `decode_image`."""
+    """element {key: path, value: float} -> {key: uint8 (S, S, 3), value: float}."""
 
     def load(path):
-        data = tf.io.read_file(path)
-        if png_only:
-            image = tf.io.decode_png(data, channels=3, dtype=tf.uint8)
-        else:
-            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image = _read_image(path, png_only)
         size = tf.shape(image)[:2]
 
         def resized():
@@ -195,3 +205,79 @@ def measure_decode_rate(dataset, batches=20):
     if count == 0:
         raise InputError("The dataset ended after its warm-up batch: give it more records or fewer batches")
     return count / elapsed
+
+
+# --- naming the file behind a decode error ------------------------------------------------------
+
+# What a failing read or decode raises while a dataset is iterated (directly or inside Keras' fit).
+DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
+
+
+def _error_reason(error):
+    """The first line of a TensorFlow error's message, without its {{function_node ...}} prefix
+    and [[node ...]] / [Op:...] suffixes: e.g. "Invalid PNG data, size 300"."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
+    text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return re.sub(r"\s*\[(\[|Op:).*$", "", text).strip() or type(error).__name__
+
+
+def image_paths(records):
+    """The image paths of `TwoAFCRecord`s (ref, p0, p1) or `JNDRecord`s (p0, p1), in order."""
+    paths = []
+    for record in records:
+        paths += [str(v) for v in tuple(record) if not isinstance(v, (int, float))]
+    return paths
+
+
+def first_unreadable_image(paths, chunk=8192):
+    """(path, problem) of the first of `paths` that TensorFlow cannot read or decode, else None;
+    `problem` is e.g. "Cannot decode image PATH: Invalid PNG data, size 300".
+
+    Decodes in parallel, `chunk` files at a time, stopping at the first chunk with a failure:
+    on a failure path, so it costs at most one pass over the files at the pipeline's rate."""
+    paths = [str(p) for p in paths]
+    png_only = all(p.lower().endswith(".png") for p in paths)
+    for start in range(0, len(paths), chunk):
+        part = paths[start : start + chunk]
+        dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(part), dtype=tf.int64), part))
+        dataset = dataset.map(lambda i, p: (i, tf.shape(_read_image(p, png_only))[0]), num_parallel_calls=AUTOTUNE)
+        read = set()
+        for indices, _ in dataset.ignore_errors().batch(1024):
+            read.update(indices.numpy().tolist())
+        if len(read) == len(part):
+            continue
+        path = part[min(set(range(len(part))) - read)]
+        try:
+            _read_image(tf.constant(path), png_only)
+        except tf.errors.NotFoundError:
+            return path, f"No such image file: {path}"
+        except tf.errors.OpError as error:
+            return path, f"Cannot decode image {path}: {_error_reason(error)}"
+        return path, f"Cannot decode image {path}: it failed in the pipeline but decodes now (changed while reading?)"
+    return None
+
+
+@contextlib.contextmanager
+def naming_bad_images(records, data_root=None):
+    """Turns a read or decode error raised while the datasets of `records` are iterated into one
+    `InputError` naming the image at fault ("Cannot decode image PATH: Invalid PNG data, size 300");
+    other errors, and decode errors no image of `records` explains, pass through unchanged::
+
+        with naming_bad_images(train_records + val_records, "dataset"):
+            trainer.fit(...)
+    """
+    try:
+        yield
+    except DECODE_ERRORS:
+        bad = first_unreadable_image(image_paths(records))
+        if bad is None:
+            raise
+        hint = f" (keras-lpips data verify {data_root} lists every problem)" if data_root is not None else ""
+        raise InputError(bad[1] + hint) from None
+
+
+def iterate_naming_bad_images(dataset, records, data_root=None):
+    """Iterates `dataset` (built from `records`) as `naming_bad_images` would name a bad image;
+    errors raised by the loop's own body are left alone."""
+    with naming_bad_images(records, data_root):
+        yield from dataset
