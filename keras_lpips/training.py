@@ -174,9 +174,11 @@ class LPIPSTrainer(keras.Model):
         self.loss_tracker.update_state(per_triplet)
         self.score_tracker.update_state(out["d0"], out["d1"], judge)
         logs = {"loss": self.loss_tracker.result(), "2afc": self.score_tracker.result()}
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode():
             # Keras reduces each step's logs across workers with strategy.reduce("MEAN", v, axis=0),
-            # which needs an axis: give them one. (Epoch logs come from the synced metrics.)
+            # which needs an axis: give them one. (Epoch logs come from the synced metrics.) With a
+            # single worker (no TF_CONFIG) Keras does not reduce, and the logs must stay scalars.
             logs = {k: ops.reshape(v, (1,)) for k, v in logs.items()}
         return logs
 
@@ -335,7 +337,8 @@ def make_strategy(choice="auto"):
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as error:
-            raise InputError(f"--strategy tpu: no TPU could be reached ({error})") from None
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0].rstrip(".")
+            raise InputError(f"--strategy tpu: no TPU could be reached ({reason})") from None
         return tf.distribute.TPUStrategy(resolver), "tpu"
     if choice == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy(), "multiworker"

@@ -340,6 +340,16 @@ def test_mirrored_on_two_cpus_matches_one_device(small_data, tmp_path):
     _assert_same_state(tmp_path / "mirrored", tmp_path / "one", atol=2e-5)
 
 
+def test_multiworker_without_tf_config_is_one_worker(small_data, tmp_path):
+    """--strategy multiworker with no TF_CONFIG: a single worker, whose step logs stay scalars
+    (TensorBoard refused the (1,)-shaped logs that only a multi-worker reduction needs)."""
+    run = dict(TINY, data_root=small_data, epochs=1, decay_epochs=0, progress=False)
+    _finish(_fit_process(tmp_path, [dict(run, out_dir=tmp_path / "multi", strategy="multiworker")]))
+    summary = json.loads((tmp_path / "multi" / "run.json").read_text())
+    assert summary["strategy"] == "multiworker" and summary["replicas"] == 1
+    assert list((tmp_path / "multi" / "logs" / "train").glob("events.out.tfevents.*"))
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
