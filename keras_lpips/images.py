@@ -1,8 +1,9 @@
 """Reading images from disk into RGB float arrays, and writing distance maps as PNG.
 
 Any format Pillow reads (PNG, JPEG, BMP, WebP, ...), 8- or 16-bit, grayscale,
-RGBA, palette or CMYK, becomes RGB with EXIF orientation applied. Unreadable
-input raises `InputError` naming the file.
+RGBA, palette or CMYK, becomes RGB with EXIF orientation applied; floating-point
+images must hold finite values in [0, 1]. Unreadable input raises `InputError`
+naming the file.
 """
 
 import os
@@ -12,6 +13,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keras_lpips.errors import InputError
+
+# Floating-point pixels may stray this far outside [0, 1] (as `inputs.RANGE_TOLERANCE`; not imported: keras).
+FLOAT_TOLERANCE = 0.01
 
 
 def read_image(path):
@@ -23,20 +27,32 @@ def read_image(path):
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
             image.load()
+            if image.mode == "F":
+                return _float_gray_to_rgb(np.asarray(image, dtype=np.float32), path)
             return _to_rgb_float(image)
     except UnidentifiedImageError:
         raise InputError(f"Not an image (or a format Pillow cannot read): {path}") from None
+    except InputError:
+        raise
     except Exception as error:  # decoders of hostile files raise many types; all mean "corrupt"
         raise InputError(f"Cannot decode image {path} (truncated or corrupt?): {error}") from None
+
+
+def _float_gray_to_rgb(gray, path):
+    """A floating-point image (e.g. a 32-bit TIFF) must hold finite values in [0, 1]:
+    clipping NaN, inf or a [0, 255] image would give a silently wrong distance."""
+    lo, hi = float(gray.min()), float(gray.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(f"Image {path} has NaN or infinite pixel values")
+    if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
+        raise InputError(f"Image {path} holds floating-point pixels in [{lo:.4g}, {hi:.4g}]; expected [0, 1]")
+    return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
 
 
 def _to_rgb_float(image):
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16/32-bit grayscale
         gray = np.asarray(image, dtype=np.float64) / (65535.0 if image.mode.startswith("I;16") else 2**32 - 1)
         return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
-    if image.mode == "F":
-        gray = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
-        return np.repeat(gray[..., None], 3, axis=-1)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")  # alpha dropped: colours as stored, not composited
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

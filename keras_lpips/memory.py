@@ -97,8 +97,8 @@ def check_fits_in_memory(metric, height, width, batch=1):
     """Raises `InputError` when `estimate_memory_bytes` exceeds the memory available now,
     so that an input too large is refused with a message instead of the process being killed."""
     available = available_memory_bytes()
-    if available is None:
-        return
+    if available is None or min(height, width) < getattr(metric, "min_input_size", 1):
+        return  # too small for the backbone: the metric's own input check says so in one line
     needed = estimate_memory_bytes(metric, height, width, batch)
     if needed > available:
         gib = 1024**3

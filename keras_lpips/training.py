@@ -519,7 +519,10 @@ def _prepare_out_dir(out_dir, resume, config, is_chief):
                 details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
                 raise InputError(f"--resume: the run in {out_dir} was started with other settings ({details})")
     if is_chief:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"Cannot create run directory {out_dir}: {error.strerror or error}") from None
     return previous
 
 
@@ -1014,5 +1017,10 @@ def write_results(results, path):
     """Writes `evaluate_run`'s results as JSON (.json) or markdown (anything else)."""
     path = pathlib.Path(path)
     text = json.dumps(results, indent=2) + "\n" if path.suffix == ".json" else results_markdown(results)
-    path.write_text(text)
+    if not path.parent.is_dir():
+        raise InputError(f"Output folder does not exist: {path.parent}")
+    try:
+        _write_atomic(path, lambda tmp: tmp.write_text(text))
+    except OSError as error:
+        raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
     return path

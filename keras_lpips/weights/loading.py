@@ -9,7 +9,7 @@ import numpy as np
 from keras_lpips.errors import WeightsError
 from keras_lpips.weights import sources
 from keras_lpips.weights.cache import sha256_of
-from keras_lpips.weights.convert import lin_vectors_from_lpips_state
+from keras_lpips.weights.convert import float32_weights, lin_vectors_from_lpips_state
 from keras_lpips.weights.pretrained import imagenet_state_dict
 from keras_lpips.weights.safe_pickle import read_state_dict
 
@@ -54,7 +54,7 @@ def lin_vectors(lin_weights, spec, count):
     else:
         state = read_weight_file(lin_weights)
     if f"lin{count - 1}" in state:
-        vectors = [np.asarray(state[f"lin{k}"], np.float32).reshape(-1) for k in range(count)]
+        vectors = [float32_weights(state[f"lin{k}"], str(lin_weights), f"lin{k}").reshape(-1) for k in range(count)]
     else:
         vectors = lin_vectors_from_lpips_state(state, count, source=str(lin_weights))
     for k, (vector, channels) in enumerate(zip(vectors, spec.channels)):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -111,5 +112,8 @@ def _read_cached(path):
     if not sidecar.exists():
         raise WeightsError(f"Cached weights {path} have no checksum file {sidecar.name}; delete {path} to fetch again.")
     verify_sha256(path, sidecar.read_text().strip())
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise WeightsError(f"Cannot read cached weights {path}: {error}; delete it to fetch again.") from None

@@ -1,0 +1,505 @@
+"""Never silently wrong: a table of bad (and odd but valid) inputs, through the API and the command.
+
+Every case ends in the right result or one clear error: in Python a specific `KerasLPIPSError`
+subclass, from the installed `keras-lpips` command exit code 2 and one `error: ...` line on stderr,
+never a traceback. Odd but valid image files (16-bit, grayscale, RGBA, palette, EXIF-rotated,
+CMYK) must give the distance of the equivalent plain RGB image.
+
+`CASES` is the table. A case has an API call, one or more command lines, or both; each becomes
+its own test. The command lines run as subprocesses of the installed command, two at a time, and
+identical command lines run once (the 16-bit ... CMYK cases share one `keras-lpips matrix`), since
+each pays TensorFlow's start-up. Paths written `@name` are files made by the `files` fixture.
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import functools
+import hashlib
+import os
+import pathlib
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_tools.seeded_weights import seeded_state_dict
+from keras_lpips.errors import ChecksumError, InputError, WeightsError, WeightsUnavailableError
+from tests.bapps_fixture import make_tiny_bapps
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+COMMAND = shutil.which("keras-lpips", path=str(pathlib.Path(sys.executable).parent)) or "keras-lpips"
+RANDOM = ("--backbone-weights", "random")
+SIZE = 64
+# torchvision AlexNet's conv parameters (OIHW), for a seeded stand-in of the ImageNet weights.
+ALEX_SHAPES = {"features.0.weight": (64, 3, 11, 11), "features.3.weight": (192, 64, 5, 5),
+               "features.6.weight": (384, 192, 3, 3), "features.8.weight": (256, 384, 3, 3),
+               "features.10.weight": (256, 256, 3, 3)}  # fmt: skip
+ALEX_SHAPES.update({k.replace("weight", "bias"): (v[0],) for k, v in list(ALEX_SHAPES.items())})
+UNWRITABLE = "/proc/keras-lpips-test"  # /proc takes no new files, even for root
+
+
+@dataclasses.dataclass(frozen=True)
+class Cli:
+    """One command line of a case; `message` defaults to the case's (None: it must succeed)."""
+
+    args: tuple
+    message: Optional[str] = "case"
+    stdout: Optional[str] = None  # also printed on stdout (data verify lists the problems there)
+    check: Optional[Callable] = None  # check(files, completed process) for a success
+
+    @property
+    def name(self):
+        return "-".join(a for a in self.args[:2] if not a.startswith(("@", "-")))
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    api: Optional[Callable] = None  # api(files) -> result; raises for an error case
+    cli: tuple = ()
+    error: Optional[type] = None  # the exact class the API raises
+    message: object = None  # what the API's (and by default the command's) message contains: str or tuple of str
+    check: Optional[Callable] = None  # check(files, api result) for a success
+    env: tuple = ()  # (name, value) pairs for both
+
+
+# --- the input files -----------------------------------------------------------------------------
+
+
+class Files:
+    """The folder of inputs; `files("x.png")` is its path, `files.resolve("@x.png")` too."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def __call__(self, name):
+        return self.root / name
+
+    def resolve(self, arg):
+        return str(self.root / arg[1:]) if arg.startswith("@") else arg
+
+
+def _smooth(rng, height=SIZE, width=SIZE):
+    coarse = rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float64)
+    return np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def _png16(array, path):
+    """A 16-bit PNG written by hand (Pillow writes 16-bit grayscale only): (H, W, 1|3|4) uint16."""
+    height, width, channels = array.shape
+    colour = {1: 0, 3: 2, 4: 6}[channels]
+    rows = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _odd_images(folder, rng):
+    """Each odd-but-valid file `<case>.<ext>` beside `<case>_plain.png`, the plain 8-bit RGB image
+    it must read as, plus `ref.png`; all 64x64 so that one `matrix` compares them all."""
+    Image.fromarray(_smooth(rng)).save(folder / "ref.png")
+    rgb = _smooth(rng)
+
+    gray = rgb[..., 0]
+    Image.fromarray(np.uint16(gray) * 257).save(folder / "png16_gray.png")  # Pillow: mode I;16
+    Image.fromarray(np.repeat(gray[..., None], 3, -1)).save(folder / "png16_gray_plain.png")
+
+    _png16(np.uint16(rgb) * 257, folder / "png16_rgb.png")
+    Image.fromarray(rgb).save(folder / "png16_rgb_plain.png")
+
+    Image.fromarray(gray).save(folder / "grayscale.png")
+    Image.fromarray(np.repeat(gray[..., None], 3, -1)).save(folder / "grayscale_plain.png")
+
+    alpha = rng.integers(0, 256, rgb.shape[:2] + (1,), dtype=np.uint8)  # alpha is dropped, not composited
+    Image.fromarray(np.concatenate([rgb, alpha], -1)).save(folder / "rgba.png")
+    Image.fromarray(rgb).save(folder / "rgba_plain.png")
+
+    palette = Image.fromarray(rgb).quantize(64)
+    palette.save(folder / "palette.png")
+    palette.convert("RGB").save(folder / "palette_plain.png")
+
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored rotated: turn 90 degrees clockwise to display
+    image.save(folder / "exif_rotated.jpg", exif=exif, quality=95)
+    with Image.open(folder / "exif_rotated.jpg") as stored:  # Pillow's open does not apply EXIF
+        Image.fromarray(np.rot90(np.asarray(stored.convert("RGB")), k=-1)).save(folder / "exif_rotated_plain.png")
+
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    with Image.open(folder / "cmyk.jpg") as stored:
+        assert stored.mode == "CMYK"
+        stored.convert("RGB").save(folder / "cmyk_plain.png")
+    np.save(folder / "cmyk_source.npy", rgb)
+
+
+def _alex_home(folder, tamper):
+    """A KERAS_HOME whose cache holds seeded AlexNet 'ImageNet' features and their sidecar,
+    the features' bytes changed afterwards when `tamper`."""
+    cache = folder / "keras_lpips"
+    cache.mkdir(parents=True)
+    path = cache / "alex-imagenet-features.npz"
+    np.savez(path, **seeded_state_dict(ALEX_SHAPES, 0))
+    (cache / (path.name + ".sha256")).write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+    if tamper:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+
+
+def _broken_bapps(root):
+    """A tiny BAPPS layout: 2afc train/val `traditional` valid; each data fault in its own subset."""
+    make_tiny_bapps(root, n_train=4, n_val=2, n_jnd=0)
+    good = root / "2afc" / "val" / "traditional"
+    for subset in ("missing_judge", "judge_outside"):
+        shutil.copytree(good, root / "2afc" / "val" / subset)
+    (root / "2afc/val/missing_judge/judge/000001.npy").unlink()
+    np.save(root / "2afc/val/judge_outside/judge/000000.npy", np.array([1.5]))
+    shutil.copytree(root / "2afc/train/traditional", root / "2afc/train/count_mismatch")
+    np.save(root / "2afc/train/count_mismatch/judge/000009.npy", np.array([0.4]))  # a judge with no triplet
+    for name in ("ref", "p0", "p1", "judge"):
+        (root / "2afc/val/empty" / name).mkdir(parents=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_inputs")
+    rng = np.random.default_rng(0)
+    (root / "odd").mkdir()
+    _odd_images(root / "odd", rng)
+    for name, (height, width) in {"a": (SIZE, SIZE), "b": (SIZE, SIZE), "wide": (48, SIZE), "tiny": (30, 30),
+                                  "tiny2": (30, 30), "min": (31, 31), "min2": (31, 31)}.items():  # fmt: skip
+        Image.fromarray(_smooth(rng, height, width)).save(root / f"{name}.png")
+    (root / "text.png").write_text("not an image\n")
+    (root / "truncated.png").write_bytes((root / "a.png").read_bytes()[:400])
+    floats = rng.random((SIZE, SIZE)).astype(np.float32)
+    Image.fromarray(np.where(np.arange(SIZE) == 7, np.nan, floats).astype(np.float32)).save(root / "nan.tif")
+    Image.fromarray(floats * 255).save(root / "float255.tif")
+
+    np.savez(root / "seeded_alex.npz", **seeded_state_dict(ALEX_SHAPES, 1))
+    damaged = seeded_state_dict(ALEX_SHAPES, 1)
+    damaged["features.6.weight"][3, 2, 1, 0] = np.nan
+    np.savez(root / "nan_weights.npz", **damaged)
+    np.savez(root / "text_weights.npz", **{**seeded_state_dict(ALEX_SHAPES, 1), "features.0.bias": np.array(["x"] * 64)})
+    (root / "corrupt.npz").write_bytes((root / "seeded_alex.npz").read_bytes()[:5000])
+    (root / "truncated.pth").write_bytes((ROOT / "tests/fixtures/tiny_zip.pth").read_bytes()[:600])
+    _alex_home(root / "home_tampered", tamper=True)
+    (root / "home_empty").mkdir()
+
+    _broken_bapps(root / "bapps")
+    (root / "folder_a").mkdir()
+    (root / "folder_a" / "a.png").write_bytes((root / "a.png").read_bytes())
+    return Files(root)
+
+
+# --- API helpers -------------------------------------------------------------------------------
+
+
+@functools.cache
+def metric():
+    from keras_lpips import LPIPS
+
+    return LPIPS(net="alex", backbone_weights=None, lin_weights="v0.1", seed=0, input_range=(0.0, 1.0))
+
+
+def distance(img0, img1):
+    return float(np.asarray(metric()([img0[None], img1[None]]))[0])
+
+
+def score(ref, other):
+    """The API path of `keras-lpips score REF OTHER`: read both files, one distance."""
+    from keras_lpips.images import read_image
+
+    return lambda f: distance(read_image(f(ref)), read_image(f(other)))
+
+
+def tensors(make):
+    """A metric call on arrays `make(rng)` returns."""
+    return lambda f: np.asarray(metric()(make(np.random.default_rng(1))))
+
+
+def uniform(n=1, height=SIZE, width=SIZE, low=0.0, high=1.0, channels=3):
+    return lambda rng: rng.uniform(low, high, (n, height, width, channels)).astype(np.float32)
+
+
+def with_value(value, index=0):
+    def make(rng):
+        pair = [uniform()(rng), uniform()(rng)]
+        pair[index][0, 5, 7, 1] = value
+        return pair
+
+    return make
+
+
+def lpips(**kwargs):
+    def build(f):
+        from keras_lpips import LPIPS
+
+        arguments = {"net": "alex", "input_range": (0.0, 1.0), **kwargs}
+        return LPIPS(**{k: f.resolve(v) if isinstance(v, str) else v for k, v in arguments.items()})
+
+    return build
+
+
+def finite_positive(f, value):
+    assert np.all(np.isfinite(value)) and np.all(np.asarray(value) > 0), value
+
+
+# --- the odd-but-valid image files ---------------------------------------------------------------
+
+
+def same_as_plain(name):
+    """API: the odd file reads as its plain RGB twin, and its distance to ref.png is the twin's."""
+
+    def api(f):
+        from keras_lpips.images import read_image
+
+        odd, plain, ref = (read_image(f(f"odd/{n}")) for n in (ODD_FILES[name], f"{name}_plain.png", "ref.png"))
+        np.testing.assert_allclose(odd, plain, atol=1e-7, rtol=0)
+        return distance(ref, odd), distance(ref, plain)
+
+    return api
+
+
+def check_same_as_plain(f, distances):
+    odd, plain = distances
+    assert plain > 0 and odd == pytest.approx(plain, rel=1e-6, abs=1e-7)
+
+
+def check_matrix(name):
+    """CLI: in `keras-lpips matrix` of the folder, d(ref, odd) equals d(ref, plain) and d(odd, plain) is 0."""
+
+    def check(f, result):
+        with open(f("odd.csv"), newline="") as table:
+            rows = list(csv.reader(table))
+        names = rows[0][1:]
+        d = {(row[0], other): float(value) for row in rows[1:] for other, value in zip(names, row[1:])}
+        odd, plain = ODD_FILES[name], f"{name}_plain.png"
+        assert d[("ref.png", plain)] > 0 and d[("ref.png", odd)] == d[("ref.png", plain)], d
+        assert d[(odd, plain)] == 0.0
+
+    return check
+
+
+ODD_FILES = {"png16_gray": "png16_gray.png", "png16_rgb": "png16_rgb.png", "grayscale": "grayscale.png",
+             "rgba": "rgba.png", "palette": "palette.png", "exif_rotated": "exif_rotated.jpg", "cmyk": "cmyk.jpg"}  # fmt: skip
+MATRIX = ("matrix", "@odd", "--out", "@odd.csv", *RANDOM)
+
+
+def cmyk_is_close_to_its_source(f, distances):
+    """Pillow's CMYK to RGB is the plain twin; it must also be close to the RGB the JPEG was made from."""
+    from keras_lpips.images import read_image
+
+    check_same_as_plain(f, distances)
+    assert np.abs(read_image(f("odd/cmyk.jpg")) - np.load(f("odd/cmyk_source.npy")) / 255.0).mean() < 0.02
+
+
+def check_score_ok(f, result):
+    value = float(result.stdout.split("=")[-1])
+    assert np.isfinite(value) and value > 0, result.stdout
+
+
+def verify(stdout):
+    """`keras-lpips data verify` on the broken BAPPS copy: lists every problem, then exits 2."""
+    return Cli(("data", "verify", "@bapps"), message="problems found in", stdout=stdout)
+
+
+def eval_(*args, message="case"):
+    return Cli(("eval", "--data", "@bapps", *RANDOM, "--no-baselines", "--quiet", "--load-size", "32", *args), message)
+
+
+def fit(*args, message="case"):
+    small = ("--layers", "2", "--load-size", "32", "--epochs", "1", "--decay-epochs", "0", "--batch-size", "2",
+             "--mixed-precision", "off", "--quiet", "--val-subsets", "traditional")  # fmt: skip
+    return Cli(("fit", "--data", "@bapps", *RANDOM, *small, *args), message)
+
+
+def list_twoafc(split, subset):
+    def call(f):
+        from keras_lpips.data import list_twoafc
+
+        return list_twoafc(f("bapps"), split, subset)
+
+    return call
+
+
+def fit_run(out):
+    def call(f):
+        from keras_lpips.training import fit_run
+
+        return fit_run(f("bapps"), out, layers=2, load_size=32, backbone_weights="random", epochs=1, decay_epochs=0,
+                       batch_size=2, mixed_precision="off", subsets="traditional", val_subsets="traditional",
+                       progress=False)  # fmt: skip
+
+    return call
+
+
+def write_results(path):
+    def call(f):
+        from keras_lpips.training import write_results
+
+        return write_results({"model": "m", "data": "d", "columns": ["model"], "2afc": {}, "counts": {"2afc": {}}}, path)
+
+    return call
+
+
+def save_png(path):
+    def call(f):
+        from keras_lpips.images import save_png
+
+        return save_png(np.zeros((4, 4, 3), np.uint8), path)
+
+    return call
+
+
+def score_cli(*args, message="case", check=None):
+    """`keras-lpips score ARGS`, with an untrained backbone unless ARGS name one."""
+    return Cli(("score", *args, *(() if "--backbone-weights" in args else RANDOM)), message, check=check)
+
+
+CASES = {
+    # --- image files -------------------------------------------------------------------------
+    "missing_image": Case(score("a.png", "missing.png"), (score_cli("@a.png", "@missing.png"),), InputError, "No such image file: "),
+    "not_an_image": Case(score("a.png", "text.png"), (score_cli("@a.png", "@text.png"),), InputError, "Not an image (or a format Pillow cannot read): "),
+    "truncated_png": Case(score("a.png", "truncated.png"), (score_cli("@a.png", "@truncated.png"),), InputError, "Cannot decode image "),
+    "float_tiff_nan": Case(score("a.png", "nan.tif"), (score_cli("@a.png", "@nan.tif"),), InputError, "has NaN or infinite pixel values"),
+    "float_tiff_0_255": Case(score("a.png", "float255.tif"), (), InputError, "holds floating-point pixels in ["),
+    **{name: Case(same_as_plain(name), (Cli(MATRIX, None, check=check_matrix(name)),),
+                  check=cmyk_is_close_to_its_source if name == "cmyk" else check_same_as_plain)
+       for name in ODD_FILES},
+    "different_sizes": Case(score("a.png", "wide.png"), (score_cli("@a.png", "@wide.png", message="is 64x48 but"),),
+                            InputError, "The two images must have the same shape"),
+    "different_sizes_resized": Case(None, (score_cli("@a.png", "@wide.png", "--resize", message=None, check=check_score_ok),)),
+    "smaller_than_minimum": Case(score("tiny.png", "tiny2.png"), (score_cli("@tiny.png", "@tiny2.png"),), InputError,
+                                 "Images of 30x30 are too small for this network: it needs at least 31x31"),
+    "exactly_minimum": Case(score("min.png", "min2.png"), (score_cli("@min.png", "@min2.png", message=None, check=check_score_ok),),
+                            check=finite_positive),
+    # --- tensors (Python only) ------------------------------------------------------------------
+    "nan_in_tensor": Case(tensors(with_value(np.nan)), (), InputError, "img0 contains NaN or infinite values"),
+    "inf_in_tensor": Case(tensors(with_value(-np.inf, 1)), (), InputError, "img1 contains NaN or infinite values"),
+    "rank_3": Case(tensors(lambda r: [uniform()(r)[0]] * 2), (), InputError, "Expected images of shape (N, H, W, 3)"),
+    "rank_5": Case(tensors(lambda r: [uniform()(r)[None]] * 2), (), InputError, "Expected images of shape (N, H, W, 3)"),
+    "one_channel": Case(tensors(lambda r: [uniform(channels=1)(r)] * 2), (), InputError, "Received shape (1, 64, 64, 1)"),
+    "four_channels": Case(tensors(lambda r: [uniform(channels=4)(r)] * 2), (), InputError, "Received shape (1, 64, 64, 4)"),
+    "not_a_pair": Case(tensors(lambda r: [uniform()(r)]), (), InputError, "Expected a pair [img0, img1]"),
+    "empty_batch": Case(tensors(lambda r: [uniform(n=0)(r)] * 2), (), InputError, "img0 is empty"),
+    "values_0_255_for_0_1": Case(tensors(lambda r: [uniform(high=255.0)(r), uniform()(r)]), (), InputError,
+                                 "outside input_range=(0, 1)"),
+    "below_range_by_more_than_tolerance": Case(tensors(with_value(-0.02, 1)), (), InputError,
+                                               "img1 has values in [-0.02, "),
+    "outside_range_within_tolerance": Case(tensors(with_value(1.009)), (), check=finite_positive),
+    # --- weight files ----------------------------------------------------------------------------
+    "missing_weight_file": Case(lpips(backbone_weights="@missing.npz"), (score_cli("@a.png", "@b.png", "--backbone-weights", "@missing.npz"),),
+                                WeightsError, "Weight file not found: "),
+    "truncated_npz": Case(lpips(backbone_weights="@corrupt.npz"), (), WeightsError, "Cannot read weight file "),
+    "truncated_pth": Case(lpips(backbone_weights="@truncated.pth"), (score_cli("@a.png", "@b.png", "--backbone-weights", "@truncated.pth"),),
+                          WeightsError, "Cannot read weights from "),
+    "image_as_lin_weights": Case(lpips(backbone_weights=None, lin_weights="@a.png"), (score_cli("@a.png", "@b.png", "--lin-weights", "@a.png"),),
+                                 WeightsError, "Cannot read weights from "),
+    "nan_in_weights": Case(lpips(backbone_weights="@nan_weights.npz"), (), WeightsError, "features.6.weight has NaN or infinite values"),
+    "text_in_weights": Case(lpips(backbone_weights="@text_weights.npz"), (), WeightsError, "features.0.bias is not numeric"),
+    "checksum_mismatch": Case(lpips(), (Cli(("score", "@a.png", "@b.png")),), ChecksumError, "Checksum mismatch for ",
+                              env=(("KERAS_HOME", "@home_tampered"),)),
+    "offline_nothing_cached": Case(lpips(), (Cli(("score", "@a.png", "@b.png")), Cli(("weights", "fetch", "--net", "alex"))),
+                                   WeightsUnavailableError, ("No ImageNet weights for net 'alex' in ", "Run `keras-lpips weights fetch --net alex`"),
+                                   env=(("KERAS_HOME", "@home_empty"),)),
+    "unknown_net": Case(lpips(net="resnet"), (score_cli("@a.png", "@b.png", "--net", "resnet"),), InputError,
+                        "Unknown net 'resnet': expected one of alex, alexnet"),
+    # --- BAPPS data -------------------------------------------------------------------------------
+    "missing_judge": Case(list_twoafc("val", "missing_judge"), (eval_("--subsets", "missing_judge"), verify("missing file")),
+                          InputError, "Missing judge file "),
+    "judge_count_mismatch": Case(list_twoafc("train", "count_mismatch"),
+                                 (fit("--subsets", "count_mismatch", "--out", "@run_mismatch"), verify("folder counts differ (ref 4, p0 4, p1 4, judge 5)")),
+                                 InputError, "has mismatched folders (ref 4, p0 4, p1 4, judge 5)"),
+    "judge_outside_0_1": Case(list_twoafc("val", "judge_outside"), (verify("holds 1.5, outside [0, 1]"),),
+                              InputError, "holds 1.5, outside [0, 1]"),
+    "empty_subset": Case(list_twoafc("val", "empty"), (verify("empty subset"),),
+                         InputError, "Subset 2afc/val/empty ("),
+    "unknown_subset": Case(list_twoafc("val", "deblur"), (), InputError, "Subset 2afc/val/deblur not found"),
+    # --- outputs -----------------------------------------------------------------------------------
+    "unwritable_map": Case(save_png(f"{UNWRITABLE}.png"), (score_cli("@a.png", "@b.png", "--map", f"{UNWRITABLE}.png"),),
+                           InputError, f"Cannot write {UNWRITABLE}.png"),
+    "unwritable_csv": Case(None, (Cli(("pairs", "@folder_a", "@folder_a", "--out", f"{UNWRITABLE}.csv", *RANDOM), f"Cannot write {UNWRITABLE}.csv"),)),
+    "unwritable_results": Case(write_results(f"{UNWRITABLE}.md"), (eval_("--subsets", "traditional", "--output", f"{UNWRITABLE}.md"),),
+                               InputError, f"Cannot write {UNWRITABLE}.md"),
+    "unwritable_run_dir": Case(fit_run(f"{UNWRITABLE}/run"), (fit("--subsets", "traditional", "--out", f"{UNWRITABLE}/run"),), InputError,
+                               f"Cannot create run directory {UNWRITABLE}/run"),
+    "missing_output_folder": Case(write_results("/nonexistent-folder/results.md"),
+                                  (score_cli("@a.png", "@b.png", "--map", "/nonexistent-folder/map.png"),),
+                                  InputError, "Output folder does not exist: /nonexistent-folder"),
+    "not_a_folder": Case(None, (Cli(("matrix", "@a.png", *RANDOM), "Not a folder: "),)),
+}  # fmt: skip
+
+API_IDS = [name for name, case in CASES.items() if case.api is not None]
+CLI_ROWS = {f"{name}-{cli.name}": (name, cli) for name, case in CASES.items() for cli in case.cli}
+
+
+# --- the tests ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", API_IDS)
+def test_api(files, monkeypatch, name):
+    case = CASES[name]
+    for variable, value in case.env:
+        monkeypatch.setenv(variable, files.resolve(value))
+    if case.error is None:
+        case.check(files, case.api(files))
+        return
+    with pytest.raises(Exception) as caught:
+        case.api(files)
+    assert type(caught.value) is case.error, repr(caught.value)
+    assert contains(str(caught.value), case.message), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def contains(text, message):
+    return all(part in text for part in ((message,) if isinstance(message, str) else message))
+
+
+def _command(files, name, cli):
+    env = dict(os.environ, KERAS_HOME=str(files("home_empty")), KERAS_LPIPS_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env.update({variable: files.resolve(value) for variable, value in CASES[name].env})
+    return tuple(files.resolve(a) for a in cli.args), tuple(sorted(env.items()))
+
+
+def _run(command):
+    args, env = command
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=300, env=dict(env))
+
+
+@pytest.fixture(scope="module")
+def cli_results(files, request):
+    """Runs the command lines of the selected CLI tests, two at a time; identical ones once."""
+    selected = [item.callspec.params["row"] for item in request.session.items
+                if item.module is sys.modules[__name__] and item.originalname == "test_cli"]  # fmt: skip
+    commands = {row: _command(files, *CLI_ROWS[row]) for row in selected}
+    unique = list(dict.fromkeys(commands.values()))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(unique, pool.map(_run, unique)))
+    return {row: results[command] for row, command in commands.items()}
+
+
+@pytest.mark.parametrize("row", list(CLI_ROWS))
+def test_cli(files, cli_results, row):
+    name, cli = CLI_ROWS[row]
+    case, result = CASES[name], cli_results[row]
+    message = case.message if cli.message == "case" else cli.message
+    assert "Traceback" not in result.stderr, result.stderr
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        cli.check(files, result)
+        return
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and contains(lines[0], message), result.stderr
+    if cli.stdout is not None:
+        assert cli.stdout in result.stdout, result.stdout
