@@ -9,12 +9,15 @@ VGG beat AlexNet with LPIPS while AlexNet beat VGG with cosine.
 `run_study` trains and evaluates those configurations (plus rows from a TOML
 config), resumes where an earlier run stopped, and writes `results.md`,
 `results.json`, `results.png` (bar chart), `curves.png` (accuracy and loss per
-epoch for every configuration) and `summary.md` (which findings held).
+epoch for every configuration) and `summary.md` (which findings held, each with
+its 2AFC difference and the paired standard error over the validation triplets).
 """
 
 import dataclasses
+import functools
 import json
 import pathlib
+import time
 import tomllib
 
 import numpy as np
@@ -42,6 +45,17 @@ DEFAULT_CONFIGS = (
     StudyConfig("vgg16-untrained-cosine", "vgg", "cosine", None, "random"),
 )
 QUICK = {"epochs": 1, "decay_epochs": 1, "batch_size": 8}
+FINDINGS = (  # (finding, the row that should score higher, the row it should beat)
+    ("LPIPS beats cosine with VGG16 (2 layers)", "vgg16-2L-lpips", "vgg16-2L-cosine"),
+    ("LPIPS beats cosine with AlexNet (4 layers)", "alexnet-4L-lpips", "alexnet-4L-cosine"),
+    ("with LPIPS, VGG16 beats AlexNet", "vgg16-2L-lpips", "alexnet-4L-lpips"),
+    ("with cosine, AlexNet beats VGG16", "alexnet-4L-cosine", "vgg16-2L-cosine"),
+    ("pretrained VGG16 beats untrained VGG16 (cosine)", "vgg16-2L-cosine", "vgg16-untrained-cosine"),
+)
+SYNTHETIC_NOTE = (
+    "synthetic data (keras-lpips data synth): the judgments are simulated proxies, drawn from which "
+    "distorted patch is closer to the reference by a multi-scale RMSE, with rater noise; not human judgments"
+)
 
 
 def load_config(path):
@@ -76,6 +90,8 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     """
     from keras_lpips.training import evaluate_run, fit_run
 
+    from keras_lpips.data.bapps import resolve_root
+
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     options = {**(QUICK if quick else {}), **(train or {})}
@@ -83,6 +99,7 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     for config in configs:
         for seed in seeds:
             run_dir = out / "runs" / f"{config.name}-seed{seed}"
+            started = time.perf_counter()
             if (run_dir / "model.keras").is_file():
                 log(f"{config.name} seed {seed}: finished earlier, skipped")
             else:
@@ -93,13 +110,19 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
                     mode=config.mode, backbone_weights=config.backbone_weights, seed=seed, resume=resume,
                     progress=False, **options,
                 )  # fmt: skip
-            evaluations[(config.name, seed)] = _cached_eval(run_dir, lambda d=run_dir: evaluate_run(data, model=d))
+            # The baselines (L2, SSIM, PSNR) do not depend on the model: computed with the first only.
+            evaluate = functools.partial(evaluate_run, data, model=run_dir, baselines=not evaluations, keep_scores=True)
+            evaluations[(config.name, seed)] = _cached_eval(run_dir, evaluate)
+            log(f"{config.name} seed {seed}: mean 2AFC {evaluations[(config.name, seed)]['2afc']['mean']['model']:.4f} "
+                f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
     official = {}
     for net in ("alex", "vgg"):
         log(f"official LPIPS {net} v0.1: evaluating")
         official[net] = _cached_eval(out / "official" / net, lambda n=net: _evaluate_official(data, n, evaluate_run))
     results = _tabulate(configs, seeds, evaluations, official)
-    results["findings"] = findings(results)
+    results["data"] = str(data)
+    results["synthetic"] = (resolve_root(data) / "SYNTHETIC_README.txt").is_file()
+    results["findings"] = findings(results, _row_scores(configs, seeds, evaluations, official))
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(results_markdown(results))
     (out / "summary.md").write_text(summary_markdown(results))
@@ -124,7 +147,22 @@ def _cached_eval(directory, evaluate):
 def _evaluate_official(data, net, evaluate_run):
     from keras_lpips import LPIPS
 
-    return evaluate_run(data, metric=LPIPS(net=net, version="0.1", input_range=(0.0, 1.0)), baselines=False)
+    metric = LPIPS(net=net, version="0.1", input_range=(0.0, 1.0))
+    return evaluate_run(data, metric=metric, baselines=False, keep_scores=True)
+
+
+def _row_scores(configs, seeds, evaluations, official):
+    """{row name: {subset: per-triplet 2AFC scores (mean over seeds)}} for the rows whose
+    evaluations kept them."""
+    rows = {}
+    for config in configs:
+        per_seed = [evaluations[(config.name, s)].get("scores") for s in seeds]
+        if all(per_seed):
+            rows[config.name] = {k: np.mean([np.asarray(p[k]["model"]) for p in per_seed], axis=0) for k in per_seed[0]}
+    for net, result in official.items():
+        if "scores" in result:
+            rows[f"official LPIPS {net} v0.1"] = {k: np.asarray(v["model"]) for k, v in result["scores"].items()}
+    return rows
 
 
 def _tabulate(configs, seeds, evaluations, official):
@@ -155,21 +193,37 @@ def _score(results, name):
     return next(r["2afc"]["mean"]["mean"] for r in results["rows"] if r["name"] == name)
 
 
-def findings(results):
-    """The study's findings, each with whether it held on this data."""
-    s = {name: _score(results, name) for name in (c.name for c in DEFAULT_CONFIGS)}
-    checks = [
-        ("LPIPS beats cosine with VGG16 (2 layers)", s["vgg16-2L-lpips"] > s["vgg16-2L-cosine"]),
-        ("LPIPS beats cosine with AlexNet (4 layers)", s["alexnet-4L-lpips"] > s["alexnet-4L-cosine"]),
-        ("with LPIPS, VGG16 beats AlexNet", s["vgg16-2L-lpips"] > s["alexnet-4L-lpips"]),
-        ("with cosine, AlexNet beats VGG16", s["alexnet-4L-cosine"] > s["vgg16-2L-cosine"]),
-        ("pretrained VGG16 beats untrained VGG16 (cosine)", s["vgg16-2L-cosine"] > s["vgg16-untrained-cosine"]),
-    ]
-    return [{"finding": text, "held": bool(held)} for text, held in checks]
+def findings(results, scores=None):
+    """The study's findings, each with whether it held on this data and the difference of the two
+    rows' mean 2AFC scores; given per-triplet `scores` ({row: {subset: array}}), also the paired
+    standard error of that difference over the validation triplets."""
+    out = []
+    for text, better, worse in FINDINGS:
+        difference = _score(results, better) - _score(results, worse)
+        item = {"finding": text, "held": bool(difference > 0), "difference": float(difference)}
+        if scores and better in scores and worse in scores:
+            item["standard_error"] = _paired_standard_error(scores[better], scores[worse])
+        out.append(item)
+    return out
+
+
+def _paired_standard_error(a, b):
+    """Standard error of the mean over subsets of the per-triplet score differences a - b (each
+    subset's mean weighs 1/S, as in the "mean" column); None when a subset has fewer than 2 triplets."""
+    if any(len(a[s]) < 2 for s in a):
+        return None
+    variances = [np.var(np.asarray(a[s]) - np.asarray(b[s]), ddof=1) / len(a[s]) for s in a]
+    return float(np.sqrt(np.sum(variances)) / len(variances))
 
 
 def _cell(stat, seeds):
     return f"{stat['mean']:.3f} ± {stat['spread']:.3f}" if seeds > 1 else f"{stat['mean']:.3f}"
+
+
+def _data_line(results):
+    if results.get("synthetic"):
+        return f"Data: `{results['data']}`, {SYNTHETIC_NOTE}.\n\n"
+    return f"Data: `{results['data']}`.\n\n" if "data" in results else ""
 
 
 def results_markdown(results):
@@ -182,14 +236,30 @@ def results_markdown(results):
         if jnd:
             cells.append(_cell(r["jnd_map"], r["seeds"]) if "jnd_map" in r else "")
         lines.append("| " + " | ".join(cells) + " |")
-    return "2AFC score per validation subset (higher is better).\n\n" + "\n".join(lines) + "\n"
+    return _data_line(results) + "2AFC score per validation subset (higher is better).\n\n" + "\n".join(lines) + "\n"
+
+
+def _verdict(item):
+    """"held (+0.012 ± 0.003)"; "within noise" when the difference is under 2 standard errors."""
+    se = item.get("standard_error")
+    verdict = "held" if item["held"] else "did NOT hold"
+    if se is not None and abs(item["difference"]) < 2 * se:
+        verdict += ", within noise"
+    spread = f" ± {se:.3f}" if se is not None else ""
+    return f"{verdict} ({item['difference']:+.3f}{spread})"
 
 
 def summary_markdown(results):
     best = max((r for r in results["rows"] if r["kind"] == "trained"), key=lambda r: r["2afc"]["mean"]["mean"])
-    lines = [f"Best trained configuration: {best['name']} (mean 2AFC {best['2afc']['mean']['mean']:.3f}).", ""]
+    lines = [_data_line(results).strip(), ""] if "data" in results else []
+    lines += [f"Best trained configuration: {best['name']} (mean 2AFC {best['2afc']['mean']['mean']:.3f}).", ""]
     for item in results["findings"]:
-        lines.append(f"- {item['finding']}: {'held' if item['held'] else 'did NOT hold'} on this data.")
+        lines.append(f"- {item['finding']}: {_verdict(item)} on this data.")
+    lines += [
+        "",
+        "In brackets: the difference of the two mean 2AFC scores and its paired standard error over the "
+        "validation triplets; a difference under two standard errors is marked within noise.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +279,8 @@ def plot_results(results, path):
     ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean 2AFC score")
     ax.set_ylim(max(0.0, min(means) - 0.05), min(1.0, max(means) + 0.05))
-    ax.set_title("2AFC score by configuration (blue: trained, green: official, gray: baselines)")
+    title = "2AFC score by configuration (blue: trained, green: official, gray: baselines)"
+    ax.set_title(title + ("\nsynthetic data: simulated proxy judgments, not human" if results.get("synthetic") else ""), fontsize=10)
     fig.tight_layout()
     _save_figure(fig, path)
 

@@ -37,6 +37,7 @@ from keras import ops
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError
 from keras_lpips.lpips import LPIPS, _check_choices
+from keras_lpips.memory import available_memory_bytes
 from keras_lpips.ranking import DistanceToLogit, TwoAFCScore, jnd_map, ranking_loss, twoafc_scores
 
 MODES = ("lin", "tune", "scratch")
@@ -133,8 +134,40 @@ class LPIPSTrainer(keras.Model):
                 self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs, training=None):
-        d0, d1 = twoafc_distances(self.lpips, inputs["ref"], inputs["p0"], inputs["p1"], training=training)
+        if "d0" in inputs:  # distances a frozen cosine metric gave once (`frozen_twoafc_arrays`)
+            if self.lpips.heads or self.train_backbone:
+                raise InputError("precomputed distances d0/d1 only stand in for a frozen metric without linear weights")
+            d0, d1 = inputs["d0"], inputs["d1"]
+        elif "m0" in inputs:  # per-channel means a frozen backbone gave once: validation only
+            if self.train_backbone or (training and self.lpips.dropout and self.lpips.heads):
+                raise InputError("per-channel means m0/m1 only stand in for a frozen metric outside training")
+            d0, d1 = self.distances_from_means(inputs["m0"]), self.distances_from_means(inputs["m1"])
+        elif "diff0" in inputs:  # squared feature differences a frozen backbone gave once
+            if self.train_backbone:
+                raise InputError("precomputed feature differences diff0/diff1 only stand in for a frozen backbone")
+            d0, d1 = self._weigh(inputs["diff0"], training), self._weigh(inputs["diff1"], training)
+        else:
+            d0, d1 = twoafc_distances(self.lpips, inputs["ref"], inputs["p0"], inputs["p1"], training=training)
         return {"d0": d0, "d1": d1, "prob": self.ranker([d0, d1])}
+
+    def _weigh(self, diffs, training):
+        """`LPIPS.compare`'s second half: per-layer squared differences -> distances (N,)."""
+        if self.lpips.heads:
+            return _sum_of_means([head(x, training=training) for head, x in zip(self.lpips.heads, diffs)])
+        return _sum_of_means([ops.sum(x, -1, keepdims=True) for x in diffs])
+
+    def distances_from_means(self, means):
+        """Distances `(N,)` from `(N, channels of the kept layers)` per-channel spatial means of the
+        squared feature differences: each layer's means weighted by its linear head (summed for
+        the cosine distance), added layer by layer. Equal, up to rounding, to the distances of
+        the images themselves without dropout: the heads are linear."""
+        total, start = None, 0
+        for k, channels in enumerate(self.lpips.spec.channels[: self.lpips.layers_kept]):
+            part = means[:, start : start + channels]
+            start += channels
+            layer = ops.matmul(part, self.lpips.heads[k].kernel)[:, 0] if self.lpips.heads else ops.sum(part, axis=-1)
+            total = layer if total is None else total + layer
+        return total
 
     @staticmethod
     def _batch(data):
@@ -488,11 +521,41 @@ class _EpochRecorder(keras.callbacks.Callback):
 # --- fit ----------------------------------------------------------------------------------------
 
 
-def _epoch_records(records, seed, epoch):
-    """The training triplets in epoch `epoch`'s order: a permutation drawn from (seed, epoch) alone,
-    so a resumed run sees the same order as an uninterrupted one."""
-    order = np.random.default_rng([int(seed), 1, int(epoch)]).permutation(len(records))
-    return [records[i] for i in order]
+def _epoch_order(count, seed, epoch):
+    """Epoch `epoch`'s order of `count` training triplets: a permutation drawn from (seed, epoch)
+    alone, so a resumed run sees the same order as an uninterrupted one."""
+    return np.random.default_rng([int(seed), 1, int(epoch)]).permutation(count)
+
+
+def _maps_dataset(arrays, batch_size, drop_remainder, orders):
+    """Batches of `frozen_twoafc_arrays(kind="maps")` plus "judge", epoch after epoch, each epoch
+    in its order (a list of index arrays), gathered from the arrays as they are needed."""
+    batch_size = int(batch_size)
+
+    def batches():
+        for order in orders:
+            stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
+            for start in range(0, stop, batch_size):
+                index = order[start : start + batch_size]
+                yield {
+                    "diff0": tuple(a[index] for a in arrays["diff0"]),
+                    "diff1": tuple(a[index] for a in arrays["diff1"]),
+                    "judge": arrays["judge"][index],
+                }
+
+    maps = tuple(tf.TensorSpec((None, *a.shape[1:]), tf.float32) for a in arrays["diff0"])
+    signature = {"diff0": maps, "diff1": maps, "judge": tf.TensorSpec((None,), tf.float32)}
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
+def _array_dataset(arrays, batch_size, drop_remainder, order=None):
+    """Batches of in-memory arrays (`frozen_twoafc_arrays` plus "judge"), in `order` if given."""
+    if order is not None:
+        arrays = {k: v[order] for k, v in arrays.items()}
+    dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(int(batch_size), drop_remainder=bool(drop_remainder))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _run_config(**config):
@@ -562,6 +625,7 @@ def fit_run(
     deterministic=False,
     progress=True,
     cache=False,
+    precompute_frozen=True,
     callbacks=(),
 ):
     """Trains LPIPS on the 2AFC judgments of a BAPPS-layout folder; returns the run summary.
@@ -593,6 +657,16 @@ def fit_run(
             deterministic tf.data); slower.
         progress: Keras progress output.
         cache: passed to `twoafc_dataset` for the validation set (decoded images kept in memory).
+        precompute_frozen: in "lin" mode on one device (the default or one-device strategy), run
+            the frozen backbone once over each triplet instead of every epoch
+            (`frozen_twoafc_arrays`): with distance="cosine" train and validate on each triplet's
+            (d0, d1) (only the ranking head learns); with "lpips" validate on per-channel means of
+            the squared feature differences, and train on those squared differences themselves
+            (the linear heads and their dropout act on them as on the images' own) when they take
+            at most a quarter of the available memory (`frozen_maps_bytes`). Same batches, order,
+            dropout masks, checkpoints and history, and the same numbers up to float rounding;
+            triplets_per_second then counts steps without the backbone. False: every step and
+            validation runs the backbone on the images.
         callbacks: extra Keras callbacks.
 
     The run folder gets, after every epoch, `checkpoint/` (all weights and optimiser state: a run
@@ -687,7 +761,35 @@ def fit_run(
             drop_remainder=drop_remainder,
         )  # fmt: skip
 
-    val_data = dataset(val_records, train=False)
+    # Lin mode on one device: the frozen backbone's work is done once (see precompute_frozen).
+    frozen = {}  # split -> arrays, computed on first use
+    use_frozen = bool(precompute_frozen) and mode == "lin" and strategy_name in ("default", "one-device")
+    kinds = {"train": "distances", "val": "distances"} if distance == "cosine" else {"train": "maps", "val": "means"}
+    if use_frozen and kinds["train"] == "maps":
+        needed, available = frozen_maps_bytes(trainer.lpips, len(train_records), load_size), available_memory_bytes()
+        if available is None or needed > available // 4:
+            kinds["train"] = None  # train on the images: the maps would take over a quarter of the free memory
+            if progress:
+                print(f"frozen backbone: the training maps need {needed / 2**30:.1f} GiB; training on the images instead")
+
+    def frozen_arrays(split):
+        if split not in frozen:
+            records = train_records if split == "train" else val_records
+            if progress:
+                print(f"frozen backbone: computing the {split} triplets' {kinds[split]} once ({len(records)} triplets)")
+            with naming_bad_images(records, data_root):
+                arrays = frozen_twoafc_arrays(
+                    trainer.lpips, records, batch_size=int(batch_size), load_size=int(load_size), kind=kinds[split]
+                )  # fmt: skip
+            frozen[split] = {**arrays, "judge": np.array([r.judge for r in records], np.float32)}
+        return frozen[split]
+
+    def validation_data():
+        if use_frozen:
+            return _array_dataset(frozen_arrays("val"), batch_size, drop_remainder)
+        return dataset(val_records, train=False)
+
+    val_data = validation_data() if initial is None or initial_epoch < total_epochs else None
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
     started = time.time()
     if initial is None:
@@ -702,8 +804,14 @@ def fit_run(
 
     if initial_epoch < total_epochs:
         train_data = None
-        for epoch in range(initial_epoch, total_epochs):
-            part = dataset(_epoch_records(train_records, seed, epoch), train=True)
+        orders = [_epoch_order(len(train_records), seed, epoch) for epoch in range(initial_epoch, total_epochs)]
+        if use_frozen and kinds["train"] == "maps":
+            train_data = _maps_dataset(frozen_arrays("train"), batch_size, drop_remainder, orders)
+        for order in orders if train_data is None else ():
+            if use_frozen and kinds["train"] == "distances":
+                part = _array_dataset(frozen_arrays("train"), batch_size, drop_remainder, order)
+            else:
+                part = dataset([train_records[i] for i in order], train=True)
             train_data = part if train_data is None else train_data.concatenate(part)
         recorder = _EpochRecorder(write_dir, rows, initial, schedule, len(train_records), is_chief)
         extra = [keras.callbacks.TensorBoard(log_dir=str(write_dir / "logs"), write_graph=False)] if is_chief and _has_tensorboard() else []
@@ -719,8 +827,16 @@ def fit_run(
         shutil.rmtree(write_dir, ignore_errors=True)
         return {"config": config, "history": rows, "initial": initial, "chief": False}
     metric32, _ = export_run(trainer, out_dir)
-    with naming_bad_images(val_records, data_root):
-        final = evaluate_twoafc(metric32, val_records, batch_size=int(batch_size), load_size=int(load_size))
+    if "val" in frozen and policy == "float32":  # the exported metric has the trained weights, unrounded
+        arrays = frozen["val"]
+        if "m0" in arrays:
+            d0, d1 = (np.asarray(trainer.distances_from_means(ops.convert_to_tensor(arrays[k]))) for k in ("m0", "m1"))
+        else:
+            d0, d1 = arrays["d0"], arrays["d1"]
+        final = _scores_by_subset(twoafc_scores(d0, d1, arrays["judge"]), val_records)
+    else:
+        with naming_bad_images(val_records, data_root):
+            final = evaluate_twoafc(metric32, val_records, batch_size=int(batch_size), load_size=int(load_size))
     steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
     summary = {
         "config": config,
@@ -814,11 +930,68 @@ def evaluate_twoafc(metric, records, batch_size=50, load_size=64):
     for batch in data:
         d0, d1 = twoafc(batch["ref"], batch["p0"], batch["p1"])
         scores.append(twoafc_scores(np.asarray(d0), np.asarray(d1), batch["judge"].numpy()))
-    scores = np.concatenate(scores)
+    return _scores_by_subset(np.concatenate(scores), records)
+
+
+def _scores_by_subset(scores, records):
+    """{subset: mean per-triplet score, ..., "all": pooled} in the records' subset order."""
     subsets = np.array([r.subset for r in records])
     result = {str(s): float(scores[subsets == s].mean()) for s in dict.fromkeys(subsets)}
     result["all"] = float(scores.mean())
     return result
+
+
+FROZEN_KINDS = ("distances", "means", "maps")
+
+
+def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="distances"):
+    """What a metric with a frozen backbone gives for each triplet of `records`, in one pass over
+    the images (in the metric's input_range), to train and validate on without repeating it:
+
+    - "distances": `{"d0", "d1"}`, each `(N,)`: d(ref, p0) and d(ref, p1);
+    - "means": `{"m0", "m1"}`, each `(N, channels of the kept layers)`: per layer, the spatial
+      mean of each channel of the squared difference of the unit-normalised features. Any
+      linear weights turn them into the distances without dropout
+      (`LPIPSTrainer.distances_from_means`): the heads are linear.
+    - "maps": `{"diff0", "diff1"}`, each a list of `(N, h, w, channels)` arrays, one per kept
+      layer: those squared differences themselves, what the linear heads (and their dropout)
+      act on in training. Large: `frozen_maps_bytes`.
+    """
+    from keras_lpips.data.pipeline import twoafc_dataset
+
+    if kind not in FROZEN_KINDS:
+        raise InputError(f"kind must be one of {', '.join(FROZEN_KINDS)}. Received: {kind!r}")
+
+    @tf.function(reduce_retracing=True)
+    def squared_differences(ref, p0, p1):
+        n = tf.shape(ref)[0]
+        features = metric.features(tf.concat([ref, p0, p1], axis=0), training=False)
+        diff0 = [ops.square(f[:n] - f[n : 2 * n]) for f in features]
+        diff1 = [ops.square(f[:n] - f[2 * n :]) for f in features]
+        if kind == "maps":
+            return diff0, diff1
+        return [ops.concatenate([ops.mean(d, axis=(1, 2)) for d in diffs], axis=-1) for diffs in (diff0, diff1)]
+
+    compute = _distance_functions(metric)[0] if kind == "distances" else squared_differences
+    data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
+    arrays, done = None, 0
+    for batch in data:
+        values = tf.nest.map_structure(lambda t: np.asarray(t, np.float32), compute(batch["ref"], batch["p0"], batch["p1"]))
+        if arrays is None:  # filled in place: no second copy of a large set
+            arrays = tf.nest.map_structure(lambda v: np.empty((len(records), *v.shape[1:]), np.float32), values)
+        n = len(tf.nest.flatten(values)[0])
+        for target, value in zip(tf.nest.flatten(arrays), tf.nest.flatten(values)):
+            target[done : done + n] = value
+        done += n
+    names = {"distances": ("d0", "d1"), "means": ("m0", "m1"), "maps": ("diff0", "diff1")}[kind]
+    return {name: (list(value) if kind == "maps" else value) for name, value in zip(names, arrays)}
+
+
+def frozen_maps_bytes(metric, count, load_size=64):
+    """Bytes of `frozen_twoafc_arrays(kind="maps")` for `count` triplets of load_size x load_size."""
+    outputs = metric.backbone.compute_output_spec(keras.KerasTensor((1, int(load_size), int(load_size), 3)))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return int(count) * 2 * 4 * sum(int(np.prod(o.shape[1:])) for o in outputs)
 
 
 # Baselines, as the reference's test_dataset_model.py (colorspace Lab): images go through
@@ -906,6 +1079,7 @@ def evaluate_run(
     batch_size=50,
     load_size=None,
     progress=False,
+    keep_scores=False,
 ):
     """Scores a metric on the BAPPS validation sets beside the reference's baselines.
 
@@ -915,7 +1089,8 @@ def evaluate_run(
         {"model": ..., "data": ..., "columns": ["model", "l2", "ssim", "psnr"],
          "2afc": {subset: {column: 2AFC score}, ..., "all": pooled over triplets, "mean": of subsets},
          "jnd": {subset: {column: mAP}, ...},            (when jnd/val exists, or jnd=True)
-         "counts": {"2afc": {subset: n}, "jnd": {subset: n}}}
+         "counts": {"2afc": {subset: n}, "jnd": {subset: n}},
+         "scores": {subset: {column: [per-triplet 2AFC score, ...]}}}  (with keep_scores=True)
 
     2AFC as the reference's `score_2afc_dataset`, JND mAP as its `score_jnd_dataset`; baselines
     as its test_dataset_model.py with the default Lab colorspace: "l2" (lpips.l2 in Lab), "ssim"
@@ -965,6 +1140,8 @@ def evaluate_run(
     result["2afc"]["all"] = {c: float(scores[c].mean()) for c in columns}
     result["2afc"]["mean"] = {c: float(np.mean([result["2afc"][s][c] for s in names])) for c in columns}
     result["counts"] = {"2afc": {s: int((subset_of == s).sum()) for s in names}}
+    if keep_scores:  # for paired comparisons of metrics on the same triplets
+        result["scores"] = {s: {c: scores[c][subset_of == s].tolist() for c in columns} for s in names}
 
     root = resolve_root(data_root)
     if jnd is None:

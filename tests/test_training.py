@@ -161,6 +161,25 @@ def test_fit_refuses_a_non_empty_run_dir(synth_data, tmp_path):
         fit_run(synth_data, tmp_path, progress=False, **TINY)
 
 
+@pytest.mark.parametrize("distance", ["cosine", "lpips"])
+def test_frozen_backbone_work_done_once_trains_the_same(small_data, tmp_path, distance):
+    """Lin mode trains on what the frozen backbone gives computed once (cosine: distances; lpips:
+    squared feature differences, validation on their per-channel means): same history, same
+    dropout masks and the same final weights as running the backbone on the images every step."""
+    from keras_lpips.training import fit_run
+
+    run = dict(TINY, distance=distance, epochs=2, decay_epochs=1, lr=1e-3, seed=3, progress=False)
+    fast = fit_run(small_data, tmp_path / "fast", **run)
+    slow = fit_run(small_data, tmp_path / "slow", precompute_frozen=False, **run)
+    assert fast["initial"] == pytest.approx(slow["initial"], abs=1e-6)
+    assert fast["final"]["val_2afc"] == pytest.approx(slow["final"]["val_2afc"], abs=1e-6)
+    fast_rows, slow_rows = (np.loadtxt(tmp_path / name / "history.csv", delimiter=",", skiprows=1) for name in ("fast", "slow"))
+    np.testing.assert_allclose(fast_rows[:, :6], slow_rows[:, :6], atol=1e-6)  # epoch, lr, loss, 2afc, val_loss, val_2afc
+    (_, state_fast), (_, state_slow) = _final_state(tmp_path / "fast"), _final_state(tmp_path / "slow")
+    for x, y in zip(state_fast, state_slow):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
+
+
 def _reference_jnd_map(ds, sames):
     """lpips 0.1.4's score_jnd_dataset and voc_ap(use_07_metric=False), verbatim but for the loader."""
     sorted_inds = np.argsort(ds)
