@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -35,7 +36,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
 from keras_lpips.lpips import LPIPS, _check_choices
 from keras_lpips.memory import available_memory_bytes
 from keras_lpips.ranking import DistanceToLogit, TwoAFCScore, jnd_map, ranking_loss, twoafc_scores
@@ -1060,7 +1061,16 @@ def load_metric(model):
         path = path / "model.keras"
     if path.suffix != ".keras" or not path.is_file():
         raise InputError(f"--model must be a run folder holding model.keras, or a .keras file. Received: {model}")
-    loaded = keras.saving.load_model(path, safe_mode=True)
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"Cannot load model file {path}: not a .keras file (a zip archive)")
+    try:
+        loaded = keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises ValueError, KeyError, TypeError, ... for damaged files
+        if "safe_mode" in str(error):
+            raise UnsafeFileError(
+                f"refusing to load {path}: it holds code (e.g. a Lambda layer) that only safe_mode=False would run"
+            ) from None
+        raise WeightsError(f"Cannot load model file {path} (damaged, or not saved by keras-lpips?): {error}") from None
     if isinstance(loaded, LPIPSTrainer):
         loaded = loaded.lpips
     if not isinstance(loaded, LPIPS):

@@ -30,7 +30,7 @@ import pytest
 from PIL import Image
 
 from data_tools.seeded_weights import seeded_state_dict
-from keras_lpips.errors import ChecksumError, InputError, WeightsError, WeightsUnavailableError
+from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError, WeightsError, WeightsUnavailableError
 from tests.bapps_fixture import make_tiny_bapps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -156,6 +156,17 @@ def _alex_home(folder, tamper):
         path.write_bytes(bytes(data))
 
 
+def _hostile_keras_file(path, marker):
+    """A .keras model whose Lambda layer would create `marker` if its code ran."""
+    import keras
+
+    target = str(marker)
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda x: (open(target, "w").close(), x)[1])(inputs)
+    keras.Model(inputs, outputs).save(path)
+    marker.unlink()  # building the model ran it once; loading must not
+
+
 def _broken_bapps(root):
     """A tiny BAPPS layout: 2afc train/val `traditional` valid; each data fault in its own subset."""
     make_tiny_bapps(root, n_train=4, n_val=2, n_jnd=0)
@@ -193,6 +204,8 @@ def files(tmp_path_factory):
     (root / "corrupt.npz").write_bytes((root / "seeded_alex.npz").read_bytes()[:5000])
     (root / "truncated.pth").write_bytes((ROOT / "tests/fixtures/tiny_zip.pth").read_bytes()[:600])
     _alex_home(root / "home_tampered", tamper=True)
+    _hostile_keras_file(root / "lambda.keras", marker=root / "pwned")
+    (root / "damaged.keras").write_bytes((root / "lambda.keras").read_bytes()[:700])
     (root / "home_empty").mkdir()
 
     _broken_bapps(root / "bapps")
@@ -323,6 +336,20 @@ def fit(*args, message="case"):
     return Cli(("fit", "--data", "@bapps", *RANDOM, *small, *args), message)
 
 
+def load_model_file(name):
+    """`training.load_metric` (what --model and eval use); the Lambda's code must never run."""
+
+    def call(f):
+        from keras_lpips.training import load_metric
+
+        try:
+            return load_metric(f(name))
+        finally:
+            assert not f("pwned").exists()
+
+    return call
+
+
 def list_twoafc(split, subset):
     def call(f):
         from keras_lpips.data import list_twoafc
@@ -412,6 +439,9 @@ CASES = {
     "offline_nothing_cached": Case(lpips(), (Cli(("score", "@a.png", "@b.png")), Cli(("weights", "fetch", "--net", "alex"))),
                                    WeightsUnavailableError, ("No ImageNet weights for net 'alex' in ", "Run `keras-lpips weights fetch --net alex`"),
                                    env=(("KERAS_HOME", "@home_empty"),)),
+    "lambda_in_keras_file": Case(load_model_file("lambda.keras"), (score_cli("@a.png", "@b.png", "--model", "@lambda.keras"),),
+                                 UnsafeFileError, "refusing to load "),
+    "damaged_keras_file": Case(load_model_file("damaged.keras"), (), WeightsError, "Cannot load model file "),
     "unknown_net": Case(lpips(net="resnet"), (score_cli("@a.png", "@b.png", "--net", "resnet"),), InputError,
                         "Unknown net 'resnet': expected one of alex, alexnet"),
     # --- BAPPS data -------------------------------------------------------------------------------
