@@ -8,6 +8,7 @@ import importlib
 
 from keras_lpips.errors import (
     ChecksumError,
+    DownloadError,
     InputError,
     KerasLPIPSError,
     UnsafeFileError,
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 _LAZY = {"LPIPS": "keras_lpips.lpips", "LPIPSLoss": "keras_lpips.losses", "MeanLPIPS": "keras_lpips.metrics"}
 __all__ = [
-    "LPIPS", "LPIPSLoss", "MeanLPIPS", "ChecksumError", "InputError", "KerasLPIPSError",
+    "LPIPS", "LPIPSLoss", "MeanLPIPS", "ChecksumError", "DownloadError", "InputError", "KerasLPIPSError",
     "UnsafeFileError", "WeightsError", "WeightsUnavailableError",
 ]  # fmt: skip
 

@@ -29,3 +29,8 @@ class UnsafeFileError(WeightsError):
 
 class WeightsUnavailableError(WeightsError):
     """Pretrained weights are not cached and no source could be reached."""
+
+
+class DownloadError(KerasLPIPSError, ConnectionError):
+    """A download failed: the server cannot be reached, answers with an error, or the transfer was
+    cut short (a partial file is kept and the next call resumes it)."""

@@ -26,7 +26,7 @@ from keras_lpips.data import (
     verify_dataset,
 )
 from keras_lpips.data import synth as synth_module
-from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError
+from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
 from tests.bapps_fixture import make_tiny_bapps
 
 
@@ -594,7 +594,7 @@ def test_download_split_extracts_where_the_reader_looks(fake_bucket, tmp_path, t
 
 def test_download_resumes_after_an_interrupted_transfer(fake_bucket, server, tmp_path):
     server.cut_next = True
-    with pytest.raises(OSError, match="interrupted"):
+    with pytest.raises(DownloadError, match=r"interrupted.*bytes kept in .*twoafc_val.tar.gz.part, run again to resume$"):
         download.download_split("twoafc_val", tmp_path)
     data = fake_bucket["twoafc_val.tar.gz"]
     partial = tmp_path / "twoafc_val.tar.gz.part"
@@ -603,6 +603,29 @@ def test_download_resumes_after_an_interrupted_transfer(fake_bucket, server, tmp
     assert server.ranges == [None, f"bytes={len(data) // 2}-"]
     assert (tmp_path / "twoafc_val.tar.gz").read_bytes() == data and not partial.exists()
     assert len(list_twoafc(tmp_path, "val")) == 4
+
+
+def test_download_from_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
+    port = _closed_port()
+    monkeypatch.setattr(download, "URL_TEMPLATE", f"http://127.0.0.1:{port}/{{split}}.tar.gz")
+    for split in ("twoafc_val", "jnd"):
+        with pytest.raises(DownloadError, match=rf"^Cannot download http://127.0.0.1:{port}/{split}.tar.gz: Connection refused$"):
+            download.download_split(split, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_http_error_is_one_line(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "URL_TEMPLATE", f"http://127.0.0.1:{server.server_address[1]}/{{split}}.tar.gz")
+    with pytest.raises(DownloadError, match=r"twoafc_val.tar.gz: HTTP 404 "):
+        download.download_split("twoafc_val", tmp_path)
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_download_checksum_mismatch_leaves_nothing(fake_bucket, tmp_path, monkeypatch):

@@ -18,11 +18,12 @@ import pathlib
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zlib
 from typing import NamedTuple, Optional
 
-from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError
+from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
 from keras_lpips.weights import cache
 
 URL_TEMPLATE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/{split}.tar.gz"
@@ -77,18 +78,21 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     url = URL_TEMPLATE.format(split=split)
     archive = dest / f"{split}.tar.gz"
     expected = SHA256[split]
-    if expected is not None:
-        if archive.exists():  # complete from an earlier run that stopped before extracting
-            try:
-                cache.verify_sha256(archive, expected)
-            except ChecksumError:
-                archive.unlink()
-        if not archive.exists():
-            cache.download(url, archive, expected, timeout=timeout, progress=progress)
-        digest, verified_by = expected, "sha256"
-    else:
-        download_checking_size(url, archive, timeout=timeout, progress=progress)
-        digest, verified_by = cache.sha256_of(archive), "size"
+    try:
+        if expected is not None:
+            if archive.exists():  # complete from an earlier run that stopped before extracting
+                try:
+                    cache.verify_sha256(archive, expected)
+                except ChecksumError:
+                    archive.unlink()
+            if not archive.exists():
+                cache.download(url, archive, expected, timeout=timeout, progress=progress)
+            digest, verified_by = expected, "sha256"
+        else:
+            download_checking_size(url, archive, timeout=timeout, progress=progress)
+            digest, verified_by = cache.sha256_of(archive), "size"
+    except OSError as error:  # URLError, HTTPError, timeouts, a transfer cut short
+        raise DownloadError(_download_problem(url, archive, error)) from None
 
     staging = dest / f".{split}.extracting"
     if staging.exists():  # left by an earlier run killed between extraction and the final move
@@ -111,6 +115,20 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     if not keep_archive:
         archive.unlink()
     return DownloadedSplit(split, target, digest, verified_by)
+
+
+def _download_problem(url, archive, error):
+    """One line for a failed download: what failed, why, and whether the next call resumes."""
+    if isinstance(error, urllib.error.HTTPError):
+        reason = f"HTTP {error.code} {error.reason}"
+    elif isinstance(error, urllib.error.URLError):
+        reason = getattr(error.reason, "strerror", None) or str(error.reason)
+    else:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    partial = archive.with_name(archive.name + ".part")
+    if partial.exists() and partial.stat().st_size:
+        return f"Cannot download {url}: {reason}; {partial.stat().st_size} bytes kept in {partial}, run again to resume"
+    return f"Cannot download {url}: {reason}"
 
 
 def remote_size(url, timeout=60):
