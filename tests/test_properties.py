@@ -1,12 +1,13 @@
-"""Property tests (hypothesis): metric axioms and finite gradients; fuzzed image files."""
+"""Property tests (hypothesis): metric axioms and finite gradients; fuzzed image and weight files."""
 
 import functools
 import io
+import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
@@ -77,3 +78,61 @@ def test_image_reader_fuzz_returns_rgb_or_input_error(tmp_path_factory, fmt, cut
         return
     assert image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.float32
     assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0
+
+
+def _weight_sources():
+    """(suffix, bytes) of weight files to damage: the shipped linear weights, a compressed npz,
+    and the tiny torch fixtures (zip and legacy formats)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez_compressed(buffer, **{f"lin{k}": rng.random(c).astype(np.float32) for k, c in enumerate((64, 192, 384, 256, 256))})
+    return [
+        (".npz", (root / "saved_models/lpips_lin/v0.1/alex.npz").read_bytes()),
+        (".npz", buffer.getvalue()),
+        (".pth", (root / "tests/fixtures/tiny_zip.pth").read_bytes()),
+        (".pth", (root / "tests/fixtures/tiny_legacy.pth").read_bytes()),
+    ]
+
+
+WEIGHT_SOURCES = _weight_sources()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    source=st.integers(0, len(WEIGHT_SOURCES)),  # the last: random bytes
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
+    noise=st.binary(min_size=1, max_size=2000),
+    suffix=st.sampled_from([".npz", ".pth"]),
+)
+@example(source=1, cut=1.0, flips=[(0.25, 0)], noise=b"\0", suffix=".npz")  # zlib.error escaped np.load once
+def test_weight_reader_fuzz_returns_arrays_or_weights_error(tmp_path_factory, source, cut, flips, noise, suffix):
+    """Damaged or random weight files read as arrays or raise WeightsError; linear weights come
+    out as finite float32 vectors of the right sizes or raise WeightsError."""
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.errors import WeightsError
+    from keras_lpips.weights.loading import lin_vectors, read_weight_file
+
+    if source < len(WEIGHT_SOURCES):
+        suffix, original = WEIGHT_SOURCES[source]
+        data = bytearray(original)
+        for position, value in flips:
+            data[int(position * (len(data) - 1))] = value
+        data = bytes(data[: max(1, int(cut * len(data)))] if cut < 0.98 else data)
+    else:
+        data = noise
+    path = tmp_path_factory.mktemp("weights") / f"w{suffix}"
+    path.write_bytes(data)
+    try:
+        state = read_weight_file(path)
+    except WeightsError:
+        return
+    assert state and all(isinstance(v, np.ndarray) for v in state.values())
+    spec = get_backbone("alex")
+    try:
+        vectors = lin_vectors(str(path), spec, 5)
+    except WeightsError:
+        return
+    for vector, channels in zip(vectors, spec.channels):
+        assert vector.dtype == np.float32 and vector.shape == (channels,) and np.isfinite(vector).all()

@@ -2,7 +2,6 @@
 
 import importlib.resources
 import pathlib
-import zipfile
 
 import numpy as np
 
@@ -23,8 +22,8 @@ def read_weight_file(path):
         try:
             with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise WeightsError(f"Cannot read weight file {path}: {error}") from None
+        except Exception as error:  # zipfile, zlib and numpy raise many types for damaged files
+            raise WeightsError(f"Cannot read weight file {path}: {error or type(error).__name__}") from None
     return read_state_dict(path)
 
 
