@@ -8,10 +8,13 @@ import typer
 HELP = """Train and compare the study's five configurations on 2AFC data.
 
 VGG16 (2 layers) and AlexNet (4 layers) with cosine and with LPIPS, and an untrained
-VGG16 with cosine; writes results.md/json, results.png, curves.png and summary.md.
-A rerun skips finished configurations and resumes an unfinished one.
+VGG16 with cosine, beside the official LPIPS v0.1 models and the L2/SSIM/PSNR baselines;
+writes results.md/json, results.png, curves.png and summary.md (which of the study's
+findings held, with paired standard errors). A rerun skips finished configurations and
+resumes an unfinished one. --data is the dataset root (holding 2afc/ and jnd/, as
+`keras-lpips data download --dest` or `data synth --out` writes it) or its 2afc/ folder.
 
-  keras-lpips data synth --out synth --train 2000 --val 500
+  keras-lpips data synth --out synth --train 1000 --val 1000 --jnd 500 --seed 0
   keras-lpips study --data synth --out study
   keras-lpips study --data dataset --out study-bapps --config study.toml
 """
