@@ -203,10 +203,11 @@ class ExportedMetric:
 
     Attributes: `net`, `version`, `distance`, `layers_kept`, `min_input_size` (from the
     export's assets.extra/keras_lpips.json; "unknown" where it has none), `input_range`
-    (always (0, 1)) and `directory`.
+    (always (0, 1)), `directory`, and `features_are_images` (True, for `distance_matrix`).
     """
 
     input_range = (0.0, 1.0)
+    features_are_images = True
 
     def __init__(self, directory):
         import tensorflow as tf

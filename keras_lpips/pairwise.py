@@ -2,9 +2,14 @@
 
 `distance_matrix` computes each image's features once and compares them
 pairwise, where scoring every pair separately (as the reference's all-pairs
-script does) recomputes each image's features n - 1 times.
+script does) recomputes each image's features n - 1 times. The comparisons run
+in chunks of pairs through one traced function (TensorFlow backend), so that
+32 images take a few dozen calls, not 496 (benchmarks/matrix_speed.py).
 """
 
+import weakref
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -32,26 +37,65 @@ def paired_distances(metric, images0, images1, batch_size=32, progress=None):
     return distances
 
 
+# Bytes of per-layer feature differences one chunk of pair comparisons may hold (each pair
+# holds its two features' difference, squared, weighted: about 3 copies of one image's features).
+CHUNK_BYTES = 256 * 2**20
+MAX_CHUNK = 512
+_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
 def distance_matrix(metric, images, batch_size=32, progress=None):
-    """Symmetric (n, n) matrix of distances between n same-size images, zero diagonal."""
+    """Symmetric (n, n) matrix of distances between n same-size images, zero diagonal.
+
+    `metric` is an `LPIPS` (or anything with its `features` / `compare`, such as an
+    `ExportedMetric`); `images` in its input_range. Features are computed `batch_size`
+    images at a time, then the n(n-1)/2 pairs compared in chunks sized to `CHUNK_BYTES`
+    (`batch_size` / 2 pairs where `metric.features_are_images`: each comparison then runs
+    the whole network); `progress(k)` is called after each chunk of k pairs.
+    """
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or len(images) < 2:
         raise InputError(f"Need at least two images of one size, shape (n, H, W, 3). Received shape {images.shape}")
     check_values(images, metric.input_range, "images")
     if min(images.shape[1:3]) < metric.min_input_size:
         raise InputError(f"Images of {images.shape[1]}x{images.shape[2]} are too small: need {metric.min_input_size}")
-    features = [
-        metric.features(images[start : start + batch_size]) for start in range(0, len(images), batch_size)
-    ]
+    compute_features, compare = _functions(metric)
+    features = [compute_features(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
     features = [ops.concatenate(per_layer, axis=0) for per_layer in zip(*features)]
     n = len(images)
-    matrix = np.zeros((n, n), np.float32)
-    for i in range(n - 1):
-        others = [f[i + 1 :] for f in features]
-        repeated = [ops.repeat(f[i : i + 1], n - 1 - i, axis=0) for f in features]
-        maps = metric.compare(repeated, others)
-        row = ops.convert_to_numpy(sum(ops.mean(m, axis=(1, 2, 3)) for m in maps))
-        matrix[i, i + 1 :] = matrix[i + 1 :, i] = row
+    first, second = (index.astype("int32") for index in np.triu_indices(n, k=1))
+    per_pair = 3 * 4 * sum(int(np.prod(f.shape[1:])) for f in features)
+    chunk = int(min(MAX_CHUNK, max(1, CHUNK_BYTES // per_pair)))
+    if getattr(metric, "features_are_images", False):  # each comparison runs a whole network
+        chunk = max(1, batch_size // 2)
+    distances = np.zeros(len(first), np.float32)
+    for start in range(0, len(first), chunk):
+        pairs = slice(start, start + chunk)
+        distances[pairs] = ops.convert_to_numpy(compare(features, first[pairs], second[pairs]))
         if progress:
-            progress(n - 1 - i)
+            progress(len(distances[pairs]))
+    matrix = np.zeros((n, n), np.float32)
+    matrix[first, second] = matrix[second, first] = distances
     return matrix
+
+
+def _functions(metric):
+    """`(features(images), compare(features, first, second))`, the latter giving the distances
+    between the images at indices `first` and `second` of per-layer `features`; on the
+    TensorFlow backend both traced once per metric (for any batch and image size)."""
+
+    def features(images):
+        return metric.features(images, training=False)
+
+    def compare(features, first, second):
+        maps = metric.compare([ops.take(f, first, axis=0) for f in features], [ops.take(f, second, axis=0) for f in features])
+        return sum(ops.mean(m, axis=(1, 2, 3)) for m in maps)
+
+    if keras.backend.backend() != "tensorflow":
+        return features, compare
+    if metric not in _FUNCTIONS:
+        import tensorflow as tf
+
+        image = tf.TensorSpec([None, None, None, 3], tf.float32)
+        _FUNCTIONS[metric] = (tf.function(features, input_signature=[image]), tf.function(compare, reduce_retracing=True))
+    return _FUNCTIONS[metric]
