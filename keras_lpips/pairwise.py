@@ -58,7 +58,11 @@ def distance_matrix(metric, images, batch_size=32, progress=None):
         raise InputError(f"Need at least two images of one size, shape (n, H, W, 3). Received shape {images.shape}")
     check_values(images, metric.input_range, "images")
     if min(images.shape[1:3]) < metric.min_input_size:
-        raise InputError(f"Images of {images.shape[1]}x{images.shape[2]} are too small: need {metric.min_input_size}")
+        size = metric.min_input_size
+        raise InputError(
+            f"Images of {images.shape[1]}x{images.shape[2]} are too small for this network: it needs at least "
+            f"{size}x{size}. Received shape {images.shape}"
+        )
     compute_features, compare = _functions(metric)
     features = [compute_features(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
     features = [ops.concatenate(per_layer, axis=0) for per_layer in zip(*features)]

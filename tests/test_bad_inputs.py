@@ -235,6 +235,14 @@ def score(ref, other):
     return lambda f: distance(read_image(f(ref)), read_image(f(other)))
 
 
+def matrix_of(*names):
+    """The API path of `keras-lpips matrix`: all pairs of the files."""
+    from keras_lpips.images import read_image
+    from keras_lpips.pairwise import distance_matrix
+
+    return lambda f: distance_matrix(metric(), [read_image(f(n)) for n in names])
+
+
 def tensors(make):
     """A metric call on arrays `make(rng)` returns."""
     return lambda f: np.asarray(metric()(make(np.random.default_rng(1))))
@@ -408,6 +416,8 @@ CASES = {
     "different_sizes_resized": Case(None, (score_cli("@a.png", "@wide.png", "--resize", message=None, check=check_score_ok),)),
     "smaller_than_minimum": Case(score("tiny.png", "tiny2.png"), (score_cli("@tiny.png", "@tiny2.png"),), InputError,
                                  "Images of 30x30 are too small for this network: it needs at least 31x31"),
+    "smaller_than_minimum_matrix": Case(matrix_of("tiny.png", "tiny2.png"), (), InputError,
+                                        "Images of 30x30 are too small for this network: it needs at least 31x31"),
     "exactly_minimum": Case(score("min.png", "min2.png"), (score_cli("@min.png", "@min2.png", message=None, check=check_score_ok),),
                             check=finite_positive),
     # --- tensors (Python only) ------------------------------------------------------------------
