@@ -230,17 +230,25 @@ def distance(img0, img1):
 
 def score(ref, other):
     """The API path of `keras-lpips score REF OTHER`: read both files, one distance."""
-    from keras_lpips.images import read_image
 
-    return lambda f: distance(read_image(f(ref)), read_image(f(other)))
+    def call(f):
+        from keras_lpips.images import read_image
+
+        return distance(read_image(f(ref)), read_image(f(other)))
+
+    return call
 
 
 def matrix_of(*names):
     """The API path of `keras-lpips matrix`: all pairs of the files."""
-    from keras_lpips.images import read_image
-    from keras_lpips.pairwise import distance_matrix
 
-    return lambda f: distance_matrix(metric(), [read_image(f(n)) for n in names])
+    def call(f):
+        from keras_lpips.images import read_image
+        from keras_lpips.pairwise import distance_matrix
+
+        return distance_matrix(metric(), [read_image(f(n)) for n in names])
+
+    return call
 
 
 def tensors(make):
