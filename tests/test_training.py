@@ -327,8 +327,11 @@ def _assert_same_state(a, b, atol):
         np.testing.assert_allclose(lin_a[k], lin_b[k], atol=atol, rtol=0)
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path):
-    run = dict(DETERMINISTIC, data_root=small_data)
+@pytest.mark.parametrize("precompute_frozen", [True, False], ids=["frozen-maps", "images"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path, precompute_frozen):
+    """Both ways lin mode trains: from the frozen backbone's maps computed once (small sets), and
+    on the images through the tf.data pipeline every epoch (BAPPS, whose maps do not fit in memory)."""
+    run = dict(DETERMINISTIC, data_root=small_data, precompute_frozen=precompute_frozen)
     straight = _fit_process(tmp_path, [dict(run, out_dir=tmp_path / "straight")])
     killed_dir = tmp_path / "killed"
     victim = _fit_process(tmp_path, [dict(run, out_dir=killed_dir)], sleep=0.1)
