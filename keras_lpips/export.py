@@ -99,13 +99,16 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
     target = directory / str(version)
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
-    directory.mkdir(parents=True, exist_ok=True)
-    # A dot-name, not an integer: TF Serving never takes it for a version.
-    with tempfile.TemporaryDirectory(prefix=f".{version}.partial-", dir=directory) as staging:
-        _save(metric, Path(staging) / "model")
-        if target.exists():
-            os.replace(target, Path(staging) / "replaced")  # deleted with the staging directory
-        os.replace(Path(staging) / "model", target)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # A dot-name, not an integer: TF Serving never takes it for a version.
+        with tempfile.TemporaryDirectory(prefix=f".{version}.partial-", dir=directory) as staging:
+            _save(metric, Path(staging) / "model")
+            if target.exists():
+                os.replace(target, Path(staging) / "replaced")  # deleted with the staging directory
+            os.replace(Path(staging) / "model", target)
+    except OSError as error:
+        raise InputError(f"Cannot write to {directory}: {error.strerror or error}") from None
     if progress:
         progress(1)
     return target
@@ -129,8 +132,12 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.partial-", dir=path.parent) as staging:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging_directory = tempfile.TemporaryDirectory(prefix=f".{path.name}.partial-", dir=path.parent)
+    except OSError as error:
+        raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
+    with staging_directory as staging:
         if isinstance(metric, ExportedMetric):  # already traced: convert its SavedModel
             saved = metric.directory
         else:

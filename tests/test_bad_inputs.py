@@ -395,6 +395,24 @@ def write_results(path):
     return call
 
 
+def export(kind, path):
+    def call(f):
+        from keras_lpips import export
+
+        return getattr(export, f"export_{kind}")(metric(), path)
+
+    return call
+
+
+def synthesize(out):
+    def call(f):
+        from keras_lpips.data import synthesize
+
+        return synthesize(out, n_train=2, n_val=2, n_jnd=0)
+
+    return call
+
+
 def save_png(path):
     def call(f):
         from keras_lpips.images import save_png
@@ -481,6 +499,11 @@ CASES = {
                                InputError, f"Cannot write {UNWRITABLE}.md"),
     "unwritable_run_dir": Case(fit_run(f"{UNWRITABLE}/run"), (fit("--subsets", "traditional", "--out", f"{UNWRITABLE}/run"),), InputError,
                                f"Cannot create run directory {UNWRITABLE}/run"),
+    "unwritable_savedmodel": Case(export("savedmodel", f"{UNWRITABLE}/model"), (), InputError, f"Cannot write to {UNWRITABLE}/model"),
+    "unwritable_tflite": Case(export("tflite", f"{UNWRITABLE}.tflite"), (), InputError, f"Cannot write {UNWRITABLE}.tflite"),
+    "unwritable_synth": Case(synthesize(f"{UNWRITABLE}/synth"),
+                             (Cli(("data", "synth", "--out", f"{UNWRITABLE}/synth", "--train", "2", "--val", "2")),),
+                             InputError, f"Cannot write to {UNWRITABLE}/synth"),
     "missing_output_folder": Case(write_results("/nonexistent-folder/results.md"),
                                   (score_cli("@a.png", "@b.png", "--map", "/nonexistent-folder/map.png"),),
                                   InputError, "Output folder does not exist: /nonexistent-folder"),

@@ -374,9 +374,9 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     folder = _Folder(images) if images is not None else None
     source = folder.patch if folder is not None else procedural_patch
 
-    out.mkdir(parents=True, exist_ok=True)
     total, done, staging = sum(step[1] for step in plan), 0, None
     try:
+        out.mkdir(parents=True, exist_ok=True)
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for stream, count, target, names in plan:
                 staging = pathlib.Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
@@ -392,8 +392,10 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
                     target.rmdir()  # empty, checked above
                 os.replace(staging, target)
                 staging = None
+        (out / "SYNTHETIC_README.txt").write_text(NOTE)
+    except OSError as error:  # the source images' errors are InputErrors already: this is the output
+        raise InputError(f"Cannot write to {out}: {error.strerror or error}") from None
     finally:  # after the pool has shut down: no thread still writes into the staging folder
         if staging is not None and staging.exists():
             shutil.rmtree(staging)
-    (out / "SYNTHETIC_README.txt").write_text(NOTE)
     return out
