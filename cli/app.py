@@ -42,16 +42,28 @@ def _import_tensorflow_quietly():
 
 
 def main():
-    """Entry point: runs the app; user errors become one line on stderr and exit code 2."""
+    """Entry point: runs the app; user errors (bad arguments or options included) become one
+    line on stderr and exit code 2."""
     if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv):
         _import_tensorflow_quietly()
+    from typer.exceptions import TyperException
+
     from keras_lpips.errors import KerasLPIPSError
 
     try:
-        app()
+        code = typer.main.get_command(app).main(prog_name="keras-lpips", standalone_mode=False)
+    except TyperException as error:  # Typer's (Click's) usage errors: a missing argument, an unknown option
+        context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError":  # a command group without a command: its help
+            error.show()
+        else:
+            where = f" (see {context.command_path} --help)" if context is not None else ""
+            typer.echo(f"error: {error.format_message()}{where}", err=True)
+        sys.exit(error.exit_code)
     except KerasLPIPSError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)  # --help gives its code, a command None

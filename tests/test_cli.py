@@ -236,3 +236,24 @@ def test_readme_main_command_prints_the_reference_distances(tmp_path):
         f"distance map written to {out}",
     ]
     assert out.is_file()
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["score", "a.png"], 2, "error: Missing argument 'a'. (see keras-lpips score --help)"),
+        (["score", "a.png", "b.png", "--nett", "vgg"], 2, "error: No such option: --nett (Possible options: --net)"),
+        (["export", "--out", "x"], 2, "error: Missing option '--format'. (see keras-lpips export --help)"),
+        (["nope"], 2, "error: No such command 'nope'."),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(monkeypatch, capsys, args, code, message):
+    """Typer's own errors (arguments, options) read like keras-lpips' errors: one line, exit 2."""
+    from keras_lpips.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["keras-lpips", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    captured = capsys.readouterr()
+    assert exit_.value.code == code and captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith(message), captured.err
