@@ -58,7 +58,7 @@ def rank_grpc(request, server="localhost:8500"):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    with grpc.insecure_channel(server) as channel:  # messages up to 4 MB: about 500x500 pixels a triplet
+    with grpc.insecure_channel(server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(request, timeout=60.0)
     return {name: tf.make_ndarray(tensor).tolist() for name, tensor in response.outputs.items()}

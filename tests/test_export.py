@@ -381,3 +381,19 @@ def test_load_savedmodel_picks_the_highest_version_and_refuses_others(exported, 
     tf.saved_model.save(module, str(tmp_path / "other"), signatures={"serving_default": module.f})
     with pytest.raises(InputError, match="lacks the signature.* rank, spatial: not a keras-lpips export"):
         load_savedmodel(tmp_path / "other")
+
+
+def test_evaluate_run_scores_an_export_like_its_keras_model(exported, tmp_path):
+    """`eval --model <SavedModel>`: 2AFC and JND through the export equal the Keras model's."""
+    from keras_lpips.training import evaluate_run
+    from tests.bapps_fixture import make_tiny_bapps
+
+    metric, directory, _ = exported
+    make_tiny_bapps(tmp_path / "bapps", n_train=0, n_val=6, n_jnd=6)
+    kwargs = dict(baselines=False, batch_size=4, load_size=48)
+    served = evaluate_run(tmp_path / "bapps", metric=load_savedmodel(directory), **kwargs)
+    keras_model = evaluate_run(tmp_path / "bapps", metric=metric, **kwargs)
+    assert served["2afc"] == keras_model["2afc"] and served["counts"] == keras_model["counts"]
+    assert served["jnd"].keys() == keras_model["jnd"].keys()
+    for subset in served["jnd"]:
+        assert served["jnd"][subset]["model"] == pytest.approx(keras_model["jnd"][subset]["model"], abs=1e-6)
