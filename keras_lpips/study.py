@@ -111,7 +111,7 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
                     progress=False, **options,
                 )  # fmt: skip
             # The baselines (L2, SSIM, PSNR) do not depend on the model: computed with the first only.
-            evaluate = functools.partial(evaluate_run, data, model=run_dir, baselines=not evaluations, keep_scores=True)
+            evaluate = functools.partial(_evaluate_run_dir, data, run_dir, not evaluations, evaluate_run)
             evaluations[(config.name, seed)] = _cached_eval(run_dir, evaluate)
             log(f"{config.name} seed {seed}: mean 2AFC {evaluations[(config.name, seed)]['2afc']['mean']['model']:.4f} "
                 f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
@@ -142,6 +142,17 @@ def _cached_eval(directory, evaluate):
     tmp.write_text(json.dumps(result))
     tmp.replace(path)
     return result
+
+
+def _evaluate_run_dir(data, run_dir, baselines, evaluate_run):
+    """A run's scores; its 2AFC distances from the run's val_distances.npz when it wrote one
+    (fit computed them with the final weights), so that only the JND pairs need the model."""
+    saved = run_dir / "val_distances.npz"
+    distances = None
+    if saved.is_file():
+        with np.load(saved) as arrays:
+            distances = (arrays["d0"], arrays["d1"])
+    return evaluate_run(data, model=run_dir, baselines=baselines, keep_scores=True, distances=distances)
 
 
 def _evaluate_official(data, net, evaluate_run):

@@ -47,7 +47,10 @@ STRATEGIES = ("auto", "one-device", "mirrored", "multiworker", "tpu")
 POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 INPUT_RANGE = (0.0, 1.0)  # what fit feeds and what model.keras expects (the CLI's range)
 CHECKPOINT_DIR = "checkpoint"
-RUN_FILES = ("run.json", "history.csv", "loss.png", "accuracy.png", "model.keras", "trainer.keras", "lin_weights.npz")
+RUN_FILES = (
+    "run.json", "history.csv", "loss.png", "accuracy.png", "model.keras", "trainer.keras", "lin_weights.npz",
+    "val_distances.npz",
+)  # fmt: skip
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -674,7 +677,9 @@ def fit_run(
     killed at any moment resumes losing at most the epoch in progress) and `history.csv`; TensorBoard
     logs in `logs/`; at the end `model.keras` (the `LPIPS` metric, float32, for [0, 1] images:
     `keras-lpips score --model`), `trainer.keras` (the metric plus its ranking head),
-    `lin_weights.npz` (`lin0`.. float32 `(C,)`, for `LPIPS(lin_weights=...)`), `loss.png`,
+    `lin_weights.npz` (`lin0`.. float32 `(C,)`, for `LPIPS(lin_weights=...)`),
+    `val_distances.npz` (the final model's `d0`, `d1` for every validation triplet, in the order
+    `list_twoafc` gives them: `evaluate_run(distances=...)` takes them), `loss.png`,
     `accuracy.png` and `run.json` (configuration, final per-subset val 2AFC, the untrained
     model's, timings). Under MultiWorkerMirrored only the chief writes.
     """
@@ -834,10 +839,13 @@ def fit_run(
             d0, d1 = (np.asarray(trainer.distances_from_means(ops.convert_to_tensor(arrays[k]))) for k in ("m0", "m1"))
         else:
             d0, d1 = arrays["d0"], arrays["d1"]
-        final = _scores_by_subset(twoafc_scores(d0, d1, arrays["judge"]), val_records)
     else:
         with naming_bad_images(val_records, data_root):
-            final = evaluate_twoafc(metric32, val_records, batch_size=int(batch_size), load_size=int(load_size))
+            arrays = frozen_twoafc_arrays(metric32, val_records, batch_size=int(batch_size), load_size=int(load_size))
+        d0, d1 = arrays["d0"], arrays["d1"]
+    judge = np.array([r.judge for r in val_records], np.float32)
+    final = _scores_by_subset(twoafc_scores(d0, d1, judge), val_records)
+    _write_atomic(out_dir / "val_distances.npz", lambda tmp: _savez_to(tmp, {"d0": d0, "d1": d1}))
     steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
     summary = {
         "config": config,
@@ -1090,11 +1098,14 @@ def evaluate_run(
     load_size=None,
     progress=False,
     keep_scores=False,
+    distances=None,
 ):
     """Scores a metric on the BAPPS validation sets beside the reference's baselines.
 
     The metric is `metric` (an `LPIPS`), or loaded from `model` (a run folder or .keras file).
-    `load_size` defaults to the run's (from its run.json), else 64. Returns::
+    `load_size` defaults to the run's (from its run.json), else 64. `distances`: the metric's
+    `(d0, d1)` for the 2AFC triplets, in order, computed already (a fit run's `val_distances.npz`):
+    the metric then runs on the JND pairs only. Returns::
 
         {"model": ..., "data": ..., "columns": ["model", "l2", "ssim", "psnr"],
          "2afc": {subset: {column: 2AFC score}, ..., "all": pooled over triplets, "mean": of subsets},
@@ -1127,11 +1138,17 @@ def evaluate_run(
     columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
     per = {c: [] for c in columns}
     progress = progress and sys.stderr.isatty()
+    if distances is not None:
+        d0, d1 = (np.asarray(d, np.float32).reshape(-1) for d in distances)
+        if not len(d0) == len(d1) == len(records):
+            raise InputError(f"distances hold {len(d0)} and {len(d1)} values for {len(records)} 2AFC triplets in {data_root}")
+        per["model"].append(twoafc_scores(d0, d1, np.array([r.judge for r in records], np.float32)))
     data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
-    for i, batch in enumerate(iterate_naming_bad_images(data, records, data_root)):
-        d0, d1 = twoafc(batch["ref"], batch["p0"], batch["p1"])
+    for i, batch in enumerate(iterate_naming_bad_images(data, records, data_root) if distances is None or baselines else ()):
         judge = batch["judge"].numpy()
-        per["model"].append(twoafc_scores(np.asarray(d0), np.asarray(d1), judge))
+        if distances is None:
+            d0, d1 = twoafc(batch["ref"], batch["p0"], batch["p1"])
+            per["model"].append(twoafc_scores(np.asarray(d0), np.asarray(d1), judge))
         if baselines:
             b0 = baseline_distances(batch["ref"].numpy(), batch["p0"].numpy(), metric.input_range)
             b1 = baseline_distances(batch["ref"].numpy(), batch["p1"].numpy(), metric.input_range)

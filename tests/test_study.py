@@ -111,7 +111,7 @@ def test_each_run_trained_its_configuration(study_run):
     out = study_run["out"]
     for name in CONFIGS:
         run_dir = out / "runs" / f"{name}-seed0"
-        for file in ("model.keras", "trainer.keras", "run.json", "history.csv", "eval.json"):
+        for file in ("model.keras", "trainer.keras", "run.json", "history.csv", "eval.json", "val_distances.npz"):
             assert (run_dir / file).is_file(), (name, file)
         run = json.loads((run_dir / "run.json").read_text())
         assert run["epochs_done"] == 2 and run["config"]["batch_size"] == 8

@@ -84,7 +84,7 @@ def trained_run(synth_data, tmp_path_factory):
 def test_fit_lin_learns_and_writes_the_run(trained_run):
     out, summary = trained_run
     assert summary["final"]["val_2afc"] > summary["initial"]["val_2afc"] + 0.02, summary
-    for name in ("run.json", "history.csv", "loss.png", "accuracy.png", "model.keras", "trainer.keras", "lin_weights.npz"):
+    for name in ("run.json", "history.csv", "loss.png", "accuracy.png", "model.keras", "trainer.keras", "lin_weights.npz", "val_distances.npz"):
         assert (out / name).is_file(), name
     assert (out / "checkpoint" / "latest.json").is_file()
     run = json.loads((out / "run.json").read_text())
@@ -126,6 +126,10 @@ def test_eval_reproduces_the_fit_score(trained_run, synth_data):
     assert all(0.0 <= v <= 1.0 for v in results["jnd"]["traditional"].values())
     table = results_markdown(results)
     assert "| traditional | 200 |" in table and "JND mAP" in table
+    with np.load(out / "val_distances.npz") as saved:  # the fit's final distances stand in for a 2AFC pass
+        reused = evaluate_run(synth_data, model=out, distances=(saved["d0"], saved["d1"]), keep_scores=True)
+    assert reused["2afc"] == results["2afc"] and reused["jnd"] == results["jnd"]
+    assert len(reused["scores"]["traditional"]["model"]) == 200
 
 
 def test_cli_fit_then_eval(small_data, tmp_path):
