@@ -117,8 +117,9 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
                 f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
     official = {}
     for net in ("alex", "vgg"):
-        log(f"official LPIPS {net} v0.1: evaluating")
-        official[net] = _cached_eval(out / "official" / net, lambda n=net: _evaluate_official(data, n, evaluate_run))
+        directory = out / "official" / net
+        log(f"official LPIPS {net} v0.1: {'evaluated earlier' if (directory / 'eval.json').is_file() else 'evaluating'}")
+        official[net] = _cached_eval(directory, lambda n=net: _evaluate_official(data, n, evaluate_run))
     results = _tabulate(configs, seeds, evaluations, official)
     results["data"] = str(data)
     results["synthetic"] = (resolve_root(data) / "SYNTHETIC_README.txt").is_file()
@@ -297,7 +298,8 @@ def plot_results(results, path):
 
 
 def plot_curves(out, configs, seeds, path):
-    """Validation accuracy and training loss per epoch for every configuration (first seed)."""
+    """Validation accuracy and training loss per epoch for every configuration (first seed); the
+    accuracy from epoch 0, the untrained model's (run.json's "initial")."""
     import csv
 
     import matplotlib
@@ -313,9 +315,13 @@ def plot_curves(out, configs, seeds, path):
         with open(history) as f:
             rows = list(csv.DictReader(f))
         epochs = [int(r["epoch"]) for r in rows]
-        acc.plot(epochs, [float(r["val_2afc"]) for r in rows], "o-", label=config.name)
-        loss.plot(epochs, [float(r["loss"]) for r in rows], "o-", label=config.name)
-    acc.set(xlabel="epoch", ylabel="validation 2AFC score", title="accuracy")
+        run_json = history.parent / "run.json"
+        initial = json.loads(run_json.read_text()).get("initial") if run_json.is_file() else None
+        start = [(0, initial["val_2afc"])] if initial else []
+        points = start + [(e, float(r["val_2afc"])) for e, r in zip(epochs, rows)]
+        line = acc.plot(*zip(*points), "o-", label=config.name)
+        loss.plot(epochs, [float(r["loss"]) for r in rows], "o-", label=config.name, color=line[0].get_color())
+    acc.set(xlabel="epoch (0: untrained)", ylabel="validation 2AFC score", title="accuracy")
     loss.set(xlabel="epoch", ylabel="training BCE loss", title="loss")
     acc.legend(fontsize=7)
     fig.tight_layout()
