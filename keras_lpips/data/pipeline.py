@@ -34,6 +34,11 @@ import tensorflow as tf
 from keras_lpips.errors import InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
+# tf.data's model-based autotuning off: AUTOTUNE then means one call per core for the maps (and a
+# prefetch buffer that grows while the consumer waits). On 2 cores the autotuner settled, in about
+# half of the passes, on settings that kept 1.2-1.4 cores busy (~1460 triplets/s instead of ~2000);
+# off, every pass measured kept 1.85 cores busy (benchmarks/pipeline.py).
+AUTOTUNE_MODEL = False
 
 
 def twoafc_dataset(
@@ -181,6 +186,7 @@ def _build(columns, value_key, values, batch_size, load_size, input_range, shuff
 
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
+    options.autotune.enabled = AUTOTUNE_MODEL
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
 
