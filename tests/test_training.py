@@ -156,6 +156,32 @@ def test_cli_fit_then_eval(small_data, tmp_path):
     assert scores["2afc"]["all"]["model"] == json.loads((run / "run.json").read_text())["final"]["val_2afc"]
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_fit_and_eval_name_an_unreadable_image(tmp_path, split):
+    """A truncated PNG stops fit (on the images or the frozen backbone's pass) and eval with one
+    error naming it, not TensorFlow's 'Invalid PNG data' without a file name."""
+    import re
+
+    from keras_lpips.errors import InputError
+    from keras_lpips.training import evaluate_run, fit_run
+    from tests.bapps_fixture import make_tiny_bapps
+
+    root = make_tiny_bapps(tmp_path / "bapps", n_train=6, n_val=4, n_jnd=0)
+    bad = root / "2afc" / split / "traditional" / "p1" / "000002.png"
+    bad.write_bytes(bad.read_bytes()[:300])
+    message = f"^Cannot decode image {re.escape(str(bad))}: Invalid PNG data, size 300 \\(keras-lpips data verify "
+    run = dict(TINY, batch_size=3, epochs=1, decay_epochs=0, progress=False)
+    for k, precompute in enumerate((True, False)):
+        with pytest.raises(InputError, match=message):
+            fit_run(root, tmp_path / f"run{k}", precompute_frozen=precompute, **run)
+    if split == "val":
+        from keras_lpips.lpips import LPIPS
+
+        metric = LPIPS(net="alex", layers=2, backbone_weights=None, lin_weights=None, input_range=(0, 1), seed=0)
+        with pytest.raises(InputError, match=message):
+            evaluate_run(root, metric=metric, load_size=32, baselines=False)
+
+
 def test_fit_refuses_a_non_empty_run_dir(synth_data, tmp_path):
     from keras_lpips.errors import InputError
     from keras_lpips.training import fit_run
