@@ -566,6 +566,20 @@ def _run_config(**config):
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}
 
 
+def _comparable_config(config):
+    """A run configuration as --resume compares it: without the per-invocation options, and
+    with the backbone by its canonical name ("alexnet" and "alex" are one net)."""
+    from keras_lpips.backbones import get_backbone
+
+    comparable = {k: v for k, v in config.items() if k not in ("resume", "progress")}
+    if "backbone" in comparable:
+        try:
+            comparable["backbone"] = get_backbone(comparable["backbone"]).name
+        except InputError:
+            pass  # an unknown name stays as written, and so compares as different
+    return comparable
+
+
 def _prepare_out_dir(out_dir, resume, config, is_chief):
     """Creates the run folder; refuses a non-empty one without `resume`, and a resumed one whose
     configuration differs. Returns the previous run.json (dict) or None."""
@@ -579,8 +593,7 @@ def _prepare_out_dir(out_dir, resume, config, is_chief):
         run_json = out_dir / "run.json"
         if run_json.is_file():
             previous = json.loads(run_json.read_text())
-            old = {k: v for k, v in previous.get("config", {}).items() if k not in ("resume", "progress")}
-            new = {k: v for k, v in config.items() if k not in ("resume", "progress")}
+            old, new = _comparable_config(previous.get("config", {})), _comparable_config(config)
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if changed:
                 details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)

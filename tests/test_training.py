@@ -447,3 +447,10 @@ def test_fit_on_a_missing_folder_prints_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [f"error: BAPPS root {missing} is not a directory"]
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_compares_the_backbone_by_its_canonical_name():
+    from keras_lpips.training import _comparable_config
+
+    assert _comparable_config({"backbone": "alexnet", "resume": True}) == _comparable_config({"backbone": "alex"})
+    assert _comparable_config({"backbone": "vgg16"}) != _comparable_config({"backbone": "alex"})
