@@ -876,8 +876,6 @@ def fit_run(
         plot_history(rows, out_dir, initial)
     summary["files"] = sorted({name for name in RUN_FILES if (out_dir / name).exists()} | {"run.json"})
     (out_dir / "run.json").write_text(json.dumps({**summary, "started": (previous or {}).get("started", run["started"])}, indent=2) + "\n")
-    if progress:
-        print(f"val 2AFC: {initial['val_2afc']:.4f} untrained -> {final['all']:.4f} trained; run in {out_dir}")
     return summary
 
 
