@@ -59,6 +59,15 @@ def _encoded(fmt):
     return buffer.getvalue()
 
 
+def _damaged(data, flips, cut):
+    """`data` with bytes overwritten at the (relative position, value) `flips`, then cut to a
+    `cut` fraction of its length (kept whole from 0.98 on)."""
+    data = bytearray(data)
+    for position, value in flips:
+        data[int(position * (len(data) - 1))] = value
+    return bytes(data[: max(1, int(cut * len(data)))] if cut < 0.98 else data)
+
+
 @SETTINGS
 @given(
     fmt=st.sampled_from(["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF"]),
@@ -66,10 +75,7 @@ def _encoded(fmt):
     flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
 )
 def test_image_reader_fuzz_returns_rgb_or_input_error(tmp_path_factory, fmt, cut, flips):
-    data = bytearray(_encoded(fmt))
-    for position, value in flips:
-        data[int(position * (len(data) - 1))] = value
-    data = bytes(data[: max(1, int(cut * len(data)))] if cut < 0.98 else data)
+    data = _damaged(_encoded(fmt), flips, cut)
     path = tmp_path_factory.mktemp("fuzz") / f"x.{fmt.lower()}"
     path.write_bytes(data)
     try:
@@ -116,10 +122,7 @@ def test_weight_reader_fuzz_returns_arrays_or_weights_error(tmp_path_factory, so
 
     if source < len(WEIGHT_SOURCES):
         suffix, original = WEIGHT_SOURCES[source]
-        data = bytearray(original)
-        for position, value in flips:
-            data[int(position * (len(data) - 1))] = value
-        data = bytes(data[: max(1, int(cut * len(data)))] if cut < 0.98 else data)
+        data = _damaged(original, flips, cut)
     else:
         data = noise
     path = tmp_path_factory.mktemp("weights") / f"w{suffix}"
