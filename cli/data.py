@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from keras_lpips.cli.options import progress_bar
+from keras_lpips.cli.options import byte_progress, progress_bar
 
 app = typer.Typer(
     help="Get, make and check BAPPS-layout datasets (2AFC triplets and JND pairs with judgments).",
@@ -18,17 +18,6 @@ class Split(str, Enum):
     twoafc_train = "twoafc_train"
     twoafc_val = "twoafc_val"
     jnd = "jnd"
-
-
-def _byte_progress(bar):
-    """A `progress(done, total)` callback driving a typer progress bar."""
-
-    def progress(done, total):
-        if total and bar.length != total:
-            bar.length = total
-        bar.update(done - bar.pos)
-
-    return progress
 
 
 @app.command()
@@ -52,7 +41,7 @@ def download(
     from keras_lpips.data.download import download_split
 
     with progress_bar(1, f"downloading {split.value}") as bar:
-        result = download_split(split.value, dest, progress=_byte_progress(bar), keep_archive=keep_archive)
+        result = download_split(split.value, dest, progress=byte_progress(bar), keep_archive=keep_archive)
     if result.verified_by == "already present":
         typer.echo(f"{split.value}: already present in {result.folder}; delete it to download again")
         return
@@ -84,7 +73,7 @@ def synth(
     from keras_lpips.data.synth import synthesize
 
     with progress_bar(1, "synthesizing") as bar:
-        synthesize(out, train, val, images=images, seed=seed, n_jnd=jnd, progress=_byte_progress(bar))
+        synthesize(out, train, val, images=images, seed=seed, n_jnd=jnd, progress=byte_progress(bar))
     n_jnd = val if jnd is None else jnd
     typer.echo(f"wrote {train} train and {val} val triplets and {n_jnd} JND pairs to {out} (simulated judgments)")
 
@@ -104,7 +93,7 @@ def verify(
     from keras_lpips.errors import InputError
 
     with progress_bar(1, "verifying") as bar:
-        report = verify_dataset(root, progress=_byte_progress(bar))
+        report = verify_dataset(root, progress=byte_progress(bar))
     for label, count in report.counts.items():
         typer.echo(f"{label}: {count}")
     for problem in report:

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from keras_lpips.cli import options
+from keras_lpips.resolve import MetricSpec
 
 HELP = """Export the metric for serving: a TF Serving SavedModel or a TFLite file.
 
@@ -15,6 +16,7 @@ p1 -> d0, d1, p1_preferred) and spatial (img0, img1 -> map).
 
   keras-lpips export --format savedmodel --out models/lpips
   keras-lpips export --format savedmodel --out models/lpips --net vgg --model-version 2
+  keras-lpips export --format savedmodel --out models/vgg-v0.0 --preset vgg-v0.0
   keras-lpips export --format savedmodel --out models/mine --model runs/alex-lin
   keras-lpips export --format tflite --out lpips.tflite --quantize fp16
   keras-lpips export --format tflite --out lpips-int8.tflite --quantize dynamic
@@ -24,22 +26,17 @@ p1 -> d0, d1, p1_preferred) and spatial (img0, img1 -> map).
 FORMATS = ("savedmodel", "tflite")
 
 
+@options.metric_options
 def export(
     fmt: Annotated[str, typer.Option("--format", help="savedmodel (TF Serving) or tflite.")],
     out: Annotated[Path, typer.Option("--out", help="SavedModel: the model's base directory; tflite: the file.")],
     quantize: Annotated[str, typer.Option("--quantize", help="tflite: none, fp16 or dynamic (int8 weights).")] = "none",
     model_version: Annotated[int, typer.Option("--model-version", help="savedmodel: the version directory.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing version or file.")] = False,
-    net: options.Net = "alex",
-    version: options.Version = "0.1",
-    distance: options.Distance = "lpips",
-    layers: options.Layers = None,
-    lin_weights: options.LinWeights = "v0.1",
-    backbone_weights: options.BackboneWeights = "imagenet",
-    model: options.Model = None,
+    *,
+    metric: MetricSpec,
 ):
     from keras_lpips import LPIPS
-    from keras_lpips.cli.metric_options import build_metric
     from keras_lpips.errors import InputError
     from keras_lpips.export import QUANTIZATIONS, SIGNATURES, STEPS, export_savedmodel, export_tflite
 
@@ -49,15 +46,15 @@ def export(
         raise InputError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: {quantize!r}")
     if fmt == "savedmodel" and quantize != "none":
         raise InputError("--quantize applies to --format tflite only")
-    metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
-    if fmt == "savedmodel" and not isinstance(metric, LPIPS):
-        raise InputError(f"--model {model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
-    what = f"{metric.net} LPIPS v{metric.version} ({metric.distance})"
+    lpips = options.resolve(metric)
+    if fmt == "savedmodel" and not isinstance(lpips, LPIPS):
+        raise InputError(f"--model {metric.model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
+    what = f"{lpips.net} LPIPS v{lpips.version} ({lpips.distance})"
     with options.progress_bar(STEPS[fmt], f"exporting {fmt}") as bar:
         if fmt == "savedmodel":
-            path = export_savedmodel(metric, out, version=model_version, overwrite=overwrite, progress=bar.update)
+            path = export_savedmodel(lpips, out, version=model_version, overwrite=overwrite, progress=bar.update)
         else:
-            path = export_tflite(metric, out, quantize=quantize, overwrite=overwrite, progress=bar.update)
+            path = export_tflite(lpips, out, quantize=quantize, overwrite=overwrite, progress=bar.update)
     if fmt == "savedmodel":
         typer.echo(f"{what} SavedModel written to {path}")
     else:

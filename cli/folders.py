@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from keras_lpips import files
 from keras_lpips.cli import options
+from keras_lpips.resolve import MetricSpec
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 PAIRS_HELP = """Distance for each file name present in both folders.
 
   keras-lpips pairs originals/ restored/ --out distances.csv
@@ -28,41 +29,28 @@ def _images_in(folder):
 
     if not folder.is_dir():
         raise InputError(f"Not a folder: {folder}")
-    return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in files.IMAGE_SUFFIXES}
 
 
 def _write_csv(rows, out):
-    from keras_lpips.weights.cache import atomic_write_bytes
-    from keras_lpips.errors import InputError
-
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     if out is None:
         typer.echo(text.getvalue(), nl=False)
         return
-    if not out.parent.is_dir():
-        raise InputError(f"Output folder does not exist: {out.parent}")
-    try:
-        atomic_write_bytes(out, text.getvalue().encode())
-    except OSError as error:
-        raise InputError(f"Cannot write {out}: {error.strerror or error}") from None
+    files.atomic_write(out, text.getvalue(), as_input_error=True)
     typer.echo(f"wrote {len(rows) - 1} rows to {out}", err=True)
 
 
+@options.metric_options
 def pairs(
     dir0: Annotated[Path, typer.Argument(help="First folder.")],
     dir1: Annotated[Path, typer.Argument(help="Second folder.")],
     out: Out = None,
-    net: options.Net = "alex",
-    version: options.Version = "0.1",
-    distance: options.Distance = "lpips",
-    layers: options.Layers = None,
-    lin_weights: options.LinWeights = "v0.1",
-    backbone_weights: options.BackboneWeights = "imagenet",
-    model: options.Model = None,
+    *,
+    metric: MetricSpec,
     resize: Resize = False,
 ):
-    from keras_lpips.cli.metric_options import build_metric, read_same_size
     from keras_lpips.errors import InputError
     from keras_lpips.pairwise import paired_distances
 
@@ -70,40 +58,35 @@ def pairs(
     names = sorted(set(first) & set(second))
     if not names:
         raise InputError(f"No image file name is present in both {dir0} and {dir1}")
-    metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
+    lpips = options.resolve(metric)
     images0, images1 = [], []
     for name in names:
-        a, b = read_same_size([first[name], second[name]], resize)
+        a, b = options.read_same_size([first[name], second[name]], resize)
         images0.append(a)
         images1.append(b)
     with options.progress_bar(len(names), "scoring pairs") as bar:
-        distances = paired_distances(metric, images0, images1, progress=bar.update)
+        distances = paired_distances(lpips, images0, images1, progress=bar.update)
     _write_csv([["name", "distance"]] + [[n, f"{d:.6f}"] for n, d in zip(names, distances)], out)
 
 
+@options.metric_options
 def matrix(
     folder: Annotated[Path, typer.Argument(help="Folder of same-size images.")],
     out: Out = None,
-    net: options.Net = "alex",
-    version: options.Version = "0.1",
-    distance: options.Distance = "lpips",
-    layers: options.Layers = None,
-    lin_weights: options.LinWeights = "v0.1",
-    backbone_weights: options.BackboneWeights = "imagenet",
-    model: options.Model = None,
+    *,
+    metric: MetricSpec,
     resize: Resize = False,
 ):
-    from keras_lpips.cli.metric_options import build_metric, read_same_size
     from keras_lpips.errors import InputError
     from keras_lpips.pairwise import distance_matrix
 
-    files = _images_in(folder)
-    if len(files) < 2:
-        raise InputError(f"Need at least two images in {folder}; found {len(files)}")
-    names = list(files)
-    images = read_same_size([files[n] for n in names], resize)
-    metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
+    found = _images_in(folder)
+    if len(found) < 2:
+        raise InputError(f"Need at least two images in {folder}; found {len(found)}")
+    names = list(found)
+    images = options.read_same_size([found[n] for n in names], resize)
+    lpips = options.resolve(metric)
     n = len(names)
     with options.progress_bar(n * (n - 1) // 2, "scoring all pairs") as bar:
-        result = distance_matrix(metric, images, progress=bar.update)
+        result = distance_matrix(lpips, images, progress=bar.update)
     _write_csv([[""] + names] + [[name] + [f"{d:.6f}" for d in row] for name, row in zip(names, result)], out)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from keras_lpips.cli import options
+from keras_lpips.resolve import MetricSpec
 
 HELP = """Score images with LPIPS.
 
@@ -14,21 +15,18 @@ Two images: their distance. Three: d(REF, A), d(REF, B) and which is closer to R
 
   keras-lpips score examples/ref.png examples/p0.png examples/p1.png
   keras-lpips score a.png b.png --net vgg --json
+  keras-lpips score a.png b.png --preset vgg-v0.0
   keras-lpips score ref.png a.png b.png --map map.png
 """
 
 
+@options.metric_options
 def score(
     ref: Annotated[Path, typer.Argument(help="Reference image.")],
     a: Annotated[Path, typer.Argument(help="Image compared with REF.")],
     b: Annotated[Optional[Path], typer.Argument(help="Second image compared with REF (2AFC).")] = None,
-    net: options.Net = "alex",
-    version: options.Version = "0.1",
-    distance: options.Distance = "lpips",
-    layers: options.Layers = None,
-    lin_weights: options.LinWeights = "v0.1",
-    backbone_weights: options.BackboneWeights = "imagenet",
-    model: options.Model = None,
+    *,
+    metric: MetricSpec,
     map_png: Annotated[Optional[Path], typer.Option("--map", help="Write the spatial distance map(s) beside the images as PNG.")] = None,
     resize: Annotated[bool, typer.Option("--resize", help="Resize the other images to REF's size.")] = False,
     as_json: options.Json = False,
@@ -36,39 +34,44 @@ def score(
     import numpy as np
 
     from keras_lpips import LPIPS
-    from keras_lpips.cli.metric_options import build_metric, read_same_size
-    from keras_lpips.images import heatmap, save_png, side_by_side
     from keras_lpips.memory import check_fits_in_memory
 
     paths = [ref, a] + ([b] if b is not None else [])
-    images = read_same_size(paths, resize)
-    metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
-    if isinstance(metric, LPIPS):  # an exported SavedModel has no backbone to estimate from
-        check_fits_in_memory(metric, *images[0].shape[:2], batch=len(images) - 1)
+    images = options.read_same_size(paths, resize)
+    lpips = options.resolve(metric)
+    if isinstance(lpips, LPIPS):  # an exported SavedModel has no backbone to estimate from
+        check_fits_in_memory(lpips, *images[0].shape[:2], batch=len(images) - 1)
     refs = np.stack([images[0]] * (len(images) - 1))
     others = np.stack(images[1:])
-    distances = [float(d) for d in np.asarray(metric([refs, others]))]
+    distances = [float(d) for d in np.asarray(lpips([refs, others]))]
 
-    result = {"ref": str(ref), "net": metric.net, "version": metric.version, "distance": metric.distance}
+    result = {"ref": str(ref), "net": lpips.net, "version": lpips.version, "distance": lpips.distance}
     result["pairs"] = [{"image": str(p), "distance": d} for p, d in zip(paths[1:], distances)]
     if b is not None:
         result["closer"] = str(a) if distances[0] < distances[1] else str(b) if distances[1] < distances[0] else None
     if map_png is not None:
-        maps = np.asarray(metric.spatial_map([refs, others]))
-        vmax = float(maps.max())
-        tiles = [(images[0] * 255).round().astype(np.uint8)]
-        for image, m in zip(images[1:], maps):
-            tiles += [(image * 255).round().astype(np.uint8), heatmap(m, vmax)]
-        save_png(side_by_side(tiles), map_png)
+        _write_map(lpips, images, refs, others, map_png)
         result["map"] = str(map_png)
-
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     for pair in result["pairs"]:
         typer.echo(f"d({ref}, {pair['image']}) = {pair['distance']:.4f}")
     if b is not None:
-        verdict = f"{result['closer']} is closer to {ref}" if result["closer"] else "both are equally close"
-        typer.echo(verdict)
+        typer.echo(f"{result['closer']} is closer to {ref}" if result["closer"] else "both are equally close")
     if map_png is not None:
         typer.echo(f"distance map written to {map_png}")
+
+
+def _write_map(lpips, images, refs, others, path):
+    """REF, then each other image beside its distance map (one colour scale), as one PNG."""
+    import numpy as np
+
+    from keras_lpips.images import heatmap, save_png, side_by_side
+
+    maps = np.asarray(lpips.spatial_map([refs, others]))
+    vmax = float(maps.max())
+    tiles = [(images[0] * 255).round().astype(np.uint8)]
+    for image, m in zip(images[1:], maps):
+        tiles += [(image * 255).round().astype(np.uint8), heatmap(m, vmax)]
+    save_png(side_by_side(tiles), path)

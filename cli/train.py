@@ -7,6 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from keras_lpips.cli import options
+from keras_lpips.resolve import MetricSpec
 
 FIT_HELP = """Train LPIPS on the 2AFC human judgments of a BAPPS-layout folder, as the reference trainer.
 
@@ -30,6 +31,8 @@ EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and 
   keras-lpips eval --net alex --data dataset --json
 
   keras-lpips eval --net vgg --version 0.0 --data dataset --output vgg-v0.0.md
+
+  keras-lpips eval --preset squeeze-v0.1 --data dataset
 
   keras-lpips eval --model models/lpips --data dataset    (a SavedModel from export)
 """
@@ -99,15 +102,10 @@ def fit(
         typer.echo(f"run written to {out}: {', '.join(summary['files'])}")
 
 
+@options.metric_options
 def eval_(
     data: Data,
-    model: options.Model = None,
-    net: options.Net = "alex",
-    version: options.Version = "0.1",
-    distance: options.Distance = "lpips",
-    layers: options.Layers = None,
-    lin_weights: options.LinWeights = "v0.1",
-    backbone_weights: options.BackboneWeights = "imagenet",
+    metric: MetricSpec,
     subsets: Subsets = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also score L2, SSIM and PSNR.")] = True,
     batch_size: BatchSize = 50,
@@ -116,17 +114,12 @@ def eval_(
     as_json: options.Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ):
-    from keras_lpips.training import evaluate_run, results_markdown, write_results
+    from keras_lpips.evaluation import evaluate_run
+    from keras_lpips.reports import results_markdown, write_results
 
-    from keras_lpips.cli.metric_options import build_metric
-    from keras_lpips.export import savedmodel_directory
-
-    metric = None
-    if model is None or savedmodel_directory(model) is not None:  # a fit run or .keras: evaluate_run loads it
-        metric = build_metric(net, version, distance, layers, lin_weights, backbone_weights, model)
     results = evaluate_run(
-        data, model=model, metric=metric, subsets=_split(subsets), baselines=baselines, batch_size=batch_size,
-        load_size=load_size, progress=not quiet and not as_json,
+        data, model=metric.model, metric=options.resolve(metric), subsets=_split(subsets), baselines=baselines,
+        batch_size=batch_size, load_size=load_size, progress=not quiet and not as_json,
     )  # fmt: skip
     if output is not None:
         write_results(results, output)

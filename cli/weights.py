@@ -17,11 +17,12 @@ def fetch(net: options.Net = "alex"):
       keras-lpips weights fetch --net alex
     """
     from keras_lpips.backbones import get_backbone
-    from keras_lpips.cli.metric_options import fetch_with_progress
-    from keras_lpips.weights.cache import cache_dir
+    from keras_lpips.files import cache_dir
+    from keras_lpips.weights.pretrained import imagenet_state_dict
 
     net = get_backbone(net).name
-    state = fetch_with_progress(net)
+    with options.download_progress(f"fetching {net} ImageNet weights") as progress:
+        state = imagenet_state_dict(net, progress=progress)
     count = sum(v.size for v in state.values())
     typer.echo(f"{net}: {len(state)} tensors, {count:,} parameters, cached in {cache_dir()}")
 
@@ -33,11 +34,11 @@ def list_weights():
       keras-lpips weights list
     """
     from keras_lpips.backbones import BACKBONES
+    from keras_lpips.files import imagenet_cache_path
     from keras_lpips.weights import sources
-    from keras_lpips.weights.cache import cache_dir
 
     for net in BACKBONES:
-        cached = (cache_dir() / f"{net}-imagenet-features.npz").exists()
+        cached = imagenet_cache_path(net).exists()
         lin = ", ".join(sources.LIN_VERSIONS)
         typer.echo(f"{net:8s} linear weights: {lin} (shipped)   imagenet backbone: {'cached' if cached else 'not cached'}")
 

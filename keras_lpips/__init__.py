@@ -18,7 +18,7 @@ from keras_lpips.errors import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"LPIPS": "keras_lpips.lpips", "LPIPSLoss": "keras_lpips.losses", "MeanLPIPS": "keras_lpips.metrics"}
+_LAZY = {"LPIPS": "keras_lpips.model", "LPIPSLoss": "keras_lpips.losses", "MeanLPIPS": "keras_lpips.metrics"}
 __all__ = [
     "LPIPS", "LPIPSLoss", "MeanLPIPS", "ChecksumError", "DownloadError", "InputError", "KerasLPIPSError",
     "UnsafeFileError", "WeightsError", "WeightsUnavailableError",

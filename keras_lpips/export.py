@@ -50,7 +50,6 @@ def serving_functions(metric):
     Returns `(module, {signature name: tf.function})`, ready for `tf.saved_model.save`.
     """
     import tensorflow as tf
-    from keras import ops
 
     image = tf.TensorSpec([None, None, None, 3], tf.float32)
     low, high = metric.input_range
@@ -58,20 +57,13 @@ def serving_functions(metric):
     def scaled(x):  # [0, 1] -> the metric's input_range
         return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
 
-    def distances(features0, features1):  # as LPIPS.call: spatial mean per layer, summed over layers
-        return sum(ops.mean(m, axis=(1, 2, 3)) for m in metric.compare(features0, features1, training=False))
-
     @tf.function(input_signature=[image, image])
     def distance(img0, img1):
         return {"distance": metric([scaled(img0), scaled(img1)], training=False)}
 
     @tf.function(input_signature=[image, image, image])
     def rank(ref, p0, p1):
-        # One backbone pass over [ref, p0, p1]: the reference's features serve both comparisons.
-        n = tf.shape(ref)[0]
-        features = metric.features(scaled(tf.concat([ref, p0, p1], axis=0)), training=False)
-        d0 = distances([f[:n] for f in features], [f[n : 2 * n] for f in features])
-        d1 = distances([f[:n] for f in features], [f[2 * n :] for f in features])
+        d0, d1 = metric.twoafc(scaled(ref), scaled(p0), scaled(p1), training=False)
         return {"d0": d0, "d1": d1, "p1_preferred": tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))}
 
     @tf.function(input_signature=[image, image])
@@ -202,19 +194,16 @@ def load_savedmodel(path):
 class ExportedMetric:
     """A SavedModel from `export_savedmodel`, called like an `LPIPS` metric on [0, 1] images.
 
-    `metric([img0, img1])` runs the `serving_default` signature and `spatial_map` the
-    `spatial` one. For code written against `LPIPS.features` / `LPIPS.compare` (distance
-    matrices, 2AFC evaluation), the "features" of a batch are its images and `compare`
-    runs the whole served model on two of them: same distances, without the reuse of
-    features that an `LPIPS` model gives.
+    `metric([img0, img1])` runs the `serving_default` signature, `twoafc` the `rank` one and
+    `spatial_map` the `spatial` one. An export has no features to reuse: code that compares
+    many images (`distance_matrix`) scores each pair through it whole.
 
     Attributes: `net`, `version`, `distance`, `layers_kept`, `min_input_size` (from the
     export's assets.extra/keras_lpips.json; "unknown" where it has none), `input_range`
-    (always (0, 1)), `directory`, and `features_are_images` (True, for `distance_matrix`).
+    (always (0, 1)) and `directory`.
     """
 
     input_range = (0.0, 1.0)
-    features_are_images = True
 
     def __init__(self, directory):
         import tensorflow as tf
@@ -233,6 +222,7 @@ class ExportedMetric:
         self._loaded = loaded
         self._distance = loaded.signatures["serving_default"]
         self._spatial = loaded.signatures["spatial"]
+        self._rank = loaded.signatures["rank"]
         info_path = self.directory / METADATA
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         self.net = info.get("net", "unknown")
@@ -244,34 +234,32 @@ class ExportedMetric:
     def __repr__(self):
         return f"ExportedMetric({str(self.directory)!r}, net={self.net!r}, version={self.version!r})"
 
-    def _run(self, function, inputs, output):
+    def _run(self, function, **images):
+        """`function` of named (N, H, W, 3) images in [0, 1], checked as an `LPIPS` checks them."""
         import tensorflow as tf
 
         from keras_lpips.inputs import check_image_pair
 
-        img0, img1 = check_image_pair(inputs, self.input_range, self.min_input_size)
+        first, *others = images
+        checked = {}
+        for name in others:
+            checked[first], checked[name] = check_image_pair([images[first], images[name]], self.input_range, self.min_input_size)
         try:
-            return function(img0=img0, img1=img1)[output]
+            return function(**checked)
         except tf.errors.InvalidArgumentError as error:
             reason = error.message.strip().splitlines()[0]
-            raise InputError(f"The SavedModel in {self.directory} cannot score images of shape {tuple(img0.shape)}: {reason}") from None
+            shape = tuple(checked[first].shape)
+            raise InputError(f"The SavedModel in {self.directory} cannot score images of shape {shape}: {reason}") from None
 
     def __call__(self, inputs, training=None):
         """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images in [0, 1]."""
-        return self._run(self._distance, inputs, "distance")
+        return self._run(self._distance, img0=inputs[0], img1=inputs[1])["distance"]
 
     def spatial_map(self, inputs):
         """Distance maps at the input resolution, shape (N, H, W)."""
-        return self._run(self._spatial, inputs, "map")
+        return self._run(self._spatial, img0=inputs[0], img1=inputs[1])["map"]
 
-    def features(self, images, training=None):
-        """[images]: an export has no features to reuse (see the class docstring)."""
-        from keras import ops
-
-        return [ops.convert_to_tensor(images, "float32")]
-
-    def compare(self, features0, features1, training=None):
-        """[(N, 1, 1, 1) distances] between two `features` lists, as one map whose mean is the distance."""
-        from keras import ops
-
-        return [ops.reshape(self([features0[0], features1[0]]), (-1, 1, 1, 1))]
+    def twoafc(self, ref, p0, p1):
+        """(d0, d1) of a batch of triplets in [0, 1], through the `rank` signature."""
+        out = self._run(self._rank, ref=ref, p0=p0, p1=p1)
+        return out["d0"], out["d1"]

@@ -6,12 +6,12 @@ images must hold finite values in [0, 1]. Unreadable input raises `InputError`
 naming the file.
 """
 
-import os
 import pathlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from keras_lpips import files
 from keras_lpips.errors import InputError
 
 # Floating-point pixels may stray this far outside [0, 1] (as `inputs.RANGE_TOLERANCE`; not imported: keras).
@@ -83,17 +83,11 @@ def heatmap(values, vmax=None):
 
 
 def save_png(array, path):
-    """Writes a uint8 RGB array as PNG, whole or not at all (temporary name, then rename)."""
+    """Writes a uint8 RGB array as PNG, whole or not at all (`files.atomic_path`); a missing or
+    unwritable output folder raises `InputError`."""
     path = pathlib.Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"Output folder does not exist: {path.parent}")
-    partial = path.with_name(f".{path.name}.partial")
-    try:
+    with files.atomic_path(path, as_input_error=True) as partial:
         Image.fromarray(array).save(partial, format="PNG")
-        os.replace(partial, path)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
     return path
 
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_lpips.lpips import LPIPS
+from keras_lpips.model import LPIPS
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")

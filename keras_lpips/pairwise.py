@@ -15,6 +15,7 @@ from keras import ops
 
 from keras_lpips.errors import InputError
 from keras_lpips.inputs import check_values
+from keras_lpips.model import LPIPS
 
 
 def paired_distances(metric, images0, images1, batch_size=32, progress=None):
@@ -47,11 +48,11 @@ _FUNCTIONS = weakref.WeakKeyDictionary()
 def distance_matrix(metric, images, batch_size=32, progress=None):
     """Symmetric (n, n) matrix of distances between n same-size images, zero diagonal.
 
-    `metric` is an `LPIPS` (or anything with its `features` / `compare`, such as an
-    `ExportedMetric`); `images` in its input_range. Features are computed `batch_size`
-    images at a time, then the n(n-1)/2 pairs compared in chunks sized to `CHUNK_BYTES`
-    (`batch_size` / 2 pairs where `metric.features_are_images`: each comparison then runs
-    the whole network); `progress(k)` is called after each chunk of k pairs.
+    `metric` is an `LPIPS` or an `ExportedMetric`; `images` in its input_range. An `LPIPS`
+    computes each image's features once, `batch_size` images at a time, then compares the
+    n(n-1)/2 pairs in chunks sized to `CHUNK_BYTES`; an export, which has no features to
+    reuse, scores the pairs whole, `batch_size` / 2 at a time. `progress(k)` is called after
+    each chunk of k pairs.
     """
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or len(images) < 2:
@@ -63,19 +64,28 @@ def distance_matrix(metric, images, batch_size=32, progress=None):
             f"Images of {images.shape[1]}x{images.shape[2]} are too small for this network: it needs at least "
             f"{size}x{size}. Received shape {images.shape}"
         )
-    compute_features, compare = _functions(metric)
-    features = [compute_features(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
-    features = [ops.concatenate(per_layer, axis=0) for per_layer in zip(*features)]
     n = len(images)
     first, second = (index.astype("int32") for index in np.triu_indices(n, k=1))
-    per_pair = 3 * 4 * sum(int(np.prod(f.shape[1:])) for f in features)
-    chunk = int(min(MAX_CHUNK, max(1, CHUNK_BYTES // per_pair)))
-    if getattr(metric, "features_are_images", False):  # each comparison runs a whole network
+    if isinstance(metric, LPIPS):
+        compute_features, compare = _functions(metric)
+        features = [compute_features(images[start : start + batch_size]) for start in range(0, n, batch_size)]
+        features = [ops.concatenate(per_layer, axis=0) for per_layer in zip(*features)]
+        per_pair = 3 * 4 * sum(int(np.prod(f.shape[1:])) for f in features)
+        chunk = int(min(MAX_CHUNK, max(1, CHUNK_BYTES // per_pair)))
+
+        def score(pairs):
+            return compare(features, first[pairs], second[pairs])
+
+    else:
         chunk = max(1, batch_size // 2)
+
+        def score(pairs):
+            return metric([images[first[pairs]], images[second[pairs]]])
+
     distances = np.zeros(len(first), np.float32)
     for start in range(0, len(first), chunk):
         pairs = slice(start, start + chunk)
-        distances[pairs] = ops.convert_to_numpy(compare(features, first[pairs], second[pairs]))
+        distances[pairs] = ops.convert_to_numpy(score(pairs))
         if progress:
             progress(len(distances[pairs]))
     matrix = np.zeros((n, n), np.float32)
@@ -92,8 +102,9 @@ def _functions(metric):
         return metric.features(images, training=False)
 
     def compare(features, first, second):
-        maps = metric.compare([ops.take(f, first, axis=0) for f in features], [ops.take(f, second, axis=0) for f in features])
-        return sum(ops.mean(m, axis=(1, 2, 3)) for m in maps)
+        features0 = [ops.take(f, first, axis=0) for f in features]
+        features1 = [ops.take(f, second, axis=0) for f in features]
+        return metric.total(metric.compare(features0, features1))
 
     if keras.backend.backend() != "tensorflow":
         return features, compare

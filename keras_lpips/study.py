@@ -22,6 +22,7 @@ import tomllib
 
 import numpy as np
 
+from keras_lpips import files
 from keras_lpips.errors import InputError
 
 
@@ -88,9 +89,8 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
 
     Returns the results dictionary also written to `results.json`.
     """
-    from keras_lpips.training import evaluate_run, fit_run
-
     from keras_lpips.data.bapps import resolve_root
+    from keras_lpips.training import fit_run
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
                     progress=False, **options,
                 )  # fmt: skip
             # The baselines (L2, SSIM, PSNR) do not depend on the model: computed with the first only.
-            evaluate = functools.partial(_evaluate_run_dir, data, run_dir, not evaluations, evaluate_run)
+            evaluate = functools.partial(_evaluate_run_dir, data, run_dir, not evaluations)
             evaluations[(config.name, seed)] = _cached_eval(run_dir, evaluate)
             log(f"{config.name} seed {seed}: mean 2AFC {evaluations[(config.name, seed)]['2afc']['mean']['model']:.4f} "
                 f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
@@ -119,14 +119,14 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     for net in ("alex", "vgg"):
         directory = out / "official" / net
         log(f"official LPIPS {net} v0.1: {'evaluated earlier' if (directory / 'eval.json').is_file() else 'evaluating'}")
-        official[net] = _cached_eval(directory, lambda n=net: _evaluate_official(data, n, evaluate_run))
+        official[net] = _cached_eval(directory, functools.partial(_evaluate_official, data, net))
     results = _tabulate(configs, seeds, evaluations, official)
     results["data"] = str(data)
     results["synthetic"] = (resolve_root(data) / "SYNTHETIC_README.txt").is_file()
     results["findings"] = findings(results, _row_scores(configs, seeds, evaluations, official))
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(results_markdown(results))
-    (out / "summary.md").write_text(summary_markdown(results))
+    files.atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
+    files.atomic_write(out / "results.md", study_markdown(results))
+    files.atomic_write(out / "summary.md", summary_markdown(results))
     plot_results(results, out / "results.png")
     plot_curves(out, configs, seeds, out / "curves.png")
     log(f"wrote {out / 'results.md'}, results.json, results.png, curves.png, summary.md")
@@ -139,13 +139,11 @@ def _cached_eval(directory, evaluate):
     if path.is_file():
         return json.loads(path.read_text())
     result = evaluate()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)
+    files.atomic_write(path, json.dumps(result))
     return result
 
 
-def _evaluate_run_dir(data, run_dir, baselines, evaluate_run):
+def _evaluate_run_dir(data, run_dir, baselines):
     """A run's scores; its 2AFC distances from the run's val_distances.npz when it wrote one
     (fit computed them with the final weights), so that only the JND pairs need the model."""
     saved = run_dir / "val_distances.npz"
@@ -153,13 +151,16 @@ def _evaluate_run_dir(data, run_dir, baselines, evaluate_run):
     if saved.is_file():
         with np.load(saved) as arrays:
             distances = (arrays["d0"], arrays["d1"])
+    from keras_lpips.evaluation import evaluate_run
+
     return evaluate_run(data, model=run_dir, baselines=baselines, keep_scores=True, distances=distances)
 
 
-def _evaluate_official(data, net, evaluate_run):
-    from keras_lpips import LPIPS
+def _evaluate_official(data, net):
+    from keras_lpips.evaluation import evaluate_run
+    from keras_lpips.model import LPIPS
 
-    metric = LPIPS(net=net, version="0.1", input_range=(0.0, 1.0))
+    metric = LPIPS.from_preset(f"{net}-v0.1", input_range=(0.0, 1.0))
     return evaluate_run(data, metric=metric, baselines=False, keep_scores=True)
 
 
@@ -238,7 +239,7 @@ def _data_line(results):
     return f"Data: `{results['data']}`.\n\n" if "data" in results else ""
 
 
-def results_markdown(results):
+def study_markdown(results):
     subsets = results["subsets"]
     jnd = any("jnd_map" in r for r in results["rows"])
     header = ["configuration"] + subsets + ["mean"] + (["JND mAP"] if jnd else [])
@@ -332,7 +333,8 @@ def _save_figure(fig, path):
     import matplotlib.pyplot as plt
 
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with files.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)

@@ -1,4 +1,12 @@
-"""Shared test setup: quiet TensorFlow, an isolated weight cache, and small helpers."""
+"""Shared test setup: quiet TensorFlow, an isolated weight cache, and the shared fixtures.
+
+Fixtures: `rng`; `tiny_bapps` (a small BAPPS-layout set made once per session: read it, do not
+change it; `make_tiny_bapps` makes one to damage); `fake_imagenet_home` (a KERAS_HOME whose
+weight cache holds seeded stand-ins of the alex and vgg ImageNet backbones, made once per
+session); `server` (an HTTP server on 127.0.0.1, tests/helpers.py's `LocalServer`).
+`run_cli` / `run_installed` (the program in this process / the installed command) and the
+other plain helpers are in tests/helpers.py.
+"""
 
 import os
 
@@ -6,6 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
+
+from tests.helpers import LocalServer, random_images, seed_fake_imagenet_cache  # noqa: F401 (random_images: tests import it from here)
 
 
 @pytest.fixture(autouse=True)
@@ -22,5 +32,32 @@ def rng():
     return np.random.default_rng(0)
 
 
-def random_images(rng, n=2, height=64, width=64, low=-1.0, high=1.0):
-    return rng.uniform(low, high, (n, height, width, 3)).astype(np.float32)
+@pytest.fixture(scope="session")
+def tiny_bapps(tmp_path_factory):
+    """A tiny BAPPS layout (tests/bapps_fixture.py: 6 train and 4 val 2AFC triplets, 4 JND pairs,
+    subset "traditional", 64x64), shared by the session: tests must not modify it."""
+    from tests.bapps_fixture import make_tiny_bapps
+
+    return make_tiny_bapps(tmp_path_factory.mktemp("tiny_bapps") / "bapps")
+
+
+@pytest.fixture(scope="session")
+def fake_imagenet_home(tmp_path_factory):
+    """A KERAS_HOME whose cache holds seeded stand-ins for the alex and vgg ImageNet backbones
+    (`seed_fake_imagenet_cache`), so that backbone_weights="imagenet" loads offline. Shared:
+    copy it before changing it."""
+    home = tmp_path_factory.mktemp("fake_imagenet_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(home))
+        seed_fake_imagenet_cache(("alex", "vgg"), seed=0)
+    return home
+
+
+@pytest.fixture
+def server():
+    """A running `LocalServer` on 127.0.0.1, shut down and closed after the test."""
+    local = LocalServer()
+    try:
+        yield local
+    finally:
+        local.stop()

@@ -1,27 +1,27 @@
 """Never silently wrong: a table of bad (and odd but valid) inputs, through the API and the command.
 
 Every case ends in the right result or one clear error: in Python a specific `KerasLPIPSError`
-subclass, from the installed `keras-lpips` command exit code 2 and one `error: ...` line on stderr,
-never a traceback. Odd but valid image files (16-bit, grayscale, RGBA, palette, EXIF-rotated,
-CMYK) must give the distance of the equivalent plain RGB image.
+subclass, from the `keras-lpips` command exit code 2 and one `error: ...` line on stderr, never
+a traceback, and nothing written.
+
+Odd but valid image files (16-bit, grayscale, RGBA, palette, EXIF-rotated, CMYK) must give the
+distance of the equivalent plain RGB image.
 
 `CASES` is the table. A case has an API call, one or more command lines, or both; each becomes
-its own test. The command lines run as subprocesses of the installed command, two at a time, and
-identical command lines run once (the 16-bit ... CMYK cases share one `keras-lpips matrix`), since
-each pays TensorFlow's start-up. Paths written `@name` are files made by the `files` fixture.
+its own test. The command lines run in this process through the program's entry point
+(`run_cli`, tests/helpers.py), identical command lines once (the 16-bit ... CMYK cases share one
+`keras-lpips matrix`). `INSTALLED` names one command line per command family that also runs as
+a subprocess of the installed command (`run_installed`), which pays TensorFlow's start-up each
+time: all but one of those are marked slow. Paths written `@name` are files made by the `files`
+fixture.
 """
 
 import concurrent.futures
 import csv
 import dataclasses
 import functools
-import hashlib
-import os
-import pathlib
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from typing import Callable, Optional
 
@@ -32,10 +32,8 @@ from PIL import Image
 from data_tools.seeded_weights import seeded_state_dict
 from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError, WeightsError, WeightsUnavailableError
 from tests.bapps_fixture import make_tiny_bapps
+from tests.helpers import RANDOM, ROOT, run_cli, run_installed
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-COMMAND = shutil.which("keras-lpips", path=str(pathlib.Path(sys.executable).parent)) or "keras-lpips"
-RANDOM = ("--backbone-weights", "random")
 SIZE = 64
 # torchvision AlexNet's conv parameters (OIHW), for a seeded stand-in of the ImageNet weights.
 ALEX_SHAPES = {"features.0.weight": (64, 3, 11, 11), "features.3.weight": (192, 64, 5, 5),
@@ -142,18 +140,17 @@ def _odd_images(folder, rng):
     np.save(folder / "cmyk_source.npy", rgb)
 
 
-def _alex_home(folder, tamper):
-    """A KERAS_HOME whose cache holds seeded AlexNet 'ImageNet' features and their sidecar,
-    the features' bytes changed afterwards when `tamper`."""
+def _tampered_home(folder, fake_imagenet_home):
+    """A KERAS_HOME whose cache holds the stand-in AlexNet 'ImageNet' features and their sidecar
+    (conftest's `fake_imagenet_home`), the features' bytes changed afterwards."""
     cache = folder / "keras_lpips"
     cache.mkdir(parents=True)
-    path = cache / "alex-imagenet-features.npz"
-    np.savez(path, **seeded_state_dict(ALEX_SHAPES, 0))
-    (cache / (path.name + ".sha256")).write_text(hashlib.sha256(path.read_bytes()).hexdigest())
-    if tamper:
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        path.write_bytes(bytes(data))
+    name = "alex-imagenet-features.npz"
+    for file in (name, name + ".sha256"):
+        shutil.copyfile(fake_imagenet_home / "keras_lpips" / file, cache / file)
+    data = bytearray((cache / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (cache / name).write_bytes(bytes(data))
 
 
 def _hostile_keras_file(path, marker):
@@ -182,7 +179,7 @@ def _broken_bapps(root):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, fake_imagenet_home):
     root = tmp_path_factory.mktemp("bad_inputs")
     rng = np.random.default_rng(0)
     (root / "odd").mkdir()
@@ -203,7 +200,7 @@ def files(tmp_path_factory):
     np.savez(root / "text_weights.npz", **{**seeded_state_dict(ALEX_SHAPES, 1), "features.0.bias": np.array(["x"] * 64)})
     (root / "corrupt.npz").write_bytes((root / "seeded_alex.npz").read_bytes()[:5000])
     (root / "truncated.pth").write_bytes((ROOT / "tests/fixtures/tiny_zip.pth").read_bytes()[:600])
-    _alex_home(root / "home_tampered", tamper=True)
+    _tampered_home(root / "home_tampered", fake_imagenet_home)
     _hostile_keras_file(root / "lambda.keras", marker=root / "pwned")
     (root / "damaged.keras").write_bytes((root / "lambda.keras").read_bytes()[:700])
     (root / "home_empty").mkdir()
@@ -353,10 +350,10 @@ def fit(*args, message="case"):
 
 
 def load_model_file(name):
-    """`training.load_metric` (what --model and eval use); the Lambda's code must never run."""
+    """`resolve.load_metric` (what --model and eval use); the Lambda's code must never run."""
 
     def call(f):
-        from keras_lpips.training import load_metric
+        from keras_lpips.resolve import load_metric
 
         try:
             return load_metric(f(name))
@@ -388,7 +385,7 @@ def fit_run(out):
 
 def write_results(path):
     def call(f):
-        from keras_lpips.training import write_results
+        from keras_lpips.reports import write_results
 
         return write_results({"model": "m", "data": "d", "columns": ["model"], "2afc": {}, "counts": {"2afc": {}}}, path)
 
@@ -537,32 +534,49 @@ def contains(text, message):
 
 
 def _command(files, name, cli):
-    env = dict(os.environ, KERAS_HOME=str(files("home_empty")), KERAS_LPIPS_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    """(arguments, environment) of a command line: an empty weight cache, offline, unless the case says."""
+    env = {"KERAS_HOME": str(files("home_empty")), "KERAS_LPIPS_OFFLINE": "1"}
     env.update({variable: files.resolve(value) for variable, value in CASES[name].env})
     return tuple(files.resolve(a) for a in cli.args), tuple(sorted(env.items()))
 
 
-def _run(command):
-    args, env = command
-    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=300, env=dict(env))
+def _state(root):
+    """{path: (size, mtime)} of the files under `root` (outputs, the marker the hostile model would
+    write, the weight caches of the KERAS_HOME folders), but Keras' own settings file, which a
+    fresh interpreter writes into an empty KERAS_HOME on import."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and p.name != "keras.json"}  # fmt: skip
+
+
+def _changes(before, after):
+    return sorted(path for path in before.keys() | after.keys() if before.get(path, "absent") != after.get(path, "absent"))
+
+
+def _run(runner, files, row):
+    """(result, paths under the files folder created, changed or removed) of a row's command line."""
+    args, env = _command(files, *CLI_ROWS[row])
+    before = _state(files.root)
+    result = runner(*args, env=dict(env))
+    return result, _changes(before, _state(files.root))
 
 
 @pytest.fixture(scope="module")
-def cli_results(files, request):
-    """Runs the command lines of the selected CLI tests, two at a time; identical ones once."""
-    selected = [item.callspec.params["row"] for item in request.session.items
-                if item.module is sys.modules[__name__] and item.originalname == "test_cli"]  # fmt: skip
-    commands = {row: _command(files, *CLI_ROWS[row]) for row in selected}
-    unique = list(dict.fromkeys(commands.values()))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(unique, pool.map(_run, unique)))
-    return {row: results[command] for row, command in commands.items()}
+def cli_results(files):
+    """row -> its command line's (result, changes) in this process; identical command lines run once."""
+    done = {}
+
+    def result(row):
+        command = _command(files, *CLI_ROWS[row])
+        if command not in done:
+            done[command] = _run(run_cli, files, row)
+        return done[command]
+
+    return result
 
 
-@pytest.mark.parametrize("row", list(CLI_ROWS))
-def test_cli(files, cli_results, row):
+def check_cli(files, row, result, changes):
     name, cli = CLI_ROWS[row]
-    case, result = CASES[name], cli_results[row]
+    case = CASES[name]
     message = case.message if cli.message == "case" else cli.message
     assert "Traceback" not in result.stderr, result.stderr
     if message is None:
@@ -574,3 +588,52 @@ def test_cli(files, cli_results, row):
     assert len(lines) == 1 and lines[0].startswith("error: ") and contains(lines[0], message), result.stderr
     if cli.stdout is not None:
         assert cli.stdout in result.stdout, result.stdout
+    assert changes == [], f"an error wrote files: {changes}"
+
+
+@pytest.mark.parametrize("row", list(CLI_ROWS))
+def test_cli(files, cli_results, row):
+    check_cli(files, row, *cli_results(row))
+
+
+# One command line per command family also runs as the installed command: the real console
+# script, a fresh interpreter, TensorFlow's start-up and C++ logging, the process's own exit.
+INSTALLED = {
+    "missing_image-score": (),
+    "png16_gray-matrix": (pytest.mark.slow,),
+    "unwritable_csv-pairs": (pytest.mark.slow,),
+    "missing_judge-eval": (pytest.mark.slow,),
+    "judge_count_mismatch-fit": (pytest.mark.slow,),
+    "missing_judge-data-verify": (pytest.mark.slow,),
+    "unwritable_synth-data-synth": (pytest.mark.slow,),
+    "offline_nothing_cached-weights-fetch": (pytest.mark.slow,),
+}
+
+
+@pytest.fixture(scope="module")
+def installed_results(files, request):
+    """Runs the selected installed-command rows, two at a time (each pays TensorFlow's start-up).
+    They run one after another in this module's files folder, so that each sees what it would
+    alone: rows that succeed (and write) are not among them."""
+    selected = [item.callspec.params["row"] for item in request.session.items
+                if item.module is request.module and item.originalname == "test_installed"]  # fmt: skip
+    writers = [row for row in selected if _message(row) is None]
+    quiet = [row for row in selected if _message(row) is not None]
+    results = {row: _run(run_installed, files, row) for row in writers}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        commands = {row: _command(files, *CLI_ROWS[row]) for row in quiet}
+        before = _state(files.root)
+        outcomes = dict(zip(quiet, pool.map(lambda row: run_installed(*commands[row][0], env=dict(commands[row][1])), quiet)))
+        changes = _changes(before, _state(files.root))
+    results.update({row: (outcome, changes) for row, outcome in outcomes.items()})
+    return results
+
+
+def _message(row):
+    name, cli = CLI_ROWS[row]
+    return CASES[name].message if cli.message == "case" else cli.message
+
+
+@pytest.mark.parametrize("row", [pytest.param(row, marks=marks) for row, marks in INSTALLED.items()])
+def test_installed(files, installed_results, row):
+    check_cli(files, row, *installed_results[row])

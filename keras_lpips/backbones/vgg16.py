@@ -17,16 +17,13 @@ _TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 TORCHVISION_NAMES = {k: f"features.{i}" for k, i in zip(_CONV_LAYERS, _TORCHVISION_INDICES)}
 
 
-def vgg16_backbone(num_taps=5, keras_imagenet=False, name="vgg16"):
+def vgg16_backbone(num_taps=5, name="vgg16"):
     """Returns a model mapping NHWC images to the first `num_taps` block outputs.
 
     Keras' VGG16 has the same layers as torchvision's `vgg16().features`
     (3x3 "same" convolutions with ReLU, 2x2/2 pools), so torchvision weights
-    load into it directly. With `keras_imagenet=True` the Keras Applications
-    ImageNet weights are downloaded instead (they expect Caffe-style input).
+    load into it directly, and so do Keras Applications' own (by layer name).
     """
-    vgg = keras.applications.VGG16(
-        include_top=False, weights="imagenet" if keras_imagenet else None, input_shape=(None, None, 3)
-    )
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
     taps = [vgg.get_layer(n).output for n in _TAP_LAYERS[:num_taps]]
     return keras.Model(vgg.input, taps, name=name)

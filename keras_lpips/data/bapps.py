@@ -23,11 +23,11 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_lpips.errors import InputError
+from keras_lpips.files import TF_IMAGE_SUFFIXES
 
 TRAIN_SUBSETS = ("traditional", "cnn", "mix")
 VAL_SUBSETS = ("traditional", "cnn", "superres", "deblur", "color", "frameinterp")
 JND_SUBSETS = ("traditional", "cnn")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 TWOAFC_IMAGE_FOLDERS = ("ref", "p0", "p1")
 JND_IMAGE_FOLDERS = ("p0", "p1")
@@ -165,7 +165,7 @@ def _match(subset_dir, image_folders, value_folder, label):
     """[(stem, {folder: path})] for a subset, in sorted stem order, checking the folders agree."""
     if not any(subset_dir.iterdir()):
         raise InputError(f"Subset {label} ({subset_dir}) is empty")
-    folders = {name: _files(subset_dir / name, IMAGE_SUFFIXES) for name in image_folders}
+    folders = {name: _files(subset_dir / name, TF_IMAGE_SUFFIXES) for name in image_folders}
     folders[value_folder] = _files(subset_dir / value_folder, (".npy",))
     counts = ", ".join(f"{name} {len(files)}" for name, files in folders.items())
     if not any(folders.values()):

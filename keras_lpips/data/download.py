@@ -8,21 +8,21 @@ printed by `keras-lpips data download`) so that you can pin it yourself.
 Downloads resume: an interrupted transfer leaves `<dest>/<split>.tar.gz.part`, which the next
 call continues with an HTTP Range request. Extraction goes through `safe_extract`, which refuses
 absolute paths, `..`, links leaving the destination and device files, and renames a complete
-extraction into place, so an interruption never leaves a half-extracted split behind.
+extraction into place (`keras_lpips.files.atomic_directory`), so an interruption never leaves a
+half-extracted split behind.
 """
 
 import gzip
 import lzma
 import os
 import pathlib
-import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from typing import NamedTuple, Optional
 
+from keras_lpips import files
 from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
 from keras_lpips.weights import cache
 
@@ -94,24 +94,17 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     except OSError as error:  # URLError, HTTPError, timeouts, a transfer cut short
         raise DownloadError(_download_problem(url, archive, error)) from None
 
-    staging = dest / f".{split}.extracting"
-    if staging.exists():  # left by an earlier run killed between extraction and the final move
-        shutil.rmtree(staging)
-    safe_extract(archive, staging)
-    try:
-        found = next((staging / p for p in ARCHIVE_LAYOUTS[split] if (staging / p).is_dir()), None)
+    with files.scratch_directory(dest / split) as scratch:  # the whole archive, then its split folder moved out
+        extracted = safe_extract(archive, scratch / "archive")
+        found = next((extracted / p for p in ARCHIVE_LAYOUTS[split] if (extracted / p).is_dir()), None)
         if found is None:
-            top = sorted(p.name for p in staging.iterdir())
+            top = sorted(p.name for p in extracted.iterdir())
             raise InputError(
                 f"{archive} does not have the expected layout: no {' or '.join(ARCHIVE_LAYOUTS[split])} folder "
                 f"(top level: {', '.join(top) or 'empty'})"
             )
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            target.rmdir()  # empty (a non-empty one returned early)
-        os.replace(found, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        files.replace_directory(found, target)  # an empty target folder is replaced (a non-empty one returned early)
     if not keep_archive:
         archive.unlink()
     return DownloadedSplit(split, target, digest, verified_by)
@@ -216,9 +209,7 @@ def safe_extract(tar_path, dest):
         raise InputError(f"No such archive: {tar_path}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InputError(f"Cannot extract {tar_path} to {dest}: it already exists and is not empty")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
+    with files.atomic_directory(dest) as staging:
         root = os.path.realpath(staging)
         try:
             with tarfile.open(tar_path, "r|*") as archive:  # one sequential pass, even for .tar.gz
@@ -229,10 +220,4 @@ def safe_extract(tar_path, dest):
             raise UnsafeFileError(f"Refusing to extract {tar_path}: {error}") from None
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as error:
             raise InputError(f"Cannot extract {tar_path} (truncated or not a tar archive?): {error}") from None
-        if dest.exists():
-            dest.rmdir()
-        os.replace(staging, dest)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return dest

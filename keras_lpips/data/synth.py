@@ -23,21 +23,18 @@ training set. Only numpy and Pillow are used.
 import concurrent.futures
 import functools
 import io
-import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from keras_lpips import files
 from keras_lpips.errors import InputError
 
 PATCH = 64
 RATERS_2AFC = 5
 RATERS_JND = 3
 MAX_SOURCE_SIDE = 256  # images from a folder are downscaled so their shorter side is at most this
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 TRAIN, VAL, JND = 0, 1, 2  # seed streams
 SUBSET = "traditional"
@@ -127,9 +124,9 @@ class _Folder:
         folder = pathlib.Path(folder)
         if not folder.is_dir():
             raise InputError(f"Image folder {folder} is not a directory")
-        self.paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        self.paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in files.IMAGE_SUFFIXES)
         if not self.paths:
-            raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+            raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) in {folder}")
         self.folder = folder
         self._load = functools.lru_cache(maxsize=256)(self._read)
 
@@ -352,8 +349,8 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     ones. The same arguments give byte-identical files, whatever `workers` (threads; PNG
     encoding and file writes release the GIL). `progress(done, total)` is called, from the
     calling thread, after each triplet or pair. Each subset is written to a temporary folder
-    inside `out` and renamed into place when complete; existing non-empty subset folders are an
-    `InputError`.
+    next to its place and renamed into place when complete (`files.atomic_directory`); existing
+    non-empty subset folders are an `InputError`.
     """
     n_train, n_val = _count("n_train", n_train), _count("n_val", n_val)
     n_jnd = n_val if n_jnd is None else _count("n_jnd", n_jnd)
@@ -374,28 +371,21 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     folder = _Folder(images) if images is not None else None
     source = folder.patch if folder is not None else procedural_patch
 
-    total, done, staging = sum(step[1] for step in plan), 0, None
+    total, done = sum(step[1] for step in plan), 0
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for stream, count, target, names in plan:
-                staging = pathlib.Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
+        for stream, count, target, names in plan:
+            with files.atomic_directory(target) as staging:  # an empty target folder is replaced
                 for name in names:
                     (staging / name).mkdir()
                 write = functools.partial(_write_item, source, seed, stream, folder=staging)
-                for _ in pool.map(write, range(count)):
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.exists():
-                    target.rmdir()  # empty, checked above
-                os.replace(staging, target)
-                staging = None
-        (out / "SYNTHETIC_README.txt").write_text(NOTE)
+                # The pool shuts down (its threads done writing) before the staging folder is renamed or removed.
+                with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                    for _ in pool.map(write, range(count)):
+                        done += 1
+                        if progress is not None:
+                            progress(done, total)
+        files.atomic_write(out / "SYNTHETIC_README.txt", NOTE)
     except OSError as error:  # the source images' errors are InputErrors already: this is the output
         raise InputError(f"Cannot write to {out}: {error.strerror or error}") from None
-    finally:  # after the pool has shut down: no thread still writes into the staging folder
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging)
     return out

@@ -5,7 +5,6 @@ import pathlib
 from PIL import Image, UnidentifiedImageError
 
 from keras_lpips.data.bapps import (
-    IMAGE_SUFFIXES,
     JND_IMAGE_FOLDERS,
     TWOAFC_IMAGE_FOLDERS,
     available_subsets,
@@ -13,6 +12,7 @@ from keras_lpips.data.bapps import (
     resolve_root,
 )
 from keras_lpips.errors import InputError
+from keras_lpips.files import TF_IMAGE_SUFFIXES
 
 SPLITS = (("2afc", "train", TWOAFC_IMAGE_FOLDERS, "judge"), ("2afc", "val", TWOAFC_IMAGE_FOLDERS, "judge"),
           ("jnd", "val", JND_IMAGE_FOLDERS, "same"))  # fmt: skip
@@ -50,7 +50,7 @@ def _check_subset(subset_dir, image_folders, value_folder, label, problems):
         if not folder.is_dir():
             problems.append(f"{label}: missing folder {folder}")
             continue
-        suffixes = (".npy",) if name == value_folder else IMAGE_SUFFIXES
+        suffixes = (".npy",) if name == value_folder else TF_IMAGE_SUFFIXES
         folders[name] = {
             p.stem: p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.suffix.lower() in suffixes
         }

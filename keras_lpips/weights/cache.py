@@ -1,4 +1,4 @@
-"""The local weight cache, downloads into it, and checksums."""
+"""Downloads (resumable, checksummed) and sha256 checksums. Where the cache is: `keras_lpips.files`."""
 
 import hashlib
 import http.client
@@ -8,14 +8,6 @@ import urllib.error
 import urllib.request
 
 from keras_lpips.errors import ChecksumError
-
-
-def cache_dir():
-    """`$KERAS_HOME/keras_lpips` (default `~/.keras/keras_lpips`), created on demand."""
-    root = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    path = pathlib.Path(root) / "keras_lpips"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def sha256_of(path):
@@ -32,14 +24,6 @@ def verify_sha256(path, expected):
     actual = sha256_of(path)
     if not actual.startswith(expected.lower()):
         raise ChecksumError(f"Checksum mismatch for {path}: expected sha256 {expected}..., got {actual}.")
-
-
-def atomic_write_bytes(path, data):
-    """Writes `data` to `path` whole or not at all (temporary name, then rename)."""
-    path = pathlib.Path(path)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def download(url, dest, expected_sha256, timeout=30, progress=None):

@@ -1,14 +1,16 @@
-"""Resolves the `backbone_weights=` and `lin_weights=` arguments to arrays."""
+"""Resolves the `backbone_weights=` and `lin_weights=` arguments to arrays, and assigns them."""
 
+import contextlib
+import contextvars
 import importlib.resources
 import pathlib
 
 import numpy as np
 
-from keras_lpips.errors import WeightsError
+from keras_lpips.errors import InputError, WeightsError
 from keras_lpips.weights import sources
 from keras_lpips.weights.cache import sha256_of
-from keras_lpips.weights.convert import float32_weights, lin_vectors_from_lpips_state
+from keras_lpips.weights.convert import assign_torchvision_weights, float32_weights, lin_vectors_from_lpips_state
 from keras_lpips.weights.pretrained import imagenet_state_dict
 from keras_lpips.weights.safe_pickle import read_state_dict
 
@@ -43,11 +45,7 @@ def lin_vectors(lin_weights, spec, count):
     """`count` per-channel weight vectors for "v0.1", "v0.0" or a path."""
     if lin_weights in sources.LIN_VERSIONS:
         path = shipped_lin_path(lin_weights, spec.name)
-        sums = dict(
-            line.split()[::-1] for line in (path.parent.parent / "SHA256SUMS").read_text().splitlines() if line.strip()
-        )
-        expected = sums.get(f"{lin_weights}/{spec.name}.npz")
-        if expected is None or sha256_of(path) != expected:
+        if not path.is_file() or sha256_of(path) != sources.LIN_SHA256[f"{lin_weights}/{spec.name}.npz"]:
             raise WeightsError(f"Shipped linear weights {path} are missing or damaged (sha256 mismatch); reinstall.")
         state = read_weight_file(path)
     else:
@@ -60,3 +58,66 @@ def lin_vectors(lin_weights, spec, count):
         if vector.shape != (channels,):
             raise WeightsError(f"{lin_weights}: layer {k} has {vector.shape[0]} weights, net {spec.name!r} needs {channels}")
     return vectors
+
+
+_SOURCES_DEFERRED = contextvars.ContextVar("keras_lpips_sources_deferred", default=False)
+
+
+@contextlib.contextmanager
+def sources_deferred():
+    """Within it, `restore_weights` reads no weight source: for loading a saved model, whose
+    file supplies every variable (so that a `.keras` file loads offline, without the cache)."""
+    token = _SOURCES_DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _SOURCES_DEFERRED.reset(token)
+
+
+def restore_weights(metric, backbone_weights, lin_weights):
+    """Assigns an `LPIPS` metric's weights from its two sources (see `LPIPS`'s arguments)."""
+    spec = metric.spec
+    if backbone_weights == "keras-imagenet":
+        if spec.name != "vgg":
+            raise InputError(f"backbone_weights='keras-imagenet' exists for vgg only. Received: net={spec.name!r}")
+        if metric.heads and lin_weights in sources.LIN_VERSIONS:
+            raise InputError(
+                "The official linear weights were calibrated on torchvision's ImageNet features; with "
+                "backbone_weights='keras-imagenet' pass lin_weights=None or a file trained for it. "
+                f"Received: lin_weights={lin_weights!r}"
+            )
+    if backbone_weights is None:
+        _seeded_init(metric.backbone, metric.seed)
+    if _SOURCES_DEFERRED.get():
+        return
+    if backbone_weights == "keras-imagenet":
+        _assign_keras_applications_vgg16(metric.backbone)
+    elif backbone_weights is not None:
+        state = backbone_state(backbone_weights, spec)
+        assign_torchvision_weights(metric.backbone, state, spec.torchvision_names, source=str(backbone_weights))
+    if metric.heads and lin_weights is not None:
+        for head, vector in zip(metric.heads, lin_vectors(lin_weights, spec, metric.layers_kept)):
+            head.kernel.assign(vector[:, None])
+
+
+def _assign_keras_applications_vgg16(backbone):
+    """Copies Keras Applications' ImageNet VGG16 (fetched by Keras into its cache) into `backbone`."""
+    import keras
+
+    vgg = keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=(None, None, 3))
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights(vgg.get_layer(layer.name).get_weights())
+
+
+def _seeded_init(model, seed):
+    """Re-draws every conv kernel He-normal and zeroes biases, from `seed`."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel, bias = layer.get_weights()
+            fan_in = int(np.prod(kernel.shape[:3]))
+            kernel = rng.standard_normal(kernel.shape).astype(np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+            layer.set_weights([kernel, np.zeros_like(bias)])

@@ -5,9 +5,9 @@ import pathlib
 
 import numpy as np
 
+from keras_lpips import files
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import WeightsError
-from keras_lpips.weights.cache import atomic_write_bytes
 from keras_lpips.weights.convert import assign_torchvision_weights
 from keras_lpips.weights.loading import lin_vectors, read_weight_file
 
@@ -45,5 +45,5 @@ def convert_weight_file(source, destination, net):
         )
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write_bytes(destination, buffer.getvalue())
+    files.atomic_write(destination, buffer.getvalue())
     return kind, int(sum(a.size for a in arrays.values()))

@@ -1,0 +1,150 @@
+"""Scoring a metric on BAPPS as the reference's `test_dataset_model.py` does: 2AFC per subset and
+JND mAP, beside the classical baselines (`keras_lpips.baselines`).
+
+    results = evaluate_run("dataset", model="runs/alex-lin")
+    print(results_markdown(results))            # keras_lpips.reports
+"""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from keras_lpips.baselines import baseline_distances
+from keras_lpips.errors import InputError
+from keras_lpips.model import LPIPS
+from keras_lpips.ranking import jnd_map, twoafc_scores
+
+
+def evaluate_run(
+    data_root,
+    model=None,
+    metric=None,
+    subsets=None,
+    jnd=None,
+    jnd_subsets=None,
+    baselines=True,
+    batch_size=50,
+    load_size=None,
+    progress=False,
+    keep_scores=False,
+    distances=None,
+):
+    """Scores a metric on the BAPPS validation sets beside the reference's baselines.
+
+    The metric is `metric` (an `LPIPS`), or loaded from `model` (a run folder or .keras file);
+    given both, `metric` is `model`'s, loaded already, and `model` names the results.
+    `load_size` defaults to the run's (from `model`'s run.json), else 64. `distances`: the metric's
+    `(d0, d1)` for the 2AFC triplets, in order, computed already (a fit run's `val_distances.npz`):
+    the metric then runs on the JND pairs only. Returns::
+
+        {"model": ..., "data": ..., "columns": ["model", "l2", "ssim", "psnr"],
+         "2afc": {subset: {column: 2AFC score}, ..., "all": pooled over triplets, "mean": of subsets},
+         "jnd": {subset: {column: mAP}, ...},            (when jnd/val exists, or jnd=True)
+         "counts": {"2afc": {subset: n}, "jnd": {subset: n}},
+         "scores": {subset: {column: [per-triplet 2AFC score, ...]}}}  (with keep_scores=True)
+
+    2AFC as the reference's `score_2afc_dataset`, JND mAP as its `score_jnd_dataset`; baselines
+    as its test_dataset_model.py with the default Lab colorspace: "l2" (lpips.l2 in Lab), "ssim"
+    (DSSIM, lpips.dssim in Lab) and "psnr" (on the 8-bit RGB images).
+    """
+    from keras_lpips.data.bapps import list_jnd, list_twoafc, resolve_root
+    from keras_lpips.data.pipeline import iterate_naming_bad_images, jnd_dataset, twoafc_dataset
+
+    if metric is None:
+        if model is None:
+            raise InputError("evaluate_run needs a model (run folder or .keras file) or a metric")
+        from keras_lpips.resolve import load_metric
+
+        metric = load_metric(model)
+    if model is not None:  # also with `metric` given, loaded from `model` already: its name and run.json
+        name = str(model)
+        run_json = pathlib.Path(model) / "run.json"
+        if load_size is None and run_json.is_file():
+            load_size = json.loads(run_json.read_text()).get("config", {}).get("load_size")
+    else:
+        name = f"{metric.net} v{metric.version} {metric.distance}"
+    load_size = int(load_size or 64)
+    if isinstance(subsets, str):
+        subsets = [subsets]
+    records = list_twoafc(data_root, "val", subsets)
+    twoafc, pair = distance_functions(metric)
+    columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
+    per = {c: [] for c in columns}
+    progress = progress and sys.stderr.isatty()
+    if distances is not None:
+        d0, d1 = (np.asarray(d, np.float32).reshape(-1) for d in distances)
+        if not len(d0) == len(d1) == len(records):
+            raise InputError(f"distances hold {len(d0)} and {len(d1)} values for {len(records)} 2AFC triplets in {data_root}")
+        per["model"].append(twoafc_scores(d0, d1, np.array([r.judge for r in records], np.float32)))
+    data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
+    for i, batch in enumerate(iterate_naming_bad_images(data, records, data_root) if distances is None or baselines else ()):
+        judge = batch["judge"].numpy()
+        if distances is None:
+            d0, d1 = twoafc(batch["ref"], batch["p0"], batch["p1"])
+            per["model"].append(twoafc_scores(np.asarray(d0), np.asarray(d1), judge))
+        if baselines:
+            b0 = baseline_distances(batch["ref"].numpy(), batch["p0"].numpy(), metric.input_range)
+            b1 = baseline_distances(batch["ref"].numpy(), batch["p1"].numpy(), metric.input_range)
+            for c in columns[1:]:
+                per[c].append(twoafc_scores(b0[c], b1[c], judge))
+        if progress:
+            print(f"\r2afc: {min((i + 1) * batch_size, len(records))}/{len(records)}", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    subset_of = np.array([r.subset for r in records])
+    names = [str(s) for s in dict.fromkeys(subset_of)]
+    result = {"model": name, "data": str(data_root), "load_size": int(load_size), "columns": columns, "2afc": {}}
+    scores = {c: np.concatenate(per[c]) for c in columns}
+    for s in names:
+        result["2afc"][s] = {c: float(scores[c][subset_of == s].mean()) for c in columns}
+    result["2afc"]["all"] = {c: float(scores[c].mean()) for c in columns}
+    result["2afc"]["mean"] = {c: float(np.mean([result["2afc"][s][c] for s in names])) for c in columns}
+    result["counts"] = {"2afc": {s: int((subset_of == s).sum()) for s in names}}
+    if keep_scores:  # for paired comparisons of metrics on the same triplets
+        result["scores"] = {s: {c: scores[c][subset_of == s].tolist() for c in columns} for s in names}
+
+    root = resolve_root(data_root)
+    if jnd is None:
+        jnd = (root / "jnd" / "val").is_dir()
+    if jnd:
+        pairs = list_jnd(data_root, jnd_subsets)
+        distances = {c: [] for c in columns}
+        same = []
+        data = jnd_dataset(pairs, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
+        for batch in iterate_naming_bad_images(data, pairs, data_root):
+            distances["model"].append(np.asarray(pair(batch["p0"], batch["p1"])))
+            if baselines:
+                b = baseline_distances(batch["p0"].numpy(), batch["p1"].numpy(), metric.input_range)
+                for c in columns[1:]:
+                    distances[c].append(b[c])
+            same.append(batch["same"].numpy())
+        same = np.concatenate(same)
+        distances = {c: np.concatenate(v) for c, v in distances.items()}
+        pair_subset = np.array([p.subset for p in pairs])
+        result["jnd"] = {}
+        for s in map(str, dict.fromkeys(pair_subset)):
+            mask = pair_subset == s
+            result["jnd"][s] = {c: jnd_map(distances[c][mask], same[mask]) for c in columns}
+        result["counts"]["jnd"] = {str(s): int((pair_subset == s).sum()) for s in dict.fromkeys(pair_subset)}
+    return result
+
+
+def distance_functions(metric):
+    """`(twoafc(ref, p0, p1) -> (d0, d1), pair(img0, img1) -> d)` of an `LPIPS` metric in inference,
+    each a `tf.function` traced once per shape (the metric's own methods, compiled). An
+    `ExportedMetric`'s signatures are compiled already: its own methods serve."""
+    if not isinstance(metric, LPIPS):
+        return metric.twoafc, lambda img0, img1: metric([img0, img1])
+
+    @tf.function(reduce_retracing=True)
+    def twoafc(ref, p0, p1):
+        return metric.twoafc(ref, p0, p1, training=False)
+
+    @tf.function(reduce_retracing=True)
+    def pair(img0, img1):
+        return metric([img0, img1], training=False)
+
+    return twoafc, pair

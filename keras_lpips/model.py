@@ -1,0 +1,272 @@
+"""The LPIPS metric (Zhang et al., CVPR 2018) as a Keras model, and the one place its formula lives.
+
+    d(x, x0) = sum_l 1 / (H_l W_l) sum_hw || w_l * (f_l(x)_hw - f_l(x0)_hw) ||^2
+
+f_l: the channel-unit-normalised activations of backbone layer l (`features`); w_l: learned
+non-negative per-channel weights ("lpips") or ones ("cosine"). `call` reads as the reference
+`lpips.LPIPS.forward`: scale, features, normalise, squared difference, 1x1 weights, spatial
+mean, sum over layers. The trainer, the exports, the all-pairs matrix and the evaluation all
+call the methods below; none of them writes the formula again.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lpips import presets
+from keras_lpips.backbones import get_backbone
+from keras_lpips.errors import InputError
+from keras_lpips.inputs import check_image_pair
+from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
+from keras_lpips.weights.loading import restore_weights
+
+INPUT_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
+PRECISIONS = ("float32", "bf16")
+
+
+@keras.saving.register_keras_serializable(package="keras_lpips")
+class LPIPS(keras.Model):
+    """Learned Perceptual Image Patch Similarity between two batches of images.
+
+    Args:
+        net: backbone, "alex"/"alexnet", "vgg"/"vgg16" or "squeeze"/"squeezenet".
+        version: "0.1" applies the reference ScalingLayer to the input, "0.0" does not.
+        distance: "lpips" (learned per-channel weights) or "cosine" (unweighted, the
+            paper's baseline: 2 * (1 - cos) averaged over positions, summed over layers).
+        layers: keep only the first N tapped layers (None: all).
+        backbone_weights: where the backbone's weights come from: "imagenet" (torchvision's,
+            fetched once into the cache), "keras-imagenet" (Keras Applications' VGG16),
+            None (untrained, He-normal from `seed`), or a path to a torchvision-layout
+            `.pth` or `.npz`.
+        lin_weights: where the linear weights come from: "v0.1" / "v0.0" (official, shipped),
+            None (all ones), or a path to an lpips-format `.pth` or a keras-lpips `.npz`.
+        input_range: (-1, 1), (0, 1) or (0, 255): the range of the images passed in.
+        seed: seed of the untrained backbone's initialisation.
+        dropout: dropout rate before the linear heads, active with `training=True` only.
+            0 (the default) keeps the metric deterministic wherever it is nested; the
+            trainer uses the reference's 0.5.
+        precision: "float32" (default), or "bf16": the backbone computes in bfloat16
+            (weights stay float32) while scaling, normalisation, heads and distances stay
+            float32. It pays off only on hardware with bfloat16 units; distances then carry
+            bfloat16 rounding (measured: at most 6e-4 absolute against float32). Parity with
+            the reference (1e-5) holds for "float32" only.
+
+    The constructor builds the network, then has `keras_lpips.weights` read the two weight
+    sources (cached files; a first use of "imagenet" fetches them). `get_config` records
+    exactly these arguments, so `from_config` rebuilds the same metric with its weights.
+    `LPIPS.from_preset("alex-v0.1")` names an official configuration (`keras_lpips.presets`).
+
+    On the TensorFlow backend, eager inference calls (`metric([img0, img1])`) run one
+    `tf.function`, traced once for any batch and image size (and differentiable under a
+    `GradientTape`); elsewhere the call is Keras' own.
+
+    Example:
+    >>> metric = LPIPS.from_preset("alex-v0.1")
+    >>> metric([img0, img1])              # (N, H, W, 3) each -> (N,)
+    >>> metric.spatial_map([img0, img1])  # -> (N, H, W)
+    """
+
+    def __init__(
+        self,
+        net="alex",
+        version="0.1",
+        distance="lpips",
+        layers=None,
+        backbone_weights="imagenet",
+        lin_weights="v0.1",
+        input_range=(-1.0, 1.0),
+        seed=None,
+        dropout=0.0,
+        precision="float32",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.spec = get_backbone(net)
+        self.net, self.version, self.distance = self.spec.name, str(version), distance
+        self.layers_kept = _check_choices(self.spec, self.version, distance, layers, input_range, precision)
+        self.input_range = tuple(float(v) for v in input_range)
+        self.backbone_weights, self.lin_weights = backbone_weights, lin_weights
+        self.seed, self.dropout, self.precision = seed, float(dropout), precision
+
+        caffe = backbone_weights == "keras-imagenet"  # Keras Applications' VGG16 wants Caffe input
+        self.scaling = InputScaling(self.input_range, "caffe" if caffe else f"lpips-v{self.version}")
+        self.backbone = self.spec.build(self.layers_kept)
+        if precision == "bf16":  # the taps stay bfloat16 until the float32 normalisation
+            for layer in self.backbone.layers:
+                layer.dtype_policy = keras.DTypePolicy("mixed_bfloat16")
+        self.normalize = ChannelUnitNormalization()
+        self.heads = []
+        if distance == "lpips":
+            self.heads = [NonNegativeLinearHead(c, dropout=self.dropout) for c in self.spec.channels[: self.layers_kept]]
+            for head in self.heads:
+                head.build()
+        restore_weights(self, backbone_weights, lin_weights)
+        self._compiled = None
+        self.built = True
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """An official configuration by name ("alex-v0.1", "vgg-v0.0", ...; `keras_lpips.presets`),
+        with its weights; `kwargs` (e.g. `input_range`) go to the constructor."""
+        return cls(**presets.get_preset(preset)["config"], **kwargs)
+
+    @property
+    def min_input_size(self):
+        """The smallest image side the kept layers accept."""
+        return self.spec.min_input_size[self.layers_kept - 1]
+
+    # --- the formula ---------------------------------------------------------------------------
+
+    def features(self, images, training=None):
+        """f_l: unit-normalised backbone features of a batch, one (N, h_l, w_l, C_l) tensor per
+        kept layer. Computed once per image, they serve every comparison it takes part in."""
+        features = self.backbone(self.scaling(images), training=training)
+        if not isinstance(features, (list, tuple)):  # a functional model with one output returns it bare
+            features = [features]
+        return [self.normalize(f) for f in features]
+
+    def compare(self, features0, features1, training=None):
+        """Per-layer distance maps, (N, h_l, w_l, 1) each, between two lists of `features`."""
+        return self.weigh(self.squared_differences(features0, features1), training)
+
+    @staticmethod
+    def squared_differences(features0, features1):
+        """(f_l(x) - f_l(x0))^2 per layer: what the weights w_l act on."""
+        return [ops.square(f0 - f1) for f0, f1 in zip(features0, features1)]
+
+    def weigh(self, squared_differences, training=None):
+        """w_l applied to per-layer squared feature differences: the learned 1x1 heads (with
+        their dropout in training), or the plain channel sum for the cosine distance."""
+        if self.heads:
+            return [head(d, training=training) for head, d in zip(self.heads, squared_differences)]
+        return [ops.sum(d, axis=-1, keepdims=True) for d in squared_differences]
+
+    @staticmethod
+    def total(maps):
+        """Distances (N,) from per-layer maps: spatial means, added layer by layer as the reference does."""
+        distance = ops.mean(maps[0], axis=(1, 2, 3))
+        for m in maps[1:]:
+            distance = distance + ops.mean(m, axis=(1, 2, 3))
+        return distance
+
+    def distances_from_channel_means(self, means):
+        """Distances (N,) from (N, channels of the kept layers): each channel's spatial mean of
+        the squared feature differences. Equal, up to rounding, to `total(compare(...))` without
+        dropout, because the heads are linear and commute with the spatial mean."""
+        sizes = self.spec.channels[: self.layers_kept]
+        parts = ops.split(means, np.cumsum(sizes)[:-1].tolist(), axis=-1)
+        per_layer = [ops.expand_dims(ops.expand_dims(p, 1), 1) for p in parts]  # (N, 1, 1, C): a 1x1 "map"
+        return self.total(self.weigh(per_layer))
+
+    def twoafc(self, ref, p0, p1, training=None):
+        """d(ref, p0) and d(ref, p1), each (N,), with one backbone pass over [ref; p0; p1]: the
+        reference image's features serve both comparisons (3 images' work per triplet, not 4).
+        In training, dropout draws a separate mask for each distance, as two forward passes would."""
+        n = ops.shape(ref)[0]
+        features = self.features(ops.concatenate([ref, p0, p1], axis=0), training=training)
+        f_ref = [f[:n] for f in features]
+        d0 = self.total(self.compare(f_ref, [f[n : 2 * n] for f in features], training))
+        d1 = self.total(self.compare(f_ref, [f[2 * n :] for f in features], training))
+        return d0, d1
+
+    def _maps(self, img0, img1, training=None):
+        n = ops.shape(img0)[0]
+        features = self.features(ops.concatenate([img0, img1], axis=0), training=training)
+        return self.compare([f[:n] for f in features], [f[n:] for f in features], training)
+
+    def call(self, inputs, training=None):
+        """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images."""
+        return self.total(self._maps(*inputs, training=training))
+
+    # --- views of the same computation ---------------------------------------------------------
+
+    def layer_maps(self, inputs, training=None):
+        """Per-layer distance maps, a list of (N, h_l, w_l, 1) tensors."""
+        return self._maps(*self._checked(inputs), training=training)
+
+    def per_layer(self, inputs, training=None):
+        """Each layer's contribution to the distance, shape (N, layers)."""
+        return ops.stack([ops.mean(m, axis=(1, 2, 3)) for m in self.layer_maps(inputs, training)], axis=-1)
+
+    def spatial_map(self, inputs):
+        """Distance maps at the input resolution, shape (N, H, W): each layer's map upsampled
+        bilinearly (half-pixel centres), summed over layers. Their spatial mean is close to,
+        not equal to, the distance."""
+        height, width = ops.shape(inputs[0])[1], ops.shape(inputs[0])[2]
+        maps = [bilinear_resize(m[..., 0], height, width) for m in self.layer_maps(inputs)]
+        return sum(maps[1:], maps[0])
+
+    # --- calling -------------------------------------------------------------------------------
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked here, outside Keras' call wrapper, so that errors read as one plain line.
+        pair = self._checked(inputs)
+        if not args and self._compiled_call_applies(pair, kwargs):
+            return self._compiled_distance()(*pair)
+        return super().__call__(pair, *args, **kwargs)
+
+    def _checked(self, inputs):
+        return check_image_pair(inputs, self.input_range, self.min_input_size)
+
+    def _compiled_call_applies(self, pair, kwargs):
+        """Whether an eager call may take the traced inference function: TensorFlow backend, eager
+        tensors, no distribution strategy, and inference for certain (training=False given, or no
+        dropout for a surrounding layer's training flag to switch on)."""
+        if keras.backend.backend() != "tensorflow" or set(kwargs) - {"training"} or kwargs.get("training"):
+            return False
+        if self.dropout and kwargs.get("training") is not False:
+            return False
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or tf.distribute.has_strategy():
+            return False
+        return all(isinstance(x, tf.Tensor) and hasattr(x, "numpy") for x in pair)
+
+    def _compiled_distance(self):
+        """The concrete function of a `tf.function` computing the distances of two (N, H, W, 3)
+        float32 batches in inference mode, traced once with batch and size left open. Called
+        directly, it skips the `tf.function` dispatch (about a millisecond a call)."""
+        if self._compiled is None:
+            import tensorflow as tf
+
+            image = tf.TensorSpec([None, None, None, 3], tf.float32)
+
+            @tf.function(input_signature=[image, image], autograph=False)
+            def distance(img0, img1):
+                return keras.Model.__call__(self, [img0, img1], training=False)
+
+            self._compiled = distance.get_concrete_function()
+        return self._compiled
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "net": self.net,
+            "version": self.version,
+            "distance": self.distance,
+            "layers": self.layers_kept,
+            "backbone_weights": self.backbone_weights,
+            "lin_weights": self.lin_weights,
+            "input_range": self.input_range,
+            "seed": self.seed,
+            "dropout": self.dropout,
+            "precision": self.precision,
+        }
+
+
+def _check_choices(spec, version, distance, layers, input_range, precision="float32"):
+    """Validates the constructor's choices; returns the number of taps kept."""
+    if version not in ("0.1", "0.0"):
+        raise InputError(f"version must be '0.1' or '0.0'. Received: version={version!r}")
+    if distance not in ("lpips", "cosine"):
+        raise InputError(f"distance must be 'lpips' or 'cosine'. Received: distance={distance!r}")
+    if tuple(float(v) for v in input_range) not in INPUT_RANGES:
+        raise InputError(f"input_range must be one of {INPUT_RANGES}. Received: input_range={input_range!r}")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}")
+    total = len(spec.taps)
+    if layers is None:
+        return total
+    if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or not 1 <= layers <= total:
+        raise InputError(f"layers must be an integer from 1 to {total} for net {spec.name!r}. Received: layers={layers!r}")
+    return int(layers)

@@ -1,0 +1,41 @@
+"""`evaluate_run`'s results as a person reads them (markdown tables) or a program does (JSON)."""
+
+import json
+import pathlib
+
+from keras_lpips.errors import InputError
+from keras_lpips.files import atomic_write
+
+
+def results_markdown(results):
+    """Markdown tables of `evaluate_run`'s results: 2AFC scores, then JND mAP."""
+    columns = results["columns"]
+    header = ["subset", "n"] + columns
+    lines = [f"Model: {results['model']}  ", f"Data: {results['data']}", "", "2AFC score (val):", ""]
+
+    def table(section, counts, extra_rows):
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for subset, row in results[section].items():
+            n = counts.get(subset, sum(counts.values()) if subset == "all" else "")
+            if subset in extra_rows and subset not in counts:
+                n = sum(counts.values()) if subset == "all" else ""
+            out.append("| " + " | ".join([subset, str(n)] + [f"{row[c]:.4f}" for c in columns]) + " |")
+        return out
+
+    lines += table("2afc", results["counts"]["2afc"], ("all", "mean"))
+    if "jnd" in results:
+        lines += ["", "JND mAP (val):", ""] + table("jnd", results["counts"]["jnd"], ())
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results, path):
+    """Writes `evaluate_run`'s results as JSON (.json) or markdown (anything else)."""
+    path = pathlib.Path(path)
+    text = json.dumps(results, indent=2) + "\n" if path.suffix == ".json" else results_markdown(results)
+    if not path.parent.is_dir():
+        raise InputError(f"Output folder does not exist: {path.parent}")
+    try:
+        atomic_write(path, text)
+    except OSError as error:
+        raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
+    return path

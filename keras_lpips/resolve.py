@@ -1,0 +1,122 @@
+"""What a metric description means: the one place that turns `--model PATH`, a preset name or
+the net options into a metric, for the command line and the library alike.
+
+    metric = resolve_metric(MetricSpec(net="vgg"))                     # an LPIPS, official weights
+    metric = resolve_metric(MetricSpec(model="runs/alex-lin"))         # a fit run's model.keras
+    metric = resolve_metric(MetricSpec(model="models/lpips"))          # an export (ExportedMetric)
+    metric = load_metric("model.keras")
+
+A `model` path is a fit run folder (its model.keras), a `.keras` file, or a SavedModel from
+`export` (its base folder, then the highest version, or a version folder).
+"""
+
+import dataclasses
+import pathlib
+import zipfile
+
+from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
+
+# Spellings of "no weights" that the command line accepts.
+UNTRAINED = ("random", "none")
+
+
+@dataclasses.dataclass
+class MetricSpec:
+    """A metric described by options: `model` (a path) or `preset` replace all the others.
+
+    `backbone_weights` and `lin_weights` take `LPIPS`'s values, and also "random"/"none" for
+    None (untrained backbone, unweighted linear heads)."""
+
+    net: str = "alex"
+    version: str = "0.1"
+    distance: str = "lpips"
+    layers: int | None = None
+    lin_weights: str | None = "v0.1"
+    backbone_weights: str | None = "imagenet"
+    model: str | None = None
+    preset: str | None = None
+
+
+def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
+    """The metric `spec` describes, for images in `input_range`.
+
+    `fetch_progress(done_bytes, total_bytes)`, if given, follows a first download of the
+    ImageNet backbone."""
+    from keras_lpips.model import LPIPS
+
+    if spec.model is not None:
+        return load_metric(spec.model, input_range)
+    if spec.preset is not None:
+        return LPIPS.from_preset(spec.preset, input_range=input_range)
+    backbone_weights = None if spec.backbone_weights in UNTRAINED else spec.backbone_weights
+    lin_weights = None if spec.lin_weights in UNTRAINED else spec.lin_weights
+    if backbone_weights == "imagenet":
+        ensure_imagenet_weights(spec.net, fetch_progress)
+    return LPIPS(
+        net=spec.net, version=spec.version, distance=spec.distance, layers=spec.layers,
+        backbone_weights=backbone_weights, lin_weights=lin_weights, input_range=input_range,
+    )  # fmt: skip
+
+
+def ensure_imagenet_weights(net, progress=None):
+    """Fetches torchvision's ImageNet weights for `net` into the cache unless they are there."""
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.files import imagenet_cache_path
+    from keras_lpips.weights.pretrained import imagenet_state_dict
+
+    name = get_backbone(net).name
+    if not imagenet_cache_path(name).exists():
+        imagenet_state_dict(name, progress=progress)
+
+
+def load_metric(model, input_range=None):
+    """The metric saved at `model`: a fit run folder, a `.keras` file (an `LPIPS` or an
+    `LPIPSTrainer`'s metric) or a SavedModel export. With `input_range`, a `.keras` metric
+    must expect it (exports always take [0, 1])."""
+    from keras_lpips.export import load_savedmodel, savedmodel_directory
+
+    path = pathlib.Path(model)
+    if not path.exists():
+        raise InputError(f"--model {path} does not exist")
+    if path.is_file() and path.suffix != ".keras":
+        raise InputError(f"--model takes a fit run folder, a .keras file or a SavedModel folder. Received the file {path}")
+    if savedmodel_directory(path) is not None:
+        return load_savedmodel(path)
+    if path.is_dir():
+        if not (path / "model.keras").is_file():
+            raise InputError(
+                f"--model {path} is a folder with neither model.keras (a fit run) nor saved_model.pb "
+                "(an export, directly or in a version folder such as 1/)"
+            )
+        path = path / "model.keras"
+    metric = _load_keras_file(path)
+    if input_range is not None and metric.input_range != tuple(input_range):
+        raise InputError(f"{model} expects input_range={metric.input_range}; the command line feeds {tuple(input_range)}")
+    return metric
+
+
+def _load_keras_file(path):
+    """The `LPIPS` in a `.keras` file, loaded in safe mode; its file supplies every weight, so no
+    weight source is read (it loads offline)."""
+    import keras
+
+    from keras_lpips.model import LPIPS
+    from keras_lpips.training.trainer import LPIPSTrainer
+    from keras_lpips.weights.loading import sources_deferred
+
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"Cannot load model file {path}: not a .keras file (a zip archive)")
+    try:
+        with sources_deferred():
+            loaded = keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises ValueError, KeyError, TypeError, ... for damaged files
+        if "safe_mode" in str(error):
+            raise UnsafeFileError(
+                f"refusing to load {path}: it holds code (e.g. a Lambda layer) that only safe_mode=False would run"
+            ) from None
+        raise WeightsError(f"Cannot load model file {path} (damaged, or not saved by keras-lpips?): {error}") from None
+    if isinstance(loaded, LPIPSTrainer):
+        loaded = loaded.lpips
+    if not isinstance(loaded, LPIPS):
+        raise InputError(f"{path} holds a {type(loaded).__name__}, not a keras_lpips.LPIPS model")
+    return loaded

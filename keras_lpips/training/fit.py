@@ -1,0 +1,292 @@
+"""`fit`: train LPIPS on the 2AFC judgments of a BAPPS-layout folder, as the reference `train.py`.
+
+    summary = fit(RunConfig("dataset", "runs/alex-lin", backbone="alex", mode="lin"))
+    summary = fit_run("dataset", "runs/alex-lin", backbone="alex", mode="lin")   # the same
+"""
+
+import dataclasses
+import math
+import pathlib
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_lpips.backbones import get_backbone
+from keras_lpips.data.bapps import list_twoafc
+from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
+from keras_lpips.errors import InputError
+from keras_lpips.model import LPIPS, _check_choices
+from keras_lpips.ranking import DistanceToLogit, twoafc_scores
+from keras_lpips.training.devices import make_strategy, resolve_precision, worker_role
+from keras_lpips.training.frozen import FrozenBackbone, FrozenBackboneTrainer, concatenated, frozen_twoafc_arrays
+from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, reference_lin_init
+from keras_lpips.training.run_folder import RunFolder, now
+from keras_lpips.training.trainer import LPIPSTrainer
+
+MODES = ("lin", "tune", "scratch")
+INPUT_RANGE = (0.0, 1.0)  # what fit feeds, and what the saved model.keras expects (the CLI's range)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything one training run is configured by (recorded in its run.json).
+
+    Attributes:
+        data_root: the BAPPS folder (holding `2afc/train`, `2afc/val`).
+        out_dir: the run folder (new or empty, or an earlier run's with `resume=True`).
+        backbone: "alex", "vgg", "squeeze" (or "alexnet", "vgg16", "squeezenet").
+        distance: "lpips" (linear weights and ranker learn) or "cosine" (only the ranker learns).
+        layers: keep the first N tapped layers (None: all).
+        mode: "lin" (backbone frozen), "tune" (the pretrained backbone learns too) or "scratch"
+            (the backbone starts from a seeded random init and learns), as the reference's flags.
+        backbone_weights: "imagenet", "random" or a torchvision `.pth`/`.npz`; None: "imagenet",
+            or "random" in "scratch" mode (which refuses anything else).
+        subsets / val_subsets: 2AFC subsets to train / validate on (None: every one present).
+        epochs, decay_epochs: `epochs` at `lr`, then `decay_epochs` more with the rate falling
+            linearly (`EpochLinearDecay`, the reference's schedule).
+        batch_size: the global batch (split across replicas under a distribution strategy).
+        lr, beta_1: Adam's (the reference's 1e-4 and 0.5; beta_2 0.999, epsilon 1e-8).
+        load_size: images are resized to load_size x load_size (BAPPS patches are 64 x 64).
+        lin_init: "reference" (torch's default conv init, seeded) or "ones" (start from cosine).
+        dropout: dropout before the linear heads while training (the reference's 0.5; 0: none).
+        mixed_precision: "auto", "off", "bf16" or "fp16" (`resolve_precision`).
+        strategy: "auto", "one-device", "mirrored", "multiworker" or "tpu" (`make_strategy`).
+        resume: continue the run in `out_dir` from its last finished epoch.
+        seed: seeds the initialisation, the epoch orders and dropout.
+        deterministic: bit-reproducible ops and data order (slower).
+        progress: progress output.
+        cache: keep the validation set's decoded images in memory (`twoafc_dataset`).
+        precompute_frozen: in "lin" mode on one device, do the frozen backbone's work once per
+            triplet (`keras_lpips.training.frozen`); False: every step runs the backbone.
+    """
+
+    data_root: str
+    out_dir: str
+    backbone: str = "alex"
+    distance: str = "lpips"
+    layers: int | None = None
+    mode: str = "lin"
+    backbone_weights: str | None = None
+    subsets: list | None = None
+    val_subsets: list | None = None
+    epochs: int = 5
+    decay_epochs: int = 5
+    batch_size: int = 50
+    lr: float = 1e-4
+    beta_1: float = 0.5
+    load_size: int = 64
+    lin_init: str = "reference"
+    dropout: float = 0.5
+    mixed_precision: str = "auto"
+    strategy: str = "auto"
+    resume: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    progress: bool = True
+    cache: bool = False
+    precompute_frozen: bool = True
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}. Received: {self.mode!r}")
+        if self.distance == "cosine" and self.mode != "lin":
+            raise InputError("distance 'cosine' has no linear weights: only the ranking head learns, so mode must be 'lin'")
+        if self.mode == "scratch" and self.backbone_weights not in (None, "random"):
+            raise InputError(f"mode 'scratch' trains the backbone from a random init; drop backbone_weights={self.backbone_weights!r}")
+        if self.lin_init not in ("reference", "ones"):
+            raise InputError(f"lin_init must be 'reference' or 'ones'. Received: {self.lin_init!r}")
+        for name in ("epochs", "decay_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 0:
+                raise InputError(f"{name} must be a non-negative integer. Received: {value!r}")
+        if self.epochs + self.decay_epochs < 1:
+            raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
+        if not self.lr > 0:
+            raise InputError(f"lr must be positive. Received: {self.lr!r}")
+        self.backbone_weights = self.backbone_weights or ("random" if self.mode == "scratch" else "imagenet")
+        spec = get_backbone(self.backbone)
+        kept = _check_choices(spec, "0.1", self.distance, self.layers, INPUT_RANGE)
+        if spec.min_input_size[kept - 1] > self.load_size:
+            raise InputError(
+                f"load_size {self.load_size} is too small for {spec.name} with {kept} layers "
+                f"(needs >= {spec.min_input_size[kept - 1]})"
+            )
+        self.subsets = [self.subsets] if isinstance(self.subsets, str) else self.subsets
+        self.val_subsets = [self.val_subsets] if isinstance(self.val_subsets, str) else self.val_subsets
+
+    @property
+    def total_epochs(self):
+        return int(self.epochs) + int(self.decay_epochs)
+
+    def record(self, train_records, val_records, policy):
+        """The configuration as run.json records it (and `--resume` compares it)."""
+        record = dataclasses.asdict(self)
+        del record["out_dir"], record["cache"], record["precompute_frozen"]
+        record.update(
+            data_root=str(pathlib.Path(self.data_root).resolve()), backbone_weights=str(self.backbone_weights),
+            subsets=sorted({r.subset for r in train_records}), val_subsets=sorted({r.subset for r in val_records}),
+            epochs=int(self.epochs), decay_epochs=int(self.decay_epochs), batch_size=int(self.batch_size),
+            lr=float(self.lr), beta_1=float(self.beta_1), load_size=int(self.load_size), dropout=float(self.dropout),
+            policy=policy, seed=int(self.seed), deterministic=bool(self.deterministic), resume=bool(self.resume),
+            progress=bool(self.progress),
+        )  # fmt: skip
+        return record
+
+
+def fit_run(data_root, out_dir, callbacks=(), **options):
+    """`fit(RunConfig(data_root, out_dir, **options))`."""
+    return fit(RunConfig(data_root, out_dir, **options), callbacks=callbacks)
+
+
+def fit(config, callbacks=()):
+    """Trains, checkpointing every epoch into the run folder (`RunFolder`), and returns the summary
+    also written to run.json. Under MultiWorkerMirrored only the chief writes."""
+    log = print if config.progress else (lambda *_: None)
+    strategy, strategy_name = make_strategy(config.strategy)  # first: MultiWorkerMirrored needs a fresh runtime
+    is_chief = worker_role(strategy_name)[0]
+    train_records = list_twoafc(config.data_root, "train", config.subsets)
+    val_records = list_twoafc(config.data_root, "val", config.val_subsets)
+    policy = resolve_precision(config.mixed_precision, strategy)
+    record = config.record(train_records, val_records, policy)
+    folder = RunFolder(config.out_dir, writes=is_chief)
+    previous = folder.open(record, config.resume)
+
+    keras.utils.set_random_seed(int(config.seed))
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    drop_remainder = strategy_name == "tpu"  # TPUs need fixed shapes
+    batch_size = int(config.batch_size)
+    steps_per_epoch = len(train_records) // batch_size if drop_remainder else math.ceil(len(train_records) / batch_size)
+    if steps_per_epoch < 1:
+        raise InputError(f"{len(train_records)} training triplets make no full batch of {batch_size}")
+    schedule = EpochLinearDecay(config.lr, steps_per_epoch, config.epochs, config.decay_epochs)
+    frozen_ok = config.precompute_frozen and config.mode == "lin" and strategy_name in ("default", "one-device")
+    trainer = _build_trainer(config, policy, strategy, schedule, FrozenBackboneTrainer if frozen_ok else LPIPSTrainer)
+    frozen = None
+    if frozen_ok:
+        frozen = FrozenBackbone(trainer.lpips, train_records, val_records, config.data_root, batch_size, config.load_size, log)
+
+    def images(records, train):
+        return twoafc_dataset(
+            records, batch_size=batch_size, load_size=int(config.load_size), input_range=INPUT_RANGE, shuffle=False,
+            seed=int(config.seed), cache=False if train else config.cache, deterministic=bool(config.deterministic),
+            drop_remainder=drop_remainder,
+        )  # fmt: skip
+
+    checkpoint = folder.load_checkpoint(trainer) if config.resume else None
+    initial_epoch = checkpoint["epoch"] if checkpoint else 0
+    rows = list(checkpoint["history"]) if checkpoint else []
+    initial = (checkpoint or {}).get("initial") or previous.get("initial")
+    remaining = initial_epoch < config.total_epochs
+    val_data = None
+    if initial is None or remaining:
+        val_data = frozen.validation_data(drop_remainder) if frozen else images(val_records, train=False)
+    started = time.time()
+    if initial is None:  # the untrained model's score, epoch 0 of the curves
+        with naming_bad_images(val_records, config.data_root):
+            scores = trainer.evaluate(val_data, verbose=0, return_dict=True)
+        initial = {"val_loss": float(scores["loss"]), "val_2afc": float(scores["2afc"])}
+        log(f"untrained: val_2afc {initial['val_2afc']:.4f}, val_loss {initial['val_loss']:.4f}")
+    started_at = previous.get("started", now())
+    folder.write_record({**previous, "config": record, "initial": initial, "started": started_at})
+
+    if remaining:
+        orders = [_epoch_order(len(train_records), config.seed, e) for e in range(initial_epoch, config.total_epochs)]
+        if frozen and not frozen.trains_on_images:
+            train_data = frozen.training_data(orders, drop_remainder)
+        else:  # one dataset per epoch, so that each epoch ends with its own (partial) batch
+            train_data = concatenated([images([train_records[i] for i in order], train=True) for order in orders])
+        extra = []
+        if is_chief and _has_tensorboard():
+            extra = [keras.callbacks.TensorBoard(log_dir=str(folder.path / "logs"), write_graph=False)]
+        with naming_bad_images(train_records + val_records, config.data_root):
+            trainer.fit(
+                train_data, epochs=config.total_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                validation_data=val_data, verbose=(1 if sys.stdout.isatty() else 2) if config.progress else 0,
+                callbacks=[folder.epoch_recorder(rows, initial, schedule, len(train_records)), *extra, *callbacks],
+                shuffle=False,
+            )  # fmt: skip
+    else:
+        log(f"{folder.path}: all {config.total_epochs} epochs already done")
+    if not is_chief:
+        return {"config": record, "history": rows, "initial": initial, "chief": False}
+
+    metric = folder.save_model(trainer)
+    if frozen and policy == "float32":  # the saved metric has the trained weights, unrounded
+        d0, d1 = frozen.validation_distances(metric)
+    else:
+        with naming_bad_images(val_records, config.data_root):
+            arrays = frozen_twoafc_arrays(metric, val_records, batch_size=batch_size, load_size=int(config.load_size))
+        d0, d1 = arrays["d0"], arrays["d1"]
+    folder.save_validation_distances(d0, d1)
+    final = _scores_by_subset(twoafc_scores(d0, d1, np.array([r.judge for r in val_records], np.float32)), val_records)
+    folder.write_history(rows)
+    folder.plot_history(rows, initial)
+    steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
+    summary = {
+        "config": record,
+        "strategy": strategy_name,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "initial": initial,
+        "final": {"val_2afc": final.pop("all"), "val_2afc_by_subset": final},
+        "last_epoch": rows[-1] if rows else None,
+        "epochs_done": len(rows),
+        "triplets_per_second": float(np.median(steady)) if steady else None,
+        "seconds_this_session": round(time.time() - started, 1),
+    }
+    summary["files"] = folder.files()
+    folder.write_record({**summary, "started": started_at})
+    return summary
+
+
+def _build_trainer(config, policy, strategy, schedule, trainer_class):
+    """The metric (dropout before its heads, linear weights from `lin_init`), the ranker and the
+    optimiser, created under `strategy` and the mixed-precision `policy`."""
+    saved_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        with strategy.scope():
+            backbone_weights = None if config.backbone_weights == "random" else config.backbone_weights
+            metric = LPIPS(
+                net=config.backbone, version="0.1", distance=config.distance, layers=config.layers,
+                backbone_weights=backbone_weights, lin_weights=None, input_range=INPUT_RANGE, seed=config.seed,
+                dropout=config.dropout,
+            )  # fmt: skip
+            if config.lin_init == "reference":
+                reference_lin_init(metric, config.seed)
+            trainer = trainer_class(metric, DistanceToLogit(seed=config.seed), train_backbone=config.mode != "lin")
+            optimizer = reference_adam(schedule, config.beta_1)
+            if policy == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            trainer.compile(optimizer=optimizer)
+            optimizer.build(trainer.trainable_variables)
+    finally:
+        keras.config.set_dtype_policy(saved_policy)
+    return trainer
+
+
+def _epoch_order(count, seed, epoch):
+    """Epoch `epoch`'s order of `count` training triplets: a permutation drawn from (seed, epoch)
+    alone, so a resumed run sees the same order as an uninterrupted one."""
+    return np.random.default_rng([int(seed), 1, int(epoch)]).permutation(count)
+
+
+def _scores_by_subset(scores, records):
+    """{subset: mean per-triplet score, ..., "all": pooled} in the records' subset order."""
+    subsets = np.array([r.subset for r in records])
+    result = {str(s): float(scores[subsets == s].mean()) for s in dict.fromkeys(subsets)}
+    result["all"] = float(scores.mean())
+    return result
+
+
+def _has_tensorboard():
+    """tf.summary writes event files only with the tensorboard package installed."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        print("note: the tensorboard package is not installed; no TensorBoard logs", file=sys.stderr)
+        return False
+    return True
