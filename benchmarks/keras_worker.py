@@ -112,7 +112,7 @@ def trainer(net):
     if net not in _TRAINERS:
         from keras_lpips import training
 
-        model = training.LPIPSTrainer(LPIPS(net=net, lin_weights=None), train_backbone=False)
+        model = training.LPIPSTrainer(LPIPS(net=net, lin_weights=None, dropout=0.5), train_backbone=False)
         adam = getattr(training, "reference_adam", None)
         model.compile(optimizer=adam(1e-4, 0.5) if adam else keras.optimizers.Adam(1e-4, beta_1=0.5, epsilon=1e-8))
         _TRAINERS[net] = model

@@ -84,7 +84,7 @@ from keras_lpips.training import LPIPSTrainer, reference_adam
 
 records = list_twoafc(args["data"], "train")
 n, s = args["batch"], args["size"]
-trainer = LPIPSTrainer(LPIPS(net="alex", lin_weights=None, input_range=(0, 1)), train_backbone=False)
+trainer = LPIPSTrainer(LPIPS(net="alex", lin_weights=None, input_range=(0, 1), dropout=0.5), train_backbone=False)
 trainer.compile(optimizer=reference_adam(1e-4, 0.5))
 rng = np.random.default_rng(0)
 batch = {k: rng.uniform(0, 1, (n, s, s, 3)).astype(np.float32) for k in ("ref", "p0", "p1")}

@@ -25,12 +25,12 @@ Example:
 >>> served([img0, img1])                            # [0, 1] images -> (N,) distances
 """
 
+import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from keras_lpips.errors import InputError
+from keras_lpips.files import atomic_write, replace_directory, scratch_directory
 
 # Signature name -> (input names, output names).
 SIGNATURES = {
@@ -92,14 +92,14 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        # A dot-name, not an integer: TF Serving never takes it for a version.
-        with tempfile.TemporaryDirectory(prefix=f".{version}.partial-", dir=directory) as staging:
-            _save(metric, Path(staging) / "model")
-            if target.exists():
-                os.replace(target, Path(staging) / "replaced")  # deleted with the staging directory
-            os.replace(Path(staging) / "model", target)
+        # Built under a hidden name (never taken for a version by TF Serving), then renamed into
+        # place: a version folder that appeared meanwhile is refused unless `overwrite`.
+        with scratch_directory(target) as scratch:
+            _save(metric, scratch / "model")
+            replace_directory(scratch / "model", target, replace=overwrite)
     except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise InputError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it") from None
         raise InputError(f"Cannot write to {directory}: {error.strerror or error}") from None
     if progress:
         progress(1)
@@ -125,25 +125,23 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging_directory = tempfile.TemporaryDirectory(prefix=f".{path.name}.partial-", dir=path.parent)
+        with scratch_directory(path) as scratch:
+            if isinstance(metric, ExportedMetric):  # already traced: convert its SavedModel
+                saved = metric.directory
+            else:
+                saved = scratch / "model"
+                _save(metric, saved)
+            if progress:
+                progress(1)
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=list(SIGNATURES))
+            if quantize != "none":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantize == "fp16":
+                converter.target_spec.supported_types = [tf.float16]
+            flatbuffer = converter.convert()
+        atomic_write(path, flatbuffer)
     except OSError as error:
         raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
-    with staging_directory as staging:
-        if isinstance(metric, ExportedMetric):  # already traced: convert its SavedModel
-            saved = metric.directory
-        else:
-            saved = Path(staging) / "model"
-            _save(metric, saved)
-        if progress:
-            progress(1)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=list(SIGNATURES))
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        (Path(staging) / "model.tflite").write_bytes(converter.convert())
-        os.replace(Path(staging) / "model.tflite", path)
     if progress:
         progress(1)
     return path
@@ -166,7 +164,7 @@ def _save(metric, path):
         "input_range": [0.0, 1.0],
     }
     (Path(path) / METADATA).parent.mkdir(exist_ok=True)
-    (Path(path) / METADATA).write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write(Path(path) / METADATA, json.dumps(info, indent=2) + "\n")
 
 
 def savedmodel_directory(path):

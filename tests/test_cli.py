@@ -262,3 +262,52 @@ def test_usage_errors_are_one_line_exit_2(args, code, message):
     result = run_cli(*args)
     assert result.returncode == code and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
+
+
+def test_metric_options_are_declared_once_and_packed_into_one_metric_spec():
+    """@metric_options puts the eight metric options where a command declares its `MetricSpec`
+    parameter, with MetricSpec's defaults, and hands the command one MetricSpec; every command
+    that takes a metric lists the same eight."""
+    import dataclasses
+    import pathlib
+    from typing import Annotated
+
+    import typer
+    from typer.testing import CliRunner
+
+    from keras_lpips.cli.options import METRIC_OPTIONS, metric_options
+    from keras_lpips.resolve import MetricSpec
+
+    received = []
+
+    @metric_options
+    def command(image: Annotated[pathlib.Path, typer.Argument()], *, metric: MetricSpec, flag: bool = False):
+        received.append((image, metric, flag))
+
+    app = typer.Typer()
+    app.command()(command)
+    app.callback()(lambda: None)  # keep `command` a subcommand
+    assert CliRunner().invoke(app, ["command", "x.png"]).exit_code == 0
+    args = ["command", "x.png", "--preset", "vgg-v0.0", "--layers", "2", "--backbone-weights", "random", "--flag"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert received == [
+        (pathlib.Path("x.png"), MetricSpec(), False),
+        (pathlib.Path("x.png"), MetricSpec(layers=2, backbone_weights="random", preset="vgg-v0.0"), True),
+    ]
+    assert list(METRIC_OPTIONS) == [field.name for field in dataclasses.fields(MetricSpec)]
+
+    commands = click_commands()
+    for name in ("score", "pairs", "matrix", "export", "eval"):
+        options = {opt: param for param in commands[name].params for opt in param.opts}
+        assert "--preset" in options and options["--net"].default == "alex", name
+
+
+@pytest.mark.real_weights
+def test_preset_scores_as_its_net_options():
+    """--preset alex-v0.0 is --net alex --version 0.0 (and the official weights)."""
+    needs_imagenet_weights("alex")
+    triplet = [EXAMPLES / f"{name}.png" for name in ("ref", "p0", "p1")]
+    by_preset = run_cli("score", *triplet, "--preset", "alex-v0.0", "--json")
+    by_options = run_cli("score", *triplet, "--net", "alex", "--version", "0.0", "--lin-weights", "v0.0", "--json")
+    assert by_preset.returncode == 0 and by_options.returncode == 0, by_preset.stderr + by_options.stderr
+    assert json.loads(by_preset.stdout) == json.loads(by_options.stdout)

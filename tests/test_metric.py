@@ -174,3 +174,71 @@ def test_mean_metric_averages_distances(alex, rng):
         metric.update_state(a, b)
     expected = np.mean([np.asarray(alex([a, b])) for a, b in batches])
     np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-5)
+
+
+def test_from_config_rebuilds_the_metric_with_its_weights(rng):
+    metric = LPIPS(net="alex", backbone_weights=None, lin_weights="v0.0", seed=5)
+    clone = LPIPS.from_config(metric.get_config())
+    assert clone.get_config()["lin_weights"] == "v0.0"
+    x0, x1 = random_images(rng), random_images(rng)
+    np.testing.assert_array_equal(np.asarray(clone([x0, x1])), np.asarray(metric([x0, x1])))
+
+
+def test_preset_round_trips_through_its_config(fake_imagenet_home, monkeypatch, rng):
+    from keras_lpips.presets import PRESETS
+
+    monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
+    metric = LPIPS.from_preset("alex-v0.1", input_range=(0, 1))
+    assert {k: metric.get_config()[k] for k in PRESETS["alex-v0.1"]["config"]} == PRESETS["alex-v0.1"]["config"]
+    direct = LPIPS(net="alex", version="0.1", backbone_weights="imagenet", lin_weights="v0.1", input_range=(0, 1))
+    x0, x1 = random_images(rng, low=0), random_images(rng, low=0)
+    np.testing.assert_array_equal(np.asarray(metric([x0, x1])), np.asarray(direct([x0, x1])))
+    clone = LPIPS.from_config(metric.get_config())
+    np.testing.assert_array_equal(np.asarray(clone([x0, x1])), np.asarray(metric([x0, x1])))
+    with pytest.raises(InputError, match="Unknown preset 'alex-v9'.*alex-v0.1"):
+        LPIPS.from_preset("alex-v9")
+
+
+def test_keras_file_of_an_imagenet_metric_loads_without_the_cache(fake_imagenet_home, monkeypatch, tmp_path, rng):
+    """The file supplies every weight: loading it reads no weight source (here: an empty cache)."""
+    from keras_lpips.resolve import load_metric
+
+    monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
+    metric = LPIPS(net="alex", input_range=(0, 1))
+    metric.save(tmp_path / "m.keras")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_home"))
+    loaded = load_metric(tmp_path / "m.keras")
+    x0, x1 = random_images(rng, low=0), random_images(rng, low=0)
+    np.testing.assert_array_equal(np.asarray(loaded([x0, x1])), np.asarray(metric([x0, x1])))
+
+
+def test_nested_in_a_layer_called_in_training_the_distance_is_deterministic(alex, rng):
+    """dropout defaults to 0: a surrounding layer's training=True cannot make the distance random."""
+
+    class Outer(keras.layers.Layer):
+        def __init__(self, metric):
+            super().__init__()
+            self.metric = metric
+
+        def call(self, pair, training=None):
+            return self.metric(pair, training=training)
+
+    x0, x1 = random_images(rng), random_images(rng)
+    expected = np.asarray(alex([x0, x1]))
+    outer = Outer(alex)
+    first, second = (np.asarray(outer([x0, x1], training=True)) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, expected, rtol=1e-6)
+    assert alex.get_config()["dropout"] == 0.0
+
+
+def test_twoafc_and_channel_means_agree_with_the_pair_distance(alex, rng):
+    ref, p0, p1 = (random_images(rng, 3) for _ in range(3))
+    d0, d1 = alex.twoafc(ref, p0, p1)
+    np.testing.assert_allclose(np.asarray(d0), np.asarray(alex([ref, p0])), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(d1), np.asarray(alex([ref, p1])), rtol=1e-6)
+    n = len(ref)
+    features = alex.features(np.concatenate([ref, p0]))
+    diffs = alex.squared_differences([f[:n] for f in features], [f[n:] for f in features])
+    means = np.concatenate([np.asarray(d).mean(axis=(1, 2)) for d in diffs], axis=-1)
+    np.testing.assert_allclose(np.asarray(alex.distances_from_channel_means(means)), np.asarray(d0), rtol=1e-5)

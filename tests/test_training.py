@@ -359,6 +359,7 @@ def _assert_same_state(a, b, atol):
         np.testing.assert_allclose(lin_a[k], lin_b[k], atol=atol, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precompute_frozen", [True, False], ids=["frozen-maps", "images"])
 def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path, precompute_frozen):
     """Both ways lin mode trains: from the frozen backbone's maps computed once (small sets), and
@@ -383,6 +384,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_data, tmp_path,
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpus_matches_one_device(small_data, tmp_path):
     """Dropout off: its masks depend on how a batch is split over replicas. 55 triplets in batches
     of 10: the last batch (5) splits 3 + 2."""
@@ -394,6 +396,7 @@ def test_mirrored_on_two_cpus_matches_one_device(small_data, tmp_path):
     _assert_same_state(tmp_path / "mirrored", tmp_path / "one", atol=2e-5)
 
 
+@pytest.mark.slow
 def test_multiworker_without_tf_config_is_one_worker(small_data, tmp_path):
     """--strategy multiworker with no TF_CONFIG: a single worker, whose step logs stay scalars
     (TensorBoard refused the (1,)-shaped logs that only a multi-worker reduction needs)."""
@@ -432,23 +435,66 @@ def test_two_workers_match_one_process(small_data, tmp_path):
 
 
 def test_fit_on_a_missing_folder_prints_one_line(tmp_path):
-    code = textwrap.dedent(
-        """
-        import sys
-        from keras_lpips.cli import app, train
-        if "fit" not in {c.name for c in app.app.registered_commands}:
-            app.app.command("fit")(train.fit)
-        sys.argv = ["keras-lpips", "fit", "--data", sys.argv[1], "--out", sys.argv[2]]
-        app.main()
-        """
-    )
+    from tests.helpers import run_cli
+
     missing = tmp_path / "no-such-bapps"
-    result = subprocess.run([sys.executable, "-c", code, str(missing), str(tmp_path / "run")], env=_env(),
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = run_cli("fit", "--data", missing, "--out", tmp_path / "run")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [f"error: BAPPS root {missing} is not a directory"]
     assert not (tmp_path / "run").exists()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_in_epoch(epoch):
+    """A callback that stops training (raises `_Interrupted`) after the first step of its `epoch`-th epoch."""
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        started = 0
+
+        def on_epoch_begin(self, index, logs=None):
+            self.started += 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.started == epoch:
+                raise _Interrupted
+
+    return Interrupt()
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(small_data, tmp_path):
+    """In this process (the SIGKILL tests above are the slow, bit-exact version): a run stopped in
+    epoch 2 resumes from its epoch-1 checkpoint and ends where an uninterrupted run ends."""
+    from keras_lpips.training import fit_run
+
+    run = dict(TINY, epochs=2, decay_epochs=1, lr=1e-3, seed=3, progress=False)
+    fit_run(small_data, tmp_path / "straight", **run)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(_Interrupted):
+        fit_run(small_data, stopped, callbacks=[_interrupt_in_epoch(2)], **run)
+    assert json.loads((stopped / "checkpoint" / "latest.json").read_text())["epoch"] == 1
+    assert not (stopped / "model.keras").exists()
+    fit_run(small_data, stopped, resume=True, **run)
+    _assert_same_state(stopped, tmp_path / "straight", atol=1e-6)
+    history = (stopped / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
+    np.testing.assert_allclose(np.loadtxt(stopped / "history.csv", delimiter=",", skiprows=1),
+                               np.loadtxt(tmp_path / "straight" / "history.csv", delimiter=",", skiprows=1), atol=1e-6)  # fmt: skip
+
+
+def test_mirrored_strategy_on_one_device_trains(small_data, tmp_path):
+    """The mirrored code path in this process, on its one CPU device (two replicas, in a process
+    of its own: the slow test above)."""
+    from keras_lpips.training import fit_run
+
+    summary = fit_run(small_data, tmp_path / "run", strategy="mirrored", **dict(TINY, epochs=1, decay_epochs=0, progress=False))
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["strategy"] == "mirrored" and run["replicas"] == 1
+    assert 0.0 <= summary["final"]["val_2afc"] <= 1.0 and (tmp_path / "run" / "model.keras").is_file()
 
 
 def test_resume_compares_the_backbone_by_its_canonical_name():

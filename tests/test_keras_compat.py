@@ -1,0 +1,41 @@
+"""The Keras internals keras_lpips.keras_compat relies on: present in the installed Keras, or a
+failure that says which one is gone and on which Keras."""
+
+import keras
+import numpy as np
+
+from keras_lpips import keras_compat
+
+
+def _minor(version):
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+def test_installed_keras_is_a_tested_series():
+    low, high = (_minor(v) for v in keras_compat.TESTED_KERAS)
+    assert low <= _minor(keras.__version__) <= high, (
+        f"Keras {keras.__version__} is outside the series keras_compat was tested on ({' to '.join(keras_compat.TESTED_KERAS)}): "
+        "run the full suite on it, then widen TESTED_KERAS and pyproject.toml's bound"
+    )
+
+
+def test_adam_moments_are_the_slots_adam_updates():
+    variable = keras.Variable(np.ones(3, np.float32))
+    optimizer = keras.optimizers.Adam(0.1)
+    optimizer.build([variable])
+    optimizer.apply([np.full(3, 2.0, np.float32)], [variable])
+    try:
+        m, v = keras_compat.adam_moments(optimizer, variable)
+    except AttributeError as error:
+        raise AssertionError(f"Keras {keras.__version__}: Adam's slot internals changed ({error}); update keras_compat.adam_moments") from None
+    np.testing.assert_allclose(np.asarray(m), 0.1 * 2.0, rtol=1e-6)  # (1 - beta_1) * g
+    np.testing.assert_allclose(np.asarray(v), 0.001 * 4.0, rtol=1e-6)  # (1 - beta_2) * g^2
+
+
+def test_the_trainer_build_hook_exists_in_keras():
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    assert hasattr(TensorFlowTrainer, "_maybe_symbolic_build"), (
+        f"Keras {keras.__version__} has no TensorFlowTrainer._maybe_symbolic_build: "
+        "keras_compat.PrebuiltUnderStrategy overrides nothing; check multi-worker training"
+    )
