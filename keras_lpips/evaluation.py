@@ -51,7 +51,6 @@ def evaluate_run(
     (DSSIM, lpips.dssim in Lab) and "psnr" (on the 8-bit RGB images).
     """
     from keras_lpips.data.bapps import list_jnd, list_twoafc, resolve_root
-    from keras_lpips.data.pipeline import iterate_naming_bad_images, jnd_dataset, twoafc_dataset
 
     if metric is None:
         if model is None:
@@ -67,37 +66,13 @@ def evaluate_run(
     else:
         name = f"{metric.net} v{metric.version} {metric.distance}"
     load_size = int(load_size or 64)
-    if isinstance(subsets, str):
-        subsets = [subsets]
-    records = list_twoafc(data_root, "val", subsets)
-    twoafc, pair = distance_functions(metric)
     columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
-    per = {c: [] for c in columns}
-    progress = progress and sys.stderr.isatty()
-    if distances is not None:
-        d0, d1 = (np.asarray(d, np.float32).reshape(-1) for d in distances)
-        if not len(d0) == len(d1) == len(records):
-            raise InputError(f"distances hold {len(d0)} and {len(d1)} values for {len(records)} 2AFC triplets in {data_root}")
-        per["model"].append(twoafc_scores(d0, d1, np.array([r.judge for r in records], np.float32)))
-    data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
-    for i, batch in enumerate(iterate_naming_bad_images(data, records, data_root) if distances is None or baselines else ()):
-        judge = batch["judge"].numpy()
-        if distances is None:
-            d0, d1 = twoafc(batch["ref"], batch["p0"], batch["p1"])
-            per["model"].append(twoafc_scores(np.asarray(d0), np.asarray(d1), judge))
-        if baselines:
-            b0 = baseline_distances(batch["ref"].numpy(), batch["p0"].numpy(), metric.input_range)
-            b1 = baseline_distances(batch["ref"].numpy(), batch["p1"].numpy(), metric.input_range)
-            for c in columns[1:]:
-                per[c].append(twoafc_scores(b0[c], b1[c], judge))
-        if progress:
-            print(f"\r2afc: {min((i + 1) * batch_size, len(records))}/{len(records)}", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
+    scoring = _Scoring(metric, data_root, columns, batch_size, load_size, progress and sys.stderr.isatty())
+    records = list_twoafc(data_root, "val", [subsets] if isinstance(subsets, str) else subsets)
+    scores = scoring.twoafc(records, distances)
     subset_of = np.array([r.subset for r in records])
     names = [str(s) for s in dict.fromkeys(subset_of)]
-    result = {"model": name, "data": str(data_root), "load_size": int(load_size), "columns": columns, "2afc": {}}
-    scores = {c: np.concatenate(per[c]) for c in columns}
+    result = {"model": name, "data": str(data_root), "load_size": load_size, "columns": columns, "2afc": {}}
     for s in names:
         result["2afc"][s] = {c: float(scores[c][subset_of == s].mean()) for c in columns}
     result["2afc"]["all"] = {c: float(scores[c].mean()) for c in columns}
@@ -105,31 +80,80 @@ def evaluate_run(
     result["counts"] = {"2afc": {s: int((subset_of == s).sum()) for s in names}}
     if keep_scores:  # for paired comparisons of metrics on the same triplets
         result["scores"] = {s: {c: scores[c][subset_of == s].tolist() for c in columns} for s in names}
-
-    root = resolve_root(data_root)
-    if jnd is None:
-        jnd = (root / "jnd" / "val").is_dir()
-    if jnd:
+    if jnd or (jnd is None and (resolve_root(data_root) / "jnd" / "val").is_dir()):
         pairs = list_jnd(data_root, jnd_subsets)
-        distances = {c: [] for c in columns}
-        same = []
-        data = jnd_dataset(pairs, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
-        for batch in iterate_naming_bad_images(data, pairs, data_root):
-            distances["model"].append(np.asarray(pair(batch["p0"], batch["p1"])))
-            if baselines:
-                b = baseline_distances(batch["p0"].numpy(), batch["p1"].numpy(), metric.input_range)
-                for c in columns[1:]:
-                    distances[c].append(b[c])
-            same.append(batch["same"].numpy())
-        same = np.concatenate(same)
-        distances = {c: np.concatenate(v) for c, v in distances.items()}
+        pair_distances, same = scoring.jnd(pairs)
         pair_subset = np.array([p.subset for p in pairs])
         result["jnd"] = {}
         for s in map(str, dict.fromkeys(pair_subset)):
             mask = pair_subset == s
-            result["jnd"][s] = {c: jnd_map(distances[c][mask], same[mask]) for c in columns}
+            result["jnd"][s] = {c: jnd_map(pair_distances[c][mask], same[mask]) for c in columns}
         result["counts"]["jnd"] = {str(s): int((pair_subset == s).sum()) for s in dict.fromkeys(pair_subset)}
     return result
+
+
+class _Scoring:
+    """One pass over the 2AFC triplets or the JND pairs, scoring the metric and the baselines."""
+
+    def __init__(self, metric, data_root, columns, batch_size, load_size, progress):
+        self.metric, self.data_root, self.columns = metric, data_root, columns
+        self.options = {"batch_size": batch_size, "load_size": load_size, "input_range": metric.input_range, "shuffle": False}
+        self.progress = progress
+        self.twoafc_distances, self.pair_distances = distance_functions(metric)
+
+    def _batches(self, dataset, records, label):
+        from keras_lpips.data.pipeline import iterate_naming_bad_images
+
+        done = 0
+        for batch in iterate_naming_bad_images(dataset, records, self.data_root):
+            yield batch
+            done += len(batch[next(iter(batch))])
+            if self.progress:
+                print(f"\r{label}: {done}/{len(records)}", end="", file=sys.stderr)
+        if self.progress:
+            print(file=sys.stderr)
+
+    def _baselines(self, a, b):
+        return baseline_distances(a.numpy(), b.numpy(), self.metric.input_range)
+
+    def twoafc(self, records, distances=None):
+        """{column: per-triplet 2AFC scores}; the metric's from `distances` (d0, d1) when given."""
+        from keras_lpips.data.pipeline import twoafc_dataset
+
+        per = {c: [] for c in self.columns}
+        if distances is not None:
+            d0, d1 = (np.asarray(d, np.float32).reshape(-1) for d in distances)
+            if not len(d0) == len(d1) == len(records):
+                raise InputError(
+                    f"distances hold {len(d0)} and {len(d1)} values for {len(records)} 2AFC triplets in {self.data_root}"
+                )
+            per["model"].append(twoafc_scores(d0, d1, np.array([r.judge for r in records], np.float32)))
+            if len(self.columns) == 1:
+                return {"model": per["model"][0]}
+        for batch in self._batches(twoafc_dataset(records, **self.options), records, "2afc"):
+            judge = batch["judge"].numpy()
+            if distances is None:
+                d0, d1 = self.twoafc_distances(batch["ref"], batch["p0"], batch["p1"])
+                per["model"].append(twoafc_scores(np.asarray(d0), np.asarray(d1), judge))
+            if len(self.columns) > 1:
+                b0, b1 = self._baselines(batch["ref"], batch["p0"]), self._baselines(batch["ref"], batch["p1"])
+                for c in self.columns[1:]:
+                    per[c].append(twoafc_scores(b0[c], b1[c], judge))
+        return {c: np.concatenate(v) for c, v in per.items()}
+
+    def jnd(self, pairs):
+        """({column: per-pair distances}, per-pair "same" judgments)."""
+        from keras_lpips.data.pipeline import jnd_dataset
+
+        per, same = {c: [] for c in self.columns}, []
+        for batch in self._batches(jnd_dataset(pairs, **self.options), pairs, "jnd"):
+            per["model"].append(np.asarray(self.pair_distances(batch["p0"], batch["p1"])))
+            if len(self.columns) > 1:
+                b = self._baselines(batch["p0"], batch["p1"])
+                for c in self.columns[1:]:
+                    per[c].append(b[c])
+            same.append(batch["same"].numpy())
+        return {c: np.concatenate(v) for c, v in per.items()}, np.concatenate(same)
 
 
 def distance_functions(metric):

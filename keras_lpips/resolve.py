@@ -43,19 +43,21 @@ def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
     `fetch_progress(done_bytes, total_bytes)`, if given, follows a first download of the
     ImageNet backbone."""
     from keras_lpips.model import LPIPS
+    from keras_lpips.presets import get_preset
 
     if spec.model is not None:
         return load_metric(spec.model, input_range)
     if spec.preset is not None:
-        return LPIPS.from_preset(spec.preset, input_range=input_range)
-    backbone_weights = None if spec.backbone_weights in UNTRAINED else spec.backbone_weights
-    lin_weights = None if spec.lin_weights in UNTRAINED else spec.lin_weights
-    if backbone_weights == "imagenet":
-        ensure_imagenet_weights(spec.net, fetch_progress)
-    return LPIPS(
-        net=spec.net, version=spec.version, distance=spec.distance, layers=spec.layers,
-        backbone_weights=backbone_weights, lin_weights=lin_weights, input_range=input_range,
-    )  # fmt: skip
+        config = get_preset(spec.preset)["config"]
+    else:
+        config = {
+            "net": spec.net, "version": spec.version, "distance": spec.distance, "layers": spec.layers,
+            "backbone_weights": None if spec.backbone_weights in UNTRAINED else spec.backbone_weights,
+            "lin_weights": None if spec.lin_weights in UNTRAINED else spec.lin_weights,
+        }  # fmt: skip
+    if config["backbone_weights"] == "imagenet":
+        ensure_imagenet_weights(config["net"], fetch_progress)
+    return LPIPS(**config, input_range=input_range)
 
 
 def ensure_imagenet_weights(net, progress=None):

