@@ -18,9 +18,13 @@ import functools
 import json
 import pathlib
 import time
-import tomllib
 
 import numpy as np
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from keras_lpips import files
 from keras_lpips.errors import InputError
