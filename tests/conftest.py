@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from tests.helpers import LocalServer, random_images, seed_fake_imagenet_cache  # noqa: F401 (random_images: tests import it from here)
+from tests.helpers import LocalServer, seed_fake_imagenet_cache
 
 
 @pytest.fixture(autouse=True)

@@ -574,10 +574,15 @@ def cli_results(files):
     return result
 
 
-def check_cli(files, row, result, changes):
+def _message(row):
+    """What the row's one error line contains (None: the command must succeed)."""
     name, cli = CLI_ROWS[row]
-    case = CASES[name]
-    message = case.message if cli.message == "case" else cli.message
+    return CASES[name].message if cli.message == "case" else cli.message
+
+
+def check_cli(files, row, result, changes):
+    """Success and its check, or exit code 2, one `error: ` line holding the message, and nothing written."""
+    cli, message = CLI_ROWS[row][1], _message(row)
     assert "Traceback" not in result.stderr, result.stderr
     if message is None:
         assert result.returncode == 0, result.stderr
@@ -612,9 +617,9 @@ INSTALLED = {
 
 @pytest.fixture(scope="module")
 def installed_results(files, request):
-    """Runs the selected installed-command rows, two at a time (each pays TensorFlow's start-up).
-    They run one after another in this module's files folder, so that each sees what it would
-    alone: rows that succeed (and write) are not among them."""
+    """row -> (result, changes) of the selected installed-command rows. Rows that succeed (and
+    write) run alone; the error rows then run two at a time (each pays TensorFlow's start-up), and
+    a change to the files folder while they ran is blamed on each of them (none may write)."""
     selected = [item.callspec.params["row"] for item in request.session.items
                 if item.module is request.module and item.originalname == "test_installed"]  # fmt: skip
     writers = [row for row in selected if _message(row) is None]
@@ -627,11 +632,6 @@ def installed_results(files, request):
         changes = _changes(before, _state(files.root))
     results.update({row: (outcome, changes) for row, outcome in outcomes.items()})
     return results
-
-
-def _message(row):
-    name, cli = CLI_ROWS[row]
-    return CASES[name].message if cli.message == "case" else cli.message
 
 
 @pytest.mark.parametrize("row", [pytest.param(row, marks=marks) for row, marks in INSTALLED.items()])

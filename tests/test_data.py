@@ -8,11 +8,8 @@ import tarfile
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
-from typer.testing import CliRunner
 
-from keras_lpips.cli import data as data_cli
 from keras_lpips.data import (
     JNDRecord,
     TwoAFCRecord,
@@ -26,7 +23,7 @@ from keras_lpips.data import (
 from keras_lpips.data import synth as synth_module
 from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
 from tests.bapps_fixture import make_tiny_bapps
-from tests.helpers import closed_port
+from tests.helpers import closed_port, one_error_line, run_cli
 
 
 @pytest.fixture
@@ -609,41 +606,39 @@ def test_unknown_split(tmp_path):
 
 @pytest.fixture
 def cli():
-    app = typer.Typer()
-    app.add_typer(data_cli.app, name="data")
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, ["data", *map(str, args)])
+    """`keras-lpips data ARGS` through the program's entry point, in this process."""
+    return lambda *args: run_cli("data", *args)
 
 
 def test_cli_synth_then_verify(cli, tmp_path):
     result = cli("synth", "--out", tmp_path / "s", "--train", 5, "--val", 3, "--jnd", 2, "--seed", 1)
-    assert result.exit_code == 0, result.output
-    assert "wrote 5 train and 3 val triplets and 2 JND pairs" in result.output
+    assert result.returncode == 0, result.stderr
+    assert "wrote 5 train and 3 val triplets and 2 JND pairs" in result.stdout + result.stderr
     result = cli("verify", tmp_path / "s")
-    assert result.exit_code == 0, result.output
-    assert "2afc/train/traditional: 5" in result.output and "OK" in result.output
+    assert result.returncode == 0, result.stderr
+    assert "2afc/train/traditional: 5" in result.stdout and "OK" in result.stdout
 
 
 def test_cli_verify_lists_problems_then_fails(cli, tiny):
     (tiny / "2afc/train/traditional/judge/000002.npy").unlink()
     result = cli("verify", tiny)
-    assert isinstance(result.exception, InputError)  # main() turns it into "error: ..." and exit code 2
-    assert "2 problems found" in str(result.exception)  # the missing file, and the counts that differ
-    assert re.search(r"missing file \S*judge/000002\.npy", result.output)
+    assert result.returncode == 2
+    assert "2 problems found" in one_error_line(result)  # the missing file, and the counts that differ
+    assert re.search(r"missing file \S*judge/000002\.npy", result.stdout)
 
 
 def test_cli_download_prints_the_sha256(cli, fake_bucket, tmp_path):
     result = cli("download", "--split", "jnd", "--dest", tmp_path)
-    assert result.exit_code == 0, result.output
-    assert hashlib.sha256(fake_bucket["jnd.tar.gz"]).hexdigest() in result.output
-    assert "no checksum is published" in result.output
+    assert result.returncode == 0, result.stderr
+    assert hashlib.sha256(fake_bucket["jnd.tar.gz"]).hexdigest() in result.stdout
+    assert "no checksum is published" in result.stdout + result.stderr
     result = cli("download", "--split", "jnd", "--dest", tmp_path)
-    assert "already present" in result.output
+    assert "already present" in result.stdout + result.stderr
     result = cli("download", "--split", "nope", "--dest", tmp_path)
-    assert result.exit_code == 2 and "nope" in result.output
+    assert result.returncode == 2 and "nope" in one_error_line(result)
 
 
 @pytest.mark.parametrize("command", ["download", "synth", "verify"])
 def test_cli_help_has_examples(cli, command):
     result = cli(command, "--help")
-    assert result.exit_code == 0 and f"keras-lpips data {command}" in result.output
+    assert result.returncode == 0 and f"keras-lpips data {command}" in result.stdout

@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import typer
-from typer.testing import CliRunner
 
 from keras_lpips import InputError, LPIPS
-from keras_lpips.cli import export as export_command
 from keras_lpips.export import SIGNATURES, ExportedMetric, export_savedmodel, export_tflite, load_savedmodel
 from keras_lpips.pairwise import distance_matrix
+from tests.helpers import one_error_line, run_cli
 
 ROOT = Path(__file__).parent.parent
 
@@ -61,7 +59,7 @@ def signature_inputs():
         if n == 3:
             p1[0], p1[1], p0[2] = p0[0], ref[1], ref[2]
         pair = {"img0": ref, "img1": p0}
-        cases.append({"serving_default": pair, "rank": {"ref": ref, "p0": p0, "p1": p1}, "spatial": pair})
+        cases.append({"serving_default": pair, "rank": {"ref": ref, "p0": p0, "p1": p1}, "spatial": pair, "embed": {"images": ref}})
     return cases
 
 
@@ -75,11 +73,13 @@ def keras_outputs(metric, inputs):
         "serving_default": {"distance": np.asarray(metric(pair))},
         "rank": {"d0": d0, "d1": d1, "p1_preferred": np.where(d1 < d0, 1.0, np.where(d1 == d0, 0.5, 0.0))},
         "spatial": {"map": np.asarray(metric.spatial_map(pair))},
+        "embed": {"embedding": np.asarray(metric.embed(ref))},
     }
 
 
 def assert_outputs_close(got, expected, rtol=None):
-    """Verdicts equal; values within 1e-5, or within `rtol` of each distance and of the map's maximum."""
+    """Verdicts equal; values within 1e-5, or within `rtol` of each distance and of the map's (or
+    embedding's) maximum."""
     assert set(got) == set(expected)
     for name, want in expected.items():
         have = np.asarray(got[name])
@@ -88,15 +88,16 @@ def assert_outputs_close(got, expected, rtol=None):
             np.testing.assert_array_equal(have, want)
         elif rtol is None:
             np.testing.assert_allclose(have, want, rtol=0, atol=1e-5, err_msg=name)
-        elif name == "map":
+        elif name in ("map", "embedding"):
             np.testing.assert_allclose(have, want, rtol=0, atol=rtol * np.abs(want).max(), err_msg=name)
         else:
             np.testing.assert_allclose(have, want, rtol=rtol, atol=1e-6, err_msg=name)
 
 
-@pytest.fixture(scope="module", params=list(NETS))
+@pytest.fixture(scope="module", params=[pytest.param("alex", marks=pytest.mark.slow), "vgg"])
 def exported(request, tmp_path_factory):
-    """(metric, SavedModel version directory, [(inputs, expected outputs)]) for one net."""
+    """(metric, SavedModel version directory, [(inputs, expected outputs)]) for one net. The fast
+    tier exports vgg (2 layers: the cheaper conversion); the full suite alex too."""
     metric = make_metric(request.param)
     directory = export_savedmodel(metric, tmp_path_factory.mktemp(request.param) / "lpips")
     return metric, directory, [(inputs, keras_outputs(metric, inputs)) for inputs in signature_inputs()]
@@ -133,29 +134,30 @@ def test_savedmodel_signatures_match_keras(exported):
             assert_outputs_close(signature(**{k: tf.constant(v) for k, v in inputs[name].items()}), expected[name])
 
 
-# saved_model_cli runs one signature a call (several seconds each): two sizes, two signatures;
-# the TF1 session loader below runs every signature on every case.
-CLI_RUNS = [(0, "rank"), (2, "serving_default")]
+# saved_model_cli runs one signature a call (a process of its own, several seconds each): two
+# sizes, two signatures (the second in the full suite only); the TF1 session loader below runs
+# every signature on every case.
+CLI_RUNS = [(0, "rank"), pytest.param(2, "serving_default", marks=pytest.mark.slow)]
 
 
-def test_saved_model_cli_run_matches_keras(exported, tmp_path):
+@pytest.mark.parametrize("case,signature", CLI_RUNS)
+def test_saved_model_cli_run_matches_keras(exported, tmp_path, case, signature):
     """saved_model_cli loads the model through the C++ SavedModel loader, as TF Serving does."""
     _, directory, cases = exported
     cli = Path(sys.executable).with_name("saved_model_cli")
-    for case, signature in CLI_RUNS:
-        inputs, expected = cases[case]
-        args = []
-        for key, value in inputs[signature].items():
-            np.save(tmp_path / f"{key}.npy", value)
-            args.append(f"{key}={tmp_path / f'{key}.npy'}")
-        out = tmp_path / signature
-        subprocess.run(
-            [str(cli), "run", "--dir", str(directory), "--tag_set", "serve", "--signature_def", signature,
-             "--inputs", ";".join(args), "--outdir", str(out)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        got = {name: np.load(out / f"{name}.npy") for name in SIGNATURES[signature][1]}
-        assert_outputs_close(got, expected[signature])
+    inputs, expected = cases[case]
+    args = []
+    for key, value in inputs[signature].items():
+        np.save(tmp_path / f"{key}.npy", value)
+        args.append(f"{key}={tmp_path / f'{key}.npy'}")
+    out = tmp_path / signature
+    subprocess.run(
+        [str(cli), "run", "--dir", str(directory), "--tag_set", "serve", "--signature_def", signature,
+         "--inputs", ";".join(args), "--outdir", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    got = {name: np.load(out / f"{name}.npy") for name in SIGNATURES[signature][1]}
+    assert_outputs_close(got, expected[signature])
 
 
 def test_tf1_session_loader_feeds_signature_tensor_names(exported):
@@ -295,32 +297,24 @@ def test_tflite_quantize_must_be_known(tmp_path):
         export_tflite(None, tmp_path / "lpips.tflite", quantize="int4")
 
 
-def cli_app():
-    """A Typer app with only the export command, registered as cli/app.py does."""
-    app = typer.Typer(pretty_exceptions_enable=False)
-    app.command(help=export_command.HELP)(export_command.export)
-    app.callback()(lambda: None)  # keep `export` a subcommand
-    return app
-
-
 def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):
     metric = make_metric("vgg", layers=1, input_range=(0.0, 1.0))
     metric.save(tmp_path / "tiny.keras")
     out = tmp_path / "served"
-    args = ["export", "--format", "savedmodel", "--out", str(out), "--model", str(tmp_path / "tiny.keras")]
-    result = CliRunner().invoke(cli_app(), args)
-    assert result.exit_code == 0, result.output
-    assert f"vgg LPIPS v0.1 (lpips) SavedModel written to {out / '1'}" in result.output
+    args = ["export", "--format", "savedmodel", "--out", out, "--model", tmp_path / "tiny.keras"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"vgg LPIPS v0.1 (lpips) SavedModel written to {out / '1'}" in result.stdout
     inputs = signature_inputs()[1]
     signature = tf.saved_model.load(str(out / "1")).signatures["serving_default"]
     assert_outputs_close(signature(**inputs["serving_default"]), keras_outputs(metric, inputs)["serving_default"])
 
-    result = CliRunner().invoke(cli_app(), args)
-    assert isinstance(result.exception, InputError) and "already exists" in str(result.exception)
+    result = run_cli(*args)
+    assert result.returncode == 2 and "already exists" in one_error_line(result)
 
     tflite = tmp_path / "from-savedmodel.tflite"  # converted from the export, not traced again
-    result = CliRunner().invoke(cli_app(), ["export", "--format", "tflite", "--out", str(tflite), "--model", str(out)])
-    assert result.exit_code == 0, result.output
+    result = run_cli("export", "--format", "tflite", "--out", tflite, "--model", out)
+    assert result.returncode == 0, result.stderr
     got = tflite_interpreter(tflite).get_signature_runner("serving_default")(**inputs["serving_default"])
     assert_outputs_close(got, keras_outputs(metric, inputs)["serving_default"])
 
@@ -334,14 +328,15 @@ def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):
     ],
 )
 def test_cli_rejects_bad_choices_before_building_the_metric(tmp_path, args, message):
-    result = CliRunner().invoke(cli_app(), ["export", "--out", str(tmp_path / "x"), *args])
-    assert isinstance(result.exception, InputError) and message in str(result.exception)
+    result = run_cli("export", "--out", tmp_path / "x", *args)
+    assert result.returncode == 2 and message in one_error_line(result)
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_help_lists_runnable_examples():
-    result = CliRunner().invoke(cli_app(), ["export", "--help"])
-    assert result.exit_code == 0
-    assert "keras-lpips export --format tflite --out lpips.tflite --quantize fp16" in result.output
+    result = run_cli("export", "--help")
+    assert result.returncode == 0
+    assert "keras-lpips export --format tflite --out lpips.tflite --quantize fp16" in result.stdout
 
 
 def test_load_savedmodel_scores_like_keras(exported):
@@ -381,16 +376,14 @@ def test_load_savedmodel_picks_the_highest_version_and_refuses_others(exported, 
         load_savedmodel(tmp_path / "other")
 
 
-def test_evaluate_run_scores_an_export_like_its_keras_model(exported, tmp_path):
+def test_evaluate_run_scores_an_export_like_its_keras_model(exported, tiny_bapps):
     """`eval --model <SavedModel>`: 2AFC and JND through the export equal the Keras model's."""
     from keras_lpips.evaluation import evaluate_run
-    from tests.bapps_fixture import make_tiny_bapps
 
     metric, directory, _ = exported
-    make_tiny_bapps(tmp_path / "bapps", n_train=0, n_val=6, n_jnd=6)
-    kwargs = dict(baselines=False, batch_size=4, load_size=48)
-    served = evaluate_run(tmp_path / "bapps", metric=load_savedmodel(directory), **kwargs)
-    keras_model = evaluate_run(tmp_path / "bapps", metric=metric, **kwargs)
+    kwargs = dict(baselines=False, batch_size=3, load_size=48)  # 4 triplets: a full batch and a partial one
+    served = evaluate_run(tiny_bapps, metric=load_savedmodel(directory), **kwargs)
+    keras_model = evaluate_run(tiny_bapps, metric=metric, **kwargs)
     assert served["2afc"] == keras_model["2afc"] and served["counts"] == keras_model["counts"]
     assert served["jnd"].keys() == keras_model["jnd"].keys()
     for subset in served["jnd"]:

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import keras_lpips
 from keras_lpips import InputError, LPIPS, WeightsError, WeightsUnavailableError
-from tests.conftest import random_images
+from tests.helpers import random_images
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,16 @@ def seeded_backbone_file(reference, net, directory):
     return str(path)
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
-@pytest.mark.parametrize("version", ["0.1", "0.0"])
-@pytest.mark.parametrize("distance", ["lpips", "cosine"])
+# The fast tier checks every backbone with the default (lpips, v0.1) and alex with every version and
+# distance; the full suite the whole grid.
+GRID = [
+    pytest.param(net, version, distance, id=f"{distance}-{version}-{net}",
+                 marks=() if net == "alex" or (version, distance) == ("0.1", "lpips") else pytest.mark.slow)
+    for distance in ("lpips", "cosine") for version in ("0.1", "0.0") for net in ("alex", "vgg", "squeeze")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("net,version,distance", GRID)
 def test_matches_reference(reference, tmp_path, net, version, distance):
     metric = LPIPS(
         net=net, version=version, distance=distance,

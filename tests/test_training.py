@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -134,24 +133,17 @@ def test_eval_reproduces_the_fit_score(trained_run, synth_data):
 
 
 def test_cli_fit_then_eval(small_data, tmp_path):
-    import typer
-    from typer.testing import CliRunner
+    from tests.helpers import run_cli
 
-    from keras_lpips.cli import train
-
-    app = typer.Typer()
-    app.command("fit")(train.fit)
-    app.command("eval")(train.eval_)
-    runner = CliRunner()
     run = tmp_path / "run"
-    args = ["fit", "--data", str(small_data), "--out", str(run), "--backbone", "alexnet", "--layers", "2",
-            "--load-size", "32", "--backbone-weights", "random", "--epochs", "1", "--decay-epochs", "0",
-            "--batch-size", "10", "--mixed-precision", "off", "--quiet"]  # fmt: skip
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "val 2AFC" in result.output and "lin_weights.npz" in result.output
-    result = runner.invoke(app, ["eval", "--model", str(run), "--data", str(small_data), "--json", "--no-baselines"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("fit", "--data", small_data, "--out", run, "--backbone", "alexnet", "--layers", "2",
+                     "--load-size", "32", "--backbone-weights", "random", "--epochs", "1", "--decay-epochs", "0",
+                     "--batch-size", "10", "--mixed-precision", "off", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "val 2AFC" in output and "lin_weights.npz" in output
+    result = run_cli("eval", "--model", run, "--data", small_data, "--json", "--no-baselines")
+    assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
     assert scores["columns"] == ["model"] and scores["load_size"] == 32
     assert scores["2afc"]["all"]["model"] == json.loads((run / "run.json").read_text())["final"]["val_2afc"]
