@@ -5,8 +5,9 @@
 
 For n images (default 32: 496 pairs) and each size, it times, in one process:
 
-- matrix: `distance_matrix(metric, images)`: each image's features computed once, then
-  compared pairwise (what `keras-lpips matrix` runs);
+- matrix: `distance_matrix(metric, images, method="features")`: each image's features
+  computed once, then compared pairwise (what `keras-lpips matrix` ran before it used the
+  embedding: benchmarks/embedding_speed.py compares the two);
 - singles: `metric([a, b])` once per pair, batch of one, as a loop of single score calls
   would (each call computes both images' features).
 
@@ -98,7 +99,7 @@ def main():
     rng = np.random.default_rng(0)
     for size in [int(s) for s in args.sizes.split(",")]:
         images = rng.random((args.n, size, size, 3), dtype=np.float32)
-        matrix_s, by_matrix = timed(lambda: distance_matrix(metric, images), args.repeats)
+        matrix_s, by_matrix = timed(lambda: distance_matrix(metric, images, method="features"), args.repeats)
         singles_s, by_singles = timed(lambda: singles(metric, images), args.repeats)
         np.testing.assert_allclose(by_matrix, by_singles, rtol=0, atol=1e-5)
         print(f"{size}x{size}: matrix {matrix_s:.3f} s, {pairs} single calls {singles_s:.3f} s "

@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from keras_lpips.cli import data, export, folders, score, study, train, weights
+from keras_lpips.cli import data, embedding, export, folders, score, study, train, weights
 
 app = typer.Typer(
     help="LPIPS perceptual distances with TensorFlow/Keras, identical to the reference lpips.",
@@ -16,6 +16,9 @@ app = typer.Typer(
 app.command(help=score.HELP)(score.score)
 app.command(help=folders.PAIRS_HELP)(folders.pairs)
 app.command(help=folders.MATRIX_HELP)(folders.matrix)
+app.command(help=embedding.EMBED_HELP)(embedding.embed)
+app.command(help=embedding.NEAREST_HELP)(embedding.nearest)
+app.command(help=embedding.DIVERSITY_HELP)(embedding.diversity)
 app.command(help=export.HELP)(export.export)
 app.command("fit", help=train.FIT_HELP)(train.fit)
 app.command("eval", help=train.EVAL_HELP)(train.eval_)

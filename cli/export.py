@@ -11,8 +11,9 @@ from keras_lpips.resolve import MetricSpec
 HELP = """Export the metric for serving: a TF Serving SavedModel or a TFLite file.
 
 Both read float32 NHWC RGB images in [0, 1], any batch and size, through
-three signatures: serving_default (img0, img1 -> distance), rank (ref, p0,
-p1 -> d0, d1, p1_preferred) and spatial (img0, img1 -> map).
+four signatures: serving_default (img0, img1 -> distance), rank (ref, p0,
+p1 -> d0, d1, p1_preferred), spatial (img0, img1 -> map) and embed (images ->
+embedding).
 
   keras-lpips export --format savedmodel --out models/lpips
   keras-lpips export --format savedmodel --out models/lpips --net vgg --model-version 2

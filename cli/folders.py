@@ -15,9 +15,13 @@ PAIRS_HELP = """Distance for each file name present in both folders.
 
   keras-lpips pairs originals/ restored/ --out distances.csv
 """
-MATRIX_HELP = """Distances between all pairs of images in one folder (each image's features computed once).
+MATRIX_HELP = """Distances between all pairs of images in one folder, or between two folders' images.
+
+Each image is embedded once; the distances are matrix products (keras_lpips.pairwise).
+With --against, rows are FOLDER's images and columns DIR2's.
 
   keras-lpips matrix samples/ --out matrix.csv --net vgg
+  keras-lpips matrix samples/ --against train/ --out cross.csv
 """
 
 Out = Annotated[Optional[Path], typer.Option("--out", help="Write CSV here (default: print it).")]
@@ -75,18 +79,26 @@ def matrix(
     out: Out = None,
     *,
     metric: MetricSpec,
+    against: Annotated[Optional[Path], typer.Option("--against", help="A second folder: distances between the two folders' images.")] = None,
     resize: Resize = False,
 ):
     from keras_lpips.errors import InputError
-    from keras_lpips.pairwise import distance_matrix
+    from keras_lpips.pairwise import cross_distance_matrix, distance_matrix
 
     found = _images_in(folder)
-    if len(found) < 2:
+    other = _images_in(against) if against is not None else {}
+    if against is None and len(found) < 2:
         raise InputError(f"Need at least two images in {folder}; found {len(found)}")
-    names = list(found)
-    images = options.read_same_size([found[n] for n in names], resize)
+    if against is not None and not (found and other):
+        raise InputError(f"Need images in both {folder} and {against}; found {len(found)} and {len(other)}")
+    names, columns = list(found), list(other) or list(found)
+    images = options.read_same_size([found[n] for n in names] + [other[n] for n in other], resize)
     lpips = options.resolve(metric)
     n = len(names)
-    with options.progress_bar(n * (n - 1) // 2, "scoring all pairs") as bar:
-        result = distance_matrix(lpips, images, progress=bar.update)
-    _write_csv([[""] + names] + [[name] + [f"{d:.6f}" for d in row] for name, row in zip(names, result)], out)
+    pairs = n * len(other) if other else n * (n - 1) // 2
+    with options.progress_bar(pairs, "scoring all pairs") as bar:
+        if other:
+            result = cross_distance_matrix(lpips, images[:n], images[n:], progress=bar.update)
+        else:
+            result = distance_matrix(lpips, images, progress=bar.update)
+    _write_csv([[""] + columns] + [[name] + [f"{d:.6f}" for d in row] for name, row in zip(names, result)], out)

@@ -1,6 +1,6 @@
 """Exports an `LPIPS` metric for serving: a TF Serving SavedModel and a TFLite flatbuffer.
 
-Both carry the same three signatures, on float32 NHWC RGB images in [0, 1] of
+Both carry the same four signatures, on float32 NHWC RGB images in [0, 1] of
 any batch size and any spatial size (the metric's own `input_range` is applied
 inside, so every export reads the same kind of image):
 
@@ -8,6 +8,10 @@ inside, so every export reads the same kind of image):
 - `rank`: `ref`, `p0`, `p1` -> `d0`, `d1` (N,) and `p1_preferred` (N,): 1.0
   where p1 is closer to ref, 0.0 where p0 is, 0.5 on a tie (the 2AFC verdict)
 - `spatial`: `img0`, `img1` -> `map` (N, H, W)
+- `embed`: `images` -> `embedding` (N, D): `LPIPS.embed`, so that the distance of
+  two same-size images is the squared Euclidean distance of their embeddings. A
+  graph cannot refuse: for a metric with negative linear weights (no embedding,
+  `LPIPS.check_euclidean`) the served embedding is NaN.
 
 Files appear all at once: each export is built under a temporary name beside
 its destination and renamed into place, so an interrupted export leaves no
@@ -37,7 +41,10 @@ SIGNATURES = {
     "serving_default": (("img0", "img1"), ("distance",)),
     "rank": (("ref", "p0", "p1"), ("d0", "d1", "p1_preferred")),
     "spatial": (("img0", "img1"), ("map",)),
+    "embed": (("images",), ("embedding",)),
 }
+# The signatures `ExportedMetric` calls: exports from before "embed" existed load too.
+REQUIRED = ("serving_default", "rank", "spatial")
 QUANTIZATIONS = ("none", "fp16", "dynamic")
 # Steps each export reports to its `progress` callback (one call per finished step).
 STEPS = {"savedmodel": 1, "tflite": 2}
@@ -70,12 +77,16 @@ def serving_functions(metric):
     def spatial(img0, img1):
         return {"map": metric.spatial_map([scaled(img0), scaled(img1)])}
 
+    @tf.function(input_signature=[image])
+    def embed(images):
+        return {"embedding": metric.embedding(metric.features(scaled(images), training=False))}
+
     module = tf.Module()
     # The backing tf.Variables, not the Keras objects: the TFLite converter freezes
     # only those into constants (Keras' own ExportArchive tracks the same).
     module.weights = [v.value for v in metric.variables]
-    module.distance, module.rank, module.spatial = distance, rank, spatial
-    return module, {"serving_default": distance, "rank": rank, "spatial": spatial}
+    module.distance, module.rank, module.spatial, module.embed = distance, rank, spatial, embed
+    return module, {"serving_default": distance, "rank": rank, "spatial": spatial, "embed": embed}
 
 
 def export_savedmodel(metric, directory, version=1, overwrite=False, progress=None):
@@ -211,7 +222,7 @@ class ExportedMetric:
             loaded = tf.saved_model.load(str(self.directory))
         except (OSError, ValueError, tf.errors.OpError) as error:
             raise InputError(f"Cannot load the SavedModel in {self.directory}: {error}") from None
-        missing = [name for name in SIGNATURES if name not in loaded.signatures]
+        missing = [name for name in REQUIRED if name not in loaded.signatures]
         if missing:
             raise InputError(
                 f"{self.directory} lacks the signature(s) {', '.join(missing)}: not a keras-lpips export "

@@ -5,8 +5,9 @@
 f_l: the channel-unit-normalised activations of backbone layer l (`features`); w_l: learned
 non-negative per-channel weights ("lpips") or ones ("cosine"). `call` reads as the reference
 `lpips.LPIPS.forward`: scale, features, normalise, squared difference, 1x1 weights, spatial
-mean, sum over layers. The trainer, the exports, the all-pairs matrix and the evaluation all
-call the methods below; none of them writes the formula again.
+mean, sum over layers. The trainer, the exports, the all-pairs matrix, the embedding
+(`embed`: the same distance as a squared Euclidean one) and the evaluation all call the
+methods below; none of them writes the formula again.
 """
 
 import keras
@@ -15,7 +16,7 @@ from keras import ops
 
 from keras_lpips import presets
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InputError, WeightsError
 from keras_lpips.inputs import check_image_pair
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
 from keras_lpips.weights.loading import restore_weights
@@ -177,6 +178,59 @@ class LPIPS(keras.Model):
     def call(self, inputs, training=None):
         """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images."""
         return self.total(self._maps(*inputs, training=training))
+
+    # --- the metric as a squared Euclidean distance --------------------------------------------
+
+    def negative_linear_weights(self):
+        """Indices of the kept layers whose linear weights have a negative entry (read eagerly):
+        none for "cosine" and the shipped files. With none, for images of one size,
+        d(x, y) = ||E(x) - E(y)||^2 (`embed`); with some, the metric has no such embedding."""
+        return [index for index, head in enumerate(self.heads) if float(ops.min(head.kernel)) < 0]
+
+    def check_euclidean(self):
+        """Raises `WeightsError` unless the metric is a squared Euclidean distance (`embed`)."""
+        negative = self.negative_linear_weights()
+        if negative:
+            raise WeightsError(
+                f"The linear weights of layer(s) {negative} have negative entries: LPIPS is then no squared "
+                f"Euclidean distance, and has no embedding. Received: lin_weights={self.lin_weights!r}"
+            )
+
+    def embed(self, images):
+        """E(x), shape (N, D) float32, for (N, H, W, 3) images: d(x, y) = ||E(x) - E(y)||^2 for
+        any two images of one size (D = `embedding_size(H, W)`). Needs non-negative linear
+        weights (`check_euclidean`). Eager; `embedding` is the part a graph traces."""
+        self.check_euclidean()
+        (images, _) = self._checked([images, images])
+        return self.embedding(self.features(images, training=False))
+
+    def embedding(self, features):
+        """E from `features`: concat_l vec(sqrt(w_l) * f_l) / sqrt(h_l w_l), so that
+        ||E(x) - E(y)||^2 = sum_l 1 / (h_l w_l) sum_hw sum_c w_lc (f_l(x) - f_l(y))^2_hwc,
+        the distance `total(compare(...))` computes. Negative weights give NaN (see `embed`)."""
+        scales = [ops.sqrt(ops.reshape(head.kernel, (-1,))) for head in self.heads] or [None] * len(features)
+        parts = []
+        for f, scale in zip(features, scales):
+            shape = ops.shape(f)
+            f = f if scale is None else f * scale
+            parts.append(ops.reshape(f / ops.sqrt(ops.cast(shape[1] * shape[2], f.dtype)), (shape[0], -1)))
+        return ops.concatenate(parts, axis=-1)
+
+    def feature_shapes(self, height, width):
+        """(h_l, w_l, C_l) of each kept layer's features for one `height` x `width` image."""
+        if min(height, width) < self.min_input_size:
+            size = self.min_input_size
+            raise InputError(
+                f"Images of {height}x{width} are too small for this network: it needs at least {size}x{size}. "
+                f"Received: height={height}, width={width}"
+            )
+        specs = self.backbone.compute_output_spec(keras.KerasTensor((1, int(height), int(width), 3)))
+        specs = specs if isinstance(specs, (list, tuple)) else [specs]
+        return [tuple(int(d) for d in spec.shape[1:]) for spec in specs]
+
+    def embedding_size(self, height, width):
+        """D, the length of `embed`'s vectors for `height` x `width` images (31,872 for alex at 64x64)."""
+        return sum(int(np.prod(shape)) for shape in self.feature_shapes(height, width))
 
     # --- views of the same computation ---------------------------------------------------------
 

@@ -1,10 +1,17 @@
-"""Distances for many images at once: matched pairs, and all pairs within a set.
+"""Distances for many images at once: matched pairs, all pairs within a set, all pairs between two sets.
 
-`distance_matrix` computes each image's features once and compares them
-pairwise, where scoring every pair separately (as the reference's all-pairs
-script does) recomputes each image's features n - 1 times. The comparisons run
-in chunks of pairs through one traced function (TensorFlow backend), so that
-32 images take a few dozen calls, not 496 (benchmarks/matrix_speed.py).
+`distance_matrix` and `cross_distance_matrix` choose among three ways (`METHODS`):
+
+- "embedding": each image embedded once (`LPIPS.embed`), then all distances by matrix
+  products in blocks (`keras_lpips.embedding`); for an `LPIPS` whose linear weights are all
+  non-negative (the default then: every shipped weight file);
+- "features": each image's features computed once, then compared pair by pair, in chunks of
+  pairs through one traced function (TensorFlow backend); any `LPIPS` (the default for
+  negative weights);
+- "pairs": each pair scored whole; what an `ExportedMetric`, which has no features, can do.
+
+Scoring every pair separately (as the reference's all-pairs script does) recomputes each
+image's features n - 1 times (benchmarks/matrix_speed.py, benchmarks/embedding_speed.py).
 """
 
 import weakref
@@ -13,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lpips.embedding import all_pairs, cross_distances, embed_images
 from keras_lpips.errors import InputError
 from keras_lpips.inputs import check_values
 from keras_lpips.model import LPIPS
@@ -42,32 +50,79 @@ def paired_distances(metric, images0, images1, batch_size=32, progress=None):
 # holds its two features' difference, squared, weighted: about 3 copies of one image's features).
 CHUNK_BYTES = 256 * 2**20
 MAX_CHUNK = 512
+METHODS = ("embedding", "features", "pairs")
 _FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def distance_matrix(metric, images, batch_size=32, progress=None):
+def distance_matrix(metric, images, batch_size=32, progress=None, method=None):
     """Symmetric (n, n) matrix of distances between n same-size images, zero diagonal.
 
-    `metric` is an `LPIPS` or an `ExportedMetric`; `images` in its input_range. An `LPIPS`
-    computes each image's features once, `batch_size` images at a time, then compares the
-    n(n-1)/2 pairs in chunks sized to `CHUNK_BYTES`; an export, which has no features to
-    reuse, scores the pairs whole, `batch_size` / 2 at a time. `progress(k)` is called after
-    each chunk of k pairs.
+    `metric` is an `LPIPS` or an `ExportedMetric`; `images` in its input_range. `method`: one
+    of `METHODS` (see the module), or None for the fastest the metric allows. Images are
+    embedded or their features computed `batch_size` at a time; an export scores
+    `batch_size` / 2 pairs a call. `progress(k)` is called after each chunk of k pairs.
     """
+    images = _checked_set(metric, images, "images", minimum=2)
+    method = _method(metric, method)
+    if method == "embedding":
+        return all_pairs(embed_images(metric, images, batch_size), progress)
+    n = len(images)
+    first, second = (index.astype("int32") for index in np.triu_indices(n, k=1))
+    distances = _pair_distances(metric, images, first, second, method, batch_size, progress)
+    matrix = np.zeros((n, n), np.float32)
+    matrix[first, second] = matrix[second, first] = distances
+    return matrix
+
+
+def cross_distance_matrix(metric, images0, images1, batch_size=32, progress=None, method=None):
+    """(n0, n1) matrix of the distances d(images0[i], images1[j]) between two sets of images of
+    one size; arguments as `distance_matrix`'s."""
+    images0 = _checked_set(metric, images0, "images0")
+    images1 = _checked_set(metric, images1, "images1")
+    if images0.shape[1:] != images1.shape[1:]:
+        raise InputError(f"Both sets need images of one size. Received shapes {images0.shape} and {images1.shape}")
+    method = _method(metric, method)
+    if method == "embedding":
+        return cross_distances(embed_images(metric, images0, batch_size), embed_images(metric, images1, batch_size), progress)
+    n0, n1 = len(images0), len(images1)
+    first, second = (index.astype("int32").ravel() for index in np.meshgrid(np.arange(n0), n0 + np.arange(n1), indexing="ij"))
+    distances = _pair_distances(metric, np.concatenate([images0, images1]), first, second, method, batch_size, progress)
+    return distances.reshape(n0, n1)
+
+
+def _checked_set(metric, images, name, minimum=1):
     images = np.asarray(images, np.float32)
-    if images.ndim != 4 or len(images) < 2:
-        raise InputError(f"Need at least two images of one size, shape (n, H, W, 3). Received shape {images.shape}")
-    check_values(images, metric.input_range, "images")
+    if images.ndim != 4 or len(images) < minimum:
+        least = ("one image", "two images")[minimum - 1]
+        raise InputError(f"Need at least {least} of one size in {name}, shape (n, H, W, 3). Received shape {images.shape}")
+    check_values(images, metric.input_range, name)
     if min(images.shape[1:3]) < metric.min_input_size:
         size = metric.min_input_size
         raise InputError(
             f"Images of {images.shape[1]}x{images.shape[2]} are too small for this network: it needs at least "
             f"{size}x{size}. Received shape {images.shape}"
         )
-    n = len(images)
-    first, second = (index.astype("int32") for index in np.triu_indices(n, k=1))
-    if isinstance(metric, LPIPS):
+    return images
+
+
+def _method(metric, method):
+    """`method` checked against what `metric` allows, or the fastest it allows when None."""
+    if method is None:
+        if not isinstance(metric, LPIPS):
+            return "pairs"
+        return "features" if metric.negative_linear_weights() else "embedding"
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)} or None. Received: method={method!r}")
+    if method != "pairs" and not isinstance(metric, LPIPS):
+        raise InputError(f"An exported metric has no features to reuse; only method='pairs' applies. Received: method={method!r}")
+    return method
+
+
+def _pair_distances(metric, images, first, second, method, batch_size, progress):
+    """d(images[first[i]], images[second[i]]) for each i, by "features" or "pairs"."""
+    if method == "features":
         compute_features, compare = _functions(metric)
+        n = len(images)
         features = [compute_features(images[start : start + batch_size]) for start in range(0, n, batch_size)]
         features = [ops.concatenate(per_layer, axis=0) for per_layer in zip(*features)]
         per_pair = 3 * 4 * sum(int(np.prod(f.shape[1:])) for f in features)
@@ -88,9 +143,7 @@ def distance_matrix(metric, images, batch_size=32, progress=None):
         distances[pairs] = ops.convert_to_numpy(score(pairs))
         if progress:
             progress(len(distances[pairs]))
-    matrix = np.zeros((n, n), np.float32)
-    matrix[first, second] = matrix[second, first] = distances
-    return matrix
+    return distances
 
 
 def _functions(metric):

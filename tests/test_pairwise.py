@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_lpips import InputError, LPIPS
-from keras_lpips.pairwise import distance_matrix, paired_distances
+from keras_lpips.pairwise import cross_distance_matrix, distance_matrix, paired_distances
 
 
 @pytest.fixture(scope="module")
@@ -12,15 +12,16 @@ def metric():
     return LPIPS(net="alex", backbone_weights=None, seed=0, input_range=(0, 1))
 
 
-@pytest.mark.parametrize("n,chunk_bytes", [(5, None), (7, 1)])  # one chunk; one pair per chunk
-def test_distance_matrix_equals_single_calls(metric, monkeypatch, n, chunk_bytes):
+# The embedding path (the default), then the features path in one chunk and one pair per chunk.
+@pytest.mark.parametrize("n,method,chunk_bytes", [(5, None, None), (5, "features", None), (7, "features", 1)])
+def test_distance_matrix_equals_single_calls(metric, monkeypatch, n, method, chunk_bytes):
     import keras_lpips.pairwise as pairwise
 
     if chunk_bytes is not None:
         monkeypatch.setattr(pairwise, "CHUNK_BYTES", chunk_bytes)
     images = np.random.default_rng(n).random((n, 40, 52, 3), dtype=np.float32)
     done = []
-    matrix = distance_matrix(metric, images, batch_size=3, progress=done.append)
+    matrix = distance_matrix(metric, images, batch_size=3, progress=done.append, method=method)
     assert sum(done) == n * (n - 1) // 2 and (len(done) == 1) == (chunk_bytes is None)
     for i in range(n):
         assert matrix[i, i] == 0
@@ -31,6 +32,27 @@ def test_distance_matrix_equals_single_calls(metric, monkeypatch, n, chunk_bytes
     np.testing.assert_allclose(
         paired_distances(metric, list(images[:-1]), list(images[1:])), np.diagonal(matrix, 1), rtol=0, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("method", [None, "features", "pairs"])
+def test_cross_distance_matrix_equals_single_calls(metric, method):
+    rng = np.random.default_rng(3)
+    images0, images1 = rng.random((3, 40, 44, 3), dtype=np.float32), rng.random((4, 40, 44, 3), dtype=np.float32)
+    images1[0] = images0[1]
+    matrix = cross_distance_matrix(metric, images0, images1, batch_size=2, method=method)
+    assert matrix.shape == (3, 4) and matrix[1, 0] == 0
+    for i in range(3):
+        for j in range(4):
+            single = float(np.asarray(metric([images0[i : i + 1], images1[j : j + 1]]))[0])
+            np.testing.assert_allclose(matrix[i, j], single, rtol=0, atol=1e-6)
+
+
+def test_methods_are_checked(metric):
+    images = np.zeros((2, 40, 40, 3), np.float32)
+    with pytest.raises(InputError, match="method must be one of"):
+        distance_matrix(metric, images, method="fast")
+    with pytest.raises(InputError, match="of one size"):
+        cross_distance_matrix(metric, images, np.zeros((2, 44, 40, 3), np.float32))
 
 
 def test_distance_matrix_refuses_bad_sets(metric):

@@ -1,0 +1,223 @@
+"""LPIPS through its embedding: distance matrices in blocks, nearest neighbours, diversity.
+
+For an `LPIPS` with non-negative linear weights and images of one size, d(x, y) =
+||E(x) - E(y)||^2 with E = `LPIPS.embed` (the identity is written there, once). The
+distances between two sets are then ||a||^2 + ||b||^2 - 2 a.b: one matrix multiply per
+block of rows, where scoring pairs compares features elementwise, pair after pair.
+
+    vectors = embed_images(metric, images)             # (N, D) float32
+    matrix = all_pairs(vectors)                         # (N, N), zero diagonal
+    indices, distances = nearest(queries, vectors, k=10)
+    stats = pair_statistics(vectors)                    # mean, std, count over all pairs
+
+In float32 that sum cancels: the squared norms are up to 7 (squeeze, cosine), and a float32
+product was measured off by up to 1e-4 (vgg, cosine, 96x96), more than the distances of
+near-identical images. Each block is therefore multiplied in float64 (on the float32
+vectors), and the few entries that are tiny beside their norms (near-duplicates) are summed
+again as sum((a - b)^2): every entry is within 1e-5 of `metric([x, y])` (measured: 3e-7), and
+identical images are at exactly 0 (tests/test_embedding.py). Blocks hold at most
+`BLOCK_BYTES` of float64 rows, so memory stays bounded for any number of images.
+"""
+
+import dataclasses
+import weakref
+
+import keras
+import numpy as np
+
+from keras_lpips.errors import InputError
+from keras_lpips.inputs import check_values
+
+# Bytes of float64 rows one block of a distance computation converts at a time (per side), and
+# the most rows a block takes (its distances, rows x rows float64, stay within 32 MiB).
+BLOCK_BYTES = 64 * 2**20
+MAX_BLOCK_ROWS = 2048
+# Distances below this fraction of ||a||^2 + ||b||^2 are recomputed as sum((a - b)^2).
+RECOMPUTE_BELOW = 1e-6
+_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def embed_images(metric, images, batch_size=32, progress=None):
+    """`metric.embed` of (N, H, W, 3) same-size images in its input_range, `batch_size` at a
+    time (on TensorFlow through one traced function): (N, D) float32 numpy. `progress(k)`
+    is called after each batch of k images."""
+    metric.check_euclidean()
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise InputError(f"Need images of one size, shape (N, H, W, 3). Received shape {images.shape}")
+    check_values(images, metric.input_range, "images")
+    size = metric.embedding_size(*images.shape[1:3])  # refuses images too small for the network
+    embed = _embed_function(metric)
+    vectors = np.empty((len(images), size), np.float32)
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        vectors[start : start + len(batch)] = keras.ops.convert_to_numpy(embed(batch))
+        if progress:
+            progress(len(batch))
+    return vectors
+
+
+def _embed_function(metric):
+    """`metric.embedding(metric.features(images))` in inference mode; on the TensorFlow backend
+    traced once per metric, for any batch and image size."""
+
+    def embed(images):
+        return metric.embedding(metric.features(images, training=False))
+
+    if keras.backend.backend() != "tensorflow":
+        return embed
+    if metric not in _FUNCTIONS:
+        import tensorflow as tf
+
+        _FUNCTIONS[metric] = tf.function(embed, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    return _FUNCTIONS[metric]
+
+
+# --- distances between embeddings ------------------------------------------------------------
+
+
+def _checked(vectors, name):
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise InputError(f"{name} must be a non-empty (N, D) array of embeddings. Received shape {vectors.shape}")
+    return vectors
+
+
+def _rows_per_block(dim):
+    return int(min(MAX_BLOCK_ROWS, max(1, BLOCK_BYTES // (8 * dim))))
+
+
+def _block_starts(n, dim):
+    step = _rows_per_block(dim)
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def _distance_block(a, b, same=False):
+    """||a_i - b_j||^2 (float64) of two blocks of float32 rows (`same`: a is b, the diagonal 0):
+    ||a||^2 + ||b||^2 - 2 a b^T in float64, by TensorFlow's kernels (NumPy's OpenBLAS threads
+    stall on a busy machine: 5-10x slower on 2 shared cores, measured). The entries below
+    `RECOMPUTE_BELOW` of their squared norms (near-duplicates) are summed again as
+    sum((a_i - b_j)^2): identical rows give exactly 0."""
+    import tensorflow as tf
+
+    a64, b64 = tf.cast(a, tf.float64), tf.cast(b, tf.float64)
+    scale = tf.reduce_sum(tf.square(a64), axis=1)[:, None] + tf.reduce_sum(tf.square(b64), axis=1)[None, :]
+    block = (scale - 2.0 * tf.linalg.matmul(a64, b64, transpose_b=True)).numpy()
+    close = block < RECOMPUTE_BELOW * scale.numpy()
+    if same:
+        np.fill_diagonal(block, 0.0)
+        np.fill_diagonal(close, False)
+    rows, columns = np.nonzero(close)
+    step = _rows_per_block(a.shape[1])
+    for start in range(0, len(rows), step):
+        i, j = rows[start : start + step], columns[start : start + step]
+        block[i, j] = np.square(np.asarray(a[i], np.float64) - b[j]).sum(axis=1)
+    return np.maximum(block, 0.0, out=block)
+
+
+def _same_length(a, b):
+    if a.shape[1] != b.shape[1]:
+        raise InputError(
+            f"Embeddings of different lengths (other images sizes or metrics) cannot be compared. "
+            f"Received lengths {a.shape[1]} and {b.shape[1]}"
+        )
+
+
+def _blocks(a, b, upper=False):
+    """Yields `((row start, stop), (column start, stop), float64 distances)` covering all of
+    a x b, row block by row block, or with `upper` (a is b) the blocks on and above the diagonal."""
+    _same_length(a, b)
+    row_blocks, column_blocks = _block_starts(len(a), a.shape[1]), _block_starts(len(b), b.shape[1])
+    for i, (r0, r1) in enumerate(row_blocks):
+        rows = np.asarray(a[r0:r1], np.float32)
+        for c0, c1 in column_blocks[i if upper else 0 :]:
+            yield (r0, r1), (c0, c1), _distance_block(rows, np.asarray(b[c0:c1], np.float32), upper and r0 == c0)
+
+
+def cross_distances(a, b, progress=None):
+    """(len(a), len(b)) float32 matrix of ||a_i - b_j||^2: LPIPS between two sets' embeddings.
+    `progress(k)` is called after each block of k pairs."""
+    a, b = _checked(a, "a"), _checked(b, "b")
+    matrix = np.empty((len(a), len(b)), np.float32)
+    for (r0, r1), (c0, c1), block in _blocks(a, b):
+        matrix[r0:r1, c0:c1] = block
+        if progress:
+            progress(block.size)
+    return matrix
+
+
+def all_pairs(vectors, progress=None):
+    """Symmetric (N, N) float32 matrix of ||v_i - v_j||^2, zero diagonal: LPIPS between all
+    pairs of one set's embeddings. `progress(k)` is called after each block of k pairs."""
+    vectors = _checked(vectors, "vectors")
+    n = len(vectors)
+    matrix = np.empty((n, n), np.float32)
+    for (r0, r1), (c0, c1), block in _blocks(vectors, vectors, upper=True):
+        matrix[r0:r1, c0:c1] = block
+        matrix[c0:c1, r0:r1] = block.T
+        if progress:
+            progress(block.size if r0 != c0 else (r1 - r0) * (r1 - r0 - 1) // 2)
+    return matrix
+
+
+def nearest(queries, index, k):
+    """The `k` rows of `index` nearest to each row of `queries` by squared Euclidean distance
+    (exact LPIPS between embeddings): `(indices, distances)`, each (len(queries), k), nearest
+    first, equal distances in index order. `k` is capped at len(index)."""
+    queries, index = _checked(queries, "queries"), _checked(index, "index")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"k must be a positive integer. Received: k={k!r}")
+    k = min(int(k), len(index))
+    indices = np.empty((len(queries), k), np.int64)
+    distances = np.empty((len(queries), k), np.float32)
+    for (r0, r1), (c0, c1), block in _blocks(queries, index):
+        if c0 == 0:  # a new block of queries
+            best_d, best_i = np.empty((r1 - r0, 0)), np.empty((r1 - r0, 0), np.int64)
+        # The best so far come first and have lower indices: a stable sort keeps ties in index order.
+        candidates_d = np.concatenate([best_d, block], axis=1)
+        candidates_i = np.concatenate([best_i, np.broadcast_to(np.arange(c0, c1), block.shape)], axis=1)
+        order = np.argsort(candidates_d, axis=1, kind="stable")[:, :k]
+        best_d = np.take_along_axis(candidates_d, order, axis=1)
+        best_i = np.take_along_axis(candidates_i, order, axis=1)
+        if c1 == len(index):
+            indices[r0:r1], distances[r0:r1] = best_i, best_d
+    return indices, distances
+
+
+@dataclasses.dataclass(frozen=True)
+class PairStatistics:
+    """Count, sum and sum of squares of pairwise distances; `a + b` pools two sets of pairs."""
+
+    count: int = 0
+    total: float = 0.0
+    total_of_squares: float = 0.0
+
+    def __add__(self, other):
+        return PairStatistics(
+            self.count + other.count, self.total + other.total, self.total_of_squares + other.total_of_squares
+        )
+
+    @property
+    def mean(self):
+        return self.total / self.count if self.count else float("nan")
+
+    @property
+    def std(self):
+        """The standard deviation of the distances (of the pairs themselves: ddof 0)."""
+        if not self.count:
+            return float("nan")
+        return float(np.sqrt(max(self.total_of_squares / self.count - self.mean**2, 0.0)))
+
+
+def pair_statistics(vectors):
+    """`PairStatistics` of the distances between all pairs i < j of one set's embeddings
+    (the "diversity" of a set of samples), streamed block by block: no N x N matrix is held."""
+    vectors = _checked(vectors, "vectors")
+    count, total, squares = 0, 0.0, 0.0
+    for (r0, r1), (c0, c1), block in _blocks(vectors, vectors, upper=True):
+        if r0 == c0:
+            block = block[np.triu_indices(r1 - r0, k=1)]
+        count += block.size
+        total += float(block.sum())
+        squares += float(np.square(block).sum())
+    return PairStatistics(count, total, squares)

@@ -1,0 +1,248 @@
+"""Embeddings of image folders, and the `.npz` files that keep them (`keras-lpips embed`).
+
+An embed file holds, for images of one size:
+
+- `names`: each image's path relative to the folder (POSIX separators), sorted;
+- `vectors`: their `LPIPS.embed` vectors, (N, D) float32;
+- `image_size`: (height, width) of the images;
+- `metric`: a JSON description of the metric (net, version, distance, layers, weight sources);
+- `fingerprint`: sha256 of that description and every weight's bytes. Embeddings are
+  comparable only when their fingerprints are equal (`check_same_metric`).
+
+`embed_folder` writes one resumably: the images are embedded in chunks, each written whole
+(`files.atomic_path`) into a hidden folder `.NAME.parts` beside the file, then gathered into
+the file, written whole, and the folder removed. A rerun after an interruption skips the
+chunks already written; a rerun on a folder that gained images embeds only those.
+"""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import shutil
+
+import numpy as np
+
+from keras_lpips import files
+from keras_lpips.errors import InputError
+
+# The constructor arguments that, with the weights, decide what an embedding means.
+DESCRIBED = ("net", "version", "distance", "layers", "backbone_weights", "lin_weights", "precision")
+KEYS = ("names", "vectors", "image_size", "metric", "fingerprint")
+
+
+@dataclasses.dataclass
+class Embeddings:
+    """The content of an embed file: `names` (list of str), `vectors` (N, D) float32,
+    `image_size` (height, width), `metric` (dict) and `fingerprint` (str)."""
+
+    names: list
+    vectors: np.ndarray
+    image_size: tuple
+    metric: dict
+    fingerprint: str
+
+
+def describe_metric(metric):
+    """`(description, fingerprint)` of an `LPIPS`: its arguments that decide the embedding, and
+    the sha256 of them and of every weight (so two fit runs of one configuration differ)."""
+    config = metric.get_config()
+    description = {key: config[key] for key in DESCRIBED}
+    digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
+    for variable in metric.weights:
+        digest.update(np.ascontiguousarray(np.asarray(variable.numpy(), np.float32)).tobytes())
+    return description, digest.hexdigest()
+
+
+def check_same_metric(first, second, what):
+    """Raises `InputError` unless two `(description, fingerprint)` pairs are of one metric; `what`
+    names the two sides, e.g. ("QUERY", "INDEX")."""
+    (description0, fingerprint0), (description1, fingerprint1) = first, second
+    if fingerprint0 == fingerprint1:
+        return
+    if description0 == description1:
+        raise InputError(
+            f"{what[0]} and {what[1]} belong to one configuration with different weights (an untrained backbone, "
+            f"--backbone-weights random, is drawn anew in every run): distances between their embeddings mean "
+            f"nothing. Received: {_summary(description0)}, twice"
+        )
+    raise InputError(
+        f"{what[0]} and {what[1]} belong to different metrics: distances between their embeddings mean nothing. "
+        f"Received: {_summary(description0)} and {_summary(description1)}"
+    )
+
+
+def _summary(description):
+    return ", ".join(f"{key}={description.get(key)!r}" for key in DESCRIBED)
+
+
+# --- folders ---------------------------------------------------------------------------------
+
+
+def image_names(folder):
+    """Paths of the image files (`files.IMAGE_SUFFIXES`) under `folder`, relative to it, sorted;
+    hidden files and folders (names starting with ".") are skipped."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"Not a folder: {folder}")
+    names = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if path.suffix.lower() in files.IMAGE_SUFFIXES and path.is_file() and not any(p.startswith(".") for p in relative.parts):
+            names.append(relative.as_posix())
+    return sorted(names)
+
+
+def image_groups(folder):
+    """`{group: [image paths]}` of a folder of samples: each subfolder holding images is a group
+    (its images, `image_names`), or, without such subfolders, the folder's own images are one
+    group named ".". A folder with both, or with neither, is refused (`InputError`)."""
+    folder = pathlib.Path(folder)
+    names = image_names(folder)
+    own = [name for name in names if "/" not in name]
+    groups = {}
+    for name in names:
+        if "/" in name:
+            group, rest = name.split("/", 1)
+            groups.setdefault(group, []).append(folder / group / rest)
+    if own and groups:
+        raise InputError(
+            f"{folder} holds both images and subfolders of images: keep the images of one set together, "
+            f"in the folder itself or in one subfolder per set. Received: {own[0]} and {next(iter(groups))}/"
+        )
+    if not own and not groups:
+        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
+    return groups or {".": [folder / name for name in own]}
+
+
+def read_images(paths, image_size=None, resize=False):
+    """[0, 1] RGB images at `paths` as one (N, H, W, 3) array, all of `image_size` (default: the
+    first image's); others are resized to it with `resize`, else refused."""
+    from keras_lpips.images import read_image, resize_image
+
+    images = []
+    for path in paths:
+        image = read_image(path)
+        image_size = image_size or image.shape[:2]
+        if tuple(image.shape[:2]) != tuple(image_size):
+            if not resize:
+                raise InputError(
+                    f"{path} is {image.shape[1]}x{image.shape[0]}, not {image_size[1]}x{image_size[0]} like the "
+                    f"images it is compared with; pass --resize to resize it. Received shape {image.shape}"
+                )
+            image = resize_image(image, *image_size)
+        images.append(image)
+    return np.stack(images)
+
+
+def embed_paths(metric, paths, image_size=None, resize=False, batch_size=32, progress=None):
+    """`LPIPS.embed` vectors, (N, D) float32, of the images at `paths` (see `read_images`), read
+    and embedded `batch_size` at a time. `progress(k)` is called after each batch of k images."""
+    from keras_lpips.embedding import embed_images
+
+    vectors = []
+    for start in range(0, len(paths), batch_size):
+        images = read_images(paths[start : start + batch_size], image_size, resize)
+        image_size = images.shape[1:3]
+        vectors.append(embed_images(metric, images, batch_size))
+        if progress:
+            progress(len(images))
+    return np.concatenate(vectors)
+
+
+def folder_embeddings(metric, folder, image_size=None, resize=False, progress=None):
+    """`Embeddings` of the images under `folder` (`image_names`), in memory, all of `image_size`
+    (default: the first image's) or resized to it with `resize`."""
+    folder = pathlib.Path(folder)
+    names = image_names(folder)
+    if not names:
+        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
+    image_size = tuple(image_size or read_images([folder / names[0]]).shape[1:3])
+    vectors = embed_paths(metric, [folder / name for name in names], image_size, resize, progress=progress)
+    return Embeddings(names, vectors, image_size, *describe_metric(metric))
+
+
+# --- embed files -----------------------------------------------------------------------------
+
+
+def write_embeddings(path, embeddings):
+    """Writes `embeddings` (an `Embeddings`) to the `.npz` file `path`, whole or not at all."""
+    with files.atomic_path(path, as_input_error=True) as partial, open(partial, "xb") as f:
+        np.savez(
+            f,
+            names=np.asarray(embeddings.names, dtype=str),
+            vectors=np.asarray(embeddings.vectors, np.float32),
+            image_size=np.asarray(embeddings.image_size, np.int64),
+            metric=np.asarray(json.dumps(embeddings.metric)),
+            fingerprint=np.asarray(embeddings.fingerprint),
+        )
+
+
+def read_embeddings(path):
+    """The `Embeddings` in an embed file; `InputError` for anything else."""
+    path = pathlib.Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in KEYS if key not in data.files]
+            if missing:
+                raise InputError(f"{path} is not an embed file (from keras-lpips embed): it lacks {', '.join(missing)}")
+            return Embeddings(
+                names=[str(name) for name in data["names"]],
+                vectors=data["vectors"],
+                image_size=tuple(int(side) for side in data["image_size"]),
+                metric=json.loads(str(data["metric"])),
+                fingerprint=str(data["fingerprint"]),
+            )
+    except (OSError, ValueError) as error:  # not a file, not a zip, damaged, or holding pickles
+        raise InputError(f"Cannot read embed file {path}: {error}") from None
+
+
+def parts_folder(path):
+    """The hidden folder beside an embed file where `embed_folder` keeps finished chunks."""
+    path = pathlib.Path(path)
+    return path.with_name(f".{path.name}.parts")
+
+
+def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, progress=None):
+    """Writes the embeddings of the images under `folder` to the embed file `out`, resumably
+    (see the module); returns `(embedded now, total)`.
+
+    The images already in `out` or in its parts folder (embedded by the same metric: otherwise
+    `InputError`) are not embedded again; names no longer in `folder` are dropped. All images
+    must have the size of the first one (or of `out`'s), or `resize`. `progress(k)` is called
+    after each batch of k images embedded; `chunk` images are written at a time."""
+    folder, out = pathlib.Path(folder), pathlib.Path(out)
+    if not out.parent.is_dir():
+        raise InputError(f"Output folder does not exist: {out.parent}")
+    names = image_names(folder)
+    if not names:
+        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
+    metric.check_euclidean()
+    description, fingerprint = describe_metric(metric)
+    parts = parts_folder(out)
+    sources = [out] if out.exists() else []
+    sources += sorted(parts.glob("part-*.npz")) if parts.is_dir() else []
+    done = [read_embeddings(source) for source in sources]
+    image_size = done[0].image_size if done else read_images([folder / names[0]]).shape[1:3]
+    for source, previous in zip(sources, done):
+        check_same_metric((previous.metric, previous.fingerprint), (description, fingerprint), (str(source), "the metric given"))
+        if previous.image_size != done[0].image_size:
+            raise InputError(
+                f"{source} and {sources[0]} hold embeddings of images of different sizes; delete one. "
+                f"Received: {previous.image_size} and {done[0].image_size}"
+            )
+    vectors = {name: vector for previous in done for name, vector in zip(previous.names, previous.vectors)}
+    todo = [name for name in names if name not in vectors]
+    if not todo and sources == [out] and done[0].names == names:
+        return 0, len(names)  # `out` is up to date
+    parts.mkdir(exist_ok=True)
+    for number, start in enumerate(range(0, len(todo), chunk), start=len(sources)):
+        chunk_names = todo[start : start + chunk]
+        chunk_vectors = embed_paths(metric, [folder / n for n in chunk_names], image_size, resize, batch_size, progress)
+        part = Embeddings(chunk_names, chunk_vectors, tuple(image_size), description, fingerprint)
+        write_embeddings(parts / f"part-{number:06d}.npz", part)
+        vectors.update(zip(chunk_names, chunk_vectors))
+    stacked = np.stack([vectors[name] for name in names])
+    write_embeddings(out, Embeddings(names, stacked, tuple(int(s) for s in image_size), description, fingerprint))
+    shutil.rmtree(parts, ignore_errors=True)
+    return len(todo), len(names)

@@ -1,0 +1,271 @@
+"""LPIPS as a squared Euclidean distance (`LPIPS.embed`, keras_lpips.embedding): embeddings, blocked
+matrices, nearest neighbours, diversity, FAISS indexes and the embed/nearest/diversity commands,
+each against the metric scoring pairs directly (`metric([x, y])`)."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_lpips.embedding as embedding
+from keras_lpips import InputError, LPIPS, WeightsError
+from keras_lpips.embedding import all_pairs, cross_distances, embed_images, nearest, pair_statistics
+from tests.helpers import RANDOM, one_error_line, run_cli
+
+ATOL = 1e-5
+
+
+def direct(metric, images0, images1):
+    """The metric's own distance of every pair (images0[i], images1[j]), one call per row."""
+    return np.stack([np.asarray(metric([np.repeat(x[None], len(images1), 0), images1])) for x in images0])
+
+
+def with_near_duplicates(rng, n, height, width):
+    """n images in [0, 1]: random, then an exact copy of the first and a copy moved by 1e-4."""
+    images = rng.random((n, height, width, 3), dtype=np.float32)
+    images[-2] = images[0]
+    images[-1] = np.clip(images[1] + rng.uniform(-1e-4, 1e-4, images[1].shape).astype(np.float32), 0, 1)
+    return images
+
+
+@pytest.fixture(scope="module")
+def metric():
+    return LPIPS(net="alex", backbone_weights=None, seed=0, lin_weights="v0.1", input_range=(0, 1))
+
+
+def embedding_matches_the_metric(metric, height, width):
+    images = with_near_duplicates(np.random.default_rng(height), 5, height, width)
+    vectors = embed_images(metric, images, batch_size=2)
+    assert vectors.shape == (5, metric.embedding_size(height, width)) and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, np.asarray(metric.embed(images)), rtol=0, atol=1e-6)
+    want = direct(metric, images, images)
+    np.testing.assert_allclose(cross_distances(vectors, vectors), want, rtol=0, atol=ATOL)
+    assert want[0, 3] == 0 and want[1, 4] < 1e-5  # the near-duplicates are there
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 45)])
+def test_embedding_distances_are_the_metric(metric, size):
+    assert metric.embedding_size(64, 64) == 31872  # the issue's number for alex
+    embedding_matches_the_metric(metric, *size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+@pytest.mark.parametrize("version", ["0.1", "0.0"])
+@pytest.mark.parametrize("distance", ["lpips", "cosine"])
+@pytest.mark.parametrize("size", [(64, 64), (37, 45)])
+def test_embedding_distances_are_the_metric_for_every_configuration(net, version, distance, size):
+    metric = LPIPS(net=net, version=version, distance=distance, backbone_weights=None, seed=0,
+                   lin_weights=f"v{version}", input_range=(0, 1))  # fmt: skip
+    embedding_matches_the_metric(metric, *size)
+
+
+def test_blocked_matrices_equal_per_pair_scoring(metric, monkeypatch):
+    """Blocks of 2 rows (so off-diagonal, diagonal and ragged blocks), near-duplicates included."""
+    images = with_near_duplicates(np.random.default_rng(1), 7, 40, 44)
+    vectors = embed_images(metric, images)
+    monkeypatch.setattr(embedding, "BLOCK_BYTES", 2 * 8 * vectors.shape[1])
+    want = direct(metric, images, images)
+    done = []
+    matrix = all_pairs(vectors, progress=done.append)
+    assert sum(done) == 21 and len(done) == 10  # 4 x 5 / 2 blocks, 21 pairs
+    np.testing.assert_allclose(matrix, want, rtol=0, atol=ATOL)
+    assert (matrix == matrix.T).all() and (np.diag(matrix) == 0).all() and matrix[0, 5] == 0
+    np.testing.assert_allclose(cross_distances(vectors[:3], vectors[2:]), want[:3, 2:], rtol=0, atol=ATOL)
+    stats = pair_statistics(vectors)
+    upper = want[np.triu_indices(7, k=1)]
+    assert stats.count == 21
+    np.testing.assert_allclose([stats.mean, stats.std], [upper.mean(), upper.std()], rtol=0, atol=ATOL)
+
+
+def test_nearest_equals_brute_force_per_pair_search(metric, monkeypatch):
+    rng = np.random.default_rng(2)
+    index = with_near_duplicates(rng, 9, 40, 40)
+    queries = np.concatenate([index[:2], rng.random((3, 40, 40, 3), dtype=np.float32)])
+    vectors, query_vectors = embed_images(metric, index), embed_images(metric, queries)
+    monkeypatch.setattr(embedding, "BLOCK_BYTES", 3 * 8 * vectors.shape[1])  # blocks of 3 rows
+    found, distances = nearest(query_vectors, vectors, k=4)
+    scores = direct(metric, queries, index)
+    brute = np.lexsort((np.broadcast_to(np.arange(9), scores.shape), scores), axis=1)[:, :4]  # ties: lower index
+    np.testing.assert_array_equal(found, brute)
+    np.testing.assert_allclose(distances, np.take_along_axis(scores, brute, axis=1), rtol=0, atol=ATOL)
+    assert found[0, :2].tolist() == [0, 7] and distances[0, 1] == 0  # an exact copy ties at 0, index order
+    assert nearest(query_vectors, vectors, k=50)[0].shape == (5, 9)
+    with pytest.raises(InputError, match="k must be a positive integer"):
+        nearest(query_vectors, vectors, k=0)
+    with pytest.raises(InputError, match="different lengths"):
+        nearest(query_vectors[:, :10], vectors, k=1)
+
+
+def test_negative_weights_are_refused_in_one_line(rng):
+    from keras_lpips.pairwise import distance_matrix
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0, lin_weights="v0.1", input_range=(0, 1))
+    kernel = np.asarray(metric.heads[2].kernel).copy()
+    kernel[3] = -0.5
+    metric.heads[2].kernel.assign(kernel)
+    images = rng.random((3, 40, 40, 3), dtype=np.float32)
+    for call in (lambda: metric.embed(images), lambda: embed_images(metric, images)):
+        with pytest.raises(WeightsError, match=r"layer\(s\) \[2\] have negative entries") as error:
+            call()
+        assert "\n" not in str(error.value) and "Received: lin_weights='v0.1'" in str(error.value)
+    assert metric.negative_linear_weights() == [2]
+    matrix = distance_matrix(metric, images)  # falls back to comparing features pair by pair
+    np.testing.assert_allclose(matrix, direct(metric, images, images), rtol=0, atol=ATOL)
+
+
+def test_embedding_size_and_bad_inputs(metric):
+    assert metric.embedding_size(37, 45) == embed_images(metric, np.zeros((1, 37, 45, 3), np.float32)).shape[1]
+    with pytest.raises(InputError, match="too small"):
+        metric.embedding_size(20, 40)
+    with pytest.raises(InputError, match="outside input_range"):
+        embed_images(metric, np.full((1, 40, 40, 3), 2.0, np.float32))
+    with pytest.raises(InputError, match="shape"):
+        embed_images(metric, np.zeros((40, 40, 3), np.float32))
+
+
+# --- FAISS -----------------------------------------------------------------------------------
+
+
+def low_dimensional(dim=600, latent=12):
+    """Vectors near a 12-dimensional subspace (as embeddings of natural images lie near a manifold)."""
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((latent, dim)).astype(np.float32)
+    return lambda n: (rng.standard_normal((n, latent)) @ basis + 0.1 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_faiss_candidates_reranked_exactly(kind):
+    pytest.importorskip("faiss", reason="faiss-cpu is optional: pip install 'keras-lpips[faiss]'")
+    from keras_lpips.embedding_index import NeighbourIndex, recall_at_k
+
+    draw = low_dimensional()
+    vectors, queries = draw(2000), draw(50)
+    exact_i, exact_d = nearest(queries, vectors, k=10)
+    found_i, found_d = NeighbourIndex(vectors, kind).search(queries, k=10)
+    assert recall_at_k(found_i, exact_i) >= (1.0 if kind == "flat" else 0.9)
+    hit = found_i == exact_i
+    np.testing.assert_allclose(found_d[hit], exact_d[hit], rtol=1e-6, atol=1e-6)  # exact distances
+    projected_i, _ = NeighbourIndex(vectors, kind, projection=64, candidates=10).search(queries, k=10)
+    assert recall_at_k(projected_i, exact_i) >= 0.5
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+def write_images(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(images):
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{k:02d}.png")
+
+
+def read_folder(folder):
+    from keras_lpips.images import read_image
+
+    return np.stack([read_image(path) for path in sorted(folder.glob("*.png"))])
+
+
+def test_embed_resumes_and_nearest_matches_the_metric(tmp_path, fake_imagenet_home, monkeypatch):
+    """embed writes chunks and continues after an interruption; nearest from the file gives the
+    metric's own distances (the fake ImageNet cache: every run loads the same weights)."""
+    from keras_lpips.embedding_files import embed_folder, parts_folder, read_embeddings
+
+    monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
+    rng = np.random.default_rng(3)
+    write_images(tmp_path / "train", rng.random((7, 40, 40, 3), dtype=np.float32))
+    write_images(tmp_path / "train" / "sub", rng.random((1, 40, 40, 3), dtype=np.float32))
+    write_images(tmp_path / "samples", rng.random((2, 40, 40, 3), dtype=np.float32))
+    metric = LPIPS(net="alex", backbone_weights="imagenet", lin_weights="v0.1", input_range=(0, 1))
+    out = tmp_path / "train.npz"
+
+    def interrupt_in_the_second_chunk(k, seen=[]):
+        seen.append(k)
+        if sum(seen) > 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_folder(metric, tmp_path / "train", out, chunk=3, batch_size=2, progress=interrupt_in_the_second_chunk)
+    assert not out.exists() and len(list(parts_folder(out).glob("part-*.npz"))) == 1  # the first chunk, whole
+    assert embed_folder(metric, tmp_path / "train", out, chunk=3) == (5, 8)
+    result = run_cli("embed", tmp_path / "train", "--out", out, "--chunk", "3")
+    assert result.returncode == 0 and result.stdout == f"embedded 0 new image(s); {out} holds 8\n", result.stderr
+    (tmp_path / "train" / "06.png").unlink()
+    write_images(tmp_path / "train" / "new", rng.random((1, 40, 40, 3), dtype=np.float32))
+    result = run_cli("embed", tmp_path / "train", "--out", out, "--chunk", "3")
+    assert result.returncode == 0 and "embedded 1 new" in result.stdout and not parts_folder(out).exists()
+    stored = read_embeddings(out)
+    assert stored.names == [f"{k:02d}.png" for k in range(6)] + ["new/00.png", "sub/00.png"]
+    assert stored.image_size == (40, 40) and stored.metric["net"] == "alex"
+
+    result = run_cli("nearest", tmp_path / "samples", out, "-k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    index_images = np.stack([read_folder(tmp_path / "train")[k] for k in range(6)] + [
+        read_folder(tmp_path / "train" / "new")[0], read_folder(tmp_path / "train" / "sub")[0]])  # fmt: skip
+    scores = direct(metric, read_folder(tmp_path / "samples"), index_images)
+    for query, row in zip(report["queries"], scores):
+        best = np.argsort(row, kind="stable")[:3]
+        assert [n["name"] for n in query["nearest"]] == [stored.names[i] for i in best]
+        np.testing.assert_allclose([n["distance"] for n in query["nearest"]], row[best], rtol=0, atol=ATOL)
+
+
+def test_nearest_and_diversity_commands(tmp_path):
+    rng = np.random.default_rng(4)
+    samples = rng.random((3, 40, 40, 3), dtype=np.float32)
+    write_images(tmp_path / "query", samples[:1])
+    write_images(tmp_path / "index", samples)
+    result = run_cli("nearest", tmp_path / "query", tmp_path / "index", "-k", "2", *RANDOM)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "00.png" and lines[1] == "    1. 0.000000  00.png" and len(lines) == 3
+    if importlib.util.find_spec("faiss") is not None:  # FAISS is optional
+        args = ("nearest", tmp_path / "query", tmp_path / "index", "-k", "2", "--search", "flat", "--projection", "8")
+        approximate = run_cli(*args, *RANDOM)
+        assert approximate.returncode == 0 and approximate.stdout.splitlines()[1] == lines[1], approximate.stderr
+
+    write_images(tmp_path / "sets" / "input1", samples)
+    write_images(tmp_path / "sets" / "input2", samples[:2])
+    result = run_cli("diversity", tmp_path / "sets", "--json", *RANDOM)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["count"] == 4 and [s["count"] for s in report["sets"]] == [3, 1]
+    assert report["mean"] == pytest.approx((3 * report["sets"][0]["mean"] + report["sets"][1]["mean"]) / 4)
+    result = run_cli("diversity", tmp_path / "index", *RANDOM)
+    assert result.returncode == 0 and "over all pairs" in result.stdout and "3 pairs" in result.stdout
+
+
+def test_command_errors_are_one_line(tmp_path):
+    rng = np.random.default_rng(5)
+    write_images(tmp_path / "a", rng.random((2, 40, 40, 3), dtype=np.float32))
+    write_images(tmp_path / "mixed", rng.random((2, 40, 40, 3), dtype=np.float32))
+    write_images(tmp_path / "mixed" / "set", rng.random((2, 40, 40, 3), dtype=np.float32))
+    write_images(tmp_path / "big", rng.random((1, 48, 48, 3), dtype=np.float32))
+    assert run_cli("embed", tmp_path / "a", "--out", tmp_path / "a.npz", *RANDOM).returncode == 0
+    cases = [
+        (["nearest", tmp_path / "a", tmp_path / "a.npz"], "different weights"),  # random: drawn anew per run
+        (["nearest", tmp_path / "big", tmp_path / "a.npz"], "pass --resize"),
+        (["diversity", tmp_path / "mixed"], "both images and subfolders"),
+        (["diversity", tmp_path / "big"], "at least two images"),
+        (["nearest", tmp_path / "a.npz", tmp_path / "nowhere"], "Not a folder"),
+        (["embed", tmp_path / "a", "--out", tmp_path / "no" / "x.npz"], "Output folder does not exist"),
+        (["nearest", tmp_path / "a", tmp_path / "a", "--projection", "8"], "--projection applies to a FAISS index"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, *RANDOM)
+        assert result.returncode == 2 and message in one_error_line(result), (args, result.stderr)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    result = run_cli("nearest", tmp_path / "bad.npz", tmp_path / "a.npz")
+    assert result.returncode == 2 and "Cannot read embed file" in one_error_line(result)
+
+
+def test_matrix_against_a_second_folder(tmp_path, metric):
+    rng = np.random.default_rng(6)
+    write_images(tmp_path / "a", rng.random((2, 40, 40, 3), dtype=np.float32))
+    write_images(tmp_path / "b", rng.random((3, 40, 40, 3), dtype=np.float32))
+    result = run_cli("matrix", tmp_path / "a", "--against", tmp_path / "b", *RANDOM)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()]
+    assert rows[0] == ["", "00.png", "01.png", "02.png"] and [r[0] for r in rows[1:]] == ["00.png", "01.png"]
+    assert all(float(value) > 0 for row in rows[1:] for value in row[1:])
