@@ -1,18 +1,39 @@
 """The `keras-lpips` program: one Typer app, one place that turns errors into messages."""
 
-import os
+import re
 import sys
+from typing import Annotated
 
 import typer
 
-from keras_lpips.cli import data, embedding, export, folders, score, study, train, weights
+from keras_lpips.cli import data, embedding, export, folders, quiet_import, score, study, train, weights
 
 app = typer.Typer(
     help="LPIPS perceptual distances with TensorFlow/Keras, identical to the reference lpips.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
+
+
+def _print_version(value):
+    if value:
+        from keras_lpips import __version__
+
+        typer.echo(f"keras-lpips {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _program(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the program's version and exit.")
+    ] = False,
+):
+    pass
+
+
 app.command(help=score.HELP)(score.score)
 app.command(help=folders.PAIRS_HELP)(folders.pairs)
 app.command(help=folders.MATRIX_HELP)(folders.matrix)
@@ -27,28 +48,28 @@ app.add_typer(data.app, name="data")
 app.add_typer(weights.app, name="weights")
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with file descriptor 2 muted: its C++ start-up lines
-    (CUDA probing on CPU machines) ignore TF_CPP_MIN_LOG_LEVEL."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
+# The library's messages name its Python arguments (`backbone_weights=PATH`); the program's
+# name its flags. Argument -> flag, where they differ in more than `_` / `-`.
+FLAGS = {"version": "--lpips-version"}
+ARGUMENTS = ("backbone_weights", "lin_weights", "net", "version", "distance", "layers")
+_ARGUMENT = re.compile(rf"(?<![\w.-])({'|'.join(ARGUMENTS)})=(None\b)?")
 
-            tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+
+def cli_spelling(message):
+    """`message` with `argument=VALUE` written as the flag, `--argument VALUE` (None: none)."""
+
+    def flag(match):
+        name = match.group(1)
+        return FLAGS.get(name, "--" + name.replace("_", "-")) + (" none" if match.group(2) else " ")
+
+    return _ARGUMENT.sub(flag, message)
 
 
 def main():
-    """Entry point: runs the app; user errors (bad arguments or options included) become one
-    line on stderr and exit code 2."""
-    if len(sys.argv) > 1 and not {"--help", "-h"} & set(sys.argv):
-        _import_tensorflow_quietly()
+    """Entry point: runs the app; every user error becomes one line on stderr and an exit code:
+    2 for usage errors (Click's, and `InputError`), 1 for failures at run time (the error's
+    `exit_code`, see `keras_lpips.errors`), 130 for Ctrl-C."""
+    quiet_import.install()  # TensorFlow, if a command imports it, without its C++ start-up lines
     from typer.exceptions import TyperException
 
     from keras_lpips.errors import KerasLPIPSError
@@ -61,12 +82,24 @@ def main():
             error.show()
         else:
             where = f" (see {context.command_path} --help)" if context is not None else ""
-            typer.echo(f"error: {error.format_message()}{where}", err=True)
+            message = " ".join(error.format_message().split())  # one line: Click lists choices on several
+            typer.echo(f"error: {message}{where}", err=True)
         sys.exit(error.exit_code)
     except KerasLPIPSError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(2)
+        typer.echo(f"error: {cli_spelling(str(error))}", err=True)
+        sys.exit(error.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as error:  # a full disk no writer reported as a DiskFullError: one line all the same
+        from keras_lpips.files import disk_full_error, disk_full_reason
+
+        reason = disk_full_reason(error)
+        if reason is None:
+            raise
+        path = getattr(error, "filename", None)
+        typer.echo(f"error: {disk_full_error(path, reason=reason) if path else reason + ' while writing'}", err=True)
+        sys.exit(1)
+    if code == 130:  # Typer turns Ctrl-C during a command into this exit code, without a word
+        typer.echo("interrupted", err=True)
     sys.exit(code if isinstance(code, int) else 0)  # --help gives its code, a command None

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from keras_lpips.cli.options import byte_progress, progress_bar
+from keras_lpips.cli.options import Json, byte_progress, dumps, progress_bar, shown, transfer_progress
 
 app = typer.Typer(
     help="Get, make and check BAPPS-layout datasets (2AFC triplets and JND pairs with judgments).",
@@ -40,8 +40,8 @@ def download(
     """
     from keras_lpips.data.download import download_split
 
-    with progress_bar(1, f"downloading {split.value}") as bar:
-        result = download_split(split.value, dest, progress=byte_progress(bar), keep_archive=keep_archive)
+    with progress_bar(1, f"downloading {split.value}", item_show_func=shown) as bar:
+        result = download_split(split.value, dest, progress=transfer_progress(bar), keep_archive=keep_archive)
     if result.verified_by == "already present":
         typer.echo(f"{split.value}: already present in {result.folder}; delete it to download again")
         return
@@ -71,7 +71,9 @@ def synth(
       keras-lpips data synth --out synth --train 500 --val 100 --images photos/ --seed 1
     """
     from keras_lpips.data.synth import synthesize
+    from keras_lpips.files import check_output
 
+    check_output(out, [images], overwrite=True)  # a folder it fills (existing subsets refused), never --images
     with progress_bar(1, "synthesizing") as bar:
         synthesize(out, train, val, images=images, seed=seed, n_jnd=jnd, progress=byte_progress(bar))
     n_jnd = val if jnd is None else jnd
@@ -81,6 +83,7 @@ def synth(
 @app.command()
 def verify(
     root: Annotated[Path, typer.Argument(help="Dataset root (holding 2afc/ and/or jnd/), or the folder holding dataset/.")],
+    as_json: Json = False,
 ):
     """Check a BAPPS-layout folder before training on it.
 
@@ -90,14 +93,19 @@ def verify(
       keras-lpips data verify dataset
     """
     from keras_lpips.data.verify import verify_dataset
-    from keras_lpips.errors import InputError
+    from keras_lpips.errors import DataError
 
     with progress_bar(1, "verifying") as bar:
         report = verify_dataset(root, progress=byte_progress(bar))
-    for label, count in report.counts.items():
-        typer.echo(f"{label}: {count}")
-    for problem in report:
-        typer.echo(problem)
+    if as_json:
+        root_found = str(report.root or root)
+        typer.echo(dumps({"root": root_found, "counts": dict(report.counts), "problems": [str(p) for p in report]}))
+    else:
+        for label, count in report.counts.items():
+            typer.echo(f"{label}: {count}")
+        for problem in report:
+            typer.echo(problem)
     if report:
-        raise InputError(f"{len(report)} problem{'s' if len(report) != 1 else ''} found in {report.root or root}")
-    typer.echo(f"{report.root}: OK")
+        raise DataError(f"{len(report)} problem{'s' if len(report) != 1 else ''} found in {report.root or root}")
+    if not as_json:
+        typer.echo(f"{report.root}: OK")

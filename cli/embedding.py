@@ -1,8 +1,7 @@
 """`keras-lpips embed`, `nearest` and `diversity`: LPIPS through its embedding (`keras_lpips.embedding`)."""
 
-import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -62,13 +61,21 @@ def embed(
     metric: MetricSpec,
     resize: Resize = False,
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Images written per chunk (what a rerun keeps).")] = 256,
+    as_json: options.Json = False,
 ):
     from keras_lpips.embedding_files import embed_folder, image_names
+    from keras_lpips.files import check_output
 
+    names = image_names(folder)
+    # An embed file is completed, so it may exist; it is never one of the images or weight files read.
+    check_output(out, [folder, *(folder / name for name in names), *metric.input_paths()], overwrite=True)
     lpips = _lpips(metric)
-    with options.progress_bar(len(image_names(folder)), "embedding") as bar:
+    with options.progress_bar(len(names), "embedding") as bar:
         embedded, total = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=bar.update)
-    typer.echo(f"embedded {embedded} new image(s); {out} holds {total}")
+    if as_json:
+        typer.echo(options.dumps({"out": str(out), "embedded": embedded, "total": total}))
+    else:
+        typer.echo(f"embedded {embedded} new image(s); {out} holds {total}")
 
 
 @options.metric_options
@@ -80,7 +87,7 @@ def nearest(
     metric: MetricSpec,
     resize: Resize = False,
     search: Annotated[
-        str,
+        Literal["exact", "flat", "hnsw", "ivf"],
         typer.Option(
             "--search",
             help="exact, or a FAISS index whose candidates are re-ranked exactly: flat, hnsw or ivf "
@@ -127,7 +134,7 @@ def nearest(
     ]
     if as_json:
         report = {"metric": found.metric, "k": int(rows.shape[1]), "search": search, "projection": projection}
-        typer.echo(json.dumps({**report, "queries": results}, indent=2))
+        typer.echo(options.dumps({**report, "queries": results}))
         return
     for result in results:
         typer.echo(result["query"])
@@ -160,7 +167,7 @@ def diversity(
     summary = {"mean": pooled.mean, "std": pooled.std, "count": pooled.count}
     if as_json:
         sets = [{"set": name, "mean": s.mean, "std": s.std, "count": s.count} for name, s in per_group.items()]
-        typer.echo(json.dumps({"metric": describe_metric(lpips)[0], **summary, "sets": sets}, indent=2))
+        typer.echo(options.dumps({"metric": describe_metric(lpips)[0], **summary, "sets": sets}))
         return
     if len(per_group) > 1:
         for name, s in per_group.items():

@@ -1,19 +1,21 @@
-"""`keras-lpips export`: the metric as a TF Serving SavedModel or a TFLite file."""
+"""`keras-lpips export`: the metric as a TF Serving SavedModel, a TFLite file or an ONNX model."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from keras_lpips.cli import options
 from keras_lpips.resolve import MetricSpec
 
-HELP = """Export the metric for serving: a TF Serving SavedModel or a TFLite file.
+HELP = """Export the metric for serving: a TF Serving SavedModel, a TFLite file or ONNX.
 
-Both read float32 NHWC RGB images in [0, 1], any batch and size, through
-four signatures: serving_default (img0, img1 -> distance), rank (ref, p0,
-p1 -> d0, d1, p1_preferred), spatial (img0, img1 -> map) and embed (images ->
-embedding).
+All read float32 NHWC RGB images in [0, 1], any batch and size. SavedModel and
+TFLite have four signatures: serving_default (img0, img1 -> distance), rank
+(ref, p0, p1 -> d0, d1, p1_preferred), spatial (img0, img1 -> map) and embed
+(images -> embedding); a SavedModel also serving_bytes and rank_bytes, which
+take encoded PNG/JPEG files (tf.string, base64 over REST). ONNX (the onnx
+extra: tf2onnx) is serving_default alone.
 
   keras-lpips export --format savedmodel --out models/lpips
   keras-lpips export --format savedmodel --out models/lpips --net vgg --model-version 2
@@ -22,43 +24,53 @@ embedding).
   keras-lpips export --format tflite --out lpips.tflite --quantize fp16
   keras-lpips export --format tflite --out lpips-int8.tflite --quantize dynamic
   keras-lpips export --format tflite --out mine.tflite --model models/mine
+  keras-lpips export --format onnx --out lpips.onnx
 """
 
-FORMATS = ("savedmodel", "tflite")
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("none", "fp16", "dynamic")  # keras_lpips.export.QUANTIZATIONS, without importing TensorFlow
 
 
 @options.metric_options
 def export(
-    fmt: Annotated[str, typer.Option("--format", help="savedmodel (TF Serving) or tflite.")],
-    out: Annotated[Path, typer.Option("--out", help="SavedModel: the model's base directory; tflite: the file.")],
-    quantize: Annotated[str, typer.Option("--quantize", help="tflite: none, fp16 or dynamic (int8 weights).")] = "none",
+    fmt: Annotated[Literal[FORMATS], typer.Option("--format", help="savedmodel (TF Serving), tflite or onnx.")],
+    out: Annotated[Path, typer.Option("--out", help="SavedModel: the model's base directory; tflite, onnx: the file.")],
+    quantize: Annotated[Literal[QUANTIZATIONS], typer.Option("--quantize", help="tflite: none, fp16 or dynamic (int8 weights).")] = "none",
     model_version: Annotated[int, typer.Option("--model-version", help="savedmodel: the version directory.")] = 1,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing version or file.")] = False,
+    overwrite: options.Overwrite = False,
     *,
     metric: MetricSpec,
 ):
     from keras_lpips import LPIPS
+    from keras_lpips import export_onnx as onnx
     from keras_lpips.errors import InputError
-    from keras_lpips.export import QUANTIZATIONS, SIGNATURES, STEPS, export_savedmodel, export_tflite
+    from keras_lpips.files import check_output
+    from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, STEPS, export_savedmodel, export_tflite
 
-    if fmt not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
-    if quantize not in QUANTIZATIONS:
-        raise InputError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: {quantize!r}")
-    if fmt == "savedmodel" and quantize != "none":
+    if fmt != "tflite" and quantize != "none":
         raise InputError("--quantize applies to --format tflite only")
+    if fmt == "onnx":
+        onnx.converter()  # installed? (before any weights are fetched)
+    check_output(out / str(model_version) if fmt == "savedmodel" else out, metric.input_paths(), overwrite)  # before any work
     lpips = options.resolve(metric)
     if fmt == "savedmodel" and not isinstance(lpips, LPIPS):
         raise InputError(f"--model {metric.model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
     what = f"{lpips.net} LPIPS v{lpips.version} ({lpips.distance})"
-    with options.progress_bar(STEPS[fmt], f"exporting {fmt}") as bar:
+    with options.progress_bar(onnx.STEPS if fmt == "onnx" else STEPS[fmt], f"exporting {fmt}") as bar:
         if fmt == "savedmodel":
             path = export_savedmodel(lpips, out, version=model_version, overwrite=overwrite, progress=bar.update)
-        else:
+        elif fmt == "tflite":
             path = export_tflite(lpips, out, quantize=quantize, overwrite=overwrite, progress=bar.update)
+        else:
+            path = onnx.export_onnx(lpips, out, overwrite=overwrite, progress=bar.update)
+    size = f"{path.stat().st_size / 1e6:.1f} MB" if fmt != "savedmodel" else ""
     if fmt == "savedmodel":
         typer.echo(f"{what} SavedModel written to {path}")
+        typer.echo(f"signatures: {', '.join(SIGNATURES)}; images float32 (N, H, W, 3) in [0, 1]")
+        typer.echo(f"signatures: {', '.join(BYTES_SIGNATURES)}; images as encoded PNG/JPEG files, tf.string (N,)")
+    elif fmt == "tflite":
+        typer.echo(f"{what} TFLite model (quantize={quantize}, {size}) written to {path}")
+        typer.echo(f"signatures: {', '.join(SIGNATURES)}; images float32 (N, H, W, 3) in [0, 1]")
     else:
-        size = path.stat().st_size / 1e6
-        typer.echo(f"{what} TFLite model (quantize={quantize}, {size:.1f} MB) written to {path}")
-    typer.echo(f"signatures: {', '.join(SIGNATURES)}; images float32 (N, H, W, 3) in [0, 1]")
+        typer.echo(f"{what} ONNX model (opset {onnx.OPSET}, {size}) written to {path}")
+        typer.echo(f"inputs: {', '.join(onnx.INPUTS)}, float32 (N, H, W, 3) in [0, 1]; output: distance (N,)")

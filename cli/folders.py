@@ -2,6 +2,7 @@
 
 import csv
 import io
+import itertools
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,7 +25,10 @@ With --against, rows are FOLDER's images and columns DIR2's.
   keras-lpips matrix samples/ --against train/ --out cross.csv
 """
 
-Out = Annotated[Optional[Path], typer.Option("--out", help="Write CSV here (default: print it).")]
+Out = Annotated[
+    Optional[Path],
+    typer.Option("--out", help="Write CSV here (default: print it, or the JSON with --json); an existing file only with --overwrite."),
+]
 Resize = Annotated[bool, typer.Option("--resize", help="Resize images to the first one's size.")]
 
 
@@ -36,14 +40,38 @@ def _images_in(folder):
     return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in files.IMAGE_SUFFIXES}
 
 
-def _write_csv(rows, out):
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(rows)
+def _write_csv(rows, out, overwrite):
+    """Writes `rows` (a header, then data rows; any iterable: one row is formatted at a time, so
+    a large matrix never has a second copy as text) as CSV to stdout, or to `out` whole or not
+    at all (`files.atomic_path`: a full disk is one `DiskFullError`, no temporary left)."""
     if out is None:
-        typer.echo(text.getvalue(), nl=False)
+        for line in _csv_lines(rows):
+            typer.echo(line, nl=False)
         return
-    files.atomic_write(out, text.getvalue(), as_input_error=True)
-    typer.echo(f"wrote {len(rows) - 1} rows to {out}", err=True)
+    count = -1
+    with files.atomic_path(out, as_input_error=True, overwrite=overwrite) as partial:
+        with open(partial, "x", encoding="utf-8", newline="") as f:
+            for line in _csv_lines(rows):
+                f.write(line)
+                count += 1
+    typer.echo(f"wrote {count} rows to {out}", err=True)
+
+
+def _csv_lines(rows):
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    for row in rows:
+        writer.writerow(row)
+        yield text.getvalue()
+        text.seek(0)
+        text.truncate()
+
+
+def _csv_bytes(names, columns):
+    """About the size of the CSV `matrix` writes: a header of the column names, then a row per
+    name of distances written as 0.123456 (9 bytes with the comma)."""
+    header = sum(len(c.encode()) + 1 for c in columns) + 1
+    return header + sum(len(n.encode()) + 1 + 9 * len(columns) for n in names)
 
 
 @options.metric_options
@@ -54,6 +82,9 @@ def pairs(
     *,
     metric: MetricSpec,
     resize: Resize = False,
+    frame: options.Frame = None,
+    overwrite: options.Overwrite = False,
+    as_json: options.Json = False,
 ):
     from keras_lpips.errors import InputError
     from keras_lpips.pairwise import paired_distances
@@ -62,15 +93,20 @@ def pairs(
     names = sorted(set(first) & set(second))
     if not names:
         raise InputError(f"No image file name is present in both {dir0} and {dir1}")
+    if out is not None:
+        files.check_output(out, [*first.values(), *second.values(), *metric.input_paths()], overwrite)
     lpips = options.resolve(metric)
     images0, images1 = [], []
     for name in names:
-        a, b = options.read_same_size([first[name], second[name]], resize)
+        a, b = options.read_same_size([first[name], second[name]], resize, frame)
         images0.append(a)
         images1.append(b)
     with options.progress_bar(len(names), "scoring pairs") as bar:
         distances = paired_distances(lpips, images0, images1, progress=bar.update)
-    _write_csv([["name", "distance"]] + [[n, f"{d:.6f}"] for n, d in zip(names, distances)], out)
+    if out is not None or not as_json:
+        _write_csv([["name", "distance"]] + [[n, f"{d:.6f}"] for n, d in zip(names, distances)], out, overwrite)
+    if as_json:
+        typer.echo(options.dumps({"pairs": [{"name": n, "distance": float(d)} for n, d in zip(names, distances)]}))
 
 
 @options.metric_options
@@ -81,9 +117,12 @@ def matrix(
     metric: MetricSpec,
     against: Annotated[Optional[Path], typer.Option("--against", help="A second folder: distances between the two folders' images.")] = None,
     resize: Resize = False,
+    frame: options.Frame = None,
+    overwrite: options.Overwrite = False,
+    as_json: options.Json = False,
 ):
     from keras_lpips.errors import InputError
-    from keras_lpips.pairwise import cross_distance_matrix, distance_matrix
+    from keras_lpips.pairwise import check_matrix_memory, cross_distance_matrix, distance_matrix
 
     found = _images_in(folder)
     other = _images_in(against) if against is not None else {}
@@ -92,7 +131,11 @@ def matrix(
     if against is not None and not (found and other):
         raise InputError(f"Need images in both {folder} and {against}; found {len(found)} and {len(other)}")
     names, columns = list(found), list(other) or list(found)
-    images = options.read_same_size([found[n] for n in names] + [other[n] for n in other], resize)
+    check_matrix_memory(len(names), len(columns))  # before reading any image: the matrix, then its CSV
+    if out is not None:
+        files.check_output(out, [*found.values(), *other.values(), *metric.input_paths()], overwrite)
+        files.check_disk_space(out, _csv_bytes(names, columns), f"A {len(names):,} x {len(columns):,} distance matrix as CSV")
+    images = options.read_same_size([found[n] for n in names] + [other[n] for n in other], resize, frame)
     lpips = options.resolve(metric)
     n = len(names)
     pairs = n * len(other) if other else n * (n - 1) // 2
@@ -101,4 +144,8 @@ def matrix(
             result = cross_distance_matrix(lpips, images[:n], images[n:], progress=bar.update)
         else:
             result = distance_matrix(lpips, images, progress=bar.update)
-    _write_csv([[""] + columns] + [[name] + [f"{d:.6f}" for d in row] for name, row in zip(names, result)], out)
+    if out is not None or not as_json:
+        rows = ([name] + [f"{d:.6f}" for d in row] for name, row in zip(names, result))  # formatted one at a time
+        _write_csv(itertools.chain([[""] + columns], rows), out, overwrite)
+    if as_json:
+        typer.echo(options.dumps({"rows": names, "columns": columns, "distances": [[float(d) for d in row] for row in result]}))

@@ -9,9 +9,11 @@ import dataclasses
 import functools
 import inspect
 import io
+import json
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -19,32 +21,55 @@ from keras_lpips.errors import InputError
 from keras_lpips.presets import PRESETS
 from keras_lpips.resolve import MetricSpec
 
-Net = Annotated[str, typer.Option("--net", help="Backbone: alex, vgg or squeeze (aliases alexnet, vgg16, squeezenet).")]
-Version = Annotated[str, typer.Option("--version", help="LPIPS version: 0.1 (scaled input) or 0.0.")]
-Distance = Annotated[str, typer.Option("--distance", help="lpips (learned weights) or cosine (unweighted baseline).")]
+# Choices are `Literal`s: Typer checks them while parsing and lists them in --help, and the
+# commands receive plain strings. Net names as keras_lpips.backbones.ALIASES has them (not
+# imported here: it builds on Keras; tests/test_cli_conventions.py checks they agree).
+NET_NAMES = ("alex", "vgg", "squeeze", "alexnet", "vgg16", "squeezenet")
+NetName = Literal[NET_NAMES]
+Net = Annotated[NetName, typer.Option("--net", case_sensitive=False, help="Backbone (alexnet, vgg16, squeezenet: aliases).")]
+# --lpips-version, as `--version` is the program's version (`keras-lpips --version`); the old
+# spelling stays accepted on the commands.
+Version = Annotated[
+    Literal["0.1", "0.0"], typer.Option("--lpips-version", "--version", help="LPIPS version: 0.1 (scaled input) or 0.0.")
+]
+Distance = Annotated[
+    Literal["lpips", "cosine"], typer.Option("--distance", help="lpips (learned weights) or cosine (unweighted baseline).")
+]
 Layers = Annotated[Optional[int], typer.Option("--layers", help="Keep only the first N tapped layers.")]
 LinWeights = Annotated[
-    Optional[str], typer.Option("--lin-weights", help="v0.1, v0.0, or a .pth/.npz of linear weights (e.g. from fit).")
+    Optional[str], typer.Option("--lin-weights", help="v0.1, v0.0, or a .pth/.npz/.safetensors of linear weights (e.g. from fit).")
 ]
 BackboneWeights = Annotated[
-    str, typer.Option("--backbone-weights", help="imagenet, keras-imagenet (vgg), random, or a .pth/.npz state dict.")
+    str, typer.Option("--backbone-weights", help="imagenet, keras-imagenet (vgg), random, or a .pth/.npz/.safetensors state dict.")
 ]
 Model = Annotated[
     Optional[Path],
     typer.Option(
         "--model",
         help="A run folder from fit, a .keras file, or a SavedModel from export (its base or version folder); "
-        "overrides --net, --version, --distance, --layers and the weights.",
+        "overrides --net, --lpips-version, --distance, --layers and the weights.",
     ),
 ]
 Preset = Annotated[
-    Optional[str],
+    Optional[Literal[tuple(PRESETS)]],
     typer.Option(
         "--preset",
-        help=f"An official configuration: {', '.join(PRESETS)}; overrides --net, --version, --distance, --layers and the weights.",
+        help="An official configuration; overrides --net, --lpips-version, --distance, --layers and the weights.",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the output if it exists (never one of the command's inputs).")
+]
+Frame = Annotated[
+    Optional[int],
+    typer.Option(
+        "--frame",
+        min=0,
+        help="Read frame N (0 is the first) of multi-frame images (animated GIF/PNG/WebP, multi-page TIFF), "
+        "which are refused without it; single-frame images are read as they are.",
+    ),
+]
 
 # The metric options, in the order --help lists them: MetricSpec's field -> its option.
 # Their defaults are MetricSpec's.
@@ -58,6 +83,24 @@ METRIC_OPTIONS = {
     "model": Model,
     "preset": Preset,
 }
+
+
+def dumps(value):
+    """`value` as indented JSON, its floats written at float32 precision (the metric's): the
+    shortest decimal that reads back as the same float32, `0.78` rather than `0.7800000019371509`."""
+    return json.dumps(_float32(value), indent=2)
+
+
+def _float32(value):
+    if isinstance(value, float):
+        import numpy as np
+
+        return float(str(np.float32(value)))  # numpy's shortest round-trip repr of the float32
+    if isinstance(value, dict):
+        return {key: _float32(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_float32(v) for v in value]
+    return value
 
 
 def metric_options(command):
@@ -105,10 +148,12 @@ def resolve(spec):
         return resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=progress)
 
 
-def progress_bar(length, label):
+def progress_bar(length, label, item_show_func=None):
     """A progress bar on stderr, so that it never mixes with results printed on stdout; shown
-    on a terminal only, so that stderr stays one line for an error in logs and pipelines."""
-    return typer.progressbar(length=length, label=label, file=sys.stderr if sys.stderr.isatty() else io.StringIO())
+    on a terminal only, so that stderr stays one line for an error in logs and pipelines.
+    `item_show_func(bar.current_item)`: text shown after the bar (see `transfer_progress`)."""
+    stream = sys.stderr if sys.stderr.isatty() else io.StringIO()
+    return typer.progressbar(length=length, label=label, item_show_func=item_show_func, file=stream)
 
 
 def byte_progress(bar):
@@ -122,26 +167,58 @@ def byte_progress(bar):
     return progress
 
 
+def shown(text):
+    """`progress_bar`'s `item_show_func` for bars updated with their text (None: nothing yet)."""
+    return text
+
+
+def transfer_status(done, total, seconds, start=0):
+    """"12.5/233.1 MB, 8.4 MB/s": the bytes `done` (of `total`, where known), and the speed of
+    those after `start` over `seconds` (none before any time has passed)."""
+    size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+    return f"{size}, {(done - start) / seconds / 1e6:.1f} MB/s" if seconds > 0 else size
+
+
+def transfer_progress(bar):
+    """A `progress(done, total)` callback for a download, driving `bar` as `byte_progress` does
+    and showing `transfer_status` beside it (a bar made with `item_show_func=shown`). The speed
+    counts from the first call (a resumed download's earlier bytes do not count)."""
+    first = []
+
+    def progress(done, total):
+        now = time.monotonic()
+        if not first:
+            first.append((now, done))
+        began, start = first[0]
+        if total and bar.length != total:
+            bar.length = total
+        bar.current_item = transfer_status(done, total, now - began, start)  # what `shown` shows
+        bar.update(done - bar.pos)
+
+    return progress
+
+
 @contextlib.contextmanager
 def download_progress(label):
-    """A `progress(done, total)` callback for a download that may not happen: its bar appears
-    on the first call only."""
+    """A `progress(done, total)` callback for a download that may not happen: its bar, with the
+    size and speed (`transfer_progress`), appears on the first call only."""
     with contextlib.ExitStack() as stack:
         callbacks = []
 
         def progress(done, total):
             if not callbacks:
-                callbacks.append(byte_progress(stack.enter_context(progress_bar(1, label))))
+                callbacks.append(transfer_progress(stack.enter_context(progress_bar(1, label, item_show_func=shown))))
             callbacks[0](done, total)
 
         yield progress
 
 
-def read_same_size(paths, resize):
-    """Reads images as [0, 1] RGB; all must match the first one's size unless `resize`."""
+def read_same_size(paths, resize, frame=None):
+    """Reads images as [0, 1] RGB (`frame` of multi-frame ones); all must match the first one's
+    size unless `resize`."""
     from keras_lpips.images import read_image, resize_image
 
-    images = [read_image(p) for p in paths]
+    images = [read_image(p, frame) for p in paths]
     first = images[0].shape
     for path, image in zip(paths[1:], images[1:]):
         if image.shape != first and not resize:

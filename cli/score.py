@@ -1,6 +1,5 @@
 """`keras-lpips score`: the distance between two images, or which of two is closer to a reference."""
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,15 +28,20 @@ def score(
     metric: MetricSpec,
     map_png: Annotated[Optional[Path], typer.Option("--map", help="Write the spatial distance map(s) beside the images as PNG.")] = None,
     resize: Annotated[bool, typer.Option("--resize", help="Resize the other images to REF's size.")] = False,
+    frame: options.Frame = None,
+    overwrite: options.Overwrite = False,
     as_json: options.Json = False,
 ):
     import numpy as np
 
     from keras_lpips import LPIPS
+    from keras_lpips.files import check_output
     from keras_lpips.memory import check_fits_in_memory
 
     paths = [ref, a] + ([b] if b is not None else [])
-    images = options.read_same_size(paths, resize)
+    if map_png is not None:  # before any work: never one of the images, nor an existing file unless --overwrite
+        check_output(map_png, [*paths, *metric.input_paths()], overwrite)
+    images = options.read_same_size(paths, resize, frame)
     lpips = options.resolve(metric)
     if isinstance(lpips, LPIPS):  # an exported SavedModel has no backbone to estimate from
         check_fits_in_memory(lpips, *images[0].shape[:2], batch=len(images) - 1)
@@ -50,10 +54,10 @@ def score(
     if b is not None:
         result["closer"] = str(a) if distances[0] < distances[1] else str(b) if distances[1] < distances[0] else None
     if map_png is not None:
-        _write_map(lpips, images, refs, others, map_png)
+        _write_map(lpips, images, refs, others, map_png, overwrite)
         result["map"] = str(map_png)
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(options.dumps(result))
         return
     for pair in result["pairs"]:
         typer.echo(f"d({ref}, {pair['image']}) = {pair['distance']:.4f}")
@@ -63,7 +67,7 @@ def score(
         typer.echo(f"distance map written to {map_png}")
 
 
-def _write_map(lpips, images, refs, others, path):
+def _write_map(lpips, images, refs, others, path, overwrite):
     """REF, then each other image beside its distance map (one colour scale), as one PNG."""
     import numpy as np
 
@@ -74,4 +78,4 @@ def _write_map(lpips, images, refs, others, path):
     tiles = [(images[0] * 255).round().astype(np.uint8)]
     for image, m in zip(images[1:], maps):
         tiles += [(image * 255).round().astype(np.uint8), heatmap(m, vmax)]
-    save_png(side_by_side(tiles), path)
+    save_png(side_by_side(tiles), path, overwrite=overwrite)

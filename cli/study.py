@@ -26,8 +26,10 @@ def study(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML adding rows, seeds and \\[train] options.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny version (1+1 epochs, batch 8) for smoke tests.")] = False,
 ):
+    from keras_lpips.files import check_output
     from keras_lpips.study import DEFAULT_CONFIGS, load_config, run_study
 
+    check_output(out, [data, config], overwrite=True)  # a study folder resumes; it never holds its inputs
     settings = load_config(config) if config else {"configs": DEFAULT_CONFIGS, "seeds": (0,), "train": {}}
     results = run_study(
         data, out, settings["configs"], settings["seeds"], quick=quick, train=settings["train"],

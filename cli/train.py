@@ -1,8 +1,7 @@
 """`keras-lpips fit` and `keras-lpips eval`: learn LPIPS from BAPPS 2AFC judgments, and score metrics on BAPPS."""
 
-import json
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Literal, Optional
 
 import typer
 
@@ -30,7 +29,7 @@ EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and 
 
   keras-lpips eval --net alex --data dataset --json
 
-  keras-lpips eval --net vgg --version 0.0 --data dataset --output vgg-v0.0.md
+  keras-lpips eval --net vgg --lpips-version 0.0 --data dataset --output vgg-v0.0.md
 
   keras-lpips eval --preset squeeze-v0.1 --data dataset
 
@@ -55,11 +54,14 @@ def fit(
     data: Data,
     out: Annotated[Path, typer.Option("--out", help="Run folder: new or empty, or an earlier run's with --resume.")],
     backbone: Annotated[
-        str, typer.Option("--net", "--backbone", help="Backbone: alex, vgg or squeeze (aliases alexnet, vgg16, squeezenet).")
+        options.NetName, typer.Option("--net", "--backbone", case_sensitive=False, help="Backbone (alexnet, vgg16, squeezenet: aliases).")
     ] = "alex",
     distance: options.Distance = "lpips",
     layers: options.Layers = None,
-    mode: Annotated[str, typer.Option("--mode", help="lin, tune or scratch.")] = "lin",
+    mode: Annotated[
+        Literal["lin", "tune", "scratch"],
+        typer.Option("--mode", help="lin: train the linear heads; tune: and the backbone; scratch: all from random."),
+    ] = "lin",
     backbone_weights: Annotated[
         Optional[str],
         typer.Option("--backbone-weights", help="imagenet, random, or a torchvision .pth/.npz (default: imagenet; random for scratch)."),
@@ -74,13 +76,13 @@ def fit(
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (beta1 0.5, as the reference).")] = 1e-4,
     load_size: LoadSize = 64,
     lin_init: Annotated[
-        str, typer.Option("--lin-init", help="reference (torch's random init, as the reference) or ones (start from cosine).")
+        Literal["reference", "ones"], typer.Option("--lin-init", help="reference (torch's random init, as the reference) or ones (start from cosine).")
     ] = "reference",
     mixed_precision: Annotated[
-        str, typer.Option("--mixed-precision", help="auto (fp16 on GPU, bf16 on CPUs with native bf16), off, bf16 or fp16.")
+        Literal["auto", "off", "bf16", "fp16"], typer.Option("--mixed-precision", help="auto (fp16 on GPU, bf16 on CPUs with native bf16), off, bf16 or fp16.")
     ] = "auto",
     strategy: Annotated[
-        str, typer.Option("--strategy", help="auto, one-device, mirrored, multiworker (TF_CONFIG) or tpu.")
+        Literal["auto", "one-device", "mirrored", "multiworker", "tpu"], typer.Option("--strategy", help="auto, one-device, mirrored, multiworker (TF_CONFIG) or tpu.")
     ] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, epoch order and dropout.")] = 0,
@@ -111,16 +113,20 @@ def eval_(
     batch_size: BatchSize = 50,
     load_size: Annotated[Optional[int], typer.Option("--load-size", help="Resize patches to this size (default: the run's, else 64).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Also write the results (.json: JSON, else markdown).")] = None,
+    overwrite: options.Overwrite = False,
     as_json: options.Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ):
     from keras_lpips.evaluation import evaluate_run
+    from keras_lpips.files import check_output
     from keras_lpips.reports import results_markdown, write_results
 
+    if output is not None:  # before any work
+        check_output(output, [data, *metric.input_paths()], overwrite)
     results = evaluate_run(
         data, model=metric.model, metric=options.resolve(metric), subsets=_split(subsets), baselines=baselines,
         batch_size=batch_size, load_size=load_size, progress=not quiet and not as_json,
     )  # fmt: skip
     if output is not None:
-        write_results(results, output)
-    typer.echo(json.dumps(results, indent=2) if as_json else results_markdown(results).rstrip("\n"))
+        write_results(results, output, overwrite=overwrite)
+    typer.echo(options.dumps(results) if as_json else results_markdown(results).rstrip("\n"))

@@ -28,29 +28,36 @@ def fetch(net: options.Net = "alex"):
 
 
 @app.command("list")
-def list_weights():
-    """List the shipped linear weights and the cached backbones.
+def list_weights(as_json: options.Json = False):
+    """List the shipped linear weights and the cached backbones (without importing Keras).
 
       keras-lpips weights list
+      keras-lpips weights list --json
     """
-    from keras_lpips.backbones import BACKBONES
     from keras_lpips.files import imagenet_cache_path
     from keras_lpips.weights import sources
 
-    for net in BACKBONES:
-        cached = imagenet_cache_path(net).exists()
-        lin = ", ".join(sources.LIN_VERSIONS)
-        typer.echo(f"{net:8s} linear weights: {lin} (shipped)   imagenet backbone: {'cached' if cached else 'not cached'}")
+    nets = {
+        net: {"linear_weights": list(sources.LIN_VERSIONS), "imagenet_backbone_cached": imagenet_cache_path(net).exists()}
+        for net in sources.TORCHVISION_FILES  # the backbones, named without building one
+    }
+    if as_json:
+        typer.echo(options.dumps(nets))
+        return
+    for net, entry in nets.items():
+        lin = ", ".join(entry["linear_weights"])
+        cached = "cached" if entry["imagenet_backbone_cached"] else "not cached"
+        typer.echo(f"{net:8s} linear weights: {lin} (shipped)   imagenet backbone: {cached}")
 
 
 @app.command()
 def convert(
-    source: Annotated[Path, typer.Argument(help="A .pth (read without torch) or .npz: lpips linear weights or a torchvision backbone.")],
-    destination: Annotated[Path, typer.Argument(help="The .npz to write.")],
+    source: Annotated[Path, typer.Argument(help="A .pth (read without torch), .npz or .safetensors: lpips linear weights or a torchvision backbone.")],
+    destination: Annotated[Path, typer.Argument(help="The .npz or .safetensors to write.")],
     net: options.Net = "alex",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DESTINATION if it exists.")] = False,
+    overwrite: options.Overwrite = False,
 ):
-    """Convert linear weights or a backbone state dict to keras-lpips' .npz, checked against NET.
+    """Convert linear weights or a backbone state dict to a .npz or .safetensors, checked against NET.
 
     Linear weights (lin0.model.1.weight, ... as lpips saves them) become lin0, lin1, ...;
     a torchvision state dict keeps features.* (classifier.* dropped). Use the result
@@ -58,13 +65,11 @@ def convert(
 
       keras-lpips weights convert my_lin.pth my_lin.npz --net alex
       keras-lpips weights convert alexnet-owt-7be5be79.pth alex.npz --net alex
+      keras-lpips weights convert my_lin.pth my_lin.safetensors --net alex
       keras-lpips score a.png b.png --lin-weights my_lin.npz
     """
     from keras_lpips.backbones import get_backbone
-    from keras_lpips.errors import InputError
     from keras_lpips.weights.npz import convert_weight_file
 
-    if destination.exists() and not overwrite:
-        raise InputError(f"{destination} already exists; pass --overwrite to replace it")
-    kind, count = convert_weight_file(source, destination, net)
+    kind, count = convert_weight_file(source, destination, net, overwrite=overwrite)
     typer.echo(f"{kind} weights for {get_backbone(net).name}: {count:,} parameters written to {destination}")

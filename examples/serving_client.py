@@ -3,20 +3,25 @@
     python examples/serving_client.py examples/ref.png examples/p0.png examples/p1.png            # gRPC
     python examples/serving_client.py examples/ref.png examples/p0.png examples/p1.png --rest http://localhost:8501
     python examples/serving_client.py examples/ref.png examples/p0.png examples/p1.png --write-body body.json
+    python examples/serving_client.py examples/ref.png examples/p0.png examples/p1.png --bytes --rest http://localhost:8501
 
 The model is a `keras-lpips export --format savedmodel` export served as "lpips"; this
 client calls its `rank` signature: float32 (N, H, W, 3) RGB images in [0, 1] of any size in,
 `d0`, `d1` (N,) and `p1_preferred` (N,: 1.0 where p1 is closer to ref, 0.0 where p0 is,
-0.5 on a tie) out. REST needs numpy and Pillow only; gRPC needs tensorflow-serving-api
-(which brings tensorflow and grpcio). tests/test_export.py runs these functions.
+0.5 on a tie) out; with --bytes its `rank_bytes` signature, which takes the image files
+themselves (PNG, JPEG, BMP or GIF; base64 over REST) and decodes them as `keras-lpips score`
+does. REST needs numpy and Pillow only; gRPC needs tensorflow-serving-api (which brings
+tensorflow and grpcio). tests/test_export.py and tests/test_serving_bytes.py run these functions.
 """
 
 import argparse
+import base64
+import io
 import json
 import urllib.request
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def load_image(path):
@@ -31,6 +36,31 @@ def rest_body(ref, p0, p1):
     return json.dumps({"signature_name": "rank", "inputs": inputs})
 
 
+def image_bytes(path):
+    """The file as the rank_bytes signature takes it: its own bytes where the server decodes
+    them as `keras-lpips score` reads the file; else (an EXIF orientation to apply, or a format
+    TensorFlow does not decode: WebP, TIFF) the pixels Pillow reads, upright, as a PNG."""
+    with open(path, "rb") as f:
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format in ("PNG", "JPEG", "BMP", "GIF") and image.getexif().get(0x0112, 1) == 1:
+            return data
+        upright = ImageOps.exif_transpose(image)
+        if upright.mode not in ("1", "L", "LA", "I;16", "P", "RGB", "RGBA"):
+            upright = upright.convert("RGB")
+        png = io.BytesIO()
+        upright.save(png, format="PNG")
+        return png.getvalue()
+
+
+def rest_bytes_body(ref, p0, p1):
+    """The REST request body for the rank_bytes signature: lists of encoded images (one size per
+    list), base64 as TF Serving's REST API reads binary strings."""
+    encoded = {name: [{"b64": base64.b64encode(data).decode("ascii")} for data in images]
+               for name, images in (("ref", ref), ("p0", p0), ("p1", p1))}  # fmt: skip
+    return json.dumps({"signature_name": "rank_bytes", "inputs": encoded})
+
+
 def rank_rest(body, server="http://localhost:8501", model="lpips"):
     """POSTs `body` to TF Serving's REST predict endpoint; returns {"d0": [...], "d1": [...], "p1_preferred": [...]}."""
     url = f"{server}/v1/models/{model}:predict"
@@ -39,16 +69,17 @@ def rank_rest(body, server="http://localhost:8501", model="lpips"):
         return json.load(response)["outputs"]
 
 
-def grpc_request(ref, p0, p1, model="lpips"):
-    """A tensorflow-serving-api PredictRequest for the rank signature."""
+def grpc_request(ref, p0, p1, model="lpips", encoded=False):
+    """A tensorflow-serving-api PredictRequest for the rank signature (float32 images), or
+    with `encoded` for rank_bytes (lists of encoded images)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
-    request.model_spec.signature_name = "rank"
+    request.model_spec.signature_name = "rank_bytes" if encoded else "rank"
     for name, images in (("ref", ref), ("p0", p0), ("p1", p1)):
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(images, dtype=tf.float32))
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string if encoded else tf.float32))
     return request
 
 
@@ -71,16 +102,22 @@ def main():
     parser.add_argument("--rest", help="REST base URL, e.g. http://localhost:8501 (instead of gRPC)")
     parser.add_argument("--model", default="lpips", help="model name on the server (default: %(default)s)")
     parser.add_argument("--write-body", metavar="JSON", help="only write the REST request body here (for curl)")
+    parser.add_argument("--bytes", action="store_true", help="send the encoded files (rank_bytes), not float arrays")
     args = parser.parse_args()
-    ref, p0, p1 = (load_image(path) for path in args.images)
+    if args.bytes:
+        ref, p0, p1 = ([image_bytes(path)] for path in args.images)
+        body = rest_bytes_body
+    else:
+        ref, p0, p1 = (load_image(path) for path in args.images)
+        body = rest_body
     if args.write_body:
         with open(args.write_body, "w") as f:
-            f.write(rest_body(ref, p0, p1))
+            f.write(body(ref, p0, p1))
         return
     if args.rest:
-        outputs = rank_rest(rest_body(ref, p0, p1), args.rest, args.model)
+        outputs = rank_rest(body(ref, p0, p1), args.rest, args.model)
     else:
-        outputs = rank_grpc(grpc_request(ref, p0, p1, args.model), args.grpc)
+        outputs = rank_grpc(grpc_request(ref, p0, p1, args.model, encoded=args.bytes), args.grpc)
     print(f"d(ref, p0) = {outputs['d0'][0]:.4f}")
     print(f"d(ref, p1) = {outputs['d1'][0]:.4f}")
     print({1.0: "p1", 0.0: "p0", 0.5: "neither: a tie"}[outputs["p1_preferred"][0]], "is closer to ref")

@@ -8,9 +8,13 @@ import importlib
 
 from keras_lpips.errors import (
     ChecksumError,
+    DataError,
+    DiskFullError,
     DownloadError,
     InputError,
+    InsufficientMemoryError,
     KerasLPIPSError,
+    OutputError,
     UnsafeFileError,
     WeightsError,
     WeightsUnavailableError,
@@ -21,7 +25,8 @@ __version__ = "0.1.0"
 _LAZY = {"LPIPS": "keras_lpips.model", "LPIPSLoss": "keras_lpips.losses", "MeanLPIPS": "keras_lpips.metrics"}
 __all__ = [
     "LPIPS", "LPIPSLoss", "MeanLPIPS", "ChecksumError", "DownloadError", "InputError", "KerasLPIPSError",
-    "UnsafeFileError", "WeightsError", "WeightsUnavailableError",
+    "UnsafeFileError", "WeightsError", "WeightsUnavailableError", "DiskFullError", "InsufficientMemoryError",
+    "DataError", "OutputError",
 ]  # fmt: skip
 
 

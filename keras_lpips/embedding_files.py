@@ -24,7 +24,7 @@ import shutil
 import numpy as np
 
 from keras_lpips import files
-from keras_lpips.errors import InputError
+from keras_lpips.errors import DataError, InputError
 
 # The constructor arguments that, with the weights, decide what an embedding means.
 DESCRIBED = ("net", "version", "distance", "layers", "backbone_weights", "lin_weights", "precision")
@@ -185,7 +185,7 @@ def read_embeddings(path):
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in KEYS if key not in data.files]
             if missing:
-                raise InputError(f"{path} is not an embed file (from keras-lpips embed): it lacks {', '.join(missing)}")
+                raise DataError(f"{path} is not an embed file (from keras-lpips embed): it lacks {', '.join(missing)}")
             return Embeddings(
                 names=[str(name) for name in data["names"]],
                 vectors=data["vectors"],
@@ -194,7 +194,7 @@ def read_embeddings(path):
                 fingerprint=str(data["fingerprint"]),
             )
     except (OSError, ValueError) as error:  # not a file, not a zip, damaged, or holding pickles
-        raise InputError(f"Cannot read embed file {path}: {error}") from None
+        raise DataError(f"Cannot read embed file {path}: {error}") from None
 
 
 def parts_folder(path):

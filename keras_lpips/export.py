@@ -13,6 +13,16 @@ inside, so every export reads the same kind of image):
   graph cannot refuse: for a metric with negative linear weights (no embedding,
   `LPIPS.check_euclidean`) the served embedding is NaN.
 
+A SavedModel also takes what clients send, encoded images (`BYTES_SIGNATURES`): a string
+tensor (N,) of PNG, JPEG, BMP or GIF files of one size (base64 `{"b64": ...}` over TF
+Serving's REST API), decoded as `keras-lpips score` reads files
+(`keras_lpips.encoded_images`, where the differences are listed):
+
+- `serving_bytes`: `img0`, `img1` -> `distance` (N,)
+- `rank_bytes`: `ref`, `p0`, `p1` -> `d0`, `d1`, `p1_preferred` (N,)
+
+TFLite has no image decoding ops in its builtin set: those two are SavedModel-only.
+
 Files appear all at once: each export is built under a temporary name beside
 its destination and renamed into place, so an interrupted export leaves no
 half-written model where a server would load it.
@@ -31,10 +41,11 @@ Example:
 
 import errno
 import json
+import math
 from pathlib import Path
 
-from keras_lpips.errors import InputError
-from keras_lpips.files import atomic_write, replace_directory, scratch_directory
+from keras_lpips.errors import DataError, InputError, OutputError
+from keras_lpips.files import atomic_write, check_disk_space, check_output, exists_message, replace_directory, scratch_directory
 
 # Signature name -> (input names, output names).
 SIGNATURES = {
@@ -43,20 +54,33 @@ SIGNATURES = {
     "spatial": (("img0", "img1"), ("map",)),
     "embed": (("images",), ("embedding",)),
 }
-# The signatures `ExportedMetric` calls: exports from before "embed" existed load too.
+# SavedModel-only signatures on encoded images: a tf.string (N,) per input.
+BYTES_SIGNATURES = {
+    "serving_bytes": (("img0", "img1"), ("distance",)),
+    "rank_bytes": (("ref", "p0", "p1"), ("d0", "d1", "p1_preferred")),
+}
+# The signatures `ExportedMetric` calls: exports from before "embed" or the bytes signatures load too.
 REQUIRED = ("serving_default", "rank", "spatial")
 QUANTIZATIONS = ("none", "fp16", "dynamic")
 # Steps each export reports to its `progress` callback (one call per finished step).
 STEPS = {"savedmodel": 1, "tflite": 2}
 METADATA = Path("assets.extra") / "keras_lpips.json"
+# What an export holds besides its weights: the traced graphs (AlexNet's SavedModel: 9.9 MB of
+# weights in a 10.3 MB folder; its TFLite file: 0.15 MB more than its weights), with room to spare.
+GRAPH_BYTES = 2 * 10**6
+# TFLite weights' bytes per float32 weight byte, by `quantize`.
+QUANTIZED_SIZE = {"none": 1.0, "fp16": 0.5, "dynamic": 0.25}
 
 
 def serving_functions(metric):
-    """The metric's signatures as `tf.function`s on [0, 1] images, in a `tf.Module` that owns its weights.
+    """The metric's signatures as `tf.function`s on [0, 1] images (`SIGNATURES`) and on encoded
+    images (`BYTES_SIGNATURES`), in a `tf.Module` that owns its weights.
 
     Returns `(module, {signature name: tf.function})`, ready for `tf.saved_model.save`.
     """
     import tensorflow as tf
+
+    from keras_lpips.encoded_images import decode_images
 
     image = tf.TensorSpec([None, None, None, 3], tf.float32)
     low, high = metric.input_range
@@ -81,37 +105,50 @@ def serving_functions(metric):
     def embed(images):
         return {"embedding": metric.embedding(metric.features(scaled(images), training=False))}
 
+    encoded = tf.TensorSpec([None], tf.string)
+
+    @tf.function(input_signature=[encoded, encoded])
+    def distance_bytes(img0, img1):
+        return distance(decode_images(img0), decode_images(img1))
+
+    @tf.function(input_signature=[encoded, encoded, encoded])
+    def rank_bytes(ref, p0, p1):
+        return rank(decode_images(ref), decode_images(p0), decode_images(p1))
+
     module = tf.Module()
     # The backing tf.Variables, not the Keras objects: the TFLite converter freezes
     # only those into constants (Keras' own ExportArchive tracks the same).
     module.weights = [v.value for v in metric.variables]
     module.distance, module.rank, module.spatial, module.embed = distance, rank, spatial, embed
-    return module, {"serving_default": distance, "rank": rank, "spatial": spatial, "embed": embed}
+    module.distance_bytes, module.rank_bytes = distance_bytes, rank_bytes
+    functions = {"serving_default": distance, "rank": rank, "spatial": spatial, "embed": embed}
+    return module, {**functions, "serving_bytes": distance_bytes, "rank_bytes": rank_bytes}
 
 
 def export_savedmodel(metric, directory, version=1, overwrite=False, progress=None):
     """Writes `metric` to `directory/<version>/`, the layout TF Serving loads
     (`--model_base_path=directory`), and returns that version directory.
 
-    Refuses (`InputError`) to replace an existing version unless `overwrite`.
-    `progress`, if given, is called with 1 when the SavedModel is written.
+    Refuses (`InputError`) to replace an existing version unless `overwrite`, and a version
+    folder that appears while the export runs (another process's) likewise: nothing is ever
+    replaced silently. `progress`, if given, is called with 1 when the SavedModel is written.
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InputError(f"version must be a non-negative integer (a TF Serving version). Received: {version!r}")
     directory = Path(directory)
-    target = directory / str(version)
-    if target.exists() and not overwrite:
-        raise InputError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+    target = check_output(directory / str(version), _inputs(metric), overwrite)
+    needed = estimate_export_bytes(metric, "savedmodel")
+    check_disk_space(directory, needed, f"A SavedModel of {metric.net} LPIPS")
     try:
         # Built under a hidden name (never taken for a version by TF Serving), then renamed into
         # place: a version folder that appeared meanwhile is refused unless `overwrite`.
-        with scratch_directory(target) as scratch:
+        with scratch_directory(target, needed=needed) as scratch:
             _save(metric, scratch / "model")
             replace_directory(scratch / "model", target, replace=overwrite)
     except OSError as error:
         if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise InputError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it") from None
-        raise InputError(f"Cannot write to {directory}: {error.strerror or error}") from None
+            raise InputError(exists_message(target)) from None
+        raise OutputError(f"Cannot write to {directory}: {error.strerror or error}") from None
     if progress:
         progress(1)
     return target
@@ -119,24 +156,25 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
 
 def export_tflite(metric, path, quantize="none", overwrite=False, progress=None):
     """Writes `metric` (an `LPIPS`, or an `ExportedMetric` SavedModel) as a TFLite flatbuffer
-    with the same signatures and returns its path.
+    with the float signatures (`SIGNATURES`; not the bytes ones) and returns its path.
 
     Inputs have dynamic shapes (-1, -1, -1, 3): a signature runner resizes them
     to what it is given. `quantize`: "none" (float32), "fp16" (float16 weights,
     half the size) or "dynamic" (int8 weights, dynamic-range quantisation).
-    Refuses (`InputError`) to replace an existing file unless `overwrite`.
-    `progress`, if given, is called with 1 after each of the two steps (tracing
-    to a SavedModel, converting).
+    Refuses (`InputError`) to replace an existing file unless `overwrite`, and a file that
+    appears while the export runs (another process's) likewise, and never writes over the
+    SavedModel it converts. `progress`, if given, is called with 1 after each of the two steps
+    (tracing to a SavedModel, converting).
     """
     if quantize not in QUANTIZATIONS:
         raise InputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
     import tensorflow as tf
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    path = check_output(path, _inputs(metric), overwrite)
+    needed = estimate_export_bytes(metric, "tflite", quantize)
+    check_disk_space(path.parent, needed, f"A TFLite export of {metric.net} LPIPS (quantize={quantize})")
     try:
-        with scratch_directory(path) as scratch:
+        with scratch_directory(path, needed=needed) as scratch:
             if isinstance(metric, ExportedMetric):  # already traced: convert its SavedModel
                 saved = metric.directory
             else:
@@ -150,12 +188,37 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
             if quantize == "fp16":
                 converter.target_spec.supported_types = [tf.float16]
             flatbuffer = converter.convert()
-        atomic_write(path, flatbuffer)
+        atomic_write(path, flatbuffer, overwrite=overwrite)  # a file that appeared meanwhile is refused
+    except FileExistsError:
+        raise InputError(exists_message(path)) from None
     except OSError as error:
-        raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
+        raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
     if progress:
         progress(1)
     return path
+
+
+def estimate_export_bytes(metric, fmt="savedmodel", quantize="none"):
+    """Bytes an export takes on disk at its peak, from the size of `metric`'s weights (an `LPIPS`,
+    or an `ExportedMetric`: its SavedModel's variables): a SavedModel is its float32 weights and
+    graphs (`GRAPH_BYTES`); a TFLite export first writes such a SavedModel beside its file
+    (unless converting an `ExportedMetric`), removed before the flatbuffer (weights times
+    `QUANTIZED_SIZE[quantize]`, and graphs) is written, so the larger of the two."""
+    if isinstance(metric, ExportedMetric):
+        variables = Path(metric.directory) / "variables"
+        weights = sum(p.stat().st_size for p in variables.rglob("*") if p.is_file()) if variables.is_dir() else 0
+    else:
+        weights = 4 * sum(math.prod(v.shape) for v in metric.weights)  # float32 (a bf16 metric: at most)
+    savedmodel = weights + GRAPH_BYTES
+    if fmt == "savedmodel":
+        return savedmodel
+    tflite = int(weights * QUANTIZED_SIZE.get(quantize, 1.0)) + GRAPH_BYTES
+    return tflite if isinstance(metric, ExportedMetric) else max(savedmodel, tflite)
+
+
+def _inputs(metric):
+    """What an export reads from disk: an `ExportedMetric`'s SavedModel folder."""
+    return (metric.directory,) if isinstance(metric, ExportedMetric) else ()
 
 
 def _save(metric, path):
@@ -221,7 +284,7 @@ class ExportedMetric:
         try:
             loaded = tf.saved_model.load(str(self.directory))
         except (OSError, ValueError, tf.errors.OpError) as error:
-            raise InputError(f"Cannot load the SavedModel in {self.directory}: {error}") from None
+            raise DataError(f"Cannot load the SavedModel in {self.directory}: {error}") from None
         missing = [name for name in REQUIRED if name not in loaded.signatures]
         if missing:
             raise InputError(

@@ -6,22 +6,41 @@ Every file the project writes appears whole or not at all. `atomic_write` and
 complete; `atomic_directory` builds a folder the same way. Any failure, an
 interrupt (KeyboardInterrupt) included, removes the temporary and leaves the
 target as it was; a process killed outright leaves at most such a hidden
-temporary, never a partial file under the final name. Concurrent writers of
-one target never see each other's temporaries: the last rename wins, whole.
+temporary, never a partial file under the final name, and the next write of the
+same target removes it (`remove_stale_temporaries`: the pid in its name is no
+longer running). Concurrent writers of one target never see each other's
+temporaries: the last rename wins, whole.
+
+A write refused for lack of space (ENOSPC, EDQUOT, EFBIG; from Python or from
+TensorFlow's own file writers) inside any of these becomes one `DiskFullError`
+naming the target, the space needed where known and the space free
+(`shutil.disk_usage`); `check_disk_space` refuses work whose size is known up
+front before it starts.
+
+Outputs never destroy files: `check_output` is the one rule every command applies to
+what it writes (never one of its inputs, even with --overwrite; an existing file only
+with --overwrite), and `overwrite=False` writes (`atomic_path`, `publish_new`) refuse
+a file that another process created meanwhile instead of replacing it.
 
 `file_lock` keeps two processes (or threads) from filling the same file at
-once (the weight cache). `IMAGE_SUFFIXES` are the image files listed from a
-folder; `cache_dir` and `imagenet_cache_path` name the weight cache's files.
+once (the weight cache, a download's `.part`, a training run's folder).
+`IMAGE_SUFFIXES` are the image files listed from a folder; `cache_dir` and
+`imagenet_cache_path` name the weight cache's files (`$KERAS_HOME/keras_lpips`,
+or Keras' own fallback `/tmp/.keras` where that cannot be written).
 """
 
 import contextlib
+import errno
 import os
 import pathlib
+import re
 import secrets
 import shutil
+import sys
+import tempfile
 import time
 
-from keras_lpips.errors import InputError
+from keras_lpips.errors import DiskFullError, InputError, OutputError
 
 # Image files the project lists in a folder (read with Pillow: `keras_lpips.images.read_image`).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -35,17 +54,145 @@ _LOCK_POLL_SECONDS = 0.05
 # --- the weight cache -------------------------------------------------------------------------
 
 
+def keras_home():
+    """`$KERAS_HOME`, or `~/.keras` where it is unset or empty (as Keras reads it)."""
+    return pathlib.Path(os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")))
+
+
 def cache_dir():
-    """`$KERAS_HOME/keras_lpips` (default `~/.keras/keras_lpips`), created on demand."""
-    root = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    path = pathlib.Path(root) / "keras_lpips"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The weight cache's folder, created on demand: `$KERAS_HOME/keras_lpips` (default
+    `~/.keras/keras_lpips`). Where that cannot be written (a read-only place), the folder
+    `keras.utils.get_file` falls back to, `/tmp/.keras/keras_lpips`, said once on stderr.
+    `KERAS_HOME` (or its `keras_lpips`) naming something that is not a folder is an `InputError`."""
+    home = keras_home()
+    primary = home / "keras_lpips"
+    for path in (home, primary):
+        if os.path.lexists(path) and not path.is_dir():
+            where = f"KERAS_HOME={path}" if path == home and os.environ.get("KERAS_HOME") else str(path)
+            raise InputError(f"{where} is not a folder; the weight cache goes in a folder $KERAS_HOME/keras_lpips (point KERAS_HOME at a folder)")
+    if _writable_folder(primary):
+        return primary
+    fallback = FALLBACK_HOME / "keras_lpips"
+    if not _writable_folder(fallback):
+        raise OutputError(f"Cannot write the weight cache in {primary} nor in {fallback}: set KERAS_HOME to a writable folder")
+    if primary not in _FALLBACKS_SAID:
+        _FALLBACKS_SAID.add(primary)
+        print(f"note: {primary} is not writable; keras-lpips caches weights in {fallback} instead (as Keras does)", file=sys.stderr)
+    return fallback
 
 
-def imagenet_cache_path(net):
-    """The cached, converted ImageNet backbone of `net` (a canonical name: "alex", "vgg", "squeeze")."""
-    return cache_dir() / f"{net}-imagenet-features.npz"
+# Where `keras.utils.get_file` caches when the Keras home cannot be written; so does keras-lpips.
+FALLBACK_HOME = pathlib.Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
+_FALLBACKS_SAID = set()
+
+
+def _writable_folder(path):
+    """Creates the folder `path` if need be; whether this process can write in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
+def imagenet_cache_path(net, for_writing=False):
+    """The cached, converted ImageNet backbone of `net` (a canonical name: "alex", "vgg", "squeeze"),
+    in `cache_dir()`. For reading, where that fell back: the read-only cache's entry when it
+    holds one (a cache filled ahead of time; its content is verified on every read all the same)."""
+    name = f"{net}-imagenet-features.npz"
+    path = cache_dir() / name
+    read_only = keras_home() / "keras_lpips" / name
+    return read_only if not for_writing and not path.exists() and read_only.is_file() else path
+
+
+# --- running out of space ---------------------------------------------------------------------
+
+# errno values of a write refused for lack of space: the file system (ENOSPC), the user's quota
+# (EDQUOT) or the largest file allowed (EFBIG, e.g. `ulimit -f`).
+DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if code)
+# How TensorFlow's C++ file writers report them (their errors carry the system's message).
+_DISK_FULL_MESSAGES = tuple(os.strerror(code) for code in sorted(DISK_FULL_ERRNOS))
+
+
+def disk_full_reason(error):
+    """The system's message ("No space left on device", ...) when `error` is a write refused for
+    lack of space (an OSError, or a TensorFlow error), else None."""
+    if isinstance(error, OSError):
+        return os.strerror(error.errno) if error.errno in DISK_FULL_ERRNOS else None
+    if type(error).__module__.startswith("tensorflow"):
+        return next((text for text in _DISK_FULL_MESSAGES if text in str(error)), None)
+    return None
+
+
+def free_bytes(path):
+    """Bytes free to this user (`shutil.disk_usage`) on the file system that holds `path`, or
+    would hold it (its nearest existing parent); None where that cannot be read, or where the
+    file system has no size (/proc and other pseudo file systems, which hold no files anyway)."""
+    path = pathlib.Path(os.path.abspath(path))
+    for folder in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            if folder.is_dir():
+                usage = shutil.disk_usage(folder)
+                return usage.free if usage.total else None
+    return None
+
+
+def format_bytes(count):
+    """`count` bytes for a message: "512 B", "12.3 kB", "4.5 MB", "1.2 GB", "3.0 TB" (powers of 1000)."""
+    count = int(count)
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def disk_full_error(path, needed=None, reason=None):
+    """The `DiskFullError` for a write of `path` refused for lack of space: "Cannot write PATH:
+    REASON (needs about N; F free on its disk)"."""
+    free = free_bytes(path)
+    space = [f"needs about {format_bytes(needed)}"] if needed else []
+    space.append(f"{format_bytes(free)} free on its disk" if free is not None else "free space unknown")
+    reason = reason or os.strerror(errno.ENOSPC)
+    message = f"Cannot write {path}: {reason} ({'; '.join(space)})"
+    return DiskFullError(message, path=path, needed=needed, free=free, reason=reason)
+
+
+def check_disk_space(path, needed, what):
+    """Raises `DiskFullError` before any work starts when `needed` bytes exceed the space free on
+    the disk that holds (or would hold) `path`: "WHAT needs about N of disk space but F is free
+    at PATH". Does nothing where the free space cannot be read."""
+    free = free_bytes(path)
+    if free is not None and needed > free:
+        raise DiskFullError(
+            f"{what} needs about {format_bytes(needed)} of disk space but {format_bytes(free)} is free at {path}; "
+            "free some space or write elsewhere",
+            path=path, needed=needed, free=free,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path, needed=None, within=()):
+    """Turns a write refused for lack of space in the block (`disk_full_reason`) into one
+    `DiskFullError` naming `path` (`disk_full_error`). A `DiskFullError` raised for a file under
+    one of the folders `within` (this write's own temporaries) is reported against `path` too,
+    so that the message names what the user asked for, not a hidden temporary."""
+    try:
+        yield
+    except DiskFullError as error:
+        inner = pathlib.Path(os.path.abspath(error.path)) if error.path is not None else None
+        if inner is None or not any(_is_within(inner, folder) for folder in within):
+            raise
+        raise disk_full_error(path, needed or error.needed, error.reason) from None
+    except Exception as error:
+        reason = disk_full_reason(error)
+        if reason is None:
+            raise
+        raise disk_full_error(path, needed, reason) from None
+
+
+def _is_within(path, folder):
+    folder = pathlib.Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
 
 
 # --- writing whole or not at all --------------------------------------------------------------
@@ -61,16 +208,96 @@ def temporary_sibling(path):
             return candidate
 
 
+def remove_stale_temporaries(path):
+    """Removes what writers of `path` killed outright left: its temporaries
+    (`temporary_sibling`, `.NAME.<pid>-<random>.tmp`, files or folders) whose pid no longer runs
+    on this machine. Called before every write of `path`, so that the next write cleans up after
+    a killed one. A writer in another pid namespace or on another machine sharing the folder is
+    taken for gone. Never raises; returns the paths removed."""
+    path = pathlib.Path(path)
+    prefix = f".{path.name[:200]}."
+    removed = []
+    try:
+        names = [entry.name for entry in os.scandir(path.parent) if entry.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for name in names:
+        match = _TEMPORARY_SUFFIX.fullmatch(name[len(prefix) :])
+        if match and not _running(int(match.group(1))):
+            _remove(path.parent / name)
+            removed.append(path.parent / name)
+    return removed
+
+
+_TEMPORARY_SUFFIX = re.compile(r"(\d+)-[0-9a-f]{8}\.tmp")
+
+
+def _running(pid):
+    """Whether process `pid` exists on this machine (a zombie counts; unknown counts as running)."""
+    if pid == os.getpid() or os.name != "posix":  # elsewhere os.kill(pid, 0) would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
+
+
+def exists_message(path):
+    """What every refusal to replace an existing output says."""
+    return f"{path} already exists; pass --overwrite (overwrite=True) to replace it"
+
+
 @contextlib.contextmanager
 def _reported(path, as_input_error):
-    """With `as_input_error`, an OSError becomes `InputError("Cannot write PATH: reason")`."""
+    """With `as_input_error`, an OSError becomes `InputError("Cannot write PATH: reason")`, and
+    an output that appeared meanwhile (`overwrite=False`) `InputError(exists_message(PATH))`."""
     if not as_input_error:
         yield
         return
     try:
         yield
+    except FileExistsError:
+        raise InputError(exists_message(path)) from None
     except OSError as error:
-        raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
+        raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
+
+
+def check_output(path, inputs=(), overwrite=False):
+    """The one rule for a command's output `path` (a file, or a folder a command fills), checked
+    before any work: it is never one of `inputs` (paths the command reads: files or folders), nor
+    a folder holding one, even with `overwrite` (resolved paths and `os.path.samefile` compared,
+    so that links and `./a.png` count); and it may exist only with `overwrite`. Raises
+    `InputError` in one line; returns `path` as a Path. Writers then publish with
+    `atomic_write`/`atomic_path(..., overwrite=overwrite)`, which refuse an output that appeared
+    meanwhile."""
+    path = pathlib.Path(path)
+    target = path.resolve()
+    for source in inputs:
+        if source is None:
+            continue
+        source = pathlib.Path(source)
+        if not os.path.lexists(source):
+            continue
+        resolved = source.resolve()
+        same = target == resolved or (path.exists() and _same_file(path, source))
+        if same or target in resolved.parents:
+            what = "is" if same else "holds"
+            raise InputError(f"Refusing to write {path}: it {what} {source}, an input of this command (even --overwrite never replaces an input)")
+    if os.path.lexists(path) and not overwrite:
+        raise InputError(exists_message(path))
+    return path
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _remove(path):
@@ -91,7 +318,7 @@ def _fsync(path):
 
 
 @contextlib.contextmanager
-def atomic_path(path, *, fsync=False, as_input_error=False):
+def atomic_path(path, *, fsync=False, as_input_error=False, overwrite=True, needed=None):
     """Yields a temporary path (`temporary_sibling`, not yet created) to write `path`'s content
     to; renamed onto `path` when the block ends normally, removed when it raises (or is
     interrupted). Writers that choose a format from the file name must be told the format
@@ -100,17 +327,28 @@ def atomic_path(path, *, fsync=False, as_input_error=False):
     `fsync`: flush the file, then the rename, to disk (for files that must survive a power loss).
     `as_input_error`: a missing output folder raises `InputError("Output folder does not
     exist: FOLDER")` and any OSError `InputError("Cannot write PATH: reason")`.
+    `overwrite=False`: `path` is created, never replaced (`publish_new`): one that exists when
+    the content is complete (another process wrote it meanwhile) raises `FileExistsError`
+    (`InputError(exists_message(path))` with `as_input_error`), the temporary removed.
+    A full disk raises `DiskFullError` naming `path` (and `needed` bytes, where given); stale
+    temporaries of `path` are removed first (`remove_stale_temporaries`).
     """
     path = pathlib.Path(path)
     if as_input_error and not path.parent.is_dir():
         raise InputError(f"Output folder does not exist: {path.parent}")
-    with _reported(path, as_input_error):
+    temporaries = []
+    with _reported(path, as_input_error), reporting_disk_full(path, needed, within=temporaries):
+        remove_stale_temporaries(path)
         tmp = temporary_sibling(path)
+        temporaries.append(tmp)
         try:
             yield tmp
             if fsync:
                 _fsync(tmp)
-            os.replace(tmp, path)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                publish_new(tmp, path)
             if fsync:
                 _fsync(path.parent)
         except BaseException:
@@ -118,13 +356,31 @@ def atomic_path(path, *, fsync=False, as_input_error=False):
             raise
 
 
-def atomic_write(path, data, *, fsync=False, as_input_error=False):
+def publish_new(tmp, path):
+    """Renames the complete file `tmp` to `path` unless `path` exists (`FileExistsError`, `tmp`
+    left in place), atomically: a hard link is created or fails as one step (`os.link`), then the
+    temporary name removed. Where the file system has no hard links, a check then a rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write(path, data, *, fsync=False, as_input_error=False, overwrite=True):
     """Writes `data` (bytes, or str written as UTF-8) to `path`, whole or not at all (see
-    `atomic_path` for `fsync` and `as_input_error`). Returns `path` as a Path."""
+    `atomic_path` for `fsync`, `as_input_error` and `overwrite`). Returns `path` as a Path."""
     path = pathlib.Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    with atomic_path(path, fsync=fsync, as_input_error=as_input_error) as tmp:
+    with atomic_path(path, fsync=fsync, as_input_error=as_input_error, overwrite=overwrite, needed=len(data)) as tmp:
         with open(tmp, "xb") as f:
             f.write(data)
     return path
@@ -149,35 +405,70 @@ def replace_directory(source, target, replace=False):
 
 
 @contextlib.contextmanager
-def atomic_directory(path, *, replace=False, as_input_error=False):
+def atomic_directory(path, *, replace=False, as_input_error=False, needed=None):
     """Yields a new empty hidden folder next to `path` (its parents created) to fill; renamed to
     `path` when the block ends normally (`replace_directory`: `path` absent or an empty folder,
-    or anything when `replace`), deleted with its contents when the block raises."""
+    or anything when `replace`), deleted with its contents when the block raises (and the
+    parents it created, left empty). A full disk raises `DiskFullError` naming `path` (and
+    `needed` bytes, where given); stale temporaries of `path` are removed first
+    (`remove_stale_temporaries`)."""
     path = pathlib.Path(path)
-    with _reported(path, as_input_error):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    temporaries = []
+    with _reported(path, as_input_error), reporting_disk_full(path, needed, within=temporaries):
+        created = _make_folder(path.parent)
+        remove_stale_temporaries(path)
         staging = temporary_sibling(path)
-        staging.mkdir()
+        temporaries.append(staging)
         try:
+            staging.mkdir()
             yield staging
             replace_directory(staging, path, replace)
         except BaseException:
             _remove(staging)
+            _remove_if_empty(created)
             raise
 
 
 @contextlib.contextmanager
-def scratch_directory(near):
+def scratch_directory(near, needed=None):
     """Yields a new empty hidden folder next to `near` (same file system: its contents can be
-    renamed into place), deleted with its contents when the block ends, however it ends."""
+    renamed into place), deleted with its contents when the block ends, however it ends (and,
+    when it raises, the parents it created, left empty). A full disk in the block raises
+    `DiskFullError` naming `near` (and `needed` bytes, where given); stale temporaries of `near`
+    are removed first (`remove_stale_temporaries`)."""
     near = pathlib.Path(near)
-    near.parent.mkdir(parents=True, exist_ok=True)
-    scratch = temporary_sibling(near)
-    scratch.mkdir()
-    try:
-        yield scratch
-    finally:
+    temporaries = []
+    with reporting_disk_full(near, needed, within=temporaries):
+        created = _make_folder(near.parent)
+        remove_stale_temporaries(near)
+        scratch = temporary_sibling(near)
+        temporaries.append(scratch)
+        try:
+            scratch.mkdir()
+            yield scratch
+        except BaseException:
+            _remove(scratch)
+            _remove_if_empty(created)
+            raise
         _remove(scratch)
+
+
+def _make_folder(folder):
+    """Creates `folder` with its missing parents; returns the folders it created, innermost first."""
+    folder = pathlib.Path(folder)
+    missing, current = [], pathlib.Path(os.path.abspath(folder))
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(folders):
+    """Removes each folder (innermost first) that is empty: another writer's content stays."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 # --- locking ----------------------------------------------------------------------------------

@@ -1,61 +1,202 @@
 """Reading images from disk into RGB float arrays, and writing distance maps as PNG.
 
-Any format Pillow reads (PNG, JPEG, BMP, WebP, ...), 8- or 16-bit, grayscale,
-RGBA, palette or CMYK, becomes RGB with EXIF orientation applied; floating-point
-images must hold finite values in [0, 1]. Unreadable input raises `InputError`
-naming the file.
+`read_image(path, frame=None)` reads any file Pillow reads (PNG, JPEG, BMP, WebP, TIFF, ...) as
+float32 RGB in [0, 1], with EXIF orientation applied. How each of Pillow's pixel formats (its
+image modes) becomes RGB, and which stored value is white (1.0), is one table, `PIXEL_FORMATS`:
+
+| mode | from files such as | converted first to | white |
+|---|---|---|---|
+| `1` | bilevel PNG, TIFF, BMP | `L` (0 or 255) | 255 |
+| `L` | grey PNG, JPEG, TIFF (1/2/4-bit grey scaled up by Pillow) | | 255 |
+| `LA`, `RGBA` | with alpha (16-bit PNG/TIFF too: Pillow keeps 8 bits) | | 255 |
+| `La`, `RGBa` | premultiplied alpha (TIFF) | `LA`, `RGBA` (alpha undone) | 255 |
+| `P`, `PA` | palette PNG, GIF, BMP, TIFF, with or without transparency | `RGBA` | 255 |
+| `RGB`, `RGBX` | colour, 8-bit or 16-bit (PNG, TIFF, PPM: Pillow keeps the high 8 bits) | | 255 |
+| `CMYK` | CMYK JPEG and TIFF | `RGB` (Pillow's, no colour profile) | 255 |
+| `YCbCr` | YCbCr TIFF | `RGB` | 255 |
+| `LAB` | CIE L*a*b* TIFF | `RGB` (sRGB, through Little CMS) | 255 |
+| `HSV` | none (listed as a mode Pillow has) | `RGB` | 255 |
+| `I;16`, `I;16L`, `I;16B`, `I;16N` | 16-bit grey PNG, TIFF, JPEG 2000 | | 65535 (b-bit TIFF: 2**b - 1) |
+| `I` | 32-bit integers: 16-bit PGM, 32-bit or signed TIFF, FITS | | 65535 from PGM/PPM, PNG (`INT32_WHITE`); else refused |
+| `F` | 32-bit float TIFF, PFM, FITS | | 1.0: finite values in [0, 1] or refused |
+
+Alpha is dropped: colours as stored, not composited over a background. Integer samples stored
+as signed (a TIFF's SampleFormat 2) are refused, as is a mode missing from the table: no agreed
+black and white. A value above its format's white is refused too, never clipped.
+
+A file holding several frames (animated GIF, PNG or WebP, multi-page TIFF) is refused unless
+`frame` picks one (the command line's `--frame`); files of one frame ignore `frame`. An MPO
+(camera JPEG whose further images are previews or depth maps) is read as its first, primary image.
+
+A path that is no regular file (a directory, FIFO, device) is refused by what it is, without
+opening it: reading a FIFO would block. Every problem raises one `InputError` naming the file.
 """
 
+import dataclasses
+import os
 import pathlib
+import stat
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keras_lpips import files
-from keras_lpips.errors import InputError
+from keras_lpips.errors import DataError, InputError
 
 # Floating-point pixels may stray this far outside [0, 1] (as `inputs.RANGE_TOLERANCE`; not imported: keras).
 FLOAT_TOLERANCE = 0.01
 
 
-def read_image(path):
-    """Returns the image at `path` as float32 RGB in [0, 1], shape (H, W, 3)."""
+@dataclasses.dataclass(frozen=True)
+class PixelFormat:
+    """How one Pillow mode becomes RGB in [0, 1]: `convert` to that Pillow mode first (None: the
+    values as stored), then divide by `white`, the stored value of full intensity (None: it
+    depends on the file, see `_white`)."""
+
+    convert: str | None
+    white: float | None
+
+
+_8BIT = PixelFormat(None, 255)
+_16BIT = PixelFormat(None, 65535)
+PIXEL_FORMATS = {
+    "1": PixelFormat("L", 255),
+    "L": _8BIT,
+    "LA": _8BIT,
+    "La": PixelFormat("LA", 255),
+    "P": PixelFormat("RGBA", 255),
+    "PA": PixelFormat("RGBA", 255),
+    "RGB": _8BIT,
+    "RGBA": _8BIT,
+    "RGBa": PixelFormat("RGBA", 255),
+    "RGBX": _8BIT,
+    "CMYK": PixelFormat("RGB", 255),
+    "YCbCr": PixelFormat("RGB", 255),
+    "LAB": PixelFormat("RGB", 255),
+    "HSV": PixelFormat("RGB", 255),
+    "I;16": _16BIT,
+    "I;16L": _16BIT,
+    "I;16B": _16BIT,
+    "I;16N": _16BIT,
+    "I": PixelFormat(None, None),
+    "F": PixelFormat(None, 1.0),
+}
+# White of mode "I" (32-bit signed integers) by file format, where Pillow fills it from 16 bits:
+# PGM/PPM of any maxval above 255 is rescaled to 0..65535; older Pillow read 16-bit grey PNG as "I".
+INT32_WHITE = {"PPM": 65535, "PNG": 65535}
+
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT, _TIFF_SIGNED = 258, 339, 2
+_NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def read_image(path, frame=None):
+    """Returns the image at `path` as float32 RGB in [0, 1], shape (H, W, 3).
+
+    `frame` (0 is the first) picks one frame of a multi-frame file (animated GIF/PNG/WebP,
+    multi-page TIFF), which is refused without it; files of one frame ignore it."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise InputError(f"No such image file: {path}")
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0):
+        raise InputError(f"frame must be a non-negative integer or None. Received: frame={frame!r}")
+    _check_regular_file(path)
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
+            _seek_frame(image, path, frame)
             image.load()
-            if image.mode == "F":
-                return _float_gray_to_rgb(np.asarray(image, dtype=np.float32), path)
-            return _to_rgb_float(image)
+            white = _white(image, path)
+            return _to_rgb(ImageOps.exif_transpose(image), white, path)
     except UnidentifiedImageError:
-        raise InputError(f"Not an image (or a format Pillow cannot read): {path}") from None
+        raise DataError(f"Not an image (or a format Pillow cannot read): {path}") from None
     except InputError:
         raise
+    except PermissionError as error:
+        raise DataError(f"Cannot read image file {path}: {error.strerror}") from None
     except Exception as error:  # decoders of hostile files raise many types; all mean "corrupt"
-        raise InputError(f"Cannot decode image {path} (truncated or corrupt?): {error}") from None
+        raise DataError(f"Cannot decode image {path} (truncated or corrupt?): {error}") from None
 
 
-def _float_gray_to_rgb(gray, path):
-    """A floating-point image (e.g. a 32-bit TIFF) must hold finite values in [0, 1]:
-    clipping NaN, inf or a [0, 255] image would give a silently wrong distance."""
-    lo, hi = float(gray.min()), float(gray.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise InputError(f"Image {path} has NaN or infinite pixel values")
-    if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
-        raise InputError(f"Image {path} holds floating-point pixels in [{lo:.4g}, {hi:.4g}]; expected [0, 1]")
-    return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
+def frame_count(image):
+    """The frames of an open Pillow image a reader must choose between: 1 for an MPO, whose
+    further images are previews or depth maps of its first."""
+    return 1 if image.format == "MPO" else getattr(image, "n_frames", 1)
 
 
-def _to_rgb_float(image):
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16/32-bit grayscale
-        gray = np.asarray(image, dtype=np.float64) / (65535.0 if image.mode.startswith("I;16") else 2**32 - 1)
-        return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")  # alpha dropped: colours as stored, not composited
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+def _check_regular_file(path):
+    """Refuses a missing path, or one that is a directory, FIFO, device or socket, from its
+    `os.stat` alone: opening a FIFO would block until something writes to it."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"No such image file: {path}") from None
+    except OSError as error:
+        raise DataError(f"Cannot read image file {path}: {error.strerror or error}") from None
+    for is_kind, kind in _NOT_FILES:
+        if is_kind(mode):
+            raise InputError(f"{path} is {kind}, not an image file")
+
+
+def _seek_frame(image, path, frame):
+    frames = frame_count(image)
+    if frames == 1:
+        return
+    last = f"K from 0 to {frames - 1}"
+    if frame is None:
+        raise InputError(
+            f"{path} has {frames} frames (an animated or multi-page image); choose one with --frame K "
+            f"(score, pairs, matrix) or read_image(path, frame=K), {last}"
+        )
+    if frame >= frames:
+        raise InputError(f"{path} has {frames} frames; there is no frame {frame} ({last})")
+    image.seek(frame)
+
+
+def _white(image, path):
+    """The stored value of full intensity of the loaded `image`: its mode's row of
+    `PIXEL_FORMATS`, except where the file says more (a TIFF's bit depth, mode "I" by format)."""
+    if image.mode not in PIXEL_FORMATS:
+        raise DataError(
+            f"Image {path} has Pillow mode {image.mode!r}, which keras-lpips does not read; "
+            f"expected one of {', '.join(PIXEL_FORMATS)}"
+        )
+    tags = getattr(image, "tag_v2", {}) if image.format == "TIFF" else {}
+    if _TIFF_SIGNED in tags.get(_TIFF_SAMPLE_FORMAT, ()):
+        raise DataError(
+            f"Image {path} holds signed integer samples, which have no agreed black and white; "
+            "save it with unsigned samples or as floating point in [0, 1]"
+        )
+    white = PIXEL_FORMATS[image.mode].white
+    if image.mode == "I":
+        white = INT32_WHITE.get(image.format)
+        if white is None:
+            raise DataError(
+                f"Image {path} holds 32-bit integer pixels ({image.format}, Pillow mode 'I'), whose white level "
+                "is unknown; save it with 8 or 16 bits per sample or as floating point in [0, 1]"
+            )
+    if white == 65535 and tags.get(_TIFF_BITS_PER_SAMPLE):
+        white = 2 ** max(tags[_TIFF_BITS_PER_SAMPLE]) - 1  # a 12-bit TIFF holds 0..4095
+    return white
+
+
+def _to_rgb(image, white, path):
+    """Converts as `PIXEL_FORMATS` says, checks the range, divides by `white`; grey is repeated
+    into three channels, alpha and padding channels are dropped."""
+    convert = PIXEL_FORMATS[image.mode].convert
+    values = np.asarray(image.convert(convert) if convert else image)
+    if values.dtype.kind == "f":
+        lo, hi = float(values.min()), float(values.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise DataError(f"Image {path} has NaN or infinite pixel values")
+        if lo < -FLOAT_TOLERANCE or hi > white + FLOAT_TOLERANCE:
+            raise DataError(f"Image {path} holds floating-point pixels in [{lo:.4g}, {hi:.4g}]; expected [0, 1]")
+    elif values.size and (values.min() < 0 or values.max() > white):
+        raise DataError(
+            f"Image {path} holds values in [{values.min()}, {values.max()}], outside the 0..{white:g} its format implies"
+        )
+    values = np.clip(values.astype(np.float64) / white, 0.0, 1.0)
+    if values.ndim == 2:
+        values = values[..., None]
+    rgb = values[..., :3] if values.shape[-1] >= 3 else np.repeat(values[..., :1], 3, axis=-1)
+    return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
 def resize_image(image, height, width):
@@ -82,11 +223,12 @@ def heatmap(values, vmax=None):
     return (_RAMP[low] * (1 - frac) + _RAMP[high] * frac).astype(np.uint8)
 
 
-def save_png(array, path):
+def save_png(array, path, overwrite=True):
     """Writes a uint8 RGB array as PNG, whole or not at all (`files.atomic_path`); a missing or
-    unwritable output folder raises `InputError`."""
+    unwritable output folder raises `InputError`, and so does an existing `path` without
+    `overwrite` (one that appears while writing included)."""
     path = pathlib.Path(path)
-    with files.atomic_path(path, as_input_error=True) as partial:
+    with files.atomic_path(path, as_input_error=True, overwrite=overwrite) as partial:
         Image.fromarray(array).save(partial, format="PNG")
     return path
 

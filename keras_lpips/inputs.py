@@ -1,10 +1,26 @@
-"""Checks of the image pairs given to the metric: shape, size, finiteness, range.
+"""Checks of the image pairs given to the metric: type, shape, size, finiteness, range.
 
-Shape and size are checked whenever they are known (also while tracing a
-graph); values (NaN, inf, out of range) when the images are concrete arrays,
-i.e. in eager calls, where a wrong number would otherwise pass silently.
+Each check raises `InputError` with one message, wherever the metric runs:
+
+- eagerly (numpy arrays, eager tensors, Python lists): all of them, in Python;
+- while a graph is traced (`tf.function`, `jax.jit`, a Keras functional model): the type and
+  whatever shape is known then (rank, channels, sizes and batches that are static);
+- inside a TensorFlow graph (`tf.function`, how `LPIPSLoss` and `MeanLPIPS` run under
+  `model.fit`): what is only known at run time (a batch or a size left open, the values) as
+  graph assertions, checked before the network runs, whose failure is a
+  `tf.errors.InvalidArgumentError` carrying the same message ("assertion failed: [MESSAGE]").
+  XLA (`jit_compile=True`, Keras' default for `fit` on a GPU) drops assertions: there a pair
+  that fails them gives NaN distances, never a number. Under JAX's `jit` the shapes are static
+  and checked; values are not.
+
+Integer images are accepted and converted to float32 (their values checked against
+`input_range` like any other: uint8 images need `input_range=(0, 255)`); booleans, complex
+numbers, strings and objects are refused.
 """
 
+import os
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -12,15 +28,19 @@ from keras_lpips.errors import InputError
 
 # Values may stray this fraction of the range beyond it (resampling overshoot).
 RANGE_TOLERANCE = 0.01
+NAMES = ("img0", "img1")
+_PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
 
 
 def check_image_pair(inputs, input_range, min_size):
-    """Returns the pair as float32 tensors, or raises `InputError` saying what is wrong."""
+    """Returns the pair as float32 tensors, or raises `InputError` saying what is wrong (in a
+    TensorFlow graph: the tensors, behind assertions of what is unknown until run time)."""
     if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
         raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
+    images = [as_image_batch(x, name) for name, x in zip(NAMES, inputs)]
     # numpy inputs are checked as they are: no round trip through a tensor.
-    arrays = [x if isinstance(x, np.ndarray) else None for x in inputs]
-    pair = [ops.cast(ops.convert_to_tensor(x), "float32") for x in inputs]
+    arrays = [x if isinstance(x, np.ndarray) else None for x in images]
+    pair = [ops.cast(ops.convert_to_tensor(x), "float32") for x in images]
     shapes = [tuple(x.shape) for x in pair]
     for shape in shapes:
         if len(shape) != 4 or shape[-1] != 3:
@@ -30,13 +50,38 @@ def check_image_pair(inputs, input_range, min_size):
                 f"Images of {shape[1]}x{shape[2]} are too small for this network: it needs at least "
                 f"{min_size}x{min_size}. Received shape {shape}"
             )
-    if all(s is not None for s in shapes[0] + shapes[1]) and shapes[0] != shapes[1]:
+    if any(a is not None and b is not None and a != b for a, b in zip(*shapes)):
         raise InputError(f"The two images must have the same shape. Received {shapes[0]} and {shapes[1]}")
-    for name, array, x in zip(("img0", "img1"), arrays, pair):
+    if _in_tensorflow_graph(pair):
+        return _graph_checked(pair, input_range, min_size)
+    for name, array, x in zip(NAMES, arrays, pair):
         values = array if array is not None else _concrete(x)
         if values is not None:
             check_values(values, input_range, name)
     return pair
+
+
+def as_image_batch(x, name="images"):
+    """`x` as an array or tensor of real numbers (Python lists become float32 numpy arrays), or
+    `InputError` for None, a path or string, or a dtype that holds no pixel values."""
+    if x is None or isinstance(x, (str, bytes, os.PathLike)):
+        hint = "; read image files with keras_lpips.images.read_image" if x is not None else ""
+        raise InputError(f"{name} must be an (N, H, W, 3) array or tensor of pixel values{hint}. Received: {x!r:.100}")
+    if not hasattr(x, "dtype"):  # Python lists and numbers
+        try:
+            x = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise InputError(f"{name} is not an array of numbers ({reason}). Received: {type(x).__name__}") from None
+    try:
+        dtype = keras.backend.standardize_dtype(x.dtype)
+    except (TypeError, ValueError):  # numpy's object, str and structured dtypes
+        dtype = str(x.dtype)
+    if not dtype.startswith(_PIXEL_DTYPES):
+        raise InputError(
+            f"{name} must hold real pixel values (a float or integer dtype). Received: {type(x).__name__} of dtype {dtype}"
+        )
+    return x
 
 
 def check_values(values, input_range, name="image"):
@@ -62,3 +107,90 @@ def _concrete(x):
         return np.asarray(ops.convert_to_numpy(x))
     except Exception:  # symbolic tensors (tf.function, jax.jit, KerasTensor) have no values
         return None
+
+
+# --- run-time checks inside a TensorFlow graph ----------------------------------------------------
+
+
+def _in_tensorflow_graph(pair):
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.executing_eagerly() and all(isinstance(x, tf.Tensor) for x in pair)
+
+
+def _graph_checked(pair, input_range, min_size):
+    """The pair behind the graph's checks, in the eager order (the first failing one names the
+    problem). Passing costs a few scalar ops and three reductions per image; the messages are
+    only formatted when a check fails."""
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util  # no public way to tell an XLA trace
+
+    low, high = (float(v) for v in input_range)
+    slack = RANGE_TOLERANCE * (high - low)
+    shapes = [tf.shape(x) for x in pair]
+    checks = [(tf.reduce_all(s[1:3] >= min_size), _too_small_message(s, min_size)) for s in shapes]
+    checks.append((tf.reduce_all(tf.equal(shapes[0], shapes[1])), _different_shapes_message(*shapes)))
+    for name, x, shape in zip(NAMES, pair, shapes):
+        checks.append((tf.reduce_prod(shape) > 0, _empty_message(name, shape)))
+        # Three reductions, no temporaries: the sum is NaN or inf when any value is (addition
+        # propagates NaN on every device; min and max need not, e.g. under XLA).
+        lo, hi, total = tf.reduce_min(x), tf.reduce_max(x), tf.reduce_sum(x)
+        ok = tf.math.is_finite(total) & (lo >= low - slack) & (hi <= high + slack)
+        checks.append((ok, _values_message(name, x, low, high)))
+    passed = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
+    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return [tf.where(passed, x, tf.constant(np.nan, x.dtype)) for x in pair]  # XLA drops assertions
+
+    def fail():
+        message = tf.constant("")
+        for ok, make_message in reversed(checks):
+            message = tf.where(ok, message, make_message())
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.constant(False)
+
+    with tf.control_dependencies([tf.cond(passed, lambda: tf.constant(True), fail)]):
+        return [tf.identity(x) for x in pair]
+
+
+def _text(*parts):
+    """A string tensor joining Python strings and the text of integer tensors."""
+    import tensorflow as tf
+
+    return tf.strings.join([p if isinstance(p, str) else tf.strings.as_string(p) for p in parts])
+
+
+def _shape_text(shape):
+    import tensorflow as tf
+
+    return _text("(", tf.strings.reduce_join(tf.strings.as_string(shape), separator=", "), ")")
+
+
+def _too_small_message(shape, min_size):
+    return lambda: _text(
+        "Images of ", shape[1], "x", shape[2], f" are too small for this network: it needs at least "
+        f"{min_size}x{min_size}. Received shape ", _shape_text(shape),
+    )  # fmt: skip
+
+
+def _different_shapes_message(shape0, shape1):
+    return lambda: _text("The two images must have the same shape. Received ", _shape_text(shape0), " and ", _shape_text(shape1))
+
+
+def _empty_message(name, shape):
+    return lambda: _text(f"{name} is empty. Received shape ", _shape_text(shape))
+
+
+def _values_message(name, x, low, high):
+    def make():
+        import tensorflow as tf
+
+        lo, hi = (tf.strings.as_string(f(x), precision=4, shortest=True) for f in (tf.reduce_min, tf.reduce_max))
+        outside = _text(
+            f"{name} has values in [", lo, ", ", hi, f"], outside input_range=({low:g}, {high:g}); "
+            "pass input_range matching your images, e.g. (0, 1) or (0, 255)",
+        )  # fmt: skip
+        return tf.where(tf.reduce_all(tf.math.is_finite(x)), outside, f"{name} contains NaN or infinite values")
+
+    return make

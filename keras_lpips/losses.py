@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_lpips.errors import InputError
+from keras_lpips.inputs import as_image_batch
 from keras_lpips.model import LPIPS
 
 
@@ -11,17 +13,26 @@ class LPIPSLoss(keras.losses.Loss):
     """Mean LPIPS distance between `y_true` and `y_pred` images (N, H, W, 3).
 
     The metric network is built once, frozen, and run in inference mode.
-    Keyword arguments other than Keras' loss arguments go to `keras_lpips.LPIPS`.
+    Keyword arguments other than Keras' loss arguments go to `keras_lpips.LPIPS`. The images are
+    checked as `LPIPS` checks them (`keras_lpips.inputs`; y_true is img0, y_pred img1), also in
+    the graph `model.fit` traces.
 
     Example:
     >>> model.compile(optimizer="adam", loss=LPIPSLoss(net="vgg", input_range=(0, 1)))
     """
 
     def __init__(self, name="lpips_loss", reduction="sum_over_batch_size", dtype=None, **lpips_kwargs):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        try:
+            super().__init__(name=name, reduction=reduction, dtype=dtype)
+        except (TypeError, ValueError) as error:  # e.g. an unknown reduction
+            raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
         self.lpips_kwargs = lpips_kwargs
         self.metric = LPIPS(**lpips_kwargs)
         self.metric.trainable = False
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Before Keras converts them: None, strings and non-numeric dtypes raise `InputError`.
+        return super().__call__(as_image_batch(y_true, "y_true"), as_image_batch(y_pred, "y_pred"), sample_weight)
 
     def call(self, y_true, y_pred):
         return ops.cast(self.metric([y_true, y_pred], training=False), "float32")

@@ -15,7 +15,7 @@ import pathlib
 
 import keras
 
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InsufficientMemoryError
 
 # Bytes per element of the float32 tensors outside the backbone.
 _F32 = 4
@@ -93,16 +93,30 @@ def available_memory_bytes():
     return min(candidates) if candidates else None
 
 
+def check_available_memory(needed, what):
+    """Raises `InsufficientMemoryError` before any work starts when `needed` bytes exceed the
+    memory available now (`available_memory_bytes`): "WHAT needs about N of memory but A is
+    available". Does nothing where that cannot be read."""
+    from keras_lpips.errors import InsufficientMemoryError
+    from keras_lpips.files import format_bytes
+
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise InsufficientMemoryError(
+            f"{what} needs about {format_bytes(needed)} of memory but {format_bytes(available)} is available"
+        )
+
+
 def check_fits_in_memory(metric, height, width, batch=1):
-    """Raises `InputError` when `estimate_memory_bytes` exceeds the memory available now,
-    so that an input too large is refused with a message instead of the process being killed."""
+    """Raises `InsufficientMemoryError` when `estimate_memory_bytes` exceeds the memory available
+    now, so that an input too large is refused with a message instead of the process being killed."""
     available = available_memory_bytes()
     if available is None or min(height, width) < getattr(metric, "min_input_size", 1):
         return  # too small for the backbone: the metric's own input check says so in one line
     needed = estimate_memory_bytes(metric, height, width, batch)
     if needed > available:
         gib = 1024**3
-        raise InputError(
+        raise InsufficientMemoryError(
             f"{batch} pair(s) of {width}x{height} images with net {metric.net!r} need about {needed / gib:.1f} GiB "
             f"of memory but {available / gib:.1f} GiB is available; use smaller images or a smaller net"
         )

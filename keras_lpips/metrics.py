@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_lpips.errors import InputError
+from keras_lpips.inputs import as_image_batch
 from keras_lpips.model import LPIPS
 
 
@@ -9,19 +11,25 @@ from keras_lpips.model import LPIPS
 class MeanLPIPS(keras.metrics.Mean):
     """Averages the LPIPS distance between `y_true` and `y_pred` over all updates.
 
-    Keyword arguments other than `name` and `dtype` go to `keras_lpips.LPIPS`.
+    Keyword arguments other than `name` and `dtype` go to `keras_lpips.LPIPS`. The images are
+    checked as `LPIPS` checks them (`keras_lpips.inputs`; y_true is img0, y_pred img1), also in
+    the graph `model.fit` traces.
 
     Example:
     >>> model.compile(optimizer="adam", loss="mse", metrics=[MeanLPIPS(net="alex", input_range=(0, 1))])
     """
 
     def __init__(self, name="mean_lpips", dtype=None, **lpips_kwargs):
-        super().__init__(name=name, dtype=dtype)
+        try:
+            super().__init__(name=name, dtype=dtype)
+        except (TypeError, ValueError) as error:  # e.g. an unknown dtype
+            raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
         self.lpips_kwargs = lpips_kwargs
         self._lpips = LPIPS(**lpips_kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(self._lpips([y_true, y_pred], training=False), sample_weight=sample_weight)
+        pair = [as_image_batch(y_true, "y_true"), as_image_batch(y_pred, "y_pred")]
+        return super().update_state(self._lpips(pair, training=False), sample_weight=sample_weight)
 
     def get_config(self):
         return {**super().get_config(), **self.lpips_kwargs}

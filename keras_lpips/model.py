@@ -10,6 +10,8 @@ mean, sum over layers. The trainer, the exports, the all-pairs matrix, the embed
 methods below; none of them writes the formula again.
 """
 
+import os
+
 import keras
 import numpy as np
 from keras import ops
@@ -52,6 +54,12 @@ class LPIPS(keras.Model):
             bfloat16 rounding (measured: at most 6e-4 absolute against float32). Parity with
             the reference (1e-5) holds for "float32" only.
 
+    Under a global mixed policy (`keras.config.set_dtype_policy("mixed_float16")` or
+    "mixed_bfloat16", set before building), the scaling and the backbone compute in half
+    precision, while the normalisation, the linear heads and so the distances stay float32
+    (on the CPU within 2e-3 relative of float32 in float16, 2e-2 in bfloat16:
+    tests/test_mixed_precision.py; `benchmarks/gpu.py` measures it on a GPU).
+
     The constructor builds the network, then has `keras_lpips.weights` read the two weight
     sources (cached files; a first use of "imagenet" fetches them). `get_config` records
     exactly these arguments, so `from_config` rebuilds the same metric with its weights.
@@ -81,10 +89,14 @@ class LPIPS(keras.Model):
         precision="float32",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except (TypeError, ValueError) as error:  # Keras' own arguments: name, dtype, trainable
+            raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
         self.spec = get_backbone(net)
         self.net, self.version, self.distance = self.spec.name, str(version), distance
         self.layers_kept = _check_choices(self.spec, self.version, distance, layers, input_range, precision)
+        _check_arguments(dropout, seed, backbone_weights=backbone_weights, lin_weights=lin_weights)
         self.input_range = tuple(float(v) for v in input_range)
         self.backbone_weights, self.lin_weights = backbone_weights, lin_weights
         self.seed, self.dropout, self.precision = seed, float(dropout), precision
@@ -246,8 +258,9 @@ class LPIPS(keras.Model):
         """Distance maps at the input resolution, shape (N, H, W): each layer's map upsampled
         bilinearly (half-pixel centres), summed over layers. Their spatial mean is close to,
         not equal to, the distance."""
-        height, width = ops.shape(inputs[0])[1], ops.shape(inputs[0])[2]
-        maps = [bilinear_resize(m[..., 0], height, width) for m in self.layer_maps(inputs)]
+        pair = self._checked(inputs)
+        height, width = ops.shape(pair[0])[1], ops.shape(pair[0])[2]
+        maps = [bilinear_resize(m[..., 0], height, width) for m in self._maps(*pair)]
         return sum(maps[1:], maps[0])
 
     # --- calling -------------------------------------------------------------------------------
@@ -314,7 +327,7 @@ def _check_choices(spec, version, distance, layers, input_range, precision="floa
         raise InputError(f"version must be '0.1' or '0.0'. Received: version={version!r}")
     if distance not in ("lpips", "cosine"):
         raise InputError(f"distance must be 'lpips' or 'cosine'. Received: distance={distance!r}")
-    if tuple(float(v) for v in input_range) not in INPUT_RANGES:
+    if isinstance(input_range, (str, bytes)) or _floats(input_range) not in INPUT_RANGES:
         raise InputError(f"input_range must be one of {INPUT_RANGES}. Received: input_range={input_range!r}")
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}")
@@ -324,3 +337,23 @@ def _check_choices(spec, version, distance, layers, input_range, precision="floa
     if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or not 1 <= layers <= total:
         raise InputError(f"layers must be an integer from 1 to {total} for net {spec.name!r}. Received: layers={layers!r}")
     return int(layers)
+
+
+def _floats(values):
+    """`values` as a tuple of floats, or None when it is no sequence of numbers."""
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_arguments(dropout, seed, **weights):
+    """Validates the constructor's numbers and weight sources (names and paths; `restore_weights`
+    reads them)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.number)) or not 0 <= dropout < 1:
+        raise InputError(f"dropout must be a number from 0 to less than 1. Received: dropout={dropout!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise InputError(f"seed must be a non-negative integer or None. Received: seed={seed!r}")
+    for name, value in weights.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{name} must be a name, a path or None. Received: {name}={value!r}")

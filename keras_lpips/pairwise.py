@@ -23,6 +23,7 @@ from keras import ops
 from keras_lpips.embedding import all_pairs, cross_distances, embed_images
 from keras_lpips.errors import InputError
 from keras_lpips.inputs import check_values
+from keras_lpips.memory import check_available_memory
 from keras_lpips.model import LPIPS
 
 
@@ -61,9 +62,11 @@ def distance_matrix(metric, images, batch_size=32, progress=None, method=None):
     of `METHODS` (see the module), or None for the fastest the metric allows. Images are
     embedded or their features computed `batch_size` at a time; an export scores
     `batch_size` / 2 pairs a call. `progress(k)` is called after each chunk of k pairs.
+    A matrix too large for the memory available is refused first (`check_matrix_memory`).
     """
     images = _checked_set(metric, images, "images", minimum=2)
     method = _method(metric, method)
+    check_matrix_memory(len(images), len(images), method)
     if method == "embedding":
         return all_pairs(embed_images(metric, images, batch_size), progress)
     n = len(images)
@@ -82,12 +85,28 @@ def cross_distance_matrix(metric, images0, images1, batch_size=32, progress=None
     if images0.shape[1:] != images1.shape[1:]:
         raise InputError(f"Both sets need images of one size. Received shapes {images0.shape} and {images1.shape}")
     method = _method(metric, method)
+    check_matrix_memory(len(images0), len(images1), method)
     if method == "embedding":
         return cross_distances(embed_images(metric, images0, batch_size), embed_images(metric, images1, batch_size), progress)
     n0, n1 = len(images0), len(images1)
     first, second = (index.astype("int32").ravel() for index in np.meshgrid(np.arange(n0), n0 + np.arange(n1), indexing="ij"))
     distances = _pair_distances(metric, np.concatenate([images0, images1]), first, second, method, batch_size, progress)
     return distances.reshape(n0, n1)
+
+
+def matrix_memory_bytes(rows, columns, method="embedding"):
+    """Bytes a rows x columns distance matrix takes beyond the images and their features: the
+    float32 matrix, and with the "features" and "pairs" methods each pair's two int32 indices
+    and float32 distance while it is filled."""
+    pairs = int(rows) * int(columns)
+    return 4 * pairs + (12 * pairs if method != "embedding" else 0)
+
+
+def check_matrix_memory(rows, columns, method="embedding"):
+    """Raises `InsufficientMemoryError` when a rows x columns distance matrix
+    (`matrix_memory_bytes`) needs more memory than is available now."""
+    needed = matrix_memory_bytes(rows, columns, method)
+    check_available_memory(needed, f"A {rows:,} x {columns:,} distance matrix ({rows * columns:,} distances)")
 
 
 def _checked_set(metric, images, name, minimum=1):

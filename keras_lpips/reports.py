@@ -3,8 +3,8 @@
 import json
 import pathlib
 
-from keras_lpips.errors import InputError
-from keras_lpips.files import atomic_write
+from keras_lpips.errors import InputError, OutputError
+from keras_lpips.files import atomic_write, exists_message
 
 
 def results_markdown(results):
@@ -28,14 +28,17 @@ def results_markdown(results):
     return "\n".join(lines) + "\n"
 
 
-def write_results(results, path):
-    """Writes `evaluate_run`'s results as JSON (.json) or markdown (anything else)."""
+def write_results(results, path, overwrite=True):
+    """Writes `evaluate_run`'s results as JSON (.json) or markdown (anything else); without
+    `overwrite`, an existing `path` (one that appears while writing included) is an `InputError`."""
     path = pathlib.Path(path)
     text = json.dumps(results, indent=2) + "\n" if path.suffix == ".json" else results_markdown(results)
     if not path.parent.is_dir():
         raise InputError(f"Output folder does not exist: {path.parent}")
     try:
-        atomic_write(path, text)
+        atomic_write(path, text, overwrite=overwrite)
+    except FileExistsError:
+        raise InputError(exists_message(path)) from None
     except OSError as error:
-        raise InputError(f"Cannot write {path}: {error.strerror or error}") from None
+        raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
     return path

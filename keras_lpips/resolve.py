@@ -36,6 +36,13 @@ class MetricSpec:
     model: str | None = None
     preset: str | None = None
 
+    def input_paths(self):
+        """The files or folders this metric is read from (`model`, and weight files given by
+        path): what a command's outputs must never replace (`keras_lpips.files.check_output`)."""
+        named = {"imagenet", "keras-imagenet", "v0.0", "v0.1", *UNTRAINED}
+        values = (self.model, self.lin_weights, self.backbone_weights)
+        return tuple(pathlib.Path(v) for v in values if v is not None and str(v) not in named)
+
 
 def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
     """The metric `spec` describes, for images in `input_range`.

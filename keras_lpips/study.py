@@ -18,6 +18,7 @@ import functools
 import json
 import pathlib
 import time
+import typing
 
 import numpy as np
 
@@ -75,17 +76,84 @@ def load_config(path):
         backbone = "squeeze"
         distance = "lpips"
         mode = "tune"
+
+    Every problem is an `InputError` naming the place: a key, `[train]` option, or a `[[run]]`
+    row (its number from 1 and its name) and field. Each row is checked, with the `[train]`
+    options, as `fit` would check it, so that no wrong row fails hours into a study.
     """
+    from keras_lpips.training.fit import RunConfig
+
     path = pathlib.Path(path)
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise InputError(f"Cannot read study config {path}: {error}") from None
-    try:
-        extra = tuple(StudyConfig(**row) for row in data.get("run", []))
-    except TypeError as error:
-        raise InputError(f"{path}: bad [[run]] entry: {error}") from None
-    return {"configs": DEFAULT_CONFIGS + extra, "seeds": tuple(data.get("seeds", (0,))), "train": data.get("train", {})}
+    for key in data:
+        if key not in ("seeds", "train", "run"):
+            raise InputError(f"{path}: unknown key {key!r}; a study config holds seeds, [train] and [[run]]. Received: {key} = {data[key]!r}")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(_of_type(s, int) and s >= 0 for s in seeds):
+        raise InputError(f"{path}: seeds must be a non-empty list of non-negative integers. Received: seeds = {seeds!r}")
+    train, rows = data.get("train", {}), data.get("run", [])
+    if not isinstance(train, dict):
+        raise InputError(f"{path}: train must be a [train] table of fit options. Received: train = {train!r}")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise InputError(f"{path}: run must be [[run]] tables, one per configuration. Received: run = {rows!r}")
+    options = {f.name: f.type for f in dataclasses.fields(RunConfig) if f.name not in _SET_PER_RUN}
+    for key, value in train.items():
+        _check_field(f"{path}: [train]", "option", key, value, options)
+    configs = DEFAULT_CONFIGS + tuple(_run_row(f"{path}: [[run]] row {number}", row) for number, row in enumerate(rows, 1))
+    names = [config.name for config in configs]
+    for index, config in enumerate(configs):
+        number = index + 1 - len(DEFAULT_CONFIGS)  # the [[run]] rows count from 1, after the five
+        where = f"{path}: [[run]] row {number} ({config.name!r})" if number > 0 else f"{path}: [train], for the study's row {config.name!r}"
+        if config.name in names[:index]:
+            raise InputError(f"{where}: the name is taken by an earlier row; each row trains into runs/NAME-seedS")
+        try:
+            RunConfig(".", ".", backbone=config.backbone, distance=config.distance, layers=config.layers,
+                      mode=config.mode, backbone_weights=config.backbone_weights, **train)  # fmt: skip
+        except InputError as error:
+            raise InputError(f"{where}: {error}") from None
+    return {"configs": configs, "seeds": tuple(seeds), "train": train}
+
+
+def _run_row(where, row):
+    """The `StudyConfig` of a [[run]] row, or `InputError` naming the row and the field."""
+    where += f" ({row['name']!r})" if isinstance(row.get("name"), str) else ""
+    fields = {f.name: f.type for f in dataclasses.fields(StudyConfig)}
+    for key, value in row.items():
+        _check_field(where, "field", key, value, fields)
+    required = [f.name for f in dataclasses.fields(StudyConfig) if f.default is dataclasses.MISSING]
+    missing = [name for name in required if name not in row]
+    if missing:
+        raise InputError(f"{where}: missing field {missing[0]!r} (every row needs {', '.join(required)}). Received: {row!r}")
+    return StudyConfig(**row)
+
+
+# What run_study sets for each run itself: not [train] options.
+_SET_PER_RUN = ("data_root", "out_dir", "backbone", "distance", "layers", "mode", "backbone_weights", "seed", "resume", "progress")
+
+
+def _check_field(where, kind, key, value, types):
+    """Raises `InputError` unless `key` is one of `types` (name -> annotation) and `value` fits it."""
+    if key not in types:
+        raise InputError(f"{where}: unknown {kind} {key!r}; expected one of {', '.join(types)}. Received: {key} = {value!r}")
+    allowed = [t for t in (typing.get_args(types[key]) or (types[key],)) if t is not type(None)]
+    if not any(_of_type(value, t) for t in allowed):
+        expected = " or ".join(_TYPE_NAMES.get(t, str(t)) for t in allowed)
+        raise InputError(f"{where}: {kind} {key!r} must be {expected}. Received: {key} = {value!r}")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
+
+
+def _of_type(value, annotation):
+    """isinstance, but a bool is no number and an int is a float."""
+    if isinstance(value, bool):
+        return annotation is bool
+    if annotation is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, annotation)
 
 
 def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train=None, log=print):

@@ -1,7 +1,8 @@
 """Run in a subprocess with KERAS_BACKEND set: compares one net with the reference fixture.
 
 Usage: KERAS_BACKEND=jax python tests/backend_parity_check.py NET
-Prints {"backend": ..., "worst": largest absolute error over distances and maps}.
+Prints {"backend": ..., "worst": largest absolute error over distances and maps, "traced": the
+message a `jax.jit`-compiled call on batches of different sizes raised (None elsewhere)}.
 """
 
 import json
@@ -30,4 +31,16 @@ for size in ("64", "odd"):
     for method, name in ((metric, "distance"), (metric.spatial_map, "map")):
         got = keras.ops.convert_to_numpy(method(pair))
         worst = max(worst, float(np.abs(got - reference[f"{net}/v0.1/lpips/{size}/{name}"]).max()))
-print(json.dumps({"backend": keras.backend.backend(), "worst": worst}))
+traced = None
+if keras.backend.backend() == "jax":  # under jax.jit shapes are static: the eager shape checks hold
+    import jax
+
+    from keras_lpips.errors import InputError
+
+    jitted = jax.jit(lambda a, b: metric([a, b]))
+    worst = max(worst, float(np.abs(np.asarray(jitted(*pair)) - keras.ops.convert_to_numpy(metric(pair))).max()))
+    try:
+        jitted(pair[0], np.concatenate([pair[1], pair[1]]))  # one batch larger than the other
+    except InputError as error:
+        traced = str(error)
+print(json.dumps({"backend": keras.backend.backend(), "worst": worst, "traced": traced}))

@@ -15,16 +15,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from tests.helpers import LocalServer, seed_fake_imagenet_cache
+from keras_lpips.weights import sources
+from tests.helpers import LocalServer, fake_imagenet_pins, seed_fake_imagenet_cache
+
+REAL_PINS = dict(sources.IMAGENET_FEATURES_SHA256)
 
 
 @pytest.fixture(autouse=True)
 def isolated_keras_home(tmp_path_factory, monkeypatch, request):
-    """Each test gets an empty weight cache and no network fallback, unless it
-    is marked `real_weights` (those use the user's cache, which CI fills)."""
+    """Each test gets an empty weight cache (and an empty torch.hub cache) and no network
+    fallback, unless it is marked `real_weights` (those use the user's cache, which CI fills,
+    checked against the real pinned digests)."""
     if request.node.get_closest_marker("real_weights") is None:
         monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
         monkeypatch.setenv("KERAS_LPIPS_OFFLINE", "1")
+    else:
+        monkeypatch.setattr(sources, "IMAGENET_FEATURES_SHA256", dict(REAL_PINS))
 
 
 @pytest.fixture
@@ -44,13 +51,18 @@ def tiny_bapps(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_imagenet_home(tmp_path_factory):
     """A KERAS_HOME whose cache holds seeded stand-ins for the alex and vgg ImageNet backbones
-    (`seed_fake_imagenet_cache`), so that backbone_weights="imagenet" loads offline. Shared:
-    copy it before changing it."""
+    (`seed_fake_imagenet_cache`), so that backbone_weights="imagenet" loads offline: their
+    digests are pinned in `sources.IMAGENET_FEATURES_SHA256` in this process from then on
+    (not in subprocesses; `real_weights` tests get the real pins back). Shared: copy it before
+    changing it."""
     home = tmp_path_factory.mktemp("fake_imagenet_home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KERAS_HOME", str(home))
-        seed_fake_imagenet_cache(("alex", "vgg"), seed=0)
-    return home
+        cache = seed_fake_imagenet_cache(("alex", "vgg"), seed=0)
+    with pytest.MonkeyPatch.context() as patch:
+        for net, digest in fake_imagenet_pins(cache).items():
+            patch.setitem(sources.IMAGENET_FEATURES_SHA256, net, digest)
+        yield home
 
 
 @pytest.fixture

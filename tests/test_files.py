@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from keras_lpips import files
-from keras_lpips.errors import InputError
+from keras_lpips.errors import DiskFullError, InputError
 from keras_lpips.images import save_png
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -81,9 +81,10 @@ def test_atomic_write_failing_to_write_removes_its_temporary(tmp_path, monkeypat
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files, "open", lambda *a, **k: FullDisk(open(*a, **k)), raising=False)
-    with pytest.raises(InputError, match=r"^Cannot write .*out.bin: No space left on device$"):
+    full = r"^Cannot write .*out.bin: No space left on device \(needs about 1.0 kB; .* free on its disk\)$"
+    with pytest.raises(DiskFullError, match=full):  # a full disk is a DiskFullError, not an InputError
         files.atomic_write(target, b"x" * 1000, as_input_error=True)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=full):
         files.atomic_write(target, b"x" * 1000)
     monkeypatch.undo()
     assert entries(tmp_path) == []
@@ -162,7 +163,7 @@ def test_save_png_failing_midway_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", failing_save)
-    with pytest.raises(InputError, match=r"^Cannot write .*map.png: No space left on device$"):
+    with pytest.raises(DiskFullError, match=r"^Cannot write .*map.png: No space left on device \(.* free on its disk\)$"):
         save_png(np.ones((4, 4, 3), np.uint8), target)
     assert target.read_bytes() == old and entries(tmp_path) == ["map.png"]
 

@@ -2,8 +2,8 @@
 and seven evaluations), and the study's bookkeeping with stand-in training (fast).
 
 The weight cache holds fake "imagenet" backbones (conftest's `fake_imagenet_home`: seeded
-random arrays in the cache's own format, `<net>-imagenet-features.npz` plus its `.sha256`
-sidecar), so the pretrained configurations and the official rows load without a download.
+random arrays in the cache's own format, `<net>-imagenet-features.npz`, their digests pinned
+for the session), so the pretrained configurations and the official rows load without a download.
 """
 
 import json
@@ -39,7 +39,7 @@ def test_fake_cache_is_read_as_the_imagenet_backbone(fake_imagenet_home, monkeyp
 
     monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
     cache = fake_imagenet_home / "keras_lpips"
-    assert (cache / "alex-imagenet-features.npz.sha256").is_file()
+    assert (cache / "alex-imagenet-features.npz").is_file()
     with np.load(cache / "alex-imagenet-features.npz") as fake:
         expected = fake["features.3.weight"].transpose(2, 3, 1, 0)  # torch OIHW -> Keras HWIO
     metric = LPIPS(net="alex", backbone_weights="imagenet")

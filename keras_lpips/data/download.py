@@ -23,7 +23,7 @@ import zlib
 from typing import NamedTuple, Optional
 
 from keras_lpips import files
-from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
+from keras_lpips.errors import ChecksumError, DataError, DownloadError, InputError, UnsafeFileError
 from keras_lpips.weights import cache
 
 URL_TEMPLATE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/{split}.tar.gz"
@@ -92,14 +92,20 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
             download_checking_size(url, archive, timeout=timeout, progress=progress)
             digest, verified_by = cache.sha256_of(archive), "size"
     except OSError as error:  # URLError, HTTPError, timeouts, a transfer cut short
+        reason = files.disk_full_reason(error)
+        if reason is not None:  # a full disk: no partial file keeps holding the space
+            archive.with_name(archive.name + ".part").unlink(missing_ok=True)
+            raise files.disk_full_error(archive, reason=reason) from None
         raise DownloadError(_download_problem(url, archive, error)) from None
 
-    with files.scratch_directory(dest / split) as scratch:  # the whole archive, then its split folder moved out
+    size = archive.stat().st_size  # its PNGs barely compress: about as much again extracted
+    files.check_disk_space(dest, size, f"Extracting {archive}")
+    with files.scratch_directory(dest / split, needed=size) as scratch:  # the whole archive, then its split folder moved out
         extracted = safe_extract(archive, scratch / "archive")
         found = next((extracted / p for p in ARCHIVE_LAYOUTS[split] if (extracted / p).is_dir()), None)
         if found is None:
             top = sorted(p.name for p in extracted.iterdir())
-            raise InputError(
+            raise DataError(
                 f"{archive} does not have the expected layout: no {' or '.join(ARCHIVE_LAYOUTS[split])} folder "
                 f"(top level: {', '.join(top) or 'empty'})"
             )
@@ -219,5 +225,5 @@ def safe_extract(tar_path, dest):
         except tarfile.FilterError as error:
             raise UnsafeFileError(f"Refusing to extract {tar_path}: {error}") from None
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as error:
-            raise InputError(f"Cannot extract {tar_path} (truncated or not a tar archive?): {error}") from None
+            raise DataError(f"Cannot extract {tar_path} (truncated or not a tar archive?): {error}") from None
     return dest

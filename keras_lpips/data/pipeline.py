@@ -31,7 +31,7 @@ import time
 
 import tensorflow as tf
 
-from keras_lpips.errors import InputError
+from keras_lpips.errors import DataError, InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # tf.data's model-based autotuning off: AUTOTUNE then means one call per core for the maps (and a
@@ -117,7 +117,9 @@ def _check_arguments(count, batch_size, load_size, input_range):
 
 def _read_image(path, png_only):
     """path -> uint8 (H, W, 3). PNG-only sets (BAPPS) use `decode_png`, a little faster than the
-    format-sniffing `decode_image`."""
+    format-sniffing `decode_image`. A 16-bit PNG keeps its high 8 bits (as Pillow reads 16-bit
+    colour: the right range, never clipped); an animated PNG gives its first frame, which
+    `data verify` reports."""
     data = tf.io.read_file(path)
     if png_only:
         return tf.io.decode_png(data, channels=3, dtype=tf.uint8)
@@ -266,7 +268,7 @@ def first_unreadable_image(paths, chunk=8192):
 @contextlib.contextmanager
 def naming_bad_images(records, data_root=None):
     """Turns a read or decode error raised while the datasets of `records` are iterated into one
-    `InputError` naming the image at fault ("Cannot decode image PATH: Invalid PNG data, size 300");
+    `DataError` naming the image at fault ("Cannot decode image PATH: Invalid PNG data, size 300");
     other errors, and decode errors no image of `records` explains, pass through unchanged::
 
         with naming_bad_images(train_records + val_records, "dataset"):
@@ -279,7 +281,7 @@ def naming_bad_images(records, data_root=None):
         if bad is None:
             raise
         hint = f" (keras-lpips data verify {data_root} lists every problem)" if data_root is not None else ""
-        raise InputError(bad[1] + hint) from None
+        raise DataError(bad[1] + hint) from None
 
 
 def iterate_naming_bad_images(dataset, records, data_root=None):

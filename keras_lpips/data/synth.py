@@ -20,16 +20,20 @@ byte-for-byte reproducible, and the validation set does not depend on the size o
 training set. Only numpy and Pillow are used.
 """
 
+import collections
 import concurrent.futures
+import contextlib
 import functools
 import io
+import os
 import pathlib
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from keras_lpips import files
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InputError, OutputError
+from keras_lpips.images import read_image
 
 PATCH = 64
 RATERS_2AFC = 5
@@ -131,18 +135,15 @@ class _Folder:
         self._load = functools.lru_cache(maxsize=256)(self._read)
 
     def _read(self, index):
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                short = min(image.size)
-                if short > MAX_SOURCE_SIDE:
-                    scale = MAX_SOURCE_SIDE / short
-                    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-                    image = image.resize(size, Image.BOX)
-                return np.asarray(image)
-        except (OSError, SyntaxError, ValueError) as error:
-            raise InputError(f"Cannot read image {path}: {error}") from None
+        """The image as uint8 RGB, read as every image is (`images.read_image`: 16-bit and other
+        pixel formats scaled right); a multi-frame file gives its first frame, a source of crops."""
+        image = Image.fromarray(np.round(read_image(self.paths[index], frame=0) * 255).astype(np.uint8))
+        short = min(image.size)
+        if short > MAX_SOURCE_SIDE:
+            scale = MAX_SOURCE_SIDE / short
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.BOX)
+        return np.asarray(image)
 
     def patch(self, rng, size=PATCH):
         for _ in range(len(self.paths) + 10):
@@ -290,8 +291,14 @@ def same_probability(d):
 # --- writing ----------------------------------------------------------------------------------
 
 
+PNG = {"format": "PNG", "compress_level": 1}
+NPY_BYTES = 136  # a judge or same file: np.save's 128-byte header and one float64
+SAMPLES = 8  # items of each kind encoded up front to estimate the bytes each takes on disk
+IN_FLIGHT_PER_WORKER = 4  # items queued per thread: what the writer holds, whatever the count
+
+
 def _save_png(array, path):
-    Image.fromarray(array).save(path, format="PNG", compress_level=1)
+    Image.fromarray(array).save(path, **PNG)
 
 
 def _save_fraction(value, path):
@@ -329,6 +336,52 @@ def _write_item(source, seed, stream, index, folder):
     _save_fraction(value[1], folder / value[0] / f"{stem}.npy")
 
 
+def item_bytes(source, seed, stream, block=4096):
+    """Bytes one item of `stream` (a triplet, or a JND pair) takes on disk, estimated from the
+    first `SAMPLES` items encoded in memory: each PNG and the judgment file rounded up to whole
+    blocks of `block` bytes, averaged, plus a quarter for items larger than those sampled."""
+    total = 0
+    for index in range(SAMPLES):
+        rng = np.random.default_rng([seed, stream, index])
+        images = _jnd_item(source, rng)[:2] if stream == JND else _twoafc_item(source, rng)[:3]
+        for image in images:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, **PNG)
+            total += -(-buffer.tell() // block) * block
+        total += -(-NPY_BYTES // block) * block
+    return int(1.25 * total / SAMPLES)
+
+
+def _block_size(path):
+    """The allocation unit of the file system that holds (or would hold) `path`; 4096 where unknown."""
+    for folder in (pathlib.Path(os.path.abspath(path)), *pathlib.Path(os.path.abspath(path)).parents):
+        with contextlib.suppress(OSError, AttributeError):
+            if folder.is_dir():
+                return os.statvfs(folder).f_frsize or 4096
+    return 4096
+
+
+def _write_items(write, count, workers, done):
+    """Calls `write(index)` for index in range(count) on `workers` threads and `done()` after each,
+    in order, from this thread. At most `IN_FLIGHT_PER_WORKER` items per thread are queued, so
+    memory stays bounded whatever `count`; an error or an interrupt cancels the queued items and
+    waits for the running ones (no thread writes after this returns or raises)."""
+    pending = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        try:
+            for index in range(count):
+                pending.append(pool.submit(write, index))
+                if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
+                    pending.popleft().result()
+                    done()
+            while pending:
+                pending.popleft().result()
+                done()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def _count(name, value, allow_none=False):
     if value is None and allow_none:
         return None
@@ -351,6 +404,12 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     calling thread, after each triplet or pair. Each subset is written to a temporary folder
     next to its place and renamed into place when complete (`files.atomic_directory`); existing
     non-empty subset folders are an `InputError`.
+
+    The items stream through a bounded queue (`_write_items`): memory does not grow with the
+    counts. Before any is written, the set's size on disk (`item_bytes` per triplet and pair) is
+    checked against the free space (`DiskFullError` naming both). A failure or an interrupt
+    removes the unfinished subset's temporary folder and the folders this call created that
+    are left empty; one killed outright leaves a temporary folder that the next call removes.
     """
     n_train, n_val = _count("n_train", n_train), _count("n_val", n_val)
     n_jnd = n_val if n_jnd is None else _count("n_jnd", n_jnd)
@@ -370,22 +429,36 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
             raise InputError(f"{target} already exists and is not empty; choose another output folder or delete it")
     folder = _Folder(images) if images is not None else None
     source = folder.patch if folder is not None else procedural_patch
+    block = _block_size(out)
+    sizes = {stream: item_bytes(source, seed, TRAIN if stream == VAL else stream, block) for stream, *_ in plan}
+    needed = sum(count * sizes[stream] for stream, count, *_ in plan)
+    total, finished = sum(step[1] for step in plan), 0
+    files.check_disk_space(out, needed, f"A synthetic set of {total:,} triplets and pairs")
 
-    total, done = sum(step[1] for step in plan), 0
+    def done():
+        nonlocal finished
+        finished += 1
+        if progress is not None:
+            progress(finished, total)
+
+    parents = [out] + [folder for _, _, target, _ in plan for folder in (target.parent, target.parent.parent)]
+    created = [path for path in parents if not path.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         for stream, count, target, names in plan:
-            with files.atomic_directory(target) as staging:  # an empty target folder is replaced
+            # An empty target folder is replaced; the threads are done before the staging folder is renamed or removed.
+            with files.atomic_directory(target, needed=count * sizes[stream]) as staging:
                 for name in names:
                     (staging / name).mkdir()
-                write = functools.partial(_write_item, source, seed, stream, folder=staging)
-                # The pool shuts down (its threads done writing) before the staging folder is renamed or removed.
-                with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                    for _ in pool.map(write, range(count)):
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
+                _write_items(functools.partial(_write_item, source, seed, stream, folder=staging), count, workers, done)
         files.atomic_write(out / "SYNTHETIC_README.txt", NOTE)
-    except OSError as error:  # the source images' errors are InputErrors already: this is the output
-        raise InputError(f"Cannot write to {out}: {error.strerror or error}") from None
+    except BaseException as error:
+        for path in sorted(set(created), key=lambda p: len(p.parts), reverse=True):  # innermost first
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty: completed subsets stay
+        if files.disk_full_reason(error):
+            raise files.disk_full_error(out, needed, files.disk_full_reason(error)) from None
+        if isinstance(error, OSError):  # the source images' errors are InputErrors already: this is the output
+            raise OutputError(f"Cannot write to {out}: {error.strerror or error}") from None
+        raise
     return out

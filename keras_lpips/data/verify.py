@@ -13,6 +13,7 @@ from keras_lpips.data.bapps import (
 )
 from keras_lpips.errors import InputError
 from keras_lpips.files import TF_IMAGE_SUFFIXES
+from keras_lpips.images import frame_count
 
 SPLITS = (("2afc", "train", TWOAFC_IMAGE_FOLDERS, "judge"), ("2afc", "val", TWOAFC_IMAGE_FOLDERS, "judge"),
           ("jnd", "val", JND_IMAGE_FOLDERS, "same"))  # fmt: skip
@@ -31,11 +32,15 @@ class VerifyReport(list):
 def _check_image(path):
     try:
         with Image.open(path) as image:
+            frames = frame_count(image)
+        with Image.open(path) as image:
             image.verify()  # reads every chunk and checks PNG CRCs: catches truncation and bit flips
     except UnidentifiedImageError:
         return f"unreadable image {path}: not an image Pillow recognises"
     except Exception as error:  # Pillow raises many kinds (SyntaxError, OSError, struct.error, ...)
         return f"unreadable image {path}: {error or type(error).__name__}"
+    if frames > 1:  # TensorFlow's decoders, which training uses, would read the first frame only
+        return f"multi-frame image {path}: it has {frames} frames (animated), training would read only the first"
     return None
 
 

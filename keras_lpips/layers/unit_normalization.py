@@ -15,7 +15,10 @@ class ChannelUnitNormalization(keras.layers.Layer):
     Matches `lpips.normalize_tensor` (eps 1e-10) to the last bit wherever a
     feature vector is not all zero; where it is, the reference's gradient is NaN
     (sqrt'(0) = inf) while this one stays finite. Runs in float32 by default,
-    also under mixed precision, because eps 1e-10 underflows in float16.
+    also under mixed precision, and never in half precision whatever its dtype
+    policy: float16 and bfloat16 inputs are cast to float32 first, because in
+    float16 eps 1e-10 underflows and squares overflow above 256 (or vanish
+    below 1e-4), while the reference normalises in float32.
 
     Example:
     >>> ChannelUnitNormalization()(np.array([[3.0, 4.0]]))  # -> [[0.6, 0.8]]
@@ -29,6 +32,8 @@ class ChannelUnitNormalization(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def call(self, x):
+        if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+            x = ops.cast(x, "float32")
         squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
         return x / (ops.sqrt(ops.maximum(squared_norm, _TINY)) + self.epsilon)
 

@@ -18,6 +18,7 @@ from keras_lpips.backbones import get_backbone
 from keras_lpips.data.bapps import list_twoafc
 from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError
+from keras_lpips.files import check_output
 from keras_lpips.model import LPIPS, _check_choices
 from keras_lpips.ranking import DistanceToLogit, twoafc_scores
 from keras_lpips.training.devices import make_strategy, resolve_precision, worker_role
@@ -143,15 +144,24 @@ def fit_run(data_root, out_dir, callbacks=(), **options):
 
 def fit(config, callbacks=()):
     """Trains, checkpointing every epoch into the run folder (`RunFolder`), and returns the summary
-    also written to run.json. Under MultiWorkerMirrored only the chief writes."""
-    log = print if config.progress else (lambda *_: None)
+    also written to run.json. Under MultiWorkerMirrored only the chief writes. The run folder is
+    locked throughout (`RunFolder.locked`): another process training into it raises `InUseError`."""
     strategy, strategy_name = make_strategy(config.strategy)  # first: MultiWorkerMirrored needs a fresh runtime
     is_chief = worker_role(strategy_name)[0]
+    folder = RunFolder(config.out_dir, writes=is_chief)
+    with folder.locked():
+        return _fit(config, callbacks, strategy, strategy_name, is_chief, folder)
+
+
+def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
+    """`fit` once the run folder is locked."""
+    log = print if config.progress else (lambda *_: None)
+    weights = [config.backbone_weights] if config.backbone_weights not in ("imagenet", "random") else []
+    check_output(config.out_dir, [config.data_root, *weights], overwrite=True)  # never a folder holding what it reads
     train_records = list_twoafc(config.data_root, "train", config.subsets)
     val_records = list_twoafc(config.data_root, "val", config.val_subsets)
     policy = resolve_precision(config.mixed_precision, strategy)
     record = config.record(train_records, val_records, policy)
-    folder = RunFolder(config.out_dir, writes=is_chief)
     previous = folder.open(record, config.resume)
 
     keras.utils.set_random_seed(int(config.seed))
@@ -165,6 +175,7 @@ def fit(config, callbacks=()):
     schedule = EpochLinearDecay(config.lr, steps_per_epoch, config.epochs, config.decay_epochs)
     frozen_ok = config.precompute_frozen and config.mode == "lin" and strategy_name in ("default", "one-device")
     trainer = _build_trainer(config, policy, strategy, schedule, FrozenBackboneTrainer if frozen_ok else LPIPSTrainer)
+    folder.check_disk_space(trainer)  # before any work: checkpoints and models against the free disk
     frozen = None
     if frozen_ok:
         frozen = FrozenBackbone(trainer.lpips, train_records, val_records, config.data_root, batch_size, config.load_size, log)

@@ -11,9 +11,11 @@
     val_distances.npz   d0, d1 of every validation triplet under the final model
 
 Every file appears whole or not at all (`keras_lpips.files`): a run killed at any moment
-resumes from its last complete checkpoint.
+resumes from its last complete checkpoint. `fit` holds the folder's lock (`RunFolder.locked`,
+the file PATH.lock beside it) while it runs: a second process training into it is refused.
 """
 
+import contextlib
 import csv
 import datetime
 import io
@@ -26,8 +28,8 @@ import keras
 import numpy as np
 
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import InputError
-from keras_lpips.files import atomic_path, atomic_write, scratch_directory
+from keras_lpips.errors import DataError, InputError, InUseError, OutputError
+from keras_lpips.files import atomic_path, atomic_write, check_disk_space, file_lock, scratch_directory
 from keras_lpips.training.trainer import LPIPSTrainer
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "2afc", "val_loss", "val_2afc", "train_seconds", "triplets_per_second")
@@ -36,6 +38,9 @@ FILES = (
     "val_distances.npz",
 )  # fmt: skip
 PER_INVOCATION = ("resume", "progress")  # options that may differ between a run and its resumption
+# What a run writes besides its checkpoints and models (history, plots, TensorBoard logs,
+# validation distances, run.json), with room to spare.
+OTHER_BYTES = 20 * 10**6
 
 
 class RunFolder:
@@ -45,6 +50,28 @@ class RunFolder:
         self.path = pathlib.Path(path)
         self.writes = writes
         self.checkpoints = self.path / "checkpoint"
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Holds the run folder's lock for the block (`files.file_lock` on it: the file PATH.lock
+        beside it), so that no two processes train into one folder; while another process holds
+        it, raises `InUseError` at once. Workers that do not write take no lock."""
+        if not self.writes:
+            yield
+            return
+        stack = contextlib.ExitStack()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(file_lock(self.path, timeout=0))
+        except TimeoutError:
+            raise InUseError(
+                f"run directory {self.path} is in use by another training process (it holds {self.path}.lock); "
+                "wait for that run to end, or choose another --out"
+            ) from None
+        except OSError as error:
+            raise OutputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
+        with stack:
+            yield
 
     def open(self, config, resume):
         """Creates the folder; refuses a non-empty one without `resume`, and a resumed one whose
@@ -67,8 +94,25 @@ class RunFolder:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise InputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
+            raise OutputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
         return previous
+
+    def check_disk_space(self, trainer):
+        """Refuses (`DiskFullError`) a run whose files would not fit in the free disk space:
+        `estimate_bytes`. Returns the estimate."""
+        needed = self.estimate_bytes(trainer)
+        if self.writes:
+            check_disk_space(self.path, needed, f"The training run in {self.path}")
+        return needed
+
+    @staticmethod
+    def estimate_bytes(trainer):
+        """Bytes a run's folder holds at its peak: two checkpoints of every state variable (a new
+        one is complete before the old one is deleted), model.keras and trainer.keras (the
+        weights in float32, each) and `OTHER_BYTES`."""
+        state = sum(_nbytes(v) for v in _state_variables(trainer))
+        weights = 4 * sum(int(np.prod(v.shape)) for v in trainer.weights)
+        return 2 * state + 2 * weights + OTHER_BYTES
 
     def write_record(self, record):
         """run.json."""
@@ -101,11 +145,11 @@ class RunFolder:
         variables = _state_variables(trainer)
         with np.load(self.checkpoints / record["file"]) as data:
             if len(data.files) != len(variables):
-                raise InputError(f"{self.checkpoints} holds {len(data.files)} state arrays; this configuration has {len(variables)}")
+                raise DataError(f"{self.checkpoints} holds {len(data.files)} state arrays; this configuration has {len(variables)}")
             for i, variable in enumerate(variables):
                 value = data[f"v{i}"]
                 if tuple(value.shape) != tuple(variable.shape):
-                    raise InputError(
+                    raise DataError(
                         f"{self.checkpoints}: state {i} ({variable.path}) has shape {value.shape}, expected {tuple(variable.shape)}"
                     )
                 variable.assign(value)
@@ -200,6 +244,15 @@ def _state_variables(trainer):
     """Everything a resumed run needs: the model's variables (weights, dropout seed states) and
     the optimiser's (step count, moments; loss scale under fp16). Not the metrics' accumulators."""
     return list(trainer.variables) + list(trainer.optimizer.variables)
+
+
+def _nbytes(variable):
+    """Bytes of a variable's value as a checkpoint stores it (4 per value where its dtype is not numpy's)."""
+    try:
+        size = np.dtype(variable.dtype).itemsize
+    except TypeError:
+        size = 4
+    return int(np.prod(variable.shape)) * size
 
 
 def _npz_bytes(arrays):

@@ -13,10 +13,11 @@ from keras_lpips.weights.cache import sha256_of
 from keras_lpips.weights.convert import assign_torchvision_weights, float32_weights, lin_vectors_from_lpips_state
 from keras_lpips.weights.pretrained import imagenet_state_dict
 from keras_lpips.weights.safe_pickle import read_state_dict
+from keras_lpips.weights.safetensors_file import read_safetensors
 
 
 def read_weight_file(path):
-    """A `.pth` (torch zip or legacy, read without torch) or `.npz` state dict."""
+    """A `.pth` (torch zip or legacy, read without torch), `.npz` or `.safetensors` state dict."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise WeightsError(f"Weight file not found: {path}")
@@ -26,6 +27,8 @@ def read_weight_file(path):
                 return {k: data[k] for k in data.files}
         except Exception as error:  # zipfile, zlib and numpy raise many types for damaged files
             raise WeightsError(f"Cannot read weight file {path}: {error or type(error).__name__}") from None
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     return read_state_dict(path)
 
 

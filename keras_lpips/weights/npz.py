@@ -1,4 +1,4 @@
-"""Rewrites weight files in the `.npz` layout keras-lpips reads directly (`keras-lpips weights convert`)."""
+"""Rewrites weight files as the `.npz` or `.safetensors` keras-lpips reads directly (`keras-lpips weights convert`)."""
 
 import io
 import pathlib
@@ -10,23 +10,30 @@ from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import WeightsError
 from keras_lpips.weights.convert import assign_torchvision_weights
 from keras_lpips.weights.loading import lin_vectors, read_weight_file
+from keras_lpips.weights.safetensors_file import safetensors_bytes
+
+# What `convert_weight_file` writes, by the destination's suffix.
+SUFFIXES = (".npz", ".safetensors")
 
 
-def convert_weight_file(source, destination, net):
-    """Rewrites a weight file as the `.npz` keras-lpips reads fastest (no unpickling).
+def convert_weight_file(source, destination, net, overwrite=False):
+    """Rewrites a weight file as a `.npz` or `.safetensors` (by `destination`'s suffix), the
+    files keras-lpips reads without unpickling.
 
-    `source` is a `.pth` (read without torch) or `.npz` holding either lpips-format
+    `source` is a `.pth` (read without torch), `.npz` or `.safetensors` holding either lpips-format
     linear weights (`lin0.model.1.weight`, ...) or a torchvision backbone state dict
     (`features.0.weight`, ...; `classifier.*` dropped). It is checked against `net`
     (every layer present, every shape right) before anything is written. Linear
     weights become `lin0`, `lin1`, ... (for `lin_weights=`); backbones keep torchvision's
     key names (for `backbone_weights=`). Returns `(kind, parameters)`, kind "linear" or
-    "backbone".
+    "backbone". An existing `destination` is replaced only with `overwrite`, and `source`
+    never (`files.check_output`).
     """
     spec = get_backbone(net)
     destination = pathlib.Path(destination)
-    if destination.suffix != ".npz":
-        raise WeightsError(f"The converted file must be a .npz. Received: {destination}")
+    if destination.suffix not in SUFFIXES:
+        raise WeightsError(f"The converted file must be a .npz or .safetensors. Received: {destination}")
+    files.check_output(destination, [source], overwrite)
     state = read_weight_file(source)
     if any(key.startswith("lin") for key in state):
         kind = "linear"
@@ -43,7 +50,11 @@ def convert_weight_file(source, destination, net):
             f"{source} holds neither lpips linear weights (lin0.model.1.weight, ...) nor a torchvision "
             f"backbone (features.0.weight, ...). Its keys begin: {shown}"
         )
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    files.atomic_write(destination, buffer.getvalue())
+    if destination.suffix == ".safetensors":
+        data = safetensors_bytes(arrays, metadata={"net": spec.name, "kind": kind})
+    else:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
+    files.atomic_write(destination, data, as_input_error=True, overwrite=overwrite)
     return kind, int(sum(a.size for a in arrays.values()))

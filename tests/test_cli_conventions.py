@@ -1,0 +1,211 @@
+"""The conventions of Click/Typer programs, through the installed command where start-up is the
+point: help, usage errors, `--version` and `weights list` answer without importing TensorFlow;
+`-h`, choices listed in help, shell completion, `--json` on every command that prints results,
+JSON numbers at float32 precision, advice that names the flags."""
+
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_lpips
+from tests.helpers import RANDOM, one_error_line, run_cli, run_installed
+
+# Commands that print results, each with --json.
+PRINTING = ["score", "pairs", "matrix", "eval", "embed", "nearest", "diversity", "weights list", "data verify"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+def _imported(stderr):
+    """Top-level module names in `python -X importtime` output (PYTHONPROFILEIMPORTTIME)."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+@pytest.mark.parametrize(
+    "args,code",
+    [
+        (("--help",), 0),
+        (("-h",), 0),
+        (("score", "-h"), 0),
+        (("--version",), 0),
+        (("score", "a.png", "b.png", "--jsn"), 2),
+        (("score", "a.png", "b.png", "--net", "resnet"), 2),
+        (("weights", "list"), 0),
+        (("weights", "list", "--json"), 0),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else None,
+)
+def test_answers_without_tensorflow(args, code):
+    """No TensorFlow, Keras or model code before a command needs it: these answer in a fraction
+    of a second (1.5 s leaves slack on a loaded machine; 0.2 s on an idle one)."""
+    start = time.perf_counter()
+    result = run_installed(*args, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == code, result.stderr
+    assert elapsed < 1.5, f"keras-lpips {' '.join(args)} took {elapsed:.2f} s"
+    traced = run_installed(*args, env={"PYTHONPROFILEIMPORTTIME": "1"}, timeout=60)
+    modules = _imported(traced.stderr)
+    assert "typer" in modules, traced.stderr[-2000:]  # the trace is there
+    heavy = {"tensorflow", "keras", "keras_lpips.model", "keras_lpips.backbones", "torch"} & modules
+    assert not heavy, heavy
+
+
+def test_version_is_the_programs():
+    result = run_installed("--version", timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == f"keras-lpips {keras_lpips.__version__}"
+
+
+def test_help_option_h_everywhere_and_completion_installs():
+    from tests.test_cli import click_commands
+
+    for name in click_commands():
+        result = run_cli(*name.split(), "-h")
+        assert result.returncode == 0 and f"keras-lpips {name} " in result.stdout, (name, result.stderr)
+    top = run_cli("-h", env={"COLUMNS": "200"})
+    assert "--install-completion" in top.stdout and "--show-completion" in top.stdout
+    assert "--version" in top.stdout
+
+
+@pytest.mark.parametrize(
+    "command,choices",
+    [
+        ("score", ["alex|vgg|squeeze|alexnet|vgg16|squeezenet", "0.1|0.0", "lpips|cosine", "alex-v0.1|alex-v0.0|vgg-v0.1"]),
+        ("export", ["savedmodel|tflite|onnx", "none|fp16|dynamic"]),
+        ("fit", ["lin|tune|scratch", "reference|ones", "auto|off|bf16|fp16", "auto|one-device|mirrored|multiworker|tpu"]),
+        ("nearest", ["exact|flat|hnsw|ivf"]),
+        ("data download", ["twoafc_train|twoafc_val|jnd"]),
+    ],
+)
+def test_choices_are_listed_in_help_and_checked_while_parsing(command, choices):
+    text = re.sub(r"\s+", "", run_cli(*command.split(), "-h", env={"COLUMNS": "400"}).stdout)
+    for listed in choices:
+        assert listed in text, (command, listed)
+
+
+def test_choices_and_net_names_agree_with_the_library():
+    from keras_lpips import export
+    from keras_lpips.backbones import ALIASES
+    from keras_lpips.cli import export as export_command
+    from keras_lpips.cli.options import NET_NAMES
+    from keras_lpips.training import devices
+
+    assert set(NET_NAMES) == set(ALIASES)
+    assert export_command.QUANTIZATIONS == export.QUANTIZATIONS
+    assert devices.STRATEGIES == ("auto", "one-device", "mirrored", "multiworker", "tpu")
+    assert devices.PRECISIONS == ("auto", "off", "bf16", "fp16")
+
+
+def test_bad_choice_is_one_usage_error_line():
+    result = run_cli("export", "--out", "x.tflite", "--format", "torchscript")
+    assert result.returncode == 2
+    assert "'torchscript' is not one of 'savedmodel', 'tflite', 'onnx'" in one_error_line(result)
+    missing = run_cli("export", "--out", "x.tflite")
+    assert missing.returncode == 2 and "Missing option '--format'" in one_error_line(missing)
+
+
+def test_lpips_version_renamed_old_spelling_still_accepted():
+    import typer
+
+    from keras_lpips.cli.app import app
+
+    score = typer.main.get_command(app).commands["score"]
+    for spelling in ("--lpips-version", "--version"):
+        context = score.make_context("score", ["a.png", "b.png", spelling, "0.0"])
+        assert context.params["version"] == "0.0", spelling
+
+
+@pytest.mark.parametrize("name", PRINTING)
+def test_every_printing_command_has_json(name):
+    from tests.test_cli import click_commands
+
+    options = {opt for param in click_commands()[name].params for opt in param.opts}
+    assert "--json" in options, name
+
+
+def _numbers(text):
+    """The number literals of JSON text with a fraction or exponent (floats)."""
+    return re.findall(r"(?<![\w\"])-?\d+\.\d+(?:[eE][-+]?\d+)?|(?<![\w\"])-?\d+[eE][-+]?\d+", text)
+
+
+def _assert_float32_precision(text):
+    numbers = _numbers(text)
+    assert numbers, text
+    for literal in numbers:
+        assert literal == str(np.float32(literal)) or float(literal) == float(str(np.float32(literal))), literal
+
+
+def test_score_pairs_matrix_json_at_float32_precision(folder):
+    score = run_cli("score", folder / "a.png", folder / "b.png", folder / "c.png", "--json", *RANDOM)
+    assert score.returncode == 0, score.stderr
+    result = json.loads(score.stdout)
+    assert len(result["pairs"]) == 2 and result["closer"] in (str(folder / "b.png"), str(folder / "c.png"))
+    _assert_float32_precision(score.stdout)
+
+    pairs = run_cli("pairs", folder, folder, "--json", *RANDOM)
+    assert pairs.returncode == 0, pairs.stderr
+    assert [p["name"] for p in json.loads(pairs.stdout)["pairs"]] == ["a.png", "b.png", "c.png"]
+    assert all(p["distance"] == 0 for p in json.loads(pairs.stdout)["pairs"])
+
+    matrix = run_cli("matrix", folder, "--json", *RANDOM)
+    assert matrix.returncode == 0, matrix.stderr
+    table = json.loads(matrix.stdout)
+    assert table["rows"] == table["columns"] == ["a.png", "b.png", "c.png"]
+    distances = np.array(table["distances"])
+    assert distances.shape == (3, 3) and np.allclose(distances, distances.T)
+    _assert_float32_precision(matrix.stdout)
+
+
+def test_embed_and_data_verify_json(folder, tmp_path, tiny_bapps):
+    embed = run_cli("embed", folder, "--out", tmp_path / "e.npz", "--json", *RANDOM)
+    assert embed.returncode == 0, embed.stderr
+    assert json.loads(embed.stdout) == {"out": str(tmp_path / "e.npz"), "embedded": 3, "total": 3}
+    verify = run_cli("data", "verify", tiny_bapps, "--json")
+    assert verify.returncode == 0, verify.stderr
+    report = json.loads(verify.stdout)
+    assert report["problems"] == [] and report["counts"]
+
+
+def test_dumps_writes_float32_shortest():
+    from keras_lpips.cli.options import dumps
+
+    value = float(np.float32(0.78))  # 0.7800000190734863 as a float64
+    assert json.loads(dumps({"d": value, "l": [value, 1, None]})) == {"d": 0.78, "l": [0.78, 1, None]}
+    assert "0.78" in dumps(value) and "0.78000" not in dumps(value)
+    assert dumps(float(np.float32(1 / 3))) == "0.33333334"
+
+
+def test_advice_names_flags_not_python_arguments():
+    from keras_lpips.cli.app import cli_spelling
+
+    assert (
+        cli_spelling("or pass backbone_weights=PATH to a torchvision .pth. Received: net='resnet'")
+        == "or pass --backbone-weights PATH to a torchvision .pth. Received: --net 'resnet'"
+    )
+    assert cli_spelling("pass lin_weights=None or a file") == "pass --lin-weights none or a file"
+    assert cli_spelling("Received: version='0.3'") == "Received: --lpips-version '0.3'"
+    assert cli_spelling("model.net=1 keeps its dots") == "model.net=1 keeps its dots"
+
+
+def test_offline_error_names_the_flag(tmp_path, folder):
+    """The library's offline message says `backbone_weights=PATH`; the program's, the flag."""
+    result = run_cli("score", folder / "a.png", folder / "b.png", env={"KERAS_HOME": tmp_path, "KERAS_LPIPS_OFFLINE": "1"})
+    if result.returncode == 0:
+        pytest.skip("weights reachable in this environment")
+    line = one_error_line(result)
+    assert "backbone_weights=" not in line
+    assert "--backbone-weights PATH" in line, line
