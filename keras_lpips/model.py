@@ -98,7 +98,8 @@ class LPIPS(keras.Model):
         self.layers_kept = _check_choices(self.spec, self.version, distance, layers, input_range, precision)
         _check_arguments(dropout, seed, backbone_weights=backbone_weights, lin_weights=lin_weights)
         self.input_range = tuple(float(v) for v in input_range)
-        self.backbone_weights, self.lin_weights = backbone_weights, lin_weights
+        sources = (os.fspath(w) if isinstance(w, os.PathLike) else w for w in (backbone_weights, lin_weights))
+        self.backbone_weights, self.lin_weights = sources  # paths as strings, for get_config
         self.seed, self.dropout, self.precision = seed, float(dropout), precision
 
         caffe = backbone_weights == "keras-imagenet"  # Keras Applications' VGG16 wants Caffe input

@@ -242,3 +242,18 @@ def test_twoafc_and_channel_means_agree_with_the_pair_distance(alex, rng):
     diffs = alex.squared_differences([f[:n] for f in features], [f[n:] for f in features])
     means = np.concatenate([np.asarray(d).mean(axis=(1, 2)) for d in diffs], axis=-1)
     np.testing.assert_allclose(np.asarray(alex.distances_from_channel_means(means)), np.asarray(d0), rtol=1e-5)
+
+
+def test_weight_paths_are_recorded_as_strings_and_save(tmp_path, rng):
+    import pathlib
+
+    from keras_lpips.weights.loading import shipped_lin_path
+
+    source = tmp_path / "lin.npz"
+    source.write_bytes(pathlib.Path(str(shipped_lin_path("v0.1", "alex"))).read_bytes())
+    metric = LPIPS(net="alex", backbone_weights=None, lin_weights=source, seed=0)
+    assert metric.get_config()["lin_weights"] == str(source)
+    metric.save(tmp_path / "m.keras")
+    x0, x1 = random_images(rng), random_images(rng)
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(loaded([x0, x1])), np.asarray(metric([x0, x1])))
