@@ -82,7 +82,8 @@ def main():
             error.show()
         else:
             where = f" (see {context.command_path} --help)" if context is not None else ""
-            message = " ".join(error.format_message().split())  # one line: Click lists choices on several
+            # one line (Click lists the choices of a missing option on several), without Typer's "Value error, "
+            message = " ".join(error.format_message().split()).replace(": Value error, ", ": ")
             typer.echo(f"error: {message}{where}", err=True)
         sys.exit(error.exit_code)
     except KerasLPIPSError as error:

@@ -111,7 +111,7 @@ def test_every_command_teaches_by_example_and_shares_one_vocabulary():
     for name in commands:
         result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"}, terminal_width=200)
         assert result.exit_code == 0 and f"keras-lpips {name} " in result.output, (name, result.output)
-    shared = ["--net", "--version", "--distance", "--layers", "--lin-weights", "--backbone-weights", "--model"]
+    shared = ["--net", "--lpips-version", "--distance", "--layers", "--lin-weights", "--backbone-weights", "--model"]
     helps = {}
     for name in ("score", "pairs", "matrix", "export", "eval"):
         options = {opt: param for param in commands[name].params for opt in param.opts}
@@ -223,7 +223,7 @@ def test_score_reproduces_the_reference_on_the_example_triplet(net, version):
     needs_imagenet_weights(net)
     official = json.loads((ROOT / "tests" / "fixtures" / "reference_official.json").read_text())[net][f"v{version}"]
     triplet = [EXAMPLES / f"{name}.png" for name in ("ref", "p0", "p1")]
-    result = run_cli("score", *triplet, "--net", net, "--version", version, "--lin-weights", f"v{version}", "--json")
+    result = run_cli("score", *triplet, "--net", net, "--lpips-version", version, "--lin-weights", f"v{version}", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     got = [pair["distance"] for pair in report["pairs"]]
@@ -336,10 +336,10 @@ def test_metric_options_are_declared_once_and_packed_into_one_metric_spec():
 
 @pytest.mark.real_weights
 def test_preset_scores_as_its_net_options():
-    """--preset alex-v0.0 is --net alex --version 0.0 (and the official weights)."""
+    """--preset alex-v0.0 is --net alex --lpips-version 0.0 (and the official weights)."""
     needs_imagenet_weights("alex")
     triplet = [EXAMPLES / f"{name}.png" for name in ("ref", "p0", "p1")]
     by_preset = run_cli("score", *triplet, "--preset", "alex-v0.0", "--json")
-    by_options = run_cli("score", *triplet, "--net", "alex", "--version", "0.0", "--lin-weights", "v0.0", "--json")
+    by_options = run_cli("score", *triplet, "--net", "alex", "--lpips-version", "0.0", "--lin-weights", "v0.0", "--json")
     assert by_preset.returncode == 0 and by_options.returncode == 0, by_preset.stderr + by_options.stderr
     assert json.loads(by_preset.stdout) == json.loads(by_options.stdout)

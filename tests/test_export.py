@@ -325,9 +325,9 @@ def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--format", "torchscript"], "--format must be one of savedmodel, tflite, onnx"),
+        (["--format", "torchscript"], "Invalid value for '--format': 'torchscript' is not one of 'savedmodel', 'tflite', 'onnx'"),
         (["--format", "savedmodel", "--quantize", "fp16"], "--quantize applies to --format tflite only"),
-        (["--format", "tflite", "--quantize", "int4"], "--quantize must be one of none, fp16, dynamic"),
+        (["--format", "tflite", "--quantize", "int4"], "Invalid value for '--quantize': 'int4' is not one of 'none', 'fp16', 'dynamic'"),
     ],
 )
 def test_cli_rejects_bad_choices_before_building_the_metric(tmp_path, args, message):
