@@ -34,17 +34,25 @@ def score(
 ):
     import numpy as np
 
-    from keras_lpips import LPIPS
     from keras_lpips.files import check_output
-    from keras_lpips.memory import check_fits_in_memory
+    from keras_lpips.litert_metric import MAX_PIXELS, litert_metric
 
     paths = [ref, a] + ([b] if b is not None else [])
     if map_png is not None:  # before any work: never one of the images, nor an existing file unless --overwrite
         check_output(map_png, [*paths, *metric.input_paths()], overwrite)
     images = options.read_same_size(paths, resize, frame)
-    lpips = options.resolve(metric)
-    if isinstance(lpips, LPIPS):  # an exported SavedModel has no backbone to estimate from
-        check_fits_in_memory(lpips, *images[0].shape[:2], batch=len(images) - 1)
+    # An official configuration runs on LiteRT from a cached conversion: no TensorFlow to import.
+    # Large inputs take the Keras path, which checks that they fit in memory.
+    lpips = None
+    if sum(image.shape[0] * image.shape[1] for image in images) <= MAX_PIXELS:
+        lpips = litert_metric(metric, report=lambda line: typer.echo(line, err=True))
+    if lpips is None:
+        from keras_lpips import LPIPS
+        from keras_lpips.memory import check_fits_in_memory
+
+        lpips = options.resolve(metric)
+        if isinstance(lpips, LPIPS):  # an exported SavedModel has no backbone to estimate from
+            check_fits_in_memory(lpips, *images[0].shape[:2], batch=len(images) - 1)
     refs = np.stack([images[0]] * (len(images) - 1))
     others = np.stack(images[1:])
     distances = [float(d) for d in np.asarray(lpips([refs, others]))]

@@ -30,8 +30,9 @@ def isolated_keras_home(tmp_path_factory, monkeypatch, request):
         monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
         monkeypatch.setenv("KERAS_LPIPS_OFFLINE", "1")
-    else:
-        monkeypatch.setattr(sources, "IMAGENET_FEATURES_SHA256", dict(REAL_PINS))
+    else:  # in place: modules hold the dict itself, and a session fixture may have pinned fakes in it
+        for net, digest in REAL_PINS.items():
+            monkeypatch.setitem(sources.IMAGENET_FEATURES_SHA256, net, digest)
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ import pytest
 
 from keras_lpips import LPIPS, WeightsUnavailableError
 from keras_lpips.images import read_image
+from keras_lpips.weights import sources
 from keras_lpips.weights.pretrained import imagenet_state_dict
+from tests.conftest import REAL_PINS
 
 ROOT = pathlib.Path(__file__).parent.parent
 OFFICIAL = json.loads((ROOT / "tests" / "fixtures" / "reference_official.json").read_text())
@@ -26,7 +28,10 @@ pytestmark = pytest.mark.real_weights
 @pytest.fixture(scope="module", params=["alex", "vgg"])
 def net(request):
     try:
-        imagenet_state_dict(request.param)
+        with pytest.MonkeyPatch.context() as patch:  # the real pins, whatever a session fixture pinned
+            for name, digest in REAL_PINS.items():
+                patch.setitem(sources.IMAGENET_FEATURES_SHA256, name, digest)
+            imagenet_state_dict(request.param)
     except WeightsUnavailableError as error:
         if os.environ.get("CI"):
             raise

