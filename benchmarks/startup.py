@@ -50,7 +50,7 @@ def side_by_side(rounds, reference_python):
     runs = {
         "`keras-lpips score` (LiteRT, warm cache)": ([COMMAND, "score", *triplet], {}),
         "`keras-lpips score` (Keras, KERAS_LPIPS_NO_LITERT=1)": ([COMMAND, "score", *triplet], {"KERAS_LPIPS_NO_LITERT": "1"}),
-        "reference-style torch script": ([reference_python, "benchmarks/startup_reference.py", *triplet], {}),
+        "reference lpips 0.1.4 script": ([reference_python, "benchmarks/startup_reference.py", *triplet], {}),
     }
     subprocess.run(runs["`keras-lpips score` (LiteRT, warm cache)"][0], capture_output=True, cwd=ROOT, check=True)  # converts once
     times = {name: [] for name in runs}
@@ -59,7 +59,7 @@ def side_by_side(rounds, reference_python):
             start = time.perf_counter()
             subprocess.run(command, capture_output=True, cwd=ROOT, check=True, env={**os.environ, **env})
             times[name].append(time.perf_counter() - start)
-    reference = statistics.median(times["reference-style torch script"])
+    reference = statistics.median(times["reference lpips 0.1.4 script"])
     print(f"\n| score of the example triplet | median of {rounds} (s) | / reference |\n|---|---|---|")
     for name, seconds in times.items():
         print(f"| {name} | {statistics.median(seconds):.2f} | {statistics.median(seconds) / reference:.2f} |")
