@@ -13,6 +13,8 @@ import importlib.machinery
 import os
 import sys
 
+from keras_lpips.quiet import muted_stderr
+
 
 class _QuietLoader(importlib.abc.Loader):
     """Runs the real loader of `tensorflow` with file descriptor 2 pointed at /dev/null."""
@@ -24,7 +26,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
-        with _muted_stderr():
+        with muted_stderr():
             self.loader.exec_module(module)
             module.config.list_physical_devices()  # where the CUDA probing writes its lines
 
@@ -38,19 +40,6 @@ class _TensorFlowFinder(importlib.abc.MetaPathFinder):
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
         return spec
-
-
-class _muted_stderr:
-    def __enter__(self):
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-
-    def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
 
 
 def install():

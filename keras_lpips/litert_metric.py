@@ -18,12 +18,12 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 from keras_lpips.errors import InputError
+from keras_lpips.quiet import muted_stderr
 
 # Net names and aliases, as keras_lpips.backbones.ALIASES has them (which imports Keras;
 # tests/test_litert_score.py checks they agree).
@@ -180,7 +180,7 @@ class LiteRTMetric:
 
     def _run(self, runner, inputs):
         img0, img1 = self._checked(inputs)
-        with _muted_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+        with muted_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
             return runner(img0=img0, img1=img1)
 
     def _checked(self, inputs):
@@ -212,18 +212,3 @@ class LiteRTMetric:
                     f"pass input_range matching your images, e.g. (0, 1) or (0, 255)"
                 )
         return pair
-
-
-class _muted_stderr:
-    """File descriptor 2 pointed at /dev/null for the block (the C++ runtime logs there)."""
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-
-    def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
