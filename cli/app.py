@@ -31,7 +31,7 @@ def _program(
         bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the program's version and exit.")
     ] = False,
 ):
-    pass
+    """The program-wide options: only --version, handled by its callback."""
 
 
 app.command(help=score.HELP)(score.score)

@@ -8,6 +8,7 @@ real command works. Both return a `subprocess.CompletedProcess` (returncode, std
 """
 
 import contextlib
+import errno
 import io
 import os
 import pathlib
@@ -282,3 +283,26 @@ def pin_features(monkeypatch, net, state):
     digest = content_sha256({key: np.ascontiguousarray(state[key], np.float32) for key in keys})
     monkeypatch.setitem(sources.IMAGENET_FEATURES_SHA256, spec.name, digest)
     return digest
+
+
+class FailingWrites:
+    """An open file whose writes fail with OSError `code` (a full disk: ENOSPC, EDQUOT, EFBIG)
+    after writing part of the data, so that a temporary exists when the error comes. Stands in
+    for `open` in a module under test: `monkeypatch.setattr(module, "open", FailingWrites.opener(code), raising=False)`."""
+
+    def __init__(self, f, code):
+        self.f, self.code = f, code
+
+    @classmethod
+    def opener(cls, code=errno.ENOSPC):
+        return lambda *args, **kwargs: cls(open(*args, **kwargs), code)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise OSError(self.code, os.strerror(self.code))

@@ -33,7 +33,7 @@ from PIL import Image
 
 from keras_lpips import files
 from keras_lpips.errors import DiskFullError, InsufficientMemoryError
-from tests.helpers import COMMAND, RANDOM, one_error_line, pin_features, run_cli, run_installed
+from tests.helpers import COMMAND, RANDOM, FailingWrites, one_error_line, pin_features, run_cli, run_installed
 
 SMALL_EXPORT = ("--net", "alex", *RANDOM)
 SMALL_FIT = ("--backbone-weights", "random", "--layers", "2", "--load-size", "32", "--epochs", "1",
@@ -108,21 +108,7 @@ def make_images(folder, n=3, size=32):
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG], ids=["ENOSPC", "EDQUOT", "EFBIG"])
 def test_a_full_disk_is_one_error_naming_the_path_and_the_space(tmp_path, monkeypatch, code):
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def write(self, data):
-            self.f.write(data[:10])
-            raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(files, "open", lambda *a, **k: Full(open(*a, **k)), raising=False)
+    monkeypatch.setattr(files, "open", FailingWrites.opener(code), raising=False)
     target = tmp_path / "out.bin"
     with pytest.raises(DiskFullError) as caught:
         files.atomic_write(target, b"x" * 5000)

