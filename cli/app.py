@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from keras_lpips.cli import data, embedding, export, folders, quiet_import, score, study, train, weights
+from keras_lpips.cli import beam, data, embedding, export, folders, quiet_import, score, study, train, weights
 
 app = typer.Typer(
     help="LPIPS perceptual distances with TensorFlow/Keras, identical to the reference lpips.",
@@ -46,6 +46,7 @@ app.command("eval", help=train.EVAL_HELP)(train.eval_)
 app.command(help=study.HELP)(study.study)
 app.add_typer(data.app, name="data")
 app.add_typer(weights.app, name="weights")
+app.add_typer(beam.app, name="beam")
 
 
 # The library's messages name its Python arguments (`backbone_weights=PATH`); the program's

@@ -94,7 +94,9 @@ def serving_functions(metric):
 
     @tf.function(input_signature=[image, image, image])
     def rank(ref, p0, p1):
-        d0, d1 = metric.twoafc(scaled(ref), scaled(p0), scaled(p1), training=False)
+        ref, p0 = metric.checked_pair([scaled(ref), scaled(p0)])
+        _, p1 = metric.checked_pair([ref, scaled(p1)])
+        d0, d1 = metric.twoafc(ref, p0, p1, training=False)
         return {"d0": d0, "d1": d1, "p1_preferred": tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))}
 
     @tf.function(input_signature=[image, image])
@@ -103,7 +105,8 @@ def serving_functions(metric):
 
     @tf.function(input_signature=[image])
     def embed(images):
-        return {"embedding": metric.embedding(metric.features(scaled(images), training=False))}
+        images, _ = metric.checked_pair([scaled(images), scaled(images)])
+        return {"embedding": metric.embedding(metric.features(images, training=False))}
 
     encoded = tf.TensorSpec([None], tf.string)
 

@@ -33,6 +33,7 @@ opening it: reading a FIFO would block. Every problem raises one `InputError` na
 """
 
 import dataclasses
+import io
 import os
 import pathlib
 import stat
@@ -96,11 +97,28 @@ def read_image(path, frame=None):
     `frame` (0 is the first) picks one frame of a multi-frame file (animated GIF/PNG/WebP,
     multi-page TIFF), which is refused without it; files of one frame ignore it."""
     path = pathlib.Path(path)
+    _check_frame(frame)
+    _check_regular_file(path)
+    return _decode(path, path, frame)
+
+
+def decode_image(data, name, frame=None):
+    """`read_image` of an image file's bytes, read from anywhere (a Beam file system, a
+    request); `name` stands for the file in error messages."""
+    _check_frame(frame)
+    return _decode(io.BytesIO(data), name, frame)
+
+
+def _check_frame(frame):
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0):
         raise InputError(f"frame must be a non-negative integer or None. Received: frame={frame!r}")
-    _check_regular_file(path)
+
+
+def _decode(source, path, frame):
+    """The image in `source` (a path or a binary file object) as `read_image` returns it;
+    `path` names it in errors."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             _seek_frame(image, path, frame)
             image.load()
             white = _white(image, path)

@@ -214,7 +214,7 @@ class LPIPS(keras.Model):
         any two images of one size (D = `embedding_size(H, W)`). Needs non-negative linear
         weights (`check_euclidean`). Eager; `embedding` is the part a graph traces."""
         self.check_euclidean()
-        (images, _) = self._checked([images, images])
+        (images, _) = self.checked_pair([images, images])
         return self.embedding(self.features(images, training=False))
 
     def embedding(self, features):
@@ -249,7 +249,7 @@ class LPIPS(keras.Model):
 
     def layer_maps(self, inputs, training=None):
         """Per-layer distance maps, a list of (N, h_l, w_l, 1) tensors."""
-        return self._maps(*self._checked(inputs), training=training)
+        return self._maps(*self.checked_pair(inputs), training=training)
 
     def per_layer(self, inputs, training=None):
         """Each layer's contribution to the distance, shape (N, layers)."""
@@ -259,7 +259,7 @@ class LPIPS(keras.Model):
         """Distance maps at the input resolution, shape (N, H, W): each layer's map upsampled
         bilinearly (half-pixel centres), summed over layers. Their spatial mean is close to,
         not equal to, the distance."""
-        pair = self._checked(inputs)
+        pair = self.checked_pair(inputs)
         height, width = ops.shape(pair[0])[1], ops.shape(pair[0])[2]
         maps = [bilinear_resize(m[..., 0], height, width) for m in self._maps(*pair)]
         return sum(maps[1:], maps[0])
@@ -268,12 +268,16 @@ class LPIPS(keras.Model):
 
     def __call__(self, inputs, *args, **kwargs):
         # Checked here, outside Keras' call wrapper, so that errors read as one plain line.
-        pair = self._checked(inputs)
+        pair = self.checked_pair(inputs)
         if not args and self._compiled_call_applies(pair, kwargs):
             return self._compiled_distance()(*pair)
         return super().__call__(pair, *args, **kwargs)
 
-    def _checked(self, inputs):
+    def checked_pair(self, inputs):
+        """The pair [img0, img1] as float32 tensors, checked (`keras_lpips.inputs`: type, shape,
+        size, values; in a TensorFlow graph behind assertions). Every entry point that runs the
+        network on images from outside checks them first: on images smaller than
+        `min_input_size` a CPU convolution kernel can kill the process (SIGFPE) instead of raising."""
         return check_image_pair(inputs, self.input_range, self.min_input_size)
 
     def _compiled_call_applies(self, pair, kwargs):

@@ -126,6 +126,35 @@ def test_savedmodel_has_serving_layout_and_dynamic_float_signatures(exported):
             assert tf.TensorShape(tensor.tensor_shape).as_list() == [None, None, None, 3]
 
 
+# Each signature on a batch of 1x1 images (too small for any net); a crashing kernel kills
+# the child, not the test run.
+TOO_SMALL_CHILD = """
+import sys, numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+small = np.full((1, 1, 1, 3), 0.5, np.float32)
+png = tf.io.encode_png(tf.cast(small[0] * 255, tf.uint8))[None]
+calls = {
+    "serving_default": dict(img0=small, img1=small), "spatial": dict(img0=small, img1=small),
+    "rank": dict(ref=small, p0=small, p1=small), "embed": dict(images=small),
+    "serving_bytes": dict(img0=png, img1=png), "rank_bytes": dict(ref=png, p0=png, p1=png),
+}
+for name, inputs in calls.items():
+    try:
+        loaded.signatures[name](**inputs)
+        print(name, "ran")
+    except tf.errors.InvalidArgumentError as error:
+        print(name, "too small" if "are too small for this network" in error.message else error.message)
+"""
+
+
+def test_every_savedmodel_signature_refuses_images_too_small_instead_of_crashing(exported):
+    _, directory, _ = exported
+    child = subprocess.run([sys.executable, "-c", TOO_SMALL_CHILD, str(directory)], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    verdicts = dict(line.split(" ", 1) for line in child.stdout.strip().splitlines() if " " in line)
+    assert verdicts == {name: "too small" for name in [*SIGNATURES, *BYTES_SIGNATURES]}, child.stdout
+
+
 def test_savedmodel_signatures_match_keras(exported):
     _, directory, cases = exported
     loaded = tf.saved_model.load(str(directory))

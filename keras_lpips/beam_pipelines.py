@@ -1,0 +1,344 @@
+"""Apache Beam pipelines that run an exported SavedModel over image sets larger than one machine.
+
+Both run the SavedModel `export_savedmodel` writes (`keras-lpips export --format savedmodel`)
+through Beam's `RunInference`: each worker loads it once (`SavedModelHandler`) and calls one
+signature on batches of images of one size. The same pipeline runs in-process on DirectRunner
+(the default) and on Dataflow, Flink or Spark, chosen by Beam's own pipeline options:
+
+- `embed_images`: each image of a folder (or of a file pattern such as gs://bucket/*.png)
+  through the `embed` signature, to TFRecord shards of `tf.train.Example`s
+  {"name", "embedding", "height", "width"} (`read_embedding_records` reads them back);
+- `score_pairs`: each row (img0, img1) of a CSV through `serving_default`, to CSV shards of
+  img0,img1,distance (the distance written exactly: 9 significant digits of its float32).
+
+Images are read through Beam's file systems (local paths, gs://, s3://, ...) and decoded as
+`keras-lpips score` reads files (`keras_lpips.images.decode_image`). An image that cannot be
+read, is smaller than the network takes, or is paired with one of another size does not stop
+the job: it goes to the `-errors` text shards beside the output, one line "name<TAB>reason",
+and is counted in the returned `PipelineCounts`.
+
+    keras-lpips export --format savedmodel --out models/lpips
+    keras-lpips beam embed photos/ models/lpips --out out/photos
+    keras-lpips beam pairs pairs.csv models/lpips --out out/pairs -- --runner DataflowRunner ...
+
+Needs the `beam` extra (`pip install 'keras-lpips[beam]'`, apache-beam).
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import pathlib
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from keras_lpips.embedding_files import image_names
+from keras_lpips.errors import DataError, InputError, KerasLPIPSError
+from keras_lpips.export import METADATA, SIGNATURES, savedmodel_directory
+from keras_lpips.images import decode_image
+
+FAILED = "failed"
+NAMESPACE = "keras_lpips"  # of the Beam counters "written" and "failed"
+PAIR_COLUMNS = ("img0", "img1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineCounts:
+    """What a finished pipeline did: `written` results, `failed` inputs (listed in `errors`,
+    a file pattern) and the `output` file pattern."""
+
+    written: int
+    failed: int
+    output: str
+    errors: str
+
+
+class SavedModelHandler(ModelHandler):
+    """RunInference's model handler for a keras-lpips SavedModel: calls one of its float
+    signatures (`keras_lpips.export.SIGNATURES`) on examples that are tuples of [0, 1] images,
+    one per signature input; the examples of one image size in a batch go in one call."""
+
+    def __init__(self, directory, signature, max_batch_size=32):
+        super().__init__(max_batch_size=max_batch_size)
+        self._directory = str(directory)
+        self._signature = signature
+
+    def load_model(self):
+        import tensorflow as tf
+
+        return tf.saved_model.load(self._directory)
+
+    def run_inference(self, batch, model, inference_args=None):
+        function = model.signatures[self._signature]
+        inputs, outputs = SIGNATURES[self._signature]
+        results = [None] * len(batch)
+        by_size = {}
+        for i, example in enumerate(batch):
+            by_size.setdefault(example[0].shape, []).append(i)
+        for indices in by_size.values():
+            images = {name: np.stack([batch[i][k] for i in indices]) for k, name in enumerate(inputs)}
+            values = {name: value.numpy() for name, value in function(**images).items() if name in outputs}
+            for row, i in enumerate(indices):
+                results[i] = PredictionResult(batch[i], {name: value[row] for name, value in values.items()})
+        return results
+
+    def get_metrics_namespace(self):
+        return NAMESPACE
+
+
+class ReadImages(beam.DoFn):
+    """(key, paths) -> (key, images): each path read through Beam's file systems and decoded to
+    float32 RGB in [0, 1]; images of one key must share one size of at least `min_size`. A key
+    whose images cannot be used goes to the `FAILED` output as "key<TAB>reason"."""
+
+    def __init__(self, min_size):
+        self._min_size = min_size
+        self._failed = beam.metrics.Metrics.counter(NAMESPACE, "failed")
+
+    def process(self, element):
+        key, paths = element
+        try:
+            images = tuple(_read(path) for path in paths)
+            sizes = sorted({image.shape[:2] for image in images})
+            if len(sizes) > 1:
+                raise InputError(f"images of different sizes {sizes}")
+            if min(sizes[0]) < self._min_size:
+                raise InputError(f"smaller than {self._min_size}x{self._min_size}, the smallest the network takes")
+        except KerasLPIPSError as error:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(FAILED, f"{_key_text(key)}\t{error}")
+            return
+        yield key, images
+
+
+def _key_text(key):
+    """A key as the errors shards write it: an image's name, or a pair's two names as a CSV row."""
+    return _csv_line(key) if isinstance(key, tuple) else key
+
+
+def _read(path):
+    try:
+        with FileSystems.open(path) as f:
+            data = f.read()
+    except Exception as error:  # Beam's file systems raise their own IOError-like types
+        raise DataError(f"Cannot read {path}: {error}") from None
+    return decode_image(data, path)
+
+
+def _count_written(element):
+    beam.metrics.Metrics.counter(NAMESPACE, "written").inc()
+    return element
+
+
+def _embedding_example(keyed):
+    import tensorflow as tf
+
+    name, result = keyed
+    vector = np.asarray(result.inference["embedding"], np.float32)
+    height, width = result.example[0].shape[:2]
+    feature = {
+        "name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
+        "embedding": tf.train.Feature(float_list=tf.train.FloatList(value=vector)),
+        "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
+        "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _pair_row(keyed):
+    (img0, img1), result = keyed
+    return _csv_line([img0, img1, f"{np.float32(result.inference['distance']):.9g}"])
+
+
+def _csv_line(values):
+    text = io.StringIO()
+    csv.writer(text, lineterminator="").writerow(values)
+    return text.getvalue()
+
+
+def _joined(base, name):
+    return name if "://" in name or pathlib.PurePath(name).is_absolute() else FileSystems.join(base, name)
+
+
+class SplitPairs(beam.DoFn):
+    """CSV lines -> (key, paths): the key the row's two names as written, the paths relative to
+    `base` unless absolute or URLs. Blank lines are skipped; a line without two names goes to
+    the `FAILED` output."""
+
+    def __init__(self, base):
+        self._base = base
+        self._failed = beam.metrics.Metrics.counter(NAMESPACE, "failed")
+
+    def process(self, line):
+        if not line.strip():
+            return
+        row = next(csv.reader([line]), [])
+        if len(row) < 2 or not row[0] or not row[1]:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(FAILED, f"{line}\tnot a row of two image names ({', '.join(PAIR_COLUMNS)})")
+            return
+        yield (row[0], row[1]), (_joined(self._base, row[0]), _joined(self._base, row[1]))
+
+
+# --- pipelines -------------------------------------------------------------------------------
+
+
+def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, on_start=None):
+    """Embeds every image of `source` with the SavedModel `saved_model` (its `embed` signature)
+    and writes TFRecord shards `out`-SSSSS-of-NNNNN.tfrecord; returns `PipelineCounts`.
+
+    `source` is a local folder (its images as `keras-lpips embed` finds them, named by their
+    paths relative to it) or a file pattern Beam matches (gs://bucket/images/*.png, named by
+    their full paths). `pipeline_args`: Beam pipeline options, e.g. ["--runner", "DataflowRunner",
+    ...]. `on_start()`, if given, is called once the arguments are checked, as the pipeline starts."""
+    directory, min_size = _savedmodel(saved_model)
+    source = str(source)
+    pattern = "://" in source or any(c in source for c in "*?[")
+    names = _matching(source) if pattern else image_names(source)
+    if not names:
+        raise InputError(f"No images {'match' if pattern else 'under'} {source}")
+    with _pipeline(pipeline_args, on_start) as pipeline:
+        if pattern:
+            matched = pipeline | "Match" >> fileio.MatchFiles(source)
+            paths = matched | "Paths" >> beam.Map(lambda metadata: (metadata.path, (metadata.path,)))
+        else:
+            paths = pipeline | "Names" >> beam.Create([(name, (FileSystems.join(source, name),)) for name in names])
+        results = _infer(paths, directory, "embed", min_size, batch_size, out)
+        (
+            results
+            | "Examples" >> beam.Map(_embedding_example)
+            | "Write" >> beam.io.WriteToTFRecord(str(out), file_name_suffix=".tfrecord")
+        )
+    return _finished(pipeline, f"{out}-*-of-*.tfrecord", out)
+
+
+def score_pairs(pairs_csv, saved_model, out, pipeline_args=(), batch_size=32, on_start=None):
+    """Scores every row of `pairs_csv` (a header, then rows img0,img1: image paths relative to
+    the CSV's folder, absolute, or URLs) with the SavedModel's `serving_default` signature and
+    writes CSV shards `out`-SSSSS-of-NNNNN.csv of img0,img1,distance; returns `PipelineCounts`.
+    `pipeline_args` and `on_start` as `embed_images`'s."""
+    directory, min_size = _savedmodel(saved_model)
+    pairs_csv = str(pairs_csv)
+    header = _csv_header(pairs_csv)
+    if [column.strip() for column in header[:2]] != list(PAIR_COLUMNS):
+        raise InputError(f"{pairs_csv} must start with the header {','.join(PAIR_COLUMNS)}. Received: {','.join(header)}")
+    base = pairs_csv.rsplit("/", 1)[0] if "/" in pairs_csv else "."
+    with _pipeline(pipeline_args, on_start) as pipeline:
+        rows = (
+            pipeline
+            | "Read" >> beam.io.ReadFromText(pairs_csv, skip_header_lines=1)
+            | "Split" >> beam.ParDo(SplitPairs(base)).with_outputs(FAILED, main="pairs")
+        )
+        results = _infer(rows.pairs, directory, "serving_default", min_size, batch_size, out, rows[FAILED])
+        header_line = _csv_line([*PAIR_COLUMNS, "distance"])
+        results | "Rows" >> beam.Map(_pair_row) | "Write" >> beam.io.WriteToText(str(out), ".csv", header=header_line)
+    return _finished(pipeline, f"{out}-*-of-*.csv", out)
+
+
+def _infer(keyed_paths, directory, signature, min_size, batch_size, out, earlier_failures=None):
+    """Reads the images of (key, paths), runs `signature` on them, writes the failures to
+    `out`-errors shards; returns the (key, PredictionResult) collection, counted."""
+    read = keyed_paths | "ReadImages" >> beam.ParDo(ReadImages(min_size)).with_outputs(FAILED, main="images")
+    handler = KeyedModelHandler(SavedModelHandler(directory, signature, batch_size))
+    inferred = read.images | "RunInference" >> RunInference(handler).with_exception_handling()
+    failed_batches = inferred[1].failed_inferences | "InferenceErrors" >> beam.FlatMap(_failed_batch)
+    failures = [read[FAILED], failed_batches] + ([earlier_failures] if earlier_failures is not None else [])
+    (
+        failures
+        | "Failures" >> beam.Flatten()
+        | "WriteErrors" >> beam.io.WriteToText(f"{out}-errors", ".txt", shard_name_template="-SSSSS-of-NNNNN")
+    )
+    return inferred[0] | "Count" >> beam.Map(_count_written)
+
+
+def _failed_batch(failure):
+    """Lines "key<TAB>reason" for each example of a batch RunInference could not run."""
+    batch, error = failure
+    beam.metrics.Metrics.counter(NAMESPACE, "failed").inc(len(batch))
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return [f"{_key_text(key)}\t{reason}" for key, _ in batch]
+
+
+def _matching(pattern):
+    """The paths `pattern` matches now, as the workers will see them (an empty list for none)."""
+    try:
+        return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
+    except Exception as error:  # noqa: BLE001 - Beam's file systems raise BeamIOError and others
+        raise InputError(f"Cannot list {pattern}: {error}") from None
+
+
+def _savedmodel(path):
+    """(the SavedModel directory, the smallest image side it takes) of a keras-lpips export:
+    a local base or version directory (checked here: a usage error before any worker starts),
+    or a URL taken as the version directory."""
+    if "://" in str(path):
+        directory = str(path)
+    else:
+        directory = savedmodel_directory(path)
+        if directory is None:
+            raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
+        directory = str(directory)
+    try:
+        with FileSystems.open(FileSystems.join(directory, *METADATA.parts)) as f:
+            info = json.loads(f.read())
+    except Exception:  # noqa: BLE001 - Beam's file systems raise many types for a missing file
+        raise InputError(f"{directory} is not a keras-lpips SavedModel export: it lacks {METADATA}") from None
+    return directory, int(info.get("min_input_size", 1))
+
+
+def _csv_header(path):
+    try:
+        with FileSystems.open(path) as f:
+            first = f.readline().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a CSV (UTF-8 text)") from None
+    except Exception as error:  # noqa: BLE001 - as in `_savedmodel`
+        raise InputError(f"Cannot read the pairs CSV {path}: {error}") from None
+    return next(csv.reader([first]), [])
+
+
+def _pipeline(pipeline_args, on_start):
+    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
+    if on_start:
+        on_start()
+    return pipeline
+
+
+def _finished(pipeline, output, out):
+    """`PipelineCounts` of a pipeline that has run (`with` has waited for it); the errors
+    shards are deleted when nothing failed."""
+    counters = {}
+    for counter in pipeline.result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
+    counts = PipelineCounts(counters.get("written", 0), counters.get("failed", 0), output, f"{out}-errors-*-of-*.txt")
+    if not counts.failed:  # the errors shards are empty
+        FileSystems.delete([metadata.path for match in FileSystems.match([counts.errors]) for metadata in match.metadata_list])
+    return counts
+
+
+def read_embedding_records(pattern):
+    """The TFRecord shards `embed_images` wrote (a file pattern, e.g. "out/photos-*.tfrecord")
+    as `{(height, width): (names, vectors)}`: per image size (embeddings of different sizes are
+    not comparable), the names sorted and their (N, D) float32 vectors."""
+    import tensorflow as tf
+
+    files = tf.io.gfile.glob(str(pattern))
+    if not files:
+        raise InputError(f"No files match {pattern}")
+    spec = {
+        "name": tf.io.FixedLenFeature([], tf.string),
+        "embedding": tf.io.VarLenFeature(tf.float32),
+        "height": tf.io.FixedLenFeature([], tf.int64),
+        "width": tf.io.FixedLenFeature([], tf.int64),
+    }
+    by_size = {}
+    for serialized in tf.data.TFRecordDataset(files):
+        example = tf.io.parse_single_example(serialized, spec)
+        size = (int(example["height"]), int(example["width"]))
+        by_size.setdefault(size, {})[example["name"].numpy().decode()] = tf.sparse.to_dense(example["embedding"]).numpy()
+    return {size: (sorted(rows), np.stack([rows[name] for name in sorted(rows)])) for size, rows in by_size.items()}

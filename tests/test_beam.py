@@ -1,0 +1,216 @@
+"""The Apache Beam pipelines (keras_lpips.beam_pipelines, `keras-lpips beam`) on DirectRunner.
+
+apache-beam pins Pillow < 13 and protobuf < 7, so these run in their own environment (the
+`beam` extra; .ci/run makes it: docs/development.md); where Beam is not installed, only the
+one-line refusal of `keras-lpips beam` is tested."""
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import run_cli as run_cli_process
+
+try:
+    import apache_beam  # noqa: F401
+
+    HAVE_BEAM = True
+except ImportError:
+    HAVE_BEAM = False
+
+
+def run_cli(*args):
+    """(exit code, stdout, stderr) of `keras-lpips ARGS` (tests.helpers.run_cli)."""
+    result = run_cli_process(*args)
+    return result.returncode, result.stdout, result.stderr
+
+
+needs_beam = pytest.mark.skipif(not HAVE_BEAM, reason="apache-beam is not installed (the beam extra: its own venv in .ci/run)")
+
+
+@pytest.mark.skipif(HAVE_BEAM, reason="tests the refusal where apache-beam is missing")
+def test_beam_commands_without_apache_beam_say_how_to_install_it(tmp_path):
+    code, out, err = run_cli("beam", "embed", tmp_path, tmp_path, "--out", tmp_path / "e")
+    assert code == 2
+    assert err.strip().splitlines() == ["error: The Beam pipelines need Apache Beam: pip install 'keras-lpips[beam]'"]
+
+
+def test_beam_commands_exist_in_help():
+    code, out, _ = run_cli("beam", "--help")
+    assert code == 0 and "embed" in out and "pairs" in out
+
+
+# --- with apache-beam ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(metric, SavedModel base folder): an AlexNet LPIPS with a seeded random backbone and the
+    shipped v0.1 linear weights, on [0, 1] images."""
+    from keras_lpips.export import export_savedmodel
+    from keras_lpips.model import LPIPS
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=3, input_range=(0, 1))
+    folder = tmp_path_factory.mktemp("beam_model") / "lpips"
+    export_savedmodel(metric, folder)
+    return metric, folder
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of five 64x64 PNGs, one 48x40 in a subfolder, a 1x1 near-duplicate pair, an 8x8 too
+    small for AlexNet, a file that is no image and a hidden file (skipped)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    base = rng.integers(0, 250, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(base).save(folder / "near_a.png")
+    Image.fromarray(base + np.eye(64, dtype=np.uint8)[..., None]).save(folder / "near_b.png")
+    Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / "sub" / "odd.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "tiny.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / ".hidden.png").write_bytes(b"skipped")
+    return folder
+
+
+def _image(path):
+    from keras_lpips.images import read_image
+
+    return read_image(path)[None]
+
+
+def _errors(pattern):
+    import glob
+    import pathlib
+
+    lines = [line for path in glob.glob(str(pattern)) for line in pathlib.Path(path).read_text().splitlines()]
+    return dict(line.split("\t", 1) for line in lines)
+
+
+@needs_beam
+def test_embed_pipeline_gives_the_metrics_embeddings_and_lists_what_failed(exported, photos, tmp_path):
+    from keras_lpips.beam_pipelines import embed_images, read_embedding_records
+
+    metric, model = exported
+    counts = embed_images(photos, model, tmp_path / "out", ["--direct_num_workers", "1"], batch_size=3)
+    assert (counts.written, counts.failed) == (8, 2)
+    by_size = read_embedding_records(counts.output)
+    assert set(by_size) == {(64, 64), (48, 40)}
+    names, vectors = by_size[(64, 64)]
+    assert names == ["0.png", "1.png", "2.png", "3.png", "4.png", "near_a.png", "near_b.png"]
+    for name, vector in zip(names, vectors):
+        np.testing.assert_allclose(vector, np.asarray(metric.embed(_image(photos / name)))[0], rtol=0, atol=1e-6)
+    # Squared distances of the records are the metric's distances (near-duplicates included).
+    for a, b in [(0, 1), (5, 6), (2, 4)]:
+        direct = float(metric([_image(photos / names[a]), _image(photos / names[b])])[0])
+        assert abs(float(np.sum((vectors[a].astype(np.float64) - vectors[b]) ** 2)) - direct) <= 1e-5
+    odd_names, odd = by_size[(48, 40)]
+    assert odd_names == ["sub/odd.png"] and odd.shape == (1, metric.embedding_size(48, 40))
+    errors = _errors(counts.errors)
+    assert set(errors) == {"broken.png", "tiny.png"}
+    assert "Not an image" in errors["broken.png"] and "smaller than" in errors["tiny.png"]
+
+
+@needs_beam
+def test_embed_pipeline_takes_a_file_pattern_and_leaves_no_errors_file_when_nothing_failed(exported, photos, tmp_path):
+    import glob
+
+    from keras_lpips.beam_pipelines import embed_images, read_embedding_records
+
+    metric, model = exported
+    counts = embed_images(f"{photos}/[0-2].png", model / "1", tmp_path / "out")
+    assert (counts.written, counts.failed) == (3, 0)
+    names, vectors = read_embedding_records(counts.output)[(64, 64)]
+    assert names == [str(photos / f"{i}.png") for i in range(3)]
+    np.testing.assert_allclose(vectors[2], np.asarray(metric.embed(_image(photos / "2.png")))[0], rtol=0, atol=1e-6)
+    assert glob.glob(counts.errors) == []
+
+
+@needs_beam
+def test_pairs_pipeline_scores_each_row_like_the_metric(exported, photos, tmp_path):
+    import csv
+    import glob
+
+    from keras_lpips.beam_pipelines import score_pairs
+
+    metric, model = exported
+    rows = [("0.png", "1.png"), ("near_a.png", "near_b.png"), ("near_a.png", "near_a.png"), (str(photos / "3.png"), "4.png")]
+    bad = [("0.png", "sub/odd.png"), ("0.png", "missing.png"), ("tiny.png", "tiny.png")]
+    table = photos / "pairs.csv"
+    table.write_text("img0,img1\n" + "".join(f"{a},{b}\n" for a, b in rows + bad) + "lonely\n\n")
+    counts = score_pairs(table, model, tmp_path / "out")
+    assert (counts.written, counts.failed) == (4, 4)
+    (shard,) = glob.glob(counts.output)
+    with open(shard) as f:
+        written = list(csv.reader(f))
+    assert written[0] == ["img0", "img1", "distance"]
+    scored = {(a, b): float(d) for a, b, d in written[1:]}
+    assert set(scored) == set(rows)
+    for a, b in rows:
+        direct = float(metric([_image(photos / a), _image(photos / b)])[0])
+        assert abs(scored[(a, b)] - direct) <= 1e-5
+    assert scored[("near_a.png", "near_a.png")] == 0.0
+    errors = _errors(counts.errors)
+    assert "different sizes" in errors["0.png,sub/odd.png"]
+    assert "missing.png" in errors["0.png,missing.png"]
+    assert "smaller than" in errors["tiny.png,tiny.png"]
+    assert "not a row of two image names" in errors["lonely"]
+
+
+@needs_beam
+def test_a_batch_the_savedmodel_cannot_run_goes_to_the_errors_not_the_job(exported, photos, tmp_path, monkeypatch):
+    from keras_lpips import beam_pipelines
+
+    _, model = exported
+    directory, _ = beam_pipelines._savedmodel(model)
+    monkeypatch.setattr(beam_pipelines, "_savedmodel", lambda path: (directory, 1))  # no size check before the model
+    counts = beam_pipelines.embed_images(photos, model, tmp_path / "out", batch_size=1)
+    assert (counts.written, counts.failed) == (8, 2)
+    errors = _errors(counts.errors)
+    assert set(errors) == {"broken.png", "tiny.png"}
+    assert "are too small for this network" in errors["tiny.png"]  # the SavedModel's own check
+
+
+@needs_beam
+def test_beam_cli_runs_end_to_end_and_refuses_in_one_line(exported, photos, tmp_path):
+    _, model = exported
+    out = tmp_path / "results"
+    out.mkdir()
+    code, stdout, err = run_cli("beam", "embed", photos, model, "--out", out / "e", "--", "--direct_num_workers", "1")
+    assert code == 1
+    assert "8 images embedded" in stdout
+    assert err.strip().splitlines()[-1].startswith("error: 2 images could not be used; the reasons are in ")
+    assert "Traceback" not in err
+    code, _, err = run_cli("beam", "embed", photos, model, "--out", out / "e")
+    assert code == 2 and "pass --overwrite" in err
+    table = photos / "pairs.csv"
+    table.write_text("img0,img1\n0.png,1.png\n")
+    headless = photos / "headless.csv"
+    headless.write_text("0.png,1.png\n")
+    code, stdout, err = run_cli("beam", "pairs", table, model, "--out", out / "p")
+    assert code == 0 and "1 pairs scored" in stdout, err
+    refusals = [
+        (("beam", "pairs", photos / "none.csv", model, "--out", out / "q"), "Cannot read the pairs CSV"),
+        (("beam", "pairs", photos / "0.png", model, "--out", out / "q"), "is not a CSV (UTF-8 text)"),
+        (("beam", "pairs", headless, model, "--out", out / "q"), "must start with the header img0,img1"),
+        (("beam", "pairs", table, photos, "--out", out / "q"), "holds no saved_model.pb"),
+        (("beam", "embed", photos, model, "--out", tmp_path / "nowhere" / "e"), "Output folder does not exist"),
+        (("beam", "embed", photos / "sub" / "odd.png", model, "--out", out / "q"), "Not a folder"),
+        (("beam", "embed", f"{photos}/*.jpg", model, "--out", out / "q"), "No images match"),
+        (("beam", "embed", photos, model, "--out", out / "q", "--", "--batch-size", "2"), "goes before --"),
+    ]
+    for args, message in refusals:
+        code, _, err = run_cli(*args)
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and message in err, (args, err)
+
+
+@needs_beam
+def test_beam_import_keeps_the_library_importable_without_tensorflow_first():
+    # The pipelines module imports TensorFlow lazily (workers load it with the SavedModel).
+    import keras_lpips.beam_pipelines  # noqa: F401
+
+    assert "keras_lpips.beam_pipelines" in sys.modules
