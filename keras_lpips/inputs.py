@@ -45,11 +45,7 @@ def check_image_pair(inputs, input_range, min_size):
     for shape in shapes:
         if len(shape) != 4 or shape[-1] != 3:
             raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received shape {shape}")
-        if any(side is not None and side < min_size for side in shape[1:3]):
-            raise InputError(
-                f"Images of {shape[1]}x{shape[2]} are too small for this network: it needs at least "
-                f"{min_size}x{min_size}. Received shape {shape}"
-            )
+        _check_static_size(shape, min_size)
     if any(a is not None and b is not None and a != b for a, b in zip(*shapes)):
         raise InputError(f"The two images must have the same shape. Received {shapes[0]} and {shapes[1]}")
     if _in_tensorflow_graph(pair):
@@ -59,6 +55,30 @@ def check_image_pair(inputs, input_range, min_size):
         if values is not None:
             check_values(values, input_range, name)
     return pair
+
+
+def checked_size(images, min_size):
+    """`images`, (N, H, W, C), refused when a side is below `min_size`: an `InputError` where
+    the size is known (eagerly, or static while tracing), else, in a TensorFlow graph, behind
+    an assertion with the same message. The network's own guard (`LPIPS.features`): on images
+    too small a CPU convolution kernel can kill the process (SIGFPE) instead of raising."""
+    shape = tuple(images.shape)
+    _check_static_size(shape, min_size)
+    if len(shape) != 4 or None not in shape[1:3] or not _in_tensorflow_graph([images]):
+        return images
+    import tensorflow as tf
+
+    size = tf.shape(images)
+    (images,) = _asserted([images], [(tf.reduce_all(size[1:3] >= min_size), _too_small_message(size, min_size))])
+    return images
+
+
+def _check_static_size(shape, min_size):
+    if len(shape) == 4 and any(side is not None and side < min_size for side in shape[1:3]):
+        raise InputError(
+            f"Images of {shape[1]}x{shape[2]} are too small for this network: it needs at least "
+            f"{min_size}x{min_size}. Received shape {shape}"
+        )
 
 
 def as_image_batch(x, name="images"):
@@ -125,7 +145,6 @@ def _graph_checked(pair, input_range, min_size):
     problem). Passing costs a few scalar ops and three reductions per image; the messages are
     only formatted when a check fails."""
     import tensorflow as tf
-    from tensorflow.python.ops import control_flow_util  # no public way to tell an XLA trace
 
     low, high = (float(v) for v in input_range)
     slack = RANGE_TOLERANCE * (high - low)
@@ -139,9 +158,18 @@ def _graph_checked(pair, input_range, min_size):
         lo, hi, total = tf.reduce_min(x), tf.reduce_max(x), tf.reduce_sum(x)
         ok = tf.math.is_finite(total) & (lo >= low - slack) & (hi <= high + slack)
         checks.append((ok, _values_message(name, x, low, high)))
+    return _asserted(pair, checks)
+
+
+def _asserted(tensors, checks):
+    """`tensors` behind the graph assertion that every `(ok, make_message)` check holds; the
+    message of the first that fails. Under XLA, which drops assertions, NaN where one fails."""
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util  # no public way to tell an XLA trace
+
     passed = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
     if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return [tf.where(passed, x, tf.constant(np.nan, x.dtype)) for x in pair]  # XLA drops assertions
+        return [tf.where(passed, x, tf.constant(np.nan, x.dtype)) for x in tensors]  # XLA drops assertions
 
     def fail():
         message = tf.constant("")
@@ -151,7 +179,7 @@ def _graph_checked(pair, input_range, min_size):
             return tf.constant(False)
 
     with tf.control_dependencies([tf.cond(passed, lambda: tf.constant(True), fail)]):
-        return [tf.identity(x) for x in pair]
+        return [tf.identity(x) for x in tensors]
 
 
 def _text(*parts):

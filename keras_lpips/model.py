@@ -19,7 +19,7 @@ from keras import ops
 from keras_lpips import presets
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError
-from keras_lpips.inputs import check_image_pair
+from keras_lpips.inputs import check_image_pair, checked_size
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
 from keras_lpips.weights.loading import restore_weights
 
@@ -133,8 +133,9 @@ class LPIPS(keras.Model):
 
     def features(self, images, training=None):
         """f_l: unit-normalised backbone features of a batch, one (N, h_l, w_l, C_l) tensor per
-        kept layer. Computed once per image, they serve every comparison it takes part in."""
-        features = self.backbone(self.scaling(images), training=training)
+        kept layer. Computed once per image, they serve every comparison it takes part in.
+        Images smaller than `min_input_size` are refused (`inputs.checked_size`), never run."""
+        features = self.backbone(self.scaling(checked_size(images, self.min_input_size)), training=training)
         if not isinstance(features, (list, tuple)):  # a functional model with one output returns it bare
             features = [features]
         return [self.normalize(f) for f in features]

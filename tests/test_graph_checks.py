@@ -180,3 +180,47 @@ def test_fit_with_the_loss_trains_on_valid_images():
                   jit_compile=False)  # fmt: skip
     history = model.fit(open_dataset().repeat(), steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"]).all() and np.isfinite(history.history["mean_lpips"]).all()
+
+
+# Every public entry point that runs the network, on images too small for it, eagerly and in a
+# graph traced with the size left open: in a child process, since on such images a CPU
+# convolution kernel kills the process (SIGFPE) where nothing refuses them first.
+TOO_SMALL_ENTRY_POINTS = """
+import numpy as np, tensorflow as tf
+from keras_lpips import LPIPS
+from keras_lpips.embedding import embed_images
+from keras_lpips.errors import InputError
+from keras_lpips.pairwise import distance_matrix
+
+metric = LPIPS(net="alex", backbone_weights=None, seed=0, input_range=(0.0, 1.0))
+x = np.full((2, 8, 8, 3), 0.5, np.float32)
+open_size = tf.TensorSpec([None, None, None, 3], tf.float32)
+calls = {
+    "call": lambda: metric([x, x]), "features": lambda: metric.features(x), "twoafc": lambda: metric.twoafc(x, x, x),
+    "embed": lambda: metric.embed(x), "spatial_map": lambda: metric.spatial_map([x, x]),
+    "per_layer": lambda: metric.per_layer([x, x]), "embed_images": lambda: embed_images(metric, x),
+    "distance_matrix": lambda: distance_matrix(metric, x),
+    "graph_features": lambda: tf.function(metric.features, input_signature=[open_size])(x),
+    "graph_twoafc": lambda: tf.function(lambda a, b, c: metric.twoafc(a, b, c), input_signature=[open_size] * 3)(x, x, x),
+    "graph_embedding": lambda: tf.function(lambda a: metric.embedding(metric.features(a)), input_signature=[open_size])(x),
+}
+for name, call in calls.items():
+    try:
+        call()
+        print(name, "ran", flush=True)
+    except InputError as error:
+        print(name, "refused" if "are too small for this network" in str(error) else error, flush=True)
+    except tf.errors.InvalidArgumentError as error:
+        print(name, "refused" if "are too small for this network" in error.message else error.message, flush=True)
+"""
+
+
+def test_no_entry_point_runs_the_network_on_images_too_small_for_it():
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", TOO_SMALL_ENTRY_POINTS], capture_output=True, text=True, timeout=300)
+    verdicts = dict(line.split(" ", 1) for line in child.stdout.splitlines() if " " in line)
+    assert child.returncode == 0, (verdicts, child.stderr[-1500:])
+    assert set(verdicts.values()) == {"refused"}, verdicts
+    assert len(verdicts) == 11
