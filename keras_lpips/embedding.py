@@ -12,11 +12,15 @@ block of rows, where scoring pairs compares features elementwise, pair after pai
 
 In float32 that sum cancels: the squared norms are up to 7 (squeeze, cosine), and a float32
 product was measured off by up to 1e-4 (vgg, cosine, 96x96), more than the distances of
-near-identical images. Each block is therefore multiplied in float64 (on the float32
-vectors), and the few entries that are tiny beside their norms (near-duplicates) are summed
-again as sum((a - b)^2): every entry is within 1e-5 of `metric([x, y])` (measured: 3e-7), and
-identical images are at exactly 0 (tests/test_embedding.py). Blocks hold at most
-`BLOCK_BYTES` of float64 rows, so memory stays bounded for any number of images.
+near-identical images. The vectors are therefore cast to float64 a block of rows at a time,
+with their squared norms, and multiplied in float64; the few entries that are tiny beside their norms
+(near-duplicates) are summed again as sum((a - b)^2): every entry is within 1e-5 of
+`metric([x, y])` (measured: 3e-7), and identical images are at exactly 0
+(tests/test_embedding.py). Blocks hold at most `BLOCK_BYTES` of float64 rows, so memory stays
+bounded for any number of images. Within one set (`all_pairs`, `pair_statistics`) only the
+blocks on and above the diagonal are multiplied, and a block on the diagonal goes
+`DIAGONAL_ROWS` rows at a time against its columns from theirs on, so that little of the
+square below the diagonal is computed either (256 images: 3/4 of the full product).
 """
 
 import dataclasses
@@ -32,6 +36,11 @@ from keras_lpips.inputs import check_values
 # the most rows a block takes (its distances, rows x rows float64, stay within 32 MiB).
 BLOCK_BYTES = 64 * 2**20
 MAX_BLOCK_ROWS = 2048
+# All pairs of one set: the rows of a block on the diagonal go at most this many at a time
+# against the block's columns from theirs on. Smaller products skip more of the square below
+# the diagonal but run slower per multiply-add: 64, 86 and 128 measured alike (256 images,
+# D = 31,872, benchmarks/embedding.md).
+DIAGONAL_ROWS = 128
 # Distances below this fraction of ||a||^2 + ||b||^2 are recomputed as sum((a - b)^2).
 RECOMPUTE_BELOW = 1e-6
 _FUNCTIONS = weakref.WeakKeyDictionary()
@@ -87,31 +96,57 @@ def _rows_per_block(dim):
     return int(min(MAX_BLOCK_ROWS, max(1, BLOCK_BYTES // (8 * dim))))
 
 
-def _block_starts(n, dim):
-    step = _rows_per_block(dim)
-    return [(start, min(start + step, n)) for start in range(0, n, step)]
+def _even_parts(n, most):
+    """(start, stop) of the fewest parts of range(n), of at most `most` and about equal sizes."""
+    parts = -(-n // most)
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _distance_block(a, b, same=False):
-    """||a_i - b_j||^2 (float64) of two blocks of float32 rows (`same`: a is b, the diagonal 0):
+@dataclasses.dataclass(frozen=True)
+class _Rows:
+    """One side of distance blocks: float32 rows, the same in float64 (a tensor, cast once for all
+    the blocks it takes part in), and their squared norms (float64)."""
+
+    values: np.ndarray
+    values64: object
+    norms: np.ndarray
+
+    @classmethod
+    def of(cls, values):
+        import tensorflow as tf
+
+        values = np.asarray(values, np.float32)
+        values64 = tf.cast(values, tf.float64)
+        return cls(values, values64, tf.einsum("ij,ij->i", values64, values64).numpy())
+
+    def part(self, start, stop=None):
+        return _Rows(self.values[start:stop], self.values64[start:stop], self.norms[start:stop])
+
+
+def _distance_block(rows, columns, diagonal=False):
+    """||a_i - b_j||^2 (float64) of two `_Rows` (`diagonal`: b's first rows are a's; their square
+    gets 0 on its diagonal and, below it, the entries above it: exactly symmetric):
     ||a||^2 + ||b||^2 - 2 a b^T in float64, by TensorFlow's kernels (NumPy's OpenBLAS threads
     stall on a busy machine: 5-10x slower on 2 shared cores, measured). The entries below
     `RECOMPUTE_BELOW` of their squared norms (near-duplicates) are summed again as
     sum((a_i - b_j)^2): identical rows give exactly 0."""
     import tensorflow as tf
 
-    a64, b64 = tf.cast(a, tf.float64), tf.cast(b, tf.float64)
-    scale = tf.reduce_sum(tf.square(a64), axis=1)[:, None] + tf.reduce_sum(tf.square(b64), axis=1)[None, :]
-    block = (scale - 2.0 * tf.linalg.matmul(a64, b64, transpose_b=True)).numpy()
-    close = block < RECOMPUTE_BELOW * scale.numpy()
-    if same:
+    scale = rows.norms[:, None] + columns.norms[None, :]
+    block = scale - 2.0 * tf.linalg.matmul(rows.values64, columns.values64, transpose_b=True).numpy()
+    close = block < RECOMPUTE_BELOW * scale
+    if diagonal:
+        close[np.tril_indices(len(block))] = False
+    close_rows, close_columns = np.nonzero(close)
+    step = _rows_per_block(rows.values.shape[1])
+    for start in range(0, len(close_rows), step):
+        i, j = close_rows[start : start + step], close_columns[start : start + step]
+        block[i, j] = np.square(np.asarray(rows.values[i], np.float64) - columns.values[j]).sum(axis=1)
+    if diagonal:
+        below = np.tril_indices(len(block), -1)
+        block[below] = block.T[below]
         np.fill_diagonal(block, 0.0)
-        np.fill_diagonal(close, False)
-    rows, columns = np.nonzero(close)
-    step = _rows_per_block(a.shape[1])
-    for start in range(0, len(rows), step):
-        i, j = rows[start : start + step], columns[start : start + step]
-        block[i, j] = np.square(np.asarray(a[i], np.float64) - b[j]).sum(axis=1)
     return np.maximum(block, 0.0, out=block)
 
 
@@ -123,15 +158,34 @@ def _same_length(a, b):
         )
 
 
-def _blocks(a, b, upper=False):
+def _blocks(a, b):
     """Yields `((row start, stop), (column start, stop), float64 distances)` covering all of
-    a x b, row block by row block, or with `upper` (a is b) the blocks on and above the diagonal."""
+    a x b, row block by row block."""
     _same_length(a, b)
-    row_blocks, column_blocks = _block_starts(len(a), a.shape[1]), _block_starts(len(b), b.shape[1])
-    for i, (r0, r1) in enumerate(row_blocks):
-        rows = np.asarray(a[r0:r1], np.float32)
-        for c0, c1 in column_blocks[i if upper else 0 :]:
-            yield (r0, r1), (c0, c1), _distance_block(rows, np.asarray(b[c0:c1], np.float32), upper and r0 == c0)
+    step = _rows_per_block(a.shape[1])
+    for r0 in range(0, len(a), step):
+        rows = _Rows.of(a[r0 : r0 + step])
+        for c0 in range(0, len(b), step):
+            columns = _Rows.of(b[c0 : c0 + step])
+            yield (r0, r0 + len(rows.values)), (c0, c0 + len(columns.values)), _distance_block(rows, columns)
+
+
+def _upper_blocks(vectors):
+    """Yields `((row start, stop), (column start, stop), float64 distances)` covering every pair
+    i < j of one set, column block by column block (each cast to float64 once): the rows of the
+    earlier blocks against it, then its own rows, in parts of at most `DIAGONAL_ROWS`, each
+    against the block's columns from its own on. Those start on the diagonal (row start =
+    column start; `_distance_block`'s `diagonal`): of a column block's square, p parts compute
+    (1 + 1/p) / 2."""
+    step = _rows_per_block(vectors.shape[1])
+    for c0 in range(0, len(vectors), step):
+        columns = _Rows.of(vectors[c0 : c0 + step])
+        c1 = c0 + len(columns.values)
+        for r0 in range(0, c0, step):
+            yield (r0, r0 + step), (c0, c1), _distance_block(_Rows.of(vectors[r0 : r0 + step]), columns)
+        for start, stop in _even_parts(c1 - c0, DIAGONAL_ROWS):
+            block = _distance_block(columns.part(start, stop), columns.part(start), diagonal=True)
+            yield (c0 + start, c0 + stop), (c0 + start, c1), block
 
 
 def cross_distances(a, b, progress=None):
@@ -152,11 +206,11 @@ def all_pairs(vectors, progress=None):
     vectors = _checked(vectors, "vectors")
     n = len(vectors)
     matrix = np.empty((n, n), np.float32)
-    for (r0, r1), (c0, c1), block in _blocks(vectors, vectors, upper=True):
+    for (r0, r1), (c0, c1), block in _upper_blocks(vectors):
         matrix[r0:r1, c0:c1] = block
         matrix[c0:c1, r0:r1] = block.T
         if progress:
-            progress(block.size if r0 != c0 else (r1 - r0) * (r1 - r0 - 1) // 2)
+            progress(block.size - (r1 - r0) * (r1 - r0 + 1) // 2 if r0 == c0 else block.size)
     return matrix
 
 
@@ -214,9 +268,9 @@ def pair_statistics(vectors):
     (the "diversity" of a set of samples), streamed block by block: no N x N matrix is held."""
     vectors = _checked(vectors, "vectors")
     count, total, squares = 0, 0.0, 0.0
-    for (r0, r1), (c0, c1), block in _blocks(vectors, vectors, upper=True):
+    for (r0, r1), (c0, c1), block in _upper_blocks(vectors):
         if r0 == c0:
-            block = block[np.triu_indices(r1 - r0, k=1)]
+            block = block[np.triu_indices(r1 - r0, k=1, m=c1 - c0)]
         count += block.size
         total += float(block.sum())
         squares += float(np.square(block).sum())

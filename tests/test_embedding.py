@@ -42,6 +42,7 @@ def embedding_matches_the_metric(metric, height, width):
     np.testing.assert_allclose(vectors, np.asarray(metric.embed(images)), rtol=0, atol=1e-6)
     want = direct(metric, images, images)
     np.testing.assert_allclose(cross_distances(vectors, vectors), want, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(all_pairs(vectors), want, rtol=0, atol=ATOL)
     assert want[0, 3] == 0 and want[1, 4] < 1e-5  # the near-duplicates are there
 
 
@@ -77,6 +78,39 @@ def test_blocked_matrices_equal_per_pair_scoring(metric, monkeypatch):
     stats = pair_statistics(vectors)
     upper = want[np.triu_indices(7, k=1)]
     assert stats.count == 21
+    np.testing.assert_allclose([stats.mean, stats.std], [upper.mean(), upper.std()], rtol=0, atol=ATOL)
+
+
+@pytest.fixture(scope="module")
+def set_with_copies(metric):
+    """11 images (odd: no block size below divides it) with exact copies 2 = 3 and 0 = 9 and
+    copies moved by 1e-4, 4 ~ 7 and 1 ~ 10; their embeddings, and the metric's own matrix."""
+    rng = np.random.default_rng(7)
+    images = with_near_duplicates(rng, 11, 40, 44)
+    images[3] = images[2]
+    images[7] = np.clip(images[4] + rng.uniform(-1e-4, 1e-4, images[4].shape).astype(np.float32), 0, 1)
+    return embed_images(metric, images), direct(metric, images, images)
+
+
+@pytest.mark.parametrize("block_rows, diagonal_rows", [(11, 2), (4, 3), (5, 5)])
+def test_diagonal_blocks_in_parts_equal_one_block(set_with_copies, monkeypatch, block_rows, diagonal_rows):
+    """all_pairs and pair_statistics with the blocks on the diagonal split into parts of rows
+    (each against the block's columns from its own on), over one block or several, ragged: the
+    one-block result, the metric's, symmetric, and exact copies at exactly 0."""
+    vectors, want = set_with_copies
+    whole = all_pairs(vectors)
+    monkeypatch.setattr(embedding, "BLOCK_BYTES", block_rows * 8 * vectors.shape[1])
+    monkeypatch.setattr(embedding, "DIAGONAL_ROWS", diagonal_rows)
+    done = []
+    matrix = all_pairs(vectors, progress=done.append)
+    assert sum(done) == 55
+    np.testing.assert_allclose(matrix, whole, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(matrix, want, rtol=0, atol=ATOL)
+    assert (matrix == matrix.T).all() and (np.diag(matrix) == 0).all()
+    assert matrix[2, 3] == 0 and matrix[0, 9] == 0 and 0 < matrix[4, 7] < 1e-5 and 0 < matrix[1, 10] < 1e-5
+    stats = pair_statistics(vectors)
+    upper = want[np.triu_indices(11, k=1)]
+    assert stats.count == 55
     np.testing.assert_allclose([stats.mean, stats.std], [upper.mean(), upper.std()], rtol=0, atol=ATOL)
 
 
