@@ -97,7 +97,8 @@ def serving_functions(metric):
         ref, p0 = metric.checked_pair([scaled(ref), scaled(p0)])
         _, p1 = metric.checked_pair([ref, scaled(p1)])
         d0, d1 = metric.twoafc(ref, p0, p1, training=False)
-        return {"d0": d0, "d1": d1, "p1_preferred": tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))}
+        verdict = tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))
+        return {"d0": d0, "d1": d1, "p1_preferred": tf.where(tf.math.is_nan(d0 + d1), float("nan"), verdict)}
 
     @tf.function(input_signature=[image, image])
     def spatial(img0, img1):

@@ -9,8 +9,8 @@ Each check raises `InputError` with one message, wherever the metric runs:
   `model.fit`): what is only known at run time (a batch or a size left open, the values) as
   graph assertions, checked before the network runs, whose failure is a
   `tf.errors.InvalidArgumentError` carrying the same message ("assertion failed: [MESSAGE]").
-  XLA (`jit_compile=True`, Keras' default for `fit` on a GPU) drops assertions: there a pair
-  that fails them gives NaN distances, never a number. Under JAX's `jit` the shapes are static
+  XLA (`jit_compile=True`, Keras' default for `fit` on a GPU) and a TFLite conversion drop
+  assertions: there a pair that fails them gives NaN distances, never a number. Under JAX's `jit` the shapes are static
   and checked; values are not.
 
 Integer images are accepted and converted to float32 (their values checked against
@@ -163,13 +163,15 @@ def _graph_checked(pair, input_range, min_size):
 
 def _asserted(tensors, checks):
     """`tensors` behind the graph assertion that every `(ok, make_message)` check holds; the
-    message of the first that fails. Under XLA, which drops assertions, NaN where one fails."""
+    message of the first that fails. Where assertions are dropped (XLA; a TFLite conversion),
+    the tensors are NaN when one fails, so that no number comes out."""
     import tensorflow as tf
     from tensorflow.python.ops import control_flow_util  # no public way to tell an XLA trace
 
     passed = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
+    guarded = [tf.where(passed, x, tf.constant(np.nan, x.dtype)) for x in tensors]
     if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return [tf.where(passed, x, tf.constant(np.nan, x.dtype)) for x in tensors]  # XLA drops assertions
+        return guarded
 
     def fail():
         message = tf.constant("")
@@ -179,7 +181,7 @@ def _asserted(tensors, checks):
             return tf.constant(False)
 
     with tf.control_dependencies([tf.cond(passed, lambda: tf.constant(True), fail)]):
-        return [tf.identity(x) for x in tensors]
+        return [tf.identity(x) for x in guarded]
 
 
 def _text(*parts):

@@ -283,6 +283,24 @@ def test_tflite_signatures_match_keras(exported, tmp_path, quantize):
         assert_outputs_close(example_module("tflite_rank").rank(path, **inputs["rank"]), expected["rank"])
 
 
+def test_tflite_gives_nan_where_the_savedmodel_refuses(exported, tmp_path):
+    # TFLite drops assertions: a refused input (too small, outside [0, 1], NaN) turns what it
+    # enters NaN (p1_preferred included) instead of a number that is no distance.
+    metric, _, _ = exported
+    interpreter = tflite_interpreter(export_tflite(metric, tmp_path / "lpips.tflite"))
+    good = np.full((1, 64, 64, 3), 0.5, np.float32)
+    refused = {"too small": np.full((1, 1, 1, 3), 0.5, np.float32), "outside [0, 1]": good + 2.0, "NaN": good * np.nan}
+    for why, bad in refused.items():
+        inputs = {"serving_default": dict(img0=bad, img1=bad), "spatial": dict(img0=bad, img1=bad), "embed": dict(images=bad)}
+        inputs["rank"] = dict(ref=bad, p0=bad, p1=bad) if why == "too small" else dict(ref=good, p0=good, p1=bad)
+        for name, signature_inputs in inputs.items():
+            outputs = interpreter.get_signature_runner(name)(**signature_inputs)
+            if name == "rank" and why != "too small":
+                del outputs["d0"]  # d(ref, p0) of two good images is a distance
+            for output, value in outputs.items():
+                assert np.isnan(value).all(), (why, name, output, value)
+
+
 def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
     import keras_lpips.export as export_module
 
