@@ -67,10 +67,17 @@ def checked_size(images, min_size):
     if len(shape) != 4 or None not in shape[1:3] or not _in_tensorflow_graph([images]):
         return images
     import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util  # as in `_asserted`
 
     size = tf.shape(images)
     (images,) = _asserted([images], [(tf.reduce_all(size[1:3] >= min_size), _too_small_message(size, min_size))])
-    return images
+    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return images  # XLA's shapes are static: checked above, while tracing
+    # Where the assertion is dropped (a TFLite or ONNX conversion) a too-small image, NaN by
+    # now, is padded up to min_size with NaN: some convolution kernels divide by a zero
+    # output size (SIGFPE in onnxruntime). Valid images are padded by nothing.
+    short = tf.maximum(min_size - size[1:3], 0)
+    return tf.pad(images, [[0, 0], [0, short[0]], [0, short[1]], [0, 0]], constant_values=np.nan)
 
 
 def _check_static_size(shape, min_size):
@@ -169,7 +176,7 @@ def _asserted(tensors, checks):
     from tensorflow.python.ops import control_flow_util  # no public way to tell an XLA trace
 
     passed = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
-    guarded = [tf.where(passed, x, tf.constant(np.nan, x.dtype)) for x in tensors]
+    guarded = [x + tf.where(passed, tf.constant(0, x.dtype), tf.constant(np.nan, x.dtype)) for x in tensors]  # x + 0 is x
     if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
         return guarded
 

@@ -57,6 +57,28 @@ def test_onnx_export_matches_keras_at_any_batch_and_size(tmp_path, net):
         export_onnx(metric, path)
 
 
+# onnxruntime on pairs the SavedModel refuses, in a child process: on an image too small for
+# AlexNet its convolution kernel died with SIGFPE before the graph padded such images.
+REFUSED_PAIRS_CHILD = """
+import sys, numpy as np, onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+good = np.full((1, 64, 64, 3), 0.5, np.float32)
+for name, bad in {"8x8": good[:, :8, :8], "1x1": good[:, :1, :1], "outside": good + 2, "nan": good * np.nan}.items():
+    (distance,) = session.run(None, {"img0": bad, "img1": bad})
+    print(name, "nan" if np.isnan(distance).all() else distance, flush=True)
+"""
+
+
+def test_onnx_gives_nan_where_the_savedmodel_refuses(tmp_path):
+    import subprocess
+
+    need_onnx()
+    path = export_onnx(LPIPS(net="alex", backbone_weights=None, seed=0), tmp_path / "alex.onnx")
+    child = subprocess.run([sys.executable, "-c", REFUSED_PAIRS_CHILD, str(path)], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, (child.stdout, child.stderr[-1500:])
+    assert child.stdout.split() == ["8x8", "nan", "1x1", "nan", "outside", "nan", "nan", "nan"]
+
+
 def test_cli_exports_onnx_from_a_keras_file_and_from_a_savedmodel(tmp_path):
     need_onnx()
     metric = LPIPS(net="vgg", layers=1, input_range=(0.0, 1.0), backbone_weights=None, seed=0, lin_weights="v0.1")
