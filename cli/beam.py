@@ -1,6 +1,6 @@
 """`keras-lpips beam embed` and `beam pairs`: an exported SavedModel over large image sets, on Apache Beam."""
 
-from pathlib import Path
+import sys
 from typing import Annotated
 
 import typer
@@ -11,7 +11,8 @@ app = typer.Typer(
     help="Embed a folder or score a CSV of pairs with a SavedModel on Apache Beam (DirectRunner, Dataflow, Flink, Spark).",
     no_args_is_help=True,
 )
-# Arguments after `--` are Beam's pipeline options: --runner DataflowRunner --project ... .
+# What follows `--` is Beam's pipeline options (--runner DataflowRunner --project ...); Click
+# collects it in ctx.args, with anything else it did not know (refused: `_pipeline_args`).
 PIPELINE_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 SavedModel = Annotated[str, typer.Argument(help="The SavedModel from `keras-lpips export --format savedmodel` (base or version folder, or a URL).")]
@@ -36,8 +37,8 @@ def embed(
       keras-lpips beam embed photos/ models/lpips --out out/photos
       keras-lpips beam embed 'gs://b/photos/*.jpg' gs://b/models/lpips/1 --out gs://b/out/photos -- --runner DataflowRunner --project P --region R --temp_location gs://b/tmp
     """
-    _check_out(out, overwrite)
-    counts = _run(beam_pipelines().embed_images, source, saved_model, out, ctx.args, batch_size)
+    pipeline_args = _pipeline_args(ctx)
+    counts = beam_pipelines().embed_images(source, saved_model, out, pipeline_args, batch_size, overwrite, _started(pipeline_args))
     _report(counts, "images embedded", "images")
 
 
@@ -56,8 +57,8 @@ def pairs(
 
       keras-lpips beam pairs pairs.csv models/lpips --out out/distances
     """
-    _check_out(out, overwrite)
-    counts = _run(beam_pipelines().score_pairs, pairs_csv, saved_model, out, ctx.args, batch_size)
+    pipeline_args = _pipeline_args(ctx)
+    counts = beam_pipelines().score_pairs(pairs_csv, saved_model, out, pipeline_args, batch_size, overwrite, _started(pipeline_args))
     _report(counts, "pairs scored", "pairs")
 
 
@@ -74,48 +75,39 @@ def beam_pipelines():
     except ModuleNotFoundError as error:
         if error.name != "apache_beam" and not (error.name or "").startswith("apache_beam."):
             raise
-        raise InputError("The Beam pipelines need Apache Beam: pip install 'keras-lpips[beam]'") from None
+        raise InputError(
+            "The Beam pipelines need Apache Beam: pip install 'keras-lpips[beam]' (in an environment of its own: "
+            "it pins Pillow < 13 and protobuf < 7)"
+        ) from None
     finally:
         logging.disable(logging.NOTSET)
     return module
 
 
-def _check_out(out, overwrite):
-    """A local OUT needs an existing folder, and no earlier output under its prefix unless
-    --overwrite, which deletes it."""
+def _pipeline_args(ctx):
+    """The arguments after `--`; anything else Click did not know (a mistyped option, an extra
+    argument) is a usage error, not an option passed to Beam."""
     from keras_lpips.errors import InputError
 
-    if "://" in out:
-        return
-    prefix = Path(out)
-    if not prefix.parent.is_dir():
-        raise InputError(f"Output folder does not exist: {prefix.parent}")
-    earlier = sorted(prefix.parent.glob(f"{prefix.name}-*-of-*"))
-    if earlier and not overwrite:
-        raise InputError(f"{earlier[0]} exists (output of an earlier run); pass --overwrite to replace it, or choose another --out")
-    for path in earlier:  # shards of another count would be read with the new ones
-        path.unlink()
+    after = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
+    stray = ctx.args[: len(ctx.args) - len(after)] if ctx.args[len(ctx.args) - len(after) :] == after else ctx.args
+    if stray:
+        raise InputError(f"Unknown option or extra argument {stray[0]!r}; Beam's pipeline options go after --")
+    own = [arg for arg in after if arg.split("=", 1)[0] in ("--out", "--batch-size", "--overwrite")]
+    if own:
+        raise InputError(f"{own[0]} goes before --, which starts Beam's pipeline options")
+    return list(after)
 
 
-def _run(pipeline, source, saved_model, out, pipeline_args, batch_size):
-    from keras_lpips.errors import InputError
-
-    unknown = [arg for arg in pipeline_args if arg.startswith("--") and arg.split("=", 1)[0] in ("--out", "--batch-size", "--overwrite")]
-    if unknown:
-        raise InputError(f"{unknown[0]} goes before --, which starts Beam's pipeline options")
-    def started():
-        typer.echo(f"running the Beam pipeline ({_runner(pipeline_args)})", err=True)
-
-    return pipeline(source, saved_model, out, pipeline_args, batch_size, on_start=started)
-
-
-def _runner(pipeline_args):
+def _started(pipeline_args):
+    """The `on_start` callback: says which runner the checked job starts on."""
+    runner = "DirectRunner"
     for i, arg in enumerate(pipeline_args):
         if arg.startswith("--runner="):
-            return arg.split("=", 1)[1]
-        if arg == "--runner" and i + 1 < len(pipeline_args):
-            return pipeline_args[i + 1]
-    return "DirectRunner"
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and i + 1 < len(pipeline_args):
+            runner = pipeline_args[i + 1]
+    return lambda: typer.echo(f"running the Beam pipeline ({runner})", err=True)
 
 
 def _report(counts, done, what):

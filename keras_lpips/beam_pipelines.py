@@ -11,11 +11,14 @@ signature on batches of images of one size. The same pipeline runs in-process on
 - `score_pairs`: each row (img0, img1) of a CSV through `serving_default`, to CSV shards of
   img0,img1,distance (the distance written exactly: 9 significant digits of its float32).
 
-Images are read through Beam's file systems (local paths, gs://, s3://, ...) and decoded as
-`keras-lpips score` reads files (`keras_lpips.images.decode_image`). An image that cannot be
-read, is smaller than the network takes, or is paired with one of another size does not stop
-the job: it goes to the `-errors` text shards beside the output, one line "name<TAB>reason",
-and is counted in the returned `PipelineCounts`.
+Images are read through Beam's file systems (local paths, gs://, s3://, ...: each cloud needs
+Beam's extra for it, e.g. apache-beam[gcp]) and decoded as `keras-lpips score` reads files
+(`keras_lpips.images.decode_image`). An input that cannot be used (an unreadable image, one
+smaller than the network takes, a pair of two sizes, a row without two names, images the
+SavedModel refuses or gives NaN for) does not stop the job: it goes to the `-errors` text
+shards beside the output, one line "name<TAB>reason", and is counted in the returned
+`PipelineCounts`. What can be checked before the job starts is (`InputError`), and a job that
+fails while running raises one `DataError` with its first line.
 
     keras-lpips export --format savedmodel --out models/lpips
     keras-lpips beam embed photos/ models/lpips --out out/photos
@@ -26,9 +29,14 @@ Needs the `beam` extra (`pip install 'keras-lpips[beam]'`, apache-beam).
 
 import csv
 import dataclasses
+import fnmatch
 import io
 import json
+import os
 import pathlib
+import posixpath
+import re
+import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -45,6 +53,7 @@ from keras_lpips.images import decode_image
 FAILED = "failed"
 NAMESPACE = "keras_lpips"  # of the Beam counters "written" and "failed"
 PAIR_COLUMNS = ("img0", "img1")
+SHARD = "-?????-of-?????"  # Beam's default shard names, as a file pattern
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +71,8 @@ class SavedModelHandler(ModelHandler):
     """RunInference's model handler for a keras-lpips SavedModel: calls one of its float
     signatures (`keras_lpips.export.SIGNATURES`) on examples that are tuples of [0, 1] images,
     one per signature input; the examples of one image size in a batch go in one call.
-    Batches hold `max_batch_size` examples (fewer only at the end of a bundle)."""
+    Batches hold `max_batch_size` examples (fewer only at the end of a bundle). Examples the
+    SavedModel refuses, or gives NaN for, get an inference {"error": reason} (`failures`)."""
 
     def __init__(self, directory, signature, max_batch_size=32):
         super().__init__(min_batch_size=max_batch_size, max_batch_size=max_batch_size)
@@ -75,6 +85,8 @@ class SavedModelHandler(ModelHandler):
         return tf.saved_model.load(self._directory)
 
     def run_inference(self, batch, model, inference_args=None):
+        import tensorflow as tf
+
         function = model.signatures[self._signature]
         inputs, outputs = SIGNATURES[self._signature]
         results = [None] * len(batch)
@@ -83,13 +95,27 @@ class SavedModelHandler(ModelHandler):
             by_size.setdefault(example[0].shape, []).append(i)
         for indices in by_size.values():
             images = {name: np.stack([batch[i][k] for i in indices]) for k, name in enumerate(inputs)}
-            values = {name: value.numpy() for name, value in function(**images).items() if name in outputs}
+            try:
+                values = {name: value.numpy() for name, value in function(**images).items() if name in outputs}
+            except tf.errors.InvalidArgumentError as error:  # the signature's input checks
+                for i in indices:
+                    results[i] = PredictionResult(batch[i], {"error": _assertion(error.message)})
+                continue
             for row, i in enumerate(indices):
-                results[i] = PredictionResult(batch[i], {name: value[row] for name, value in values.items()})
+                inference = {name: value[row] for name, value in values.items()}
+                if any(np.isnan(value).any() for value in inference.values()):
+                    inference = {"error": "the SavedModel gave NaN (an export of negative linear weights has no embedding)"}
+                results[i] = PredictionResult(batch[i], inference)
         return results
 
     def get_metrics_namespace(self):
         return NAMESPACE
+
+
+def _assertion(message):
+    """The message of a failed graph assertion ("assertion failed: [MESSAGE]"), else the first line."""
+    found = re.search(r"assertion failed: \[(.*?)\]\s*(\[\[|$)", message, re.S)
+    return found.group(1).strip() if found else message.strip().splitlines()[0]
 
 
 class ReadImages(beam.DoFn):
@@ -117,6 +143,44 @@ class ReadImages(beam.DoFn):
         yield key, images
 
 
+class SplitFailures(beam.DoFn):
+    """(key, PredictionResult) -> the same, or to the `FAILED` output as "key<TAB>reason" where
+    the handler marked it an error; counts both."""
+
+    def __init__(self):
+        self._written = beam.metrics.Metrics.counter(NAMESPACE, "written")
+        self._failed = beam.metrics.Metrics.counter(NAMESPACE, "failed")
+
+    def process(self, element):
+        key, result = element
+        if "error" in result.inference:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(FAILED, f"{_key_text(key)}\t{result.inference['error']}")
+        else:
+            self._written.inc()
+            yield element
+
+
+class SplitPairs(beam.DoFn):
+    """CSV lines -> (key, paths): the key the row's first two fields, the paths those relative
+    to `base` unless absolute or URLs. Blank lines are skipped; a line without two names goes
+    to the `FAILED` output."""
+
+    def __init__(self, base):
+        self._base = base
+        self._failed = beam.metrics.Metrics.counter(NAMESPACE, "failed")
+
+    def process(self, line):
+        if not line.strip():
+            return
+        row = next(csv.reader([line]), [])
+        if len(row) < 2 or not row[0] or not row[1]:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(FAILED, f"{line}\tnot a row of two image names ({', '.join(PAIR_COLUMNS)})")
+            return
+        yield (row[0], row[1]), (_joined(self._base, row[0]), _joined(self._base, row[1]))
+
+
 def _key_text(key):
     """A key as the errors shards write it: an image's name, or a pair's two names as a CSV row."""
     return _csv_line(key) if isinstance(key, tuple) else key
@@ -126,14 +190,9 @@ def _read(path):
     try:
         with FileSystems.open(path) as f:
             data = f.read()
-    except Exception as error:  # Beam's file systems raise their own IOError-like types
+    except Exception as error:  # noqa: BLE001 - Beam's file systems raise their own IOError-like types
         raise DataError(f"Cannot read {path}: {error}") from None
     return decode_image(data, path)
-
-
-def _count_written(element):
-    beam.metrics.Metrics.counter(NAMESPACE, "written").inc()
-    return element
 
 
 def _embedding_example(keyed):
@@ -166,103 +225,177 @@ def _joined(base, name):
     return name if "://" in name or pathlib.PurePath(name).is_absolute() else FileSystems.join(base, name)
 
 
-class SplitPairs(beam.DoFn):
-    """CSV lines -> (key, paths): the key the row's two names as written, the paths relative to
-    `base` unless absolute or URLs. Blank lines are skipped; a line without two names goes to
-    the `FAILED` output."""
-
-    def __init__(self, base):
-        self._base = base
-        self._failed = beam.metrics.Metrics.counter(NAMESPACE, "failed")
-
-    def process(self, line):
-        if not line.strip():
-            return
-        row = next(csv.reader([line]), [])
-        if len(row) < 2 or not row[0] or not row[1]:
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(FAILED, f"{line}\tnot a row of two image names ({', '.join(PAIR_COLUMNS)})")
-            return
-        yield (row[0], row[1]), (_joined(self._base, row[0]), _joined(self._base, row[1]))
+def _failed_batch(failure):
+    """Lines "key<TAB>reason" for each example of a batch RunInference could not run: Beam's
+    dead-letter elements are (batch, (exception type, repr of the exception, traceback lines))."""
+    batch, (kind, text, _) = failure
+    beam.metrics.Metrics.counter(NAMESPACE, "failed").inc(len(batch))
+    reason = (str(text).strip().splitlines() or [""])[0] or getattr(kind, "__name__", "error")
+    return [f"{_key_text(key)}\t{reason}" for key, _ in batch]
 
 
 # --- pipelines -------------------------------------------------------------------------------
 
 
-def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, on_start=None):
+def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, overwrite=False, on_start=None):
     """Embeds every image of `source` with the SavedModel `saved_model` (its `embed` signature)
     and writes TFRecord shards `out`-SSSSS-of-NNNNN.tfrecord; returns `PipelineCounts`.
 
     `source` is a local folder (its images as `keras-lpips embed` finds them, named by their
-    paths relative to it) or a file pattern Beam matches (gs://bucket/images/*.png, named by
-    their full paths). `pipeline_args`: Beam pipeline options, e.g. ["--runner", "DataflowRunner",
-    ...]. `on_start()`, if given, is called once the arguments are checked, as the pipeline starts."""
-    directory, min_size = _savedmodel(saved_model)
+    paths relative to it) or a file pattern Beam matches (gs://bucket/images/*.png, each image
+    named by its path as matched). `pipeline_args`: Beam pipeline options, e.g. ["--runner",
+    "DataflowRunner", ...]. A local `out` whose shards exist is refused unless `overwrite`,
+    which deletes them as the job starts (shards of another count would be read with the new
+    ones). `on_start()`, if given, is called once the arguments are checked, as the job starts."""
+    _check_file_systems(source, saved_model, out)
+    directory, min_size = _savedmodel(saved_model, "embed")
     source = str(source)
-    pattern = "://" in source or any(c in source for c in "*?[")
-    names = _matching(source) if pattern else image_names(source)
+    is_pattern = not os.path.isdir(source) and ("://" in source or any(c in source for c in "*?["))
+    names = _matching(source) if is_pattern else image_names(source)
+    source = source if is_pattern else os.path.abspath(source)  # as workers elsewhere see it
     if not names:
-        raise InputError(f"No images {'match' if pattern else 'under'} {source}")
-    with _pipeline(pipeline_args, on_start) as pipeline:
-        if pattern:
+        raise InputError(f"No images {'match' if is_pattern else 'under'} {source}")
+    out, earlier = _output(out, overwrite, ".tfrecord")
+
+    def build(pipeline):
+        if is_pattern:
             matched = pipeline | "Match" >> fileio.MatchFiles(source)
             paths = matched | "Paths" >> beam.Map(lambda metadata: (metadata.path, (metadata.path,)))
         else:
             paths = pipeline | "Names" >> beam.Create([(name, (FileSystems.join(source, name),)) for name in names])
         results = _infer(paths, directory, "embed", min_size, batch_size, out)
-        (
-            results
-            | "Examples" >> beam.Map(_embedding_example)
-            | "Write" >> beam.io.WriteToTFRecord(str(out), file_name_suffix=".tfrecord")
-        )
-    return _finished(pipeline, f"{out}-*-of-*.tfrecord", out)
+        results | "Examples" >> beam.Map(_embedding_example) | "Write" >> beam.io.WriteToTFRecord(out, file_name_suffix=".tfrecord")
+
+    return _run(build, pipeline_args, out, earlier, on_start, f"{out}{SHARD}.tfrecord")
 
 
-def score_pairs(pairs_csv, saved_model, out, pipeline_args=(), batch_size=32, on_start=None):
+def score_pairs(pairs_csv, saved_model, out, pipeline_args=(), batch_size=32, overwrite=False, on_start=None):
     """Scores every row of `pairs_csv` (a header, then rows img0,img1: image paths relative to
     the CSV's folder, absolute, or URLs) with the SavedModel's `serving_default` signature and
     writes CSV shards `out`-SSSSS-of-NNNNN.csv of img0,img1,distance; returns `PipelineCounts`.
-    `pipeline_args` and `on_start` as `embed_images`'s."""
-    directory, min_size = _savedmodel(saved_model)
-    pairs_csv = str(pairs_csv)
-    header = _csv_header(pairs_csv)
-    if [column.strip() for column in header[:2]] != list(PAIR_COLUMNS):
-        raise InputError(f"{pairs_csv} must start with the header {','.join(PAIR_COLUMNS)}. Received: {','.join(header)}")
-    base = pairs_csv.rsplit("/", 1)[0] if "/" in pairs_csv else "."
-    with _pipeline(pipeline_args, on_start) as pipeline:
-        rows = (
-            pipeline
-            | "Read" >> beam.io.ReadFromText(pairs_csv, skip_header_lines=1)
-            | "Split" >> beam.ParDo(SplitPairs(base)).with_outputs(FAILED, main="pairs")
-        )
+    The other arguments as `embed_images`'s."""
+    _check_file_systems(pairs_csv, saved_model, out)
+    directory, min_size = _savedmodel(saved_model, "serving_default")
+    pairs_csv = str(pairs_csv) if "://" in str(pairs_csv) else os.path.abspath(pairs_csv)
+    _check_pairs_csv(pairs_csv)
+    base = posixpath.dirname(pairs_csv) if "://" in pairs_csv else os.path.dirname(pairs_csv)
+    out, earlier = _output(out, overwrite, ".csv")
+
+    def build(pipeline):
+        lines = pipeline | "Read" >> beam.io.ReadFromText(pairs_csv, skip_header_lines=1)
+        rows = lines | "Split" >> beam.ParDo(SplitPairs(base)).with_outputs(FAILED, main="pairs")
         results = _infer(rows.pairs, directory, "serving_default", min_size, batch_size, out, rows[FAILED])
-        header_line = _csv_line([*PAIR_COLUMNS, "distance"])
-        results | "Rows" >> beam.Map(_pair_row) | "Write" >> beam.io.WriteToText(str(out), ".csv", header=header_line)
-    return _finished(pipeline, f"{out}-*-of-*.csv", out)
+        header = _csv_line([*PAIR_COLUMNS, "distance"])
+        results | "Rows" >> beam.Map(_pair_row) | "Write" >> beam.io.WriteToText(out, ".csv", header=header)
+
+    return _run(build, pipeline_args, out, earlier, on_start, f"{out}{SHARD}.csv")
 
 
 def _infer(keyed_paths, directory, signature, min_size, batch_size, out, earlier_failures=None):
     """Reads the images of (key, paths), runs `signature` on them, writes the failures to
-    `out`-errors shards; returns the (key, PredictionResult) collection, counted."""
+    `out`-errors shards; returns the (key, PredictionResult) collection of the successes."""
     read = keyed_paths | "ReadImages" >> beam.ParDo(ReadImages(min_size)).with_outputs(FAILED, main="images")
     handler = KeyedModelHandler(SavedModelHandler(directory, signature, batch_size))
     inferred = read.images | "RunInference" >> RunInference(handler).with_exception_handling()
-    failed_batches = inferred[1].failed_inferences | "InferenceErrors" >> beam.FlatMap(_failed_batch)
-    failures = [read[FAILED], failed_batches] + ([earlier_failures] if earlier_failures is not None else [])
+    results = inferred[0] | "SplitFailures" >> beam.ParDo(SplitFailures()).with_outputs(FAILED, main="results")
+    failed_batches = inferred[1].failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
+    failures = [read[FAILED], results[FAILED], failed_batches] + ([earlier_failures] if earlier_failures is not None else [])
     (
         failures
         | "Failures" >> beam.Flatten()
         | "WriteErrors" >> beam.io.WriteToText(f"{out}-errors", ".txt", shard_name_template="-SSSSS-of-NNNNN")
     )
-    return inferred[0] | "Count" >> beam.Map(_count_written)
+    return results.results
 
 
-def _failed_batch(failure):
-    """Lines "key<TAB>reason" for each example of a batch RunInference could not run."""
-    batch, error = failure
-    beam.metrics.Metrics.counter(NAMESPACE, "failed").inc(len(batch))
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return [f"{_key_text(key)}\t{reason}" for key, _ in batch]
+def _run(build, pipeline_args, out, earlier, on_start, output):
+    """Builds the pipeline with `build(pipeline)`, deletes the `earlier` shards, runs it and
+    returns its `PipelineCounts` (the errors shards deleted when nothing failed). Bad pipeline
+    options are an `InputError`; a failure while it runs one `DataError`, its temporaries removed."""
+    try:
+        pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
+    except (ValueError, TypeError) as error:  # e.g. an unknown --runner
+        raise InputError(f"Bad Beam pipeline options {' '.join(pipeline_args)}: {_first_line(error)}") from None
+    build(pipeline)
+    for path in earlier:
+        path.unlink(missing_ok=True)
+    if on_start:
+        on_start()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as error:  # noqa: BLE001 - whatever a worker raised, as one line
+        _remove_temporaries(out)
+        raise DataError(f"The Beam pipeline failed: {_first_line(error)}") from None
+    counters = {}
+    for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
+    counts = PipelineCounts(counters.get("written", 0), counters.get("failed", 0), output, f"{out}-errors{SHARD}.txt")
+    if not counts.failed:  # the errors shards are empty
+        FileSystems.delete([metadata.path for match in FileSystems.match([counts.errors]) for metadata in match.metadata_list])
+    return counts
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+
+
+# --- checks before a job starts --------------------------------------------------------------
+
+
+def _check_file_systems(*paths):
+    """Refuses a URL whose file system Beam lacks (e.g. gs:// without apache-beam[gcp])."""
+    for path in map(str, paths):
+        if "://" in path:
+            try:
+                FileSystems.get_filesystem(path)
+            except ValueError as error:
+                raise InputError(_first_line(error)) from None
+
+
+def _output(out, overwrite, suffix):
+    """(`out` as the pipeline writes it, the shards of an earlier run there to delete). A local
+    `out` is made absolute and must name files in an existing folder; its earlier shards (of
+    this prefix exactly, outputs and errors) are refused unless `overwrite`. So is any other
+    file Beam would delete as it writes: its sinks replace whatever matches OUT-*-of-NNNNN.SUFFIX,
+    the shards of OUT-2 too. A URL is used as it is (not looked at: Beam replaces as it does)."""
+    out = str(out)
+    if "://" in out:
+        return out, []
+    if not out or out.endswith(("/", os.sep)) or os.path.isdir(out):
+        raise InputError(f"--out is a prefix for the output files (e.g. out/photos), not a folder. Received: {out!r}")
+    if any(c in os.path.basename(out) for c in "*?["):
+        raise InputError(f"--out must not hold the pattern characters * ? [. Received: {out!r}")
+    prefix = pathlib.Path(os.path.abspath(out))
+    if not prefix.parent.is_dir():
+        raise InputError(f"Output folder does not exist: {prefix.parent}")
+    shard = re.compile(rf"{re.escape(prefix.name)}(-errors)?-\d{{5}}-of-\d{{5}}\.(tfrecord|csv|txt)")
+    replaced = [f"{prefix.name}-*-of-[0-9][0-9][0-9][0-9][0-9]{suffix}", f"{prefix.name}-errors-*-of-[0-9][0-9][0-9][0-9][0-9].txt"]
+    doomed = sorted(path for path in prefix.parent.iterdir() if any(fnmatch.fnmatchcase(path.name, p) for p in replaced))
+    foreign = [path for path in doomed if not shard.fullmatch(path.name)]
+    if foreign:
+        raise InputError(
+            f"Beam would delete {foreign[0]} as it writes --out {out} (its shards OUT-*-of-NNNNN{suffix} match that "
+            "name); choose another --out"
+        )
+    earlier = sorted(path for path in prefix.parent.iterdir() if shard.fullmatch(path.name))
+    if earlier and not overwrite:
+        raise InputError(f"{earlier[0]} exists (output of an earlier run); pass --overwrite to replace it, or choose another --out")
+    return str(prefix), earlier
+
+
+def _remove_temporaries(out):
+    """The folders Beam's file sinks stage their shards in (beam-temp-NAME-...), beside a local `out`."""
+    if "://" in out:
+        return
+    prefix = pathlib.Path(out)
+    for folder in prefix.parent.glob(f"beam-temp-{_glob_escape(prefix.name)}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _glob_escape(text):
+    """`text` with glob's special characters taken literally."""
+    return re.sub(r"([*?[])", r"[\1]", text)
 
 
 def _matching(pattern):
@@ -270,61 +403,75 @@ def _matching(pattern):
     try:
         return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
     except Exception as error:  # noqa: BLE001 - Beam's file systems raise BeamIOError and others
-        raise InputError(f"Cannot list {pattern}: {error}") from None
+        raise InputError(f"Cannot list {pattern}: {_first_line(error)}") from None
 
 
-def _savedmodel(path):
-    """(the SavedModel directory, the smallest image side it takes) of a keras-lpips export:
-    a local base or version directory (checked here: a usage error before any worker starts),
-    or a URL taken as the version directory."""
+def _savedmodel(path, signature):
+    """(the SavedModel directory, the smallest image side it takes) of a keras-lpips export that
+    has `signature`: a local base or version directory, or a URL taken as the version directory."""
     if "://" in str(path):
         directory = str(path)
     else:
         directory = savedmodel_directory(path)
         if directory is None:
             raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
-        directory = str(directory)
+        directory = os.path.abspath(directory)
+    info = _json_object(_read_bytes(FileSystems.join(directory, *METADATA.parts), f"{directory} is not a keras-lpips SavedModel export"))
+    if not isinstance(info, dict):
+        raise InputError(f"{directory} is not a keras-lpips SavedModel export: its {METADATA} is not a JSON object")
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
     try:
-        with FileSystems.open(FileSystems.join(directory, *METADATA.parts)) as f:
-            info = json.loads(f.read())
-    except Exception:  # noqa: BLE001 - Beam's file systems raise many types for a missing file
-        raise InputError(f"{directory} is not a keras-lpips SavedModel export: it lacks {METADATA}") from None
+        saved.ParseFromString(_read_bytes(FileSystems.join(directory, "saved_model.pb"), f"Cannot read the SavedModel in {directory}"))
+    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and others
+        raise DataError(f"Cannot read the SavedModel in {directory}: {_first_line(error)}") from None
+    signatures = {name for graph in saved.meta_graphs for name in graph.signature_def}
+    if signature not in signatures:
+        raise InputError(
+            f"The SavedModel in {directory} has no {signature!r} signature (an export from an older keras-lpips? "
+            f"export it again). It has: {', '.join(sorted(signatures)) or 'none'}"
+        )
     return directory, int(info.get("min_input_size", 1))
 
 
-def _csv_header(path):
+def _read_bytes(path, what):
     try:
         with FileSystems.open(path) as f:
-            first = f.readline().decode("utf-8-sig")
+            return f.read()
+    except Exception as error:  # noqa: BLE001 - Beam's file systems raise many types for a missing file
+        raise InputError(f"{what}: cannot read {path} ({_first_line(error)})") from None
+
+
+def _json_object(data):
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _check_pairs_csv(path):
+    """Refuses a pairs CSV that cannot be read, is not UTF-8 text, lacks the header img0,img1,
+    or has no row after it."""
+    try:
+        with FileSystems.open(path) as f:
+            header = f.readline().decode("utf-8-sig")
+            rest = f.read(1 << 16).decode("utf-8", errors="replace")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not a CSV (UTF-8 text)") from None
-    except Exception as error:  # noqa: BLE001 - as in `_savedmodel`
-        raise InputError(f"Cannot read the pairs CSV {path}: {error}") from None
-    return next(csv.reader([first]), [])
-
-
-def _pipeline(pipeline_args, on_start):
-    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
-    if on_start:
-        on_start()
-    return pipeline
-
-
-def _finished(pipeline, output, out):
-    """`PipelineCounts` of a pipeline that has run (`with` has waited for it); the errors
-    shards are deleted when nothing failed."""
-    counters = {}
-    for counter in pipeline.result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
-    counts = PipelineCounts(counters.get("written", 0), counters.get("failed", 0), output, f"{out}-errors-*-of-*.txt")
-    if not counts.failed:  # the errors shards are empty
-        FileSystems.delete([metadata.path for match in FileSystems.match([counts.errors]) for metadata in match.metadata_list])
-    return counts
+    except Exception as error:  # noqa: BLE001 - as in `_read_bytes`
+        raise InputError(f"Cannot read the pairs CSV {path}: {_first_line(error)}") from None
+    columns = next(csv.reader([header]), [])
+    if [column.strip() for column in columns[:2]] != list(PAIR_COLUMNS):
+        raise InputError(f"{path} must start with the header {','.join(PAIR_COLUMNS)}. Received: {','.join(columns)}")
+    if not rest.strip():
+        raise InputError(f"{path} has no rows after its header")
 
 
 def read_embedding_records(pattern):
-    """The TFRecord shards `embed_images` wrote (a file pattern, e.g. "out/photos-*.tfrecord")
-    as `{(height, width): (names, vectors)}`: per image size (embeddings of different sizes are
+    """The TFRecord shards `embed_images` wrote (a file pattern, e.g.
+    "out/photos-?????-of-?????.tfrecord", its `PipelineCounts.output`) as
+    `{(height, width): (names, vectors)}`: per image size (embeddings of different sizes are
     not comparable), the names sorted and their (N, D) float32 vectors."""
     import tensorflow as tf
 

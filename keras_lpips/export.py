@@ -229,9 +229,11 @@ def _save(metric, path):
     import tensorflow as tf
 
     import keras_lpips
+    from keras_lpips.inputs import traced_for_export
 
-    module, signatures = serving_functions(metric)
-    tf.saved_model.save(module, str(path), signatures=signatures)
+    with traced_for_export():
+        module, signatures = serving_functions(metric)
+        tf.saved_model.save(module, str(path), signatures=signatures)
     info = {
         "keras_lpips": keras_lpips.__version__,
         "net": metric.net,

@@ -44,6 +44,7 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
     import tensorflow as tf
 
     from keras_lpips.export import ExportedMetric, serving_functions
+    from keras_lpips.inputs import traced_for_export
 
     path = check_output(path, (metric.directory,) if isinstance(metric, ExportedMetric) else (), overwrite)
     try:
@@ -60,7 +61,8 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
         distance = functions["serving_default"]
     if progress:
         progress(1)
-    model, _ = tf2onnx.convert.from_function(distance, input_signature=[image, image], opset=opset)
+    with traced_for_export():
+        model, _ = tf2onnx.convert.from_function(distance, input_signature=[image, image], opset=opset)
     atomic_write(path, model.SerializeToString(), as_input_error=True, overwrite=overwrite)  # refuses one that appeared meanwhile
     if progress:
         progress(1)

@@ -18,6 +18,7 @@ Integer images are accepted and converted to float32 (their values checked again
 numbers, strings and objects are refused.
 """
 
+import contextlib
 import os
 
 import keras
@@ -60,8 +61,11 @@ def check_image_pair(inputs, input_range, min_size):
 def checked_size(images, min_size):
     """`images`, (N, H, W, C), refused when a side is below `min_size`: an `InputError` where
     the size is known (eagerly, or static while tracing), else, in a TensorFlow graph, behind
-    an assertion with the same message. The network's own guard (`LPIPS.features`): on images
-    too small a CPU convolution kernel can kill the process (SIGFPE) instead of raising."""
+    an assertion with the same message, and in graphs `traced_for_export` padded with NaN up
+    to `min_size`. The network's own guard (`LPIPS.features`): on images too small a CPU
+    convolution kernel can kill the process (SIGFPE) instead of raising."""
+    if not hasattr(images, "shape"):  # Python lists
+        images = ops.convert_to_tensor(images)
     shape = tuple(images.shape)
     _check_static_size(shape, min_size)
     if len(shape) != 4 or None not in shape[1:3] or not _in_tensorflow_graph([images]):
@@ -71,13 +75,35 @@ def checked_size(images, min_size):
 
     size = tf.shape(images)
     (images,) = _asserted([images], [(tf.reduce_all(size[1:3] >= min_size), _too_small_message(size, min_size))])
-    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return images  # XLA's shapes are static: checked above, while tracing
-    # Where the assertion is dropped (a TFLite or ONNX conversion) a too-small image, NaN by
-    # now, is padded up to min_size with NaN: some convolution kernels divide by a zero
-    # output size (SIGFPE in onnxruntime). Valid images are padded by nothing.
+    if not _padding_too_small or control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return images
     short = tf.maximum(min_size - size[1:3], 0)
-    return tf.pad(images, [[0, 0], [0, short[0]], [0, short[1]], [0, 0]], constant_values=np.nan)
+    n, height, width = size[0], size[1], size[2]
+    # Concatenated NaN blocks rather than tf.pad, whose amounts as tensors leave the channels
+    # unknown to a converter (TFLite then refuses the first convolution).
+    below = tf.fill(tf.stack([n, short[0], width, shape[3]]), tf.constant(np.nan, images.dtype))
+    taller = tf.concat([images, below], axis=1)
+    right = tf.fill(tf.stack([n, height + short[0], short[1], shape[3]]), tf.constant(np.nan, images.dtype))
+    return tf.concat([taller, right], axis=2)
+
+
+@contextlib.contextmanager
+def traced_for_export():
+    """Graphs traced inside (`keras_lpips.export`: the SavedModel, and from it TFLite and ONNX)
+    also pad an image too small for the network, NaN by then, up to its minimum with NaN
+    (`checked_size`): TFLite and ONNX drop assertions, and onnxruntime's convolution dies
+    (SIGFPE) on a zero output size. Elsewhere the assertion stops such images before the
+    network, and the pad (1-3% of a graph call, measured) is left out; XLA compiles each shape
+    on its own and needs none."""
+    global _padding_too_small
+    previous, _padding_too_small = _padding_too_small, True
+    try:
+        yield
+    finally:
+        _padding_too_small = previous
+
+
+_padding_too_small = False
 
 
 def _check_static_size(shape, min_size):

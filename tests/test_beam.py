@@ -4,6 +4,10 @@ apache-beam pins Pillow < 13 and protobuf < 7, so these run in their own environ
 `beam` extra; .ci/run makes it: docs/development.md); where Beam is not installed, only the
 one-line refusal of `keras-lpips beam` is tested."""
 
+import glob
+import pathlib
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -20,9 +24,9 @@ except ImportError:
     HAVE_BEAM = False
 
 
-def run_cli(*args):
+def run_cli(*args, cwd=None):
     """(exit code, stdout, stderr) of `keras-lpips ARGS` (tests.helpers.run_cli)."""
-    result = run_cli_process(*args)
+    result = run_cli_process(*args, cwd=cwd)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -33,7 +37,10 @@ needs_beam = pytest.mark.skipif(not HAVE_BEAM, reason="apache-beam is not instal
 def test_beam_commands_without_apache_beam_say_how_to_install_it(tmp_path):
     code, out, err = run_cli("beam", "embed", tmp_path, tmp_path, "--out", tmp_path / "e")
     assert code == 2
-    assert err.strip().splitlines() == ["error: The Beam pipelines need Apache Beam: pip install 'keras-lpips[beam]'"]
+    assert err.strip().splitlines() == [
+        "error: The Beam pipelines need Apache Beam: pip install 'keras-lpips[beam]' (in an environment of its own: "
+        "it pins Pillow < 13 and protobuf < 7)"
+    ]
 
 
 def test_beam_commands_exist_in_help():
@@ -83,9 +90,6 @@ def _image(path):
 
 
 def _errors(pattern):
-    import glob
-    import pathlib
-
     lines = [line for path in glob.glob(str(pattern)) for line in pathlib.Path(path).read_text().splitlines()]
     return dict(line.split("\t", 1) for line in lines)
 
@@ -116,8 +120,6 @@ def test_embed_pipeline_gives_the_metrics_embeddings_and_lists_what_failed(expor
 
 @needs_beam
 def test_embed_pipeline_takes_a_file_pattern_and_leaves_no_errors_file_when_nothing_failed(exported, photos, tmp_path):
-    import glob
-
     from keras_lpips.beam_pipelines import embed_images, read_embedding_records
 
     metric, model = exported
@@ -132,7 +134,6 @@ def test_embed_pipeline_takes_a_file_pattern_and_leaves_no_errors_file_when_noth
 @needs_beam
 def test_pairs_pipeline_scores_each_row_like_the_metric(exported, photos, tmp_path):
     import csv
-    import glob
 
     from keras_lpips.beam_pipelines import score_pairs
 
@@ -161,17 +162,46 @@ def test_pairs_pipeline_scores_each_row_like_the_metric(exported, photos, tmp_pa
 
 
 @needs_beam
-def test_a_batch_the_savedmodel_cannot_run_goes_to_the_errors_not_the_job(exported, photos, tmp_path, monkeypatch):
+def test_what_the_savedmodel_refuses_goes_to_the_errors_alone(exported, photos, tmp_path, monkeypatch):
     from keras_lpips import beam_pipelines
 
     _, model = exported
-    directory, _ = beam_pipelines._savedmodel(model)
-    monkeypatch.setattr(beam_pipelines, "_savedmodel", lambda path: (directory, 1))  # no size check before the model
-    counts = beam_pipelines.embed_images(photos, model, tmp_path / "out", batch_size=1)
-    assert (counts.written, counts.failed) == (8, 2)
+    checked = beam_pipelines._savedmodel
+    monkeypatch.setattr(beam_pipelines, "_savedmodel", lambda path, signature: (checked(path, signature)[0], 1))  # no size check first
+    counts = beam_pipelines.embed_images(photos, model, tmp_path / "out", batch_size=4)
+    assert (counts.written, counts.failed) == (8, 2)  # tiny.png's batch-mates are written
     errors = _errors(counts.errors)
     assert set(errors) == {"broken.png", "tiny.png"}
-    assert "are too small for this network" in errors["tiny.png"]  # the SavedModel's own check
+    assert errors["tiny.png"].startswith("Images of 8x8 are too small for this network: it needs at least 31x31")
+
+
+@needs_beam
+def test_a_batch_runinference_cannot_run_is_listed_one_line_per_image(exported, photos, tmp_path, monkeypatch):
+    from keras_lpips import beam_pipelines
+
+    def broken(self, batch, model, inference_args=None):
+        raise RuntimeError("out of memory\nsecond line")
+
+    _, model = exported
+    monkeypatch.setattr(beam_pipelines.SavedModelHandler, "run_inference", broken)
+    counts = beam_pipelines.embed_images(photos / "sub", model, tmp_path / "out")
+    assert (counts.written, counts.failed) == (0, 1)
+    (errors_file,) = glob.glob(counts.errors)
+    assert pathlib.Path(errors_file).read_text() == "odd.png\tRuntimeError('out of memory\\nsecond line')\n"
+
+
+@needs_beam
+def test_nan_from_the_savedmodel_is_an_error_not_a_result(photos, tmp_path):
+    from keras_lpips.beam_pipelines import embed_images
+    from keras_lpips.export import export_savedmodel
+    from keras_lpips.model import LPIPS
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=3, input_range=(0, 1))
+    metric.heads[0].kernel.assign(-metric.heads[0].kernel)  # negative weights: no embedding, NaN served
+    model = export_savedmodel(metric, tmp_path / "negative")
+    counts = embed_images(photos / "sub", model, tmp_path / "out")
+    assert (counts.written, counts.failed) == (0, 1)
+    assert "gave NaN" in _errors(counts.errors)["odd.png"]
 
 
 @needs_beam
@@ -190,6 +220,8 @@ def test_beam_cli_runs_end_to_end_and_refuses_in_one_line(exported, photos, tmp_
     table.write_text("img0,img1\n0.png,1.png\n")
     headless = photos / "headless.csv"
     headless.write_text("0.png,1.png\n")
+    header_only = photos / "header_only.csv"
+    header_only.write_text("img0,img1\n\n")
     code, stdout, err = run_cli("beam", "pairs", table, model, "--out", out / "p")
     assert code == 0 and "1 pairs scored" in stdout, err
     refusals = [
@@ -201,6 +233,11 @@ def test_beam_cli_runs_end_to_end_and_refuses_in_one_line(exported, photos, tmp_
         (("beam", "embed", photos / "sub" / "odd.png", model, "--out", out / "q"), "Not a folder"),
         (("beam", "embed", f"{photos}/*.jpg", model, "--out", out / "q"), "No images match"),
         (("beam", "embed", photos, model, "--out", out / "q", "--", "--batch-size", "2"), "goes before --"),
+        (("beam", "embed", photos, model, "--out", out / "q", "--overwirte"), "Unknown option or extra argument '--overwirte'"),
+        (("beam", "embed", photos, model, "extra", "--out", out / "q"), "Unknown option or extra argument 'extra'"),
+        (("beam", "pairs", header_only, model, "--out", out / "q"), "has no rows after its header"),
+        (("beam", "embed", photos, model / "1" / "variables", "--out", out / "q"), "holds no saved_model.pb"),
+        (("beam", "embed", photos, "nosuchfs://bucket/model", "--out", out / "q"), "Unable to get filesystem"),
     ]
     for args, message in refusals:
         code, _, err = run_cli(*args)
@@ -209,8 +246,51 @@ def test_beam_cli_runs_end_to_end_and_refuses_in_one_line(exported, photos, tmp_
 
 
 @needs_beam
-def test_beam_import_keeps_the_library_importable_without_tensorflow_first():
-    # The pipelines module imports TensorFlow lazily (workers load it with the SavedModel).
-    import keras_lpips.beam_pipelines  # noqa: F401
+def test_overwrite_replaces_this_prefix_only_and_only_once_the_arguments_are_checked(exported, photos, tmp_path):
+    _, model = exported
+    out = tmp_path / "results"
+    out.mkdir()
+    sub = photos / "sub"
+    assert run_cli("beam", "embed", sub, model, "--out", out / "e")[0] == 0
+    assert run_cli("beam", "embed", sub, model, "--out", out / "x")[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert before == ["e-00000-of-00001.tfrecord", "x-00000-of-00001.tfrecord"]  # no empty errors shards
+    code, _, err = run_cli("beam", "embed", sub, photos, "--out", out / "e", "--overwrite")  # not a SavedModel
+    assert code == 2 and sorted(p.name for p in out.iterdir()) == before, err
+    code, _, err = run_cli("beam", "embed", sub, model, "--out", out / "e", "--overwrite", "--", "--runner", "NoSuchRunner")
+    assert code == 2 and "Bad Beam pipeline options" in err and sorted(p.name for p in out.iterdir()) == before, err
+    assert run_cli("beam", "embed", sub, model, "--out", out / "e", "--overwrite")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == before
+    # e-2's shards do not match e's pattern, but Beam's sink for e would delete them
+    # (e-*-of-00001.tfrecord matches e-2-00000-of-00001.tfrecord): refused, even with --overwrite.
+    assert run_cli("beam", "embed", sub, model, "--out", out / "e-2")[0] == 0
+    code, _, err = run_cli("beam", "embed", sub, model, "--out", out / "e", "--overwrite")
+    assert code == 2 and "Beam would delete" in err and "e-2-00000-of-00001.tfrecord" in err, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(before + ["e-2-00000-of-00001.tfrecord"])
 
-    assert "keras_lpips.beam_pipelines" in sys.modules
+
+@needs_beam
+def test_prefix_forms_folder_names_and_failures_while_running(exported, photos, tmp_path):
+    _, model = exported
+    odd_folder = tmp_path / "photos [2024]"
+    shutil.copytree(photos / "sub", odd_folder)
+    work = tmp_path / "work"
+    work.mkdir()
+    code, stdout, err = run_cli("beam", "embed", odd_folder, model, "--out", "res", cwd=work)
+    assert code == 0 and "1 images embedded" in stdout, err
+    assert [p.name for p in work.iterdir()] == ["res-00000-of-00001.tfrecord"]  # a bare prefix, no empty errors shard
+    for bad_out, message in [("sub/", "not a folder"), ("", "not a folder"), ("r[1]", "pattern characters")]:
+        code, _, err = run_cli("beam", "embed", odd_folder, model, "--out", bad_out, cwd=work)
+        assert code == 2 and message in err, (bad_out, err)
+    table = tmp_path / "pairs.csv"
+    table.write_bytes(b"img0,img1\n\xff\xfe,x.png\n")  # a row that is not UTF-8: the job itself fails
+    code, _, err = run_cli("beam", "pairs", table, model, "--out", work / "p")
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: The Beam pipeline failed: "), err
+    assert "Traceback" not in err and not list(work.glob("beam-temp-*"))
+
+
+@needs_beam
+def test_the_pipelines_module_imports_neither_tensorflow_nor_keras():
+    code = "import sys, keras_lpips.beam_pipelines; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0 and child.stdout.strip() == "[]", child.stderr[-1000:]
