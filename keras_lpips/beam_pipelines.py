@@ -17,8 +17,8 @@ Beam's extra for it, e.g. apache-beam[gcp]) and decoded as `keras-lpips score` r
 smaller than the network takes, a pair of two sizes, a row without two names, images the
 SavedModel refuses or gives NaN for) does not stop the job: it goes to the `-errors` text
 shards beside the output, one line "name<TAB>reason", and is counted in the returned
-`PipelineCounts`. What can be checked before the job starts is (`InputError`), and a job that
-fails while running raises one `DataError` with its first line.
+`PipelineCounts`. What can be checked before the job starts is (`keras_lpips.beam_arguments`:
+`InputError`), and a job that fails while running raises one `DataError` with its first line.
 
     keras-lpips export --format savedmodel --out models/lpips
     keras-lpips beam embed photos/ models/lpips --out out/photos
@@ -29,14 +29,11 @@ Needs the `beam` extra (`pip install 'keras-lpips[beam]'`, apache-beam).
 
 import csv
 import dataclasses
-import fnmatch
 import io
-import json
 import os
 import pathlib
 import posixpath
 import re
-import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -45,14 +42,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from keras_lpips import beam_arguments as arguments
+from keras_lpips.beam_arguments import PAIR_COLUMNS
 from keras_lpips.embedding_files import image_names
 from keras_lpips.errors import DataError, InputError, KerasLPIPSError
-from keras_lpips.export import METADATA, SIGNATURES, savedmodel_directory
+from keras_lpips.export import SIGNATURES
 from keras_lpips.images import decode_image
 
 FAILED = "failed"
 NAMESPACE = "keras_lpips"  # of the Beam counters "written" and "failed"
-PAIR_COLUMNS = ("img0", "img1")
 SHARD = "-?????-of-?????"  # Beam's default shard names, as a file pattern
 
 
@@ -247,15 +245,15 @@ def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, over
     "DataflowRunner", ...]. A local `out` whose shards exist is refused unless `overwrite`,
     which deletes them as the job starts (shards of another count would be read with the new
     ones). `on_start()`, if given, is called once the arguments are checked, as the job starts."""
-    _check_file_systems(source, saved_model, out)
-    directory, min_size = _savedmodel(saved_model, "embed")
+    arguments.check_file_systems(source, saved_model, out)
+    directory, min_size = arguments.savedmodel_for(saved_model, "embed")
     source = str(source)
     is_pattern = not os.path.isdir(source) and ("://" in source or any(c in source for c in "*?["))
-    names = _matching(source) if is_pattern else image_names(source)
+    names = arguments.matching_paths(source) if is_pattern else image_names(source)
     source = source if is_pattern else os.path.abspath(source)  # as workers elsewhere see it
     if not names:
         raise InputError(f"No images {'match' if is_pattern else 'under'} {source}")
-    out, earlier = _output(out, overwrite, ".tfrecord")
+    out, earlier = arguments.output_prefix(out, overwrite, ".tfrecord")
 
     def build(pipeline):
         if is_pattern:
@@ -274,12 +272,12 @@ def score_pairs(pairs_csv, saved_model, out, pipeline_args=(), batch_size=32, ov
     the CSV's folder, absolute, or URLs) with the SavedModel's `serving_default` signature and
     writes CSV shards `out`-SSSSS-of-NNNNN.csv of img0,img1,distance; returns `PipelineCounts`.
     The other arguments as `embed_images`'s."""
-    _check_file_systems(pairs_csv, saved_model, out)
-    directory, min_size = _savedmodel(saved_model, "serving_default")
+    arguments.check_file_systems(pairs_csv, saved_model, out)
+    directory, min_size = arguments.savedmodel_for(saved_model, "serving_default")
     pairs_csv = str(pairs_csv) if "://" in str(pairs_csv) else os.path.abspath(pairs_csv)
-    _check_pairs_csv(pairs_csv)
+    arguments.check_pairs_csv(pairs_csv)
     base = posixpath.dirname(pairs_csv) if "://" in pairs_csv else os.path.dirname(pairs_csv)
-    out, earlier = _output(out, overwrite, ".csv")
+    out, earlier = arguments.output_prefix(out, overwrite, ".csv")
 
     def build(pipeline):
         lines = pipeline | "Read" >> beam.io.ReadFromText(pairs_csv, skip_header_lines=1)
@@ -315,7 +313,7 @@ def _run(build, pipeline_args, out, earlier, on_start, output):
     try:
         pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
     except (ValueError, TypeError) as error:  # e.g. an unknown --runner
-        raise InputError(f"Bad Beam pipeline options {' '.join(pipeline_args)}: {_first_line(error)}") from None
+        raise InputError(f"Bad Beam pipeline options {' '.join(pipeline_args)}: {arguments.first_line(error)}") from None
     build(pipeline)
     for path in earlier:
         path.unlink(missing_ok=True)
@@ -325,8 +323,8 @@ def _run(build, pipeline_args, out, earlier, on_start, output):
         result = pipeline.run()
         result.wait_until_finish()
     except Exception as error:  # noqa: BLE001 - whatever a worker raised, as one line
-        _remove_temporaries(out)
-        raise DataError(f"The Beam pipeline failed: {_first_line(error)}") from None
+        arguments.remove_temporaries(out)
+        raise DataError(f"The Beam pipeline failed: {arguments.first_line(error)}") from None
     counters = {}
     for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
@@ -334,138 +332,6 @@ def _run(build, pipeline_args, out, earlier, on_start, output):
     if not counts.failed:  # the errors shards are empty
         FileSystems.delete([metadata.path for match in FileSystems.match([counts.errors]) for metadata in match.metadata_list])
     return counts
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
-
-
-# --- checks before a job starts --------------------------------------------------------------
-
-
-def _check_file_systems(*paths):
-    """Refuses a URL whose file system Beam lacks (e.g. gs:// without apache-beam[gcp])."""
-    for path in map(str, paths):
-        if "://" in path:
-            try:
-                FileSystems.get_filesystem(path)
-            except ValueError as error:
-                raise InputError(_first_line(error)) from None
-
-
-def _output(out, overwrite, suffix):
-    """(`out` as the pipeline writes it, the shards of an earlier run there to delete). A local
-    `out` is made absolute and must name files in an existing folder; its earlier shards (of
-    this prefix exactly, outputs and errors) are refused unless `overwrite`. So is any other
-    file Beam would delete as it writes: its sinks replace whatever matches OUT-*-of-NNNNN.SUFFIX,
-    the shards of OUT-2 too. A URL is used as it is (not looked at: Beam replaces as it does)."""
-    out = str(out)
-    if "://" in out:
-        return out, []
-    if not out or out.endswith(("/", os.sep)) or os.path.isdir(out):
-        raise InputError(f"--out is a prefix for the output files (e.g. out/photos), not a folder. Received: {out!r}")
-    if any(c in os.path.basename(out) for c in "*?["):
-        raise InputError(f"--out must not hold the pattern characters * ? [. Received: {out!r}")
-    prefix = pathlib.Path(os.path.abspath(out))
-    if not prefix.parent.is_dir():
-        raise InputError(f"Output folder does not exist: {prefix.parent}")
-    shard = re.compile(rf"{re.escape(prefix.name)}(-errors)?-\d{{5}}-of-\d{{5}}\.(tfrecord|csv|txt)")
-    replaced = [f"{prefix.name}-*-of-[0-9][0-9][0-9][0-9][0-9]{suffix}", f"{prefix.name}-errors-*-of-[0-9][0-9][0-9][0-9][0-9].txt"]
-    doomed = sorted(path for path in prefix.parent.iterdir() if any(fnmatch.fnmatchcase(path.name, p) for p in replaced))
-    foreign = [path for path in doomed if not shard.fullmatch(path.name)]
-    if foreign:
-        raise InputError(
-            f"Beam would delete {foreign[0]} as it writes --out {out} (its shards OUT-*-of-NNNNN{suffix} match that "
-            "name); choose another --out"
-        )
-    earlier = sorted(path for path in prefix.parent.iterdir() if shard.fullmatch(path.name))
-    if earlier and not overwrite:
-        raise InputError(f"{earlier[0]} exists (output of an earlier run); pass --overwrite to replace it, or choose another --out")
-    return str(prefix), earlier
-
-
-def _remove_temporaries(out):
-    """The folders Beam's file sinks stage their shards in (beam-temp-NAME-...), beside a local `out`."""
-    if "://" in out:
-        return
-    prefix = pathlib.Path(out)
-    for folder in prefix.parent.glob(f"beam-temp-{_glob_escape(prefix.name)}-*"):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _glob_escape(text):
-    """`text` with glob's special characters taken literally."""
-    return re.sub(r"([*?[])", r"[\1]", text)
-
-
-def _matching(pattern):
-    """The paths `pattern` matches now, as the workers will see them (an empty list for none)."""
-    try:
-        return [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
-    except Exception as error:  # noqa: BLE001 - Beam's file systems raise BeamIOError and others
-        raise InputError(f"Cannot list {pattern}: {_first_line(error)}") from None
-
-
-def _savedmodel(path, signature):
-    """(the SavedModel directory, the smallest image side it takes) of a keras-lpips export that
-    has `signature`: a local base or version directory, or a URL taken as the version directory."""
-    if "://" in str(path):
-        directory = str(path)
-    else:
-        directory = savedmodel_directory(path)
-        if directory is None:
-            raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
-        directory = os.path.abspath(directory)
-    info = _json_object(_read_bytes(FileSystems.join(directory, *METADATA.parts), f"{directory} is not a keras-lpips SavedModel export"))
-    if not isinstance(info, dict):
-        raise InputError(f"{directory} is not a keras-lpips SavedModel export: its {METADATA} is not a JSON object")
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    try:
-        saved.ParseFromString(_read_bytes(FileSystems.join(directory, "saved_model.pb"), f"Cannot read the SavedModel in {directory}"))
-    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and others
-        raise DataError(f"Cannot read the SavedModel in {directory}: {_first_line(error)}") from None
-    signatures = {name for graph in saved.meta_graphs for name in graph.signature_def}
-    if signature not in signatures:
-        raise InputError(
-            f"The SavedModel in {directory} has no {signature!r} signature (an export from an older keras-lpips? "
-            f"export it again). It has: {', '.join(sorted(signatures)) or 'none'}"
-        )
-    return directory, int(info.get("min_input_size", 1))
-
-
-def _read_bytes(path, what):
-    try:
-        with FileSystems.open(path) as f:
-            return f.read()
-    except Exception as error:  # noqa: BLE001 - Beam's file systems raise many types for a missing file
-        raise InputError(f"{what}: cannot read {path} ({_first_line(error)})") from None
-
-
-def _json_object(data):
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
-
-
-def _check_pairs_csv(path):
-    """Refuses a pairs CSV that cannot be read, is not UTF-8 text, lacks the header img0,img1,
-    or has no row after it."""
-    try:
-        with FileSystems.open(path) as f:
-            header = f.readline().decode("utf-8-sig")
-            rest = f.read(1 << 16).decode("utf-8", errors="replace")
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not a CSV (UTF-8 text)") from None
-    except Exception as error:  # noqa: BLE001 - as in `_read_bytes`
-        raise InputError(f"Cannot read the pairs CSV {path}: {_first_line(error)}") from None
-    columns = next(csv.reader([header]), [])
-    if [column.strip() for column in columns[:2]] != list(PAIR_COLUMNS):
-        raise InputError(f"{path} must start with the header {','.join(PAIR_COLUMNS)}. Received: {','.join(columns)}")
-    if not rest.strip():
-        raise InputError(f"{path} has no rows after its header")
 
 
 def read_embedding_records(pattern):

@@ -106,7 +106,8 @@ def serving_functions(metric):
 
     @tf.function(input_signature=[image])
     def embed(images):
-        images, _ = metric.checked_pair([scaled(images), scaled(images)])
+        images = scaled(images)
+        images, _ = metric.checked_pair([images, images])  # one batch, checked as a pair is
         return {"embedding": metric.embedding(metric.features(images, training=False))}
 
     encoded = tf.TensorSpec([None], tf.string)

@@ -163,11 +163,11 @@ def test_pairs_pipeline_scores_each_row_like_the_metric(exported, photos, tmp_pa
 
 @needs_beam
 def test_what_the_savedmodel_refuses_goes_to_the_errors_alone(exported, photos, tmp_path, monkeypatch):
-    from keras_lpips import beam_pipelines
+    from keras_lpips import beam_arguments, beam_pipelines
 
     _, model = exported
-    checked = beam_pipelines._savedmodel
-    monkeypatch.setattr(beam_pipelines, "_savedmodel", lambda path, signature: (checked(path, signature)[0], 1))  # no size check first
+    checked = beam_arguments.savedmodel_for
+    monkeypatch.setattr(beam_arguments, "savedmodel_for", lambda path, signature: (checked(path, signature)[0], 1))  # no size check first
     counts = beam_pipelines.embed_images(photos, model, tmp_path / "out", batch_size=4)
     assert (counts.written, counts.failed) == (8, 2)  # tiny.png's batch-mates are written
     errors = _errors(counts.errors)
