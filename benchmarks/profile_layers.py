@@ -16,7 +16,6 @@ import os
 import pathlib
 import statistics
 import subprocess
-import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent

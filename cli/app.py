@@ -5,7 +5,6 @@ import sys
 from typing import Annotated
 
 import typer
-
 from keras_lpips.cli import beam, data, embedding, export, folders, quiet_import, score, study, train, weights
 
 app = typer.Typer(
@@ -94,7 +93,7 @@ def main():
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as error:  # a full disk no writer reported as a DiskFullError: one line all the same
-        from keras_lpips.files import disk_full_error, disk_full_reason
+        from keras_lpips.disk_space import disk_full_error, disk_full_reason
 
         reason = disk_full_reason(error)
         if reason is None:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from keras_lpips import files
 from keras_lpips.cli import options
+
+from keras_lpips import disk_space, files
 from keras_lpips.resolve import MetricSpec
 
 PAIRS_HELP = """Distance for each file name present in both folders.
@@ -134,7 +134,7 @@ def matrix(
     check_matrix_memory(len(names), len(columns))  # before reading any image: the matrix, then its CSV
     if out is not None:
         files.check_output(out, [*found.values(), *other.values(), *metric.input_paths()], overwrite)
-        files.check_disk_space(out, _csv_bytes(names, columns), f"A {len(names):,} x {len(columns):,} distance matrix as CSV")
+        disk_space.check_disk_space(out, _csv_bytes(names, columns), f"A {len(names):,} x {len(columns):,} distance matrix as CSV")
     images = options.read_same_size([found[n] for n in names] + [other[n] for n in other], resize, frame)
     lpips = options.resolve(metric)
     n = len(names)

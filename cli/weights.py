@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from keras_lpips.cli import options
 
 app = typer.Typer(help="Fetch, list and convert weights.", no_args_is_help=True)
@@ -17,7 +16,7 @@ def fetch(net: options.Net = "alex"):
       keras-lpips weights fetch --net alex
     """
     from keras_lpips.backbones import get_backbone
-    from keras_lpips.files import cache_dir
+    from keras_lpips.weights.cache_folder import cache_dir
     from keras_lpips.weights.pretrained import imagenet_state_dict
 
     net = get_backbone(net).name
@@ -34,8 +33,8 @@ def list_weights(as_json: options.Json = False):
       keras-lpips weights list
       keras-lpips weights list --json
     """
-    from keras_lpips.files import imagenet_cache_path
     from keras_lpips.weights import sources
+    from keras_lpips.weights.cache_folder import imagenet_cache_path
 
     nets = {
         net: {"linear_weights": list(sources.LIN_VERSIONS), "imagenet_backbone_cached": imagenet_cache_path(net).exists()}

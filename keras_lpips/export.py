@@ -44,8 +44,9 @@ import json
 import math
 from pathlib import Path
 
+from keras_lpips.disk_space import check_disk_space
 from keras_lpips.errors import DataError, InputError, OutputError
-from keras_lpips.files import atomic_write, check_disk_space, check_output, exists_message, replace_directory, scratch_directory
+from keras_lpips.files import atomic_write, check_output, exists_message, replace_directory, scratch_directory
 
 # Signature name -> (input names, output names).
 SIGNATURES = {

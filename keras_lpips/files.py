@@ -1,4 +1,4 @@
-"""Files keras-lpips writes, locks and lists, and where its weight cache lives.
+"""Files keras-lpips writes (whole or not at all) and lists.
 
 Every file the project writes appears whole or not at all. `atomic_write` and
 `atomic_path` write under a hidden temporary name in the target's own folder
@@ -11,22 +11,16 @@ same target removes it (`remove_stale_temporaries`: the pid in its name is no
 longer running). Concurrent writers of one target never see each other's
 temporaries: the last rename wins, whole.
 
-A write refused for lack of space (ENOSPC, EDQUOT, EFBIG; from Python or from
-TensorFlow's own file writers) inside any of these becomes one `DiskFullError`
-naming the target, the space needed where known and the space free
-(`shutil.disk_usage`); `check_disk_space` refuses work whose size is known up
-front before it starts.
+A write refused for lack of space inside any of these becomes one `DiskFullError`
+naming the target (`keras_lpips.disk_space`).
 
 Outputs never destroy files: `check_output` is the one rule every command applies to
 what it writes (never one of its inputs, even with --overwrite; an existing file only
 with --overwrite), and `overwrite=False` writes (`atomic_path`, `publish_new`) refuse
 a file that another process created meanwhile instead of replacing it.
 
-`file_lock` keeps two processes (or threads) from filling the same file at
-once (the weight cache, a download's `.part`, a training run's folder).
-`IMAGE_SUFFIXES` are the image files listed from a folder; `cache_dir` and
-`imagenet_cache_path` name the weight cache's files (`$KERAS_HOME/keras_lpips`,
-or Keras' own fallback `/tmp/.keras` where that cannot be written).
+`IMAGE_SUFFIXES` are the image files listed from a folder. Locks: `keras_lpips.file_lock`;
+the weight cache's folder: `keras_lpips.weights.cache_folder`.
 """
 
 import contextlib
@@ -36,166 +30,15 @@ import pathlib
 import re
 import secrets
 import shutil
-import sys
-import tempfile
-import time
 
-from keras_lpips.errors import DiskFullError, InputError, OutputError
+from keras_lpips.disk_space import reporting_disk_full
+from keras_lpips.errors import InputError, OutputError
 
 # Image files the project lists in a folder (read with Pillow: `keras_lpips.images.read_image`).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # The ones TensorFlow's `tf.io.decode_image` reads too: what a BAPPS-layout folder may hold,
 # since training decodes it in a tf.data pipeline (WebP and TIFF would fail there).
 TF_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-_LOCK_POLL_SECONDS = 0.05
-
-
-# --- the weight cache -------------------------------------------------------------------------
-
-
-def keras_home():
-    """`$KERAS_HOME`, or `~/.keras` where it is unset or empty (as Keras reads it)."""
-    return pathlib.Path(os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")))
-
-
-def cache_dir():
-    """The weight cache's folder, created on demand: `$KERAS_HOME/keras_lpips` (default
-    `~/.keras/keras_lpips`). Where that cannot be written (a read-only place), the folder
-    `keras.utils.get_file` falls back to, `/tmp/.keras/keras_lpips`, said once on stderr.
-    `KERAS_HOME` (or its `keras_lpips`) naming something that is not a folder is an `InputError`."""
-    home = keras_home()
-    primary = home / "keras_lpips"
-    for path in (home, primary):
-        if os.path.lexists(path) and not path.is_dir():
-            where = f"KERAS_HOME={path}" if path == home and os.environ.get("KERAS_HOME") else str(path)
-            raise InputError(f"{where} is not a folder; the weight cache goes in a folder $KERAS_HOME/keras_lpips (point KERAS_HOME at a folder)")
-    if _writable_folder(primary):
-        return primary
-    fallback = FALLBACK_HOME / "keras_lpips"
-    if not _writable_folder(fallback):
-        raise OutputError(f"Cannot write the weight cache in {primary} nor in {fallback}: set KERAS_HOME to a writable folder")
-    if primary not in _FALLBACKS_SAID:
-        _FALLBACKS_SAID.add(primary)
-        print(f"note: {primary} is not writable; keras-lpips caches weights in {fallback} instead (as Keras does)", file=sys.stderr)
-    return fallback
-
-
-# Where `keras.utils.get_file` caches when the Keras home cannot be written; so does keras-lpips.
-FALLBACK_HOME = pathlib.Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
-_FALLBACKS_SAID = set()
-
-
-def _writable_folder(path):
-    """Creates the folder `path` if need be; whether this process can write in it."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
-
-
-def imagenet_cache_path(net, for_writing=False):
-    """The cached, converted ImageNet backbone of `net` (a canonical name: "alex", "vgg", "squeeze"),
-    in `cache_dir()`. For reading, where that fell back: the read-only cache's entry when it
-    holds one (a cache filled ahead of time; its content is verified on every read all the same)."""
-    name = f"{net}-imagenet-features.npz"
-    path = cache_dir() / name
-    read_only = keras_home() / "keras_lpips" / name
-    return read_only if not for_writing and not path.exists() and read_only.is_file() else path
-
-
-# --- running out of space ---------------------------------------------------------------------
-
-# errno values of a write refused for lack of space: the file system (ENOSPC), the user's quota
-# (EDQUOT) or the largest file allowed (EFBIG, e.g. `ulimit -f`).
-DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if code)
-# How TensorFlow's C++ file writers report them (their errors carry the system's message).
-_DISK_FULL_MESSAGES = tuple(os.strerror(code) for code in sorted(DISK_FULL_ERRNOS))
-
-
-def disk_full_reason(error):
-    """The system's message ("No space left on device", ...) when `error` is a write refused for
-    lack of space (an OSError, or a TensorFlow error), else None."""
-    if isinstance(error, OSError):
-        return os.strerror(error.errno) if error.errno in DISK_FULL_ERRNOS else None
-    if type(error).__module__.startswith("tensorflow"):
-        return next((text for text in _DISK_FULL_MESSAGES if text in str(error)), None)
-    return None
-
-
-def free_bytes(path):
-    """Bytes free to this user (`shutil.disk_usage`) on the file system that holds `path`, or
-    would hold it (its nearest existing parent); None where that cannot be read, or where the
-    file system has no size (/proc and other pseudo file systems, which hold no files anyway)."""
-    path = pathlib.Path(os.path.abspath(path))
-    for folder in (path, *path.parents):
-        with contextlib.suppress(OSError):
-            if folder.is_dir():
-                usage = shutil.disk_usage(folder)
-                return usage.free if usage.total else None
-    return None
-
-
-def format_bytes(count):
-    """`count` bytes for a message: "512 B", "12.3 kB", "4.5 MB", "1.2 GB", "3.0 TB" (powers of 1000)."""
-    count = int(count)
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} B"
-
-
-def disk_full_error(path, needed=None, reason=None):
-    """The `DiskFullError` for a write of `path` refused for lack of space: "Cannot write PATH:
-    REASON (needs about N; F free on its disk)"."""
-    free = free_bytes(path)
-    space = [f"needs about {format_bytes(needed)}"] if needed else []
-    space.append(f"{format_bytes(free)} free on its disk" if free is not None else "free space unknown")
-    reason = reason or os.strerror(errno.ENOSPC)
-    message = f"Cannot write {path}: {reason} ({'; '.join(space)})"
-    return DiskFullError(message, path=path, needed=needed, free=free, reason=reason)
-
-
-def check_disk_space(path, needed, what):
-    """Raises `DiskFullError` before any work starts when `needed` bytes exceed the space free on
-    the disk that holds (or would hold) `path`: "WHAT needs about N of disk space but F is free
-    at PATH". Does nothing where the free space cannot be read."""
-    free = free_bytes(path)
-    if free is not None and needed > free:
-        raise DiskFullError(
-            f"{what} needs about {format_bytes(needed)} of disk space but {format_bytes(free)} is free at {path}; "
-            "free some space or write elsewhere",
-            path=path, needed=needed, free=free,
-        )  # fmt: skip
-
-
-@contextlib.contextmanager
-def reporting_disk_full(path, needed=None, within=()):
-    """Turns a write refused for lack of space in the block (`disk_full_reason`) into one
-    `DiskFullError` naming `path` (`disk_full_error`). A `DiskFullError` raised for a file under
-    one of the folders `within` (this write's own temporaries) is reported against `path` too,
-    so that the message names what the user asked for, not a hidden temporary."""
-    try:
-        yield
-    except DiskFullError as error:
-        inner = pathlib.Path(os.path.abspath(error.path)) if error.path is not None else None
-        if inner is None or not any(_is_within(inner, folder) for folder in within):
-            raise
-        raise disk_full_error(path, needed or error.needed, error.reason) from None
-    except Exception as error:
-        reason = disk_full_reason(error)
-        if reason is None:
-            raise
-        raise disk_full_error(path, needed, reason) from None
-
-
-def _is_within(path, folder):
-    folder = pathlib.Path(os.path.abspath(folder))
-    return path == folder or folder in path.parents
-
-
-# --- writing whole or not at all --------------------------------------------------------------
 
 
 def temporary_sibling(path):
@@ -469,61 +312,3 @@ def _remove_if_empty(folders):
     for folder in folders:
         with contextlib.suppress(OSError):
             os.rmdir(folder)
-
-
-# --- locking ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def file_lock(path, timeout=None):
-    """Holds an exclusive lock on `path` (through the file `PATH.lock`, `fcntl.flock`) for the
-    block: another process, or thread, asking for the same lock waits until it is released.
-
-    `timeout`: None waits as long as it takes; a number of seconds (0: one try) raises
-    `TimeoutError` naming the lock when it is still held after that long. The lock file is
-    removed on release. Not re-entrant: taking a lock the same thread holds waits forever.
-    """
-    import fcntl
-
-    lock = pathlib.Path(f"{path}.lock")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            _acquire(fcntl, fd, lock, deadline, timeout)
-            # The holder before us may have removed the file after we opened it: a lock on an
-            # unlinked file excludes nobody, so take the one at the path now.
-            opened, current = os.fstat(fd), _stat_or_none(lock)
-            if current is not None and (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino):
-                break
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-    try:
-        yield lock
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        os.close(fd)  # releases the lock
-
-
-def _acquire(fcntl, fd, lock, deadline, timeout):
-    if deadline is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{lock} is still held by another process after {timeout:g} s") from None
-            time.sleep(min(_LOCK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-
-
-def _stat_or_none(path):
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None

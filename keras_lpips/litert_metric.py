@@ -80,7 +80,7 @@ def _installed_version(name):
 
 def cached_paths(config):
     """(the .tflite file, its JSON record) of `config` in the cache."""
-    from keras_lpips.files import cache_dir
+    from keras_lpips.weights.cache_folder import cache_dir
 
     folder = cache_dir() / "litert"
     stem = f"{config['net']}-{cache_key(config)}"
@@ -92,7 +92,7 @@ def litert_metric(spec, report=None):
     LiteRT does not apply: not an official configuration, its ImageNet weights not cached yet,
     ai-edge-litert missing, `KERAS_LPIPS_NO_LITERT=1`, or a conversion that failed.
     `report(line)`, if given, is told of a conversion and its time."""
-    from keras_lpips.files import imagenet_cache_path
+    from keras_lpips.weights.cache_folder import imagenet_cache_path
 
     config = official_config(spec)
     if os.environ.get("KERAS_LPIPS_NO_LITERT") == "1" or config is None:

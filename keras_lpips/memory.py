@@ -97,8 +97,8 @@ def check_available_memory(needed, what):
     """Raises `InsufficientMemoryError` before any work starts when `needed` bytes exceed the
     memory available now (`available_memory_bytes`): "WHAT needs about N of memory but A is
     available". Does nothing where that cannot be read."""
+    from keras_lpips.disk_space import format_bytes
     from keras_lpips.errors import InsufficientMemoryError
-    from keras_lpips.files import format_bytes
 
     available = available_memory_bytes()
     if available is not None and needed > available:

@@ -70,7 +70,7 @@ def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
 def ensure_imagenet_weights(net, progress=None):
     """Fetches torchvision's ImageNet weights for `net` into the cache unless they are there."""
     from keras_lpips.backbones import get_backbone
-    from keras_lpips.files import imagenet_cache_path
+    from keras_lpips.weights.cache_folder import imagenet_cache_path
     from keras_lpips.weights.pretrained import imagenet_state_dict
 
     name = get_backbone(net).name

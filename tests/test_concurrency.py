@@ -23,6 +23,7 @@ import pytest
 
 from keras_lpips import files
 from keras_lpips.errors import InputError, InUseError
+from keras_lpips.file_lock import file_lock
 from tests.helpers import COMMAND, RANDOM, one_error_line, pin_features, run_installed
 
 SMALL_FIT = ("--layers", "2", "--load-size", "32", "--epochs", "1", "--decay-epochs", "0", "--batch-size", "2",
@@ -114,7 +115,7 @@ def test_two_processes_creating_one_file_one_wins_the_other_is_refused(tmp_path)
 
 
 def _hold_lock_then_release(path, seconds):
-    with files.file_lock(path, timeout=0):
+    with file_lock(path, timeout=0):
         time.sleep(seconds)
     return "released"
 

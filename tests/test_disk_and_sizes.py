@@ -31,8 +31,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_lpips import files
+from keras_lpips import disk_space, files
 from keras_lpips.errors import DiskFullError, InsufficientMemoryError
+from keras_lpips.weights import cache_folder
 from tests.helpers import COMMAND, RANDOM, FailingWrites, one_error_line, pin_features, run_cli, run_installed
 
 SMALL_EXPORT = ("--net", "alex", *RANDOM)
@@ -123,17 +124,17 @@ def test_tensorflow_disk_full_errors_are_recognised():
     import tensorflow as tf
 
     full = tf.errors.ResourceExhaustedError(None, None, "/x/variables_temp/part-0; No space left on device [Op:SaveV2]")
-    assert files.disk_full_reason(full) == "No space left on device"
-    assert files.disk_full_reason(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")) is None
-    assert files.disk_full_reason(OSError(errno.EACCES, "Permission denied")) is None
-    assert files.disk_full_reason(ValueError("No space left on device")) is None  # only OSErrors and TensorFlow's
+    assert disk_space.disk_full_reason(full) == "No space left on device"
+    assert disk_space.disk_full_reason(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")) is None
+    assert disk_space.disk_full_reason(OSError(errno.EACCES, "Permission denied")) is None
+    assert disk_space.disk_full_reason(ValueError("No space left on device")) is None  # only OSErrors and TensorFlow's
 
 
 def test_check_disk_space_names_both_numbers(tmp_path, monkeypatch):
     little_free_space(monkeypatch, free=1_500_000)
-    files.check_disk_space(tmp_path / "new" / "file", 1_000_000, "It")
+    disk_space.check_disk_space(tmp_path / "new" / "file", 1_000_000, "It")
     with pytest.raises(DiskFullError, match=r"^It needs about 2.0 MB of disk space but 1.5 MB is free at .*new/file; "):
-        files.check_disk_space(tmp_path / "new" / "file", 2_000_000, "It")
+        disk_space.check_disk_space(tmp_path / "new" / "file", 2_000_000, "It")
 
 
 # --- files: a killed writer's temporaries are removed by the next write ----------------------
@@ -440,7 +441,7 @@ def test_weights_cache_fill_on_a_full_disk_is_one_line_and_leaves_nothing(monkey
     with file_size_limit(200):  # the converted features' .npz is larger
         result = run_cli("weights", "fetch", "--net", "alex")
     line = one_error_line(result)
-    cached = files.cache_dir() / "alex-imagenet-features.npz"
+    cached = cache_folder.cache_dir() / "alex-imagenet-features.npz"
     assert result.returncode == 1 and line.startswith(f"error: Cannot write {cached}: File too large (needs about ")
     assert list(cached.parent.iterdir()) == []
 

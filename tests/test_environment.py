@@ -4,11 +4,12 @@ itself falls back (`keras.utils.get_file` caches in /tmp/.keras when the Keras h
 written), keras-lpips does the same and says so once on stderr.
 """
 
+import pathlib
+
 import pytest
 
-from keras_lpips import files
 from keras_lpips.errors import InputError, OutputError, WeightsUnavailableError
-from keras_lpips.weights import pretrained, sources
+from keras_lpips.weights import cache_folder, pretrained, sources
 from tests.helpers import closed_port, one_error_line, run_cli, run_installed
 
 READ_ONLY = "/proc/keras-lpips-home"  # /proc takes no new folders, even for root
@@ -18,8 +19,8 @@ READ_ONLY = "/proc/keras-lpips-home"  # /proc takes no new folders, even for roo
 def fallback(tmp_path, monkeypatch):
     """Keras' fallback home, moved into the test's folder (the real one is /tmp/.keras)."""
     home = tmp_path / "tmp-keras"
-    monkeypatch.setattr(files, "FALLBACK_HOME", home)
-    monkeypatch.setattr(files, "_FALLBACKS_SAID", set())
+    monkeypatch.setattr(cache_folder, "FALLBACK_HOME", home)
+    monkeypatch.setattr(cache_folder, "_FALLBACKS_SAID", set())
     return home
 
 
@@ -30,7 +31,7 @@ def test_keras_home_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path / "home").write_text("not a folder")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
     with pytest.raises(InputError, match=r"^KERAS_HOME=.*home is not a folder; the weight cache goes in a folder"):
-        files.cache_dir()
+        cache_folder.cache_dir()
     with pytest.raises(InputError, match="is not a folder"):
         pretrained.imagenet_state_dict("alex")
 
@@ -40,22 +41,22 @@ def test_keras_lpips_folder_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path / "home" / "keras_lpips").write_text("not a folder")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
     with pytest.raises(InputError, match=r"keras_lpips is not a folder"):
-        files.cache_dir()
+        cache_folder.cache_dir()
 
 
 def test_read_only_keras_home_falls_back_as_keras_does(fallback, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_HOME", READ_ONLY)
-    assert files.cache_dir() == fallback / "keras_lpips" and (fallback / "keras_lpips").is_dir()
-    assert files.cache_dir() == fallback / "keras_lpips"
+    assert cache_folder.cache_dir() == fallback / "keras_lpips" and (fallback / "keras_lpips").is_dir()
+    assert cache_folder.cache_dir() == fallback / "keras_lpips"
     err = capsys.readouterr().err.splitlines()
     assert err == [f"note: {READ_ONLY}/keras_lpips is not writable; keras-lpips caches weights in {fallback / 'keras_lpips'} instead (as Keras does)"]
 
 
 def test_no_writable_place_at_all_is_one_line(monkeypatch):
     monkeypatch.setenv("KERAS_HOME", READ_ONLY)
-    monkeypatch.setattr(files, "FALLBACK_HOME", files.pathlib.Path("/proc/keras-lpips-fallback"))
+    monkeypatch.setattr(cache_folder, "FALLBACK_HOME", pathlib.Path("/proc/keras-lpips-fallback"))
     with pytest.raises(OutputError, match="Cannot write the weight cache in .* nor in .*: set KERAS_HOME"):
-        files.cache_dir()
+        cache_folder.cache_dir()
 
 
 def test_read_only_cache_filled_ahead_of_time_is_read(tmp_path, fallback, monkeypatch):
@@ -64,11 +65,11 @@ def test_read_only_cache_filled_ahead_of_time_is_read(tmp_path, fallback, monkey
     shared.mkdir(parents=True)
     entry = shared / "alex-imagenet-features.npz"
     entry.write_bytes(b"")
-    writable = files._writable_folder
+    writable = cache_folder._writable_folder
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "shared"))
-    monkeypatch.setattr(files, "_writable_folder", lambda path: path != shared and writable(path))
-    assert files.imagenet_cache_path("alex") == entry
-    assert files.imagenet_cache_path("alex", for_writing=True) == fallback / "keras_lpips" / entry.name
+    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: path != shared and writable(path))
+    assert cache_folder.imagenet_cache_path("alex") == entry
+    assert cache_folder.imagenet_cache_path("alex", for_writing=True) == fallback / "keras_lpips" / entry.name
 
 
 @pytest.mark.parametrize("run", [run_cli, run_installed], ids=["in-process", "installed"])

@@ -17,7 +17,9 @@ from PIL import Image
 
 from keras_lpips import files
 from keras_lpips.errors import DiskFullError, InputError
+from keras_lpips.file_lock import file_lock
 from keras_lpips.images import save_png
+from keras_lpips.weights import cache_folder
 from tests.helpers import FailingWrites
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -277,7 +279,7 @@ def test_file_lock_excludes_another_process(tmp_path):
     marker = tmp_path / "released"
     script = f"""
         import sys
-        from keras_lpips.files import file_lock
+        from keras_lpips.file_lock import file_lock
         with file_lock({str(target)!r}):
             print("locked", flush=True)
             sys.stdin.readline()
@@ -288,7 +290,7 @@ def test_file_lock_excludes_another_process(tmp_path):
         assert (tmp_path / "weights.npz.lock").exists()
         started = time.monotonic()
         with pytest.raises(TimeoutError, match=r"weights.npz.lock is still held by another process after 0.2 s"):
-            with files.file_lock(target, timeout=0.2):
+            with file_lock(target, timeout=0.2):
                 pass
         assert time.monotonic() - started >= 0.2
 
@@ -298,7 +300,7 @@ def test_file_lock_excludes_another_process(tmp_path):
             process.stdin.flush()
 
         threading.Thread(target=release).start()
-        with files.file_lock(target, timeout=20):
+        with file_lock(target, timeout=20):
             assert marker.exists(), "the lock was granted while the other process held it"
     assert process.returncode == 0
     assert entries(tmp_path) == ["released"]  # the lock file is removed on release
@@ -309,7 +311,7 @@ def test_file_lock_is_reusable_and_excludes_threads(tmp_path):
     order = []
 
     def hold(name):
-        with files.file_lock(target):
+        with file_lock(target):
             order.append(f"{name} in")
             time.sleep(0.05)
             order.append(f"{name} out")
@@ -320,7 +322,7 @@ def test_file_lock_is_reusable_and_excludes_threads(tmp_path):
     for thread in threads:
         thread.join()
     assert all(order[i][0] == order[i + 1][0] for i in range(0, 6, 2)), order  # never interleaved
-    with files.file_lock(target, timeout=0):
+    with file_lock(target, timeout=0):
         pass
     assert entries(tmp_path) == []
 
@@ -359,8 +361,8 @@ def test_image_suffix_sets():
 
 def test_cache_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
-    assert files.cache_dir() == tmp_path / "home" / "keras_lpips" and files.cache_dir().is_dir()
-    assert files.imagenet_cache_path("vgg") == tmp_path / "home" / "keras_lpips" / "vgg-imagenet-features.npz"
+    assert cache_folder.cache_dir() == tmp_path / "home" / "keras_lpips" and cache_folder.cache_dir().is_dir()
+    assert cache_folder.imagenet_cache_path("vgg") == tmp_path / "home" / "keras_lpips" / "vgg-imagenet-features.npz"
     monkeypatch.delenv("KERAS_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    assert files.cache_dir() == tmp_path / "user" / ".keras" / "keras_lpips"
+    assert cache_folder.cache_dir() == tmp_path / "user" / ".keras" / "keras_lpips"

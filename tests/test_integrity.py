@@ -15,12 +15,11 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import REAL_PINS
-
 from keras_lpips.errors import ChecksumError, WeightsUnavailableError
-from keras_lpips.files import cache_dir
 from keras_lpips.weights import pretrained, sources
 from keras_lpips.weights.cache import MIN_PREFIX, check_expected_digest, content_sha256, download, verify_sha256
+from keras_lpips.weights.cache_folder import cache_dir
+from tests.conftest import REAL_PINS
 from tests.helpers import one_error_line, pin_features, run_cli, run_installed
 
 ALEX_FEATURES = ["features.0", "features.3", "features.6", "features.8", "features.10"]

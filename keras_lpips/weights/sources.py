@@ -11,7 +11,7 @@ TORCHVISION_FILES = {
     "squeeze": "squeezenet1_1-b8a52dc0.pth",
 }
 
-# The converted ImageNet features each cache entry (`keras_lpips.files.imagenet_cache_path`)
+# The converted ImageNet features each cache entry (`keras_lpips.weights.cache_folder.imagenet_cache_path`)
 # must hold: `keras_lpips.weights.cache.content_sha256` of {"features.<i>.weight"/".bias":
 # float32 array}, whatever the source. Checked after every fetch and on every read of the
 # cache; an entry that differs is fetched again, or refused offline, never used. Computed from
