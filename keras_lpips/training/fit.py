@@ -180,13 +180,6 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     if frozen_ok:
         frozen = FrozenBackbone(trainer.lpips, train_records, val_records, config.data_root, batch_size, config.load_size, log)
 
-    def images(records, train):
-        return twoafc_dataset(
-            records, batch_size=batch_size, load_size=int(config.load_size), input_range=INPUT_RANGE, shuffle=False,
-            seed=int(config.seed), cache=False if train else config.cache, deterministic=bool(config.deterministic),
-            drop_remainder=drop_remainder,
-        )  # fmt: skip
-
     checkpoint = folder.load_checkpoint(trainer) if config.resume else None
     initial_epoch = checkpoint["epoch"] if checkpoint else 0
     rows = list(checkpoint["history"]) if checkpoint else []
@@ -194,13 +187,10 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     remaining = initial_epoch < config.total_epochs
     val_data = None
     if initial is None or remaining:
-        val_data = frozen.validation_data(drop_remainder) if frozen else images(val_records, train=False)
+        val_data = frozen.validation_data(drop_remainder) if frozen else _images(val_records, config, drop_remainder, train=False)
     started = time.time()
     if initial is None:  # the untrained model's score, epoch 0 of the curves
-        with naming_bad_images(val_records, config.data_root):
-            scores = trainer.evaluate(val_data, verbose=0, return_dict=True)
-        initial = {"val_loss": float(scores["loss"]), "val_2afc": float(scores["2afc"])}
-        log(f"untrained: val_2afc {initial['val_2afc']:.4f}, val_loss {initial['val_loss']:.4f}")
+        initial = _untrained_scores(trainer, val_data, val_records, config.data_root, log)
     started_at = previous.get("started", now())
     folder.write_record({**previous, "config": record, "initial": initial, "started": started_at})
 
@@ -209,10 +199,8 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
         if frozen and not frozen.trains_on_images:
             train_data = frozen.training_data(orders, drop_remainder)
         else:  # one dataset per epoch, so that each epoch ends with its own (partial) batch
-            train_data = concatenated([images([train_records[i] for i in order], train=True) for order in orders])
-        extra = []
-        if is_chief and _has_tensorboard():
-            extra = [keras.callbacks.TensorBoard(log_dir=str(folder.path / "logs"), write_graph=False)]
+            train_data = concatenated([_images([train_records[i] for i in order], config, drop_remainder, train=True) for order in orders])
+        extra = _tensorboard(folder) if is_chief else []
         with naming_bad_images(train_records + val_records, config.data_root):
             trainer.fit(
                 train_data, epochs=config.total_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
@@ -229,26 +217,17 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     if frozen and policy == "float32":  # the saved metric has the trained weights, unrounded
         d0, d1 = frozen.validation_distances(metric)
     else:
-        with naming_bad_images(val_records, config.data_root):
-            arrays = frozen_twoafc_arrays(metric, val_records, batch_size=batch_size, load_size=int(config.load_size))
-        d0, d1 = arrays["d0"], arrays["d1"]
+        d0, d1 = _validation_distances(metric, val_records, config)
     folder.save_validation_distances(d0, d1)
     final = _scores_by_subset(twoafc_scores(d0, d1, np.array([r.judge for r in val_records], np.float32)), val_records)
     folder.write_history(rows)
     folder.plot_history(rows, initial)
-    steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
     summary = {
-        "config": record,
-        "strategy": strategy_name,
-        "replicas": int(strategy.num_replicas_in_sync),
-        "initial": initial,
-        "final": {"val_2afc": final.pop("all"), "val_2afc_by_subset": final},
-        "last_epoch": rows[-1] if rows else None,
-        "epochs_done": len(rows),
-        "triplets_per_second": float(np.median(steady)) if steady else None,
-        "seconds_this_session": round(time.time() - started, 1),
-    }
-    summary["files"] = folder.files()
+        "config": record, "strategy": strategy_name, "replicas": int(strategy.num_replicas_in_sync), "initial": initial,
+        "final": {"val_2afc": final.pop("all"), "val_2afc_by_subset": final}, "last_epoch": rows[-1] if rows else None,
+        "epochs_done": len(rows), "triplets_per_second": _steady_speed(rows),
+        "seconds_this_session": round(time.time() - started, 1), "files": folder.files(),
+    }  # fmt: skip
     folder.write_record({**summary, "started": started_at})
     return summary
 
@@ -279,6 +258,24 @@ def _build_trainer(config, policy, strategy, schedule, trainer_class):
     return trainer
 
 
+def _images(records, config, drop_remainder, train):
+    """The triplets `records` as batches of images read from their files, in the order given."""
+    return twoafc_dataset(
+        records, batch_size=int(config.batch_size), load_size=int(config.load_size), input_range=INPUT_RANGE,
+        shuffle=False, seed=int(config.seed), cache=False if train else config.cache,
+        deterministic=bool(config.deterministic), drop_remainder=drop_remainder,
+    )  # fmt: skip
+
+
+def _untrained_scores(trainer, val_data, val_records, data_root, log):
+    """{"val_loss", "val_2afc"} of the model before training: epoch 0 of the curves."""
+    with naming_bad_images(val_records, data_root):
+        scores = trainer.evaluate(val_data, verbose=0, return_dict=True)
+    initial = {"val_loss": float(scores["loss"]), "val_2afc": float(scores["2afc"])}
+    log(f"untrained: val_2afc {initial['val_2afc']:.4f}, val_loss {initial['val_loss']:.4f}")
+    return initial
+
+
 def _epoch_order(count, seed, epoch):
     """Epoch `epoch`'s order of `count` training triplets: a permutation drawn from (seed, epoch)
     alone, so a resumed run sees the same order as an uninterrupted one."""
@@ -293,11 +290,25 @@ def _scores_by_subset(scores, records):
     return result
 
 
-def _has_tensorboard():
-    """tf.summary writes event files only with the tensorboard package installed."""
+def _validation_distances(metric, val_records, config):
+    """(d0, d1) of the trained `metric` on the validation triplets, read from their files."""
+    with naming_bad_images(val_records, config.data_root):
+        arrays = frozen_twoafc_arrays(metric, val_records, batch_size=int(config.batch_size), load_size=int(config.load_size))
+    return arrays["d0"], arrays["d1"]
+
+
+def _steady_speed(rows):
+    """The median triplets/s over the epochs after the first (which compiles), or over all."""
+    steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
+    return float(np.median(steady)) if steady else None
+
+
+def _tensorboard(folder):
+    """The TensorBoard callback writing to the run folder's logs/, where the tensorboard package
+    is installed (tf.summary writes event files only with it); else none, said once."""
     try:
         import tensorboard  # noqa: F401
     except ImportError:
         print("note: the tensorboard package is not installed; no TensorBoard logs", file=sys.stderr)
-        return False
-    return True
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(folder.path / "logs"), write_graph=False)]
