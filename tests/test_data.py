@@ -13,6 +13,7 @@ from PIL import Image
 from keras_lpips.data import (
     JNDRecord,
     TwoAFCRecord,
+    distortions,
     download,
     list_jnd,
     list_twoafc,
@@ -20,7 +21,7 @@ from keras_lpips.data import (
     synthesize,
     verify_dataset,
 )
-from keras_lpips.data import synth as synth_module
+from keras_lpips.data.synth_patches import procedural_patch
 from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
 from tests.bapps_fixture import make_tiny_bapps
 from tests.helpers import closed_port, one_error_line, run_cli
@@ -390,12 +391,12 @@ def test_synth_errors(tmp_path):
 
 def test_every_distortion_family_changes_the_patch():
     rng = np.random.default_rng(0)
-    patch = synth_module.procedural_patch(rng)
+    patch = procedural_patch(rng)
     assert patch.shape == (64, 64, 3) and patch.dtype == np.uint8
-    for family in synth_module.DISTORTIONS:
-        out, applied = synth_module.distort(patch, rng, families=[family], strength=0.8)
+    for family in distortions.DISTORTIONS:
+        out, applied = distortions.distort(patch, rng, families=[family], strength=0.8)
         assert out.shape == patch.shape and out.dtype == np.uint8, family
-        assert applied == [(family, 0.8)] and synth_module.proxy_distance(patch, out) > 0.005, family
+        assert applied == [(family, 0.8)] and distortions.proxy_distance(patch, out) > 0.005, family
 
 
 # --- verify ------------------------------------------------------------------------------------

@@ -344,13 +344,13 @@ def test_the_cli_folder_listing_uses_files_image_suffixes(tmp_path, monkeypatch)
 
 
 def test_synth_reads_files_image_suffixes(tmp_path, monkeypatch):
-    from keras_lpips.data.synth import _Folder
+    from keras_lpips.data.synth_patches import Folder
 
     for name in ("a.png", "b.tif", "c.txt"):
         Image.fromarray(np.zeros((70, 70, 3), np.uint8)).save(tmp_path / name, format="PNG")
-    assert [p.name for p in _Folder(tmp_path).paths] == ["a.png", "b.tif"]
+    assert [p.name for p in Folder(tmp_path).paths] == ["a.png", "b.tif"]
     monkeypatch.setattr(files, "IMAGE_SUFFIXES", (".tif",))
-    assert [p.name for p in _Folder(tmp_path).paths] == ["b.tif"]
+    assert [p.name for p in Folder(tmp_path).paths] == ["b.tif"]
 
 
 def test_image_suffix_sets():

@@ -523,12 +523,12 @@ def test_cli_says_what_a_path_that_is_no_file_is(tmp_path, kind):
 
 def test_synth_source_folder_reads_16_bit_images_at_their_values(tmp_path):
     """`data synth --images`: a 16-bit grey PNG is neither clipped to white nor read as black."""
-    from keras_lpips.data.synth import _Folder
+    from keras_lpips.data.synth_patches import Folder
 
     grey = np.full((70, 70), 32768, np.uint16)
     grey[:, 35:] = 16384
     save(Image.fromarray(grey), tmp_path / "g16.png")
-    got = _Folder(tmp_path)._load(0)
+    got = Folder(tmp_path)._load(0)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got[:, :35], 128)
     np.testing.assert_array_equal(got[:, 35:], 64)

@@ -10,10 +10,10 @@ identical with probability exp(-(d / 0.03)^2). A metric trained on this set lear
 not human perception: use it to test code, never to report a result.
 
 Patches are 64 x 64 random crops of the images in a folder (downscaled first so their shorter
-side is at most 256 px), or procedurally generated ones (gradients, value-noise and stripe
-textures, antialiased shapes). Distortions come from traditional families: Gaussian noise,
-blur, JPEG, colour shift, contrast, saturation, brightness, pixelation, posterisation,
-sharpening and small smooth warps, one to three per patch with random strengths.
+side is at most 256 px), or procedurally generated ones (`synth_patches`). Distortions come from
+traditional families (`distortions`): Gaussian noise, blur, JPEG, colour shift, contrast,
+saturation, brightness, pixelation, posterisation, sharpening and small smooth warps, one to
+three per patch with random strengths.
 
 Every patch is drawn from its own generator seeded with (seed, stream, index), so a run is
 byte-for-byte reproducible, and the validation set does not depend on the size of the
@@ -29,16 +29,15 @@ import os
 import pathlib
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from keras_lpips import disk_space, files
+from keras_lpips.data.distortions import FAMILIES, distort, preference_probability, proxy_distance, same_probability
+from keras_lpips.data.synth_patches import Folder, procedural_patch
 from keras_lpips.errors import InputError, OutputError
-from keras_lpips.images import read_image
 
-PATCH = 64
 RATERS_2AFC = 5
 RATERS_JND = 3
-MAX_SOURCE_SIDE = 256  # images from a folder are downscaled so their shorter side is at most this
 
 TRAIN, VAL, JND = 0, 1, 2  # seed streams
 SUBSET = "traditional"
@@ -50,242 +49,6 @@ sigmoid(4 * (d0 - d1) / ((d0 + d1) / 2 + 0.01)), where d is a multi-scale RMSE f
 same = fraction of 3 simulated raters calling the pair identical, each with probability
 exp(-(d / 0.03)^2). Use it to exercise code, never to report a result.
 """
-
-
-# --- source patches ---------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def _grid(size):
-    """(y, x) coordinate grids of a size x size patch, in pixels (float32)."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    return y, x
-
-
-def _two_colours(rng, field):
-    """field (H, W) in [0, 1] -> (H, W, 3) blend of two random colours."""
-    c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
-    return c0 + field[..., None] * (c1 - c0)
-
-
-def _gradient(rng, size):
-    angle = rng.uniform(0, 2 * np.pi)
-    y, x = _grid(size)
-    t = x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))
-    t -= t.min()
-    return _two_colours(rng, t / (t.max() + 1e-6))
-
-
-def _value_noise(rng, size):
-    cells = int(rng.integers(3, 17))
-    grid = rng.uniform(0, 1, (cells, cells)).astype(np.float32)
-    field = np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC))
-    return _two_colours(rng, np.clip(field, 0, 1))
-
-
-def _stripes(rng, size):
-    angle, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.05, 0.6), rng.uniform(0, 2 * np.pi)
-    y, x = _grid(size)
-    along = x * np.float32(np.cos(angle)) + y * np.float32(np.sin(angle))
-    wave = 0.5 + 0.5 * np.sin(np.float32(freq) * along + np.float32(phase))
-    if rng.random() < 0.5:
-        wave = (wave > 0.5).astype(np.float32)
-    return _two_colours(rng, wave)
-
-
-def procedural_patch(rng, size=PATCH):
-    """A seeded synthetic patch (uint8, size x size x 3): a gradient, one or two textures
-    (value noise, stripes), and up to four shapes drawn at twice the size and box-downscaled."""
-    image = _gradient(rng, size)
-    for texture in rng.permutation(2)[: int(rng.integers(1, 3))]:
-        weight = np.float32(rng.uniform(0.2, 0.8))
-        image = (1 - weight) * image + weight * (_value_noise, _stripes)[texture](rng, size)
-    shapes = int(rng.integers(0, 5))
-    if not shapes:
-        return _u8(image)
-    big = 2 * size
-    canvas = Image.fromarray(_u8(image)).resize((big, big), Image.BILINEAR)
-    draw = ImageDraw.Draw(canvas)
-    for _ in range(shapes):
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        x0, y0 = rng.uniform(-0.2, 0.9, 2) * big
-        w, h = rng.uniform(0.1, 0.6, 2) * big
-        kind = rng.integers(0, 3)
-        if kind == 0:
-            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
-        elif kind == 1:
-            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
-        else:
-            points = rng.uniform(0, big, (int(rng.integers(3, 6)), 2))
-            draw.polygon([tuple(p) for p in points], fill=colour)
-    return np.asarray(canvas.resize((size, size), Image.BOX))
-
-
-class _Folder:
-    """Random crops of the images in a folder, each image downscaled and decoded once (LRU)."""
-
-    def __init__(self, folder):
-        folder = pathlib.Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"Image folder {folder} is not a directory")
-        self.paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in files.IMAGE_SUFFIXES)
-        if not self.paths:
-            raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) in {folder}")
-        self.folder = folder
-        self._load = functools.lru_cache(maxsize=256)(self._read)
-
-    def _read(self, index):
-        """The image as uint8 RGB, read as every image is (`images.read_image`: 16-bit and other
-        pixel formats scaled right); a multi-frame file gives its first frame, a source of crops."""
-        image = Image.fromarray(np.round(read_image(self.paths[index], frame=0) * 255).astype(np.uint8))
-        short = min(image.size)
-        if short > MAX_SOURCE_SIDE:
-            scale = MAX_SOURCE_SIDE / short
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(size, Image.BOX)
-        return np.asarray(image)
-
-    def patch(self, rng, size=PATCH):
-        for _ in range(len(self.paths) + 10):
-            image = self._load(int(rng.integers(len(self.paths))))
-            h, w = image.shape[:2]
-            if h >= size and w >= size:
-                y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-                return image[y : y + size, x : x + size]
-        raise InputError(f"No image in {self.folder} is at least {size}x{size} pixels")
-
-
-# --- distortions (uint8 in, uint8 out; strength s in (0, 1]) ---------------------------------
-
-
-def _u8(x):
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def _noise(x, s, rng):
-    return _u8(x + rng.normal(0, 2 + 40 * s, x.shape))
-
-
-def _blur(x, s, rng):
-    return np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(0.3 + 2.7 * s)))
-
-
-def _jpeg(x, s, rng):
-    buffer = io.BytesIO()
-    Image.fromarray(x).save(buffer, format="JPEG", quality=int(round(90 - 85 * s)))
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def _colour_shift(x, s, rng):
-    direction = rng.normal(size=3)
-    return _u8(x + 50 * s * direction / (np.linalg.norm(direction) + 1e-9))
-
-
-def _contrast(x, s, rng):
-    factor = 1 + 0.6 * s if rng.random() < 0.5 else 1 / (1 + 1.5 * s)
-    mean = x.mean(axis=(0, 1), keepdims=True)
-    return _u8((x - mean) * factor + mean)
-
-
-def _saturation(x, s, rng):
-    factor = 1 + 0.8 * s if rng.random() < 0.5 else 1 - 0.8 * s
-    luma = (x.astype(np.float64) @ [0.299, 0.587, 0.114])[..., None]
-    return _u8(luma + factor * (x - luma))
-
-
-def _brightness(x, s, rng):
-    return _u8(x.astype(np.float64) + (50 * s if rng.random() < 0.5 else -50 * s))
-
-
-def _pixelate(x, s, rng):
-    block = 2 + int(round(6 * s))
-    small = Image.fromarray(x).resize((max(1, x.shape[1] // block), max(1, x.shape[0] // block)), Image.BOX)
-    return np.asarray(small.resize((x.shape[1], x.shape[0]), Image.NEAREST))
-
-
-def _posterise(x, s, rng):
-    levels = max(2, int(round(2 ** (5 - 3.5 * s))))
-    step = 255 / (levels - 1)
-    return _u8(np.round(x / step) * step)
-
-
-def _sharpen(x, s, rng):
-    blurred = np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float64)
-    return _u8(x + (0.5 + 2.5 * s) * (x - blurred))
-
-
-def _warp(x, s, rng):
-    """A smooth random warp: a 5x5 grid of control points moved by up to ~(0.5 + 3 s) px, each
-    cell mapped bilinearly (Pillow's MESH transform)."""
-    h, w = x.shape[:2]
-    cells = 4
-    xs, ys = np.linspace(0, w, cells + 1), np.linspace(0, h, cells + 1)
-    shift = rng.normal(0, (0.5 + 3.0 * s) / 2, (cells + 1, cells + 1, 2))
-    shift[0, :, 1] = shift[-1, :, 1] = 0  # keep the border on the border: no empty corners
-    shift[:, 0, 0] = shift[:, -1, 0] = 0
-    src = np.stack(np.meshgrid(xs, ys), axis=-1) + shift  # (row, col, (x, y))
-    mesh = []
-    for r in range(cells):
-        for c in range(cells):
-            box = (int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1]))
-            quad = (*src[r, c], *src[r + 1, c], *src[r + 1, c + 1], *src[r, c + 1])  # NW, SW, SE, NE
-            mesh.append((box, tuple(float(v) for v in quad)))
-    return np.asarray(Image.fromarray(x).transform((w, h), Image.Transform.MESH, mesh, Image.BILINEAR))
-
-
-DISTORTIONS = {
-    "noise": _noise,
-    "blur": _blur,
-    "jpeg": _jpeg,
-    "colour_shift": _colour_shift,
-    "contrast": _contrast,
-    "saturation": _saturation,
-    "brightness": _brightness,
-    "pixelate": _pixelate,
-    "posterise": _posterise,
-    "sharpen": _sharpen,
-    "warp": _warp,
-}
-_FAMILIES = sorted(DISTORTIONS)
-
-
-def distort(patch, rng, families=None, strength=None):
-    """Applies 1-3 random distortion families (or `families`) with random strengths (or `strength`)
-    to a uint8 patch; returns (distorted uint8 patch, [(family, strength)])."""
-    if families is None:
-        families = list(rng.choice(_FAMILIES, size=int(rng.integers(1, 4)), replace=False))
-    applied = []
-    out = patch
-    for family in families:
-        s = float(rng.uniform(0.05, 1.0)) if strength is None else float(strength)
-        out = DISTORTIONS[family](out, s, rng)
-        applied.append((str(family), s))
-    return out, applied
-
-
-def proxy_distance(a, b):
-    """The crude perceptual proxy behind the simulated judgments: RMSE in [0, 1] units, averaged
-    over three scales (64, 32 and 16 px, box-downsampled)."""
-    diff = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) / 255.0
-    total = 0.0
-    for _ in range(3):
-        total += float(np.sqrt(np.mean(diff**2)))
-        h, w = diff.shape[0] // 2 * 2, diff.shape[1] // 2 * 2
-        diff = diff[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
-    return total / 3
-
-
-def preference_probability(d0, d1):
-    """P(a rater prefers p1) for proxy distances d0, d1 from the reference (Weber-like: relative difference)."""
-    relative = (d0 - d1) / ((d0 + d1) / 2 + 0.01)
-    return float(1 / (1 + np.exp(-4 * relative)))
-
-
-def same_probability(d):
-    """P(a rater calls a pair identical) for a proxy distance d (0.03 ~ a just noticeable difference)."""
-    return float(np.exp(-((d / 0.03) ** 2)))
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -316,7 +79,7 @@ def _twoafc_item(source, rng):
 
 def _jnd_item(source, rng):
     p0 = source(rng)
-    family = _FAMILIES[int(rng.integers(len(_FAMILIES)))]
+    family = FAMILIES[int(rng.integers(len(FAMILIES)))]
     p1, _ = distort(p0, rng, families=[family], strength=float(rng.uniform(0, 1) ** 2))
     return p0, p1, rng.binomial(RATERS_JND, same_probability(proxy_distance(p0, p1))) / RATERS_JND
 
@@ -427,7 +190,7 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     for _, _, target, _ in plan:
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise InputError(f"{target} already exists and is not empty; choose another output folder or delete it")
-    folder = _Folder(images) if images is not None else None
+    folder = Folder(images) if images is not None else None
     source = folder.patch if folder is not None else procedural_patch
     block = _block_size(out)
     sizes = {stream: item_bytes(source, seed, TRAIN if stream == VAL else stream, block) for stream, *_ in plan}
