@@ -149,9 +149,14 @@ def drive(args):
             records = run_workers(impls, args, plan, workdir, end, log, notes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report = build_report(records, config, notes, time.time() - started)
+    try:
+        report = build_report(records, config, notes, time.time() - started)
+        page = markdown(report)
+    except Exception:  # a bug in the report loses no measurement: the raw records, then the traceback
+        (out_dir / "gpu.json").write_text(json.dumps({"config": config, "notes": notes, "records": records}, indent=1) + "\n")
+        raise
     (out_dir / "gpu.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-    (out_dir / "gpu.md").write_text(markdown(report))
+    (out_dir / "gpu.md").write_text(page)
     print(f"wrote {out_dir / 'gpu.md'} and gpu.json ({report['elapsed_seconds']:.0f} s)")
     return 0
 
@@ -251,6 +256,11 @@ def _ratio(record, other, key):
     return record[key] / other[key]
 
 
+def _abs_diff(a, b):
+    """|a - b| of two distances, inf where either was not finite (None in the records)."""
+    return math.inf if a is None or b is None else abs(a - b)
+
+
 def _timed(records, kind):
     return [r for r in records if r.get("kind") == kind and r.get("call_s")]
 
@@ -316,20 +326,20 @@ def error_rows(records):
             continue
         groups = r["groups"]
         d, d32 = r["distances"], base["distances"]
-        err = [abs(a - b) for a, b in zip(d, d32)]
+        err = [_abs_diff(a, b) for a, b in zip(d, d32)]
 
         def worst(values, names):
             picked = [v for v, g in zip(values, groups) if g in names]
             return max(picked) if picked else None
 
-        rel = [e / b if b > 1e-6 else 0.0 for e, b in zip(err, d32)]
+        rel = [math.inf if not math.isfinite(e) else e / b if b > 1e-6 else 0.0 for e, b in zip(err, d32)]
         rows.append({
             "impl": r["impl"], "net": r["net"], "size": r["size"], "batch": r["batch"], "policy": r["policy"],
             "dtype": r.get("dtype"), "finite": r.get("finite"),
             "examples_max_abs": worst(err, EXAMPLE_GROUPS), "examples_max_rel": worst(rel, EXAMPLE_GROUPS),
             "random_max_abs": worst(err, ("random",)), "random_max_rel": worst(rel, ("random",)),
             "near_max_abs": worst(err, ("near",)), "near_max_rel": worst(rel, ("near",)),
-            "identical_max": worst([abs(v) for v in d], ("identical",)),
+            "identical_max": worst([_abs_diff(v, 0.0) for v in d], ("identical",)),
         })  # fmt: skip
     return rows
 
@@ -342,7 +352,7 @@ def parity_rows(records):
         ref = reference.get((r["net"], r["size"], r["batch"]))
         if r["impl"] == "reference" or r["policy"] != "float32" or not ref or ref.get("backbone") != "shared":
             continue
-        diff = [abs(a - b) for a, b in zip(r["distances"], ref["distances"])]
+        diff = [_abs_diff(a, b) for a, b in zip(r["distances"], ref["distances"])]
         rows.append({"impl": r["impl"], "net": r["net"], "size": r["size"], "batch": r["batch"], "max_abs": max(diff)})
     return rows
 
@@ -363,6 +373,8 @@ def record_notes(records):
             notes.append(f"{what}: skipped ({r['skipped']})")
         elif "error" in r:
             notes.append(f"{what}: {r['error']}")
+        elif r.get("finite") is False:
+            notes.append(f"{what}: non-finite {'losses' if r.get('kind') == 'train' else 'distances'}")
         elif r.get("kind") == "info" and r.get("available") is False:
             notes.append(f"{r['impl']}: not available ({r.get('note')}); its rows and ratios are left out")
     return notes
@@ -466,7 +478,7 @@ def markdown(report):
     lines += _table(header, ["---"] * 6 + ["---:"] * 5, errors)
     if report["parity"]:
         lines += ["", "## Float32 against the reference (same weights, same pairs)", ""]
-        parity = [[r["impl"], r["net"], f"{r['batch']} x {r['size']}²", f"{r['max_abs']:.1e}"] for r in report["parity"]]
+        parity = [[r["impl"], r["net"], f"{r['batch']} x {r['size']}²", _fmt(r["max_abs"], "{:.1e}")] for r in report["parity"]]
         lines += _table(["implementation", "net", "pairs x side", "max abs difference"], ["---"] * 3 + ["---:"], parity)
     lines += ["", "## LPIPS-loss training step (images/s)", "",
               "A 3-layer convolutional image model (32 channels, tanh output in float32) trained through the LPIPS "

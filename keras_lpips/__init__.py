@@ -1,7 +1,8 @@
 """keras-lpips: LPIPS (Zhang et al., CVPR 2018) for TensorFlow/Keras 3, matching the reference `lpips`.
 
 The Keras classes are imported on first use, so that `import keras_lpips` (and
-the CLI's `--help`) does not pay TensorFlow's start-up time.
+the CLI's `--help`) does not pay TensorFlow's start-up time; Keras finds them all the same when
+it loads a `.keras` file (`keras_registration`).
 """
 
 import importlib
@@ -19,10 +20,10 @@ from keras_lpips.errors import (
     WeightsError,
     WeightsUnavailableError,
 )
+from keras_lpips.keras_registration import CLASSES, register_with_keras
 
 __version__ = "0.1.0"
 
-_LAZY = {"LPIPS": "keras_lpips.model", "LPIPSLoss": "keras_lpips.losses", "MeanLPIPS": "keras_lpips.metrics"}
 __all__ = [
     "LPIPS", "LPIPSLoss", "MeanLPIPS", "ChecksumError", "DownloadError", "InputError", "KerasLPIPSError",
     "UnsafeFileError", "WeightsError", "WeightsUnavailableError", "DiskFullError", "InsufficientMemoryError",
@@ -30,9 +31,12 @@ __all__ = [
 ]  # fmt: skip
 
 
+register_with_keras()
+
+
 def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in CLASSES:
+        return getattr(importlib.import_module(CLASSES[name]), name)
     raise AttributeError(f"module 'keras_lpips' has no attribute {name!r}")
 
 

@@ -42,7 +42,7 @@ def check_image_pair(inputs, input_range, min_size):
     # numpy inputs are checked as they are: no round trip through a tensor.
     arrays = [x if isinstance(x, np.ndarray) else None for x in images]
     pair = [ops.cast(ops.convert_to_tensor(x), "float32") for x in images]
-    shapes = [tuple(x.shape) for x in pair]
+    shapes = [static_shape(x) for x in pair]
     for shape in shapes:
         if len(shape) != 4 or shape[-1] != 3:
             raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received shape {shape}")
@@ -66,7 +66,7 @@ def checked_size(images, min_size):
     convolution kernel can kill the process (SIGFPE) instead of raising."""
     if not hasattr(images, "shape"):  # Python lists
         images = ops.convert_to_tensor(images)
-    shape = tuple(images.shape)
+    shape = static_shape(images)
     _check_static_size(shape, min_size)
     if len(shape) != 4 or None not in shape[1:3] or not _in_tensorflow_graph([images]):
         return images
@@ -104,6 +104,15 @@ def traced_for_export():
 
 
 _padding_too_small = False
+
+
+def static_shape(x):
+    """The shape of `x` with each side an int where it is known, else None (TensorFlow's open
+    sides, JAX's symbolic ones while tracing): what can be compared. `InputError` for a rank
+    unknown while tracing."""
+    if getattr(x.shape, "rank", 0) is None:
+        raise InputError("Expected images of shape (N, H, W, 3) (RGB, channels last). Received a tensor of unknown rank")
+    return tuple(int(side) if isinstance(side, (int, np.integer)) else None for side in x.shape)
 
 
 def _check_static_size(shape, min_size):

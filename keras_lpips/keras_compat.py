@@ -6,6 +6,9 @@
   model from a data batch that it first all-reduces (`_maybe_symbolic_build`), which fails for
   dict batches under MultiWorkerMirroredStrategy; a model whose variables all exist from its
   constructor skips that and only builds its optimiser.
+- `loading_a_saved_model`: whether `from_config` is running inside `keras.models.load_model`
+  (whose file then supplies the weights): Keras says so only through the object-sharing scope
+  its saving library holds while it reads or writes a `.keras` file.
 
 `TESTED_KERAS` is the range of Keras minor series the test suite passed on; tests/test_keras_compat.py
 fails, naming what changed, on a Keras where these internals are gone.
@@ -27,3 +30,11 @@ class PrebuiltUnderStrategy:
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
+
+
+def loading_a_saved_model():
+    """Whether Keras is reading (or writing) a `.keras` file right now: `saving_lib` holds its
+    object-sharing scope then, and only then."""
+    from keras.src.backend.common import global_state
+
+    return global_state.get_global_attribute("shared_objects/id_to_obj_map") is not None

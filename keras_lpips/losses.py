@@ -26,8 +26,9 @@ class LPIPSLoss(keras.losses.Loss):
             super().__init__(name=name, reduction=reduction, dtype=dtype)
         except (TypeError, ValueError) as error:  # e.g. an unknown reduction
             raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
-        self.lpips_kwargs = lpips_kwargs
         self.metric = LPIPS(**lpips_kwargs)
+        config = self.metric.get_config()  # paths as strings: what a .keras file can hold
+        self.lpips_kwargs = {key: config.get(key, value) for key, value in lpips_kwargs.items()}
         self.metric.trainable = False
 
     def __call__(self, y_true, y_pred, sample_weight=None):

@@ -16,12 +16,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lpips import presets
+from keras_lpips import keras_compat, presets
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError
 from keras_lpips.inputs import check_image_pair, checked_size
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
-from keras_lpips.weights.loading import restore_weights
+from keras_lpips.weights.loading import restore_weights, sources_deferred
 
 INPUT_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
 PRECISIONS = ("float32", "bf16")
@@ -59,6 +59,10 @@ class LPIPS(keras.Model):
     precision, while the normalisation, the linear heads and so the distances stay float32
     (on the CPU within 2e-3 relative of float32 in float16, 2e-2 in bfloat16:
     tests/test_mixed_precision.py; `benchmarks/gpu.py` measures it on a GPU).
+
+    The backbone is frozen (`metric.backbone.trainable` is False), as the reference's is by
+    default: a model that holds the metric trains at most its linear heads (`metric.trainable =
+    False` freezes those too, as `LPIPSLoss` and `MeanLPIPS` do).
 
     The constructor builds the network, then has `keras_lpips.weights` read the two weight
     sources (cached files; a first use of "imagenet" fetches them). `get_config` records
@@ -115,14 +119,29 @@ class LPIPS(keras.Model):
             for head in self.heads:
                 head.build()
         restore_weights(self, backbone_weights, lin_weights)
+        self.backbone.trainable = False  # as the reference's (pnet_tune=False); the trainer's tune mode unfreezes it
         self._compiled = None
         self.built = True
+
+    @classmethod
+    def from_config(cls, config):
+        """The metric `config` describes, with its weights from its sources; inside
+        `keras.models.load_model`, whose file supplies every weight, no source is read (so a
+        `.keras` file loads offline, whatever files or downloads built it)."""
+        if not keras_compat.loading_a_saved_model():
+            return super().from_config(config)
+        with sources_deferred():
+            return super().from_config(config)
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
         """An official configuration by name ("alex-v0.1", "vgg-v0.0", ...; `keras_lpips.presets`),
         with its weights; `kwargs` (e.g. `input_range`) go to the constructor."""
-        return cls(**presets.get_preset(preset)["config"], **kwargs)
+        config = presets.get_preset(preset)["config"]
+        fixed = sorted(set(config) & set(kwargs))
+        if fixed:
+            raise InputError(f"Preset {preset!r} sets {', '.join(fixed)} itself; build LPIPS(...) for another choice. Received: {fixed[0]}={kwargs[fixed[0]]!r}")
+        return cls(**config, **kwargs)
 
     @property
     def min_input_size(self):
@@ -199,7 +218,7 @@ class LPIPS(keras.Model):
         """Indices of the kept layers whose linear weights have a negative entry (read eagerly):
         none for "cosine" and the shipped files. With none, for images of one size,
         d(x, y) = ||E(x) - E(y)||^2 (`embed`); with some, the metric has no such embedding."""
-        return [index for index, head in enumerate(self.heads) if float(ops.min(head.kernel)) < 0]
+        return [index for index, head in enumerate(self.heads) if np.min(ops.convert_to_numpy(head.kernel)) < 0]
 
     def check_euclidean(self):
         """Raises `WeightsError` unless the metric is a squared Euclidean distance (`embed`)."""

@@ -31,6 +31,11 @@ for size in ("64", "odd"):
     for method, name in ((metric, "distance"), (metric.spatial_map, "map")):
         got = keras.ops.convert_to_numpy(method(pair))
         worst = max(worst, float(np.abs(got - reference[f"{net}/v0.1/lpips/{size}/{name}"]).max()))
+# In a functional model with the sizes left open (symbolic on JAX while tracing).
+inputs = [keras.Input((None, None, 3)), keras.Input((None, None, 3))]
+functional = keras.Model(inputs, metric(inputs))
+got = keras.ops.convert_to_numpy(functional.predict(pair, verbose=0))
+worst = max(worst, float(np.abs(got - reference[f"{net}/v0.1/lpips/{size}/distance"]).max()))
 traced = None
 if keras.backend.backend() == "jax":  # under jax.jit shapes are static: the eager shape checks hold
     import jax

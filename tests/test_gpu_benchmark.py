@@ -136,3 +136,21 @@ def test_report_ratios_goals_and_errors():
     assert "# keras-lpips on the GPU: Fake GPU" in md and "Smoke run" not in md
     assert "| alex | 6 x 64² | keras-jax | mixed_float16 | 300.0 | 20.00 | 3.00x | 2.00x | 2.50x |" in md
     assert "| alex | 6 x 64² | reference | autocast float16 |" in md
+
+
+def test_report_takes_non_finite_distances():
+    """A policy whose distances came back NaN (None in the records) is a row and a note, not a crash."""
+    gpu = gpu_benchmark()
+    base = [0.3, 0.01, 0.29, 0.0, 0.5, 0.002]
+    records = [
+        _distance("reference", "float32", 100.0, base, backbone="shared"),
+        {**_distance("keras-jax", "float32", 120.0, [None] + base[1:]), "finite": False},
+        {**_distance("keras-jax", "mixed_bfloat16", 160.0, [None] * 6), "finite": False},
+    ]
+    report = gpu.build_report(records, {"device": "gpu", "plan": {"nets": ["alex"]}, "weights": {}, "started": "now", "budget_seconds": 420}, [], 1.0)
+    error = report["mixed_error"][0]
+    assert error["examples_max_abs"] is None and error["identical_max"] is None and error["finite"] is False
+    assert report["parity"] == [{"impl": "keras-jax", "net": "alex", "size": 64, "batch": 6, "max_abs": None}]
+    assert sum("non-finite distances" in note for note in report["notes"]) == 2
+    json.dumps(report, allow_nan=False)
+    assert "| keras-jax | alex | 6 x 64² | — |" in gpu.markdown(report)

@@ -39,3 +39,21 @@ def test_the_trainer_build_hook_exists_in_keras():
         f"Keras {keras.__version__} has no TensorFlowTrainer._maybe_symbolic_build: "
         "keras_compat.PrebuiltUnderStrategy overrides nothing; check multi-worker training"
     )
+
+
+def test_loading_a_saved_model_is_seen_inside_load_model_only(tmp_path):
+    seen = []
+
+    @keras.saving.register_keras_serializable(package="keras_lpips_test")
+    class Probe(keras.layers.Layer):
+        @classmethod
+        def from_config(cls, config):
+            seen.append(keras_compat.loading_a_saved_model())
+            return super().from_config(config)
+
+    model = keras.Sequential([keras.Input((2,)), Probe()])
+    model.save(tmp_path / "probe.keras")
+    assert keras_compat.loading_a_saved_model() is False
+    keras.saving.load_model(tmp_path / "probe.keras")
+    Probe.from_config(Probe().get_config())
+    assert seen == [True, False], f"Keras {keras.__version__}: its saving library's object-sharing scope changed; update keras_compat.loading_a_saved_model"

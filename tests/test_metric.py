@@ -257,3 +257,82 @@ def test_weight_paths_are_recorded_as_strings_and_save(tmp_path, rng):
     x0, x1 = random_images(rng), random_images(rng)
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(np.asarray(loaded([x0, x1])), np.asarray(metric([x0, x1])))
+
+
+def test_keras_load_model_reads_no_weight_source(fake_imagenet_home, monkeypatch, tmp_path, rng):
+    """`keras.saving.load_model` itself (not only keras-lpips' loader): the file supplies every
+    weight, so a deleted weight file or an empty cache does not matter, and nothing is fetched."""
+    monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
+    import pathlib
+
+    from keras_lpips.weights.loading import shipped_lin_path
+
+    source = tmp_path / "lin.npz"
+    source.write_bytes(pathlib.Path(str(shipped_lin_path("v0.1", "alex"))).read_bytes())
+    metric = LPIPS(net="alex", lin_weights=source, input_range=(0, 1))
+    metric.save(tmp_path / "m.keras")
+    source.unlink()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_home"))
+    monkeypatch.setenv("KERAS_LPIPS_OFFLINE", "1")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x0, x1 = random_images(rng, low=0), random_images(rng, low=0)
+    np.testing.assert_array_equal(np.asarray(loaded([x0, x1])), np.asarray(metric([x0, x1])))
+    assert not (tmp_path / "empty_home" / "keras_lpips" / "alex-imagenet-features.npz").exists()
+
+
+@pytest.mark.parametrize("imports", ["import keras_lpips, keras", "import keras, keras_lpips", "import keras_lpips.model, keras"])
+def test_keras_files_load_in_a_fresh_process_after_import_keras_lpips(tmp_path, rng, imports):
+    """LPIPS, LPIPSLoss and MeanLPIPS are imported lazily, yet Keras finds them when it loads a
+    file in a process that only imported keras_lpips (in either order with keras)."""
+    import subprocess
+    import sys
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=1, input_range=(0, 1))
+    metric.save(tmp_path / "metric.keras")
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 3, padding="same", activation="sigmoid")])
+    lpips_args = {"net": "alex", "backbone_weights": None, "seed": 1, "input_range": (0, 1)}
+    model.compile(optimizer="adam", loss=keras_lpips.LPIPSLoss(**lpips_args), metrics=[keras_lpips.MeanLPIPS(**lpips_args)])
+    images = rng.random((2, 32, 32, 3)).astype(np.float32)
+    model.fit(images, images, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    x0, x1 = random_images(rng, low=0), random_images(rng, low=0)
+    np.save(tmp_path / "x.npy", np.stack([x0, x1]))
+    script = f"""
+{imports}
+import numpy as np
+x0, x1 = np.load({str(tmp_path / "x.npy")!r})
+print(float(np.asarray(keras.saving.load_model({str(tmp_path / "metric.keras")!r})([x0, x1]))[0]))
+model = keras.saving.load_model({str(tmp_path / "model.keras")!r})
+print(type(model.loss).__name__)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    distance, loss = result.stdout.split()
+    assert float(distance) == pytest.approx(float(np.asarray(metric([x0, x1]))[0]), abs=1e-7) and loss == "LPIPSLoss"
+
+
+def test_loss_and_metric_configs_hold_paths_as_strings(tmp_path, rng):
+    import pathlib
+
+    from keras_lpips.weights.loading import shipped_lin_path
+
+    path = pathlib.Path(str(shipped_lin_path("v0.1", "alex")))
+    args = {"net": "alex", "backbone_weights": None, "seed": 0, "lin_weights": path, "input_range": (0, 1)}
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 3, padding="same")])
+    model.compile(optimizer="adam", loss=keras_lpips.LPIPSLoss(**args), metrics=[keras_lpips.MeanLPIPS(**args)])
+    assert model.loss.get_config()["lin_weights"] == str(path)
+    model.save(tmp_path / "m.keras")  # a Path in the config could not be written
+
+
+def test_backbone_is_frozen_as_the_reference_s(rng):
+    """A model that holds the metric trains at most its linear heads (the reference's backbone has
+    requires_grad=False); `trainable = False` freezes the heads too."""
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0)
+    assert metric.backbone.trainable_variables == [] and len(metric.trainable_variables) == len(metric.heads)
+    metric.trainable = False
+    assert metric.trainable_variables == []
+
+
+def test_preset_arguments_cannot_be_overridden():
+    with pytest.raises(InputError, match=r"Preset 'alex-v0.1' sets net itself.*Received: net='vgg'"):
+        LPIPS.from_preset("alex-v0.1", net="vgg")
