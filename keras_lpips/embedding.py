@@ -51,6 +51,9 @@ def embed_images(metric, images, batch_size=32, progress=None):
     time (on TensorFlow through one traced function): (N, D) float32 numpy. `progress(k)`
     is called after each batch of k images."""
     metric.check_euclidean()
+    if isinstance(images, (list, tuple)) and len({np.shape(image) for image in images}) > 1:
+        shapes = sorted({np.shape(image) for image in images})
+        raise InputError(f"Need images of one size, shape (N, H, W, 3): embed each size apart. Received images of shapes {shapes[0]} and {shapes[1]}")
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
         raise InputError(f"Need images of one size, shape (N, H, W, 3). Received shape {images.shape}")
@@ -86,9 +89,13 @@ def _embed_function(metric):
 
 
 def _checked(vectors, name):
+    """`vectors` as a non-empty (N, D) array of finite real numbers, else `InputError`."""
     vectors = np.asarray(vectors)
-    if vectors.ndim != 2 or len(vectors) == 0:
-        raise InputError(f"{name} must be a non-empty (N, D) array of embeddings. Received shape {vectors.shape}")
+    if vectors.ndim != 2 or len(vectors) == 0 or vectors.dtype.kind not in "fiu":
+        raise InputError(f"{name} must be a non-empty (N, D) array of embeddings. Received shape {vectors.shape}, dtype {vectors.dtype}")
+    not_finite = ~np.isfinite(vectors.sum(axis=1, dtype=np.float64))  # NaN and inf survive the sum
+    if not_finite.any():
+        raise InputError(f"{name} holds NaN or infinite values (row {int(np.argmax(not_finite))}): not embeddings of images")
     return vectors
 
 

@@ -24,12 +24,12 @@ _PNG_DEPTH_OFFSET = 24
 _GRAY = 0
 
 
-def decode_images(encoded):
-    """(N,) encoded images -> (N, H, W, 3) float32 RGB in [0, 1]; images of another size than
-    the first fail the request (InvalidArgumentError)."""
-    first_shape = tf.cond(
-        tf.size(encoded) > 0, lambda: tf.shape(decode_image(encoded[0])), lambda: tf.constant([0, 0, 3])
-    )
+def decode_images(encoded, name="images"):
+    """(N,) encoded images -> (N, H, W, 3) float32 RGB in [0, 1]; no image, or images of
+    another size than the first, fail the request (InvalidArgumentError: "NAME is empty", ...)."""
+    not_empty = tf.debugging.assert_positive(tf.size(encoded), message=f"{name} is empty: a request needs at least one image")
+    with tf.control_dependencies([not_empty]):
+        first_shape = tf.shape(decode_image(encoded[0]))
 
     def decode_one(data):
         image = decode_image(data)

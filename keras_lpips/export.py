@@ -108,18 +108,18 @@ def serving_functions(metric):
     @tf.function(input_signature=[image])
     def embed(images):
         images = scaled(images)
-        images, _ = metric.checked_pair([images, images])  # one batch, checked as a pair is
+        images, _ = metric.checked_pair([images, images], names=("images", "images"))  # one batch, checked as a pair is
         return {"embedding": metric.embedding(metric.features(images, training=False))}
 
     encoded = tf.TensorSpec([None], tf.string)
 
     @tf.function(input_signature=[encoded, encoded])
     def distance_bytes(img0, img1):
-        return distance(decode_images(img0), decode_images(img1))
+        return distance(decode_images(img0, "img0"), decode_images(img1, "img1"))
 
     @tf.function(input_signature=[encoded, encoded, encoded])
     def rank_bytes(ref, p0, p1):
-        return rank(decode_images(ref), decode_images(p0), decode_images(p1))
+        return rank(decode_images(ref, "ref"), decode_images(p0, "p0"), decode_images(p1, "p1"))
 
     module = tf.Module()
     # The backing tf.Variables, not the Keras objects: the TFLite converter freezes

@@ -33,12 +33,13 @@ NAMES = ("img0", "img1")
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
 
 
-def check_image_pair(inputs, input_range, min_size):
+def check_image_pair(inputs, input_range, min_size, names=NAMES):
     """Returns the pair as float32 tensors, or raises `InputError` saying what is wrong (in a
-    TensorFlow graph: the tensors, behind assertions of what is unknown until run time)."""
+    TensorFlow graph: the tensors, behind assertions of what is unknown until run time); the
+    messages call the two `names`."""
     if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
         raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
-    images = [as_image_batch(x, name) for name, x in zip(NAMES, inputs)]
+    images = [as_image_batch(x, name) for name, x in zip(names, inputs)]
     # numpy inputs are checked as they are: no round trip through a tensor.
     arrays = [x if isinstance(x, np.ndarray) else None for x in images]
     pair = [ops.cast(ops.convert_to_tensor(x), "float32") for x in images]
@@ -50,8 +51,8 @@ def check_image_pair(inputs, input_range, min_size):
     if any(a is not None and b is not None and a != b for a, b in zip(*shapes)):
         raise InputError(f"The two images must have the same shape. Received {shapes[0]} and {shapes[1]}")
     if _in_tensorflow_graph(pair):
-        return _graph_checked(pair, input_range, min_size)
-    for name, array, x in zip(NAMES, arrays, pair):
+        return _graph_checked(pair, input_range, min_size, names)
+    for name, array, x in zip(names, arrays, pair):
         values = array if array is not None else _concrete(x)
         if values is not None:
             check_values(values, input_range, name)
@@ -182,7 +183,7 @@ def _in_tensorflow_graph(pair):
     return not tf.executing_eagerly() and all(isinstance(x, tf.Tensor) for x in pair)
 
 
-def _graph_checked(pair, input_range, min_size):
+def _graph_checked(pair, input_range, min_size, names):
     """The pair behind the graph's checks, in the eager order (the first failing one names the
     problem). Passing costs a few scalar ops and three reductions per image; the messages are
     only formatted when a check fails."""
@@ -193,7 +194,7 @@ def _graph_checked(pair, input_range, min_size):
     shapes = [tf.shape(x) for x in pair]
     checks = [(tf.reduce_all(s[1:3] >= min_size), _too_small_message(s, min_size)) for s in shapes]
     checks.append((tf.reduce_all(tf.equal(shapes[0], shapes[1])), _different_shapes_message(*shapes)))
-    for name, x, shape in zip(NAMES, pair, shapes):
+    for name, x, shape in zip(names, pair, shapes):
         checks.append((tf.reduce_prod(shape) > 0, _empty_message(name, shape)))
         # Three reductions, no temporaries: the sum is NaN or inf when any value is (addition
         # propagates NaN on every device; min and max need not, e.g. under XLA).

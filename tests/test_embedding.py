@@ -158,6 +158,19 @@ def test_embedding_size_and_bad_inputs(metric):
         embed_images(metric, np.full((1, 40, 40, 3), 2.0, np.float32))
     with pytest.raises(InputError, match="shape"):
         embed_images(metric, np.zeros((40, 40, 3), np.float32))
+    with pytest.raises(InputError, match=r"^images contains NaN"):  # named as embed's argument, not img0
+        metric.embed(np.full((1, 40, 40, 3), np.nan, np.float32))
+    with pytest.raises(InputError, match=r"one size.*Received images of shapes \(30, 40, 3\) and \(40, 40, 3\)"):
+        embed_images(metric, [np.zeros((40, 40, 3), np.float32), np.zeros((30, 40, 3), np.float32)])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_embeddings_are_refused(bad):
+    vectors = np.ones((4, 6), np.float32)
+    vectors[2, 3] = bad
+    for call in (lambda: all_pairs(vectors), lambda: nearest(vectors[:1] * 0, vectors, 2), lambda: pair_statistics(vectors)):
+        with pytest.raises(InputError, match=r"holds NaN or infinite values \(row 2\)"):
+            call()
 
 
 # --- FAISS -----------------------------------------------------------------------------------

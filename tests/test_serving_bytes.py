@@ -180,6 +180,7 @@ def test_bad_requests_are_refused_with_a_reason(served):
     cases = {
         "The images of one request must have one size": ([ref, small], [p0, small], [p0, small]),
         "Unknown image file format": ([b"not an image"], [p0], [p0]),
+        "ref is empty: a request needs at least one image": ([], [], []),
     }
     with rest_server(directory, "lpips") as url:
         for message, images in cases.items():
