@@ -98,6 +98,12 @@ class LPIPS(keras.Model):
             super().__init__(**kwargs)
         except (TypeError, ValueError) as error:  # Keras' own arguments: name, dtype, trainable
             raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
+        if self.dtype_policy.variable_dtype != "float32":  # the layers would compute in float32 regardless
+            raise InputError(
+                "LPIPS keeps float32 weights: for half precision set a mixed policy before building "
+                '(keras.config.set_dtype_policy("mixed_float16")) or pass precision="bf16". '
+                f"Received: dtype={self.dtype_policy.name!r}"
+            )
         self.spec = get_backbone(net)
         self.net, self.version, self.distance = self.spec.name, str(version), distance
         self.layers_kept = _check_choices(self.spec, self.version, distance, layers, input_range, precision)

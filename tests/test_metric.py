@@ -336,3 +336,10 @@ def test_backbone_is_frozen_as_the_reference_s(rng):
 def test_preset_arguments_cannot_be_overridden():
     with pytest.raises(InputError, match=r"Preset 'alex-v0.1' sets net itself.*Received: net='vgg'"):
         LPIPS.from_preset("alex-v0.1", net="vgg")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_a_dtype_that_would_only_round_the_inputs_is_refused(dtype):
+    with pytest.raises(InputError, match=rf"mixed policy.*precision=\"bf16\". Received: dtype='{dtype}'"):
+        LPIPS(net="alex", backbone_weights=None, dtype=dtype)
+    LPIPS(net="alex", backbone_weights=None, layers=1, dtype="mixed_float16")  # a mixed policy keeps float32 weights
