@@ -143,6 +143,7 @@ def drive(args):
         "budget_seconds": args.budget_seconds,
     }
     (workdir / "config.json").write_text(json.dumps(config))
+    print(f"device {config['device']}, {'GPU' if plan == GPU_PLAN else 'tiny'} plan, {', '.join(impls)}; budget {args.budget_seconds:.0f} s", flush=True)
     notes = ["reference: not run (--no-reference)"] if args.no_reference else []
     try:
         with open(out_dir / "gpu-log.txt", "w") as log:
@@ -158,6 +159,8 @@ def drive(args):
     (out_dir / "gpu.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     (out_dir / "gpu.md").write_text(page)
     print(f"wrote {out_dir / 'gpu.md'} and gpu.json ({report['elapsed_seconds']:.0f} s)")
+    for note in report["notes"]:  # in the device's output too
+        print(f"note: {note}")
     return 0
 
 

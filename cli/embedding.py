@@ -68,7 +68,7 @@ def embed(
 
     names = image_names(folder)
     # An embed file is completed, so it may exist; it is never one of the images or weight files read.
-    check_output(out, [folder, *(folder / name for name in names), *metric.input_paths()], overwrite=True)
+    check_output(out, [folder, *(folder / name for name in names), *metric.input_paths()], overwrite=True, kind="file")
     lpips = _lpips(metric)
     with options.progress_bar(len(names), "embedding") as bar:
         embedded, total = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=bar.update)

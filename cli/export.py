@@ -51,7 +51,11 @@ def export(
         raise InputError("--quantize applies to --format tflite only")
     if fmt == "onnx":
         onnx.converter()  # installed? (before any weights are fetched)
-    check_output(out / str(model_version) if fmt == "savedmodel" else out, metric.input_paths(), overwrite)  # before any work
+    if fmt == "savedmodel":  # before any work
+        check_output(out, metric.input_paths(), overwrite=True, kind="folder")
+        check_output(out / str(model_version), metric.input_paths(), overwrite, kind="folder")
+    else:
+        check_output(out, metric.input_paths(), overwrite, kind="file")
     lpips = options.resolve(metric)
     if fmt == "savedmodel" and not isinstance(lpips, LPIPS):
         raise InputError(f"--model {metric.model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")

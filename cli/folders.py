@@ -37,7 +37,7 @@ def _images_in(folder):
 
     if not folder.is_dir():
         raise InputError(f"Not a folder: {folder}")
-    return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in files.IMAGE_SUFFIXES}
+    return {p.name: p for p in files.image_files(folder)}
 
 
 def _write_csv(rows, out, overwrite):
@@ -94,7 +94,7 @@ def pairs(
     if not names:
         raise InputError(f"No image file name is present in both {dir0} and {dir1}")
     if out is not None:
-        files.check_output(out, [*first.values(), *second.values(), *metric.input_paths()], overwrite)
+        files.check_output(out, [dir0, dir1, *first.values(), *second.values(), *metric.input_paths()], overwrite, kind="file")
     lpips = options.resolve(metric)
     images0, images1 = [], []
     for name in names:
@@ -133,7 +133,7 @@ def matrix(
     names, columns = list(found), list(other) or list(found)
     check_matrix_memory(len(names), len(columns))  # before reading any image: the matrix, then its CSV
     if out is not None:
-        files.check_output(out, [*found.values(), *other.values(), *metric.input_paths()], overwrite)
+        files.check_output(out, [folder, against, *found.values(), *other.values(), *metric.input_paths()], overwrite, kind="file")
         disk_space.check_disk_space(out, _csv_bytes(names, columns), f"A {len(names):,} x {len(columns):,} distance matrix as CSV")
     images = options.read_same_size([found[n] for n in names] + [other[n] for n in other], resize, frame)
     lpips = options.resolve(metric)

@@ -34,12 +34,15 @@ def score(
 ):
     import numpy as np
 
+    from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
     from keras_lpips.litert_metric import MAX_PIXELS, litert_metric
 
     paths = [ref, a] + ([b] if b is not None else [])
     if map_png is not None:  # before any work: never one of the images, nor an existing file unless --overwrite
-        check_output(map_png, [*paths, *metric.input_paths()], overwrite)
+        check_output(map_png, [*paths, *metric.input_paths()], overwrite, kind="file")
+        if map_png.suffix.lower() != ".png":
+            raise InputError(f"--map writes a PNG: name it .png. Received: --map {map_png}")
     images = options.read_same_size(paths, resize, frame)
     # An official configuration runs on LiteRT from a cached conversion: no TensorFlow to import.
     # Large inputs take the Keras path, which checks that they fit in memory.

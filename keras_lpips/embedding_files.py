@@ -85,12 +85,7 @@ def image_names(folder):
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise InputError(f"Not a folder: {folder}")
-    names = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if path.suffix.lower() in files.IMAGE_SUFFIXES and path.is_file() and not any(p.startswith(".") for p in relative.parts):
-            names.append(relative.as_posix())
-    return sorted(names)
+    return sorted(path.relative_to(folder).as_posix() for path in files.image_files(folder, recursive=True))
 
 
 def image_groups(folder):

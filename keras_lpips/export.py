@@ -142,7 +142,8 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InputError(f"version must be a non-negative integer (a TF Serving version). Received: {version!r}")
     directory = Path(directory)
-    target = check_output(directory / str(version), _inputs(metric), overwrite)
+    check_output(directory, _inputs(metric), overwrite=True, kind="folder")  # holds the versions
+    target = check_output(directory / str(version), _inputs(metric), overwrite, kind="folder")
     needed = estimate_export_bytes(metric, "savedmodel")
     check_disk_space(directory, needed, f"A SavedModel of {metric.net} LPIPS")
     try:
@@ -176,7 +177,7 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
         raise InputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
     import tensorflow as tf
 
-    path = check_output(path, _inputs(metric), overwrite)
+    path = check_output(path, _inputs(metric), overwrite, kind="file", new_folders=True)
     needed = estimate_export_bytes(metric, "tflite", quantize)
     check_disk_space(path.parent, needed, f"A TFLite export of {metric.net} LPIPS (quantize={quantize})")
     try:
@@ -313,6 +314,12 @@ class ExportedMetric:
 
     def __repr__(self):
         return f"ExportedMetric({str(self.directory)!r}, net={self.net!r}, version={self.version!r})"
+
+    def get_weights(self):
+        """The export's weights as numpy arrays (as `keras.Model.get_weights`)."""
+        import numpy as np
+
+        return [np.asarray(v) for v in getattr(self._loaded, "weights", [])]
 
     def _run(self, function, **images):
         """`function` of named (N, H, W, 3) images in [0, 1], checked as an `LPIPS` checks them."""

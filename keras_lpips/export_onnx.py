@@ -46,7 +46,7 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
     from keras_lpips.export import ExportedMetric, serving_functions
     from keras_lpips.inputs import traced_for_export
 
-    path = check_output(path, (metric.directory,) if isinstance(metric, ExportedMetric) else (), overwrite)
+    path = check_output(path, (metric.directory,) if isinstance(metric, ExportedMetric) else (), overwrite, kind="file", new_folders=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # as export_tflite
     except OSError as error:

@@ -30,15 +30,29 @@ import pathlib
 import re
 import secrets
 import shutil
+import stat
 
 from keras_lpips.disk_space import reporting_disk_full
 from keras_lpips.errors import InputError, OutputError
 
 # Image files the project lists in a folder (read with Pillow: `keras_lpips.images.read_image`).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # The ones TensorFlow's `tf.io.decode_image` reads too: what a BAPPS-layout folder may hold,
 # since training decodes it in a tf.data pipeline (WebP and TIFF would fail there).
 TF_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def image_files(folder, recursive=False):
+    """The image files (`IMAGE_SUFFIXES`, any case) in `folder` (`recursive`: under it), sorted:
+    regular files only (or links to them), hidden names (".name", macOS' "._name") and what is
+    under hidden folders skipped. The one listing every command that reads a folder uses."""
+    folder = pathlib.Path(folder)
+    found = []
+    for path in folder.rglob("*") if recursive else folder.iterdir():
+        relative = path.relative_to(folder)
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in relative.parts) and path.is_file():
+            found.append(path)
+    return sorted(found)
 
 
 def temporary_sibling(path):
@@ -110,30 +124,60 @@ def _reported(path, as_input_error):
         raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
 
 
-def check_output(path, inputs=(), overwrite=False):
-    """The one rule for a command's output `path` (a file, or a folder a command fills), checked
-    before any work: it is never one of `inputs` (paths the command reads: files or folders), nor
-    a folder holding one, even with `overwrite` (resolved paths and `os.path.samefile` compared,
-    so that links and `./a.png` count); and it may exist only with `overwrite`. Raises
-    `InputError` in one line; returns `path` as a Path. Writers then publish with
+def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False):
+    """The one rule for a command's output `path`, checked before any work:
+
+    - it is never one of `inputs` (paths the command reads: files or folders), nor a folder
+      holding one, nor inside an input folder, even with `overwrite` (resolved paths and
+      `os.path.samefile` compared, so that links and `./a.png` count);
+    - it may exist only with `overwrite`, and then only as what it is to be replaced with: a
+      regular file for `kind="file"`, a folder for `kind="folder"`, either for None; never a
+      named pipe, a device or a socket;
+    - a file's folder must exist (`kind="file"`), unless the writer creates it (`new_folders`; a
+      folder output's parents are always created).
+
+    Raises `InputError` in one line; returns `path` as a Path. Writers then publish with
     `atomic_write`/`atomic_path(..., overwrite=overwrite)`, which refuse an output that appeared
     meanwhile."""
     path = pathlib.Path(path)
     target = path.resolve()
-    for source in inputs:
-        if source is None:
-            continue
-        source = pathlib.Path(source)
-        if not os.path.lexists(source):
-            continue
+    sources = [pathlib.Path(source) for source in inputs if source is not None and os.path.lexists(source)]
+    for source in sources:
         resolved = source.resolve()
         same = target == resolved or (path.exists() and _same_file(path, source))
         if same or target in resolved.parents:
             what = "is" if same else "holds"
             raise InputError(f"Refusing to write {path}: it {what} {source}, an input of this command (even --overwrite never replaces an input)")
-    if os.path.lexists(path) and not overwrite:
-        raise InputError(exists_message(path))
+    for source in sources:
+        if source.is_dir() and source.resolve() in target.parents:
+            raise InputError(f"Refusing to write {path}: it is inside {source}, a folder this command reads; write it elsewhere")
+    if kind == "file" and not new_folders and not path.parent.is_dir():
+        raise InputError(f"Output folder does not exist: {path.parent}")
+    if os.path.lexists(path):
+        found = _kind_of(path)
+        if found not in ("file", "folder") or (kind is not None and found != kind):
+            raise InputError(f"Refusing to write {path}: it is {_A_KIND[found]}, not a {kind or 'file or folder'}")
+        if not overwrite:
+            raise InputError(exists_message(path))
     return path
+
+
+_A_KIND = {"file": "a file", "folder": "a folder", "pipe": "a named pipe", "device": "a device", "socket": "a socket", "broken link": "a broken link"}
+
+
+def _kind_of(path):
+    """What `path` is, following links: "file", "folder", "pipe", "device", "socket" or "broken link"."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "broken link"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "pipe"
+    return "socket" if stat.S_ISSOCK(mode) else "device"
 
 
 def _same_file(a, b):

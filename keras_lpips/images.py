@@ -232,8 +232,9 @@ _RAMP = np.array(
 
 
 def heatmap(values, vmax=None):
-    """Colours a 2-D array (0 dark .. vmax bright) as uint8 RGB."""
-    vmax = float(vmax if vmax is not None else max(values.max(), 1e-12))
+    """Colours a 2-D array (0 dark .. vmax bright; vmax: its maximum by default) as uint8 RGB; an
+    all-zero array is dark."""
+    vmax = max(float(values.max() if vmax is None else vmax), 1e-12)
     t = np.clip(values / vmax, 0.0, 1.0) * (len(_RAMP) - 1)
     low = np.floor(t).astype(int)
     high = np.minimum(low + 1, len(_RAMP) - 1)

@@ -107,13 +107,15 @@ def litert_metric(spec, report=None):
         return loaded
     if not imagenet_cache_path(config["net"]).exists():
         return None  # the Keras path fetches them, with its progress bar; the next run converts
+    if report:  # said first: the conversion takes a while (10-30 s)
+        report(f"preparing the LiteRT scorer for {config['net']} v{config['version']} once (about 20 s) ...")
     start = time.perf_counter()
     try:
         _convert(config, model, record)
     except Exception:  # any failure of TensorFlow's converter: the Keras metric serves this run
         return None
     if report:
-        report(f"preparing the LiteRT scorer for {config['net']} v{config['version']} once ({time.perf_counter() - start:.0f} s)")
+        report(f"prepared in {time.perf_counter() - start:.0f} s")
     return _load_verified(model, record)
 
 

@@ -1,5 +1,7 @@
 """LPIPS as a Keras loss, for training image generators to be perceptually close."""
 
+import os
+
 import keras
 from keras import ops
 
@@ -27,8 +29,8 @@ class LPIPSLoss(keras.losses.Loss):
         except (TypeError, ValueError) as error:  # e.g. an unknown reduction
             raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
         self.metric = LPIPS(**lpips_kwargs)
-        config = self.metric.get_config()  # paths as strings: what a .keras file can hold
-        self.lpips_kwargs = {key: config.get(key, value) for key, value in lpips_kwargs.items()}
+        # Paths as strings: what a .keras file can hold.
+        self.lpips_kwargs = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
         self.metric.trainable = False
 
     def __call__(self, y_true, y_pred, sample_weight=None):

@@ -1,5 +1,7 @@
 """LPIPS as a Keras metric: the running mean distance over batches."""
 
+import os
+
 import keras
 
 from keras_lpips.errors import InputError
@@ -25,8 +27,8 @@ class MeanLPIPS(keras.metrics.Mean):
         except (TypeError, ValueError) as error:  # e.g. an unknown dtype
             raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
         self._lpips = LPIPS(**lpips_kwargs)
-        config = self._lpips.get_config()  # paths as strings: what a .keras file can hold
-        self.lpips_kwargs = {key: config.get(key, value) for key, value in lpips_kwargs.items()}
+        # Paths as strings: what a .keras file can hold.
+        self.lpips_kwargs = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         pair = [as_image_batch(y_true, "y_true"), as_image_batch(y_pred, "y_pred")]

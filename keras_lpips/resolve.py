@@ -90,7 +90,7 @@ def load_metric(model, input_range=None):
     if path.is_file() and path.suffix != ".keras":
         raise InputError(f"--model takes a fit run folder, a .keras file or a SavedModel folder. Received the file {path}")
     if savedmodel_directory(path) is not None:
-        return load_savedmodel(path)
+        return _finite(load_savedmodel(path), path)
     if path.is_dir():
         if not (path / "model.keras").is_file():
             raise InputError(
@@ -98,9 +98,19 @@ def load_metric(model, input_range=None):
                 "(an export, directly or in a version folder such as 1/)"
             )
         path = path / "model.keras"
-    metric = _load_keras_file(path)
+    metric = _finite(_load_keras_file(path), path)
     if input_range is not None and metric.input_range != tuple(input_range):
         raise InputError(f"{model} expects input_range={metric.input_range}; the command line feeds {tuple(input_range)}")
+    return metric
+
+
+def _finite(metric, path):
+    """`metric`, unless a weight is NaN or infinite (a diverged training run saves such): its
+    distances would then be NaN, not numbers."""
+    import numpy as np
+
+    if not all(np.isfinite(w).all() for w in metric.get_weights()):
+        raise WeightsError(f"{path} holds NaN or infinite weights (a diverged training run?): its distances would be NaN")
     return metric
 
 

@@ -343,6 +343,21 @@ def test_the_cli_folder_listing_uses_files_image_suffixes(tmp_path, monkeypatch)
     assert sorted(folders._images_in(tmp_path)) == ["image.webp"]
 
 
+def test_every_folder_listing_skips_hidden_files_and_what_is_not_a_file(tmp_path):
+    """pairs/matrix, embed (recursive) and synth list a folder alike: macOS' "._a.png", hidden
+    folders and a folder named like an image are not images."""
+    from keras_lpips.cli import folders
+    from keras_lpips.data.synth_patches import Folder
+    from keras_lpips.embedding_files import image_names
+
+    for name in ("a.png", "b.gif", "._a.png", ".hidden/c.png", "sub.png/d.png", "deep/e.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((70, 70, 3), np.uint8)).save(tmp_path / name, format="PNG")
+    assert sorted(folders._images_in(tmp_path)) == ["a.png", "b.gif"]
+    assert image_names(tmp_path) == ["a.png", "b.gif", "deep/e.jpg", "sub.png/d.png"]
+    assert [p.relative_to(tmp_path).as_posix() for p in Folder(tmp_path).paths] == image_names(tmp_path)
+
+
 def test_synth_reads_files_image_suffixes(tmp_path, monkeypatch):
     from keras_lpips.data.synth_patches import Folder
 
@@ -354,7 +369,7 @@ def test_synth_reads_files_image_suffixes(tmp_path, monkeypatch):
 
 
 def test_image_suffix_sets():
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"} == set(files.IMAGE_SUFFIXES)
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == set(files.IMAGE_SUFFIXES)
     assert set(files.TF_IMAGE_SUFFIXES) < set(files.IMAGE_SUFFIXES)
     assert all(s == s.lower() and s.startswith(".") for s in files.IMAGE_SUFFIXES)
 

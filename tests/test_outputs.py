@@ -147,16 +147,53 @@ def test_installed_command_refuses_an_existing_output(work):
     assert_refused(result, "old.csv already exists; pass --overwrite", before, work)
 
 
+@pytest.mark.parametrize("command,output,message", [
+    (("score", "d0/a.png", "d0/b.png", "--map", "pipe.png", "--overwrite", *RANDOM), "pipe.png", "it is a named pipe, not a file"),
+    (("matrix", "d0", "--out", "d1/m.csv", *RANDOM), "d1/m.csv", "it is inside d1, a folder this command reads"),
+    (("embed", "d0", "--out", "d0/e.npz", *RANDOM, *NO_LIN), "d0/e.npz", "it is inside d0, a folder this command reads"),
+    (("eval", "--data", "bapps", "--output", "bapps/2afc/val/traditional/ref/000000.png", "--overwrite", *RANDOM), None, "it is inside bapps"),
+    (("pairs", "d0", "d1", "--out", "missing/p.csv", *RANDOM), None, "Output folder does not exist: missing"),
+    (("export", "--format", "savedmodel", "--out", "old.png", "--overwrite", *RANDOM), "old.png", "it is a file, not a folder"),
+    (("score", "d0/a.png", "d0/b.png", "--map", "m.jpg", *RANDOM), None, "--map writes a PNG: name it .png"),
+])  # fmt: skip
+def test_outputs_that_would_break_something_are_refused_up_front(work, command, output, message):
+    """Not a regular file (a FIFO, a device), inside a folder the command reads, in a missing
+    folder, of the wrong kind: refused in one line before any work, nothing written."""
+    if output == "pipe.png":
+        os.mkfifo(work / "pipe.png")
+    if command[0] == "matrix":  # the folders read are d0 and, as --against, d1
+        command = (*command[:2], "--against", "d1", *command[2:])
+    before = snapshot(work)
+    assert_refused(run_cli(*command), message, before, work)
+    if output == "pipe.png":
+        assert (work / "pipe.png").is_fifo()
+
+
+def test_a_map_of_identical_images_is_dark(work):
+    result = run_cli("score", "d0/a.png", "d0/a.png", "--map", "same.png", *RANDOM)
+    assert result.returncode == 0 and "= 0.0000" in result.stdout, result.stderr
+    assert np.asarray(Image.open(work / "same.png")).shape[2] == 3
+
+
 # --- the API ----------------------------------------------------------------------------------
 
 
 def test_check_output_rule(work):
-    files.check_output(work / "new.csv", [work / "d0"])  # a new file beside or inside an input folder: fine
-    files.check_output(work / "d0" / "new.csv", [work / "d0"])
+    files.check_output(work / "new.csv", [work / "d0"])  # a new file beside an input folder: fine
     files.check_output(work / "old.csv", [work / "d0"], overwrite=True)
     files.check_output(work / "new.csv", [None, work / "missing.png"])  # absent inputs are skipped
+    files.check_output(work / "models", overwrite=True, kind="folder")
+    os.mkfifo(work / "pipe.png")
+    (work / "dangling.png").symlink_to(work / "nowhere.png")
     for output, inputs, overwrite, message in [
         (work / "old.csv", [], False, "already exists"),
+        (work / "d0" / "new.csv", [work / "d0"], False, r"it is inside \S*d0, a folder this command reads"),
+        (work / "bapps" / "2afc" / "val" / "run", [work / "bapps"], True, "it is inside"),
+        (work / "pipe.png", [], True, "it is a named pipe, not a file"),
+        (work / "dangling.png", [], True, "it is a broken link"),
+        (work / "old.csv", [], True, "it is a file, not a folder"),
+        (work / "models", [], True, "it is a folder, not a file"),
+        (work / "missing" / "x.csv", [], True, "Output folder does not exist: "),
         (work / "d0" / "a.png", [work / "d0" / "a.png"], True, "it is"),
         (work / "d0" / ".." / "d0" / "a.png", [work / "d0" / "a.png"], True, "it is"),
         (work / "link.png", [work / "d0" / "a.png"], True, "it is"),
@@ -164,8 +201,9 @@ def test_check_output_rule(work):
         (work / "d0", [work / "d0" / "a.png"], True, "it holds"),
         (work, [work / "bapps"], True, "it holds"),
     ]:
+        kind = "folder" if "not a folder" in message else "file" if "not a file" in message or "Output folder" in message else None
         with pytest.raises(InputError, match=message):
-            files.check_output(output, inputs, overwrite)
+            files.check_output(output, inputs, overwrite, kind=kind)
 
 
 def test_writers_without_overwrite_refuse_an_existing_file(work):

@@ -94,7 +94,7 @@ class Folder:
         folder = pathlib.Path(folder)
         if not folder.is_dir():
             raise InputError(f"Image folder {folder} is not a directory")
-        self.paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in files.IMAGE_SUFFIXES)
+        self.paths = files.image_files(folder, recursive=True)
         if not self.paths:
             raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) in {folder}")
         self.folder = folder

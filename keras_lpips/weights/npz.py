@@ -33,7 +33,7 @@ def convert_weight_file(source, destination, net, overwrite=False):
     destination = pathlib.Path(destination)
     if destination.suffix not in SUFFIXES:
         raise WeightsError(f"The converted file must be a .npz or .safetensors. Received: {destination}")
-    files.check_output(destination, [source], overwrite)
+    files.check_output(destination, [source], overwrite, kind="file")
     state = read_weight_file(source)
     if any(key.startswith("lin") for key in state):
         kind = "linear"
