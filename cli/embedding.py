@@ -64,11 +64,14 @@ def embed(
     as_json: options.Json = False,
 ):
     from keras_lpips.embedding_files import embed_folder, image_names
+    from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
 
     names = image_names(folder)
     # An embed file is completed, so it may exist; it is never one of the images or weight files read.
     check_output(out, [folder, *(folder / name for name in names), *metric.input_paths()], overwrite=True, kind="file")
+    if out.suffix.lower() != ".npz":
+        raise InputError(f"--out is the .npz file embed writes: name it .npz. Received: --out {out}")
     lpips = _lpips(metric)
     with options.progress_bar(len(names), "embedding") as bar:
         embedded, total = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=bar.update)

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import zipfile
 import shutil
 
 import numpy as np
@@ -176,6 +177,8 @@ def write_embeddings(path, embeddings):
 def read_embeddings(path):
     """The `Embeddings` in an embed file; `InputError` for anything else."""
     path = pathlib.Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would read a .npy, or suggest pickles
+        raise DataError(f"Cannot read embed file {path}: not the .npz keras-lpips embed writes")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in KEYS if key not in data.files]

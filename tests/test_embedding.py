@@ -316,3 +316,13 @@ def test_matrix_against_a_second_folder(tmp_path, metric):
     rows = [line.split(",") for line in result.stdout.splitlines()]
     assert rows[0] == ["", "00.png", "01.png", "02.png"] and [r[0] for r in rows[1:]] == ["00.png", "01.png"]
     assert all(float(value) > 0 for row in rows[1:] for value in row[1:])
+
+
+def test_embed_files_are_npz_and_other_files_are_named_as_such(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    result = run_cli("embed", tmp_path / "imgs", "--out", tmp_path / "e.png", *RANDOM, "--lin-weights", "none")
+    assert result.returncode == 2 and "name it .npz" in one_error_line(result)
+    result = run_cli("nearest", tmp_path / "imgs", tmp_path / "imgs" / "a.png", *RANDOM, "--lin-weights", "none")
+    line = one_error_line(result)
+    assert result.returncode == 1 and "not the .npz keras-lpips embed writes" in line and "pickle" not in line, line
