@@ -119,7 +119,8 @@ def metric_options(command):
     clash = set(METRIC_OPTIONS) & set(signature.parameters)
     if clash:
         raise TypeError(f"{command.__name__} has parameters named as metric options: {sorted(clash)}")
-    parameters = []
+    # Typer passes the click context to a parameter annotated typer.Context: it says which options were given.
+    parameters = [inspect.Parameter("metric_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
     for parameter in signature.parameters.values():
         if parameter.name == name:
             parameters += [
@@ -130,8 +131,9 @@ def metric_options(command):
             parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
 
     @functools.wraps(command)
-    def with_metric_spec(**values):
-        spec = MetricSpec(**{field: values.pop(field) for field in METRIC_OPTIONS})
+    def with_metric_spec(metric_context, **values):
+        given = [f for f in METRIC_OPTIONS if getattr(metric_context.get_parameter_source(f), "name", None) == "COMMANDLINE"]
+        spec = MetricSpec(**{field: values.pop(field) for field in METRIC_OPTIONS}, given=given)
         return command(**values, **{name: spec})
 
     with_metric_spec.__signature__ = signature.replace(parameters=parameters)

@@ -18,6 +18,9 @@ from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
 
 # Spellings of "no weights" that the command line accepts.
 UNTRAINED = ("random", "none")
+# The options that describe a metric part by part, and their flags.
+_FLAGS = {"net": "--net", "version": "--lpips-version", "distance": "--distance", "layers": "--layers",
+          "lin_weights": "--lin-weights", "backbone_weights": "--backbone-weights"}  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -35,6 +38,19 @@ class MetricSpec:
     backbone_weights: str | None = "imagenet"
     model: str | None = None
     preset: str | None = None
+    given: dataclasses.InitVar[tuple | None] = None
+
+    def __post_init__(self, given):
+        """`model` and `preset` each fix the whole metric: another option given with one of them
+        would be ignored, so it is refused. `given`: the options the user gave (the command line
+        says which); by default those that differ from their defaults."""
+        fixed_by = [f"--{name} {value}" for name, value in (("model", self.model), ("preset", self.preset)) if value is not None]
+        defaults = MetricSpec.__dataclass_fields__
+        if given is None:
+            given = [name for name in _FLAGS if getattr(self, name) != defaults[name].default]
+        others = [_FLAGS[name] for name in _FLAGS if name in given]
+        if len(fixed_by) > 1 or (fixed_by and others):
+            raise InputError(f"{fixed_by[0]} fixes the whole metric: drop {', '.join(fixed_by[1:] + others)}")
 
     def input_paths(self):
         """The files or folders this metric is read from (`model`, and weight files given by

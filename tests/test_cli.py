@@ -255,6 +255,10 @@ def test_readme_main_command_prints_the_reference_distances(tmp_path):
         (["score", "a.png", "b.png", "--nett", "vgg"], 2, "error: No such option: --nett (Possible options: --net)"),
         (["export", "--out", "x"], 2, "error: Missing option '--format'. Choose from: savedmodel, tflite, onnx (see keras-lpips export --help)"),
         (["nope"], 2, "error: No such command 'nope'."),
+        (["score", "examples/ref.png", "examples/p0.png", "--preset", "vgg-v0.0", "--net", "alex"], 2,
+         "error: --preset vgg-v0.0 fixes the whole metric: drop --net"),  # alex is the default: given all the same
+        (["matrix", "examples", "--model", "runs/x", "--lpips-version", "0.1", "--layers", "2"], 2,
+         "error: --model runs/x fixes the whole metric: drop --lpips-version, --layers"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(args, code, message):
@@ -308,6 +312,7 @@ def test_metric_options_are_declared_once_and_packed_into_one_metric_spec():
     from typer.testing import CliRunner
 
     from keras_lpips.cli.options import METRIC_OPTIONS, metric_options
+    from keras_lpips.errors import InputError
     from keras_lpips.resolve import MetricSpec
 
     received = []
@@ -320,12 +325,14 @@ def test_metric_options_are_declared_once_and_packed_into_one_metric_spec():
     app.command()(command)
     app.callback()(lambda: None)  # keep `command` a subcommand
     assert CliRunner().invoke(app, ["command", "x.png"]).exit_code == 0
-    args = ["command", "x.png", "--preset", "vgg-v0.0", "--layers", "2", "--backbone-weights", "random", "--flag"]
+    args = ["command", "x.png", "--net", "vgg", "--layers", "2", "--backbone-weights", "random", "--flag"]
     assert CliRunner().invoke(app, args).exit_code == 0
     assert received == [
         (pathlib.Path("x.png"), MetricSpec(), False),
-        (pathlib.Path("x.png"), MetricSpec(layers=2, backbone_weights="random", preset="vgg-v0.0"), True),
+        (pathlib.Path("x.png"), MetricSpec(net="vgg", layers=2, backbone_weights="random"), True),
     ]
+    refused = CliRunner().invoke(app, ["command", "x.png", "--preset", "vgg-v0.0", "--net", "alex"])
+    assert isinstance(refused.exception, InputError) and len(received) == 2  # --net given, if only its default
     assert list(METRIC_OPTIONS) == [field.name for field in dataclasses.fields(MetricSpec)]
 
     commands = click_commands()
