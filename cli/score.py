@@ -36,6 +36,7 @@ def score(
 
     from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
+    from keras_lpips.images import stored_size
     from keras_lpips.litert_metric import MAX_PIXELS, litert_metric
 
     paths = [ref, a] + ([b] if b is not None else [])
@@ -43,11 +44,12 @@ def score(
         check_output(map_png, [*paths, *metric.input_paths()], overwrite, kind="file")
         if map_png.suffix.lower() != ".png":
             raise InputError(f"--map writes a PNG: name it .png. Received: --map {map_png}")
-    images = options.read_same_size(paths, resize, frame)
     # An official configuration runs on LiteRT from a cached conversion: no TensorFlow to import.
-    # Large inputs take the Keras path, which checks that they fit in memory.
+    # Large inputs take the Keras path, which checks that they fit in memory before they are read
+    # (from the files' headers: decoding a huge image whole takes long and much memory itself).
+    sizes = [stored_size(path) for path in paths]
     lpips = None
-    if sum(image.shape[0] * image.shape[1] for image in images) <= MAX_PIXELS:
+    if sum(height * width for height, width in sizes) <= MAX_PIXELS:
         lpips = litert_metric(metric, report=lambda line: typer.echo(line, err=True))
     if lpips is None:
         from keras_lpips import LPIPS
@@ -55,7 +57,8 @@ def score(
 
         lpips = options.resolve(metric)
         if isinstance(lpips, LPIPS):  # an exported SavedModel has no backbone to estimate from
-            check_fits_in_memory(lpips, *images[0].shape[:2], batch=len(images) - 1)
+            check_fits_in_memory(lpips, *sizes[0], batch=len(paths) - 1)
+    images = options.read_same_size(paths, resize, frame)
     refs = np.stack([images[0]] * (len(images) - 1))
     others = np.stack(images[1:])
     distances = [float(d) for d in np.asarray(lpips([refs, others]))]

@@ -32,11 +32,13 @@ A path that is no regular file (a directory, FIFO, device) is refused by what it
 opening it: reading a FIFO would block. Every problem raises one `InputError` naming the file.
 """
 
+import contextlib
 import dataclasses
 import io
 import os
 import pathlib
 import stat
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -102,6 +104,30 @@ def read_image(path, frame=None):
     return _decode(path, path, frame)
 
 
+def stored_size(path):
+    """(height, width) of the image file at `path` as stored (before EXIF orientation), read from
+    its header without decoding it: what a command checks against the memory it has before
+    reading a huge image whole."""
+    path = pathlib.Path(path)
+    _check_regular_file(path)
+    try:
+        with _no_bomb_warning(), Image.open(path) as image:
+            return image.height, image.width
+    except UnidentifiedImageError:
+        raise DataError(f"Not an image (or a format Pillow cannot read): {path}") from None
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path} is too large to decode: {error}") from None
+    except OSError as error:
+        raise DataError(f"Cannot read image file {path}: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def _no_bomb_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def decode_image(data, name, frame=None):
     """`read_image` of an image file's bytes, read from anywhere (a Beam file system, a
     request); `name` stands for the file in error messages."""
@@ -118,13 +144,17 @@ def _decode(source, path, frame):
     """The image in `source` (a path or a binary file object) as `read_image` returns it;
     `path` names it in errors."""
     try:
-        with Image.open(source) as image:
+        # Pillow warns of a "decompression bomb" from 89 megapixels (a second stderr line): the
+        # memory a command needs is checked against what is free instead (`keras_lpips.memory`).
+        with _no_bomb_warning(), Image.open(source) as image:
             _seek_frame(image, path, frame)
             image.load()
             white = _white(image, path)
             return _to_rgb(ImageOps.exif_transpose(image), white, path)
     except UnidentifiedImageError:
         raise DataError(f"Not an image (or a format Pillow cannot read): {path}") from None
+    except Image.DecompressionBombError as error:  # over 179 megapixels: refused by Pillow, not corrupt
+        raise DataError(f"{path} is too large to decode: {error}") from None
     except InputError:
         raise
     except PermissionError as error:

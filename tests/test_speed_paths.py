@@ -131,7 +131,7 @@ def test_available_memory_takes_the_tighter_of_meminfo_and_cgroup(tmp_path, monk
     assert memory.available_memory_bytes() == expected
 
 
-def test_score_refuses_an_input_too_large_for_this_machine(tmp_path):
+def test_score_refuses_an_input_too_large_for_this_machine(tmp_path, monkeypatch):
     """Two 4096x4096 images with VGG need ~40 GiB: the CLI says so instead of being killed."""
     from PIL import Image
 
@@ -142,6 +142,12 @@ def test_score_refuses_an_input_too_large_for_this_machine(tmp_path):
         pytest.skip("this machine has enough memory to score 4096x4096 VGG pairs")
     for name, value in (("a.png", 10), ("b.png", 200)):
         Image.new("RGB", (4096, 4096), (value,) * 3).save(tmp_path / name, compress_level=1)
+    import keras_lpips.images
+
+    def not_decoded(*args, **kwargs):
+        raise AssertionError("the images were decoded before the memory check")
+
+    monkeypatch.setattr(keras_lpips.images, "read_image", not_decoded)  # the sizes come from the headers
     result = run_cli("score", tmp_path / "a.png", tmp_path / "b.png", "--net", "vgg", "--backbone-weights", "random")
     assert result.returncode == 1  # too little memory: a run-time failure
     assert one_error_line(result).startswith("error: 1 pair(s) of 4096x4096 images with net 'vgg' need about")
