@@ -302,7 +302,7 @@ def atomic_directory(path, *, replace=False, as_input_error=False, needed=None):
     path = pathlib.Path(path)
     temporaries = []
     with _reported(path, as_input_error), reporting_disk_full(path, needed, within=temporaries):
-        created = _make_folder(path.parent)
+        created = make_folder(path.parent)
         remove_stale_temporaries(path)
         staging = temporary_sibling(path)
         temporaries.append(staging)
@@ -312,7 +312,7 @@ def atomic_directory(path, *, replace=False, as_input_error=False, needed=None):
             replace_directory(staging, path, replace)
         except BaseException:
             _remove(staging)
-            _remove_if_empty(created)
+            remove_if_empty(created)
             raise
 
 
@@ -326,7 +326,7 @@ def scratch_directory(near, needed=None):
     near = pathlib.Path(near)
     temporaries = []
     with reporting_disk_full(near, needed, within=temporaries):
-        created = _make_folder(near.parent)
+        created = make_folder(near.parent)
         remove_stale_temporaries(near)
         scratch = temporary_sibling(near)
         temporaries.append(scratch)
@@ -335,12 +335,12 @@ def scratch_directory(near, needed=None):
             yield scratch
         except BaseException:
             _remove(scratch)
-            _remove_if_empty(created)
+            remove_if_empty(created)
             raise
         _remove(scratch)
 
 
-def _make_folder(folder):
+def make_folder(folder):
     """Creates `folder` with its missing parents; returns the folders it created, innermost first."""
     folder = pathlib.Path(folder)
     missing, current = [], pathlib.Path(os.path.abspath(folder))
@@ -351,7 +351,7 @@ def _make_folder(folder):
     return missing
 
 
-def _remove_if_empty(folders):
+def remove_if_empty(folders):
     """Removes each folder (innermost first) that is empty: another writer's content stays."""
     for folder in folders:
         with contextlib.suppress(OSError):

@@ -74,7 +74,7 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     target = dest / TARGETS[split]
     if target.is_dir() and any(target.iterdir()):
         return DownloadedSplit(split, target, None, "already present")
-    dest.mkdir(parents=True, exist_ok=True)
+    created = files.make_folder(dest)
     url = URL_TEMPLATE.format(split=split)
     archive = dest / f"{split}.tar.gz"
     expected = SHA256[split]
@@ -95,6 +95,8 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
         reason = disk_space.disk_full_reason(error)
         if reason is not None:  # a full disk: no partial file keeps holding the space
             archive.with_name(archive.name + ".part").unlink(missing_ok=True)
+        files.remove_if_empty(created)  # no empty dataset folder left behind (a .part stays: it resumes)
+        if reason is not None:
             raise disk_space.disk_full_error(archive, reason=reason) from None
         raise DownloadError(_download_problem(url, archive, error)) from None
 
