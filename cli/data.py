@@ -39,7 +39,9 @@ def download(
       keras-lpips data download --split jnd --dest dataset
     """
     from keras_lpips.data.download import download_split
+    from keras_lpips.files import check_output
 
+    check_output(dest, overwrite=True, kind="folder")  # a dataset root, filled split by split
     with progress_bar(1, f"downloading {split.value}", item_show_func=shown) as bar:
         result = download_split(split.value, dest, progress=transfer_progress(bar), keep_archive=keep_archive)
     if result.verified_by == "already present":
@@ -73,7 +75,7 @@ def synth(
     from keras_lpips.data.synth import synthesize
     from keras_lpips.files import check_output
 
-    check_output(out, [images], overwrite=True)  # a folder it fills (existing subsets refused), never --images
+    check_output(out, [images], overwrite=True, kind="folder")  # a folder it fills (existing subsets refused), never --images
     with progress_bar(1, "synthesizing") as bar:
         synthesize(out, train, val, images=images, seed=seed, n_jnd=jnd, progress=byte_progress(bar))
     n_jnd = val if jnd is None else jnd

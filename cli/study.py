@@ -11,8 +11,10 @@ VGG16 (2 layers) and AlexNet (4 layers) with cosine and with LPIPS, and an untra
 VGG16 with cosine, beside the official LPIPS v0.1 models and the L2/SSIM/PSNR baselines;
 writes results.md/json, results.png, curves.png and summary.md (which of the study's
 findings held, with paired standard errors). A rerun skips finished configurations and
-resumes an unfinished one. --data is the dataset root (holding 2afc/ and jnd/, as
-`keras-lpips data download --dest` or `data synth --out` writes it) or its 2afc/ folder.
+resumes an unfinished one, where they were started with the same data and settings (a run
+folder of --out holding one started with others is refused before anything trains).
+--data is the dataset root (holding 2afc/ and jnd/, as `keras-lpips data download --dest`
+or `data synth --out` writes it) or its 2afc/ folder.
 
   keras-lpips data synth --out synth --train 1000 --val 1000 --jnd 500 --seed 0
   keras-lpips study --data synth --out study
@@ -29,7 +31,7 @@ def study(
     from keras_lpips.files import check_output
     from keras_lpips.study import DEFAULT_CONFIGS, load_config, run_study
 
-    check_output(out, [data, config], overwrite=True)  # a study folder resumes; it never holds its inputs
+    check_output(out, [data, config], overwrite=True, kind="folder")  # a study folder resumes; it never holds its inputs
     settings = load_config(config) if config else {"configs": DEFAULT_CONFIGS, "seeds": (0,), "train": {}}
     results = run_study(
         data, out, settings["configs"], settings["seeds"], quick=quick, train=settings["train"],

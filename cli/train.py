@@ -12,7 +12,9 @@ FIT_HELP = """Train LPIPS on the 2AFC human judgments of a BAPPS-layout folder, 
 
 Modes: lin (backbone frozen, linear weights learn), tune (backbone learns too), scratch (random backbone, learns).
 
-After every epoch the run folder gets a checkpoint and history.csv; a killed run continues with --resume. At the end it holds model.keras (for score --model), trainer.keras, lin_weights.npz (for --lin-weights), loss.png, accuracy.png, run.json and TensorBoard logs.
+After every epoch the run folder gets a checkpoint and history.csv; a killed run continues with --resume (with the same settings and data: anything else is refused). At the end it holds model.keras (for score --model), trainer.keras, loss.png, accuracy.png, run.json, TensorBoard logs and, in lin mode only, lin_weights.npz (for --lin-weights, with the backbone weights the run used; tune and scratch runs trained their backbone too, so only model.keras holds their metric).
+
+The learning rate (the reference's schedule): --lr for the --epochs epochs and the first of the N --decay-epochs, then lr/N lower each epoch, the last at lr/N.
 
   keras-lpips fit --data dataset --out runs/alex-lin
 
@@ -23,7 +25,7 @@ After every epoch the run folder gets a checkpoint and history.csv; a killed run
   keras-lpips fit --data synth --out runs/try --backbone-weights random --layers 3 --load-size 32 --epochs 2 --decay-epochs 0
 """
 
-EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR).
+EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR). A dataset with only one of 2afc/val and jnd/val gets that one's scores (the other is said to be skipped).
 
   keras-lpips eval --model runs/alex-lin --data dataset
 
@@ -40,8 +42,8 @@ Data = Annotated[Path, typer.Option("--data", help="BAPPS-layout folder (with 2a
 Subsets = Annotated[
     Optional[List[str]], typer.Option("--subsets", help="Subsets to use, repeated or comma-separated (default: all present).")
 ]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Triplets per (global) batch.")]
-LoadSize = Annotated[int, typer.Option("--load-size", help="Resize patches to this size (BAPPS: 64).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Triplets per (global) batch.")]
+LoadSize = Annotated[int, typer.Option("--load-size", min=1, help="Resize patches to this size (BAPPS: 64).")]
 
 
 def _split(values):
@@ -70,8 +72,11 @@ def fit(
     val_subsets: Annotated[
         Optional[List[str]], typer.Option("--val-subsets", help="Validation subsets (default: all under 2afc/val).")
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Epochs at the full learning rate.")] = 5,
-    decay_epochs: Annotated[int, typer.Option("--decay-epochs", help="Further epochs with the rate falling linearly.")] = 5,
+    epochs: Annotated[int, typer.Option("--epochs", min=0, help="Epochs at the full learning rate, before the decay epochs.")] = 5,
+    decay_epochs: Annotated[
+        int,
+        typer.Option("--decay-epochs", min=0, help="N further epochs: the first still at the full rate, then each lr/N lower (the last at lr/N)."),
+    ] = 5,
     batch_size: BatchSize = 50,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (beta1 0.5, as the reference).")] = 1e-4,
     load_size: LoadSize = 64,
@@ -85,7 +90,7 @@ def fit(
         Literal["auto", "one-device", "mirrored", "multiworker", "tpu"], typer.Option("--strategy", help="auto, one-device, mirrored, multiworker (TF_CONFIG) or tpu.")
     ] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, epoch order and dropout.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of initialisation, epoch order and dropout.")] = 0,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Bit-reproducible (slower) ops and data order.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ):
@@ -111,7 +116,9 @@ def eval_(
     subsets: Subsets = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also score L2, SSIM and PSNR.")] = True,
     batch_size: BatchSize = 50,
-    load_size: Annotated[Optional[int], typer.Option("--load-size", help="Resize patches to this size (default: the run's, else 64).")] = None,
+    load_size: Annotated[
+        Optional[int], typer.Option("--load-size", min=1, help="Resize patches to this size (default: the run's, else 64).")
+    ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Also write the results (.json: JSON, else markdown).")] = None,
     overwrite: options.Overwrite = False,
     as_json: options.Json = False,
@@ -122,11 +129,13 @@ def eval_(
     from keras_lpips.reports import results_markdown, write_results
 
     if output is not None:  # before any work
-        check_output(output, [data, *metric.input_paths()], overwrite)
+        check_output(output, [data, *metric.input_paths()], overwrite, kind="file")
     results = evaluate_run(
         data, model=metric.model, metric=options.resolve(metric), subsets=_split(subsets), baselines=baselines,
         batch_size=batch_size, load_size=load_size, progress=not quiet and not as_json,
     )  # fmt: skip
     if output is not None:
         write_results(results, output, overwrite=overwrite)
+    for skipped in results.get("skipped", ()):
+        typer.echo(f"note: skipped {skipped}", err=True)
     typer.echo(options.dumps(results) if as_json else results_markdown(results).rstrip("\n"))

@@ -8,10 +8,12 @@ JND mAP, beside the classical baselines (`keras_lpips.baselines`).
 import json
 import pathlib
 import sys
+import weakref
 
 import numpy as np
 import tensorflow as tf
 
+from keras_lpips import keras_compat
 from keras_lpips.baselines import baseline_distances
 from keras_lpips.errors import InputError
 from keras_lpips.model import LPIPS
@@ -44,14 +46,24 @@ def evaluate_run(
          "2afc": {subset: {column: 2AFC score}, ..., "all": pooled over triplets, "mean": of subsets},
          "jnd": {subset: {column: mAP}, ...},            (when jnd/val exists, or jnd=True)
          "counts": {"2afc": {subset: n}, "jnd": {subset: n}},
-         "scores": {subset: {column: [per-triplet 2AFC score, ...]}}}  (with keep_scores=True)
+         "scores": {subset: {column: [per-triplet 2AFC score, ...]}},  (with keep_scores=True)
+         "skipped": ["2AFC: no 2afc/val folder in ROOT"]}  (a set absent from the data, if any)
+
+    A dataset with only JND pairs (`data download --split jnd`) gets its JND mAP, its "2afc"
+    and "counts"["2afc"] empty and the 2AFC set listed in "skipped"; one with only 2AFC
+    triplets its 2AFC scores. `subsets` (2AFC) or `jnd=True` ask for that set: it must be there.
 
     2AFC as the reference's `score_2afc_dataset`, JND mAP as its `score_jnd_dataset`; baselines
     as its test_dataset_model.py with the default Lab colorspace: "l2" (lpips.l2 in Lab), "ssim"
     (DSSIM, lpips.dssim in Lab) and "psnr" (on the 8-bit RGB images).
     """
-    from keras_lpips.data.bapps import list_jnd, list_twoafc, resolve_root
+    from keras_lpips.data.bapps import has_split, resolve_root
 
+    root = resolve_root(data_root)
+    twoafc = subsets is not None or has_split(root, "2afc", "val")
+    jnd = jnd if jnd is not None else has_split(root, "jnd", "val")
+    if not twoafc and not jnd:
+        raise InputError(f"No 2afc/val or jnd/val folder in {root}: nothing to evaluate")
     if metric is None:
         if model is None:
             raise InputError("evaluate_run needs a model (run folder or .keras file) or a metric")
@@ -68,28 +80,47 @@ def evaluate_run(
     load_size = int(load_size or 64)
     columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
     scoring = _Scoring(metric, data_root, columns, batch_size, load_size, progress and sys.stderr.isatty())
-    records = list_twoafc(data_root, "val", [subsets] if isinstance(subsets, str) else subsets)
+    result = {"model": name, "data": str(data_root), "load_size": load_size, "columns": columns}
+    result.update({"2afc": {}, "counts": {"2afc": {}}})
+    if twoafc:
+        _score_twoafc(scoring, result, [subsets] if isinstance(subsets, str) else subsets, distances, keep_scores)
+    else:
+        result["skipped"] = [f"2AFC: no 2afc/val folder in {root}"]
+    if jnd:
+        _score_jnd(scoring, result, jnd_subsets)
+    return result
+
+
+def _score_twoafc(scoring, result, subsets, distances, keep_scores):
+    """Adds the 2AFC scores of the val triplets in `subsets` (`evaluate_run`'s "2afc", counts, scores)."""
+    from keras_lpips.data.bapps import list_twoafc
+
+    records = list_twoafc(scoring.data_root, "val", subsets)
     scores = scoring.twoafc(records, distances)
     subset_of = np.array([r.subset for r in records])
     names = [str(s) for s in dict.fromkeys(subset_of)]
-    result = {"model": name, "data": str(data_root), "load_size": load_size, "columns": columns, "2afc": {}}
+    columns = scoring.columns
     for s in names:
         result["2afc"][s] = {c: float(scores[c][subset_of == s].mean()) for c in columns}
     result["2afc"]["all"] = {c: float(scores[c].mean()) for c in columns}
     result["2afc"]["mean"] = {c: float(np.mean([result["2afc"][s][c] for s in names])) for c in columns}
-    result["counts"] = {"2afc": {s: int((subset_of == s).sum()) for s in names}}
+    result["counts"]["2afc"] = {s: int((subset_of == s).sum()) for s in names}
     if keep_scores:  # for paired comparisons of metrics on the same triplets
         result["scores"] = {s: {c: scores[c][subset_of == s].tolist() for c in columns} for s in names}
-    if jnd or (jnd is None and (resolve_root(data_root) / "jnd" / "val").is_dir()):
-        pairs = list_jnd(data_root, jnd_subsets)
-        pair_distances, same = scoring.jnd(pairs)
-        pair_subset = np.array([p.subset for p in pairs])
-        result["jnd"] = {}
-        for s in map(str, dict.fromkeys(pair_subset)):
-            mask = pair_subset == s
-            result["jnd"][s] = {c: jnd_map(pair_distances[c][mask], same[mask]) for c in columns}
-        result["counts"]["jnd"] = {str(s): int((pair_subset == s).sum()) for s in dict.fromkeys(pair_subset)}
-    return result
+
+
+def _score_jnd(scoring, result, subsets):
+    """Adds the JND mAP of the pairs in `subsets` (`evaluate_run`'s "jnd" and its counts)."""
+    from keras_lpips.data.bapps import list_jnd
+
+    pairs = list_jnd(scoring.data_root, subsets)
+    pair_distances, same = scoring.jnd(pairs)
+    pair_subset = np.array([p.subset for p in pairs])
+    result["jnd"] = {}
+    for s in map(str, dict.fromkeys(pair_subset)):
+        mask = pair_subset == s
+        result["jnd"][s] = {c: jnd_map(pair_distances[c][mask], same[mask]) for c in scoring.columns}
+    result["counts"]["jnd"] = {str(s): int((pair_subset == s).sum()) for s in dict.fromkeys(pair_subset)}
 
 
 class _Scoring:
@@ -156,19 +187,32 @@ class _Scoring:
         return {c: np.concatenate(v) for c, v in per.items()}, np.concatenate(same)
 
 
+# Each LPIPS metric's compiled distance functions (`distance_functions`), made once per metric.
+_DISTANCE_FUNCTIONS = weakref.WeakKeyDictionary()
+IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32)  # any batch and image size: one trace
+
+
 def distance_functions(metric):
-    """`(twoafc(ref, p0, p1) -> (d0, d1), pair(img0, img1) -> d)` of an `LPIPS` metric in inference,
-    each a `tf.function` traced once per shape (the metric's own methods, compiled). An
-    `ExportedMetric`'s signatures are compiled already: its own methods serve."""
+    """`(twoafc(ref, p0, p1) -> (d0, d1), pair(img0, img1) -> d)` of an `LPIPS` metric in inference:
+    the metric's own methods, compiled once per metric for float32 images of any batch and size
+    (`keras_compat.once_traced`) and kept for its next evaluations. An `ExportedMetric`'s signatures are
+    compiled already: its own methods serve."""
     if not isinstance(metric, LPIPS):
         return metric.twoafc, lambda img0, img1: metric([img0, img1])
+    if metric not in _DISTANCE_FUNCTIONS:
+        _DISTANCE_FUNCTIONS[metric] = _compiled_distances(weakref.ref(metric))
+    return _DISTANCE_FUNCTIONS[metric]
 
-    @tf.function(reduce_retracing=True)
+
+def _compiled_distances(metric_ref):
+    """`distance_functions` of the metric `metric_ref` refers to (weakly: the cache keeps no metric alive)."""
+
     def twoafc(ref, p0, p1):
-        return metric.twoafc(ref, p0, p1, training=False)
+        return metric_ref().twoafc(ref, p0, p1, training=False)
 
-    @tf.function(reduce_retracing=True)
     def pair(img0, img1):
-        return metric([img0, img1], training=False)
+        return metric_ref()([img0, img1], training=False)
 
-    return twoafc, pair
+    return keras_compat.once_traced(twoafc, [IMAGES] * 3), keras_compat.once_traced(pair, [IMAGES] * 2)
+
+

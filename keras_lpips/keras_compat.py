@@ -1,4 +1,5 @@
-"""The only place keras-lpips reaches into Keras internals, each where no public API does the job.
+"""The only place keras-lpips reaches into Keras (and TensorFlow) internals, each where no public
+API does the job.
 
 - `adam_moments`: torch's Adam update (`TorchAdam`) needs Adam's moment slots for a variable;
   Keras keeps them in `_momentums` / `_velocities`, indexed by `_get_variable_index`.
@@ -6,6 +7,13 @@
   model from a data batch that it first all-reduces (`_maybe_symbolic_build`), which fails for
   dict batches under MultiWorkerMirroredStrategy; a model whose variables all exist from its
   constructor skips that and only builds its optimiser.
+- `seed_per_replica`: under a `tf.distribute` strategy every replica reads the same mirrored
+  state of a `Dropout`'s `seed_generator` and draws the same masks; its generator's class is
+  swapped for one that adds the replica's index (its state variable, tracked by the layer and
+  in checkpoints, unchanged).
+- `once_traced`: TensorFlow's "frequent retracing" warning counts the traces of one code object
+  across `tf.function`s; a function made once per metric turns it off with the private switch
+  TensorFlow sets on a restored SavedModel's functions.
 - `loading_a_saved_model`: whether `from_config` is running inside `keras.models.load_model`
   (whose file then supplies the weights): Keras says so only through the object-sharing scope
   its saving library holds while it reads or writes a `.keras` file.
@@ -13,6 +21,9 @@
 `TESTED_KERAS` is the range of Keras minor series the test suite passed on; tests/test_keras_compat.py
 fails, naming what changed, on a Keras where these internals are gone.
 """
+
+import keras
+from keras import ops
 
 TESTED_KERAS = ("3.12", "3.15")
 
@@ -38,3 +49,37 @@ def loading_a_saved_model():
     from keras.src.backend.common import global_state
 
     return global_state.get_global_attribute("shared_objects/id_to_obj_map") is not None
+
+
+class _PerReplicaSeedGenerator(keras.random.SeedGenerator):
+    """A `SeedGenerator` whose seeds, under a distribution strategy of several replicas, add the
+    replica's index: the replicas' shares of a batch get different dropout masks, as one
+    device's masks differ along its batch. On one device, and on replica 0, the seeds are a
+    plain `SeedGenerator`'s."""
+
+    def next(self, ordered=True):
+        import tensorflow as tf
+
+        seed = super().next(ordered)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return seed
+        replica = ops.cast(context.replica_id_in_sync_group, seed.dtype)
+        return seed + ops.stack([replica, ops.zeros_like(replica)])
+
+
+def seed_per_replica(dropout):
+    """Makes the `keras.layers.Dropout` `dropout` draw its own masks on each replica of a
+    strategy (its generator's class changed: its state variable stays the one the layer tracks)."""
+    dropout.seed_generator.__class__ = _PerReplicaSeedGenerator
+
+
+def once_traced(function, input_signature):
+    """`function` as a `tf.function` of `input_signature`, so traced once; made once per metric,
+    each one's trace is expected, and TensorFlow's "frequent retracing" warning (which counts
+    the traces of every metric's copy of `function` together: one code object) is off for it."""
+    import tensorflow as tf
+
+    compiled = tf.function(function, input_signature=input_signature)
+    compiled._omit_frequent_tracing_warning = True
+    return compiled

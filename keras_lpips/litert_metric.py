@@ -107,12 +107,10 @@ def litert_metric(spec, report=None):
         return loaded
     if not imagenet_cache_path(config["net"]).exists():
         return None  # the Keras path fetches them, with its progress bar; the next run converts
-    if report:  # said first: the conversion takes a while (10-30 s)
-        report(f"preparing the LiteRT scorer for {config['net']} v{config['version']} once (about 20 s) ...")
     start = time.perf_counter()
     try:
-        _convert(config, model, record)
-    except Exception:  # any failure of TensorFlow's converter: the Keras metric serves this run
+        _convert(config, model, record, report)
+    except Exception:  # any failure (weights, TensorFlow's converter): the Keras metric serves this run
         return None
     if report:
         report(f"prepared in {time.perf_counter() - start:.0f} s")
@@ -133,12 +131,16 @@ def _load_verified(model, record):
     return LiteRTMetric(content, info)
 
 
-def _convert(config, model, record):
+def _convert(config, model, record, report=None):
+    """Converts the metric `config` describes to TFLite at `model`, with its `record`; `report`
+    says so once its weights are read (the conversion then takes 10-30 s)."""
     from keras_lpips.export import export_tflite
     from keras_lpips.files import atomic_path, atomic_write
     from keras_lpips.model import LPIPS
 
     metric = LPIPS(**config, input_range=(0.0, 1.0))
+    if report:
+        report(f"preparing the LiteRT scorer for {config['net']} v{config['version']} once (about 20 s) ...")
     model.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(model) as tmp:  # its digest taken from what is renamed into place
         export_tflite(metric, tmp, quantize="none")

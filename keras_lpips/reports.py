@@ -8,10 +8,11 @@ from keras_lpips.files import atomic_write, exists_message
 
 
 def results_markdown(results):
-    """Markdown tables of `evaluate_run`'s results: 2AFC scores, then JND mAP."""
+    """Markdown tables of `evaluate_run`'s results: 2AFC scores, then JND mAP (each where the
+    dataset has that set; a skipped one is said)."""
     columns = results["columns"]
     header = ["subset", "n"] + columns
-    lines = [f"Model: {results['model']}  ", f"Data: {results['data']}", "", "2AFC score (val):", ""]
+    lines = [f"Model: {results['model']}  ", f"Data: {results['data']}"]
 
     def table(section, counts, extra_rows):
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -22,9 +23,11 @@ def results_markdown(results):
             out.append("| " + " | ".join([subset, str(n)] + [f"{row[c]:.4f}" for c in columns]) + " |")
         return out
 
-    lines += table("2afc", results["counts"]["2afc"], ("all", "mean"))
-    if "jnd" in results:
+    if results.get("2afc"):
+        lines += ["", "2AFC score (val):", ""] + table("2afc", results["counts"]["2afc"], ("all", "mean"))
+    if results.get("jnd"):
         lines += ["", "JND mAP (val):", ""] + table("jnd", results["counts"]["jnd"], ())
+    lines += ["", *(f"Skipped: {note}" for note in results["skipped"])] if results.get("skipped") else []
     return "\n".join(lines) + "\n"
 
 

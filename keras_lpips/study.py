@@ -14,9 +14,9 @@ its 2AFC difference and the paired standard error over the validation triplets).
 """
 
 import dataclasses
-import functools
 import json
 import pathlib
+import re
 import time
 import typing
 
@@ -127,6 +127,8 @@ def _run_row(where, row):
     missing = [name for name in required if name not in row]
     if missing:
         raise InputError(f"{where}: missing field {missing[0]!r} (every row needs {', '.join(required)}). Received: {row!r}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", row["name"]):  # it names a folder under runs/
+        raise InputError(f"{where}: a name is letters, digits, '.', '_' and '-' (it names the folder runs/NAME-seedS). Received: name = {row['name']!r}")
     return StudyConfig(**row)
 
 
@@ -159,39 +161,47 @@ def _of_type(value, annotation):
 def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train=None, log=print):
     """Trains (or resumes) every configuration and seed, evaluates, and writes the reports.
 
-    Returns the results dictionary also written to `results.json`.
+    Runs finished earlier are reused, and evaluations kept (eval.json), only where they were made
+    with this study's settings on this data: a run folder holding a run with other settings or
+    data is refused before anything trains (`InputError`), an evaluation made on other data
+    computed again. Returns the results dictionary also written to `results.json`.
     """
     from keras_lpips.data.bapps import resolve_root
     from keras_lpips.training import fit_run
+    from keras_lpips.training.fit import check_outside_inputs
 
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_outside_inputs(out, data)
     options = {**(QUICK if quick else {}), **(train or {})}
+    runs = [(config, seed, out / "runs" / f"{config.name}-seed{seed}") for config in configs for seed in seeds]
+    _check_earlier_runs(data, runs, options)
+    out.mkdir(parents=True, exist_ok=True)
+    data_basis = _data_basis(data)
     evaluations = {}
-    for config in configs:
-        for seed in seeds:
-            run_dir = out / "runs" / f"{config.name}-seed{seed}"
-            started = time.perf_counter()
-            if (run_dir / "model.keras").is_file():
-                log(f"{config.name} seed {seed}: finished earlier, skipped")
-            else:
-                resume = run_dir.is_dir() and any(run_dir.iterdir())
-                log(f"{config.name} seed {seed}: {'resuming' if resume else 'training'}")
-                fit_run(
-                    data, run_dir, backbone=config.backbone, distance=config.distance, layers=config.layers,
-                    mode=config.mode, backbone_weights=config.backbone_weights, seed=seed, resume=resume,
-                    progress=False, **options,
-                )  # fmt: skip
-            # The baselines (L2, SSIM, PSNR) do not depend on the model: computed with the first only.
-            evaluate = functools.partial(_evaluate_run_dir, data, run_dir, not evaluations)
-            evaluations[(config.name, seed)] = _cached_eval(run_dir, evaluate)
-            log(f"{config.name} seed {seed}: mean 2AFC {evaluations[(config.name, seed)]['2afc']['mean']['model']:.4f} "
-                f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+    for config, seed, run_dir in runs:
+        started = time.perf_counter()
+        if (run_dir / "model.keras").is_file():
+            log(f"{config.name} seed {seed}: finished earlier, skipped")
+        else:
+            resume = run_dir.is_dir() and any(run_dir.iterdir())
+            log(f"{config.name} seed {seed}: {'resuming' if resume else 'training'}")
+            fit_run(data, run_dir, resume=resume, **_fit_options(config, seed, options))
+        # The baselines (L2, SSIM, PSNR) do not depend on the model: computed with the first only.
+        baselines = not evaluations
+        basis = {**data_basis, "baselines": baselines, "run": _recorded_config(run_dir)}
+        evaluation = _load_eval(run_dir, basis)
+        if evaluation is None:
+            evaluation = _save_eval(run_dir, basis, _evaluate_run_dir(data, run_dir, baselines))
+        evaluations[(config.name, seed)] = evaluation
+        log(f"{config.name} seed {seed}: mean 2AFC {evaluation['2afc']['mean']['model']:.4f} "
+            f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
     official = {}
     for net in ("alex", "vgg"):
-        directory = out / "official" / net
-        log(f"official LPIPS {net} v0.1: {'evaluated earlier' if (directory / 'eval.json').is_file() else 'evaluating'}")
-        official[net] = _cached_eval(directory, functools.partial(_evaluate_official, data, net))
+        directory, basis = out / "official" / net, {**data_basis, "model": f"official LPIPS {net} v0.1"}
+        official[net] = _load_eval(directory, basis)
+        log(f"official LPIPS {net} v0.1: {'evaluating' if official[net] is None else 'evaluated earlier'}")
+        if official[net] is None:
+            official[net] = _save_eval(directory, basis, _evaluate_official(data, net))
     results = _tabulate(configs, seeds, evaluations, official)
     results["data"] = str(data)
     results["synthetic"] = (resolve_root(data) / "SYNTHETIC_README.txt").is_file()
@@ -205,14 +215,78 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     return results
 
 
-def _cached_eval(directory, evaluate):
+def _fit_options(config, seed, options):
+    """`fit_run`'s options for a configuration and seed of the study, but data, folder and resume."""
+    return dict(
+        backbone=config.backbone, distance=config.distance, layers=config.layers, mode=config.mode,
+        backbone_weights=config.backbone_weights, seed=seed, progress=False, **options,
+    )  # fmt: skip
+
+
+def _check_earlier_runs(data, runs, options):
+    """Refuses (`InputError`), before anything trains, a run folder of the study holding a run
+    (finished or not) that was started with other settings or on other data than this study's
+    (`config_changes`, as `fit --resume` compares them, but the mixed-precision policy that
+    "auto" picks for the machine): its results are not this study's."""
+    from keras_lpips.data.bapps import list_twoafc
+    from keras_lpips.training.fit import RunConfig
+    from keras_lpips.training.run_folder import RunFolder, config_changes
+
+    earlier = {run_dir: RunFolder(run_dir).previous_record() for _, _, run_dir in runs}
+    if not any(earlier.values()):
+        return
+    train, val = list_twoafc(data, "train", options.get("subsets")), list_twoafc(data, "val", options.get("val_subsets"))
+    for config, seed, run_dir in runs:
+        if not earlier[run_dir]:
+            continue
+        planned = RunConfig(data, run_dir, **_fit_options(config, seed, options)).record(train, val, policy=None)
+        changes = config_changes(earlier[run_dir]["config"], planned, ignore=("policy",))
+        if changes:
+            raise InputError(
+                f"{run_dir} holds a run started with other settings or data than this study's ({changes}); "
+                "run the study with those, delete that folder to train it again, or choose another --out"
+            )
+
+
+def _recorded_config(run_dir):
+    """The configuration a run recorded in its run.json (what its evaluation depends on), without
+    what may differ between a run and its resumption (`comparable_config`)."""
+    from keras_lpips.training.run_folder import RunFolder, comparable_config
+
+    return comparable_config(RunFolder(run_dir).previous_record()["config"])
+
+
+def _data_basis(data):
+    """What an evaluation on `data` depends on besides the model: the dataset and its validation
+    sets (`fingerprint`)."""
+    from keras_lpips.data.bapps import fingerprint, has_split, list_jnd, list_twoafc, resolve_root
+
+    jnd = fingerprint(list_jnd(data), data) if has_split(data, "jnd", "val") else None
+    twoafc = fingerprint(list_twoafc(data, "val"), data)
+    return {"data": str(resolve_root(data).resolve()), "2afc_val": twoafc, "jnd_val": jnd}
+
+
+def _load_eval(directory, basis):
+    """The evaluation kept in directory/eval.json where it was made on `basis` (`_save_eval`), else
+    None (none kept, another basis, an unreadable file: it is to be computed again)."""
+    try:
+        kept = json.loads((directory / "eval.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return kept if isinstance(kept, dict) and kept.get("basis") == _as_json(basis) else None
+
+
+def _save_eval(directory, basis, result):
+    """Keeps `result` in directory/eval.json with the `basis` it was computed on; returns it so."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "eval.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = evaluate()
-    files.atomic_write(path, json.dumps(result))
+    result = {**result, "basis": _as_json(basis)}
+    files.atomic_write(directory / "eval.json", json.dumps(result))
     return result
+
+
+def _as_json(value):
+    """`value` as it reads back from JSON (tuples as lists)."""
+    return json.loads(json.dumps(value))
 
 
 def _evaluate_run_dir(data, run_dir, baselines):

@@ -21,6 +21,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import functools
+import io
 import shutil
 import struct
 import zlib
@@ -178,6 +179,21 @@ def _broken_bapps(root):
     np.save(root / "2afc/train/count_mismatch/judge/000009.npy", np.array([0.4]))  # a judge with no triplet
     for name in ("ref", "p0", "p1", "judge"):
         (root / "2afc/val/empty" / name).mkdir(parents=True)
+    for subset in ("npz_judge", "huge_judge", "device_judge", "folder_png"):
+        shutil.copytree(good, root / "2afc/val" / subset)
+    shutil.copytree(root / "2afc/train/traditional", root / "2afc/train/folder_png")
+    npz = io.BytesIO()
+    np.savez(npz, judge=np.array([0.5]))
+    (root / "2afc/val/npz_judge/judge/000000.npy").write_bytes(npz.getvalue())  # an .npz renamed .npy
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"  # 745 GiB, says the header
+    header += b" " * (117 - len(header)) + b"\n"
+    (root / "2afc/val/huge_judge/judge/000000.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(8))
+    (root / "2afc/val/device_judge/judge/000000.npy").unlink()
+    (root / "2afc/val/device_judge/judge/000000.npy").symlink_to("/dev/zero")  # endless
+    for split in ("train", "val"):
+        for name in ("ref", "p0", "p1"):
+            (root / "2afc" / split / "folder_png" / name / "000009.png").mkdir()  # a folder named as an image
+        np.save(root / "2afc" / split / "folder_png/judge/000009.npy", np.array([0.5]))
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +226,7 @@ def files(tmp_path_factory, fake_imagenet_home):
         (root / name).write_text(text)
 
     _broken_bapps(root / "bapps")
+    make_tiny_bapps(root / "jnd_only", n_train=0, n_val=0, n_jnd=4)
     (root / "folder_a").mkdir()
     (root / "folder_a" / "a.png").write_bytes((root / "a.png").read_bytes())
     return Files(root)
@@ -376,15 +393,20 @@ def list_twoafc(split, subset):
     return call
 
 
-def fit_run(out):
+def fit_run(out, **options):
     def call(f):
         from keras_lpips.training import fit_run
 
-        return fit_run(f("bapps"), out, layers=2, load_size=32, backbone_weights="random", epochs=1, decay_epochs=0,
-                       batch_size=2, mixed_precision="off", subsets="traditional", val_subsets="traditional",
-                       progress=False)  # fmt: skip
+        run = dict(layers=2, load_size=32, backbone_weights="random", epochs=1, decay_epochs=0, batch_size=2,
+                   mixed_precision="off", subsets="traditional", val_subsets="traditional", progress=False)  # fmt: skip
+        return fit_run(f("bapps"), f.resolve(out), **{**run, **options})
 
     return call
+
+
+def check_jnd_only(f, result):
+    """eval on a dataset of JND pairs only: their mAP, and a note that 2AFC was skipped."""
+    assert "JND mAP (val):" in result.stdout and f"note: skipped 2AFC: no 2afc/val folder in {f('jnd_only')}" in result.stderr
 
 
 def write_results(path):
@@ -482,6 +504,7 @@ STUDY_CONFIGS = {  # study TOMLs (keras-lpips study --config) with one fault eac
     "study_noname.toml": '[[run]]\nbackbone = "squeeze"\ndistance = "lpips"\n',
     "study_train.toml": "[train]\nepoch = 3\n",
     "study_seeds.toml": 'seeds = [0, "1"]\n',
+    "study_path_name.toml": '[[run]]\nname = "../../evil"\nbackbone = "squeeze"\ndistance = "lpips"\n',
 }
 
 
@@ -500,7 +523,8 @@ def study_cli(name):
 
 def score_cli(*args, message="case", check=None):
     """`keras-lpips score ARGS`, with an untrained backbone unless ARGS name one."""
-    return Cli(("score", *args, *(() if "--backbone-weights" in args else RANDOM)), message, check=check)
+    named = {"--backbone-weights", "--model", "--preset"} & set(args)  # --model and --preset take no other metric option
+    return Cli(("score", *args, *(() if named else RANDOM)), message, check=check)
 
 
 CASES = {
@@ -577,6 +601,8 @@ CASES = {
     "study_row_unknown_net": Case(study_config("study_net.toml"), (), InputError, "[[run]] row 1 ('sq'): Unknown net 'resnet'"),
     "study_row_without_name": Case(study_config("study_noname.toml"), (), InputError, "[[run]] row 1: missing field 'name'"),
     "study_unknown_train_option": Case(study_config("study_train.toml"), (), InputError, "[train]: unknown option 'epoch'; expected one of "),
+    "study_row_name_is_a_path": Case(study_config("study_path_name.toml"), (study_cli("study_path_name.toml"),), InputError,
+                                     "[[run]] row 1 ('../../evil'): a name is letters, digits, '.', '_' and '-' (it names the folder runs/NAME-seedS)"),
     "study_bad_seeds": Case(study_config("study_seeds.toml"), (), InputError, "seeds must be a non-empty list of non-negative integers. Received: seeds = [0, '1']"),
     # --- weight files ----------------------------------------------------------------------------
     "missing_weight_file": Case(lpips(backbone_weights="@missing.npz"), (score_cli("@a.png", "@b.png", "--backbone-weights", "@missing.npz"),),
@@ -610,6 +636,26 @@ CASES = {
     "empty_subset": Case(list_twoafc("val", "empty"), (verify("empty subset"),),
                          DataError, "Subset 2afc/val/empty ("),
     "unknown_subset": Case(list_twoafc("val", "deblur"), (), InputError, "Subset 2afc/val/deblur not found"),
+    "judge_npz_renamed": Case(list_twoafc("val", "npz_judge"), (eval_("--subsets", "npz_judge"), verify("not a .npy file")),
+                              DataError, "000000.npy: not a .npy file (it does not start with the .npy magic bytes)"),
+    "judge_header_huge": Case(list_twoafc("val", "huge_judge"),
+                              (eval_("--subsets", "huge_judge"), fit("--subsets", "traditional", "--val-subsets", "huge_judge", "--out", "@run_huge")),
+                              DataError, "should hold one number, holds a float64 array of shape (100000000000,)"),
+    "judge_device": Case(list_twoafc("val", "device_judge"), (eval_("--subsets", "device_judge"), verify("is not a regular file")),
+                         DataError, "000000.npy is not a regular file (a device, pipe or socket)"),
+    "folder_named_png": Case(list_twoafc("train", "folder_png"),
+                             (fit("--subsets", "folder_png", "--out", "@run_folder_png"), eval_("--subsets", "folder_png"), verify("is a folder, not a file")),
+                             DataError, "000009.png is a folder, not a file"),
+    "jnd_only": Case(None, (Cli(("eval", "--data", "@jnd_only", *RANDOM, "--no-baselines", "--quiet", "--load-size", "32"), None, check=check_jnd_only),)),
+    # --- fit's options and output -----------------------------------------------------------------
+    "batch_size_zero": Case(fit_run("@run_batch", batch_size=0),
+                            (fit("--subsets", "traditional", "--out", "@run_batch", "--batch-size", "0", message="Invalid value for '--batch-size': "),
+                             eval_("--subsets", "traditional", "--batch-size", "0", message="Invalid value for '--batch-size': ")),
+                            InputError, "batch_size must be a positive integer. Received: batch_size=0"),
+    "lr_nan": Case(fit_run("@run_lr", lr=float("nan")), (fit("--subsets", "traditional", "--out", "@run_lr", "--lr", "nan"),),
+                   InputError, "lr must be a positive finite number. Received: lr=nan"),
+    "out_inside_data": Case(fit_run("@bapps/2afc/val/myrun"), (fit("--subsets", "traditional", "--out", "@bapps/2afc/val/myrun"),),
+                            InputError, ("Refusing to write ", "2afc/val/myrun: it is inside ")),
     # --- outputs -----------------------------------------------------------------------------------
     "unwritable_map": Case(save_png(f"{UNWRITABLE}.png"), (score_cli("@a.png", "@b.png", "--map", f"{UNWRITABLE}.png"),),
                            OutputError, f"Cannot write {UNWRITABLE}.png"),
@@ -636,7 +682,8 @@ FAILS_AT_RUN_TIME = {
     "not_an_image", "truncated_png", "float_tiff_nan", "float_tiff_0_255",
     "missing_weight_file", "truncated_npz", "truncated_pth", "image_as_lin_weights", "nan_in_weights", "text_in_weights",
     "checksum_mismatch", "offline_nothing_cached", "lambda_in_keras_file", "damaged_keras_file",
-    "missing_judge", "judge_count_mismatch", "judge_outside_0_1", "empty_subset",
+    "missing_judge", "judge_count_mismatch", "judge_outside_0_1", "empty_subset", "judge_npz_renamed", "judge_header_huge",
+    "judge_device", "folder_named_png",
     "unwritable_map", "unwritable_csv", "unwritable_results", "unwritable_run_dir", "unwritable_savedmodel",
     "unwritable_tflite", "unwritable_synth",
 }  # fmt: skip

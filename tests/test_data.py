@@ -643,3 +643,129 @@ def test_cli_download_prints_the_sha256(cli, fake_bucket, tmp_path):
 def test_cli_help_has_examples(cli, command):
     result = cli(command, "--help")
     assert result.returncode == 0 and f"keras-lpips data {command}" in result.stdout
+
+
+# --- hostile or odd entries: judge files, folders and links in place of files, archive junk ------
+
+
+def _npy_header(shape, descr="<f8"):
+    """The bytes of a version 1.0 .npy header announcing `shape` (no data follows)."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (117 - len(header)) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [("npz renamed", "Cannot read judge file {path}: not a .npy file"),
+     ("huge header", "judge file {path} should hold one number, holds a float64 array of shape (100000000000,)"),
+     ("huge header 2-d", "judge file {path} should hold one number, holds a float64 array of shape (1, 100000000000)"),
+     ("device", "{path} is not a regular file (a device, pipe or socket)"),
+     ("pipe", "{path} is not a regular file (a device, pipe or socket)"),
+     ("large file", "Cannot read judge file {path}: larger than 4096 bytes"),
+     ("folder", "{path} is a folder, not a file"),
+     ("object array", "judge file {path} should hold one number, holds a object array of shape (1,)"),
+     ("raw pickle", "Cannot read judge file {path}: not a .npy file"),
+     ("truncated data", "Cannot read judge file {path}: 4 bytes of data after the header, expected 8")],
+)  # fmt: skip
+def test_a_hostile_judge_file_is_one_error_naming_it(tiny, tmp_path, case, message):
+    """Read at most a few kB, from regular files only, after the header says one number: never
+    np.load's allocation of what a header announces, an endless /dev/zero, a pipe that blocks,
+    nor a pickle (whose code would run)."""
+    import os
+    import pickle
+
+    path = tiny / "2afc/val/traditional/judge/000001.npy"
+    path.unlink()
+    marker = tmp_path / "pickle-ran"
+    if case == "npz renamed":
+        buffer = io.BytesIO()
+        np.savez(buffer, a=np.array([0.5]))
+        path.write_bytes(buffer.getvalue())
+    elif case.startswith("huge header"):
+        path.write_bytes(_npy_header("(100000000000,)" if case == "huge header" else "(1, 100000000000)") + b"\0" * 8)
+    elif case == "device":
+        path.symlink_to("/dev/zero")
+    elif case == "pipe":
+        os.mkfifo(path)
+    elif case == "large file":
+        path.write_bytes(_npy_header("(1,)") + b"\0" * 10**6)
+    elif case == "folder":
+        path.mkdir()
+    elif case == "object array":
+        np.save(path, np.array([_Marker(marker)], dtype=object), allow_pickle=True)
+    elif case == "raw pickle":
+        path.write_bytes(pickle.dumps(_Marker(marker)))
+    else:
+        path.write_bytes(_npy_header("(1,)") + b"\0" * 4)
+    with pytest.raises(InputError) as caught:
+        list_twoafc(tiny, "val")
+    assert str(caught.value).startswith(message.format(path=path)), str(caught.value)
+    assert type(caught.value).__name__ == "DataError" and not marker.exists()
+    report = verify_dataset(tiny)
+    assert [p.split(": ", 1)[1] for p in report] == [str(caught.value)], report
+
+
+class _Marker:
+    """Unpickling it would create the file `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_an_entry_that_is_no_file_is_named(tiny):
+    """A folder named like an image, a broken link: one error naming it (fit and eval would stop
+    on TensorFlow's 'Is a directory'); `data verify` reports each once, not also as missing."""
+    val = tiny / "2afc/val/traditional"
+    for name in ("ref", "p0", "p1"):
+        (val / name / "000009.png").mkdir()
+    np.save(val / "judge" / "000009.npy", np.array([0.5]))
+    with pytest.raises(InputError, match=f"^{re.escape(str(val / 'ref' / '000009.png'))} is a folder, not a file$"):
+        list_twoafc(tiny, "val")
+    report = verify_dataset(tiny)
+    assert sorted(report) == sorted(f"2afc/val/traditional: {val / name / '000009.png'} is a folder, not a file" for name in ("ref", "p0", "p1"))
+    assert report.counts["2afc/val/traditional"] == 4
+
+    jnd = tiny / "jnd/val/traditional/p1/000002.png"
+    jnd.unlink()
+    jnd.symlink_to(tiny / "gone.png")
+    with pytest.raises(InputError, match=f"^{re.escape(str(jnd))} is a broken link"):
+        list_jnd(tiny)
+
+
+def test_a_folder_read_as_an_image_is_named(tiny):
+    """Records made by hand (not listed) with a folder in place of an image: TensorFlow's
+    FailedPreconditionError while iterating becomes one error naming it."""
+    from keras_lpips.data import twoafc_dataset
+    from keras_lpips.data.pipeline import iterate_naming_bad_images
+
+    records = list_twoafc(tiny, "train")
+    folder = tiny / "a-folder.png"
+    folder.mkdir()
+    records[3] = records[3]._replace(p0=folder)
+    with pytest.raises(InputError, match=f"^Cannot read image {re.escape(str(folder))}: Is a directory$"):
+        list(iterate_naming_bad_images(twoafc_dataset(records, batch_size=2, shuffle=False), records))
+
+
+def test_hidden_and_macosx_folders_are_no_subsets(tiny):
+    for junk in ("__MACOSX", ".Trash"):
+        (tiny / "2afc/val" / junk / "ref").mkdir(parents=True)
+        (tiny / "jnd/val" / junk).mkdir(parents=True)
+    assert {r.subset for r in list_twoafc(tiny, "val")} == {"traditional"} and len(list_jnd(tiny)) == 4
+    assert verify_dataset(tiny) == []
+    with pytest.raises(InputError, match="subsets there: traditional$"):
+        list_twoafc(tiny, "val", "__MACOSX")
+
+
+def test_fingerprint_changes_with_the_files_and_judgments(tiny):
+    from keras_lpips.data.bapps import fingerprint
+
+    first = fingerprint(list_twoafc(tiny, "val"), tiny)
+    assert re.fullmatch(r"4 triplets, sha256 [0-9a-f]{16}", first) and fingerprint(list_twoafc(tiny / "2afc", "val"), tiny / "2afc") == first
+    assert re.fullmatch(r"4 pairs, sha256 [0-9a-f]{16}", fingerprint(list_jnd(tiny), tiny))
+    np.save(tiny / "2afc/val/traditional/judge/000000.npy", np.array([0.61]))
+    changed = fingerprint(list_twoafc(tiny, "val"), tiny)
+    assert changed.startswith("4 triplets") and changed != first

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.bapps_fixture import make_tiny_bapps
-from tests.helpers import run_cli
+from tests.helpers import one_error_line, run_cli
 
 CONFIGS = ("vgg16-2L-cosine", "vgg16-2L-lpips", "alexnet-4L-cosine", "alexnet-4L-lpips", "vgg16-untrained-cosine")
 OUTPUTS = ("results.md", "results.json", "results.png", "curves.png", "summary.md")
@@ -150,29 +150,52 @@ def stand_ins(monkeypatch):
     import keras_lpips.study
     import keras_lpips.training
 
+    from keras_lpips.data import list_twoafc
+    from keras_lpips.training.fit import RunConfig
+
     calls = []
 
     def fit_run(data, run_dir, resume=False, **options):
         calls.append(dict(options, run_dir=run_dir.name, resume=resume))
+        config = RunConfig(data, run_dir, resume=resume, **options)  # the record fit writes in run.json
+        record = config.record(list_twoafc(data, "train", config.subsets), list_twoafc(data, "val", config.val_subsets), "float32")
         run_dir.mkdir(parents=True, exist_ok=True)
         rows = ["epoch,lr,loss,2afc,val_loss,val_2afc"] + [f"{e},0.0001,{1 / e:.3f},0.6,0.7,0.6" for e in (1, 2)]
         (run_dir / "history.csv").write_text("\n".join(rows) + "\n")
-        (run_dir / "run.json").write_text(json.dumps({"initial": {"val_2afc": 0.5}, "epochs_done": 2}))
+        (run_dir / "run.json").write_text(json.dumps({"config": record, "initial": {"val_2afc": 0.5}, "epochs_done": 2}))
         (run_dir / "model.keras").write_bytes(b"stand-in")
 
+    def evaluate_run_dir(data, run_dir, baselines):
+        calls.append({"evaluated": run_dir.name})
+        return stand_in_evaluation(MEANS[run_dir.name.removesuffix("-seed0")], baselines)
+
+    def evaluate_official(data, net):
+        calls.append({"evaluated": f"official-{net}"})
+        return stand_in_evaluation(MEANS[f"official-{net}"], False)
+
     monkeypatch.setattr(keras_lpips.training, "fit_run", fit_run)
-    monkeypatch.setattr(keras_lpips.study, "_evaluate_run_dir", lambda data, run_dir, baselines: stand_in_evaluation(
-        MEANS[run_dir.name.removesuffix("-seed0")], baselines))  # fmt: skip
-    monkeypatch.setattr(keras_lpips.study, "_evaluate_official", lambda data, net: stand_in_evaluation(MEANS[f"official-{net}"], False))
+    monkeypatch.setattr(keras_lpips.study, "_evaluate_run_dir", evaluate_run_dir)
+    monkeypatch.setattr(keras_lpips.study, "_evaluate_official", evaluate_official)
     return calls
+
+
+def trained(calls):
+    """The run folders the stand-in fit_run trained, in order."""
+    return [c["run_dir"] for c in calls if "run_dir" in c]
+
+
+def evaluated(calls):
+    """What the stand-in evaluations scored (run folders, official-alex, official-vgg), in order."""
+    return [c["evaluated"] for c in calls if "evaluated" in c]
 
 
 def test_study_trains_each_configuration_tabulates_and_resumes(stand_ins, tiny_bapps, tmp_path):
     out = tmp_path / "study"
     result = run_cli("study", "--data", tiny_bapps, "--out", out, "--quick")
     assert result.returncode == 0, result.stderr
-    assert [c["run_dir"] for c in stand_ins] == [f"{name}-seed0" for name in CONFIGS]
-    for call, name in zip(stand_ins, CONFIGS):
+    assert trained(stand_ins) == [f"{name}-seed0" for name in CONFIGS]
+    assert evaluated(stand_ins) == [f"{name}-seed0" for name in CONFIGS] + ["official-alex", "official-vgg"]
+    for call, name in zip([c for c in stand_ins if "run_dir" in c], CONFIGS):
         assert (call["epochs"], call["decay_epochs"], call["batch_size"], call["seed"], call["resume"]) == (1, 1, 8, 0, False)
         assert call["backbone"] == ("alex" if name.startswith("alexnet") else "vgg") and call["distance"] == name.split("-")[-1]
         assert call["backbone_weights"] == ("random" if "untrained" in name else "imagenet")
@@ -201,7 +224,7 @@ def test_study_trains_each_configuration_tabulates_and_resumes(stand_ins, tiny_b
 
     stand_ins.clear()
     again = run_cli("study", "--data", tiny_bapps, "--out", out, "--quick")
-    assert again.returncode == 0 and again.stderr.count("finished earlier, skipped") == 5 and stand_ins == []
+    assert again.returncode == 0 and again.stderr.count("finished earlier, skipped") == 5 and stand_ins == []  # nor evaluated
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
 
     unfinished = out / "runs" / "alexnet-4L-lpips-seed0"  # an interrupted run: no model, no evaluation
@@ -209,6 +232,78 @@ def test_study_trains_each_configuration_tabulates_and_resumes(stand_ins, tiny_b
         (unfinished / name).unlink()
     resumed = run_cli("study", "--data", tiny_bapps, "--out", out, "--quick")
     assert "alexnet-4L-lpips seed 0: resuming" in resumed.stderr and resumed.stderr.count("finished earlier, skipped") == 4
-    assert [(c["run_dir"], c["resume"]) for c in stand_ins] == [("alexnet-4L-lpips-seed0", True)]
+    assert [(c["run_dir"], c["resume"]) for c in stand_ins if "run_dir" in c] == [("alexnet-4L-lpips-seed0", True)]
     assert (unfinished / "eval.json").is_file()
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+
+
+def _study(data, out, *args):
+    return run_cli("study", "--data", data, "--out", out, *args)
+
+
+def test_study_refuses_runs_of_other_data_or_settings(stand_ins, tmp_path):
+    """A study folder's runs are reused only with the data and settings they were trained with:
+    other data (another folder, or the same one changed), --quick or not, or other [train]
+    options are refused in one line, before anything trains, naming what differs."""
+    first, second = make_tiny_bapps(tmp_path / "a", seed=0), make_tiny_bapps(tmp_path / "b", seed=1)
+    out = tmp_path / "study"
+    assert _study(first, out, "--quick").returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    stand_ins.clear()
+    (tmp_path / "epochs.toml").write_text("[train]\nepochs = 3\n")
+    (first / "2afc/val/traditional/judge/000001.npy").unlink()  # the same folder, other data: a triplet less,
+    for name in ("ref", "p0", "p1"):
+        (first / "2afc/val/traditional" / name / "000001.png").unlink()
+    for args, differs in [((second, "--quick"), "data_root: "), ((first, "--quick"), "val_set: '4 triplets, sha256 "),
+                          ((first,), "epochs: 1 -> 5"), ((first, "--quick", "--config", tmp_path / "epochs.toml"), "epochs: 1 -> 3")]:  # fmt: skip
+        result = _study(args[0], out, *args[1:])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        line = one_error_line(result)
+        assert line.startswith(f"error: {out / 'runs' / 'vgg16-2L-cosine-seed0'} holds a run started with other settings or data"), line
+        assert differs in line and "delete that folder to train it again, or choose another --out" in line, line
+    assert stand_ins == [] and {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+    # An unfinished run (no model yet) started with other settings is refused as well, not resumed.
+    (out / "runs" / "alexnet-4L-lpips-seed0" / "model.keras").unlink()
+    result = _study(second, out, "--quick")
+    assert result.returncode == 2 and "holds a run started with other settings or data" in one_error_line(result)
+    assert stand_ins == []
+
+
+def test_study_evaluations_are_kept_only_for_their_data(stand_ins, tmp_path):
+    """eval.json records what it was computed on: a study on other data (its runs deleted, so
+    trained again) evaluates the official models again instead of reusing their old scores."""
+    first, second = make_tiny_bapps(tmp_path / "a", seed=0), make_tiny_bapps(tmp_path / "b", seed=1)
+    out = tmp_path / "study"
+    assert _study(first, out, "--quick").returncode == 0
+    stand_ins.clear()
+    kept = _study(first, out, "--quick")
+    assert kept.returncode == 0 and kept.stderr.count("evaluated earlier") == 2 and evaluated(stand_ins) == []
+
+    import shutil
+
+    shutil.rmtree(out / "runs")
+    again = _study(second, out, "--quick")
+    assert again.returncode == 0, again.stderr
+    assert "evaluated earlier" not in again.stderr and again.stderr.count(": evaluating") == 2
+    assert evaluated(stand_ins) == [f"{name}-seed0" for name in CONFIGS] + ["official-alex", "official-vgg"]
+    basis = json.loads((out / "official" / "alex" / "eval.json").read_text())["basis"]
+    assert basis["data"] == str(second.resolve()) and basis["2afc_val"].startswith("4 triplets, sha256 ")
+    assert json.loads((out / "results.json").read_text())["data"] == str(second)
+
+    stand_ins.clear()
+    (out / "official" / "vgg" / "eval.json").write_text("{damaged")  # an unreadable cache: computed again
+    (out / "runs" / "vgg16-2L-lpips-seed0" / "eval.json").write_text(json.dumps({"basis": {"data": "elsewhere"}}))
+    assert _study(second, out, "--quick").returncode == 0
+    assert evaluated(stand_ins) == ["vgg16-2L-lpips-seed0", "official-vgg"] and trained(stand_ins) == []
+
+
+def test_study_refuses_an_out_inside_its_data(stand_ins, tmp_path):
+    data = make_tiny_bapps(tmp_path / "data")
+    (tmp_path / "link").symlink_to(data)
+    for out in (data / "2afc" / "val" / "study", tmp_path / "link" / "studies" / "s", data / "2afc" / "runs"):
+        result = _study(data / "2afc", out, "--quick")  # its 2afc/ folder names the dataset too
+        assert result.returncode == 2, result.stderr
+        assert one_error_line(result).startswith(f"error: Refusing to write {out}: it is inside "), result.stderr
+    assert stand_ins == [] and sorted(p.name for p in data.iterdir()) == ["2afc", "jnd"]
+    assert sorted(p.name for p in (data / "2afc").iterdir()) == ["train", "val"]

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -497,3 +498,264 @@ def test_resume_compares_the_backbone_by_its_canonical_name():
 
     assert _comparable_config({"backbone": "alexnet", "resume": True}) == _comparable_config({"backbone": "alex"})
     assert _comparable_config({"backbone": "vgg16"}) != _comparable_config({"backbone": "alex"})
+
+
+# --- refusals before anything is written: options, outputs, other data, damaged checkpoints ---------
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("batch_size", 0, "batch_size must be a positive integer"), ("batch_size", -5, "batch_size must be a positive integer"),
+     ("batch_size", True, "batch_size must be a positive integer"), ("batch_size", 2.5, "batch_size must be a positive integer"),
+     ("load_size", 0, "load_size must be a positive integer"), ("epochs", -1, "epochs must be a non-negative integer"),
+     ("epochs", float("nan"), "epochs must be a non-negative integer"), ("decay_epochs", -2, "decay_epochs must be a non-negative"),
+     ("seed", -1, "seed must be a non-negative integer"), ("lr", 0.0, "lr must be a positive finite number"),
+     ("lr", -1e-4, "lr must be a positive finite number"), ("lr", float("nan"), "lr must be a positive finite number"),
+     ("lr", float("inf"), "lr must be a positive finite number"), ("lr", "1e-4", "lr must be a positive finite number"),
+     ("beta_1", 1.0, "beta_1 must be a number from 0 to less than 1"), ("beta_1", float("nan"), "beta_1 must be a number"),
+     ("dropout", 1.0, "dropout must be a number from 0 to less than 1"), ("dropout", -0.1, "dropout must be a number"),
+     ("mixed_precision", "fp8", "mixed_precision must be one of auto, off, bf16, fp16"),
+     ("strategy", "horovod", "strategy must be one of auto, one-device")],
+)  # fmt: skip
+def test_fit_refuses_bad_numbers_before_creating_anything(tmp_path, option, value, message):
+    from keras_lpips.errors import InputError
+    from keras_lpips.training import fit_run
+
+    with pytest.raises(InputError, match=f"^{message}") as caught:
+        fit_run(tmp_path / "no-data-needed", tmp_path / "run", **{**TINY, option: value})
+    assert "\n" not in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+def test_cli_fit_and_eval_refuse_a_zero_batch_alike(small_data, tmp_path):
+    from tests.helpers import one_error_line, run_cli
+
+    run = tmp_path / "run"
+    fit = run_cli("fit", "--data", small_data, "--out", run, "--batch-size", "0")
+    evaluation = run_cli("eval", "--data", small_data, "--batch-size", "0", "--net", "alex")
+    lines = [one_error_line(result).split(" (see ")[0] for result in (fit, evaluation)]
+    assert fit.returncode == evaluation.returncode == 2 and lines[0] == lines[1], lines
+    assert lines[0].startswith("error: Invalid value for '--batch-size': ") and "1" in lines[0]
+    result = run_cli("fit", "--data", small_data, "--out", run, "--lr", "nan")
+    assert result.returncode == 2 and one_error_line(result) == "error: lr must be a positive finite number. Received: lr=nan"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_refuses_an_out_inside_its_data(tmp_path):
+    """Also through a link to the data folder, and with --data naming the dataset's 2afc/ folder;
+    nothing is created (no run folder, no lock file, no parent folder)."""
+    from keras_lpips.errors import InputError
+    from keras_lpips.training import fit_run
+    from tests.bapps_fixture import make_tiny_bapps
+
+    data = make_tiny_bapps(tmp_path / "data", n_train=3, n_val=2, n_jnd=2)
+    (tmp_path / "link").symlink_to(data)
+    before = sorted(str(p) for p in data.rglob("*"))
+    cases = [(data, data / "2afc" / "val" / "myrun"), (tmp_path / "link", data / "2afc" / "val" / "myrun"),
+             (data, tmp_path / "link" / "runs" / "new" / "run"), (data / "2afc", data / "jnd" / "val" / "run")]  # fmt: skip
+    for root, out in cases:
+        with pytest.raises(InputError, match=f"^Refusing to write {re.escape(str(out))}: it is inside "):
+            fit_run(root, out, progress=False, **TINY)
+    assert sorted(str(p) for p in data.rglob("*")) == before
+
+
+def test_resume_refuses_other_training_or_validation_data(tmp_path):
+    """The run records what identifies its sets (count and a digest of the files and judgments):
+    a triplet added, or a judgment changed, is refused on --resume, naming the set, before any
+    file of the run changes (the restored step count would otherwise drift the schedule)."""
+    import shutil
+
+    from keras_lpips.errors import InputError
+    from keras_lpips.training import fit_run
+    from tests.bapps_fixture import make_tiny_bapps
+
+    data = make_tiny_bapps(tmp_path / "data", n_train=6, n_val=4, n_jnd=0)
+    run = dict(TINY, batch_size=3, epochs=1, decay_epochs=1, progress=False)
+    out = tmp_path / "run"
+    with pytest.raises(_Interrupted):
+        fit_run(data, out, callbacks=[_interrupt_in_epoch(2)], **run)
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert config["train_set"].startswith("6 triplets, sha256 ") and config["val_set"].startswith("4 triplets, sha256 ")
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    train = data / "2afc" / "train" / "traditional"
+    for name, suffix in (("ref", ".png"), ("p0", ".png"), ("p1", ".png"), ("judge", ".npy")):
+        shutil.copy(train / name / f"000000{suffix}", train / name / f"000006{suffix}")
+    with pytest.raises(InputError, match=r"^--resume: the run in .* other settings or data \(train_set: '6 triplets, sha256 \w+' -> '7 triplets"):
+        fit_run(data, out, resume=True, **run)
+    for name in ("ref", "p0", "p1", "judge"):
+        next((train / name).glob("000006.*")).unlink()
+    np.save(data / "2afc/val/traditional/judge/000002.npy", np.array([0.123]))
+    with pytest.raises(InputError, match=r"\(val_set: '4 triplets, sha256 \w+' -> '4 triplets, sha256 \w+'\); resume it with those"):
+        fit_run(data, out, resume=True, **run)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+
+
+def _copy_of_trained_run(trained_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run[0], out)
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncated npz", "not a zip", "latest.json", "latest.json fields", "run.json"])
+def test_resume_from_a_damaged_checkpoint_is_one_error(trained_run, synth_data, tmp_path, damage):
+    from keras_lpips.errors import DataError
+    from keras_lpips.training import fit_run
+
+    out = _copy_of_trained_run(trained_run, tmp_path)
+    latest = out / "checkpoint" / "latest.json"
+    state = out / "checkpoint" / json.loads(latest.read_text())["file"]
+    damaged, message = {
+        "truncated npz": (state, f"Cannot resume from the checkpoint {state}: "),
+        "not a zip": (state, f"Cannot resume from the checkpoint {state}: "),
+        "latest.json": (latest, f"Cannot resume from the checkpoint {latest}: "),
+        "latest.json fields": (latest, f"Cannot resume from the checkpoint {latest}: it is not a checkpoint record"),
+        "run.json": (out / "run.json", f"Cannot read {out / 'run.json'} ("),
+    }[damage]
+    content = {"truncated npz": state.read_bytes()[:1000], "not a zip": b"\0" * 64, "latest.json": b'{"epoch": 2, "fi',
+               "latest.json fields": json.dumps({"epoch": 2, "file": "../../etc/passwd", "history": []}).encode(),
+               "run.json": b"{not json"}[damage]  # fmt: skip
+    damaged.write_bytes(content)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(DataError) as caught:
+        fit_run(synth_data, out, mode="lin", epochs=2, decay_epochs=0, lr=1e-3, seed=0, progress=False, resume=True, **TINY)
+    text = str(caught.value)
+    assert text.startswith(message) and "\n" not in text and ("choose a new --out" in text), text
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+
+
+def test_cli_resume_from_a_damaged_checkpoint_is_one_line(trained_run, synth_data, tmp_path):
+    from tests.helpers import one_error_line, run_cli
+
+    out = _copy_of_trained_run(trained_run, tmp_path)
+    for state in (out / "checkpoint").glob("epoch-*.npz"):
+        state.write_bytes(state.read_bytes()[:500])
+    result = run_cli("fit", "--data", synth_data, "--out", out, "--resume", "--backbone", "alex", "--layers", "3", "--load-size", "32",
+                     "--backbone-weights", "random", "--batch-size", "10", "--mixed-precision", "off", "--epochs", "2",
+                     "--decay-epochs", "0", "--lr", "1e-3", "--quiet")  # fmt: skip
+    assert result.returncode == 1
+    assert f"delete {out / 'checkpoint'} to train the run again from its start" in one_error_line(result)
+
+
+def test_lin_weights_are_written_for_lin_runs_only(small_data, tmp_path):
+    """A tune (or scratch) run's linear weights belong to the backbone it trained, which only
+    model.keras holds: no lin_weights.npz that `--lin-weights` would pair with another backbone."""
+    from keras_lpips.training import fit_run
+
+    summary = fit_run(small_data, tmp_path / "tune", mode="tune", **dict(TINY, epochs=1, decay_epochs=0, progress=False))
+    assert not (tmp_path / "tune" / "lin_weights.npz").exists() and "lin_weights.npz" not in summary["files"]
+    assert (tmp_path / "tune" / "model.keras").is_file()
+
+
+def test_schedule_is_the_references():
+    """`epochs + 1` epochs at the full rate, then lower by lr / decay_epochs each (docs/training.md)."""
+    from keras_lpips.training import EpochLinearDecay
+
+    schedule = EpochLinearDecay(1.0, steps_per_epoch=3, epochs=5, decay_epochs=5)
+    rates = [schedule.rate_at_epoch(e) for e in range(10)]
+    assert rates == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    assert [float(schedule(step)) for step in range(0, 30, 3)] == pytest.approx(rates)
+
+
+DROPOUT_SCRIPT = """
+import numpy as np, tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from keras_lpips.model import LPIPS
+from keras_lpips.training import LPIPSTrainer
+from keras_lpips.training.devices import make_strategy
+
+def draw(strategy):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        metric = LPIPS(net="alex", layers=1, backbone_weights=None, lin_weights=None, dropout=0.5, seed=0, input_range=(0, 1))
+        LPIPSTrainer(metric)
+    head = metric.heads[0]
+    ones = tf.data.Dataset.from_tensors(tf.ones((2 * strategy.num_replicas_in_sync, 3, 3, 64)))
+    step = tf.function(lambda x: head.dropout_layer(x, training=True))
+    batch = next(iter(strategy.experimental_distribute_dataset(ones)))
+    masks = [np.asarray(m) for m in strategy.experimental_local_results(strategy.run(step, args=(batch,)))]
+    return masks, head.dropout_layer.seed_generator.state.numpy()
+
+mirrored, one = make_strategy("mirrored")[0], make_strategy("one-device")[0]
+(first, second), state = draw(mirrored)
+(single,), single_state = draw(one)
+assert mirrored.num_replicas_in_sync == 2
+assert not np.array_equal(first, second), "the replicas drew the same dropout masks"
+assert np.array_equal(first, single[:2]), "replica 0 no longer draws what one device draws"
+assert np.array_equal(state, single_state), (state, single_state)
+print("ok")
+"""
+
+
+def test_replicas_draw_their_own_dropout_masks(tmp_path):
+    """Under MirroredStrategy (2 logical CPUs) each replica drops other units of its share of the
+    batch; replica 0 draws one device's masks, and the seed state stays the one checkpoints hold."""
+    script = tmp_path / "dropout_masks.py"
+    script.write_text(DROPOUT_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stdout[-2000:] + result.stderr[-3000:]
+
+
+# --- eval on what a dataset holds; compiled once per metric ------------------------------------------
+
+
+def _small_metric(seed=0):
+    from keras_lpips.model import LPIPS
+
+    return LPIPS(net="alex", layers=2, backbone_weights=None, lin_weights=None, input_range=(0, 1), seed=seed)
+
+
+def test_eval_scores_what_the_dataset_holds(tmp_path):
+    """JND only (what `data download --split jnd` gives): its mAP, 2AFC said to be skipped; 2AFC
+    only: its scores; neither (a training set alone): one error."""
+    from keras_lpips.errors import InputError
+    from keras_lpips.evaluation import evaluate_run
+    from tests.bapps_fixture import make_tiny_bapps
+    from tests.helpers import one_error_line, run_cli
+
+    jnd_only = make_tiny_bapps(tmp_path / "jnd", n_train=0, n_val=0, n_jnd=4)
+    results = evaluate_run(jnd_only, metric=_small_metric(), load_size=32, baselines=False)
+    assert set(results["jnd"]) == {"traditional"} and results["counts"] == {"2afc": {}, "jnd": {"traditional": 4}}
+    assert results["2afc"] == {} and results["skipped"] == [f"2AFC: no 2afc/val folder in {jnd_only}"]
+    cli = run_cli("eval", "--data", jnd_only, "--net", "alex", "--layers", "2", "--backbone-weights", "random",
+                  "--load-size", "32", "--no-baselines", "--quiet")  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert f"note: skipped 2AFC: no 2afc/val folder in {jnd_only}" in cli.stderr and "JND mAP (val):" in cli.stdout
+    with pytest.raises(InputError, match="No 2afc/ folder in "):
+        evaluate_run(jnd_only, metric=_small_metric(), load_size=32, subsets="traditional")
+
+    twoafc_only = make_tiny_bapps(tmp_path / "2afc", n_train=0, n_val=4, n_jnd=0)
+    results = evaluate_run(twoafc_only, metric=_small_metric(), load_size=32, baselines=False)
+    assert "jnd" not in results and "skipped" not in results and results["counts"]["2afc"] == {"traditional": 4}
+
+    train_only = make_tiny_bapps(tmp_path / "train", n_train=3, n_val=0, n_jnd=0)
+    with pytest.raises(InputError, match=f"^No 2afc/val or jnd/val folder in {re.escape(str(train_only))}: nothing to evaluate$"):
+        evaluate_run(train_only, metric=_small_metric(), load_size=32)
+    cli = run_cli("eval", "--data", train_only, "--net", "alex", "--backbone-weights", "random", "--quiet")
+    assert cli.returncode == 2 and "nothing to evaluate" in one_error_line(cli)
+
+
+def test_distances_compile_once_per_metric_without_retracing_warnings(tiny_bapps, caplog):
+    """Each metric's distance functions are made once and traced once, for any batch size (a
+    last partial batch included); evaluating metric after metric, as the study does, warns of
+    no 'retracing'."""
+    import logging
+
+    from keras_lpips.data import list_twoafc
+    from keras_lpips.evaluation import distance_functions, evaluate_run
+    from keras_lpips.training.frozen import frozen_twoafc_arrays
+
+    metric = _small_metric()
+    assert distance_functions(metric) is distance_functions(metric)
+    twoafc, pair = distance_functions(metric)
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for batch_size in (3, 2):  # 4 triplets and 4 pairs: a partial batch each time
+            evaluate_run(tiny_bapps, metric=metric, batch_size=batch_size, load_size=32, baselines=False)
+            frozen_twoafc_arrays(metric, list_twoafc(tiny_bapps, "val"), batch_size=batch_size, load_size=32, kind="means")
+        assert twoafc.experimental_get_tracing_count() == 1 and pair.experimental_get_tracing_count() == 1
+        for seed in range(1, 7):
+            evaluate_run(tiny_bapps, metric=_small_metric(seed), batch_size=4, load_size=32, baselines=False)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()], [r.getMessage() for r in caplog.records]

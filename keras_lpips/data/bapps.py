@@ -12,12 +12,17 @@ The layout, as the official tarballs extract::
 
 Files are matched by name (stem) across the folders, which for BAPPS is the same as the
 reference loader's pairing of the sorted lists. Every inconsistency raises `InputError`
-naming the file or folder at fault.
+naming the file or folder at fault. Hidden entries and `__MACOSX` folders (what archivers add)
+are no subsets, and are skipped wherever subsets are listed.
 """
 
+import hashlib
 import io
+import math
+import os
 import pathlib
 import re
+import stat
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +36,8 @@ JND_SUBSETS = ("traditional", "cnn")
 
 TWOAFC_IMAGE_FOLDERS = ("ref", "p0", "p1")
 JND_IMAGE_FOLDERS = ("p0", "p1")
+# A one-number .npy is 128 bytes (np.save pads its header); a judge file larger than this is not one.
+MAX_FRACTION_FILE_BYTES = 4096
 
 
 class TwoAFCRecord(NamedTuple):
@@ -80,15 +87,29 @@ def _split_dir(root, kind, split):
         raise InputError(f"No {kind}/ folder in {resolve_root(root)}")
     path = base / split
     if not path.is_dir():
-        present = sorted(p.name for p in base.iterdir() if p.is_dir())
+        present = _folder_names(base)
         raise InputError(f"No {kind}/{split} folder in {base.parent}; splits there: {', '.join(present) or 'none'}")
     return path
 
 
+def has_split(root, kind, split):
+    """Whether the dataset at `root` (`resolve_root`) has the folder `kind/split` ("2afc/val", "jnd/val")."""
+    return (resolve_root(root) / kind / split).is_dir()
+
+
 def available_subsets(split_dir):
-    """The subset folders under a split folder, sorted."""
-    split_dir = pathlib.Path(split_dir)
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The subset folders under a split folder, sorted; hidden ones and `__MACOSX` skipped."""
+    return _folder_names(split_dir)
+
+
+def _folder_names(folder):
+    """The names of the folders in `folder`, sorted, but hidden ones and `__MACOSX`."""
+    return sorted(p.name for p in pathlib.Path(folder).iterdir() if p.is_dir() and not _junk(p.name))
+
+
+def _junk(name):
+    """Whether a folder entry is no part of a dataset: hidden, or an archiver's `__MACOSX`."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _subset_dirs(split_dir, subsets, label):
@@ -110,17 +131,53 @@ def _subset_dirs(split_dir, subsets, label):
     return [split_dir / s for s in subsets]
 
 
+def folder_files(folder, suffixes):
+    """The files `<stem><suffix>` in `folder` for one of `suffixes` (any case; hidden entries
+    skipped), as ({stem: path}, {stem: problem}): a problem is one line naming an entry that the
+    pipeline could not read as a file (a folder named `x.png`, a broken link, a device or pipe)
+    or a stem given twice (`1.png` and `1.jpg`). Raises `OSError` when `folder` cannot be listed."""
+    found, problems = {}, {}
+    with os.scandir(folder) as entries:
+        entries = sorted(entries, key=lambda entry: entry.name)
+    for entry in entries:
+        path = pathlib.Path(folder) / entry.name
+        if _junk(entry.name) or path.suffix.lower() not in suffixes:
+            continue
+        problem = _not_a_file(entry)
+        if problem is not None:
+            problems.setdefault(path.stem, f"{path} {problem}")
+        elif path.stem in found:
+            problems.setdefault(path.stem, f"Two files named {path.stem} in {folder}: {found[path.stem].name} and {path.name}")
+        else:
+            found[path.stem] = path
+    return found, problems
+
+
+def _not_a_file(entry):
+    """Why the folder entry `entry` is no regular file, or None for a file (or a link to one)."""
+    try:
+        if entry.is_file():
+            return None
+        if entry.is_dir():
+            return "is a folder, not a file"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        return "is a broken link (its target does not exist)"
+    return "is not a regular file (a device, pipe or socket)"
+
+
 def _files(folder, suffixes):
-    """{stem: path} of the files in `folder` with one of `suffixes` (hidden files skipped)."""
+    """{stem: path} of the files in `folder` with one of `suffixes` (`folder_files`); `DataError`
+    for the first entry that is not a readable file."""
     if not folder.is_dir():
         raise DataError(f"Missing folder {folder}")
-    found = {}
-    for path in folder.iterdir():
-        if path.name.startswith(".") or path.suffix.lower() not in suffixes:
-            continue
-        if path.stem in found:
-            raise DataError(f"Two files named {path.stem} in {folder}: {found[path.stem].name} and {path.name}")
-        found[path.stem] = path
+    try:
+        found, problems = folder_files(folder, suffixes)
+    except OSError as error:
+        raise DataError(f"Cannot list folder {folder}: {error.strerror or error}") from None
+    if problems:
+        raise DataError(next(iter(problems.values())))
     return found
 
 
@@ -145,20 +202,58 @@ def _fast_npy(data):
 
 
 def read_fraction(path, name="judge"):
-    """Loads a 1-element .npy holding a fraction in [0, 1]; `DataError` naming the file otherwise."""
+    """Loads a 1-element .npy holding a fraction in [0, 1]; `DataError` naming the file otherwise:
+    also for anything but a small regular file (a folder, a device, a large file), for another
+    format (an .npz, a pickle: never loaded) and for a header announcing more than one number."""
     try:
-        data = pathlib.Path(path).read_bytes()
+        data = _small_file_bytes(path)
         value = _fast_npy(data)
         if value is None:
-            value = np.load(io.BytesIO(data), allow_pickle=False)
+            value = _checked_npy(data, path, name)
+    except DataError:  # a ValueError too, and already naming the file
+        raise
     except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"Cannot read {name} file {path}: {error}") from None
-    if value.size != 1 or value.dtype.kind not in "fiu":
-        raise DataError(f"{name} file {path} should hold one number, holds a {value.dtype} array of shape {value.shape}")
+        raise DataError(f"Cannot read {name} file {path}: {_reason(error)}") from None
     value = float(value.reshape(()))
     if not 0.0 <= value <= 1.0:  # NaN fails this too
         raise DataError(f"{name} file {path} holds {value}, outside [0, 1]")
     return value
+
+
+def _reason(error):
+    """An error's message without the file name an OSError repeats."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
+def _small_file_bytes(path):
+    """The bytes of `path`, a regular file of at most `MAX_FRACTION_FILE_BYTES` (never more is
+    read); `ValueError` saying why for anything else."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError("not a regular file (a folder, device or pipe)")
+    with open(path, "rb") as file:
+        data = file.read(MAX_FRACTION_FILE_BYTES + 1)
+    if len(data) > MAX_FRACTION_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FRACTION_FILE_BYTES} bytes, so not a one-number .npy file")
+    return data
+
+
+def _checked_npy(data, path, name):
+    """The one number in the .npy bytes `data`, read after its header says it holds one number
+    (`DataError` otherwise); `ValueError` when `data` is no .npy file."""
+    if not data.startswith(b"\x93NUMPY"):
+        raise ValueError("not a .npy file (it does not start with the .npy magic bytes)")
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)
+    if math.prod(shape) != 1 or dtype.kind not in "fiu":
+        raise DataError(f"{name} file {path} should hold one number, holds a {dtype} array of shape {shape}")
+    rest = data[stream.tell() :]
+    if len(rest) != dtype.itemsize:
+        raise ValueError(f"{len(rest)} bytes of data after the header, expected {dtype.itemsize}")
+    return np.frombuffer(rest, dtype, count=1)
 
 
 def _match(subset_dir, image_folders, value_folder, label):
@@ -218,3 +313,15 @@ def list_jnd(root, subsets=None):
         for _, paths in _match(subset_dir, JND_IMAGE_FOLDERS, "same", label):
             records.append(JNDRecord(paths["p0"], paths["p1"], read_fraction(paths["same"], "same")))
     return records
+
+
+def fingerprint(records, root):
+    """What identifies a set of `TwoAFCRecord`s or `JNDRecord`s from the dataset at `root`, for
+    comparing it with a later listing: "N triplets, sha256 0123456789abcdef" (or "N pairs"), the
+    digest of the files' paths relative to the dataset root, with their judgments, sorted. A file
+    added, removed or renamed, or a judgment changed, changes it (an image's pixels do not)."""
+    base = resolve_root(root)
+    lines = sorted("\t".join([*(os.path.relpath(p, base) for p in record[:-1]), repr(float(record[-1]))]) for record in records)
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    kind = "pairs" if records and isinstance(records[0], JNDRecord) else "triplets"
+    return f"{len(records)} {kind}, sha256 {digest}"

@@ -26,6 +26,7 @@ of a new copy before training.
 """
 
 import contextlib
+import numbers
 import re
 import time
 
@@ -102,10 +103,8 @@ def jnd_dataset(
 def _check_arguments(count, batch_size, load_size, input_range):
     if count == 0:
         raise InputError("No records to build a dataset from")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if int(load_size) != load_size or load_size < 1:
-        raise InputError(f"load_size must be a positive integer, got {load_size!r}")
+    check_positive_integer("batch_size", batch_size)
+    check_positive_integer("load_size", load_size)
     try:
         low, high = (float(v) for v in input_range)
     except (TypeError, ValueError):
@@ -113,6 +112,12 @@ def _check_arguments(count, batch_size, load_size, input_range):
     if not low < high:
         raise InputError(f"input_range must have low < high, got {input_range!r}")
     return low, high
+
+
+def check_positive_integer(name, value):
+    """`InputError` unless `value` is an integer (not a bool) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer. Received: {name}={value!r}")
 
 
 def _read_image(path, png_only):
@@ -217,8 +222,10 @@ def measure_decode_rate(dataset, batches=20):
 
 # --- naming the file behind a decode error ------------------------------------------------------
 
-# What a failing read or decode raises while a dataset is iterated (directly or inside Keras' fit).
-DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
+# What a failing read or decode raises while a dataset is iterated (directly or inside Keras' fit):
+# a bad image, a missing file, a folder or an unreadable file in its place.
+READ_ERRORS = (tf.errors.NotFoundError, tf.errors.FailedPreconditionError, tf.errors.PermissionDeniedError)
+DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, *READ_ERRORS)
 
 
 def _error_reason(error):
@@ -227,6 +234,11 @@ def _error_reason(error):
     text = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(error, "message", None) or str(error))
     text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return re.sub(r"\s*\[(\[|Op:).*$", "", text).strip() or type(error).__name__
+
+
+def _read_reason(error, path):
+    """Why reading `path` failed: "Is a directory" from "PATH; Is a directory"."""
+    return _error_reason(error).replace(f"{path};", "").strip() or type(error).__name__
 
 
 def image_paths(records):
@@ -239,7 +251,8 @@ def image_paths(records):
 
 def first_unreadable_image(paths, chunk=8192):
     """(path, problem) of the first of `paths` that TensorFlow cannot read or decode, else None;
-    `problem` is e.g. "Cannot decode image PATH: Invalid PNG data, size 300".
+    `problem` is e.g. "Cannot decode image PATH: Invalid PNG data, size 300" or "Cannot read
+    image PATH: Is a directory".
 
     Decodes in parallel, `chunk` files at a time, stopping at the first chunk with a failure:
     on a failure path, so it costs at most one pass over the files at the pipeline's rate."""
@@ -259,6 +272,8 @@ def first_unreadable_image(paths, chunk=8192):
             _read_image(tf.constant(path), png_only)
         except tf.errors.NotFoundError:
             return path, f"No such image file: {path}"
+        except READ_ERRORS as error:
+            return path, f"Cannot read image {path}: {_read_reason(error, path)}"
         except tf.errors.OpError as error:
             return path, f"Cannot decode image {path}: {_error_reason(error)}"
         return path, f"Cannot decode image {path}: it failed in the pipeline but decodes now (changed while reading?)"

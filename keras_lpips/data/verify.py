@@ -8,6 +8,7 @@ from keras_lpips.data.bapps import (
     JND_IMAGE_FOLDERS,
     TWOAFC_IMAGE_FOLDERS,
     available_subsets,
+    folder_files,
     read_fraction,
     resolve_root,
 )
@@ -44,39 +45,49 @@ def _check_image(path):
     return None
 
 
+def _listing(folder, suffixes, label, problems):
+    """`folder_files` of `folder`, its problems (and a folder that cannot be listed) appended."""
+    try:
+        files, bad = folder_files(folder, suffixes)
+    except OSError as error:
+        problems.append(f"{label}: cannot list folder {folder} ({error.strerror or error})")
+        return {}, {}
+    problems += [f"{label}: {problem}" for problem in bad.values()]
+    return files, bad
+
+
 def _check_subset(subset_dir, image_folders, value_folder, label, problems):
-    """Appends the subset's problems; returns ([(kind, path, folder name)] to read, complete count)."""
+    """Appends the subset's problems; returns ([(kind, path, folder name)] to read, complete count).
+    An entry that is no readable file is a problem of its own, not also a missing file."""
     if not any(subset_dir.iterdir()):
         problems.append(f"{label}: empty subset ({subset_dir} has nothing in it)")
         return [], 0
-    folders = {}
+    folders, present = {}, {}
     for name in (*image_folders, value_folder):
         folder = subset_dir / name
         if not folder.is_dir():
             problems.append(f"{label}: missing folder {folder}")
             continue
-        suffixes = (".npy",) if name == value_folder else TF_IMAGE_SUFFIXES
-        folders[name] = {
-            p.stem: p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.suffix.lower() in suffixes
-        }
+        folders[name], bad = _listing(folder, (".npy",) if name == value_folder else TF_IMAGE_SUFFIXES, label, problems)
+        present[name] = folders[name].keys() | bad.keys()
     if not folders:
         return [], 0
-    if not any(folders.values()):
+    if not any(present.values()):
         problems.append(f"{label}: empty subset ({subset_dir} has no files)")
         return [], 0
-    counts = {name: len(files) for name, files in folders.items()}
+    counts = {name: len(stems) for name, stems in present.items()}
     if len(set(counts.values())) > 1:
         problems.append(f"{label}: folder counts differ ({', '.join(f'{k} {v}' for k, v in counts.items())})")
-    stems = sorted(set().union(*folders.values()))
     complete = 0
-    for stem in stems:
+    for stem in sorted(set().union(*present.values())):
         have = [files[stem] for files in folders.values() if stem in files]
-        missing = [name for name, files in folders.items() if stem not in files]
+        missing = [name for name in folders if stem not in present[name]]
         image_suffix = next((p.suffix for p in have if p.suffix.lower() != ".npy"), ".png")
         for name in missing:
             suffix = ".npy" if name == value_folder else image_suffix
-            problems.append(f"{label}: missing file {subset_dir / name / (stem + suffix)} (its counterpart {have[0]} exists)")
-        complete += not missing and len(folders) == len(image_folders) + 1
+            counterpart = f" (its counterpart {have[0]} exists)" if have else ""
+            problems.append(f"{label}: missing file {subset_dir / name / (stem + suffix)}{counterpart}")
+        complete += len(have) == len(image_folders) + 1
     to_read = []
     for name, files in folders.items():
         kind = "value" if name == value_folder else "image"
@@ -86,9 +97,10 @@ def _check_subset(subset_dir, image_folders, value_folder, label, problems):
 
 def verify_dataset(root, progress=None):
     """Checks the BAPPS layout under `root` (the folder holding `2afc/` and/or `jnd/`, or its
-    parent holding `dataset/`): every split and subset present has all its folders, the same
-    files in each, every image opens and passes Pillow's `verify()` (PNG CRCs), and every .npy
-    holds one number in [0, 1]. Splits that are absent (e.g. no 2afc/train) are not problems.
+    parent holding `dataset/`): every split and subset present (hidden folders and `__MACOSX`
+    are none) has all its folders, the same files in each, each a regular file (no folder
+    named `x.png`, broken link or device), every image opens and passes Pillow's `verify()`
+    (PNG CRCs), and every .npy holds one number in [0, 1]. Splits that are absent (e.g. no 2afc/train) are not problems.
 
     Returns a `VerifyReport`: a list of problems, one line each naming the file or folder
     (empty: the dataset is fine), with `.counts` per subset. `progress(done, total)` is called

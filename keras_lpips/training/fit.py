@@ -6,6 +6,7 @@
 
 import dataclasses
 import math
+import numbers
 import pathlib
 import sys
 import time
@@ -15,13 +16,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lpips.backbones import get_backbone
-from keras_lpips.data.bapps import list_twoafc
-from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
+from keras_lpips.data.bapps import fingerprint, list_twoafc, resolve_root
+from keras_lpips.data.pipeline import check_positive_integer, naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError
 from keras_lpips.files import check_output
 from keras_lpips.model import LPIPS, _check_choices
 from keras_lpips.ranking import DistanceToLogit, twoafc_scores
-from keras_lpips.training.devices import make_strategy, resolve_precision, worker_role
+from keras_lpips.training.devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision, worker_role
 from keras_lpips.training.frozen import FrozenBackbone, FrozenBackboneTrainer, concatenated, frozen_twoafc_arrays
 from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, reference_lin_init
 from keras_lpips.training.run_folder import RunFolder, now
@@ -46,8 +47,9 @@ class RunConfig:
         backbone_weights: "imagenet", "random" or a torchvision `.pth`/`.npz`; None: "imagenet",
             or "random" in "scratch" mode (which refuses anything else).
         subsets / val_subsets: 2AFC subsets to train / validate on (None: every one present).
-        epochs, decay_epochs: `epochs` at `lr`, then `decay_epochs` more with the rate falling
-            linearly (`EpochLinearDecay`, the reference's schedule).
+        epochs, decay_epochs: `epochs + decay_epochs` epochs in all, on the reference's schedule
+            (`EpochLinearDecay`): the `epochs` and the first decay epoch at `lr`, then each one
+            `lr / decay_epochs` lower, the last at `lr / decay_epochs`.
         batch_size: the global batch (split across replicas under a distribution strategy).
         lr, beta_1: Adam's (the reference's 1e-4 and 0.5; beta_2 0.999, epsilon 1e-8).
         load_size: images are resized to load_size x load_size (BAPPS patches are 64 x 64).
@@ -91,22 +93,16 @@ class RunConfig:
     precompute_frozen: bool = True
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}. Received: {self.mode!r}")
+        """Checks every option (`InputError`), before `fit` creates or reads anything."""
+        for name, choices in (("mode", MODES), ("lin_init", ("reference", "ones")), ("mixed_precision", PRECISIONS),
+                              ("strategy", STRATEGIES)):  # fmt: skip
+            if getattr(self, name) not in choices:
+                raise InputError(f"{name} must be one of {', '.join(choices)}. Received: {getattr(self, name)!r}")
         if self.distance == "cosine" and self.mode != "lin":
             raise InputError("distance 'cosine' has no linear weights: only the ranking head learns, so mode must be 'lin'")
         if self.mode == "scratch" and self.backbone_weights not in (None, "random"):
             raise InputError(f"mode 'scratch' trains the backbone from a random init; drop backbone_weights={self.backbone_weights!r}")
-        if self.lin_init not in ("reference", "ones"):
-            raise InputError(f"lin_init must be 'reference' or 'ones'. Received: {self.lin_init!r}")
-        for name in ("epochs", "decay_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 0:
-                raise InputError(f"{name} must be a non-negative integer. Received: {value!r}")
-        if self.epochs + self.decay_epochs < 1:
-            raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
-        if not self.lr > 0:
-            raise InputError(f"lr must be positive. Received: {self.lr!r}")
+        self._check_numbers()
         self.backbone_weights = self.backbone_weights or ("random" if self.mode == "scratch" else "imagenet")
         spec = get_backbone(self.backbone)
         kept = _check_choices(spec, "0.1", self.distance, self.layers, INPUT_RANGE)
@@ -118,17 +114,37 @@ class RunConfig:
         self.subsets = [self.subsets] if isinstance(self.subsets, str) else self.subsets
         self.val_subsets = [self.val_subsets] if isinstance(self.val_subsets, str) else self.val_subsets
 
+    def _check_numbers(self):
+        """`InputError` for a numeric option out of its range: zero, negative, NaN, infinite, a bool."""
+        for name in ("epochs", "decay_epochs", "seed"):
+            value = getattr(self, name)
+            if not _is_integer(value) or value < 0:
+                raise InputError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
+        if self.epochs + self.decay_epochs < 1:
+            raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
+        check_positive_integer("batch_size", self.batch_size)
+        check_positive_integer("load_size", self.load_size)
+        if not (_is_number(self.lr) and 0 < self.lr < math.inf):
+            raise InputError(f"lr must be a positive finite number. Received: lr={self.lr!r}")
+        for name in ("beta_1", "dropout"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < 1):
+                raise InputError(f"{name} must be a number from 0 to less than 1. Received: {name}={value!r}")
+
     @property
     def total_epochs(self):
         return int(self.epochs) + int(self.decay_epochs)
 
     def record(self, train_records, val_records, policy):
-        """The configuration as run.json records it (and `--resume` compares it)."""
+        """The configuration as run.json records it (and `--resume` compares it), with what
+        identifies the training and validation sets (`fingerprint`: their size, their files and
+        judgments), so that a run never resumes on other data."""
         record = dataclasses.asdict(self)
         del record["out_dir"], record["cache"], record["precompute_frozen"]
         record.update(
             data_root=str(pathlib.Path(self.data_root).resolve()), backbone_weights=str(self.backbone_weights),
             subsets=sorted({r.subset for r in train_records}), val_subsets=sorted({r.subset for r in val_records}),
+            train_set=fingerprint(train_records, self.data_root), val_set=fingerprint(val_records, self.data_root),
             epochs=int(self.epochs), decay_epochs=int(self.decay_epochs), batch_size=int(self.batch_size),
             lr=float(self.lr), beta_1=float(self.beta_1), load_size=int(self.load_size), dropout=float(self.dropout),
             policy=policy, seed=int(self.seed), deterministic=bool(self.deterministic), resume=bool(self.resume),
@@ -147,19 +163,37 @@ def fit(config, callbacks=()):
     also written to run.json. Under MultiWorkerMirrored only the chief writes. The run folder is
     locked throughout (`RunFolder.locked`): another process training into it raises `InUseError`."""
     strategy, strategy_name = make_strategy(config.strategy)  # first: MultiWorkerMirrored needs a fresh runtime
+    weights = [config.backbone_weights] if config.backbone_weights not in ("imagenet", "random") else []
+    check_outside_inputs(config.out_dir, config.data_root, weights)  # before the lock creates anything
     is_chief = worker_role(strategy_name)[0]
     folder = RunFolder(config.out_dir, writes=is_chief)
     with folder.locked():
         return _fit(config, callbacks, strategy, strategy_name, is_chief, folder)
 
 
+def check_outside_inputs(out_dir, data_root, inputs=()):
+    """Refuses (`InputError`) an output folder that is, holds or lies inside the dataset at
+    `data_root` (through links too), or is or holds one of `inputs`: writing there would change
+    what the command reads."""
+    check_output(out_dir, [data_root, *inputs], overwrite=True)
+    dataset = resolve_root(data_root).resolve()
+    if dataset in pathlib.Path(out_dir).resolve().parents:
+        raise InputError(
+            f"Refusing to write {out_dir}: it is inside the dataset {data_root} ({dataset}), which this command reads; "
+            "choose an --out outside it"
+        )
+
+
 def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     """`fit` once the run folder is locked."""
     log = print if config.progress else (lambda *_: None)
-    weights = [config.backbone_weights] if config.backbone_weights not in ("imagenet", "random") else []
-    check_output(config.out_dir, [config.data_root, *weights], overwrite=True)  # never a folder holding what it reads
     train_records = list_twoafc(config.data_root, "train", config.subsets)
     val_records = list_twoafc(config.data_root, "val", config.val_subsets)
+    drop_remainder = strategy_name == "tpu"  # TPUs need fixed shapes
+    batch_size = int(config.batch_size)
+    steps_per_epoch = len(train_records) // batch_size if drop_remainder else math.ceil(len(train_records) / batch_size)
+    if steps_per_epoch < 1:
+        raise InputError(f"{len(train_records)} training triplets make no full batch of {batch_size}")
     policy = resolve_precision(config.mixed_precision, strategy)
     record = config.record(train_records, val_records, policy)
     previous = folder.open(record, config.resume)
@@ -167,11 +201,6 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     keras.utils.set_random_seed(int(config.seed))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    drop_remainder = strategy_name == "tpu"  # TPUs need fixed shapes
-    batch_size = int(config.batch_size)
-    steps_per_epoch = len(train_records) // batch_size if drop_remainder else math.ceil(len(train_records) / batch_size)
-    if steps_per_epoch < 1:
-        raise InputError(f"{len(train_records)} training triplets make no full batch of {batch_size}")
     schedule = EpochLinearDecay(config.lr, steps_per_epoch, config.epochs, config.decay_epochs)
     frozen_ok = config.precompute_frozen and config.mode == "lin" and strategy_name in ("default", "one-device")
     trainer = _build_trainer(config, policy, strategy, schedule, FrozenBackboneTrainer if frozen_ok else LPIPSTrainer)
@@ -295,6 +324,14 @@ def _validation_distances(metric, val_records, config):
     with naming_bad_images(val_records, config.data_root):
         arrays = frozen_twoafc_arrays(metric, val_records, batch_size=int(config.batch_size), load_size=int(config.load_size))
     return arrays["d0"], arrays["d1"]
+
+
+def _is_integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _steady_speed(rows):

@@ -13,6 +13,8 @@ Same batches, order, dropout masks, checkpoints and history as training on the i
 same numbers up to float rounding.
 """
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -20,6 +22,8 @@ from keras import ops
 
 from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError
+from keras_lpips import keras_compat
+from keras_lpips.evaluation import IMAGES
 from keras_lpips.memory import available_memory_bytes
 from keras_lpips.training.trainer import LPIPSTrainer
 
@@ -53,22 +57,7 @@ def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="dis
     arrays per kept layer) for "maps". See the module docstring."""
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}. Received: {kind!r}")
-
-    @tf.function(reduce_retracing=True)
-    def compute(ref, p0, p1):
-        if kind == "distances":
-            return metric.twoafc(ref, p0, p1, training=False)
-        n = tf.shape(ref)[0]
-        features = metric.features(tf.concat([ref, p0, p1], axis=0), training=False)
-        f_ref = [f[:n] for f in features]
-        diffs = [
-            metric.squared_differences(f_ref, [f[n : 2 * n] for f in features]),
-            metric.squared_differences(f_ref, [f[2 * n :] for f in features]),
-        ]
-        if kind == "maps":
-            return diffs
-        return [ops.concatenate([ops.mean(d, axis=(1, 2)) for d in per_layer], axis=-1) for per_layer in diffs]
-
+    compute = _compiled_pass(metric, kind)
     data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
     arrays, done = None, 0
     for batch in data:
@@ -81,6 +70,41 @@ def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="dis
         done += n
     names = {"distances": ("d0", "d1"), "means": ("m0", "m1"), "maps": ("diff0", "diff1")}[kind]
     return {name: (list(value) if kind == "maps" else value) for name, value in zip(names, arrays)}
+
+
+# Each metric's compiled passes of `frozen_twoafc_arrays`, {kind: function}, made once per metric.
+_PASSES = weakref.WeakKeyDictionary()
+
+
+def _compiled_pass(metric, kind):
+    """`frozen_twoafc_arrays`' pass of `kind` over a batch (ref, p0, p1), compiled once per metric
+    (`keras_compat.once_traced`: any batch and image size) and kept for its next calls."""
+    passes = _PASSES.setdefault(metric, {})
+    if kind not in passes:
+        metric_ref = weakref.ref(metric)  # the cache keeps no metric alive
+
+        def compute(ref, p0, p1):
+            return _frozen_outputs(metric_ref(), kind, ref, p0, p1)
+
+        passes[kind] = keras_compat.once_traced(compute, [IMAGES] * 3)
+    return passes[kind]
+
+
+def _frozen_outputs(metric, kind, ref, p0, p1):
+    """One batch's outputs of `frozen_twoafc_arrays` (d0, d1; or the per-layer squared feature
+    differences, or their spatial means)."""
+    if kind == "distances":
+        return metric.twoafc(ref, p0, p1, training=False)
+    n = tf.shape(ref)[0]
+    features = metric.features(tf.concat([ref, p0, p1], axis=0), training=False)
+    f_ref = [f[:n] for f in features]
+    diffs = [
+        metric.squared_differences(f_ref, [f[n : 2 * n] for f in features]),
+        metric.squared_differences(f_ref, [f[2 * n :] for f in features]),
+    ]
+    if kind == "maps":
+        return diffs
+    return [ops.concatenate([ops.mean(d, axis=(1, 2)) for d in per_layer], axis=-1) for per_layer in diffs]
 
 
 def frozen_maps_bytes(metric, count, load_size=64):

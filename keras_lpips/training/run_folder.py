@@ -7,7 +7,9 @@
     logs/               TensorBoard
     model.keras         the trained `LPIPS` metric, float32, no dropout (`score --model`)
     trainer.keras       the metric plus its ranking head
-    lin_weights.npz     lin0, lin1, ...: float32 (C,) vectors (`LPIPS(lin_weights=...)`)
+    lin_weights.npz     lin mode only: lin0, lin1, ...: float32 (C,) vectors (`LPIPS(lin_weights=...)`,
+                        with the backbone weights the run used); tune and scratch runs learn their
+                        heads for their own trained backbone, which only model.keras holds
     val_distances.npz   d0, d1 of every validation triplet under the final model
 
 Every file appears whole or not at all (`keras_lpips.files`): a run killed at any moment
@@ -22,7 +24,9 @@ import io
 import json
 import os
 import pathlib
+import re
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -86,18 +90,35 @@ class RunFolder:
         if self.path.is_dir() and any(self.path.iterdir()):
             if not resume:
                 raise InputError(f"run directory {self.path} is not empty: pass --resume to continue that run, or choose a new --out")
-            if (self.path / "run.json").is_file():
-                previous = json.loads((self.path / "run.json").read_text())
-                old, new = comparable_config(previous.get("config", {})), comparable_config(config)
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                if changed:
-                    details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-                    raise InputError(f"--resume: the run in {self.path} was started with other settings ({details})")
+            previous = self.previous_record()
+            changes = config_changes(previous["config"], config) if previous else ""
+            if changes:
+                raise InputError(
+                    f"--resume: the run in {self.path} was started with other settings or data ({changes}); "
+                    "resume it with those, or choose a new --out"
+                )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
         return previous
+
+    def previous_record(self):
+        """The run.json of the run in this folder ({} where there is none); `DataError` when it
+        cannot be read."""
+        path = self.path / "run.json"
+        if not path.is_file():
+            return {}
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+                raise ValueError("it records no run configuration")
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise DataError(
+                f"Cannot read {path} ({_reason(error)}), the record of the run in {self.path}: "
+                "delete that folder to start the run again, or choose a new --out"
+            ) from None
+        return record
 
     def check_disk_space(self, trainer):
         """Refuses (`DiskFullError`) a run whose files would not fit in the free disk space:
@@ -139,23 +160,51 @@ class RunFolder:
                 old.unlink(missing_ok=True)
 
     def load_checkpoint(self, trainer):
-        """Restores the state `save_checkpoint` wrote; returns its record, or None when there is none."""
+        """Restores the state `save_checkpoint` wrote; returns its record, or None when there is
+        none. A damaged checkpoint is a `DataError` naming the file, and nothing is restored."""
         latest = self.checkpoints / "latest.json"
         if not latest.is_file():
             return None
-        record = json.loads(latest.read_text())
+        record = self._checkpoint_record(latest)
         variables = _state_variables(trainer)
-        with np.load(self.checkpoints / record["file"]) as data:
-            if len(data.files) != len(variables):
-                raise DataError(f"{self.checkpoints} holds {len(data.files)} state arrays; this configuration has {len(variables)}")
-            for i, variable in enumerate(variables):
-                value = data[f"v{i}"]
-                if tuple(value.shape) != tuple(variable.shape):
-                    raise DataError(
-                        f"{self.checkpoints}: state {i} ({variable.path}) has shape {value.shape}, expected {tuple(variable.shape)}"
-                    )
-                variable.assign(value)
+        for variable, value in zip(variables, self._checkpoint_values(self.checkpoints / record["file"], variables)):
+            variable.assign(value)
         return record
+
+    def _damaged(self, path, reason):
+        """The `DataError` for a damaged checkpoint file `path`."""
+        return DataError(
+            f"Cannot resume from the checkpoint {path}: {reason}; delete {self.checkpoints} to train the run "
+            "again from its start (with --resume), or choose a new --out"
+        )
+
+    def _checkpoint_record(self, latest):
+        """latest.json's record, checked: {"epoch": int, "file": "epoch-NNNN.npz", "history": [...], ...}."""
+        try:
+            record = json.loads(latest.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise self._damaged(latest, _reason(error)) from None
+        valid = (
+            isinstance(record, dict) and isinstance(record.get("epoch"), int) and isinstance(record.get("history"), list)
+            and isinstance(record.get("file"), str) and re.fullmatch(r"epoch-\d+\.npz", record["file"])
+        )  # fmt: skip
+        if not valid:
+            raise self._damaged(latest, "it is not a checkpoint record (epoch, file, history)")
+        return record
+
+    def _checkpoint_values(self, path, variables):
+        """The state arrays of the checkpoint `path`, checked against `variables`' count and shapes."""
+        try:
+            with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:  # closed however it ends
+                values = [data[f"v{i}"] for i in range(len(data.files))]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            raise self._damaged(path, _reason(error)) from None
+        if len(values) != len(variables):
+            raise DataError(f"{path} holds {len(values)} state arrays; this configuration has {len(variables)}")
+        for i, (variable, value) in enumerate(zip(variables, values)):
+            if tuple(value.shape) != tuple(variable.shape):
+                raise DataError(f"{path}: state {i} ({variable.path}) has shape {value.shape}, expected {tuple(variable.shape)}")
+        return values
 
     # --- history and plots ---------------------------------------------------------------------
 
@@ -204,8 +253,9 @@ class RunFolder:
     # --- the trained model ---------------------------------------------------------------------
 
     def save_model(self, trainer):
-        """model.keras (the metric), trainer.keras (metric and ranker) and lin_weights.npz, in
-        float32 and without dropout whatever the run trained under; returns the float32 metric."""
+        """model.keras (the metric), trainer.keras (metric and ranker) and, where the backbone stayed
+        frozen (lin mode), lin_weights.npz, in float32 and without dropout whatever the run
+        trained under; returns the float32 metric."""
         metric = _float32_copy(trainer.lpips, dropout=0.0)
         trainer32 = LPIPSTrainer(metric, _float32_copy(trainer.ranker), train_backbone=trainer.train_backbone)
         if self.writes:
@@ -213,7 +263,7 @@ class RunFolder:
                 with scratch_directory(self.path / name) as scratch:  # Keras names the format by the suffix
                     model.save(scratch / name)
                     os.replace(scratch / name, self.path / name)
-            if metric.heads:
+            if metric.heads and not trainer.train_backbone:
                 lin = {f"lin{k}": np.asarray(head.kernel.numpy()[:, 0], np.float32) for k, head in enumerate(metric.heads)}
                 atomic_write(self.path / "lin_weights.npz", _npz_bytes(lin))
         return metric
@@ -224,6 +274,14 @@ class RunFolder:
 
     def files(self):
         return sorted({name for name in FILES if (self.path / name).exists()} | {"run.json"})
+
+
+def config_changes(old, new, ignore=()):
+    """"key: old -> new; ..." for what differs between two run configurations (`comparable_config`),
+    but the keys in `ignore`; "" where nothing does."""
+    old, new = comparable_config(old), comparable_config(new)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in ignore)
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
 
 
 def comparable_config(config):
@@ -240,6 +298,11 @@ def comparable_config(config):
 
 def now():
     return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def _reason(error):
+    """An error's message, without the file name an OSError repeats."""
+    return (error.strerror if isinstance(error, OSError) and error.strerror else str(error)) or type(error).__name__
 
 
 def _state_variables(trainer):

@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_lpips.errors import InputError
+from keras_lpips import keras_compat
 from keras_lpips.keras_compat import PrebuiltUnderStrategy
 from keras_lpips.model import LPIPS
 from keras_lpips.ranking import DistanceToLogit, TwoAFCScore, ranking_loss
@@ -28,8 +29,10 @@ class LPIPSTrainer(PrebuiltUnderStrategy, keras.Model):
         train_backbone: False freezes the backbone ("lin" mode).
 
     The linear weights keep their `NonNeg` constraint, which Keras applies after each optimiser
-    step, as the reference's `clamp_weights`. Under a mixed-precision policy the backbone runs
-    in the mixed dtype while normalisation, heads, distances, the ranker and the loss stay float32.
+    step, as the reference's `clamp_weights`. Under a distribution strategy each replica draws
+    its own dropout masks (`keras_compat.seed_per_replica`). Under a mixed-precision policy the
+    backbone runs in the mixed dtype while normalisation, heads, distances, the ranker and the
+    loss stay float32.
 
     Example:
     >>> trainer = LPIPSTrainer(LPIPS(net="alex", lin_weights=None, dropout=0.5))
@@ -52,6 +55,9 @@ class LPIPSTrainer(PrebuiltUnderStrategy, keras.Model):
             self.ranker.build()
         self.train_backbone = bool(train_backbone)
         self.lpips.backbone.trainable = self.train_backbone
+        for head in self.lpips.heads:
+            if head.dropout_layer is not None:
+                keras_compat.seed_per_replica(head.dropout_layer)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.score_tracker = TwoAFCScore(name="2afc")
         self.built = True
