@@ -55,7 +55,7 @@ def export(
         check_output(out, metric.input_paths(), overwrite=True, kind="folder")
         check_output(out / str(model_version), metric.input_paths(), overwrite, kind="folder")
     else:
-        check_output(out, metric.input_paths(), overwrite, kind="file")
+        check_output(out, metric.input_paths(), overwrite, kind="file", new_folders=True)  # as export_tflite/onnx
     lpips = options.resolve(metric)
     if fmt == "savedmodel" and not isinstance(lpips, LPIPS):
         raise InputError(f"--model {metric.model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")

@@ -221,11 +221,16 @@ def read_same_size(paths, resize, frame=None):
     from keras_lpips.images import read_image, resize_image
 
     images = [read_image(p, frame) for p in paths]
+    if not resize:
+        check_same_size(paths, [image.shape[:2] for image in images])
     first = images[0].shape
-    for path, image in zip(paths[1:], images[1:]):
-        if image.shape != first and not resize:
-            raise InputError(
-                f"{path} is {image.shape[1]}x{image.shape[0]} but {paths[0]} is {first[1]}x{first[0]}; "
-                "pass --resize to resize it"
-            )
     return [images[0]] + [resize_image(im, *first[:2]) if im.shape != first else im for im in images[1:]]
+
+
+def check_same_size(paths, sizes):
+    """Refuses images whose (height, width) `sizes` differ from the first's, naming --resize."""
+    for path, size in zip(paths[1:], sizes[1:]):
+        if tuple(size) != tuple(sizes[0]):
+            raise InputError(
+                f"{path} is {size[1]}x{size[0]} but {paths[0]} is {sizes[0][1]}x{sizes[0][0]}; pass --resize to resize it"
+            )

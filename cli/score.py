@@ -48,6 +48,8 @@ def score(
     # Large inputs take the Keras path, which checks that they fit in memory before they are read
     # (from the files' headers: decoding a huge image whole takes long and much memory itself).
     sizes = [stored_size(path) for path in paths]
+    if not resize:  # before the metric is loaded (a first LiteRT conversion, a download)
+        options.check_same_size(paths, sizes)
     lpips = None
     if sum(height * width for height, width in sizes) <= MAX_PIXELS:
         lpips = litert_metric(metric, report=lambda line: typer.echo(line, err=True))

@@ -25,7 +25,7 @@ The learning rate (the reference's schedule): --lr for the --epochs epochs and t
   keras-lpips fit --data synth --out runs/try --backbone-weights random --layers 3 --load-size 32 --epochs 2 --decay-epochs 0
 """
 
-EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR). A dataset with only one of 2afc/val and jnd/val gets that one's scores (the other is said to be skipped).
+EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR). JND mAP where the dataset has jnd/val; a dataset with jnd/val only gets its JND mAP (2AFC is said to be skipped).
 
   keras-lpips eval --model runs/alex-lin --data dataset
 

@@ -128,8 +128,10 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
     """The one rule for a command's output `path`, checked before any work:
 
     - it is never one of `inputs` (paths the command reads: files or folders), nor a folder
-      holding one, nor inside an input folder, even with `overwrite` (resolved paths and
-      `os.path.samefile` compared, so that links and `./a.png` count);
+      holding one, nor an image file (`IMAGE_SUFFIXES`) inside an input folder, which a listing
+      of it would read back, even with `overwrite` (resolved paths and `os.path.samefile`
+      compared, so that links and `./a.png` count); a fit's or a study's folder inside the
+      dataset is refused by `training.fit.check_outside_inputs`;
     - it may exist only with `overwrite`, and then only as what it is to be replaced with: a
       regular file for `kind="file"`, a folder for `kind="folder"`, either for None; never a
       named pipe, a device or a socket;
@@ -148,13 +150,16 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
         if same or target in resolved.parents:
             what = "is" if same else "holds"
             raise InputError(f"Refusing to write {path}: it {what} {source}, an input of this command (even --overwrite never replaces an input)")
-    for source in sources:
-        if source.is_dir() and source.resolve() in target.parents:
-            raise InputError(f"Refusing to write {path}: it is inside {source}, a folder this command reads; write it elsewhere")
+    if path.suffix.lower() in IMAGE_SUFFIXES:  # a file a folder listing would read back as an input
+        for source in sources:
+            if source.is_dir() and source.resolve() in target.parents:
+                raise InputError(f"Refusing to write {path}: it is inside {source}, a folder this command reads; write it elsewhere")
     if kind == "file" and not new_folders and not path.parent.is_dir():
         raise InputError(f"Output folder does not exist: {path.parent}")
     if os.path.lexists(path):
         found = _kind_of(path)
+        if found == "broken link":  # replaced by the rename like a file
+            found = kind or "file"
         if found not in ("file", "folder") or (kind is not None and found != kind):
             raise InputError(f"Refusing to write {path}: it is {_A_KIND[found]}, not a {kind or 'file or folder'}")
         if not overwrite:
@@ -162,7 +167,7 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
     return path
 
 
-_A_KIND = {"file": "a file", "folder": "a folder", "pipe": "a named pipe", "device": "a device", "socket": "a socket", "broken link": "a broken link"}
+_A_KIND = {"file": "a file", "folder": "a folder", "pipe": "a named pipe", "device": "a device", "socket": "a socket"}
 
 
 def _kind_of(path):

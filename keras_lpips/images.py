@@ -105,27 +105,17 @@ def read_image(path, frame=None):
 
 
 def stored_size(path):
-    """(height, width) of the image file at `path` as stored (before EXIF orientation), read from
-    its header without decoding it: what a command checks against the memory it has before
-    reading a huge image whole."""
+    """(height, width) of the image file at `path` as `read_image` returns it (EXIF orientation
+    applied), read from its header without decoding it: what a command checks (sizes that must
+    match, the memory it has) before reading a huge image whole."""
     path = pathlib.Path(path)
     _check_regular_file(path)
-    try:
-        with _no_bomb_warning(), Image.open(path) as image:
-            return image.height, image.width
-    except UnidentifiedImageError:
-        raise DataError(f"Not an image (or a format Pillow cannot read): {path}") from None
-    except Image.DecompressionBombError as error:
-        raise DataError(f"{path} is too large to decode: {error}") from None
-    except OSError as error:
-        raise DataError(f"Cannot read image file {path}: {error.strerror or error}") from None
+    with _reading(path), Image.open(path) as image:
+        turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
+        return (image.width, image.height) if turned else (image.height, image.width)
 
 
-@contextlib.contextmanager
-def _no_bomb_warning():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def decode_image(data, name, frame=None):
@@ -143,14 +133,22 @@ def _check_frame(frame):
 def _decode(source, path, frame):
     """The image in `source` (a path or a binary file object) as `read_image` returns it;
     `path` names it in errors."""
+    with _reading(path), Image.open(source) as image:
+        _seek_frame(image, path, frame)
+        image.load()
+        white = _white(image, path)
+        return _to_rgb(ImageOps.exif_transpose(image), white, path)
+
+
+@contextlib.contextmanager
+def _reading(path):
+    """Pillow's errors, reading the image `path` names, as one `DataError` each (`InputError`s
+    pass). Pillow warns of a "decompression bomb" from 89 megapixels (a second stderr line): the
+    memory a command needs is checked against what is free instead (`keras_lpips.memory`)."""
     try:
-        # Pillow warns of a "decompression bomb" from 89 megapixels (a second stderr line): the
-        # memory a command needs is checked against what is free instead (`keras_lpips.memory`).
-        with _no_bomb_warning(), Image.open(source) as image:
-            _seek_frame(image, path, frame)
-            image.load()
-            white = _white(image, path)
-            return _to_rgb(ImageOps.exif_transpose(image), white, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
     except UnidentifiedImageError:
         raise DataError(f"Not an image (or a format Pillow cannot read): {path}") from None
     except Image.DecompressionBombError as error:  # over 179 megapixels: refused by Pillow, not corrupt

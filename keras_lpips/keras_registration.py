@@ -8,9 +8,9 @@ registered with a stand-in whose `from_config` imports the real class and builds
 real class's module puts it in its stand-in's place.
 """
 
+import contextlib
 import importlib
 import importlib.abc
-import importlib.machinery
 import sys
 
 CLASSES = {"LPIPS": "keras_lpips.model", "LPIPSLoss": "keras_lpips.losses", "MeanLPIPS": "keras_lpips.metrics"}
@@ -41,24 +41,37 @@ def _stand_in(name, module):
 
 
 class _AfterKerasFinder(importlib.abc.MetaPathFinder):
-    """Finds `keras` as the import system would, with a loader that registers the stand-ins
-    once Keras has run; then leaves `sys.meta_path`."""
+    """Finds `keras` through the finders after it on `sys.meta_path`, with a loader that
+    registers the stand-ins once Keras has run; it leaves `sys.meta_path` then (a mere lookup,
+    `importlib.util.find_spec("keras")`, keeps it there)."""
+
+    def __init__(self):
+        self._finding = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != "keras":
+        if name != "keras" or self._finding:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisteringLoader(spec.loader)
+        self._finding = True  # the finders asked below may ask the whole meta path again
+        try:
+            others = [finder for finder in sys.meta_path if finder is not self]
+            spec = next(filter(None, (_spec(finder, name, path, target) for finder in others)), None)
+        finally:
+            self._finding = False
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisteringLoader(spec.loader, self)
         return spec
 
 
-class _RegisteringLoader(importlib.abc.Loader):
-    """Keras' own loader, then `_register_stand_ins`."""
+def _spec(finder, name, path, target):
+    find_spec = getattr(finder, "find_spec", None)
+    return find_spec(name, path, target) if find_spec is not None else None
 
-    def __init__(self, loader):
-        self.loader = loader
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """Keras' own loader, then `_register_stand_ins` (which never fails the import of Keras)."""
+
+    def __init__(self, loader, finder):
+        self.loader, self.finder = loader, finder
 
     def __getattr__(self, name):  # resource readers and the like: the real loader's
         return getattr(self.loader, name)
@@ -68,4 +81,9 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.loader.exec_module(module)
-        _register_stand_ins()
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self.finder)
+        # Never a reason for `import keras` to fail: on a Keras without this API, loading a
+        # .keras file then needs the classes imported first.
+        with contextlib.suppress(Exception):
+            _register_stand_ins()

@@ -98,7 +98,7 @@ class LPIPS(keras.Model):
             super().__init__(**kwargs)
         except (TypeError, ValueError) as error:  # Keras' own arguments: name, dtype, trainable
             raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
-        if self.dtype_policy.variable_dtype != "float32":  # the layers would compute in float32 regardless
+        if kwargs.get("dtype") is not None and self.dtype_policy.variable_dtype != "float32":  # the layers follow the global policy, not this
             raise InputError(
                 "LPIPS keeps float32 weights: for half precision set a mixed policy before building "
                 '(keras.config.set_dtype_policy("mixed_float16")) or pass precision="bf16". '
@@ -134,7 +134,9 @@ class LPIPS(keras.Model):
     def from_config(cls, config):
         """The metric `config` describes, with its weights from its sources; inside
         `keras.models.load_model`, whose file supplies every weight, no source is read (so a
-        `.keras` file loads offline, whatever files or downloads built it)."""
+        `.keras` file loads offline, whatever files or downloads built it). A custom object that
+        keeps an LPIPS's config and rebuilds it with `from_config` when loaded (rather than holding
+        it as a layer, whose weights the file keeps) should build it with `LPIPS(**config)`."""
         if not keras_compat.loading_a_saved_model():
             return super().from_config(config)
         with sources_deferred():

@@ -253,7 +253,8 @@ def _recorded_config(run_dir):
     what may differ between a run and its resumption (`comparable_config`)."""
     from keras_lpips.training.run_folder import RunFolder, comparable_config
 
-    return comparable_config(RunFolder(run_dir).previous_record()["config"])
+    record = RunFolder(run_dir).previous_record()
+    return comparable_config(record["config"]) if "config" in record else None  # none: a folder without run.json
 
 
 def _data_basis(data):

@@ -666,6 +666,7 @@ def _npy_header(shape, descr="<f8"):
      ("folder", "{path} is a folder, not a file"),
      ("object array", "judge file {path} should hold one number, holds a object array of shape (1,)"),
      ("raw pickle", "Cannot read judge file {path}: not a .npy file"),
+     ("magic only", "Cannot read judge file {path}: "),
      ("truncated data", "Cannot read judge file {path}: 4 bytes of data after the header, expected 8")],
 )  # fmt: skip
 def test_a_hostile_judge_file_is_one_error_naming_it(tiny, tmp_path, case, message):
@@ -696,6 +697,8 @@ def test_a_hostile_judge_file_is_one_error_naming_it(tiny, tmp_path, case, messa
         np.save(path, np.array([_Marker(marker)], dtype=object), allow_pickle=True)
     elif case == "raw pickle":
         path.write_bytes(pickle.dumps(_Marker(marker)))
+    elif case == "magic only":
+        path.write_bytes(b"\x93NUMPY")
     else:
         path.write_bytes(_npy_header("(1,)") + b"\0" * 4)
     with pytest.raises(InputError) as caught:

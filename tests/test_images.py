@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from keras_lpips import InputError
-from keras_lpips.images import PIXEL_FORMATS, read_image
+from keras_lpips.images import PIXEL_FORMATS, read_image, stored_size
 from tests.helpers import RANDOM, run_cli
 
 
@@ -58,6 +58,7 @@ def test_exif_orientation_is_applied(tmp_path, rgb):
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     path = save(image, tmp_path / "rotated.jpg", exif=exif, quality=100)
     assert read_image(path).shape == (16, 12, 3)
+    assert stored_size(path) == (16, 12) and stored_size(save(image, tmp_path / "upright.png")) == (12, 16)  # from the header
 
 
 def test_cmyk_jpeg(tmp_path, rgb):

@@ -57,3 +57,18 @@ def test_loading_a_saved_model_is_seen_inside_load_model_only(tmp_path):
     keras.saving.load_model(tmp_path / "probe.keras")
     Probe.from_config(Probe().get_config())
     assert seen == [True, False], f"Keras {keras.__version__}: its saving library's object-sharing scope changed; update keras_compat.loading_a_saved_model"
+
+
+def test_the_private_tensorflow_and_keras_attributes_used_exist():
+    import tensorflow as tf
+
+    function = tf.function(lambda: 0)
+    assert hasattr(function, "_omit_frequent_tracing_warning"), (
+        f"TensorFlow {tf.__version__}: tf.function's _omit_frequent_tracing_warning is gone; update keras_compat.once_traced"
+    )
+    dropout = keras.layers.Dropout(0.5)
+    assert isinstance(dropout.seed_generator, keras.random.SeedGenerator), (
+        f"Keras {keras.__version__}: Dropout.seed_generator changed; update keras_compat.seed_per_replica"
+    )
+    keras_compat.seed_per_replica(dropout)
+    assert (keras.ops.convert_to_numpy(dropout(np.ones((1, 100), np.float32), training=True)) == 0).any()  # still drops

@@ -280,7 +280,10 @@ def test_keras_load_model_reads_no_weight_source(fake_imagenet_home, monkeypatch
     assert not (tmp_path / "empty_home" / "keras_lpips" / "alex-imagenet-features.npz").exists()
 
 
-@pytest.mark.parametrize("imports", ["import keras_lpips, keras", "import keras, keras_lpips", "import keras_lpips.model, keras"])
+@pytest.mark.parametrize("imports", [
+    "import keras_lpips, keras", "import keras, keras_lpips", "import keras_lpips.model, keras",
+    "import keras_lpips, importlib.util; importlib.util.find_spec('keras'); import keras",  # a lookup first
+])
 def test_keras_files_load_in_a_fresh_process_after_import_keras_lpips(tmp_path, rng, imports):
     """LPIPS, LPIPSLoss and MeanLPIPS are imported lazily, yet Keras finds them when it loads a
     file in a process that only imported keras_lpips (in either order with keras)."""
@@ -353,3 +356,32 @@ def test_a_metric_spec_with_a_preset_or_model_takes_no_other_option():
     with pytest.raises(InputError, match="--model m.keras fixes the whole metric: drop --preset alex-v0.1"):
         MetricSpec(model="m.keras", preset="alex-v0.1")
     assert MetricSpec(preset="vgg-v0.0").net == "alex"  # defaults are not options given
+
+
+def test_a_global_float64_policy_still_builds(rng):
+    """Only a dtype= argument is refused; the layers follow a global policy (floatx) as before."""
+    keras.config.set_floatx("float64")
+    try:
+        metric = LPIPS(net="alex", backbone_weights=None, layers=1, seed=0)
+    finally:
+        keras.config.set_floatx("float32")
+    assert np.isfinite(np.asarray(metric([random_images(rng), random_images(rng)]))).all()
+
+
+def test_a_metric_nested_in_a_saved_model_loads_its_weights_from_the_file(tmp_path, rng):
+    """Inside keras.models.load_model no weight source is read: a functional model holding the
+    metric gets the metric's weights from the file (its lin weights file is gone)."""
+    import pathlib
+
+    from keras_lpips.weights.loading import shipped_lin_path
+
+    source = tmp_path / "lin.npz"
+    source.write_bytes(pathlib.Path(str(shipped_lin_path("v0.1", "alex"))).read_bytes())
+    metric = LPIPS(net="alex", backbone_weights=None, seed=2, lin_weights=source, input_range=(0, 1))
+    inputs = [keras.Input((None, None, 3)), keras.Input((None, None, 3))]
+    keras.Model(inputs, metric(inputs)).save(tmp_path / "wrapped.keras")
+    source.unlink()
+    loaded = keras.saving.load_model(tmp_path / "wrapped.keras")
+    x0, x1 = random_images(rng, low=0), random_images(rng, low=0)
+    np.testing.assert_allclose(np.asarray(loaded.predict([x0, x1], verbose=0)), np.asarray(metric([x0, x1])), atol=1e-6)
+

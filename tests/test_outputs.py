@@ -149,8 +149,7 @@ def test_installed_command_refuses_an_existing_output(work):
 
 @pytest.mark.parametrize("command,output,message", [
     (("score", "d0/a.png", "d0/b.png", "--map", "pipe.png", "--overwrite", *RANDOM), "pipe.png", "it is a named pipe, not a file"),
-    (("matrix", "d0", "--out", "d1/m.csv", *RANDOM), "d1/m.csv", "it is inside d1, a folder this command reads"),
-    (("embed", "d0", "--out", "d0/e.npz", *RANDOM, *NO_LIN), "d0/e.npz", "it is inside d0, a folder this command reads"),
+    (("matrix", "d0", "--out", "d1/m.png", *RANDOM), "d1/m.png", "it is inside d1, a folder this command reads"),
     (("eval", "--data", "bapps", "--output", "bapps/2afc/val/traditional/ref/000000.png", "--overwrite", *RANDOM), None, "it is inside bapps"),
     (("pairs", "d0", "d1", "--out", "missing/p.csv", *RANDOM), None, "Output folder does not exist: missing"),
     (("export", "--format", "savedmodel", "--out", "old.png", "--overwrite", *RANDOM), "old.png", "it is a file, not a folder"),
@@ -172,7 +171,10 @@ def test_outputs_that_would_break_something_are_refused_up_front(work, command, 
 def test_a_map_of_identical_images_is_dark(work):
     result = run_cli("score", "d0/a.png", "d0/a.png", "--map", "same.png", *RANDOM)
     assert result.returncode == 0 and "= 0.0000" in result.stdout, result.stderr
-    assert np.asarray(Image.open(work / "same.png")).shape[2] == 3
+    from keras_lpips.images import _RAMP
+
+    dark = _RAMP[0].astype(np.uint8)
+    assert (np.asarray(Image.open(work / "same.png"))[:, -1] == dark).all()  # the rightmost tile: the map
 
 
 # --- the API ----------------------------------------------------------------------------------
@@ -180,6 +182,8 @@ def test_a_map_of_identical_images_is_dark(work):
 
 def test_check_output_rule(work):
     files.check_output(work / "new.csv", [work / "d0"])  # a new file beside an input folder: fine
+    files.check_output(work / "d0" / "new.csv", [work / "d0"])  # inside it, if no listing would read it back
+    files.check_output(work / "dangling.png", [], overwrite=True)  # a broken link is replaced
     files.check_output(work / "old.csv", [work / "d0"], overwrite=True)
     files.check_output(work / "new.csv", [None, work / "missing.png"])  # absent inputs are skipped
     files.check_output(work / "models", overwrite=True, kind="folder")
@@ -187,10 +191,9 @@ def test_check_output_rule(work):
     (work / "dangling.png").symlink_to(work / "nowhere.png")
     for output, inputs, overwrite, message in [
         (work / "old.csv", [], False, "already exists"),
-        (work / "d0" / "new.csv", [work / "d0"], False, r"it is inside \S*d0, a folder this command reads"),
-        (work / "bapps" / "2afc" / "val" / "run", [work / "bapps"], True, "it is inside"),
+        (work / "d0" / "new.png", [work / "d0"], False, r"it is inside \S*d0, a folder this command reads"),
         (work / "pipe.png", [], True, "it is a named pipe, not a file"),
-        (work / "dangling.png", [], True, "it is a broken link"),
+        (work / "dangling.png", [], False, "already exists"),
         (work / "old.csv", [], True, "it is a file, not a folder"),
         (work / "models", [], True, "it is a folder, not a file"),
         (work / "missing" / "x.csv", [], True, "Output folder does not exist: "),

@@ -590,6 +590,16 @@ def test_resume_refuses_other_training_or_validation_data(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
 
 
+def test_config_changes_take_a_run_json_without_data_fingerprints_as_unverifiable():
+    """A run.json of a keras-lpips that did not record the data sets still resumes (its data
+    cannot be compared); one that recorded them is compared."""
+    from keras_lpips.training.run_folder import config_changes
+
+    new = {"epochs": 2, "train_set": "6 triplets, sha256 ab", "val_set": "4 triplets, sha256 cd"}
+    assert config_changes({"epochs": 2}, new) == ""
+    assert config_changes({"epochs": 2, "train_set": "5 triplets, sha256 ef", "val_set": new["val_set"]}, new).startswith("train_set: ")
+
+
 def _copy_of_trained_run(trained_run, tmp_path):
     import shutil
 

@@ -175,7 +175,7 @@ def check_outside_inputs(out_dir, data_root, inputs=()):
     """Refuses (`InputError`) an output folder that is, holds or lies inside the dataset at
     `data_root` (through links too), or is or holds one of `inputs`: writing there would change
     what the command reads."""
-    check_output(out_dir, [data_root, *inputs], overwrite=True)
+    check_output(out_dir, [data_root, *inputs], overwrite=True, kind="folder")
     dataset = resolve_root(data_root).resolve()
     if dataset in pathlib.Path(out_dir).resolve().parents:
         raise InputError(

@@ -278,10 +278,16 @@ class RunFolder:
 
 def config_changes(old, new, ignore=()):
     """"key: old -> new; ..." for what differs between two run configurations (`comparable_config`),
-    but the keys in `ignore`; "" where nothing does."""
+    but the keys in `ignore`, and the data sets' fingerprints where `old` has none (a run.json
+    of a keras-lpips that did not record them: its data cannot be compared); "" where nothing does."""
     old, new = comparable_config(old), comparable_config(new)
+    ignore = (*ignore, *(key for key in UNRECORDED_BEFORE if key not in old))
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in ignore)
     return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+
+
+# What run.json records only since keras-lpips recorded it: runs before resume without it.
+UNRECORDED_BEFORE = ("train_set", "val_set")
 
 
 def comparable_config(config):

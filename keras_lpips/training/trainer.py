@@ -30,7 +30,8 @@ class LPIPSTrainer(PrebuiltUnderStrategy, keras.Model):
 
     The linear weights keep their `NonNeg` constraint, which Keras applies after each optimiser
     step, as the reference's `clamp_weights`. Under a distribution strategy each replica draws
-    its own dropout masks (`keras_compat.seed_per_replica`). Under a mixed-precision policy the
+    its own dropout masks (`keras_compat.seed_per_replica`, which changes the metric's dropout
+    layers for good: harmless on one device). Under a mixed-precision policy the
     backbone runs in the mixed dtype while normalisation, heads, distances, the ranker and the
     loss stay float32.
 
