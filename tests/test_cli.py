@@ -350,3 +350,19 @@ def test_preset_scores_as_its_net_options():
     by_options = run_cli("score", *triplet, "--net", "alex", "--lpips-version", "0.0", "--lin-weights", "v0.0", "--json")
     assert by_preset.returncode == 0 and by_options.returncode == 0, by_preset.stderr + by_options.stderr
     assert json.loads(by_preset.stdout) == json.loads(by_options.stdout)
+
+
+def test_a_model_with_nan_weights_is_refused_on_load(images, tmp_path):
+    """A diverged training run saves NaN weights: --model refuses it (.keras and SavedModel)
+    instead of printing d = nan."""
+    from keras_lpips import LPIPS
+    from keras_lpips.export import export_savedmodel
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0, lin_weights="v0.1", input_range=(0, 1))
+    metric.heads[0].kernel.assign(np.full(metric.heads[0].kernel.shape, np.nan, np.float32))
+    metric.save(tmp_path / "nan.keras")
+    export_savedmodel(metric, tmp_path / "served")
+    for model in (tmp_path / "nan.keras", tmp_path / "served"):
+        result = run_cli("score", images / "a.png", images / "b.png", "--model", model)
+        assert result.returncode == 1, result.stderr
+        assert "holds NaN or infinite weights (a diverged training run?)" in one_error_line(result)
