@@ -89,3 +89,9 @@ class InsufficientMemoryError(ResourceError, MemoryError):
 class InUseError(KerasLPIPSError):
     """Another process holds what this one would write (a training run's folder, locked while it
     trains): a failure at run time (exit code 1)."""
+
+
+def reason(error):
+    """What an error says, for a one-line message that names the file itself: an OSError's
+    strerror (without the file name it repeats), else its message, else its type's name."""
+    return (error.strerror if isinstance(error, OSError) and error.strerror else str(error)) or type(error).__name__

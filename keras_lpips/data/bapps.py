@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_lpips import errors
 from keras_lpips.errors import DataError, InputError
 from keras_lpips.files import TF_IMAGE_SUFFIXES
 
@@ -213,16 +214,11 @@ def read_fraction(path, name="judge"):
     except DataError:  # a ValueError too, and already naming the file
         raise
     except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"Cannot read {name} file {path}: {_reason(error)}") from None
+        raise DataError(f"Cannot read {name} file {path}: {errors.reason(error)}") from None
     value = float(value.reshape(()))
     if not 0.0 <= value <= 1.0:  # NaN fails this too
         raise DataError(f"{name} file {path} holds {value}, outside [0, 1]")
     return value
-
-
-def _reason(error):
-    """An error's message without the file name an OSError repeats."""
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
 
 
 def _small_file_bytes(path):

@@ -33,6 +33,7 @@ import numpy as np
 
 from keras_lpips.backbones import get_backbone
 from keras_lpips.disk_space import check_disk_space
+from keras_lpips import errors
 from keras_lpips.errors import DataError, InputError, InUseError, OutputError
 from keras_lpips.file_lock import file_lock
 from keras_lpips.files import atomic_path, atomic_write, scratch_directory
@@ -115,7 +116,7 @@ class RunFolder:
                 raise ValueError("it records no run configuration")
         except (OSError, UnicodeDecodeError, ValueError) as error:
             raise DataError(
-                f"Cannot read {path} ({_reason(error)}), the record of the run in {self.path}: "
+                f"Cannot read {path} ({errors.reason(error)}), the record of the run in {self.path}: "
                 "delete that folder to start the run again, or choose a new --out"
             ) from None
         return record
@@ -183,7 +184,7 @@ class RunFolder:
         try:
             record = json.loads(latest.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise self._damaged(latest, _reason(error)) from None
+            raise self._damaged(latest, errors.reason(error)) from None
         valid = (
             isinstance(record, dict) and isinstance(record.get("epoch"), int) and isinstance(record.get("history"), list)
             and isinstance(record.get("file"), str) and re.fullmatch(r"epoch-\d+\.npz", record["file"])
@@ -198,7 +199,7 @@ class RunFolder:
             with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:  # closed however it ends
                 values = [data[f"v{i}"] for i in range(len(data.files))]
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
-            raise self._damaged(path, _reason(error)) from None
+            raise self._damaged(path, errors.reason(error)) from None
         if len(values) != len(variables):
             raise DataError(f"{path} holds {len(values)} state arrays; this configuration has {len(variables)}")
         for i, (variable, value) in enumerate(zip(variables, values)):
@@ -304,11 +305,6 @@ def comparable_config(config):
 
 def now():
     return datetime.datetime.now().isoformat(timespec="seconds")
-
-
-def _reason(error):
-    """An error's message, without the file name an OSError repeats."""
-    return (error.strerror if isinstance(error, OSError) and error.strerror else str(error)) or type(error).__name__
 
 
 def _state_variables(trainer):
