@@ -8,7 +8,6 @@ JND mAP, beside the classical baselines (`keras_lpips.baselines`).
 import json
 import pathlib
 import sys
-import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -187,32 +186,26 @@ class _Scoring:
         return {c: np.concatenate(v) for c, v in per.items()}, np.concatenate(same)
 
 
-# Each LPIPS metric's compiled distance functions (`distance_functions`), made once per metric.
-_DISTANCE_FUNCTIONS = weakref.WeakKeyDictionary()
 IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32)  # any batch and image size: one trace
 
 
 def distance_functions(metric):
     """`(twoafc(ref, p0, p1) -> (d0, d1), pair(img0, img1) -> d)` of an `LPIPS` metric in inference:
     the metric's own methods, compiled once per metric for float32 images of any batch and size
-    (`keras_compat.once_traced`) and kept for its next evaluations. An `ExportedMetric`'s signatures are
-    compiled already: its own methods serve."""
+    (`keras_compat.traced_per_metric`) and kept for its next evaluations. An `ExportedMetric`'s
+    signatures are compiled already: its own methods serve."""
     if not isinstance(metric, LPIPS):
         return metric.twoafc, lambda img0, img1: metric([img0, img1])
-    if metric not in _DISTANCE_FUNCTIONS:
-        _DISTANCE_FUNCTIONS[metric] = _compiled_distances(weakref.ref(metric))
-    return _DISTANCE_FUNCTIONS[metric]
 
+    def make(metric_ref):
+        def twoafc(ref, p0, p1):
+            return metric_ref().twoafc(ref, p0, p1, training=False)
 
-def _compiled_distances(metric_ref):
-    """`distance_functions` of the metric `metric_ref` refers to (weakly: the cache keeps no metric alive)."""
+        def pair(img0, img1):
+            return metric_ref()([img0, img1], training=False)
 
-    def twoafc(ref, p0, p1):
-        return metric_ref().twoafc(ref, p0, p1, training=False)
+        return keras_compat.once_traced(twoafc, [IMAGES] * 3), keras_compat.once_traced(pair, [IMAGES] * 2)
 
-    def pair(img0, img1):
-        return metric_ref()([img0, img1], training=False)
-
-    return keras_compat.once_traced(twoafc, [IMAGES] * 3), keras_compat.once_traced(pair, [IMAGES] * 2)
+    return keras_compat.traced_per_metric(metric, "distances", make)
 
 

@@ -22,6 +22,8 @@ API does the job.
 fails, naming what changed, on a Keras where these internals are gone.
 """
 
+import weakref
+
 import keras
 from keras import ops
 
@@ -72,6 +74,19 @@ def seed_per_replica(dropout):
     """Makes the `keras.layers.Dropout` `dropout` draw its own masks on each replica of a
     strategy (its generator's class changed: its state variable stays the one the layer tracks)."""
     dropout.seed_generator.__class__ = _PerReplicaSeedGenerator
+
+
+# What `traced_per_metric` made for each metric, {key: functions}.
+_TRACED = weakref.WeakKeyDictionary()
+
+
+def traced_per_metric(metric, key, make):
+    """`make(metric_ref)` (functions of `once_traced`), made once per `metric` and `key` and kept
+    for its next calls; `make` gets a weak reference to the metric (the cache keeps no metric alive)."""
+    made = _TRACED.setdefault(metric, {})
+    if key not in made:
+        made[key] = make(weakref.ref(metric))
+    return made[key]
 
 
 def once_traced(function, input_signature):

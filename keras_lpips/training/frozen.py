@@ -13,16 +13,14 @@ Same batches, order, dropout masks, checkpoints and history as training on the i
 same numbers up to float rounding.
 """
 
-import weakref
-
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_lpips import keras_compat
 from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError
-from keras_lpips import keras_compat
 from keras_lpips.evaluation import IMAGES
 from keras_lpips.memory import available_memory_bytes
 from keras_lpips.training.trainer import LPIPSTrainer
@@ -72,22 +70,17 @@ def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="dis
     return {name: (list(value) if kind == "maps" else value) for name, value in zip(names, arrays)}
 
 
-# Each metric's compiled passes of `frozen_twoafc_arrays`, {kind: function}, made once per metric.
-_PASSES = weakref.WeakKeyDictionary()
-
-
 def _compiled_pass(metric, kind):
     """`frozen_twoafc_arrays`' pass of `kind` over a batch (ref, p0, p1), compiled once per metric
-    (`keras_compat.once_traced`: any batch and image size) and kept for its next calls."""
-    passes = _PASSES.setdefault(metric, {})
-    if kind not in passes:
-        metric_ref = weakref.ref(metric)  # the cache keeps no metric alive
+    (`keras_compat.traced_per_metric`: any batch and image size) and kept for its next calls."""
 
+    def make(metric_ref):
         def compute(ref, p0, p1):
             return _frozen_outputs(metric_ref(), kind, ref, p0, p1)
 
-        passes[kind] = keras_compat.once_traced(compute, [IMAGES] * 3)
-    return passes[kind]
+        return keras_compat.once_traced(compute, [IMAGES] * 3)
+
+    return keras_compat.traced_per_metric(metric, ("frozen", kind), make)
 
 
 def _frozen_outputs(metric, kind, ref, p0, p1):
