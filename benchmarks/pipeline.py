@@ -120,12 +120,10 @@ print(json.dumps({"triplets": len(records), "rounds": rounds}))
 )
 
 FIT_CHILD = """
-import inspect, json, sys
+import json, sys
 args = json.loads(sys.argv[1])
 from keras_lpips.training import fit_run
-extra = {}
-if "precompute_frozen" in inspect.signature(fit_run).parameters:
-    extra["precompute_frozen"] = args["precompute"]
+extra = {"precompute_frozen": args["precompute"]}
 summary = fit_run(args["data"], args["out"], backbone="alex", mode="lin", batch_size=args["batch"],
                   load_size=args["size"], epochs=args["epochs"], decay_epochs=0, progress=False, **extra)
 print(json.dumps({"summary": summary, "extra": extra}))

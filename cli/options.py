@@ -18,14 +18,12 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from keras_lpips.errors import InputError
-from keras_lpips.presets import PRESETS
+from keras_lpips.presets import NET_ALIASES, PRESETS
 from keras_lpips.resolve import MetricSpec
 
 # Choices are `Literal`s: Typer checks them while parsing and lists them in --help, and the
-# commands receive plain strings. Net names as keras_lpips.backbones.ALIASES has them (not
-# imported here: it builds on Keras; tests/test_cli_conventions.py checks they agree).
-NET_NAMES = ("alex", "vgg", "squeeze", "alexnet", "vgg16", "squeezenet")
-NetName = Literal[NET_NAMES]
+# commands receive plain strings.
+NetName = Literal[tuple(NET_ALIASES)]
 Net = Annotated[NetName, typer.Option("--net", case_sensitive=False, help="Backbone (alexnet, vgg16, squeezenet: aliases).")]
 # --lpips-version, as `--version` is the program's version (`keras-lpips --version`); the old
 # spelling stays accepted on the commands.

@@ -24,13 +24,13 @@ square below the diagonal is computed either (256 images: 3/4 of the full produc
 """
 
 import dataclasses
-import weakref
 
 import keras
 import numpy as np
 
+from keras_lpips import keras_compat
 from keras_lpips.errors import InputError
-from keras_lpips.inputs import check_values
+from keras_lpips.array_checks import check_image_set
 
 # Bytes of float64 rows one block of a distance computation converts at a time (per side), and
 # the most rows a block takes (its distances, rows x rows float64, stay within 32 MiB).
@@ -43,7 +43,6 @@ MAX_BLOCK_ROWS = 2048
 DIAGONAL_ROWS = 128
 # Distances below this fraction of ||a||^2 + ||b||^2 are recomputed as sum((a - b)^2).
 RECOMPUTE_BELOW = 1e-6
-_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def embed_images(metric, images, batch_size=32, progress=None):
@@ -51,14 +50,8 @@ def embed_images(metric, images, batch_size=32, progress=None):
     time (on TensorFlow through one traced function): (N, D) float32 numpy. `progress(k)`
     is called after each batch of k images."""
     metric.check_euclidean()
-    if isinstance(images, (list, tuple)) and len({np.shape(image) for image in images}) > 1:
-        shapes = sorted({np.shape(image) for image in images})
-        raise InputError(f"Need images of one size, shape (N, H, W, 3): embed each size apart. Received images of shapes {shapes[0]} and {shapes[1]}")
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
-        raise InputError(f"Need images of one size, shape (N, H, W, 3). Received shape {images.shape}")
-    check_values(images, metric.input_range, "images")
-    size = metric.embedding_size(*images.shape[1:3])  # refuses images too small for the network
+    images = check_image_set(images, metric.input_range, metric.min_input_size)
+    size = metric.embedding_size(*images.shape[1:3])
     embed = _embed_function(metric)
     vectors = np.empty((len(images), size), np.float32)
     for start in range(0, len(images), batch_size):
@@ -71,18 +64,15 @@ def embed_images(metric, images, batch_size=32, progress=None):
 
 def _embed_function(metric):
     """`metric.embedding(metric.features(images))` in inference mode; on the TensorFlow backend
-    traced once per metric, for any batch and image size."""
+    traced once per metric, for any batch and image size (`keras_compat.traced_per_metric`)."""
 
-    def embed(images):
-        return metric.embedding(metric.features(images, training=False))
+    def make(metric_ref):
+        def embed(images):
+            return metric_ref().embedding(metric_ref().features(images, training=False))
 
-    if keras.backend.backend() != "tensorflow":
-        return embed
-    if metric not in _FUNCTIONS:
-        import tensorflow as tf
+        return embed if keras.backend.backend() != "tensorflow" else keras_compat.once_traced(embed, [keras_compat.image_batch_spec()])
 
-        _FUNCTIONS[metric] = tf.function(embed, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    return _FUNCTIONS[metric]
+    return keras_compat.traced_per_metric(metric, "embed", make)
 
 
 # --- distances between embeddings ------------------------------------------------------------

@@ -10,7 +10,6 @@ import pathlib
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 from keras_lpips import keras_compat
 from keras_lpips.baselines import baseline_distances
@@ -186,9 +185,6 @@ class _Scoring:
         return {c: np.concatenate(v) for c, v in per.items()}, np.concatenate(same)
 
 
-IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32)  # any batch and image size: one trace
-
-
 def distance_functions(metric):
     """`(twoafc(ref, p0, p1) -> (d0, d1), pair(img0, img1) -> d)` of an `LPIPS` metric in inference:
     the metric's own methods, compiled once per metric for float32 images of any batch and size
@@ -204,7 +200,8 @@ def distance_functions(metric):
         def pair(img0, img1):
             return metric_ref()([img0, img1], training=False)
 
-        return keras_compat.once_traced(twoafc, [IMAGES] * 3), keras_compat.once_traced(pair, [IMAGES] * 2)
+        image = keras_compat.image_batch_spec()
+        return keras_compat.once_traced(twoafc, [image] * 3), keras_compat.once_traced(pair, [image] * 2)
 
     return keras_compat.traced_per_metric(metric, "distances", make)
 

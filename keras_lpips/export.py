@@ -81,9 +81,10 @@ def serving_functions(metric):
     """
     import tensorflow as tf
 
+    from keras_lpips import keras_compat
     from keras_lpips.encoded_images import decode_images
 
-    image = tf.TensorSpec([None, None, None, 3], tf.float32)
+    image = keras_compat.image_batch_spec()
     low, high = metric.input_range
 
     def scaled(x):  # [0, 1] -> the metric's input_range

@@ -43,6 +43,7 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
     tf2onnx = converter()
     import tensorflow as tf
 
+    from keras_lpips import keras_compat
     from keras_lpips.export import ExportedMetric, serving_functions
     from keras_lpips.inputs import traced_for_export
 
@@ -51,7 +52,7 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
         path.parent.mkdir(parents=True, exist_ok=True)  # as export_tflite
     except OSError as error:
         raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
-    image = tf.TensorSpec([None, None, None, 3], tf.float32)
+    image = keras_compat.image_batch_spec()
     if isinstance(metric, ExportedMetric):  # already traced: convert its serving_default signature
         loaded = tf.saved_model.load(str(metric.directory))  # held: it owns the variables
         signature = loaded.signatures["serving_default"]

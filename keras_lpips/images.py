@@ -44,10 +44,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keras_lpips import files
+from keras_lpips.array_checks import RANGE_TOLERANCE
 from keras_lpips.errors import DataError, InputError
 
-# Floating-point pixels may stray this far outside [0, 1] (as `inputs.RANGE_TOLERANCE`; not imported: keras).
-FLOAT_TOLERANCE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +231,7 @@ def _to_rgb(image, white, path):
         lo, hi = float(values.min()), float(values.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise DataError(f"Image {path} has NaN or infinite pixel values")
-        if lo < -FLOAT_TOLERANCE or hi > white + FLOAT_TOLERANCE:
+        if lo < -RANGE_TOLERANCE or hi > white + RANGE_TOLERANCE:
             raise DataError(f"Image {path} holds floating-point pixels in [{lo:.4g}, {hi:.4g}]; expected [0, 1]")
     elif values.size and (values.min() < 0 or values.max() > white):
         raise DataError(

@@ -25,10 +25,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lpips.array_checks import RANGE_TOLERANCE, check_is_pair, check_pair_shapes, check_static_size, check_values
 from keras_lpips.errors import InputError
 
-# Values may stray this fraction of the range beyond it (resampling overshoot).
-RANGE_TOLERANCE = 0.01
 NAMES = ("img0", "img1")
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
 
@@ -37,19 +36,12 @@ def check_image_pair(inputs, input_range, min_size, names=NAMES):
     """Returns the pair as float32 tensors, or raises `InputError` saying what is wrong (in a
     TensorFlow graph: the tensors, behind assertions of what is unknown until run time); the
     messages call the two `names`."""
-    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
-        raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
+    check_is_pair(inputs)
     images = [as_image_batch(x, name) for name, x in zip(names, inputs)]
     # numpy inputs are checked as they are: no round trip through a tensor.
     arrays = [x if isinstance(x, np.ndarray) else None for x in images]
     pair = [ops.cast(ops.convert_to_tensor(x), "float32") for x in images]
-    shapes = [static_shape(x) for x in pair]
-    for shape in shapes:
-        if len(shape) != 4 or shape[-1] != 3:
-            raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received shape {shape}")
-        _check_static_size(shape, min_size)
-    if any(a is not None and b is not None and a != b for a, b in zip(*shapes)):
-        raise InputError(f"The two images must have the same shape. Received {shapes[0]} and {shapes[1]}")
+    check_pair_shapes([static_shape(x) for x in pair], min_size)
     if _in_tensorflow_graph(pair):
         return _graph_checked(pair, input_range, min_size, names)
     for name, array, x in zip(names, arrays, pair):
@@ -68,7 +60,7 @@ def checked_size(images, min_size):
     if not hasattr(images, "shape"):  # Python lists
         images = ops.convert_to_tensor(images)
     shape = static_shape(images)
-    _check_static_size(shape, min_size)
+    check_static_size(shape, min_size)
     if len(shape) != 4 or None not in shape[1:3] or not _in_tensorflow_graph([images]):
         return images
     import tensorflow as tf
@@ -116,14 +108,6 @@ def static_shape(x):
     return tuple(int(side) if isinstance(side, (int, np.integer)) else None for side in x.shape)
 
 
-def _check_static_size(shape, min_size):
-    if len(shape) == 4 and any(side is not None and side < min_size for side in shape[1:3]):
-        raise InputError(
-            f"Images of {shape[1]}x{shape[2]} are too small for this network: it needs at least "
-            f"{min_size}x{min_size}. Received shape {shape}"
-        )
-
-
 def as_image_batch(x, name="images"):
     """`x` as an array or tensor of real numbers (Python lists become float32 numpy arrays), or
     `InputError` for None, a path or string, or a dtype that holds no pixel values."""
@@ -145,23 +129,6 @@ def as_image_batch(x, name="images"):
             f"{name} must hold real pixel values (a float or integer dtype). Received: {type(x).__name__} of dtype {dtype}"
         )
     return x
-
-
-def check_values(values, input_range, name="image"):
-    """Raises `InputError` for NaN/inf or values outside `input_range` (+- tolerance)."""
-    if values.size == 0:
-        raise InputError(f"{name} is empty. Received shape {values.shape}")
-    # Two vectorised passes: min and max propagate NaN, and any inf is one of them.
-    lo, hi = float(values.min()), float(values.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise InputError(f"{name} contains NaN or infinite values")
-    low, high = input_range
-    slack = RANGE_TOLERANCE * (high - low)
-    if lo < low - slack or hi > high + slack:
-        raise InputError(
-            f"{name} has values in [{lo:.4g}, {hi:.4g}], outside input_range=({low:g}, {high:g}); "
-            f"pass input_range matching your images, e.g. (0, 1) or (0, 255)"
-        )
 
 
 def _concrete(x):

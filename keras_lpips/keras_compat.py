@@ -18,6 +18,9 @@ API does the job.
   (whose file then supplies the weights): Keras says so only through the object-sharing scope
   its saving library holds while it reads or writes a `.keras` file.
 
+Beside them, `traced_per_metric` and `image_batch_spec`: the one cache of functions traced once
+per metric (evaluation, the frozen passes, embeddings, pair matrices), which keeps no metric alive.
+
 `TESTED_KERAS` is the range of Keras minor series the test suite passed on; tests/test_keras_compat.py
 fails, naming what changed, on a Keras where these internals are gone.
 """
@@ -89,12 +92,23 @@ def traced_per_metric(metric, key, make):
     return made[key]
 
 
-def once_traced(function, input_signature):
-    """`function` as a `tf.function` of `input_signature`, so traced once; made once per metric,
-    each one's trace is expected, and TensorFlow's "frequent retracing" warning (which counts
-    the traces of every metric's copy of `function` together: one code object) is off for it."""
+def image_batch_spec():
+    """The `tf.TensorSpec` of a float32 (N, H, W, 3) image batch of any batch and image size: a
+    function traced with it serves every batch and size with one trace."""
     import tensorflow as tf
 
-    compiled = tf.function(function, input_signature=input_signature)
+    return tf.TensorSpec([None, None, None, 3], tf.float32)
+
+
+def once_traced(function, input_signature=None):
+    """`function` as a `tf.function` of `input_signature`, so traced once (without one: once per
+    input shapes, with TensorFlow's `reduce_retracing`); made once per metric, each one's trace
+    is expected, and TensorFlow's "frequent retracing" warning (which counts the traces of every
+    metric's copy of `function` together: one code object) is off for it. Without AutoGraph:
+    Keras ops need none, and AutoGraph's process-wide cache of converted methods would keep the
+    metric alive."""
+    import tensorflow as tf
+
+    compiled = tf.function(function, input_signature=input_signature, reduce_retracing=input_signature is None, autograph=False)
     compiled._omit_frequent_tracing_warning = True
     return compiled

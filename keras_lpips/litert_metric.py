@@ -20,16 +20,10 @@ import json
 import os
 import time
 
-import numpy as np
-
-from keras_lpips.errors import InputError
+from keras_lpips.array_checks import checked_array_pair
 from keras_lpips.quiet import muted_stderr
 
-# Net names and aliases, as keras_lpips.backbones.ALIASES has them (which imports Keras;
-# tests/test_litert_score.py checks they agree).
-NETS = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg", "squeeze": "squeeze", "squeezenet": "squeeze"}
 PACKAGES = ("tensorflow", "ai-edge-litert")
-RANGE_TOLERANCE = 0.01  # as keras_lpips.inputs.RANGE_TOLERANCE
 # Pixels (all images together) up to which `score` takes this path: larger inputs go through the
 # Keras metric, whose memory check (`keras_lpips.memory.check_fits_in_memory`) needs its backbone.
 MAX_PIXELS = 3 * 1024 * 1024
@@ -38,7 +32,7 @@ MAX_PIXELS = 3 * 1024 * 1024
 def official_config(spec):
     """The `LPIPS` arguments of `spec` (a `keras_lpips.resolve.MetricSpec`) when LiteRT can serve
     it (no `model`, pinned ImageNet backbone, shipped linear weights or cosine), else None."""
-    from keras_lpips.presets import get_preset
+    from keras_lpips.presets import NET_ALIASES, get_preset
     from keras_lpips.weights.sources import IMAGENET_FEATURES_SHA256, LIN_SHA256
 
     if spec.model is not None:
@@ -47,7 +41,7 @@ def official_config(spec):
         config = dict(get_preset(spec.preset)["config"], layers=None)
     else:
         config = {
-            "net": NETS.get(str(spec.net).lower()), "version": str(spec.version), "distance": spec.distance,
+            "net": NET_ALIASES.get(str(spec.net).lower()), "version": str(spec.version), "distance": spec.distance,
             "layers": spec.layers, "backbone_weights": spec.backbone_weights, "lin_weights": spec.lin_weights,
         }  # fmt: skip
     if config["backbone_weights"] != "imagenet" or IMAGENET_FEATURES_SHA256.get(config["net"]) is None:
@@ -183,36 +177,6 @@ class LiteRTMetric:
         return self._run(self._spatial, inputs)["map"]
 
     def _run(self, runner, inputs):
-        img0, img1 = self._checked(inputs)
+        img0, img1 = checked_array_pair(inputs, (0.0, 1.0), self.min_input_size)
         with muted_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
             return runner(img0=img0, img1=img1)
-
-    def _checked(self, inputs):
-        """The pair as float32 arrays, checked as `keras_lpips.inputs.check_image_pair` checks
-        numpy images (that module builds on Keras), with its messages."""
-        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
-            raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
-        pair = [np.asarray(x, dtype=np.float32) for x in inputs]
-        for x in pair:
-            if x.ndim != 4 or x.shape[-1] != 3:
-                raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received shape {x.shape}")
-            if min(x.shape[1:3]) < self.min_input_size:
-                size = self.min_input_size
-                raise InputError(
-                    f"Images of {x.shape[1]}x{x.shape[2]} are too small for this network: it needs at least "
-                    f"{size}x{size}. Received shape {x.shape}"
-                )
-        if pair[0].shape != pair[1].shape:
-            raise InputError(f"The two images must have the same shape. Received {pair[0].shape} and {pair[1].shape}")
-        for name, x in zip(("img0", "img1"), pair):
-            if x.size == 0:
-                raise InputError(f"{name} is empty. Received shape {x.shape}")
-            lo, hi = float(x.min()), float(x.max())
-            if not (np.isfinite(lo) and np.isfinite(hi)):
-                raise InputError(f"{name} contains NaN or infinite values")
-            if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-                raise InputError(
-                    f"{name} has values in [{lo:.4g}, {hi:.4g}], outside input_range=(0, 1); "
-                    f"pass input_range matching your images, e.g. (0, 1) or (0, 255)"
-                )
-        return pair

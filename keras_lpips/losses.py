@@ -1,13 +1,11 @@
 """LPIPS as a Keras loss, for training image generators to be perceptually close."""
 
-import os
-
 import keras
 from keras import ops
 
 from keras_lpips.errors import InputError
 from keras_lpips.inputs import as_image_batch
-from keras_lpips.model import LPIPS
+from keras_lpips.model import frozen_metric
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")
@@ -28,10 +26,7 @@ class LPIPSLoss(keras.losses.Loss):
             super().__init__(name=name, reduction=reduction, dtype=dtype)
         except (TypeError, ValueError) as error:  # e.g. an unknown reduction
             raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
-        self.metric = LPIPS(**lpips_kwargs)
-        # Paths as strings: what a .keras file can hold.
-        self.lpips_kwargs = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
-        self.metric.trainable = False
+        self.metric, self.lpips_kwargs = frozen_metric(lpips_kwargs)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Before Keras converts them: None, strings and non-numeric dtypes raise `InputError`.

@@ -1,12 +1,10 @@
 """LPIPS as a Keras metric: the running mean distance over batches."""
 
-import os
-
 import keras
 
 from keras_lpips.errors import InputError
 from keras_lpips.inputs import as_image_batch
-from keras_lpips.model import LPIPS
+from keras_lpips.model import frozen_metric
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")
@@ -26,9 +24,7 @@ class MeanLPIPS(keras.metrics.Mean):
             super().__init__(name=name, dtype=dtype)
         except (TypeError, ValueError) as error:  # e.g. an unknown dtype
             raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
-        self._lpips = LPIPS(**lpips_kwargs)
-        # Paths as strings: what a .keras file can hold.
-        self.lpips_kwargs = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
+        self._lpips, self.lpips_kwargs = frozen_metric(lpips_kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         pair = [as_image_batch(y_true, "y_true"), as_image_batch(y_pred, "y_pred")]

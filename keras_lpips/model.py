@@ -19,6 +19,7 @@ from keras import ops
 from keras_lpips import keras_compat, presets
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError
+from keras_lpips.array_checks import check_static_size
 from keras_lpips.inputs import check_image_pair, checked_size
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
 from keras_lpips.weights.loading import restore_weights, sources_deferred
@@ -260,12 +261,7 @@ class LPIPS(keras.Model):
 
     def feature_shapes(self, height, width):
         """(h_l, w_l, C_l) of each kept layer's features for one `height` x `width` image."""
-        if min(height, width) < self.min_input_size:
-            size = self.min_input_size
-            raise InputError(
-                f"Images of {height}x{width} are too small for this network: it needs at least {size}x{size}. "
-                f"Received: height={height}, width={width}"
-            )
+        check_static_size((1, height, width, 3), self.min_input_size)
         specs = self.backbone.compute_output_spec(keras.KerasTensor((1, int(height), int(width), 3)))
         specs = specs if isinstance(specs, (list, tuple)) else [specs]
         return [tuple(int(d) for d in spec.shape[1:]) for spec in specs]
@@ -330,7 +326,7 @@ class LPIPS(keras.Model):
         if self._compiled is None:
             import tensorflow as tf
 
-            image = tf.TensorSpec([None, None, None, 3], tf.float32)
+            image = keras_compat.image_batch_spec()
 
             @tf.function(input_signature=[image, image], autograph=False)
             def distance(img0, img1):
@@ -353,6 +349,15 @@ class LPIPS(keras.Model):
             "dropout": self.dropout,
             "precision": self.precision,
         }
+
+
+def frozen_metric(lpips_kwargs):
+    """`(LPIPS(**lpips_kwargs), lpips_kwargs)` for a loss or metric that holds one: the metric
+    frozen (inference only), the arguments as its config records them (paths as strings: what a
+    .keras file can hold)."""
+    metric = LPIPS(**lpips_kwargs)
+    metric.trainable = False
+    return metric, {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
 
 
 def _check_choices(spec, version, distance, layers, input_range, precision="float32"):

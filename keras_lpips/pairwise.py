@@ -14,15 +14,14 @@ Scoring every pair separately (as the reference's all-pairs script does) recompu
 image's features n - 1 times (benchmarks/matrix_speed.py, benchmarks/embedding_speed.py).
 """
 
-import weakref
-
 import keras
 import numpy as np
 from keras import ops
 
+from keras_lpips import keras_compat
 from keras_lpips.embedding import all_pairs, cross_distances, embed_images
 from keras_lpips.errors import InputError
-from keras_lpips.inputs import check_values
+from keras_lpips.array_checks import check_image_set
 from keras_lpips.memory import check_available_memory
 from keras_lpips.model import LPIPS
 
@@ -52,7 +51,6 @@ def paired_distances(metric, images0, images1, batch_size=32, progress=None):
 CHUNK_BYTES = 256 * 2**20
 MAX_CHUNK = 512
 METHODS = ("embedding", "features", "pairs")
-_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def distance_matrix(metric, images, batch_size=32, progress=None, method=None):
@@ -64,7 +62,7 @@ def distance_matrix(metric, images, batch_size=32, progress=None, method=None):
     `batch_size` / 2 pairs a call. `progress(k)` is called after each chunk of k pairs.
     A matrix too large for the memory available is refused first (`check_matrix_memory`).
     """
-    images = _checked_set(metric, images, "images", minimum=2)
+    images = check_image_set(images, metric.input_range, metric.min_input_size, "images", minimum=2)
     method = _method(metric, method)
     check_matrix_memory(len(images), len(images), method)
     if method == "embedding":
@@ -80,8 +78,8 @@ def distance_matrix(metric, images, batch_size=32, progress=None, method=None):
 def cross_distance_matrix(metric, images0, images1, batch_size=32, progress=None, method=None):
     """(n0, n1) matrix of the distances d(images0[i], images1[j]) between two sets of images of
     one size; arguments as `distance_matrix`'s."""
-    images0 = _checked_set(metric, images0, "images0")
-    images1 = _checked_set(metric, images1, "images1")
+    images0 = check_image_set(images0, metric.input_range, metric.min_input_size, "images0")
+    images1 = check_image_set(images1, metric.input_range, metric.min_input_size, "images1")
     if images0.shape[1:] != images1.shape[1:]:
         raise InputError(f"Both sets need images of one size. Received shapes {images0.shape} and {images1.shape}")
     method = _method(metric, method)
@@ -107,21 +105,6 @@ def check_matrix_memory(rows, columns, method="embedding"):
     (`matrix_memory_bytes`) needs more memory than is available now."""
     needed = matrix_memory_bytes(rows, columns, method)
     check_available_memory(needed, f"A {rows:,} x {columns:,} distance matrix ({rows * columns:,} distances)")
-
-
-def _checked_set(metric, images, name, minimum=1):
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4 or len(images) < minimum:
-        least = ("one image", "two images")[minimum - 1]
-        raise InputError(f"Need at least {least} of one size in {name}, shape (n, H, W, 3). Received shape {images.shape}")
-    check_values(images, metric.input_range, name)
-    if min(images.shape[1:3]) < metric.min_input_size:
-        size = metric.min_input_size
-        raise InputError(
-            f"Images of {images.shape[1]}x{images.shape[2]} are too small for this network: it needs at least "
-            f"{size}x{size}. Received shape {images.shape}"
-        )
-    return images
 
 
 def _method(metric, method):
@@ -168,21 +151,20 @@ def _pair_distances(metric, images, first, second, method, batch_size, progress)
 def _functions(metric):
     """`(features(images), compare(features, first, second))`, the latter giving the distances
     between the images at indices `first` and `second` of per-layer `features`; on the
-    TensorFlow backend both traced once per metric (for any batch and image size)."""
+    TensorFlow backend both traced once per metric (`keras_compat.traced_per_metric`; features for
+    any batch and image size)."""
 
-    def features(images):
-        return metric.features(images, training=False)
+    def make(metric_ref):
+        def features(images):
+            return metric_ref().features(images, training=False)
 
-    def compare(features, first, second):
-        features0 = [ops.take(f, first, axis=0) for f in features]
-        features1 = [ops.take(f, second, axis=0) for f in features]
-        return metric.total(metric.compare(features0, features1))
+        def compare(features, first, second):
+            features0 = [ops.take(f, first, axis=0) for f in features]
+            features1 = [ops.take(f, second, axis=0) for f in features]
+            return metric_ref().total(metric_ref().compare(features0, features1))
 
-    if keras.backend.backend() != "tensorflow":
-        return features, compare
-    if metric not in _FUNCTIONS:
-        import tensorflow as tf
+        if keras.backend.backend() != "tensorflow":
+            return features, compare
+        return keras_compat.once_traced(features, [keras_compat.image_batch_spec()]), keras_compat.once_traced(compare)
 
-        image = tf.TensorSpec([None, None, None, 3], tf.float32)
-        _FUNCTIONS[metric] = (tf.function(features, input_signature=[image]), tf.function(compare, reduce_retracing=True))
-    return _FUNCTIONS[metric]
+    return keras_compat.traced_per_metric(metric, "pairs", make)

@@ -16,6 +16,8 @@ from keras_lpips.errors import InputError
 from keras_lpips.weights.sources import LIN_SHA256, TORCHVISION_FILES, TORCHVISION_URL
 
 NETS = ("alex", "vgg", "squeeze")
+# Every name a net may be given by (any case), to the one `NETS` has.
+NET_ALIASES = {"alex": "alex", "vgg": "vgg", "squeeze": "squeeze", "alexnet": "alex", "vgg16": "vgg", "squeezenet": "squeeze"}
 VERSIONS = ("0.1", "0.0")
 
 

@@ -624,7 +624,7 @@ CASES = {
     "damaged_keras_file": Case(load_model_file("damaged.keras"), (), WeightsError, "Cannot load model file "),
     # the command refuses --net resnet while parsing (a choice): tests/test_cli_conventions.py
     "unknown_net": Case(lpips(net="resnet"), (), InputError,
-                        "Unknown net 'resnet': expected one of alex, alexnet"),
+                        "Unknown net 'resnet': expected one of alex, vgg, squeeze, alexnet"),
     # --- BAPPS data -------------------------------------------------------------------------------
     "missing_judge": Case(list_twoafc("val", "missing_judge"), (eval_("--subsets", "missing_judge"), verify("missing file")),
                           DataError, "Missing judge file "),

@@ -72,3 +72,26 @@ def test_the_private_tensorflow_and_keras_attributes_used_exist():
     )
     keras_compat.seed_per_replica(dropout)
     assert (keras.ops.convert_to_numpy(dropout(np.ones((1, 100), np.float32), training=True)) == 0).any()  # still drops
+
+
+def test_the_cache_of_traced_functions_keeps_no_metric_alive():
+    """Every path that traces functions once per metric (embedding, pair matrices, evaluation,
+    the frozen passes) leaves the metric free to be collected once its user lets go of it."""
+    import gc
+    import weakref
+
+    from keras_lpips import LPIPS
+    from keras_lpips.embedding import embed_images
+    from keras_lpips.evaluation import distance_functions
+    from keras_lpips.pairwise import distance_matrix
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0, lin_weights="v0.1", layers=2)
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    embed_images(metric, images)
+    for method in ("features", "pairs"):
+        distance_matrix(metric, images, method=method)
+    distance_functions(metric)[1](images, images)
+    freed = weakref.ref(metric)
+    del metric
+    gc.collect()
+    assert freed() is None, "a cached traced function holds the metric"

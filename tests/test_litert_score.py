@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_lpips.litert_metric import NETS, cached_paths, litert_metric, official_config
+from keras_lpips.litert_metric import cached_paths, litert_metric, official_config
 from keras_lpips.resolve import MetricSpec
 from keras_lpips.weights import sources
 from tests.conftest import REAL_PINS
@@ -31,12 +31,6 @@ def converted_home(fake_imagenet_home, tmp_path_factory):
         patch.setenv("KERAS_HOME", str(home))
         first_run = run_cli("score", *TRIPLET)
     return home, first_run
-
-
-def test_net_names_agree_with_the_backbones():
-    from keras_lpips.backbones import ALIASES
-
-    assert NETS == ALIASES
 
 
 @pytest.mark.parametrize(

@@ -329,11 +329,14 @@ def test_loss_and_metric_configs_hold_paths_as_strings(tmp_path, rng):
 
 def test_backbone_is_frozen_as_the_reference_s(rng):
     """A model that holds the metric trains at most its linear heads (the reference's backbone has
-    requires_grad=False); `trainable = False` freezes the heads too."""
+    requires_grad=False); `trainable = False` freezes the heads too, as the loss and the metric do."""
     metric = LPIPS(net="alex", backbone_weights=None, seed=0)
     assert metric.backbone.trainable_variables == [] and len(metric.trainable_variables) == len(metric.heads)
     metric.trainable = False
     assert metric.trainable_variables == []
+    args = dict(net="alex", backbone_weights=None, seed=0)
+    assert keras_lpips.LPIPSLoss(**args).metric.trainable_variables == []
+    assert keras_lpips.MeanLPIPS(**args)._lpips.trainable_variables == []
 
 
 def test_preset_arguments_cannot_be_overridden():

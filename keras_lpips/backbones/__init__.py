@@ -10,6 +10,7 @@ import dataclasses
 
 from keras_lpips.backbones import alexnet, squeezenet, vgg16
 from keras_lpips.errors import InputError
+from keras_lpips.presets import NET_ALIASES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +35,11 @@ BACKBONES = {
         squeezenet.MIN_INPUT_SIZE, squeezenet.TORCHVISION_NAMES,
     ),
 }  # fmt: skip
-ALIASES = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg", "squeeze": "squeeze", "squeezenet": "squeeze"}
 
 
 def get_backbone(net):
     """Returns the `BackboneSpec` for a net name or alias, or raises `InputError`."""
-    key = ALIASES.get(str(net).lower())
+    key = NET_ALIASES.get(str(net).lower())
     if key is None:
-        raise InputError(f"Unknown net {net!r}: expected one of {', '.join(ALIASES)}. Received: net={net!r}")
+        raise InputError(f"Unknown net {net!r}: expected one of {', '.join(NET_ALIASES)}. Received: net={net!r}")
     return BACKBONES[key]

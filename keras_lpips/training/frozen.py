@@ -21,7 +21,6 @@ from keras import ops
 from keras_lpips import keras_compat
 from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError
-from keras_lpips.evaluation import IMAGES
 from keras_lpips.memory import available_memory_bytes
 from keras_lpips.training.trainer import LPIPSTrainer
 
@@ -78,7 +77,7 @@ def _compiled_pass(metric, kind):
         def compute(ref, p0, p1):
             return _frozen_outputs(metric_ref(), kind, ref, p0, p1)
 
-        return keras_compat.once_traced(compute, [IMAGES] * 3)
+        return keras_compat.once_traced(compute, [keras_compat.image_batch_spec()] * 3)
 
     return keras_compat.traced_per_metric(metric, ("frozen", kind), make)
 

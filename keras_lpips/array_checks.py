@@ -1,0 +1,83 @@
+"""Checks of images given as numpy arrays, which need neither Keras nor TensorFlow: shapes,
+sizes, finiteness and range, each an `InputError` with one message.
+
+`keras_lpips.inputs` runs them on the metric's inputs (and adds what tensors and graphs need);
+`keras_lpips.litert_metric` on the LiteRT path, which imports no Keras; `keras_lpips.embedding`
+and `keras_lpips.pairwise` on the sets they compare.
+"""
+
+import numpy as np
+
+from keras_lpips.errors import InputError
+
+# Values may stray this fraction of the range beyond it (resampling overshoot).
+RANGE_TOLERANCE = 0.01
+
+
+def checked_array_pair(inputs, input_range, min_size, names=("img0", "img1")):
+    """A pair [img0, img1] of (N, H, W, 3) images as float32 numpy arrays, or `InputError`
+    saying what is wrong (the messages call the two `names`)."""
+    check_is_pair(inputs)
+    pair = [np.asarray(x, dtype=np.float32) for x in inputs]
+    check_pair_shapes([x.shape for x in pair], min_size)
+    for name, x in zip(names, pair):
+        check_values(x, input_range, name)
+    return pair
+
+
+def check_is_pair(inputs):
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
+
+
+def check_pair_shapes(shapes, min_size):
+    """`InputError` unless both `shapes` are (N, H, W, 3), no known side is below `min_size` and
+    they agree where both are known (None: a side unknown while tracing)."""
+    for shape in shapes:
+        if len(shape) != 4 or shape[-1] != 3:
+            raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received shape {tuple(shape)}")
+        check_static_size(shape, min_size)
+    if any(a is not None and b is not None and a != b for a, b in zip(*shapes)):
+        raise InputError(f"The two images must have the same shape. Received {tuple(shapes[0])} and {tuple(shapes[1])}")
+
+
+def check_image_set(images, input_range, min_size, name="images", minimum=1):
+    """`images`, at least `minimum` images of one size (an (N, H, W, 3) array or a list of
+    (H, W, 3) ones), as a float32 numpy array, or `InputError` saying what is wrong: the sets
+    that embeddings and distance matrices are computed over."""
+    if isinstance(images, (list, tuple)) and len({np.shape(image) for image in images}) > 1:
+        shapes = sorted({np.shape(image) for image in images})
+        raise InputError(f"Need images of one size in {name}: give each size apart. Received images of shapes {shapes[0]} and {shapes[1]}")
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) < minimum:
+        least = ("one image", "two images")[minimum - 1]
+        raise InputError(f"Need at least {least} of one size in {name}, shape (N, H, W, 3). Received shape {images.shape}")
+    check_values(images, input_range, name)
+    check_static_size(images.shape, min_size)
+    return images
+
+
+def check_static_size(shape, min_size):
+    """`InputError` where a known side of `shape` (N, H, W, C) is below `min_size`."""
+    if len(shape) == 4 and any(side is not None and side < min_size for side in shape[1:3]):
+        raise InputError(
+            f"Images of {shape[1]}x{shape[2]} are too small for this network: it needs at least "
+            f"{min_size}x{min_size}. Received shape {shape}"
+        )
+
+
+def check_values(values, input_range, name="image"):
+    """Raises `InputError` for NaN/inf or values outside `input_range` (+- tolerance)."""
+    if values.size == 0:
+        raise InputError(f"{name} is empty. Received shape {values.shape}")
+    # Two vectorised passes: min and max propagate NaN, and any inf is one of them.
+    lo, hi = float(values.min()), float(values.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(f"{name} contains NaN or infinite values")
+    low, high = input_range
+    slack = RANGE_TOLERANCE * (high - low)
+    if lo < low - slack or hi > high + slack:
+        raise InputError(
+            f"{name} has values in [{lo:.4g}, {hi:.4g}], outside input_range=({low:g}, {high:g}); "
+            f"pass input_range matching your images, e.g. (0, 1) or (0, 255)"
+        )
