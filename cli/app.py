@@ -1,6 +1,8 @@
 """The `keras-lpips` program: one Typer app, one place that turns errors into messages."""
 
+import contextlib
 import re
+import signal
 import sys
 from typing import Annotated
 
@@ -14,6 +16,26 @@ app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion
     context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
+
+
+def _flags_show_no_value():
+    """--help lists a flag (`--json`, `--resize`, `-h`) without a value. Typer 0.29 shows a
+    flag's type (`--json <bool>`) as if it took one (and `--resize true` would read `true` as an
+    image): the one method that fills an option's type column in Typer's help then gives none
+    for a flag, in every command and group. A Typer without that method is left as it is."""
+    option = typer.core.TyperOption
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_show_no_value", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich.flags_show_no_value = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_show_no_value()
 
 
 def _print_version(value):
@@ -68,14 +90,16 @@ def cli_spelling(message):
 def main():
     """Entry point: runs the app; every user error becomes one line on stderr and an exit code:
     2 for usage errors (Click's, and `InputError`), 1 for failures at run time (the error's
-    `exit_code`, see `keras_lpips.errors`), 130 for Ctrl-C."""
+    `exit_code`, see `keras_lpips.errors`, and what the system refused: a full disk, a file it
+    cannot read or write), 130 for Ctrl-C, 143 for SIGTERM."""
     quiet_import.install()  # TensorFlow, if a command imports it, without its C++ start-up lines
     from typer.exceptions import TyperException
 
     from keras_lpips.errors import KerasLPIPSError
 
     try:
-        code = typer.main.get_command(app).main(prog_name="keras-lpips", standalone_mode=False)
+        with _stopping_on_signals():
+            code = typer.main.get_command(app).main(prog_name="keras-lpips", standalone_mode=False)
     except TyperException as error:  # Typer's (Click's) usage errors: a missing argument, an unknown option
         context = getattr(error, "ctx", None)
         if type(error).__name__ == "NoArgsIsHelpError":  # a command group without a command: its help
@@ -92,15 +116,68 @@ def main():
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as error:  # a full disk no writer reported as a DiskFullError: one line all the same
-        from keras_lpips.disk_space import disk_full_error, disk_full_reason
-
-        reason = disk_full_reason(error)
-        if reason is None:
+    except _Terminated:
+        typer.echo("terminated", err=True)
+        sys.exit(143)
+    except Exception as error:
+        message = _system_refusal(error)
+        if message is None:
             raise
-        path = getattr(error, "filename", None)
-        typer.echo(f"error: {disk_full_error(path, reason=reason) if path else reason + ' while writing'}", err=True)
+        typer.echo(f"error: {message}", err=True)
         sys.exit(1)
     if code == 130:  # Typer turns Ctrl-C during a command into this exit code, without a word
         typer.echo("interrupted", err=True)
     sys.exit(code if isinstance(code, int) else 0)  # --help gives its code, a command None
+
+
+class _Terminated(BaseException):
+    """SIGTERM (`docker stop`, `timeout`, a scheduler), raised in the main thread as Ctrl-C is:
+    the writers' cleanup runs, so nothing is left half-written."""
+
+
+@contextlib.contextmanager
+def _stopping_on_signals():
+    """While the command runs: SIGTERM raises `_Terminated`, and a Ctrl-C that lands in a
+    callback Python cannot raise from (a `__del__`; jax's garbage-collector hook, jax being
+    imported by TensorFlow's TFLite converter where installed) is raised again a millisecond
+    later (SIGALRM: not inside the hook, where it would be lost too) instead of being printed
+    and lost."""
+    previous = sys.unraisablehook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)
+
+    def unraisable(info):
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+        else:
+            previous[0](info)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    sys.unraisablehook = unraisable
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGALRM, interrupt)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.unraisablehook = previous[0]
+        signal.signal(signal.SIGTERM, previous[1])
+        signal.signal(signal.SIGALRM, previous[2])
+
+
+def _system_refusal(error):
+    """One line for what the system refused and no writer reported itself: a full disk (with
+    the file), or a file or folder it cannot read or write; None for anything else (a bug: its
+    traceback is shown)."""
+    from keras_lpips.disk_space import disk_full_error, disk_full_reason
+
+    reason = disk_full_reason(error)
+    path = getattr(error, "filename", None)
+    if reason is not None:
+        return disk_full_error(path, reason=reason) if path else reason + " while writing"
+    if isinstance(error, OSError) and path is not None:
+        return f"{path}: {error.strerror or error}"
+    return None

@@ -90,7 +90,7 @@ def verify(
     """Check a BAPPS-layout folder before training on it.
 
     Checks the folders and counts per subset, that every PNG is readable and every judgment a
-    number in [0, 1]. Prints each problem, and exits with status 2 if there is any.
+    number in [0, 1]. Prints each problem, and exits with status 1 if there is any.
 
       keras-lpips data verify dataset
     """

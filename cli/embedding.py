@@ -94,7 +94,7 @@ def nearest(
         typer.Option(
             "--search",
             help="exact, or a FAISS index whose candidates are re-ranked exactly: flat, hnsw or ivf "
-            "(pip install 'keras-lpips[faiss]').",
+            "(pip install 'keras-lpips\\[faiss]').",  # the backslash: Rich would read [faiss] as markup and drop it
         ),
     ] = "exact",
     projection: Annotated[

@@ -27,6 +27,8 @@ The learning rate (the reference's schedule): --lr for the --epochs epochs and t
 
 EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR). JND mAP where the dataset has jnd/val; a dataset with jnd/val only gets its JND mAP (2AFC is said to be skipped).
 
+The metric: the net options, a --preset, or --model with a fit run, a .keras file or a SavedModel from export (models/lpips below).
+
   keras-lpips eval --model runs/alex-lin --data dataset
 
   keras-lpips eval --net alex --data dataset --json
@@ -35,7 +37,7 @@ EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and 
 
   keras-lpips eval --preset squeeze-v0.1 --data dataset
 
-  keras-lpips eval --model models/lpips --data dataset    (a SavedModel from export)
+  keras-lpips eval --model models/lpips --data dataset
 """
 
 Data = Annotated[Path, typer.Option("--data", help="BAPPS-layout folder (with 2afc/ and jnd/).")]
@@ -66,7 +68,10 @@ def fit(
     ] = "lin",
     backbone_weights: Annotated[
         Optional[str],
-        typer.Option("--backbone-weights", help="imagenet, random, or a torchvision .pth/.npz (default: imagenet; random for scratch)."),
+        typer.Option(
+            "--backbone-weights",
+            help="imagenet, keras-imagenet (vgg), random, or a .pth/.npz/.safetensors state dict (default: imagenet; random for scratch).",
+        ),
     ] = None,
     subsets: Subsets = None,
     val_subsets: Annotated[

@@ -68,7 +68,7 @@ def convert(
       keras-lpips score a.png b.png --lin-weights my_lin.npz
     """
     from keras_lpips.backbones import get_backbone
-    from keras_lpips.weights.npz import convert_weight_file
+    from keras_lpips.weights.rewrite import convert_weight_file
 
     kind, count = convert_weight_file(source, destination, net, overwrite=overwrite)
     typer.echo(f"{kind} weights for {get_backbone(net).name}: {count:,} parameters written to {destination}")

@@ -29,8 +29,8 @@ import keras
 import numpy as np
 
 from keras_lpips import keras_compat
-from keras_lpips.errors import InputError
 from keras_lpips.array_checks import check_image_set
+from keras_lpips.errors import InputError
 
 # Bytes of float64 rows one block of a distance computation converts at a time (per side), and
 # the most rows a block takes (its distances, rows x rows float64, stay within 32 MiB).
@@ -78,7 +78,7 @@ def _embed_function(metric):
 # --- distances between embeddings ------------------------------------------------------------
 
 
-def _checked(vectors, name):
+def checked_embeddings(vectors, name):
     """`vectors` as a non-empty (N, D) array of finite real numbers, else `InputError`."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or len(vectors) == 0 or vectors.dtype.kind not in "fiu":
@@ -188,7 +188,7 @@ def _upper_blocks(vectors):
 def cross_distances(a, b, progress=None):
     """(len(a), len(b)) float32 matrix of ||a_i - b_j||^2: LPIPS between two sets' embeddings.
     `progress(k)` is called after each block of k pairs."""
-    a, b = _checked(a, "a"), _checked(b, "b")
+    a, b = checked_embeddings(a, "a"), checked_embeddings(b, "b")
     matrix = np.empty((len(a), len(b)), np.float32)
     for (r0, r1), (c0, c1), block in _blocks(a, b):
         matrix[r0:r1, c0:c1] = block
@@ -200,7 +200,7 @@ def cross_distances(a, b, progress=None):
 def all_pairs(vectors, progress=None):
     """Symmetric (N, N) float32 matrix of ||v_i - v_j||^2, zero diagonal: LPIPS between all
     pairs of one set's embeddings. `progress(k)` is called after each block of k pairs."""
-    vectors = _checked(vectors, "vectors")
+    vectors = checked_embeddings(vectors, "vectors")
     n = len(vectors)
     matrix = np.empty((n, n), np.float32)
     for (r0, r1), (c0, c1), block in _upper_blocks(vectors):
@@ -215,7 +215,7 @@ def nearest(queries, index, k):
     """The `k` rows of `index` nearest to each row of `queries` by squared Euclidean distance
     (exact LPIPS between embeddings): `(indices, distances)`, each (len(queries), k), nearest
     first, equal distances in index order. `k` is capped at len(index)."""
-    queries, index = _checked(queries, "queries"), _checked(index, "index")
+    queries, index = checked_embeddings(queries, "queries"), checked_embeddings(index, "index")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k must be a positive integer. Received: k={k!r}")
     k = min(int(k), len(index))
@@ -263,7 +263,7 @@ class PairStatistics:
 def pair_statistics(vectors):
     """`PairStatistics` of the distances between all pairs i < j of one set's embeddings
     (the "diversity" of a set of samples), streamed block by block: no N x N matrix is held."""
-    vectors = _checked(vectors, "vectors")
+    vectors = checked_embeddings(vectors, "vectors")
     count, total, squares = 0, 0.0, 0.0
     for (r0, r1), (c0, c1), block in _upper_blocks(vectors):
         if r0 == c0:

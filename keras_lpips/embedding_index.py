@@ -22,7 +22,7 @@ rows are read. What approximation and projection cost is recall, `recall_at_k` a
 
 import numpy as np
 
-from keras_lpips.embedding import BLOCK_BYTES
+from keras_lpips.embedding import BLOCK_BYTES, checked_embeddings
 from keras_lpips.errors import InputError
 
 KINDS = ("flat", "hnsw", "ivf")
@@ -60,8 +60,7 @@ class NeighbourIndex:
         faiss = _faiss()
         if kind not in KINDS:
             raise InputError(f"kind must be one of {', '.join(KINDS)}. Received: kind={kind!r}")
-        if vectors.ndim != 2 or len(vectors) == 0:
-            raise InputError(f"vectors must be a non-empty (N, D) array of embeddings. Received shape {vectors.shape}")
+        vectors = checked_embeddings(vectors, "vectors")
         if projection is not None and not 1 <= projection <= vectors.shape[1]:
             raise InputError(f"projection must be from 1 to D = {vectors.shape[1]}. Received: projection={projection!r}")
         self.vectors, self.candidates = vectors, max(1, int(candidates))
@@ -96,8 +95,8 @@ class NeighbourIndex:
     def search(self, queries, k):
         """`(indices, distances)`, (len(queries), k) each, nearest first by exact distance among
         each query's candidates; -1 and inf where fewer than k were found."""
-        queries = np.asarray(queries)
-        if queries.ndim != 2 or queries.shape[1] != self.vectors.shape[1]:
+        queries = checked_embeddings(queries, "queries")
+        if queries.shape[1] != self.vectors.shape[1]:
             raise InputError(f"queries must be (M, {self.vectors.shape[1]}) embeddings. Received shape {queries.shape}")
         k = min(int(k), len(self.vectors))
         _, candidates = self.index.search(self._stored(queries), min(len(self.vectors), self.candidates * k))

@@ -86,8 +86,9 @@ def litert_metric(spec, report=None):
     LiteRT does not apply: not an official configuration, its ImageNet weights not cached yet,
     ai-edge-litert missing, `KERAS_LPIPS_NO_LITERT=1`, or a conversion that failed.
     `report(line)`, if given, is told of a conversion and its time."""
-    from keras_lpips.weights.cache_folder import imagenet_cache_path
+    from keras_lpips.weights.cache_folder import imagenet_cache_path, offline
 
+    offline()  # a KERAS_LPIPS_OFFLINE that means nothing is refused on this path too
     config = official_config(spec)
     if os.environ.get("KERAS_LPIPS_NO_LITERT") == "1" or config is None:
         return None

@@ -270,34 +270,54 @@ def test_usage_errors_are_one_line_exit_2(args, code, message):
 
 @pytest.mark.parametrize(
     "case,code",
-    [("unknown_option", 2), ("bad_value", 2), ("missing_file", 2), ("not_an_image", 1), ("interrupted", 130)],
-)
+    [("unknown_option", 2), ("bad_value", 2), ("missing_file", 2), ("not_an_image", 1), ("refused_by_system", 1),
+     ("interrupted", 130), ("interrupted_in_a_callback", 130), ("terminated", 143)],
+)  # fmt: skip
 def test_exit_codes_follow_the_convention(tmp_path, monkeypatch, case, code):
     """2: the command line is wrong (Click's errors, `InputError`); 1: a failure at run time (here a
-    file that is no image, found while working); 130: Ctrl-C. See keras_lpips/errors.py."""
+    file that is no image, found while working; a file the system refuses); 130: Ctrl-C, also one
+    that lands where Python cannot raise it (a `__del__`, jax's GC hook); 143: SIGTERM. See
+    keras_lpips/errors.py."""
+    import signal
+
     image, text = tmp_path / "a.png", tmp_path / "b.png"
     Image.new("RGB", (32, 32), (40, 90, 200)).save(image)
     text.write_text("not an image\n")
-    if case == "interrupted":
-        from keras_lpips.cli import options
 
-        def interrupt(*args, **kwargs):
+    class InterruptedWhenCollected:
+        def __del__(self):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(options, "read_same_size", interrupt)
+    def stopped(*args, **kwargs):
+        if case == "interrupted":
+            raise KeyboardInterrupt
+        if case == "refused_by_system":
+            raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
+        if case == "interrupted_in_a_callback":
+            InterruptedWhenCollected()  # dropped at once: its KeyboardInterrupt is "unraisable"
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("the command went on")
+
+    if case in ("interrupted", "interrupted_in_a_callback", "terminated", "refused_by_system"):
+        from keras_lpips.cli import options
+
+        monkeypatch.setattr(options, "read_same_size", stopped)
     args = {
         "unknown_option": (image, image, "--colour"),
         "bad_value": (image, image, "--net", "resnet"),
         "missing_file": (image, tmp_path / "missing.png"),
         "not_an_image": (image, text),
-        "interrupted": (image, image),
-    }[case]
+    }.get(case, (image, image))
     result = run_cli("score", *args, *RANDOM)
     assert result.returncode == code, (result.returncode, result.stderr)
-    if code == 130:
-        assert result.stderr.strip() == "interrupted", result.stderr
+    if code in (130, 143):
+        assert result.stderr.strip() == ("interrupted" if code == 130 else "terminated"), result.stderr
     else:
         one_error_line(result)
+    if case == "refused_by_system":
+        assert result.stderr == f"error: {tmp_path / 'locked'}: Permission denied\n"
 
 
 def test_metric_options_are_declared_once_and_packed_into_one_metric_spec():

@@ -81,6 +81,53 @@ def test_help_option_h_everywhere_and_completion_installs():
     assert "--version" in top.stdout
 
 
+
+def _help_pages():
+    """{"": the program, "data": the data group, "score": ..., "data verify": ...}: every group
+    and command, by the words before `-h` that show its help, with its click object."""
+    import typer
+
+    from keras_lpips.cli.app import app
+    from tests.test_cli import click_commands
+
+    group = typer.main.get_command(app)
+    return {"": group, **{name: c for name, c in group.commands.items() if hasattr(c, "commands")}, **click_commands()}
+
+
+def _rendered_help(name):
+    result = run_cli(*name.split(), "-h", env={"COLUMNS": "1000"})  # wide: no help text wraps across a table's rows
+    assert result.returncode == 0, (name, result.stderr)
+    return result.stdout
+
+
+def test_help_keeps_square_brackets():
+    """Rich reads `[faiss]` in a help text as markup and drops it (`pip install 'keras-lpips'`)
+    unless written `\\[faiss]`: every bracketed text of every help string is shown, brackets
+    and all, and no escaping backslash is."""
+    for name, command in _help_pages().items():
+        shown = re.sub(r"[\s│]", "", _rendered_help(name))
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        for text in texts:
+            for bracketed in re.findall(r"\\?\[[^\[\]]*\]", text):
+                assert re.sub(r"\s", "", bracketed.lstrip("\\")) in shown, (name, bracketed)
+        assert "\\[" not in shown, name
+    assert "pipinstall'keras-lpips[faiss]'" in re.sub(r"[\s│]", "", _rendered_help("nearest"))
+
+
+def test_flags_show_no_value_in_help():
+    """A flag takes no value, and --help shows none (Typer 0.2x writes `--json <bool>`, and
+    `--resize true` would read `true` as an image): no command's help shows a `<bool>`, and a
+    flag's row goes from its name straight to its help."""
+    for name in _help_pages():
+        text = _rendered_help(name)
+        assert "<bool>" not in text, name
+    score = _rendered_help("score")
+    for flag, help_start in (("--resize", "Resize"), ("--json", "Print JSON"), ("--overwrite", "Replace")):
+        assert re.search(rf"{flag}\s+{help_start}", score), flag
+    assert re.search(r"--help\s+-h\s+Show this message", score)
+    assert re.search(r"--baselines\s+--no-baselines\s+Also score", _rendered_help("eval"))
+
+
 @pytest.mark.parametrize(
     "command,choices",
     [

@@ -199,6 +199,23 @@ def test_faiss_candidates_reranked_exactly(kind):
     assert recall_at_k(projected_i, exact_i) >= 0.5
 
 
+def test_faiss_index_takes_what_embed_returns():
+    """`metric.embed` returns a backend tensor: the index and its search take it as they take
+    numpy (docs/embedding.md's snippet), and refuse NaN rows as the exact functions do."""
+    pytest.importorskip("faiss", reason="faiss-cpu is optional: pip install 'keras-lpips[faiss]'")
+    import keras
+
+    from keras_lpips.embedding_index import NeighbourIndex
+
+    vectors = low_dimensional()(300)
+    index = NeighbourIndex(keras.ops.convert_to_tensor(vectors), "flat")
+    found_i, _ = index.search(keras.ops.convert_to_tensor(vectors[:5]), k=1)
+    np.testing.assert_array_equal(found_i[:, 0], np.arange(5))
+    vectors[3, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        NeighbourIndex(vectors, "flat")
+
+
 # --- the commands ----------------------------------------------------------------------------
 
 

@@ -96,19 +96,23 @@ def test_command_with_read_only_keras_home_says_so_once(fallback):
 ])  # fmt: skip
 def test_offline_values(monkeypatch, value, offline):
     monkeypatch.setenv("KERAS_LPIPS_OFFLINE", value)
-    assert pretrained.offline() is offline
+    assert cache_folder.offline() is offline
 
 
 def test_offline_unset_means_online(monkeypatch):
     monkeypatch.delenv("KERAS_LPIPS_OFFLINE", raising=False)
-    assert pretrained.offline() is False
+    assert cache_folder.offline() is False
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", "on", "offline"])
 def test_offline_other_values_are_refused(monkeypatch, value):
     monkeypatch.setenv("KERAS_LPIPS_OFFLINE", value)
-    with pytest.raises(InputError, match=f"KERAS_LPIPS_OFFLINE must be 1, true or yes .* Received: KERAS_LPIPS_OFFLINE='{value}'"):
-        pretrained.imagenet_state_dict("alex")
+    from keras_lpips.litert_metric import litert_metric
+    from keras_lpips.resolve import MetricSpec
+
+    for fetch in (lambda: pretrained.imagenet_state_dict("alex"), lambda: litert_metric(MetricSpec(net="alex"))):
+        with pytest.raises(InputError, match=f"KERAS_LPIPS_OFFLINE must be 1, true or yes .* Received: KERAS_LPIPS_OFFLINE='{value}'"):
+            fetch()  # the LiteRT path of `score`, which reads no weights once converted, too
 
 
 def test_offline_zero_tries_the_sources(monkeypatch):

@@ -388,3 +388,18 @@ def test_a_metric_nested_in_a_saved_model_loads_its_weights_from_the_file(tmp_pa
     x0, x1 = random_images(rng, low=0), random_images(rng, low=0)
     np.testing.assert_allclose(np.asarray(loaded.predict([x0, x1], verbose=0)), np.asarray(metric([x0, x1])), atol=1e-6)
 
+
+
+def test_keras_imagenet_that_cannot_be_fetched_is_one_error(monkeypatch):
+    """Keras' get_file raises a bare Exception for a failed download: it becomes the one-line
+    WeightsUnavailableError that offline ImageNet weights give."""
+    from keras.src.applications import vgg16
+
+    from keras_lpips.errors import WeightsUnavailableError
+
+    def unreachable(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/vgg16.h5: None -- [Errno 111] Connection refused")
+
+    monkeypatch.setattr(vgg16.file_utils, "get_file", unreachable)  # where Keras Applications' VGG16 fetches
+    with pytest.raises(WeightsUnavailableError, match=r"Cannot fetch Keras Applications' ImageNet VGG16 .*URL fetch failure"):
+        LPIPS(net="vgg", backbone_weights="keras-imagenet", lin_weights=None)

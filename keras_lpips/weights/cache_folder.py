@@ -1,6 +1,7 @@
 """Where the weight cache lives: `$KERAS_HOME/keras_lpips` (default `~/.keras/keras_lpips`), or
-Keras' own fallback `/tmp/.keras/keras_lpips` where that cannot be written, and the name of each
-net's cached ImageNet backbone in it."""
+Keras' own fallback `/tmp/.keras/keras_lpips` where that cannot be written, the name of each
+net's cached ImageNet backbone in it, and whether only the cache may be used
+(`KERAS_LPIPS_OFFLINE`)."""
 
 import os
 import pathlib
@@ -8,6 +9,23 @@ import sys
 import tempfile
 
 from keras_lpips.errors import InputError, OutputError
+
+
+# KERAS_LPIPS_OFFLINE's values (case-insensitive) and what they mean; anything else is refused.
+OFFLINE_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+
+
+def offline():
+    """Whether `KERAS_LPIPS_OFFLINE` asks for the cache only: 1, true or yes; 0, false, no, empty
+    or unset mean online; anything else is an `InputError`."""
+    value = os.environ.get("KERAS_LPIPS_OFFLINE", "")
+    try:
+        return OFFLINE_VALUES[value.strip().lower()]
+    except KeyError:
+        raise InputError(
+            f"KERAS_LPIPS_OFFLINE must be 1, true or yes (cache only) or 0, false, no or empty (download when "
+            f"needed). Received: KERAS_LPIPS_OFFLINE={value!r}"
+        ) from None
 
 
 def keras_home():

