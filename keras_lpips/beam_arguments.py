@@ -16,7 +16,7 @@ import shutil
 
 from apache_beam.io.filesystems import FileSystems
 
-from keras_lpips.errors import DataError, InputError
+from keras_lpips.errors import DataError, InputError, reason
 from keras_lpips.export import METADATA, savedmodel_directory
 
 PAIR_COLUMNS = ("img0", "img1")
@@ -24,7 +24,7 @@ PAIR_COLUMNS = ("img0", "img1")
 
 def first_line(error):
     """An exception's message as one line (its first, at most 500 characters), for an error line."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+    return reason(error)[:500]
 
 
 def check_file_systems(*paths):

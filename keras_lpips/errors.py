@@ -92,6 +92,8 @@ class InUseError(KerasLPIPSError):
 
 
 def reason(error):
-    """What an error says, for a one-line message that names the file itself: an OSError's
-    strerror (without the file name it repeats), else its message, else its type's name."""
-    return (error.strerror if isinstance(error, OSError) and error.strerror else str(error)) or type(error).__name__
+    """What an error says, in one line for a message that names the file itself: an OSError's
+    strerror (without the file name it repeats), else the first line of its message, else its
+    type's name."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]

@@ -303,22 +303,10 @@ def atomic_directory(path, *, replace=False, as_input_error=False, needed=None):
     or anything when `replace`), deleted with its contents when the block raises (and the
     parents it created, left empty). A full disk raises `DiskFullError` naming `path` (and
     `needed` bytes, where given); stale temporaries of `path` are removed first
-    (`remove_stale_temporaries`)."""
-    path = pathlib.Path(path)
-    temporaries = []
-    with _reported(path, as_input_error), reporting_disk_full(path, needed, within=temporaries):
-        created = make_folder(path.parent)
-        remove_stale_temporaries(path)
-        staging = temporary_sibling(path)
-        temporaries.append(staging)
-        try:
-            staging.mkdir()
-            yield staging
-            replace_directory(staging, path, replace)
-        except BaseException:
-            _remove(staging)
-            remove_if_empty(created)
-            raise
+    (`remove_stale_temporaries`): a `scratch_directory` that is renamed into place."""
+    with _reported(path, as_input_error), scratch_directory(path, needed) as staging:
+        yield staging
+        replace_directory(staging, path, replace)
 
 
 @contextlib.contextmanager

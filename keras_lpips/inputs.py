@@ -26,7 +26,7 @@ import numpy as np
 from keras import ops
 
 from keras_lpips.array_checks import RANGE_TOLERANCE, check_is_pair, check_pair_shapes, check_static_size, check_values
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InputError, reason
 
 NAMES = ("img0", "img1")
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
@@ -118,8 +118,7 @@ def as_image_batch(x, name="images"):
         try:
             x = np.asarray(x, dtype=np.float32)
         except (TypeError, ValueError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise InputError(f"{name} is not an array of numbers ({reason}). Received: {type(x).__name__}") from None
+            raise InputError(f"{name} is not an array of numbers ({reason(error)}). Received: {type(x).__name__}") from None
     try:
         dtype = keras.backend.standardize_dtype(x.dtype)
     except (TypeError, ValueError):  # numpy's object, str and structured dtypes

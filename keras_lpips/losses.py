@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InputError, reason
 from keras_lpips.inputs import as_image_batch
 from keras_lpips.model import frozen_metric
 
@@ -25,7 +25,7 @@ class LPIPSLoss(keras.losses.Loss):
         try:
             super().__init__(name=name, reduction=reduction, dtype=dtype)
         except (TypeError, ValueError) as error:  # e.g. an unknown reduction
-            raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
+            raise InputError(reason(error)) from None
         self.metric, self.lpips_kwargs = frozen_metric(lpips_kwargs)
 
     def __call__(self, y_true, y_pred, sample_weight=None):

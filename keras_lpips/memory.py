@@ -93,30 +93,26 @@ def available_memory_bytes():
     return min(candidates) if candidates else None
 
 
-def check_available_memory(needed, what):
+def check_available_memory(needed, what, advice=""):
     """Raises `InsufficientMemoryError` before any work starts when `needed` bytes exceed the
     memory available now (`available_memory_bytes`): "WHAT needs about N of memory but A is
-    available". Does nothing where that cannot be read."""
+    available" and `advice`. Does nothing where that cannot be read."""
     from keras_lpips.disk_space import format_bytes
-    from keras_lpips.errors import InsufficientMemoryError
 
     available = available_memory_bytes()
     if available is not None and needed > available:
         raise InsufficientMemoryError(
-            f"{what} needs about {format_bytes(needed)} of memory but {format_bytes(available)} is available"
+            f"{what} needs about {format_bytes(needed)} of memory but {format_bytes(available)} is available{advice}"
         )
 
 
 def check_fits_in_memory(metric, height, width, batch=1):
     """Raises `InsufficientMemoryError` when `estimate_memory_bytes` exceeds the memory available
     now, so that an input too large is refused with a message instead of the process being killed."""
-    available = available_memory_bytes()
-    if available is None or min(height, width) < getattr(metric, "min_input_size", 1):
+    if min(height, width) < getattr(metric, "min_input_size", 1):
         return  # too small for the backbone: the metric's own input check says so in one line
-    needed = estimate_memory_bytes(metric, height, width, batch)
-    if needed > available:
-        gib = 1024**3
-        raise InsufficientMemoryError(
-            f"{batch} pair(s) of {width}x{height} images with net {metric.net!r} need about {needed / gib:.1f} GiB "
-            f"of memory but {available / gib:.1f} GiB is available; use smaller images or a smaller net"
-        )
+    check_available_memory(
+        estimate_memory_bytes(metric, height, width, batch),
+        f"{batch} pair(s) of {width}x{height} images with net {metric.net!r}",
+        "; use smaller images or a smaller net",
+    )

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InputError, reason
 from keras_lpips.inputs import as_image_batch
 from keras_lpips.model import frozen_metric
 
@@ -23,7 +23,7 @@ class MeanLPIPS(keras.metrics.Mean):
         try:
             super().__init__(name=name, dtype=dtype)
         except (TypeError, ValueError) as error:  # e.g. an unknown dtype
-            raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
+            raise InputError(reason(error)) from None
         self._lpips, self.lpips_kwargs = frozen_metric(lpips_kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):

@@ -18,7 +18,7 @@ from keras import ops
 
 from keras_lpips import keras_compat, presets
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import InputError, WeightsError
+from keras_lpips.errors import InputError, WeightsError, reason
 from keras_lpips.array_checks import check_static_size
 from keras_lpips.inputs import check_image_pair, checked_size
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
@@ -98,7 +98,7 @@ class LPIPS(keras.Model):
         try:
             super().__init__(**kwargs)
         except (TypeError, ValueError) as error:  # Keras' own arguments: name, dtype, trainable
-            raise InputError(str(error).splitlines()[0] or type(error).__name__) from None
+            raise InputError(reason(error)) from None
         if kwargs.get("dtype") is not None and self.dtype_policy.variable_dtype != "float32":  # the layers follow the global policy, not this
             raise InputError(
                 "LPIPS keeps float32 weights: for half precision set a mixed policy before building "

@@ -69,7 +69,7 @@ def test_check_fits_in_memory_refuses_what_would_not_fit(alex, monkeypatch):
 
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 64 * 1024**2)
     memory.check_fits_in_memory(alex, 64, 64)  # a few MiB
-    with pytest.raises(InsufficientMemoryError, match=r"need about .* GiB of memory but 0.1 GiB is available"):
+    with pytest.raises(InsufficientMemoryError, match=r"^1 pair\(s\) of 2048x2048 images with net 'alex' needs about .* GB of memory but 67.1 MB is available; use smaller"):
         memory.check_fits_in_memory(alex, 2048, 2048)
 
 
@@ -150,4 +150,4 @@ def test_score_refuses_an_input_too_large_for_this_machine(tmp_path, monkeypatch
     monkeypatch.setattr(keras_lpips.images, "read_image", not_decoded)  # the sizes come from the headers
     result = run_cli("score", tmp_path / "a.png", tmp_path / "b.png", "--net", "vgg", "--backbone-weights", "random")
     assert result.returncode == 1  # too little memory: a run-time failure
-    assert one_error_line(result).startswith("error: 1 pair(s) of 4096x4096 images with net 'vgg' need about")
+    assert one_error_line(result).startswith("error: 1 pair(s) of 4096x4096 images with net 'vgg' needs about")

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from keras_lpips.errors import InputError, WeightsError, WeightsUnavailableError
+from keras_lpips.errors import InputError, WeightsError, WeightsUnavailableError, reason
 from keras_lpips.weights import sources
 from keras_lpips.weights.cache import sha256_of
 from keras_lpips.weights.convert import assign_torchvision_weights, lin_vector, lin_vectors_from_lpips_state
@@ -116,7 +116,7 @@ def _assign_keras_applications_vgg16(backbone):
             raise
         raise WeightsUnavailableError(
             f"Cannot fetch Keras Applications' ImageNet VGG16 weights for backbone_weights='keras-imagenet' "
-            f"({str(error).splitlines()[0]}); connect once to cache them in $KERAS_HOME/models"
+            f"({reason(error)}); connect once to cache them in $KERAS_HOME/models"
         ) from None
     for layer in backbone.layers:
         if layer.weights:
