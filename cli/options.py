@@ -139,13 +139,17 @@ def metric_options(command):
     return with_metric_spec
 
 
-def resolve(spec):
-    """The metric `spec` describes (`keras_lpips.resolve.resolve_metric`), for [0, 1] images,
-    with a progress bar while a first use downloads its backbone's ImageNet weights."""
-    from keras_lpips.resolve import resolve_metric
+def resolve(spec, sizes=None):
+    """The metric `spec` describes (`keras_lpips.resolve.resolve_metric`), for [0, 1] images;
+    given the (height, width) `sizes` of images to score, the one that scores them
+    (`keras_lpips.resolve.scoring_metric`). A progress bar follows a first download of the
+    backbone's ImageNet weights, and a first LiteRT conversion is announced."""
+    from keras_lpips.resolve import resolve_metric, scoring_metric
 
     with download_progress(f"fetching {spec.net} ImageNet weights") as progress:
-        return resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=progress)
+        if sizes is None:
+            return resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=progress)
+        return scoring_metric(spec, sizes, report=lambda line: typer.echo(line, err=True), fetch_progress=progress)
 
 
 def progress_bar(length, label, item_show_func=None):

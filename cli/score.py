@@ -37,29 +37,18 @@ def score(
     from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
     from keras_lpips.images import stored_size
-    from keras_lpips.litert_metric import MAX_PIXELS, litert_metric
 
     paths = [ref, a] + ([b] if b is not None else [])
     if map_png is not None:  # before any work: never one of the images, nor an existing file unless --overwrite
         check_output(map_png, [*paths, *metric.input_paths()], overwrite, kind="file")
         if map_png.suffix.lower() != ".png":
             raise InputError(f"--map writes a PNG: name it .png. Received: --map {map_png}")
-    # An official configuration runs on LiteRT from a cached conversion: no TensorFlow to import.
-    # Large inputs take the Keras path, which checks that they fit in memory before they are read
-    # (from the files' headers: decoding a huge image whole takes long and much memory itself).
+    # The sizes from the files' headers: decoding a huge image whole takes long and much memory
+    # itself, and the metric that scores them (LiteRT, or Keras checked to fit in memory) depends on them.
     sizes = [stored_size(path) for path in paths]
     if not resize:  # before the metric is loaded (a first LiteRT conversion, a download)
         options.check_same_size(paths, sizes)
-    lpips = None
-    if sum(height * width for height, width in sizes) <= MAX_PIXELS:
-        lpips = litert_metric(metric, report=lambda line: typer.echo(line, err=True))
-    if lpips is None:
-        from keras_lpips import LPIPS
-        from keras_lpips.memory import check_fits_in_memory
-
-        lpips = options.resolve(metric)
-        if isinstance(lpips, LPIPS):  # an exported SavedModel has no backbone to estimate from
-            check_fits_in_memory(lpips, *sizes[0], batch=len(paths) - 1)
+    lpips = options.resolve(metric, sizes)
     images = options.read_same_size(paths, resize, frame)
     refs = np.stack([images[0]] * (len(images) - 1))
     others = np.stack(images[1:])

@@ -32,18 +32,13 @@ MAX_PIXELS = 3 * 1024 * 1024
 def official_config(spec):
     """The `LPIPS` arguments of `spec` (a `keras_lpips.resolve.MetricSpec`) when LiteRT can serve
     it (no `model`, pinned ImageNet backbone, shipped linear weights or cosine), else None."""
-    from keras_lpips.presets import NET_ALIASES, get_preset
+    from keras_lpips.presets import NET_ALIASES
     from keras_lpips.weights.sources import IMAGENET_FEATURES_SHA256, LIN_SHA256
 
-    if spec.model is not None:
+    config = spec.lpips_config()
+    if config is None:
         return None
-    if spec.preset is not None:
-        config = dict(get_preset(spec.preset)["config"], layers=None)
-    else:
-        config = {
-            "net": NET_ALIASES.get(str(spec.net).lower()), "version": str(spec.version), "distance": spec.distance,
-            "layers": spec.layers, "backbone_weights": spec.backbone_weights, "lin_weights": spec.lin_weights,
-        }  # fmt: skip
+    config = {"layers": None, **config, "net": NET_ALIASES.get(str(config["net"]).lower()), "version": str(config["version"])}
     if config["backbone_weights"] != "imagenet" or IMAGENET_FEATURES_SHA256.get(config["net"]) is None:
         return None
     if config["distance"] != "cosine" and f"{config['lin_weights']}/{config['net']}.npz" not in LIN_SHA256:

@@ -52,6 +52,21 @@ class MetricSpec:
         if len(fixed_by) > 1 or (fixed_by and others):
             raise InputError(f"{fixed_by[0]} fixes the whole metric: drop {', '.join(fixed_by[1:] + others)}")
 
+    def lpips_config(self):
+        """The `LPIPS` arguments this spec names (a preset's, or the net options with "random" and
+        "none" as None); None for a `model`, which is a file to load."""
+        from keras_lpips.presets import get_preset
+
+        if self.model is not None:
+            return None
+        if self.preset is not None:
+            return dict(get_preset(self.preset)["config"])
+        return {
+            "net": self.net, "version": self.version, "distance": self.distance, "layers": self.layers,
+            "backbone_weights": None if self.backbone_weights in UNTRAINED else self.backbone_weights,
+            "lin_weights": None if self.lin_weights in UNTRAINED else self.lin_weights,
+        }  # fmt: skip
+
     def input_paths(self):
         """The files or folders this metric is read from (`model`, and weight files given by
         path): what a command's outputs must never replace (`keras_lpips.files.check_output`)."""
@@ -66,21 +81,34 @@ def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
     `fetch_progress(done_bytes, total_bytes)`, if given, follows a first download of the
     ImageNet backbone."""
     from keras_lpips.model import LPIPS
-    from keras_lpips.presets import get_preset
 
     if spec.model is not None:
         return load_metric(spec.model, input_range)
-    if spec.preset is not None:
-        config = get_preset(spec.preset)["config"]
-    else:
-        config = {
-            "net": spec.net, "version": spec.version, "distance": spec.distance, "layers": spec.layers,
-            "backbone_weights": None if spec.backbone_weights in UNTRAINED else spec.backbone_weights,
-            "lin_weights": None if spec.lin_weights in UNTRAINED else spec.lin_weights,
-        }  # fmt: skip
+    config = spec.lpips_config()
     if config["backbone_weights"] == "imagenet":
         ensure_imagenet_weights(config["net"], fetch_progress)
     return LPIPS(**config, input_range=input_range)
+
+
+def scoring_metric(spec, sizes, report=None, fetch_progress=None):
+    """The metric that scores [0, 1] images of (height, width) `sizes`, the first against each
+    other: an official configuration's LiteRT metric (`keras_lpips.litert_metric`: no TensorFlow
+    to import) where the images hold at most `MAX_PIXELS` together, else `resolve_metric`'s,
+    refused (`InsufficientMemoryError`) before any image is read where the pairs would not fit in
+    memory. `report(line)` hears of a first LiteRT conversion; `fetch_progress` as `resolve_metric`."""
+    from keras_lpips.litert_metric import MAX_PIXELS, litert_metric
+
+    if sum(height * width for height, width in sizes) <= MAX_PIXELS:
+        metric = litert_metric(spec, report)
+        if metric is not None:
+            return metric  # neither Keras nor TensorFlow imported
+    from keras_lpips.memory import check_fits_in_memory
+    from keras_lpips.model import LPIPS
+
+    metric = resolve_metric(spec, (0.0, 1.0), fetch_progress)
+    if isinstance(metric, LPIPS):  # an exported SavedModel has no backbone to estimate from
+        check_fits_in_memory(metric, *sizes[0], batch=len(sizes) - 1)
+    return metric
 
 
 def ensure_imagenet_weights(net, progress=None):
