@@ -87,6 +87,7 @@ def pairs(
     as_json: options.Json = False,
 ):
     from keras_lpips.errors import InputError
+    from keras_lpips.images import read_images
     from keras_lpips.pairwise import paired_distances
 
     first, second = _images_in(dir0), _images_in(dir1)
@@ -98,7 +99,7 @@ def pairs(
     lpips = options.resolve(metric)
     images0, images1 = [], []
     for name in names:
-        a, b = options.read_same_size([first[name], second[name]], resize, frame)
+        a, b = read_images([first[name], second[name]], resize=resize, frame=frame)
         images0.append(a)
         images1.append(b)
     with options.progress_bar(len(names), "scoring pairs") as bar:
@@ -122,6 +123,7 @@ def matrix(
     as_json: options.Json = False,
 ):
     from keras_lpips.errors import InputError
+    from keras_lpips.images import read_images
     from keras_lpips.pairwise import check_matrix_memory, cross_distance_matrix, distance_matrix
 
     found = _images_in(folder)
@@ -135,7 +137,7 @@ def matrix(
     if out is not None:
         files.check_output(out, [folder, against, *found.values(), *other.values(), *metric.input_paths()], overwrite, kind="file")
         disk_space.check_disk_space(out, _csv_bytes(names, columns), f"A {len(names):,} x {len(columns):,} distance matrix as CSV")
-    images = options.read_same_size([found[n] for n in names] + [other[n] for n in other], resize, frame)
+    images = read_images([found[n] for n in names] + [other[n] for n in other], resize=resize, frame=frame)
     lpips = options.resolve(metric)
     n = len(names)
     pairs = n * len(other) if other else n * (n - 1) // 2

@@ -17,7 +17,6 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from keras_lpips.errors import InputError
 from keras_lpips.presets import NET_ALIASES, PRESETS
 from keras_lpips.resolve import MetricSpec
 
@@ -215,24 +214,3 @@ def download_progress(label):
             callbacks[0](done, total)
 
         yield progress
-
-
-def read_same_size(paths, resize, frame=None):
-    """Reads images as [0, 1] RGB (`frame` of multi-frame ones); all must match the first one's
-    size unless `resize`."""
-    from keras_lpips.images import read_image, resize_image
-
-    images = [read_image(p, frame) for p in paths]
-    if not resize:
-        check_same_size(paths, [image.shape[:2] for image in images])
-    first = images[0].shape
-    return [images[0]] + [resize_image(im, *first[:2]) if im.shape != first else im for im in images[1:]]
-
-
-def check_same_size(paths, sizes):
-    """Refuses images whose (height, width) `sizes` differ from the first's, naming --resize."""
-    for path, size in zip(paths[1:], sizes[1:]):
-        if tuple(size) != tuple(sizes[0]):
-            raise InputError(
-                f"{path} is {size[1]}x{size[0]} but {paths[0]} is {sizes[0][1]}x{sizes[0][0]}; pass --resize to resize it"
-            )

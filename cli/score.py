@@ -36,7 +36,7 @@ def score(
 
     from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
-    from keras_lpips.images import stored_size
+    from keras_lpips.images import check_same_size, read_images, stored_size
 
     paths = [ref, a] + ([b] if b is not None else [])
     if map_png is not None:  # before any work: never one of the images, nor an existing file unless --overwrite
@@ -47,9 +47,9 @@ def score(
     # itself, and the metric that scores them (LiteRT, or Keras checked to fit in memory) depends on them.
     sizes = [stored_size(path) for path in paths]
     if not resize:  # before the metric is loaded (a first LiteRT conversion, a download)
-        options.check_same_size(paths, sizes)
+        check_same_size(paths, sizes)
     lpips = options.resolve(metric, sizes)
-    images = options.read_same_size(paths, resize, frame)
+    images = read_images(paths, resize=resize, frame=frame)
     refs = np.stack([images[0]] * (len(images) - 1))
     others = np.stack(images[1:])
     distances = [float(d) for d in np.asarray(lpips([refs, others]))]

@@ -9,8 +9,8 @@ The model is a `keras-lpips export --format savedmodel` export served as "lpips"
 client calls its `rank` signature: float32 (N, H, W, 3) RGB images in [0, 1] of any size in,
 `d0`, `d1` (N,) and `p1_preferred` (N,: 1.0 where p1 is closer to ref, 0.0 where p0 is,
 0.5 on a tie) out; with --bytes its `rank_bytes` signature, which takes the image files
-themselves (PNG, JPEG, BMP or GIF; base64 over REST) and decodes them as `keras-lpips score`
-does. REST needs numpy and Pillow only; gRPC needs tensorflow-serving-api (which brings
+themselves (PNG, JPEG, WebP, 24- or 32-bit BMP; base64 over REST) and decodes them as
+`keras-lpips score` does. REST needs numpy and Pillow only; gRPC needs tensorflow-serving-api (which brings
 tensorflow and grpcio). tests/test_export.py and tests/test_serving_bytes.py run these functions.
 """
 
@@ -38,12 +38,14 @@ def rest_body(ref, p0, p1):
 
 def image_bytes(path):
     """The file as the rank_bytes signature takes it: its own bytes where the server decodes
-    them as `keras-lpips score` reads the file; else (an EXIF orientation to apply, or a format
-    TensorFlow does not decode: WebP, TIFF) the pixels Pillow reads, upright, as a PNG."""
+    them as `keras-lpips score` reads the file (a still PNG, JPEG or WebP, upright); else (an
+    EXIF orientation to apply, or a format the server refuses: BMP, GIF, TIFF, ...) the pixels
+    Pillow reads, upright, as a PNG (of the first frame)."""
     with open(path, "rb") as f:
         data = f.read()
     with Image.open(io.BytesIO(data)) as image:
-        if image.format in ("PNG", "JPEG", "BMP", "GIF") and image.getexif().get(0x0112, 1) == 1:
+        still = getattr(image, "n_frames", 1) == 1
+        if image.format in ("PNG", "JPEG", "WEBP") and still and image.getexif().get(0x0112, 1) == 1:
             return data
         upright = ImageOps.exif_transpose(image)
         if upright.mode not in ("1", "L", "LA", "I;16", "P", "RGB", "RGBA"):

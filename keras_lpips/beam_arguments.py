@@ -92,7 +92,8 @@ def matching_paths(pattern):
 
 def savedmodel_for(path, signature):
     """(the SavedModel directory, the smallest image side it takes) of a keras-lpips export that
-    has `signature`: a local base or version directory, or a URL taken as the version directory."""
+    has `signature` and runs no op an export never runs (`keras_lpips.savedmodel_ops`): a local
+    base or version directory, or a URL taken as the version directory."""
     if "://" in str(path):
         directory = str(path)
     else:
@@ -110,6 +111,9 @@ def savedmodel_for(path, signature):
         saved.ParseFromString(_read_bytes(FileSystems.join(directory, "saved_model.pb"), f"Cannot read the SavedModel in {directory}"))
     except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and others
         raise DataError(f"Cannot read the SavedModel in {directory}: {first_line(error)}") from None
+    from keras_lpips.savedmodel_ops import check_ops
+
+    check_ops(saved, directory)  # a program: refused before any worker loads it, if it could run more than an export does
     signatures = {name for graph in saved.meta_graphs for name in graph.signature_def}
     if signature not in signatures:
         raise InputError(

@@ -19,13 +19,14 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-import zipfile
 import shutil
+import zipfile
 
 import numpy as np
 
 from keras_lpips import files
 from keras_lpips.errors import DataError, InputError
+from keras_lpips.images import read_images, stored_size
 
 # The constructor arguments that, with the weights, decide what an embedding means.
 DESCRIBED = ("net", "version", "distance", "layers", "backbone_weights", "lin_weights", "precision")
@@ -111,26 +112,6 @@ def image_groups(folder):
     return groups or {".": [folder / name for name in own]}
 
 
-def read_images(paths, image_size=None, resize=False):
-    """[0, 1] RGB images at `paths` as one (N, H, W, 3) array, all of `image_size` (default: the
-    first image's); others are resized to it with `resize`, else refused."""
-    from keras_lpips.images import read_image, resize_image
-
-    images = []
-    for path in paths:
-        image = read_image(path)
-        image_size = image_size or image.shape[:2]
-        if tuple(image.shape[:2]) != tuple(image_size):
-            if not resize:
-                raise InputError(
-                    f"{path} is {image.shape[1]}x{image.shape[0]}, not {image_size[1]}x{image_size[0]} like the "
-                    f"images it is compared with; pass --resize to resize it. Received shape {image.shape}"
-                )
-            image = resize_image(image, *image_size)
-        images.append(image)
-    return np.stack(images)
-
-
 def embed_paths(metric, paths, image_size=None, resize=False, batch_size=32, progress=None):
     """`LPIPS.embed` vectors, (N, D) float32, of the images at `paths` (see `read_images`), read
     and embedded `batch_size` at a time. `progress(k)` is called after each batch of k images."""
@@ -153,7 +134,7 @@ def folder_embeddings(metric, folder, image_size=None, resize=False, progress=No
     names = image_names(folder)
     if not names:
         raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
-    image_size = tuple(image_size or read_images([folder / names[0]]).shape[1:3])
+    image_size = tuple(image_size or stored_size(folder / names[0]))
     vectors = embed_paths(metric, [folder / name for name in names], image_size, resize, progress=progress)
     return Embeddings(names, vectors, image_size, *describe_metric(metric))
 
@@ -221,7 +202,7 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     sources = [out] if out.exists() else []
     sources += sorted(parts.glob("part-*.npz")) if parts.is_dir() else []
     done = [read_embeddings(source) for source in sources]
-    image_size = done[0].image_size if done else read_images([folder / names[0]]).shape[1:3]
+    image_size = done[0].image_size if done else stored_size(folder / names[0])
     for source, previous in zip(sources, done):
         check_same_metric((previous.metric, previous.fingerprint), (description, fingerprint), (str(source), "the metric given"))
         if previous.image_size != done[0].image_size:

@@ -45,7 +45,7 @@ import math
 from pathlib import Path
 
 from keras_lpips.disk_space import check_disk_space
-from keras_lpips.errors import DataError, InputError, OutputError
+from keras_lpips.errors import DataError, InputError, OutputError, reason
 from keras_lpips.files import atomic_write, check_output, exists_message, replace_directory, scratch_directory
 
 # Signature name -> (input names, output names).
@@ -66,6 +66,8 @@ QUANTIZATIONS = ("none", "fp16", "dynamic")
 # Steps each export reports to its `progress` callback (one call per finished step).
 STEPS = {"savedmodel": 1, "tflite": 2}
 METADATA = Path("assets.extra") / "keras_lpips.json"
+# The largest METADATA file read (`_save` writes about 200 bytes).
+METADATA_BYTES = 10**5
 # What an export holds besides its weights: the traced graphs (AlexNet's SavedModel: 9.9 MB of
 # weights in a 10.3 MB folder; its TFLite file: 0.15 MB more than its weights), with room to spare.
 GRAPH_BYTES = 2 * 10**6
@@ -266,7 +268,9 @@ def savedmodel_directory(path):
 
 def load_savedmodel(path):
     """An `ExportedMetric` for a SavedModel written by `export_savedmodel`: its version
-    directory, or the base directory (then the highest version, as TF Serving picks)."""
+    directory, or the base directory (then the highest version, as TF Serving picks).
+    A SavedModel that could run ops keras-lpips exports never run is refused before it is
+    loaded (`UnsafeFileError`, `keras_lpips.savedmodel_ops`)."""
     directory = savedmodel_directory(path)
     if directory is None:
         raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
@@ -283,6 +287,10 @@ class ExportedMetric:
     Attributes: `net`, `version`, `distance`, `layers_kept`, `min_input_size` (from the
     export's assets.extra/keras_lpips.json; "unknown" where it has none), `input_range`
     (always (0, 1)) and `directory`.
+
+    Its saved_model.pb is checked before anything is loaded (`savedmodel_ops.check_savedmodel`:
+    `UnsafeFileError` for an op keras-lpips exports never run); an unreadable or damaged
+    metadata file is a `DataError`.
     """
 
     input_range = (0.0, 1.0)
@@ -290,7 +298,11 @@ class ExportedMetric:
     def __init__(self, directory):
         import tensorflow as tf
 
+        from keras_lpips.savedmodel_ops import check_savedmodel
+
         self.directory = Path(directory)
+        check_savedmodel(self.directory)
+        info = _read_metadata(self.directory / METADATA)
         try:
             loaded = tf.saved_model.load(str(self.directory))
         except (OSError, ValueError, tf.errors.OpError) as error:
@@ -305,13 +317,11 @@ class ExportedMetric:
         self._distance = loaded.signatures["serving_default"]
         self._spatial = loaded.signatures["spatial"]
         self._rank = loaded.signatures["rank"]
-        info_path = self.directory / METADATA
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         self.net = info.get("net", "unknown")
         self.version = info.get("version", "unknown")
         self.distance = info.get("distance", "unknown")
         self.layers_kept = info.get("layers")
-        self.min_input_size = int(info.get("min_input_size", 1))
+        self.min_input_size = info.get("min_input_size", 1)
 
     def __repr__(self):
         return f"ExportedMetric({str(self.directory)!r}, net={self.net!r}, version={self.version!r})"
@@ -351,3 +361,32 @@ class ExportedMetric:
         """(d0, d1) of a batch of triplets in [0, 1], through the `rank` signature."""
         out = self._run(self._rank, ref=ref, p0=p0, p1=p1)
         return out["d0"], out["d1"]
+
+
+def _read_metadata(path):
+    """An export's METADATA file as a dict ({} where there is none): `DataError` when it is
+    unreadable, larger than `METADATA_BYTES`, not a JSON object, or when a field `ExportedMetric`
+    reads has another type than `_save` writes."""
+    if not path.exists():
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = f.read(METADATA_BYTES + 1)
+    except OSError as error:
+        raise DataError(f"Cannot read {path}: {reason(error)}") from None
+    if len(data) > METADATA_BYTES:
+        raise DataError(f"Cannot read {path}: it has more than {METADATA_BYTES:,} bytes, far more than keras-lpips writes")
+    try:
+        info = json.loads(data)
+    except (ValueError, RecursionError) as error:  # not JSON or not UTF-8; nested too deep
+        raise DataError(f"Cannot read {path}: not JSON ({reason(error)})") from None
+    if not isinstance(info, dict):
+        raise DataError(f"Cannot read {path}: expected a JSON object. Received: {json.dumps(info)[:80]}")
+    for key in ("net", "version", "distance"):
+        if not isinstance(info.get(key, ""), str):
+            raise DataError(f"Cannot read {path}: its {key!r} must be a string. Received: {json.dumps(info[key])[:80]}")
+    for key in ("layers", "min_input_size"):
+        value = info.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"Cannot read {path}: its {key!r} must be a positive integer. Received: {json.dumps(value)[:80]}")
+    return info

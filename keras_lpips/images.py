@@ -87,6 +87,11 @@ PIXEL_FORMATS = {
 # PGM/PPM of any maxval above 255 is rescaled to 0..65535; older Pillow read 16-bit grey PNG as "I".
 INT32_WHITE = {"PPM": 65535, "PNG": 65535}
 
+# The most pixels (width x height) `read_image` decodes: Pillow refuses a larger image before
+# decoding it (DecompressionBombError, above twice its MAX_IMAGE_PIXELS: 178,956,970). The
+# SavedModel's bytes signatures apply the same limit (`keras_lpips.encoded_images`).
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+
 _TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT, _TIFF_SIGNED = 258, 339, 2
 _NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
@@ -242,6 +247,37 @@ def _to_rgb(image, white, path):
         values = values[..., None]
     rgb = values[..., :3] if values.shape[-1] >= 3 else np.repeat(values[..., :1], 3, axis=-1)
     return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+def read_images(paths, size=None, resize=False, frame=None):
+    """The images at `paths` (`read_image`, `frame` of multi-frame ones) as one (N, H, W, 3)
+    float32 array, all of (height, width) `size` (default: the first image's); an image of
+    another size is resized to it with `resize` (`resize_image`), else refused (`InputError`
+    naming --resize)."""
+    images, first = [], None
+    for path in paths:
+        image = read_image(path, frame)
+        if size is None:
+            size, first = image.shape[:2], path
+        if tuple(image.shape[:2]) != tuple(size):
+            if not resize:
+                raise InputError(_size_mismatch(path, image.shape[:2], size, first))
+            image = resize_image(image, *size)
+        images.append(image)
+    return np.stack(images)
+
+
+def check_same_size(paths, sizes):
+    """Refuses (`InputError` naming --resize) images whose (height, width) `sizes` (e.g. their
+    `stored_size`) differ from the first's: what `read_images` would refuse, before decoding."""
+    for path, size in zip(paths[1:], sizes[1:]):
+        if tuple(size) != tuple(sizes[0]):
+            raise InputError(_size_mismatch(path, size, sizes[0], paths[0]))
+
+
+def _size_mismatch(path, size, wanted, first=None):
+    like = f"but {first} is {wanted[1]}x{wanted[0]}" if first is not None else f"not {wanted[1]}x{wanted[0]} like the images it is compared with"
+    return f"{path} is {size[1]}x{size[0]} {like}; pass --resize to resize it"
 
 
 def resize_image(image, height, width):

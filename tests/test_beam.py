@@ -162,6 +162,18 @@ def test_pairs_pipeline_scores_each_row_like_the_metric(exported, photos, tmp_pa
 
 
 @needs_beam
+def test_a_savedmodel_that_could_run_more_than_an_export_is_refused_before_any_worker_loads_it(tmp_path):
+    from keras_lpips import beam_arguments
+    from keras_lpips.errors import UnsafeFileError
+    from tests.test_savedmodel_ops import assert_nothing_written, hostile
+
+    directory, target = hostile(tmp_path, "write_file")
+    with pytest.raises(UnsafeFileError, match=r"^Refusing SavedModel .* runs op 'WriteFile'"):
+        beam_arguments.savedmodel_for(directory, "embed")
+    assert_nothing_written(target)
+
+
+@needs_beam
 def test_what_the_savedmodel_refuses_goes_to_the_errors_alone(exported, photos, tmp_path, monkeypatch):
     from keras_lpips import beam_arguments, beam_pipelines
 

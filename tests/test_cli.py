@@ -301,9 +301,9 @@ def test_exit_codes_follow_the_convention(tmp_path, monkeypatch, case, code):
         raise AssertionError("the command went on")
 
     if case in ("interrupted", "interrupted_in_a_callback", "terminated", "refused_by_system"):
-        from keras_lpips.cli import options
+        from keras_lpips import images
 
-        monkeypatch.setattr(options, "read_same_size", stopped)
+        monkeypatch.setattr(images, "read_images", stopped)
     args = {
         "unknown_option": (image, image, "--colour"),
         "bad_value": (image, image, "--net", "resnet"),
