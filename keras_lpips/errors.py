@@ -51,8 +51,9 @@ class ChecksumError(WeightsError):
 
 
 class UnsafeFileError(WeightsError):
-    """A pickle asked for a global outside the allow-list, or an archive member
-    would land outside its destination."""
+    """A file that would run or write more than it should: a pickle asking for a global outside
+    the allow-list, an archive member landing outside its destination, a SavedModel that could
+    run an op keras-lpips exports never run (`keras_lpips.savedmodel_ops`)."""
 
 
 class WeightsUnavailableError(WeightsError):
