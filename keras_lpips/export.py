@@ -46,7 +46,7 @@ from pathlib import Path
 
 from keras_lpips.disk_space import check_disk_space
 from keras_lpips.errors import DataError, InputError, OutputError, reason
-from keras_lpips.files import atomic_write, check_output, exists_message, replace_directory, scratch_directory
+from keras_lpips.files import atomic_write, check_output, exists_message, read_bounded, replace_directory, scratch_directory
 
 # Signature name -> (input names, output names).
 SIGNATURES = {
@@ -369,13 +369,7 @@ def _read_metadata(path):
     reads has another type than `_save` writes."""
     if not path.exists():
         return {}
-    try:
-        with open(path, "rb") as f:
-            data = f.read(METADATA_BYTES + 1)
-    except OSError as error:
-        raise DataError(f"Cannot read {path}: {reason(error)}") from None
-    if len(data) > METADATA_BYTES:
-        raise DataError(f"Cannot read {path}: it has more than {METADATA_BYTES:,} bytes, far more than keras-lpips writes")
+    data = read_bounded(path, METADATA_BYTES, "keras-lpips writes")
     try:
         info = json.loads(data)
     except (ValueError, RecursionError) as error:  # not JSON or not UTF-8; nested too deep

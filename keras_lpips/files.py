@@ -33,7 +33,7 @@ import shutil
 import stat
 
 from keras_lpips.disk_space import reporting_disk_full
-from keras_lpips.errors import InputError, OutputError
+from keras_lpips.errors import DataError, InputError, OutputError, reason
 
 # Image files the project lists in a folder (read with Pillow: `keras_lpips.images.read_image`).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -331,6 +331,20 @@ def scratch_directory(near, needed=None):
             remove_if_empty(created)
             raise
         _remove(scratch)
+
+
+def read_bounded(path, limit, what):
+    """The bytes of the file `path`, of which at most `limit + 1` are ever read: `DataError`
+    ("Cannot read PATH: ...") where it cannot be read or holds more than `limit` bytes, "far
+    more than `what`" (a file read before it is trusted: metadata, a graph to check)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as error:
+        raise DataError(f"Cannot read {path}: {reason(error)}") from None
+    if len(data) > limit:
+        raise DataError(f"Cannot read {path}: it has more than {limit:,} bytes, far more than {what}")
+    return data
 
 
 def make_folder(folder):

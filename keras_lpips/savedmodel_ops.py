@@ -28,7 +28,8 @@ change to the exported graphs brings is named there.
 
 from pathlib import Path
 
-from keras_lpips.errors import DataError, UnsafeFileError, reason
+from keras_lpips.errors import DataError, UnsafeFileError
+from keras_lpips.files import read_bounded
 
 # Ops of this version's exports: their signatures, image decoding and input checks, graph plumbing.
 EXPORT_OPS = frozenset({
@@ -75,13 +76,7 @@ def read_savedmodel(path):
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_GRAPH_BYTES + 1)
-    except OSError as error:
-        raise DataError(f"Cannot read {path}: {reason(error)}") from None
-    if len(data) > MAX_GRAPH_BYTES:
-        raise DataError(f"Cannot read {path}: it has more than {MAX_GRAPH_BYTES:,} bytes, far more than a keras-lpips export's graph")
+    data = read_bounded(path, MAX_GRAPH_BYTES, "a keras-lpips export's graph")
     saved = saved_model_pb2.SavedModel()
     try:
         saved.ParseFromString(data)
