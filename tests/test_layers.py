@@ -41,6 +41,60 @@ def test_bilinear_resize_matches_torch_formula(rng, in_hw, out_hw):
     np.testing.assert_allclose(got, torch_bilinear_reference(maps.astype(np.float64), *out_hw), atol=1e-6)
 
 
+def upsampling_weights(n_in, n_out):
+    """(n_out, n_in) weights of `bilinear_resize` along one side, read off exactly: it resizes unit impulses."""
+    return np.asarray(bilinear_resize(np.eye(n_in, dtype=np.float32)[:, None, :], 1, n_out))[:, 0, :].T
+
+
+def torch_float32_weights(n_in, n_out):
+    """torch's (n_out, n_in) bilinear weights, its float32 index arithmetic emulated in numpy.
+
+    ATen's CPU kernel: `scale = float32(in) / out`, then `src = scale * (i + 0.5) - 0.5` rounded
+    once (its vectorised builds fuse it into an FMA; the float64 product here is exact), clamped
+    at 0; `lower = floor(src)`, at most `in - 1`; `lambda = src - lower`; upper `min(lower + 1, in - 1)`.
+    """
+    scale = np.float32(n_in) / np.float32(n_out)
+    dst = np.arange(n_out)
+    src = np.maximum((np.float64(scale) * (dst + 0.5) - 0.5).astype(np.float32), np.float32(0))
+    lower = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    lam = src - lower.astype(np.float32)
+    weights = np.zeros((n_out, n_in), np.float32)
+    np.add.at(weights, (dst, lower), np.float32(1) - lam)
+    np.add.at(weights, (dst, np.minimum(lower + 1, n_in - 1)), lam)
+    return weights
+
+
+# Input sizes up to 300 upsampled up to 4096, and layer-map sides of 1080x1920 and 2160x3840
+# images, where the exact fractions once used here were up to 9e-5 off torch's weights.
+UPSAMPLING_SIZES = [
+    (n_in, n_out)
+    for n_in in (1, 2, 3, 5, 7, 15, 31, 48, 59, 67, 97, 120, 135, 173, 240, 300)
+    for n_out in (n_in, n_in + 1, 97, 131, 384, 511, 1080, 1920, 2160, 3840, 4096) if n_out >= n_in
+] + [(539, 1080), (479, 1920), (959, 1920), (1079, 2160), (1919, 3840)]  # fmt: skip
+
+
+def test_bilinear_weights_are_torchs_float32_weights_bit_for_bit():
+    for n_in, n_out in UPSAMPLING_SIZES:
+        expected = torch_float32_weights(n_in, n_out)
+        np.testing.assert_array_equal(upsampling_weights(n_in, n_out), expected, f"{n_in} -> {n_out}")
+
+
+def test_bilinear_weights_keep_their_bits_in_a_graph_with_unknown_sizes():
+    """As SavedModel and TFLite signatures run it: Grappler's rewrites of the graph's float
+    arithmetic (it regroups sums) must not move a weight."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a TensorFlow graph")
+    import tensorflow as tf
+
+    traced = tf.function(
+        lambda impulses, n_out: bilinear_resize(impulses, 1, n_out),
+        input_signature=[tf.TensorSpec([None, 1, None], tf.float32), tf.TensorSpec([], tf.int32)],
+    )
+    for n_in, n_out in UPSAMPLING_SIZES:
+        got = traced(np.eye(n_in, dtype=np.float32)[:, None, :], n_out).numpy()[:, 0, :].T
+        np.testing.assert_array_equal(got, torch_float32_weights(n_in, n_out), f"{n_in} -> {n_out}")
+
+
 def test_ceil_max_pooling_matches_torch_output_sizes(rng):
     layer = CeilMaxPooling2D(3, 2)
     for size in range(2, 12):
