@@ -107,8 +107,6 @@ def nearest(
     from keras_lpips.embedding_index import KINDS, NeighbourIndex
     from keras_lpips.errors import InputError
 
-    if search not in ("exact", *KINDS):
-        raise InputError(f"--search must be exact, {', '.join(KINDS)}. Received: {search!r}")
     if projection is not None and search == "exact":
         raise InputError(f"--projection applies to a FAISS index (--search {', '.join(KINDS)}). Received: --search exact")
     sides = [read_embeddings(path) if path.is_file() else path for path in (query, index)]
