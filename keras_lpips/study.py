@@ -160,7 +160,7 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     out = pathlib.Path(out)
     check_outside_inputs(out, data)
     options = {**(QUICK if quick else {}), **(train or {})}
-    runs = [(config, seed, out / "runs" / f"{config.name}-seed{seed}") for config in configs for seed in seeds]
+    runs = [(config, seed, study_reports.run_folder(out, config, seed)) for config in configs for seed in seeds]
     _check_earlier_runs(data, runs, options)
     out.mkdir(parents=True, exist_ok=True)
     data_basis = _data_basis(data)

@@ -22,6 +22,11 @@ SYNTHETIC_NOTE = (
 )
 
 
+def run_folder(out, config, seed):
+    """Where the study in `out` trains `config` (a `StudyConfig`) with `seed`: runs/NAME-seedS."""
+    return pathlib.Path(out) / "runs" / f"{config.name}-seed{seed}"
+
+
 def row_scores(configs, seeds, evaluations, official):
     """{row name: {subset: per-triplet 2AFC scores (mean over seeds)}} for the rows whose
     evaluations kept them."""
@@ -168,7 +173,7 @@ def plot_curves(out, configs, seeds, path):
 
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
     for config in configs:
-        history = out / "runs" / f"{config.name}-seed{seeds[0]}" / "history.csv"
+        history = run_folder(out, config, seeds[0]) / "history.csv"
         if not history.is_file():
             continue
         with open(history) as f:
