@@ -83,7 +83,7 @@ def test_bilinear_weights_keep_their_bits_in_a_graph_with_unknown_sizes():
     """As SavedModel and TFLite signatures run it: Grappler's rewrites of the graph's float
     arithmetic (it regroups sums) must not move a weight."""
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("a TensorFlow graph")
+        pytest.skip("Grappler rewrites TensorFlow graphs only: the TensorFlow backend")
     import tensorflow as tf
 
     traced = tf.function(
