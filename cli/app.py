@@ -1,9 +1,11 @@
 """The `keras-lpips` program: one Typer app, one place that turns errors into messages."""
 
+import _thread
 import contextlib
 import re
 import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -137,35 +139,45 @@ class _Terminated(BaseException):
 
 @contextlib.contextmanager
 def _stopping_on_signals():
-    """While the command runs: SIGTERM raises `_Terminated`, and a Ctrl-C that lands in a
-    callback Python cannot raise from (a `__del__`; jax's garbage-collector hook, jax being
-    imported by TensorFlow's TFLite converter where installed) is raised again a millisecond
-    later (SIGALRM: not inside the hook, where it would be lost too) instead of being printed
-    and lost."""
-    previous = sys.unraisablehook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)
+    """While the command runs (in the main thread; elsewhere signals are not Python's to handle):
+    SIGTERM raises `_Terminated`, and a Ctrl-C or SIGTERM that lands in a callback Python cannot
+    raise from (a `__del__`; jax's garbage-collector hook, jax being imported by TensorFlow's
+    TFLite converter where installed) is delivered again a millisecond later, from a timer
+    thread (not inside the hook, where it would be lost again), or when the command ends before
+    that, instead of being printed and lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_hook, previous_handler = sys.unraisablehook, signal.getsignal(signal.SIGTERM)
+    lost = {}  # a lost signal's number -> its timer, until it is delivered
+
+    def deliver(signum):
+        lost.pop(signum, None)
+        _thread.interrupt_main(signum)
 
     def unraisable(info):
-        if isinstance(info.exc_value, KeyboardInterrupt):
-            signal.setitimer(signal.ITIMER_REAL, 0.001)
-        else:
-            previous[0](info)
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        signum = {KeyboardInterrupt: signal.SIGINT, _Terminated: signal.SIGTERM}.get(type(info.exc_value))
+        if signum is None:
+            previous_hook(info)
+        elif signum not in lost:
+            lost[signum] = threading.Timer(0.001, deliver, (signum,))
+            lost[signum].start()
 
     def terminate(signum, frame):
         raise _Terminated()
 
     sys.unraisablehook = unraisable
     signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGALRM, interrupt)
     try:
         yield
+        for signum, timer in list(lost.items()):  # not delivered yet: the command ends with it
+            timer.cancel()
+            raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        sys.unraisablehook = previous[0]
-        signal.signal(signal.SIGTERM, previous[1])
-        signal.signal(signal.SIGALRM, previous[2])
+        for timer in list(lost.values()):
+            timer.cancel()
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def _system_refusal(error):

@@ -8,7 +8,6 @@ matches. `remove_temporaries` tidies up after a job that failed.
 
 import csv
 import fnmatch
-import json
 import os
 import pathlib
 import re
@@ -17,7 +16,8 @@ import shutil
 from apache_beam.io.filesystems import FileSystems
 
 from keras_lpips.errors import DataError, InputError, reason
-from keras_lpips.export import METADATA, savedmodel_directory
+from keras_lpips.export import METADATA, METADATA_BYTES, parse_metadata, savedmodel_directory
+from keras_lpips.savedmodel_ops import MAX_GRAPH_BYTES, check_ops
 
 PAIR_COLUMNS = ("img0", "img1")
 
@@ -101,18 +101,16 @@ def savedmodel_for(path, signature):
         if directory is None:
             raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
         directory = os.path.abspath(directory)
-    info = _json_object(_read_bytes(FileSystems.join(directory, *METADATA.parts), f"{directory} is not a keras-lpips SavedModel export"))
-    if not isinstance(info, dict):
-        raise InputError(f"{directory} is not a keras-lpips SavedModel export: its {METADATA} is not a JSON object")
+    metadata = FileSystems.join(directory, *METADATA.parts)
+    info = parse_metadata(_read_bytes(metadata, f"{directory} is not a keras-lpips SavedModel export", METADATA_BYTES), metadata)
     from tensorflow.core.protobuf import saved_model_pb2
 
+    data = _read_bytes(FileSystems.join(directory, "saved_model.pb"), f"Cannot read the SavedModel in {directory}", MAX_GRAPH_BYTES)
     saved = saved_model_pb2.SavedModel()
     try:
-        saved.ParseFromString(_read_bytes(FileSystems.join(directory, "saved_model.pb"), f"Cannot read the SavedModel in {directory}"))
+        saved.ParseFromString(data)
     except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and others
         raise DataError(f"Cannot read the SavedModel in {directory}: {first_line(error)}") from None
-    from keras_lpips.savedmodel_ops import check_ops
-
     check_ops(saved, directory)  # a program: refused before any worker loads it, if it could run more than an export does
     signatures = {name for graph in saved.meta_graphs for name in graph.signature_def}
     if signature not in signatures:
@@ -123,19 +121,16 @@ def savedmodel_for(path, signature):
     return directory, int(info.get("min_input_size", 1))
 
 
-def _read_bytes(path, what):
+def _read_bytes(path, what, limit):
+    """The bytes of `path` (any file system Beam has), at most `limit` of them (`DataError` beyond)."""
     try:
         with FileSystems.open(path) as f:
-            return f.read()
+            data = f.read(limit + 1)
     except Exception as error:  # noqa: BLE001 - Beam's file systems raise many types for a missing file
         raise InputError(f"{what}: cannot read {path} ({first_line(error)})") from None
-
-
-def _json_object(data):
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+    if len(data) > limit:
+        raise DataError(f"Cannot read {path}: it has more than {limit:,} bytes, far more than keras-lpips writes")
+    return data
 
 
 def check_pairs_csv(path):

@@ -184,6 +184,7 @@ def _bmp_header(data, head, size, is_bmp, where):
     expected = _uint(head, _BMP_OFFSET, 4) + (bits // 8 * width + 3) // 4 * 4 * height  # rows padded to 4 bytes
     header_checks = [
         (size >= _BMP_HEADER_END, [where, " is not a complete BMP: ", size, " bytes"]),
+        ((width > 0) & (height > 0), [where, " is not a valid BMP: its width and height are ", width, " and ", height]),
         (info_size >= _BMP_INFO_MIN, [where, ": BMP files of a ", info_size, "-byte (OS/2) header are not decoded here: "
                                       "send PNG"]),  # fmt: skip
         (_is_in(bits, _BMP_BITS_DECODED), [where, ": BMP files of ", bits, " bits per pixel are not decoded here: send PNG"]),

@@ -302,7 +302,8 @@ class ExportedMetric:
 
         self.directory = Path(directory)
         check_savedmodel(self.directory)
-        info = _read_metadata(self.directory / METADATA)
+        path = self.directory / METADATA
+        info = parse_metadata(read_bounded(path, METADATA_BYTES, "keras-lpips writes"), path) if path.exists() else {}
         try:
             loaded = tf.saved_model.load(str(self.directory))
         except (OSError, ValueError, tf.errors.OpError) as error:
@@ -363,13 +364,9 @@ class ExportedMetric:
         return out["d0"], out["d1"]
 
 
-def _read_metadata(path):
-    """An export's METADATA file as a dict ({} where there is none): `DataError` when it is
-    unreadable, larger than `METADATA_BYTES`, not a JSON object, or when a field `ExportedMetric`
-    reads has another type than `_save` writes."""
-    if not path.exists():
-        return {}
-    data = read_bounded(path, METADATA_BYTES, "keras-lpips writes")
+def parse_metadata(data, path):
+    """An export's METADATA file, the bytes `data` of `path`, as a dict: `DataError` when it is
+    not a JSON object, or when a field `ExportedMetric` reads has another type than `_save` writes."""
     try:
         info = json.loads(data)
     except (ValueError, RecursionError) as error:  # not JSON or not UTF-8; nested too deep

@@ -8,8 +8,11 @@ saved_model.pb and found nothing that keras-lpips' own exports do not run:
 - `COMPUTE_OPS` anywhere: in what the signatures reach, and in every other graph node and
   library function (initialisers and the object graph's functions included);
 - `SAVE_OPS` as well in the function that saves the variables, and `RESTORE_OPS` in the one that
-  restores them (those the meta graph's saver_def reaches), which nothing else may call: loading
-  a SavedModel may restore its variables, never write a file.
+  restores them (those the meta graph's saver_def reaches), which nothing else may call or take
+  an input from (an init op that TF Serving runs after a save, say): loading a SavedModel may
+  restore its variables, never write a file;
+- a TF1-format SavedModel (no object graph, which TensorFlow loads by running its init ops) is
+  refused whole: keras-lpips exports are TF2.
 
 Calls are followed through the graph's nodes (a signature's tensors, back through their inputs)
 and the function library: call ops (`StatefulPartitionedCall`'s `f`), any function-valued
@@ -98,6 +101,8 @@ def check_ops(saved, where):
 def _check_meta_graph(graph, where):
     """`check_ops` for one `MetaGraphDef`: what its signatures reach first (named by signature,
     as a user knows them), then every other graph node and library function, then the saver's."""
+    if not graph.object_graph_def.nodes:  # TensorFlow loads such a one by running its init ops
+        raise UnsafeFileError(f"Refusing SavedModel {where}: a TF1-format SavedModel (no object graph), which keras-lpips exports never are ({ADVICE})")
     library = {function.signature.name: function for function in graph.graph_def.library.function}
     nodes = {node.name: node for node in graph.graph_def.node}
     saver_def = graph.saver_def
@@ -130,6 +135,15 @@ def _check_meta_graph(graph, where):
                 check(f"function {name} of its signature {key!r}", library[name].node_def)
                 checked.add(name)
     check("its graph", [node for node in graph.graph_def.node if node.name in strict_nodes])
+    # What saves or restores (the saver_def's tensors, its calls of the saver's functions) is
+    # nobody else's input: e.g. an init op (TF Serving runs saved_model_main_op) run after a save.
+    savers = {_node_name(saver_def.save_tensor_name), _node_name(saver_def.restore_op_name)} | {
+        node.name for node in saver_nodes if {node.op, *_called(node)} & (save_functions.keys() | restore_functions.keys())
+    }
+    for node in graph.graph_def.node:
+        used = next((_node_name(tensor) for tensor in node.input if _node_name(tensor) in savers), None)
+        if node.name in strict_nodes and used is not None:
+            raise UnsafeFileError(f"Refusing SavedModel {where}: its graph node {node.name} takes an input from {used}, a node of its saver, which keras-lpips exports never do ({ADVICE})")
     for name, function in library.items():
         if name not in checked and name not in save_functions and name not in restore_functions:
             check(f"its function {name}", function.node_def)

@@ -174,6 +174,21 @@ def test_a_savedmodel_that_could_run_more_than_an_export_is_refused_before_any_w
 
 
 @needs_beam
+@pytest.mark.parametrize("metadata", ['{"min_input_size": "big"}', "[1, 2]", "{not json", " " * 200_000])
+def test_damaged_export_metadata_is_one_data_error(exported, tmp_path, metadata):
+    from keras_lpips import beam_arguments
+    from keras_lpips.errors import DataError
+    from keras_lpips.export import METADATA
+
+    model = tmp_path / "lpips"
+    shutil.copytree(exported[1], model)
+    (version,) = [path for path in model.iterdir() if path.is_dir()]
+    (version / METADATA).write_text(metadata)
+    with pytest.raises(DataError, match=f"^Cannot read {version / METADATA}: "):
+        beam_arguments.savedmodel_for(model, "embed")
+
+
+@needs_beam
 def test_what_the_savedmodel_refuses_goes_to_the_errors_alone(exported, photos, tmp_path, monkeypatch):
     from keras_lpips import beam_arguments, beam_pipelines
 

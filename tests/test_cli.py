@@ -271,7 +271,7 @@ def test_usage_errors_are_one_line_exit_2(args, code, message):
 @pytest.mark.parametrize(
     "case,code",
     [("unknown_option", 2), ("bad_value", 2), ("missing_file", 2), ("not_an_image", 1), ("refused_by_system", 1),
-     ("interrupted", 130), ("interrupted_in_a_callback", 130), ("terminated", 143)],
+     ("interrupted", 130), ("interrupted_in_a_callback", 130), ("terminated", 143), ("terminated_in_a_callback", 143)],
 )  # fmt: skip
 def test_exit_codes_follow_the_convention(tmp_path, monkeypatch, case, code):
     """2: the command line is wrong (Click's errors, `InputError`); 1: a failure at run time (here a
@@ -284,23 +284,25 @@ def test_exit_codes_follow_the_convention(tmp_path, monkeypatch, case, code):
     Image.new("RGB", (32, 32), (40, 90, 200)).save(image)
     text.write_text("not an image\n")
 
-    class InterruptedWhenCollected:
+    class StoppedWhenCollected:
         def __del__(self):
-            raise KeyboardInterrupt
+            if case == "interrupted_in_a_callback":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler raises here, in the __del__
 
     def stopped(*args, **kwargs):
         if case == "interrupted":
             raise KeyboardInterrupt
         if case == "refused_by_system":
             raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
-        if case == "interrupted_in_a_callback":
-            InterruptedWhenCollected()  # dropped at once: its KeyboardInterrupt is "unraisable"
+        if case.endswith("_in_a_callback"):
+            StoppedWhenCollected()  # dropped at once: what it raises is "unraisable"
         else:
             os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
         raise AssertionError("the command went on")
 
-    if case in ("interrupted", "interrupted_in_a_callback", "terminated", "refused_by_system"):
+    if case.startswith(("interrupted", "terminated")) or case == "refused_by_system":
         from keras_lpips import images
 
         monkeypatch.setattr(images, "read_images", stopped)
@@ -386,3 +388,15 @@ def test_a_model_with_nan_weights_is_refused_on_load(images, tmp_path):
         result = run_cli("score", images / "a.png", images / "b.png", "--model", model)
         assert result.returncode == 1, result.stderr
         assert "holds NaN or infinite weights (a diverged training run?)" in one_error_line(result)
+
+
+def test_the_program_runs_from_another_thread():
+    """main() in a thread (an embedding application, a test runner) works: signals are the main
+    thread's, and only there does the command take them over."""
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run_cli("--version")))
+    thread.start()
+    thread.join()
+    assert results[0].returncode == 0 and results[0].stdout.startswith("keras-lpips "), results[0].stderr

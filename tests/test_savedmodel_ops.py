@@ -214,6 +214,17 @@ def restoring_saves(graph):
     function.node_def.add(name="save", op="SaveV2")  # inputs aside: nothing of it runs
 
 
+def init_op_after_a_save(graph):
+    """TF Serving's loader runs saved_model_main_op: here one that first runs the saver's save."""
+    graph.graph_def.node.add(name="after_save", op="Identity", input=[graph.saver_def.save_tensor_name])
+    graph.collection_def["saved_model_main_op"].node_list.value[:] = ["after_save"]
+
+
+def without_object_graph(graph):
+    """A TF1-format SavedModel: loading it runs its init ops (here, anything the main op reaches)."""
+    graph.ClearField("object_graph_def")
+
+
 # Case -> (what builds it, what its refusal says after "Refusing SavedModel DIR: ").
 HOSTILE = {
     "write_file": (writes_file, r"function __inference_distance_\d+ of its signature 'serving_default' runs op 'WriteFile'"),
@@ -226,6 +237,8 @@ HOSTILE = {
     "signature_calls_the_saver": (rewired(serving_default_calls_the_saver),
                                   r"its signature 'serving_default' calls __inference__traced_save_\d+, the function that saves or restores"),
     "op_as_a_function": (rewired(serving_default_calls_an_op), r"its signature 'serving_default' runs op 'WriteFile'"),
+    "init_op_after_a_save": (rewired(init_op_after_a_save), r"its graph node after_save takes an input from StatefulPartitionedCall(_\d+)?, a node of its saver"),
+    "tf1_format": (rewired(without_object_graph), r"a TF1-format SavedModel \(no object graph\)"),
     "restoring_saves": (rewired(restoring_saves),
                         r"its saver's function __inference__traced_restore_\d+ runs op 'SaveV2', which keras-lpips exports run only to save variables"),
 }

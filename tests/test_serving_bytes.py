@@ -381,6 +381,13 @@ def refused_files():
     yield "tiff", encoded(image, "TIFF"), "is not a PNG, JPEG, BMP or WebP file"
 
 
+@pytest.mark.parametrize("width,height", [(-4, 4), (0, 4), (4, 0)])
+def test_bmp_sides_that_are_no_sizes_are_refused(serving_bytes, width, height):
+    """A negative width would make a negative pixel count, under any limit."""
+    data = bmp(bytes(48), width, height, 24)
+    assert refusal(serving_bytes, data).startswith(f"img0[0] is not a valid BMP: its width and height are {width} and")
+
+
 @pytest.mark.parametrize("name,data,reason", list(refused_files()), ids=[name for name, *_ in refused_files()])
 def test_files_decoded_otherwise_than_read_image_are_refused(tmp_path, serving_bytes, name, data, reason):
     (tmp_path / "image").write_bytes(data)

@@ -211,8 +211,7 @@ def test_npz_files_read_as_np_load_reads_them(tmp_path, save):
         "fortran": np.asfortranarray(np.arange(12, dtype=np.int16).reshape(3, 4)),
         "scalar": np.array(2.5, np.float16),
         "empty": np.zeros((0, 5), np.uint8),
-        "flags": np.array([True, False]),
-        "names": np.array(["a", "bc"]),  # read; refused as weights (`float32_weights`)
+        "flags": np.array([True, False]),  # read; refused as weights (`float32_weights`)
     }
     save(tmp_path / "w.npz", **arrays)
     state = read_weight_file(tmp_path / "w.npz")
@@ -227,6 +226,8 @@ def test_npz_files_read_as_np_load_reads_them(tmp_path, save):
 NPZ_REFUSED = {
     "an object array": ({"w.npy": npy((2,), "|O", pickle.dumps([1, 2]))}, "'w' has dtype object, not numeric"),
     "a structured array": ({"w.npy": npy((1,), [("a", "<f4")], bytes(4))}, "'w' has dtype .*, not numeric"),
+    "a string array": ({"w.npy": npy((2,), "<U2", bytes(16))}, "'w' has dtype <U2, not numeric"),
+    "zero-byte strings": ({"w.npy": npy((2**28,), "|S0")}, r"'w' has dtype \|S0, not numeric"),  # numpy stores one byte each
     "a member that is no .npy": ({"w.npy": npy((1,), data=bytes(4)), "notes.txt": b"hi"}, "member 'notes.txt' is not a .npy array"),
     "no .npy magic": ({"w.npy": b"PK" + bytes(30)}, "'w' is not a .npy array"),
     "format version 3": ({"w.npy": b"\x93NUMPY\x03\x00" + bytes(8)}, "'w' is a .npy array of format version 3.0; 1.0 and 2.0 are read"),

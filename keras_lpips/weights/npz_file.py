@@ -76,8 +76,8 @@ def _read_npy(member, size, key, budget):
         raise WeightsError(f"{key!r} has a .npy header of {length:,} bytes; headers of at most {MAX_NPY_HEADER:,} are read")
     header = length_bytes + member.read(length)
     shape, fortran, dtype = parse_header(io.BytesIO(header), max_header_size=MAX_NPY_HEADER)
-    if dtype.hasobject or dtype.kind == "V":
-        raise WeightsError(f"{key!r} has dtype {dtype}, not numeric (objects and records would need a pickle)")
+    if dtype.kind not in "biufc":  # objects and records would need a pickle; strings, dates: no weights
+        raise WeightsError(f"{key!r} has dtype {dtype}, not numeric: weights are integers or floats")
     shape, nbytes = untrusted.checked_shape(shape, dtype.itemsize, repr(key))
     left = size - len(magic) - len(header)
     if left < nbytes:

@@ -57,7 +57,7 @@ def checked_shape(shape, itemsize, what):
         raise WeightsError(f"{what} has shape {shape!r:.100}, not a list of non-negative integers")
     if len(shape) > MAX_DIMS:
         raise WeightsError(f"{what} has {len(shape)} dimensions; arrays of at most {MAX_DIMS} are read")
-    nbytes = math.prod(shape) * itemsize
+    nbytes = math.prod(shape) * max(itemsize, 1)  # numpy stores a 0-byte item ('S0') in one byte
     if nbytes > MAX_BYTES:
         raise WeightsError(f"{what} has shape {tuple(shape)!r:.100} of {itemsize}-byte elements, {nbytes:,} bytes; "
                            f"arrays of at most {MAX_BYTES:,} bytes are read")
