@@ -1,7 +1,7 @@
 """`keras-lpips export`: the metric as a TF Serving SavedModel, a TFLite file or an ONNX model."""
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -19,6 +19,7 @@ extra: tf2onnx) is serving_default alone.
 
   keras-lpips export --format savedmodel --out models/lpips
   keras-lpips export --format savedmodel --out models/lpips --net vgg --model-version 2
+  keras-lpips export --format savedmodel --out models/lpips --max-pixels 4194304
   keras-lpips export --format savedmodel --out models/vgg-v0.0 --preset vgg-v0.0
   keras-lpips export --format savedmodel --out models/mine --model runs/alex-lin
   keras-lpips export --format tflite --out lpips.tflite --quantize fp16
@@ -37,6 +38,11 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="SavedModel: the model's base directory; tflite, onnx: the file.")],
     quantize: Annotated[Literal[QUANTIZATIONS], typer.Option("--quantize", help="tflite: none, fp16 or dynamic (int8 weights).")] = "none",
     model_version: Annotated[int, typer.Option("--model-version", help="savedmodel: the version directory.")] = 1,
+    max_pixels: Annotated[
+        Optional[int],
+        typer.Option("--max-pixels", min=1, help="savedmodel: the most pixels one input of a bytes request may hold "
+                     "(default: 179 million, as score reads; bound it to what the server's memory can score)."),
+    ] = None,
     overwrite: options.Overwrite = False,
     *,
     metric: MetricSpec,
@@ -49,6 +55,8 @@ def export(
 
     if fmt != "tflite" and quantize != "none":
         raise InputError("--quantize applies to --format tflite only")
+    if fmt != "savedmodel" and max_pixels is not None:
+        raise InputError("--max-pixels applies to --format savedmodel only (its bytes signatures)")
     if fmt == "onnx":
         onnx.converter()  # installed? (before any weights are fetched)
     if fmt == "savedmodel":  # before any work
@@ -62,7 +70,7 @@ def export(
     what = f"{lpips.net} LPIPS v{lpips.version} ({lpips.distance})"
     with options.progress_bar(onnx.STEPS if fmt == "onnx" else STEPS[fmt], f"exporting {fmt}") as bar:
         if fmt == "savedmodel":
-            path = export_savedmodel(lpips, out, version=model_version, overwrite=overwrite, progress=bar.update)
+            path = export_savedmodel(lpips, out, model_version, overwrite, bar.update, max_pixels)
         elif fmt == "tflite":
             path = export_tflite(lpips, out, quantize=quantize, overwrite=overwrite, progress=bar.update)
         else:

@@ -75,9 +75,11 @@ GRAPH_BYTES = 2 * 10**6
 QUANTIZED_SIZE = {"none": 1.0, "fp16": 0.5, "dynamic": 0.25}
 
 
-def serving_functions(metric):
+def serving_functions(metric, max_pixels=None):
     """The metric's signatures as `tf.function`s on [0, 1] images (`SIGNATURES`) and on encoded
-    images (`BYTES_SIGNATURES`), in a `tf.Module` that owns its weights.
+    images (`BYTES_SIGNATURES`, refusing an input of more than `max_pixels` pixels in all, or an
+    image of more: `encoded_images.decode_images`; None: `read_image`'s limit, `MAX_PIXELS`), in
+    a `tf.Module` that owns its weights.
 
     Returns `(module, {signature name: tf.function})`, ready for `tf.saved_model.save`.
     """
@@ -85,7 +87,9 @@ def serving_functions(metric):
 
     from keras_lpips import keras_compat
     from keras_lpips.encoded_images import decode_images
+    from keras_lpips.images import MAX_PIXELS
 
+    max_pixels = _checked_max_pixels(max_pixels) or MAX_PIXELS
     image = keras_compat.image_batch_spec()
     low, high = metric.input_range
 
@@ -118,11 +122,11 @@ def serving_functions(metric):
 
     @tf.function(input_signature=[encoded, encoded])
     def distance_bytes(img0, img1):
-        return distance(decode_images(img0, "img0"), decode_images(img1, "img1"))
+        return distance(decode_images(img0, "img0", max_pixels), decode_images(img1, "img1", max_pixels))
 
     @tf.function(input_signature=[encoded, encoded, encoded])
     def rank_bytes(ref, p0, p1):
-        return rank(decode_images(ref, "ref"), decode_images(p0, "p0"), decode_images(p1, "p1"))
+        return rank(*(decode_images(x, name, max_pixels) for x, name in ((ref, "ref"), (p0, "p0"), (p1, "p1"))))
 
     module = tf.Module()
     # The backing tf.Variables, not the Keras objects: the TFLite converter freezes
@@ -134,9 +138,11 @@ def serving_functions(metric):
     return module, {**functions, "serving_bytes": distance_bytes, "rank_bytes": rank_bytes}
 
 
-def export_savedmodel(metric, directory, version=1, overwrite=False, progress=None):
+def export_savedmodel(metric, directory, version=1, overwrite=False, progress=None, max_pixels=None):
     """Writes `metric` to `directory/<version>/`, the layout TF Serving loads
-    (`--model_base_path=directory`), and returns that version directory.
+    (`--model_base_path=directory`), and returns that version directory. Its bytes signatures
+    refuse an input of more than `max_pixels` pixels (None: `read_image`'s limit, 179 million,
+    which a server may not have the memory to score: bound it to what it can).
 
     Refuses (`InputError`) to replace an existing version unless `overwrite`, and a version
     folder that appears while the export runs (another process's) likewise: nothing is ever
@@ -144,6 +150,7 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InputError(f"version must be a non-negative integer (a TF Serving version). Received: {version!r}")
+    _checked_max_pixels(max_pixels)
     directory = Path(directory)
     check_output(directory, _inputs(metric), overwrite=True, kind="folder")  # holds the versions
     target = check_output(directory / str(version), _inputs(metric), overwrite, kind="folder")
@@ -153,7 +160,7 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
         # Built under a hidden name (never taken for a version by TF Serving), then renamed into
         # place: a version folder that appeared meanwhile is refused unless `overwrite`.
         with scratch_directory(target, needed=needed) as scratch:
-            _save(metric, scratch / "model")
+            _save(metric, scratch / "model", max_pixels)
             replace_directory(scratch / "model", target, replace=overwrite)
     except OSError as error:
         if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
@@ -231,14 +238,20 @@ def _inputs(metric):
     return (metric.directory,) if isinstance(metric, ExportedMetric) else ()
 
 
-def _save(metric, path):
+def _checked_max_pixels(max_pixels):
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise InputError(f"max_pixels must be a positive integer (pixels per input of a bytes request). Received: {max_pixels!r}")
+    return max_pixels
+
+
+def _save(metric, path, max_pixels=None):
     import tensorflow as tf
 
     import keras_lpips
     from keras_lpips.inputs import traced_for_export
 
     with traced_for_export():
-        module, signatures = serving_functions(metric)
+        module, signatures = serving_functions(metric, max_pixels)
         tf.saved_model.save(module, str(path), signatures=signatures)
     info = {
         "keras_lpips": keras_lpips.__version__,

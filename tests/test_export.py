@@ -304,12 +304,12 @@ def test_tflite_gives_nan_where_the_savedmodel_refuses(exported, tmp_path):
 def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
     import keras_lpips.export as export_module
 
-    def broken_save(metric, path):
+    def broken_save(metric, path, max_pixels=None):
         Path(path).mkdir()
         (Path(path) / "saved_model.pb").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    def fake_save(metric, path):
+    def fake_save(metric, path, max_pixels=None):
         Path(path).mkdir()
         (Path(path) / "saved_model.pb").write_bytes(b"new")
 

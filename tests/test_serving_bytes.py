@@ -22,11 +22,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_lpips import LPIPS
+from keras_lpips import LPIPS, InputError
 from keras_lpips.encoded_images import decode_images
 from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, export_savedmodel, load_savedmodel, serving_functions
 from keras_lpips.images import MAX_PIXELS, read_image
-from tests.helpers import run_cli
+from tests.helpers import RANDOM, one_error_line, run_cli
+
+# A small metric for the command line: seeded backbone, two layers.
+RANDOM_SMALL = (*RANDOM, "--layers", "2")
 from tests.test_export import example_module
 
 ROOT = Path(__file__).parent.parent
@@ -324,6 +327,24 @@ def test_the_pixel_limit_can_be_lowered():
         decode_images(tf.constant([png]), "img0", max_pixels=64 * 64 - 1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="img0 is too large to decode: 2 images of 64 x 64 = 8192 pixels, over the limit of 8191"):
         decode_images(tf.constant([png, png]), "img0", max_pixels=2 * 64 * 64 - 1)
+
+
+
+def test_an_export_bounds_its_bytes_requests_with_max_pixels(tmp_path):
+    """`export --max-pixels`: a server's bytes signatures refuse what its memory could not score."""
+    png = EXAMPLES[0].read_bytes()  # 64 x 64
+    run = run_cli("export", "--format", "savedmodel", "--out", tmp_path / "m", "--max-pixels", 64 * 64, *RANDOM_SMALL)
+    assert run.returncode == 0, run.stderr
+    signature = tf.saved_model.load(str(tmp_path / "m" / "1")).signatures["serving_bytes"]
+    assert signature(img0=tf.constant([png]), img1=tf.constant([png]))["distance"].shape == (1,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="img0 is too large to decode: 2 images of 64 x 64 = 8192 pixels, over the limit of 4096"):
+        signature(img0=tf.constant([png, png]), img1=tf.constant([png, png]))
+    for args, message in [(("--format", "tflite", "--out", tmp_path / "m.tflite", "--max-pixels", 10), "--max-pixels applies to --format savedmodel only"),
+                          (("--format", "savedmodel", "--out", tmp_path / "n", "--max-pixels", 0), "Invalid value for '--max-pixels'")]:  # fmt: skip
+        result = run_cli("export", *args, *RANDOM_SMALL)
+        assert result.returncode == 2 and message in one_error_line(result), result.stderr
+    with pytest.raises(InputError, match="max_pixels must be a positive integer"):
+        export_savedmodel(make_metric(), tmp_path / "o", max_pixels=True)
 
 
 def short_files():
