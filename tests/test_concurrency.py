@@ -234,7 +234,7 @@ def test_a_version_folder_that_appears_during_an_export_is_not_replaced(tmp_path
 
     base = tmp_path / "models"
 
-    def save_while_another_process_exports(metric, path):
+    def save_while_another_process_exports(metric, path, max_pixels=None):
         pathlib.Path(path).mkdir()
         (pathlib.Path(path) / "saved_model.pb").write_bytes(b"mine")
         (base / "1").mkdir(parents=True)
@@ -267,7 +267,7 @@ def test_a_tflite_file_that_appears_during_an_export_is_not_replaced(tmp_path, m
             target.write_bytes(b"theirs")  # another process finished first
             return b"mine"
 
-    monkeypatch.setattr(export_module, "_save", lambda metric, path: pathlib.Path(path).mkdir())
+    monkeypatch.setattr(export_module, "_save", lambda metric, path, max_pixels=None: pathlib.Path(path).mkdir())
     monkeypatch.setattr(tf.lite, "TFLiteConverter", Converter)
     with pytest.raises(InputError, match="already exists; pass --overwrite"):
         export_module.export_tflite(STAND_IN, target)
