@@ -72,19 +72,28 @@ app.add_typer(weights.app, name="weights")
 app.add_typer(beam.app, name="beam")
 
 
-# The library's messages name its Python arguments (`backbone_weights=PATH`); the program's
-# name its flags. Argument -> flag, where they differ in more than `_` / `-`.
-FLAGS = {"version": "--lpips-version"}
-ARGUMENTS = ("backbone_weights", "lin_weights", "net", "version", "distance", "layers")
-_ARGUMENT = re.compile(rf"(?<![\w.-])({'|'.join(ARGUMENTS)})=(None\b)?")
+# The library's messages name its Python arguments: with a value (`backbone_weights=PATH`,
+# `resume=True`), or alone, as `net=` followed by a space, a comma, ";", ")" or the message's end
+# ("drop net=, layers="); the program's name its flags. The arguments the program has a flag
+# for, and argument -> flag where they differ in more than `_` / `-` (`fit`'s `out_dir`).
+ARGUMENTS = (
+    "backbone_weights", "lin_weights", "net", "version", "distance", "layers", "model", "preset",
+    "out", "out_dir", "resume", "overwrite", "resize", "frame", "strategy",
+)  # fmt: skip
+FLAGS = {"version": "--lpips-version", "out_dir": "--out"}
+_ARGUMENT = re.compile(rf"(?<![\w./\\-])({'|'.join(ARGUMENTS)})=(None\b|True\b|(?=[\s,;)]|$))?")
 
 
 def cli_spelling(message):
-    """`message` with `argument=VALUE` written as the flag, `--argument VALUE` (None: none)."""
+    """`message` with its arguments written as flags: `argument=VALUE` as `--argument VALUE`
+    (None: `--argument none`), `argument=True` and `argument=` alone as `--argument`."""
 
     def flag(match):
-        name = match.group(1)
-        return FLAGS.get(name, "--" + name.replace("_", "-")) + (" none" if match.group(2) else " ")
+        name, value = match.groups()
+        spelled = FLAGS.get(name, "--" + name.replace("_", "-"))
+        if value is None:  # a value follows
+            return spelled + " "
+        return spelled + (" none" if value == "None" else "")
 
     return _ARGUMENT.sub(flag, message)
 

@@ -1,5 +1,6 @@
 """`keras-lpips embed`, `nearest` and `diversity`: LPIPS through its embedding (`keras_lpips.embedding`)."""
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -53,6 +54,21 @@ def _lpips(spec):
     return metric
 
 
+@contextlib.contextmanager
+def _embedding_progress():
+    """A `progress(done, total)` for the library that shows a progress bar ("embedding") from its
+    first call on: none where nothing is embedded (`nearest` between two embed files)."""
+    with contextlib.ExitStack() as stack:
+        bars = []
+
+        def progress(done, total):
+            if not bars:
+                bars.append(stack.enter_context(options.progress_bar(total, "embedding")))
+            bars[0].update(done - bars[0].pos)
+
+        yield progress
+
+
 @options.metric_options
 def embed(
     folder: Annotated[Path, typer.Argument(help="Folder of images (subfolders included).")],
@@ -102,39 +118,22 @@ def nearest(
     ] = None,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding import nearest as nearest_rows
-    from keras_lpips.embedding_files import check_same_metric, folder_embeddings, image_names, read_embeddings
-    from keras_lpips.embedding_index import KINDS, NeighbourIndex
+    from keras_lpips.embedding_files import nearest_images
+    from keras_lpips.embedding_index import KINDS
     from keras_lpips.errors import InputError
 
-    if projection is not None and search == "exact":
+    if projection is not None and search == "exact":  # refused in these words before anything is read
         raise InputError(f"--projection applies to a FAISS index (--search {', '.join(KINDS)}). Received: --search exact")
-    sides = [read_embeddings(path) if path.is_file() else path for path in (query, index)]
-    size = next((side.image_size for side in sides if not isinstance(side, Path)), None)
-    lpips = None
-    for number, side in enumerate(sides):
-        if isinstance(side, Path):  # a folder: embedded here, at the size of the other side's images
-            lpips = lpips or _lpips(metric)
-            with options.progress_bar(len(image_names(side)), f"embedding {side}") as bar:
-                sides[number] = folder_embeddings(lpips, side, size, resize, progress=bar.update)
-            size = sides[number].image_size
-    queries, found = sides
-    check_same_metric((queries.metric, queries.fingerprint), (found.metric, found.fingerprint), ("QUERY", "INDEX"))
-    if queries.image_size != found.image_size:
-        raise InputError(
-            f"QUERY and INDEX were embedded from images of different sizes; their distances mean nothing. "
-            f"Received: {queries.image_size} and {found.image_size}"
-        )
-    if search == "exact":
-        rows, distances = nearest_rows(queries.vectors, found.vectors, k)
-    else:
-        rows, distances = NeighbourIndex(found.vectors, search, projection).search(queries.vectors, k)
+    with _embedding_progress() as progress:
+        neighbours = nearest_images(query, index, k, lambda: _lpips(metric), resize, search, projection, progress)
+    names = neighbours.index.names
     results = [
-        {"query": name, "nearest": [{"name": found.names[i], "distance": float(d)} for i, d in zip(row, ds) if i >= 0]}
-        for name, row, ds in zip(queries.names, rows, distances)
+        {"query": name, "nearest": [{"name": names[i], "distance": float(d)} for i, d in zip(row, ds) if i >= 0]}
+        for name, row, ds in zip(neighbours.queries.names, neighbours.indices, neighbours.distances)
     ]
     if as_json:
-        report = {"metric": found.metric, "k": int(rows.shape[1]), "search": search, "projection": projection}
+        k = int(neighbours.indices.shape[1])  # at most the number of index images
+        report = {"metric": neighbours.index.metric, "k": k, "search": search, "projection": projection}
         typer.echo(options.dumps({**report, "queries": results}))
         return
     for result in results:
@@ -151,24 +150,15 @@ def diversity(
     resize: Resize = False,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding import PairStatistics, pair_statistics
-    from keras_lpips.embedding_files import describe_metric, embed_paths, image_groups
-    from keras_lpips.errors import InputError
+    from keras_lpips.embedding_files import folder_diversity
 
-    groups = image_groups(folder)
-    small = [name for name, paths in groups.items() if len(paths) < 2]
-    if small:
-        raise InputError(f"Need at least two images in each set to form a pair. Received one in {folder / small[0]}")
-    lpips = _lpips(metric)
-    per_group = {}
-    with options.progress_bar(sum(map(len, groups.values())), "embedding") as bar:
-        for name, paths in groups.items():
-            per_group[name] = pair_statistics(embed_paths(lpips, paths, resize=resize, progress=bar.update))
-    pooled = sum(per_group.values(), PairStatistics())
+    with _embedding_progress() as progress:
+        result = folder_diversity(lambda: _lpips(metric), folder, resize, progress)
+    per_group, pooled = result.sets, result.pooled
     summary = {"mean": pooled.mean, "std": pooled.std, "count": pooled.count}
     if as_json:
         sets = [{"set": name, "mean": s.mean, "std": s.std, "count": s.count} for name, s in per_group.items()]
-        typer.echo(options.dumps({"metric": describe_metric(lpips)[0], **summary, "sets": sets}))
+        typer.echo(options.dumps({"metric": result.metric, **summary, "sets": sets}))
         return
     if len(per_group) > 1:
         for name, s in per_group.items():

@@ -47,9 +47,9 @@ def output_prefix(out, overwrite, suffix):
     if "://" in out:
         return out, []
     if not out or out.endswith(("/", os.sep)) or os.path.isdir(out):
-        raise InputError(f"--out is a prefix for the output files (e.g. out/photos), not a folder. Received: {out!r}")
+        raise InputError(f"out= is a prefix for the output files (e.g. out/photos), not a folder. Received: {out!r}")
     if any(c in os.path.basename(out) for c in "*?["):
-        raise InputError(f"--out must not hold the pattern characters * ? [. Received: {out!r}")
+        raise InputError(f"out= must not hold the pattern characters * ? [. Received: {out!r}")
     prefix = pathlib.Path(os.path.abspath(out))
     if not prefix.parent.is_dir():
         raise InputError(f"Output folder does not exist: {prefix.parent}")
@@ -59,12 +59,12 @@ def output_prefix(out, overwrite, suffix):
     foreign = [path for path in doomed if not shard.fullmatch(path.name)]
     if foreign:
         raise InputError(
-            f"Beam would delete {foreign[0]} as it writes --out {out} (its shards OUT-*-of-NNNNN{suffix} match that "
-            "name); choose another --out"
+            f"Beam would delete {foreign[0]} as it writes out={out} (its shards OUT-*-of-NNNNN{suffix} match that "
+            "name); choose another out="
         )
     earlier = sorted(path for path in prefix.parent.iterdir() if shard.fullmatch(path.name))
     if earlier and not overwrite:
-        raise InputError(f"{earlier[0]} exists (output of an earlier run); pass --overwrite to replace it, or choose another --out")
+        raise InputError(f"{earlier[0]} exists (output of an earlier run); pass overwrite=True to replace it, or choose another out=")
     return str(prefix), earlier
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_lpips import keras_compat
+from keras_lpips import keras_compat, matrix_products
 from keras_lpips.array_checks import check_image_set
 from keras_lpips.errors import InputError
 
@@ -102,8 +102,8 @@ def _even_parts(n, most):
 
 @dataclasses.dataclass(frozen=True)
 class _Rows:
-    """One side of distance blocks: float32 rows, the same in float64 (a tensor, cast once for all
-    the blocks it takes part in), and their squared norms (float64)."""
+    """One side of distance blocks: float32 rows, the same in float64 (a `matrix_products.operand`,
+    cast once for all the blocks it takes part in), and their squared norms (float64)."""
 
     values: np.ndarray
     values64: object
@@ -111,11 +111,9 @@ class _Rows:
 
     @classmethod
     def of(cls, values):
-        import tensorflow as tf
-
         values = np.asarray(values, np.float32)
-        values64 = tf.cast(values, tf.float64)
-        return cls(values, values64, tf.einsum("ij,ij->i", values64, values64).numpy())
+        values64 = matrix_products.operand(values, np.float64)
+        return cls(values, values64, matrix_products.squared_norms(values64))
 
     def part(self, start, stop=None):
         return _Rows(self.values[start:stop], self.values64[start:stop], self.norms[start:stop])
@@ -124,14 +122,11 @@ class _Rows:
 def _distance_block(rows, columns, diagonal=False):
     """||a_i - b_j||^2 (float64) of two `_Rows` (`diagonal`: b's first rows are a's; their square
     gets 0 on its diagonal and, below it, the entries above it: exactly symmetric):
-    ||a||^2 + ||b||^2 - 2 a b^T in float64, by TensorFlow's kernels (NumPy's OpenBLAS threads
-    stall on a busy machine: 5-10x slower on 2 shared cores, measured). The entries below
-    `RECOMPUTE_BELOW` of their squared norms (near-duplicates) are summed again as
-    sum((a_i - b_j)^2): identical rows give exactly 0."""
-    import tensorflow as tf
-
+    ||a||^2 + ||b||^2 - 2 a b^T in float64 (`matrix_products`: TensorFlow's kernels, NumPy's
+    without TensorFlow). The entries below `RECOMPUTE_BELOW` of their squared norms
+    (near-duplicates) are summed again as sum((a_i - b_j)^2): identical rows give exactly 0."""
     scale = rows.norms[:, None] + columns.norms[None, :]
-    block = scale - 2.0 * tf.linalg.matmul(rows.values64, columns.values64, transpose_b=True).numpy()
+    block = scale - 2.0 * matrix_products.matmul(rows.values64, columns.values64, transpose_b=True)
     close = block < RECOMPUTE_BELOW * scale
     if diagonal:
         close[np.tril_indices(len(block))] = False

@@ -13,6 +13,9 @@ An embed file holds, for images of one size:
 (`files.atomic_path`) into a hidden folder `.NAME.parts` beside the file, then gathered into
 the file, written whole, and the folder removed. A rerun after an interruption skips the
 chunks already written; a rerun on a folder that gained images embeds only those.
+
+What the commands compute from folders and embed files is here too: `nearest_images` (each side
+a folder or an embed file: which one is decided here) and `folder_diversity`.
 """
 
 import dataclasses
@@ -65,7 +68,7 @@ def check_same_metric(first, second, what):
     if description0 == description1:
         raise InputError(
             f"{what[0]} and {what[1]} belong to one configuration with different weights (an untrained backbone, "
-            f"--backbone-weights random, is drawn anew in every run): distances between their embeddings mean "
+            f"backbone_weights=None, is drawn anew in every run): distances between their embeddings mean "
             f"nothing. Received: {_summary(description0)}, twice"
         )
     raise InputError(
@@ -127,13 +130,19 @@ def embed_paths(metric, paths, image_size=None, resize=False, batch_size=32, pro
     return np.concatenate(vectors)
 
 
+def _listed(folder):
+    """`image_names(folder)`; `InputError` where there are none."""
+    names = image_names(folder)
+    if not names:
+        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
+    return names
+
+
 def folder_embeddings(metric, folder, image_size=None, resize=False, progress=None):
     """`Embeddings` of the images under `folder` (`image_names`), in memory, all of `image_size`
     (default: the first image's) or resized to it with `resize`."""
     folder = pathlib.Path(folder)
-    names = image_names(folder)
-    if not names:
-        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
+    names = _listed(folder)
     image_size = tuple(image_size or stored_size(folder / names[0]))
     vectors = embed_paths(metric, [folder / name for name in names], image_size, resize, progress=progress)
     return Embeddings(names, vectors, image_size, *describe_metric(metric))
@@ -193,9 +202,7 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     folder, out = pathlib.Path(folder), pathlib.Path(out)
     if not out.parent.is_dir():
         raise InputError(f"Output folder does not exist: {out.parent}")
-    names = image_names(folder)
-    if not names:
-        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
+    names = _listed(folder)
     metric.check_euclidean()
     description, fingerprint = describe_metric(metric)
     parts = parts_folder(out)
@@ -225,3 +232,127 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     write_embeddings(out, Embeddings(names, stacked, tuple(int(s) for s in image_size), description, fingerprint))
     shutil.rmtree(parts, ignore_errors=True)
     return len(todo), len(names)
+
+
+# --- what the commands compute: nearest images, diversity ------------------------------------
+
+
+def _resolved(metric):
+    """`metric` where it is an `LPIPS`, else what the function `metric` returns."""
+    from keras_lpips.model import LPIPS
+
+    return metric if isinstance(metric, LPIPS) else metric()
+
+
+def _counting(progress, total):
+    """A `progress(k)` for each batch of k images that calls `progress(done, total)` (once with 0
+    done before any); None without `progress`."""
+    if progress is None:
+        return None
+    done = 0
+
+    def step(k):
+        nonlocal done
+        done += k
+        progress(done, total)
+
+    progress(0, total)
+    return step
+
+
+def comparable_embeddings(query, index, metric, resize=False, progress=None):
+    """`(queries, index)`: the `Embeddings` of the two sides of `nearest_images`, each an embed
+    file (`read_embeddings`: a path to a file) or a folder of images (any other path), embedded
+    here (`folder_embeddings`) at the size of the other side's images: an embed file's, else the
+    first folder's first image's, or resized to it with `resize`. Refused (`InputError`) unless
+    both are of one metric (`check_same_metric`) and of images of one size.
+
+    `metric`: the `LPIPS` that embeds the folders, or a function returning it, called only where
+    a side is a folder (two embed files need no model). `progress(done, total)` follows the
+    embedding: the images embedded so far, of all those the folders hold."""
+    sides = [read_embeddings(path) if pathlib.Path(path).is_file() else pathlib.Path(path) for path in (query, index)]
+    listed = {number: _listed(side) for number, side in enumerate(sides) if isinstance(side, pathlib.Path)}
+    if listed:
+        metric = _resolved(metric)
+        size = next((side.image_size for side in sides if isinstance(side, Embeddings)), None)
+        step = _counting(progress, sum(map(len, listed.values())))
+        for number in listed:
+            sides[number] = folder_embeddings(metric, sides[number], size, resize, progress=step)
+            size = sides[number].image_size
+    queries, found = sides
+    check_same_metric((queries.metric, queries.fingerprint), (found.metric, found.fingerprint), ("QUERY", "INDEX"))
+    if queries.image_size != found.image_size:
+        raise InputError(
+            f"QUERY and INDEX were embedded from images of different sizes; their distances mean nothing. "
+            f"Received: {queries.image_size} and {found.image_size}"
+        )
+    return queries, found
+
+
+@dataclasses.dataclass
+class Neighbours:
+    """What `nearest_images` found: the `queries` and `index` `Embeddings`, and for each query
+    the rows of `index` nearest to it, nearest first: `indices` and their `distances`, (Q, k)
+    each (-1 and inf where an approximate index found fewer than k)."""
+
+    queries: Embeddings
+    index: Embeddings
+    indices: np.ndarray
+    distances: np.ndarray
+
+
+def nearest_images(query, index, k, metric, resize=False, search="exact", projection=None, progress=None):
+    """Each query image's `k` nearest index images by exact LPIPS, as `Neighbours`.
+
+    `query` and `index`: each a folder of images or an embed file (`comparable_embeddings`, which
+    `metric`, `resize` and `progress` are for). `search`: "exact" (`embedding.nearest`), or a FAISS
+    index whose candidates are ranked by their exact distances (`embedding_index.NeighbourIndex`:
+    "flat", "hnsw" or "ivf", holding a random `projection` of the vectors to that many dimensions
+    if given)."""
+    from keras_lpips.embedding import nearest
+    from keras_lpips.embedding_index import KINDS, NeighbourIndex
+
+    if search not in ("exact", *KINDS):
+        raise InputError(f"search must be 'exact' or one of {', '.join(KINDS)}. Received: search={search!r}")
+    if projection is not None and search == "exact":
+        raise InputError(
+            f"projection applies to a FAISS index (search {', '.join(KINDS)}). "
+            f"Received: search='exact', projection={projection!r}"
+        )
+    queries, found = comparable_embeddings(query, index, metric, resize, progress)
+    if search == "exact":
+        indices, distances = nearest(queries.vectors, found.vectors, k)
+    else:
+        indices, distances = NeighbourIndex(found.vectors, search, projection).search(queries.vectors, k)
+    return Neighbours(queries, found, indices, distances)
+
+
+@dataclasses.dataclass
+class Diversity:
+    """What `folder_diversity` found: each set's `PairStatistics` (`sets`, by name: "." for the
+    folder's own images), those of all their pairs pooled (`pooled`), and the metric's
+    description (`metric`, `describe_metric`)."""
+
+    sets: dict
+    pooled: object
+    metric: dict
+
+
+def folder_diversity(metric, folder, resize=False, progress=None):
+    """The LPIPS diversity of a folder of samples, as `Diversity`: the distances between the
+    pairs of images within each set (`image_groups`: each subfolder of images, or the folder's
+    own images; the BicycleGAN protocol), pooled over the sets. Each set needs two images (else
+    `InputError`), all of its first image's size or, with `resize`, resized to it. `metric` and
+    `progress(done, total)` as in `comparable_embeddings` (a function is called once the folder
+    is checked)."""
+    from keras_lpips.embedding import PairStatistics, pair_statistics
+
+    groups = image_groups(folder)
+    small = [name for name, paths in groups.items() if len(paths) < 2]
+    if small:
+        where = pathlib.Path(folder) / small[0]
+        raise InputError(f"Need at least two images in each set to form a pair. Received one in {where}")
+    metric = _resolved(metric)
+    step = _counting(progress, sum(map(len, groups.values())))
+    sets = {name: pair_statistics(embed_paths(metric, paths, resize=resize, progress=step)) for name, paths in groups.items()}
+    return Diversity(sets, sum(sets.values(), PairStatistics()), describe_metric(metric)[0])

@@ -22,6 +22,7 @@ rows are read. What approximation and projection cost is recall, `recall_at_k` a
 
 import numpy as np
 
+from keras_lpips import matrix_products
 from keras_lpips.embedding import BLOCK_BYTES, checked_embeddings
 from keras_lpips.errors import InputError
 
@@ -85,12 +86,10 @@ class NeighbourIndex:
             self.index.add(self._stored(vectors[start : start + rows]))
 
     def _stored(self, vectors):
-        """Rows as the index holds them: float32, projected if asked (by TensorFlow's matmul, as
-        `embedding` multiplies: NumPy's OpenBLAS threads stall on a busy machine)."""
-        import tensorflow as tf
-
+        """Rows as the index holds them: float32, projected if asked (`matrix_products.matmul`, as
+        `embedding` multiplies)."""
         vectors = np.ascontiguousarray(vectors, np.float32)
-        return vectors if self.matrix is None else np.ascontiguousarray(tf.linalg.matmul(vectors, self.matrix).numpy())
+        return vectors if self.matrix is None else np.ascontiguousarray(matrix_products.matmul(vectors, self.matrix))
 
     def search(self, queries, k):
         """`(indices, distances)`, (len(queries), k) each, nearest first by exact distance among

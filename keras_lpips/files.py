@@ -15,8 +15,8 @@ A write refused for lack of space inside any of these becomes one `DiskFullError
 naming the target (`keras_lpips.disk_space`).
 
 Outputs never destroy files: `check_output` is the one rule every command applies to
-what it writes (never one of its inputs, even with --overwrite; an existing file only
-with --overwrite), and `overwrite=False` writes (`atomic_path`, `publish_new`) refuse
+what it writes (never one of its inputs, even with `overwrite=True`; an existing file only
+with it), and `overwrite=False` writes (`atomic_path`, `publish_new`) refuse
 a file that another process created meanwhile instead of replacing it.
 
 `IMAGE_SUFFIXES` are the image files listed from a folder. Locks: `keras_lpips.file_lock`;
@@ -106,7 +106,7 @@ def _running(pid):
 
 def exists_message(path):
     """What every refusal to replace an existing output says."""
-    return f"{path} already exists; pass --overwrite (overwrite=True) to replace it"
+    return f"{path} already exists; pass overwrite=True to replace it"
 
 
 @contextlib.contextmanager
@@ -149,7 +149,9 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
         same = target == resolved or (path.exists() and _same_file(path, source))
         if same or target in resolved.parents:
             what = "is" if same else "holds"
-            raise InputError(f"Refusing to write {path}: it {what} {source}, an input of this command (even --overwrite never replaces an input)")
+            raise InputError(
+                f"Refusing to write {path}: it {what} {source}, an input of this command (even overwrite=True never replaces an input)"
+            )
     if path.suffix.lower() in IMAGE_SUFFIXES:  # a file a folder listing would read back as an input
         for source in sources:
             if source.is_dir() and source.resolve() in target.parents:

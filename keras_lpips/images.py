@@ -253,7 +253,7 @@ def read_images(paths, size=None, resize=False, frame=None):
     """The images at `paths` (`read_image`, `frame` of multi-frame ones) as one (N, H, W, 3)
     float32 array, all of (height, width) `size` (default: the first image's); an image of
     another size is resized to it with `resize` (`resize_image`), else refused (`InputError`
-    naming --resize)."""
+    naming `resize=True`)."""
     images, first = [], None
     for path in paths:
         image = read_image(path, frame)
@@ -268,7 +268,7 @@ def read_images(paths, size=None, resize=False, frame=None):
 
 
 def check_same_size(paths, sizes):
-    """Refuses (`InputError` naming --resize) images whose (height, width) `sizes` (e.g. their
+    """Refuses (`InputError` naming `resize=True`) images whose (height, width) `sizes` (e.g. their
     `stored_size`) differ from the first's: what `read_images` would refuse, before decoding."""
     for path, size in zip(paths[1:], sizes[1:]):
         if tuple(size) != tuple(sizes[0]):
@@ -277,11 +277,11 @@ def check_same_size(paths, sizes):
 
 def _size_mismatch(path, size, wanted, first=None):
     like = f"but {first} is {wanted[1]}x{wanted[0]}" if first is not None else f"not {wanted[1]}x{wanted[0]} like the images it is compared with"
-    return f"{path} is {size[1]}x{size[0]} {like}; pass --resize to resize it"
+    return f"{path} is {size[1]}x{size[0]} {like}; pass resize=True to resize it"
 
 
 def resize_image(image, height, width):
-    """Resizes a float RGB image with bicubic filtering (for `--resize`)."""
+    """Resizes a float RGB image with bicubic filtering (for `resize=True`)."""
     channels = [Image.fromarray(image[..., c].astype(np.float32), mode="F") for c in range(3)]
     resized = [np.asarray(ch.resize((width, height), Image.BICUBIC)) for ch in channels]
     return np.clip(np.stack(resized, axis=-1), 0.0, 1.0).astype(np.float32)

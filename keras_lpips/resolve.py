@@ -1,4 +1,4 @@
-"""What a metric description means: the one place that turns `--model PATH`, a preset name or
+"""What a metric description means: the one place that turns a `model` path, a preset name or
 the net options into a metric, for the command line and the library alike.
 
     metric = resolve_metric(MetricSpec(net="vgg"))                     # an LPIPS, official weights
@@ -16,11 +16,10 @@ import zipfile
 
 from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
 
-# Spellings of "no weights" that the command line accepts.
+# Spellings of "no weights" that `MetricSpec` (and so the command line) accepts for None.
 UNTRAINED = ("random", "none")
-# The options that describe a metric part by part, and their flags.
-_FLAGS = {"net": "--net", "version": "--lpips-version", "distance": "--distance", "layers": "--layers",
-          "lin_weights": "--lin-weights", "backbone_weights": "--backbone-weights"}  # fmt: skip
+# The options that describe a metric part by part (what `model` and `preset` replace).
+_PARTS = ("net", "version", "distance", "layers", "lin_weights", "backbone_weights")
 
 
 @dataclasses.dataclass
@@ -42,13 +41,14 @@ class MetricSpec:
 
     def __post_init__(self, given):
         """`model` and `preset` each fix the whole metric: another option given with one of them
-        would be ignored, so it is refused. `given`: the options the user gave (the command line
-        says which); by default those that differ from their defaults."""
-        fixed_by = [f"--{name} {value}" for name, value in (("model", self.model), ("preset", self.preset)) if value is not None]
+        would be ignored, so it is refused ("model=PATH fixes the whole metric: drop net=").
+        `given`: the options the user gave (the command line says which); by default those that
+        differ from their defaults."""
+        fixed_by = [f"{name}={value}" for name, value in (("model", self.model), ("preset", self.preset)) if value is not None]
         defaults = MetricSpec.__dataclass_fields__
         if given is None:
-            given = [name for name in _FLAGS if getattr(self, name) != defaults[name].default]
-        others = [_FLAGS[name] for name in _FLAGS if name in given]
+            given = [name for name in _PARTS if getattr(self, name) != defaults[name].default]
+        others = [f"{name}=" for name in _PARTS if name in given]
         if len(fixed_by) > 1 or (fixed_by and others):
             raise InputError(f"{fixed_by[0]} fixes the whole metric: drop {', '.join(fixed_by[1:] + others)}")
 
@@ -130,21 +130,21 @@ def load_metric(model, input_range=None):
 
     path = pathlib.Path(model)
     if not path.exists():
-        raise InputError(f"--model {path} does not exist")
+        raise InputError(f"model={path} does not exist")
     if path.is_file() and path.suffix != ".keras":
-        raise InputError(f"--model takes a fit run folder, a .keras file or a SavedModel folder. Received the file {path}")
+        raise InputError(f"model= takes a fit run folder, a .keras file or a SavedModel folder. Received the file {path}")
     if savedmodel_directory(path) is not None:
         return _finite(load_savedmodel(path), path)
     if path.is_dir():
         if not (path / "model.keras").is_file():
             raise InputError(
-                f"--model {path} is a folder with neither model.keras (a fit run) nor saved_model.pb "
+                f"model={path} is a folder with neither model.keras (a fit run) nor saved_model.pb "
                 "(an export, directly or in a version folder such as 1/)"
             )
         path = path / "model.keras"
     metric = _finite(_load_keras_file(path), path)
     if input_range is not None and metric.input_range != tuple(input_range):
-        raise InputError(f"{model} expects input_range={metric.input_range}; the command line feeds {tuple(input_range)}")
+        raise InputError(f"{model} expects images in input_range={metric.input_range}, not in {tuple(input_range)}")
     return metric
 
 

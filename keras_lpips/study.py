@@ -158,7 +158,7 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     from keras_lpips.training.fit import check_outside_inputs
 
     out = pathlib.Path(out)
-    check_outside_inputs(out, data)
+    check_outside_inputs(out, data, argument="out")
     options = {**(QUICK if quick else {}), **(train or {})}
     runs = [(config, seed, study_reports.run_folder(out, config, seed)) for config in configs for seed in seeds]
     _check_earlier_runs(data, runs, options)
@@ -213,7 +213,7 @@ def _fit_options(config, seed, options):
 def _check_earlier_runs(data, runs, options):
     """Refuses (`InputError`), before anything trains, a run folder of the study holding a run
     (finished or not) that was started with other settings or on other data than this study's
-    (`config_changes`, as `fit --resume` compares them, but the mixed-precision policy that
+    (`config_changes`, as a resumed `fit` compares them, but the mixed-precision policy that
     "auto" picks for the machine): its results are not this study's."""
     from keras_lpips.data.bapps import list_twoafc
     from keras_lpips.training.fit import RunConfig
@@ -231,7 +231,7 @@ def _check_earlier_runs(data, runs, options):
         if changes:
             raise InputError(
                 f"{run_dir} holds a run started with other settings or data than this study's ({changes}); "
-                "run the study with those, delete that folder to train it again, or choose another --out"
+                "run the study with those, delete that folder to train it again, or choose another out="
             )
 
 

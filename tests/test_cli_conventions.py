@@ -249,6 +249,17 @@ def test_advice_names_flags_not_python_arguments():
     assert cli_spelling("pass lin_weights=None or a file") == "pass --lin-weights none or a file"
     assert cli_spelling("Received: version='0.3'") == "Received: --lpips-version '0.3'"
     assert cli_spelling("model.net=1 keeps its dots") == "model.net=1 keeps its dots"
+    assert cli_spelling("/runs/model=3/a and out-net=1 are paths") == "/runs/model=3/a and out-net=1 are paths"
+    # True is the flag alone; an argument named alone (`name=` then a space, comma, ";", ")" or the end) too
+    assert (
+        cli_spelling("not empty: pass resume=True to continue (with resume=True), or choose a new out_dir=")
+        == "not empty: pass --resume to continue (with --resume), or choose a new --out"
+    )
+    assert (
+        cli_spelling("model=runs/x fixes the whole metric: drop preset=vgg-v0.0, version=, layers=; overwrite= never")
+        == "--model runs/x fixes the whole metric: drop --preset vgg-v0.0, --lpips-version, --layers; --overwrite never"
+    )
+    assert cli_spelling("out= is a prefix. Received: 'out/'") == "--out is a prefix. Received: 'out/'"
 
 
 def test_offline_error_names_the_flag(tmp_path, folder):

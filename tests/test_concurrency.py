@@ -221,7 +221,7 @@ def test_two_exports_into_one_place(tmp_path, fmt, out):
     codes = sorted(r.returncode for r in results)
     assert codes == [0, 2], [(r.returncode, r.stderr) for r in results]
     refused = next(r for r in results if r.returncode == 2)
-    assert "already exists; pass --overwrite" in one_error_line(refused)
+    assert "already exists; pass --overwrite to replace it" in one_error_line(refused)
     written = tmp_path / out / "1" / "saved_model.pb" if fmt == "savedmodel" else tmp_path / out
     assert written.is_file() and written.stat().st_size > 0
     assert litter(tmp_path) == []
@@ -241,7 +241,7 @@ def test_a_version_folder_that_appears_during_an_export_is_not_replaced(tmp_path
         (base / "1" / "saved_model.pb").write_bytes(b"theirs")
 
     monkeypatch.setattr(export_module, "_save", save_while_another_process_exports)
-    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+    with pytest.raises(InputError, match="already exists; pass overwrite=True to replace it"):
         export_module.export_savedmodel(STAND_IN, base, 1)
     assert (base / "1" / "saved_model.pb").read_bytes() == b"theirs"
     assert sorted(p.name for p in base.iterdir()) == ["1"]
@@ -269,7 +269,7 @@ def test_a_tflite_file_that_appears_during_an_export_is_not_replaced(tmp_path, m
 
     monkeypatch.setattr(export_module, "_save", lambda metric, path, max_pixels=None: pathlib.Path(path).mkdir())
     monkeypatch.setattr(tf.lite, "TFLiteConverter", Converter)
-    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+    with pytest.raises(InputError, match="already exists; pass overwrite=True to replace it"):
         export_module.export_tflite(STAND_IN, target)
     assert target.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["lpips.tflite"]
     target.unlink()

@@ -4,6 +4,9 @@ each against the metric scoring pairs directly (`metric([x, y])`)."""
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from PIL import Image
 import keras_lpips.embedding as embedding
 from keras_lpips import InputError, LPIPS, WeightsError
 from keras_lpips.embedding import all_pairs, cross_distances, embed_images, nearest, pair_statistics
-from tests.helpers import RANDOM, one_error_line, run_cli
+from tests.helpers import RANDOM, ROOT, one_error_line, run_cli
 
 ATOL = 1e-5
 
@@ -173,6 +176,97 @@ def test_non_finite_embeddings_are_refused(bad):
             call()
 
 
+# --- without TensorFlow: NumPy's products ----------------------------------------------------
+
+
+def vectors_with_copies(rng, n=9, dim=300):
+    """n random embeddings: row 5 an exact copy of row 0, row 6 row 1 moved by up to 1e-4 (its
+    distance, ~1e-6, is recomputed as sum((a - b)^2))."""
+    vectors = rng.random((n, dim), dtype=np.float32)
+    vectors[5] = vectors[0]
+    vectors[6] = vectors[1] + rng.uniform(-1e-4, 1e-4, dim).astype(np.float32)
+    return vectors
+
+
+def distances_of(vectors):
+    return {
+        "all_pairs": all_pairs(vectors),
+        "cross": cross_distances(vectors[:4], vectors),
+        "nearest": nearest(vectors[:4], vectors, k=3),
+        "statistics": pair_statistics(vectors),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numpy_products_without_tensorflow_equal_tensorflows(seed, monkeypatch):
+    """Where TensorFlow cannot be imported (Keras on JAX or PyTorch without it), the distances are
+    NumPy's float64 products: those of TensorFlow's path, exact copies at exactly 0 and the
+    near-duplicates recomputed alike; in blocks of 2 rows, and in one."""
+    import tensorflow as tf
+
+    from keras_lpips import matrix_products
+
+    vectors = vectors_with_copies(np.random.default_rng(seed))
+    projection = np.random.default_rng(seed).standard_normal((300, 16)).astype(np.float32)
+    for block_rows in (2, None):
+        if block_rows:
+            monkeypatch.setattr(embedding, "BLOCK_BYTES", block_rows * 8 * vectors.shape[1])
+        with monkeypatch.context() as without:
+            without.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` fails
+            assert type(matrix_products.operand(vectors, np.float64)) is np.ndarray
+            fallback, projected = distances_of(vectors), matrix_products.matmul(vectors, projection)
+        assert tf.is_tensor(matrix_products.operand(vectors, np.float64))
+        want = distances_of(vectors)
+        for name in ("all_pairs", "cross"):
+            np.testing.assert_allclose(fallback[name], want[name], rtol=1e-6, atol=0, err_msg=name)
+        assert fallback["all_pairs"][0, 5] == 0 and fallback["all_pairs"][1, 6] == want["all_pairs"][1, 6] > 0
+        assert (np.diag(fallback["all_pairs"]) == 0).all() and (fallback["all_pairs"] == fallback["all_pairs"].T).all()
+        np.testing.assert_array_equal(fallback["nearest"][0], want["nearest"][0])
+        np.testing.assert_allclose(fallback["nearest"][1], want["nearest"][1], rtol=1e-6, atol=0)
+        assert fallback["nearest"][0][0, :2].tolist() == [0, 5] and fallback["nearest"][1][0, 1] == 0
+        statistics, expected = fallback["statistics"], want["statistics"]
+        assert statistics.count == expected.count == 36
+        np.testing.assert_allclose([statistics.mean, statistics.std], [expected.mean, expected.std], rtol=1e-12)
+        np.testing.assert_allclose(projected, tf.linalg.matmul(vectors, projection).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_distances_on_jax_without_tensorflow():
+    """all_pairs, nearest, pair_statistics and a projected FAISS index on Keras' JAX backend in a
+    fresh interpreter where `import tensorflow` fails: the brute-force distances, TensorFlow never imported."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    script = """
+import importlib.util, json, sys
+sys.modules["tensorflow"] = None
+import numpy as np
+from keras_lpips.embedding import all_pairs, nearest, pair_statistics
+vectors = np.random.default_rng(0).random((7, 50), dtype=np.float32)
+vectors[4] = vectors[0]
+brute = np.square(vectors[:, None].astype(np.float64) - vectors[None]).sum(axis=2)
+found, distances = nearest(vectors[:2], vectors, k=2)
+report = {
+    "worst": float(np.abs(all_pairs(vectors) - brute).max()),
+    "copy": float(all_pairs(vectors)[0, 4]),
+    "nearest": found.tolist(),
+    "brute": np.argsort(brute[:2], axis=1, kind="stable")[:, :2].tolist(),
+    "mean": abs(pair_statistics(vectors).mean - brute[np.triu_indices(7, 1)].mean()),
+}
+if importlib.util.find_spec("faiss") is not None:
+    from keras_lpips.embedding_index import NeighbourIndex
+    report["faiss"] = NeighbourIndex(vectors, "flat", projection=8, candidates=7).search(vectors[:2], 2)[0].tolist()
+import keras
+print(json.dumps({**report, "backend": keras.backend.backend(), "tensorflow": sys.modules["tensorflow"] is not None}))
+"""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "jax" and report["tensorflow"] is False
+    assert report["worst"] < 1e-5 and report["copy"] == 0 and report["mean"] < 1e-6
+    assert report["nearest"] == report["brute"] and report["nearest"][0] == [0, 4]
+    assert report.get("faiss", report["nearest"]) == report["nearest"]
+
+
 # --- FAISS -----------------------------------------------------------------------------------
 
 
@@ -298,6 +392,61 @@ def test_nearest_and_diversity_commands(tmp_path):
     assert report["mean"] == pytest.approx((3 * report["sets"][0]["mean"] + report["sets"][1]["mean"]) / 4)
     result = run_cli("diversity", tmp_path / "index", *RANDOM)
     assert result.returncode == 0 and "over all pairs" in result.stdout and "3 pairs" in result.stdout
+
+
+def test_nearest_between_embed_files_needs_no_model(tmp_path):
+    """Two embed files are read, not embedded: the metric's function is never called."""
+    from keras_lpips.embedding_files import Embeddings, nearest_images, write_embeddings
+
+    vectors = vectors_with_copies(np.random.default_rng(8))
+    names = [f"{k}.png" for k in range(len(vectors))]
+    a, b, big = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "big.npz"
+    for path, size in ((a, (40, 40)), (b, (40, 40)), (big, (48, 48))):
+        write_embeddings(path, Embeddings(names, vectors, size, {"net": "alex"}, "one metric"))
+
+    def no_model():
+        raise AssertionError("two embed files need no model")
+
+    seen = []
+    found = nearest_images(a, b, 2, no_model, progress=lambda done, total: seen.append((done, total)))
+    assert found.queries.names == found.index.names == names and not seen
+    assert found.indices[0].tolist() == [0, 5] and found.distances[0].tolist() == [0, 0]
+    np.testing.assert_array_equal(found.indices, nearest(vectors, vectors, 2)[0])
+    for kwargs, message in [
+        ({"projection": 8}, "projection applies to a FAISS index"),
+        ({"search": "annoy"}, "search must be 'exact' or one of flat, hnsw, ivf"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            nearest_images(a, b, 2, no_model, **kwargs)
+    with pytest.raises(InputError, match="different sizes"):
+        nearest_images(a, big, 2, no_model)
+
+
+def test_folder_diversity_and_nearest_images_follow_their_progress(tmp_path, metric):
+    """The library functions behind `diversity` and `nearest`: the metric's own distances, and
+    `progress(done, total)` over every image embedded, from (0, total) on."""
+    from keras_lpips.embedding_files import describe_metric, folder_diversity, nearest_images
+
+    rng = np.random.default_rng(9)
+    write_images(tmp_path / "sets" / "a", rng.random((3, 40, 40, 3), dtype=np.float32))
+    write_images(tmp_path / "sets" / "b", rng.random((2, 40, 40, 3), dtype=np.float32))
+    seen = []
+    result = folder_diversity(metric, tmp_path / "sets", progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 5) and seen[-1] == (5, 5)
+    assert list(result.sets) == ["a", "b"] and result.pooled.count == 4 and result.metric == describe_metric(metric)[0]
+    images = read_folder(tmp_path / "sets" / "a")
+    want = direct(metric, images, images)[np.triu_indices(3, 1)]
+    np.testing.assert_allclose([result.sets["a"].mean, result.sets["a"].std], [want.mean(), want.std()], atol=ATOL)
+    seen.clear()
+    found = nearest_images(tmp_path / "sets" / "b", tmp_path / "sets" / "a", 1, lambda: metric,
+                           progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert seen[0] == (0, 5) and seen[-1] == (5, 5) and found.index.names == ["00.png", "01.png", "02.png"]
+    scores = direct(metric, read_folder(tmp_path / "sets" / "b"), images)
+    np.testing.assert_array_equal(found.indices[:, 0], scores.argmin(axis=1))
+    np.testing.assert_allclose(found.distances[:, 0], scores.min(axis=1), rtol=0, atol=ATOL)
+    with pytest.raises(InputError, match=r"at least two images in each set.*Received one in .*one"):
+        write_images(tmp_path / "sets" / "one", images[:1])
+        folder_diversity(lambda: pytest.fail("the folder is refused before the model is made"), tmp_path / "sets")
 
 
 def test_command_errors_are_one_line(tmp_path):

@@ -34,6 +34,18 @@ def test_rgb_png_and_bmp_and_webp_lossless(tmp_path, rgb):
         np.testing.assert_allclose(got, rgb / 255.0, atol=1e-6)
 
 
+def test_images_of_another_size_are_resized_only_when_asked(tmp_path, rgb):
+    from keras_lpips.images import check_same_size, read_images
+
+    paths = [save(Image.fromarray(rgb), tmp_path / "a.png"), save(Image.fromarray(rgb[:8]), tmp_path / "b.png")]
+    refused = r"b.png is 16x8 but \S*a.png is 16x12; pass resize=True to resize it$"
+    with pytest.raises(InputError, match=refused):
+        read_images(paths)
+    with pytest.raises(InputError, match=refused):
+        check_same_size(paths, [stored_size(path) for path in paths])
+    assert read_images(paths, resize=True).shape == (2, 12, 16, 3)
+
+
 def test_grayscale_8_and_16_bit(tmp_path, rng):
     gray16 = (rng.random((8, 8)) * 65535).astype(np.uint16)
     got = read_image(save(Image.fromarray(gray16), tmp_path / "g16.png"))

@@ -354,9 +354,11 @@ def test_a_dtype_that_would_only_round_the_inputs_is_refused(dtype):
 def test_a_metric_spec_with_a_preset_or_model_takes_no_other_option():
     from keras_lpips.resolve import MetricSpec
 
-    with pytest.raises(InputError, match="--preset vgg-v0.0 fixes the whole metric: drop --net"):
+    with pytest.raises(InputError, match="^preset=vgg-v0.0 fixes the whole metric: drop net=$"):
         MetricSpec(preset="vgg-v0.0", net="squeeze")
-    with pytest.raises(InputError, match="--model m.keras fixes the whole metric: drop --preset alex-v0.1"):
+    with pytest.raises(InputError, match="^model=m.keras fixes the whole metric: drop preset=alex-v0.1, version=, layers=$"):
+        MetricSpec(model="m.keras", preset="alex-v0.1", version="0.0", layers=2)
+    with pytest.raises(InputError, match="^model=m.keras fixes the whole metric: drop preset=alex-v0.1$"):
         MetricSpec(model="m.keras", preset="alex-v0.1")
     assert MetricSpec(preset="vgg-v0.0").net == "alex"  # defaults are not options given
 

@@ -190,14 +190,14 @@ def test_check_output_rule(work):
     os.mkfifo(work / "pipe.png")
     (work / "dangling.png").symlink_to(work / "nowhere.png")
     for output, inputs, overwrite, message in [
-        (work / "old.csv", [], False, "already exists"),
+        (work / "old.csv", [], False, "already exists; pass overwrite=True to replace it$"),
         (work / "d0" / "new.png", [work / "d0"], False, r"it is inside \S*d0, a folder this command reads"),
         (work / "pipe.png", [], True, "it is a named pipe, not a file"),
         (work / "dangling.png", [], False, "already exists"),
         (work / "old.csv", [], True, "it is a file, not a folder"),
         (work / "models", [], True, "it is a folder, not a file"),
         (work / "missing" / "x.csv", [], True, "Output folder does not exist: "),
-        (work / "d0" / "a.png", [work / "d0" / "a.png"], True, "it is"),
+        (work / "d0" / "a.png", [work / "d0" / "a.png"], True, r"it is \S*a.png, an input of this command \(even overwrite=True never"),
         (work / "d0" / ".." / "d0" / "a.png", [work / "d0" / "a.png"], True, "it is"),
         (work / "link.png", [work / "d0" / "a.png"], True, "it is"),
         (work / "hard.png", [work / "d0" / "a.png"], True, "it is"),
@@ -207,6 +207,16 @@ def test_check_output_rule(work):
         kind = "folder" if "not a folder" in message else "file" if "not a file" in message or "Output folder" in message else None
         with pytest.raises(InputError, match=message):
             files.check_output(output, inputs, overwrite, kind=kind)
+
+
+def test_an_output_folder_inside_the_dataset_names_the_argument(work):
+    """The library names its own argument (`fit_run`'s out_dir, `run_study`'s out); the program, --out."""
+    from keras_lpips.training.fit import check_outside_inputs
+
+    with pytest.raises(InputError, match=r"inside the dataset bapps .*; choose an out_dir= outside it$"):
+        check_outside_inputs("bapps/runs/a", "bapps")
+    with pytest.raises(InputError, match=r"; choose an out= outside it$"):
+        check_outside_inputs("bapps/study", "bapps", argument="out")
 
 
 def test_writers_without_overwrite_refuse_an_existing_file(work):

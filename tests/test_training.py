@@ -183,7 +183,7 @@ def test_fit_refuses_a_non_empty_run_dir(synth_data, tmp_path):
     from keras_lpips.training import fit_run
 
     (tmp_path / "notes.txt").write_text("something")
-    with pytest.raises(InputError, match="not empty.*--resume"):
+    with pytest.raises(InputError, match=r"not empty: pass resume=True to continue that run, or choose a new out_dir=$"):
         fit_run(synth_data, tmp_path, progress=False, **TINY)
 
 
@@ -580,7 +580,8 @@ def test_resume_refuses_other_training_or_validation_data(tmp_path):
     train = data / "2afc" / "train" / "traditional"
     for name, suffix in (("ref", ".png"), ("p0", ".png"), ("p1", ".png"), ("judge", ".npy")):
         shutil.copy(train / name / f"000000{suffix}", train / name / f"000006{suffix}")
-    with pytest.raises(InputError, match=r"^--resume: the run in .* other settings or data \(train_set: '6 triplets, sha256 \w+' -> '7 triplets"):
+    changed = r"^resume=True: the run in .* other settings or data \(train_set: '6 triplets, sha256 \w+' -> '7 triplets"
+    with pytest.raises(InputError, match=changed):
         fit_run(data, out, resume=True, **run)
     for name in ("ref", "p0", "p1", "judge"):
         next((train / name).glob("000006.*")).unlink()
@@ -631,7 +632,7 @@ def test_resume_from_a_damaged_checkpoint_is_one_error(trained_run, synth_data, 
     with pytest.raises(DataError) as caught:
         fit_run(synth_data, out, mode="lin", epochs=2, decay_epochs=0, lr=1e-3, seed=0, progress=False, resume=True, **TINY)
     text = str(caught.value)
-    assert text.startswith(message) and "\n" not in text and ("choose a new --out" in text), text
+    assert text.startswith(message) and "\n" not in text and text.endswith("or choose a new out_dir="), text
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
 
 
@@ -645,7 +646,9 @@ def test_cli_resume_from_a_damaged_checkpoint_is_one_line(trained_run, synth_dat
                      "--backbone-weights", "random", "--batch-size", "10", "--mixed-precision", "off", "--epochs", "2",
                      "--decay-epochs", "0", "--lr", "1e-3", "--quiet")  # fmt: skip
     assert result.returncode == 1
-    assert f"delete {out / 'checkpoint'} to train the run again from its start" in one_error_line(result)
+    assert one_error_line(result).endswith(
+        f"delete {out / 'checkpoint'} to train the run again from its start (with --resume), or choose a new --out"
+    )
 
 
 def test_lin_weights_are_written_for_lin_runs_only(small_data, tmp_path):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsUnavailableError
+from keras_lpips.downloads import download as download_checked
+from keras_lpips.errors import ChecksumError, DownloadError, UnsafeFileError, WeightsUnavailableError
 from keras_lpips.weights import pretrained, sources
 from keras_lpips.weights.cache import download
 from keras_lpips.weights.cache_folder import cache_dir
@@ -75,11 +76,11 @@ def test_download_resumes_a_part_file(server, tmp_path):
 
 
 @pytest.mark.parametrize("cut", ["plain", "chunked"])
-def test_interrupted_download_raises_oserror_and_resumes(server, tmp_path, cut):
-    """A body cut short raises an OSError, keeps the `.part`, and the next call resumes it."""
+def test_interrupted_download_raises_one_line_and_resumes(server, tmp_path, cut):
+    """A body cut short raises a one-line `DownloadError`, keeps the `.part`, and the next call resumes it."""
     server.files, server.cut_next = {"w.bin": PAYLOAD}, cut
     dest, partial = tmp_path / "w.bin", tmp_path / "w.bin.part"
-    with pytest.raises(OSError, match="interrupted"):
+    with pytest.raises(DownloadError, match=r"^Cannot download \S+/w.bin: interrupted [^\n]*$"):
         download(server.url("w.bin"), dest, sha256(PAYLOAD), timeout=5)
     assert not dest.exists()
     kept = partial.stat().st_size  # http.client drops a cut chunk's bytes, so chunked keeps 0
@@ -114,6 +115,26 @@ def test_complete_part_file_is_verified_after_416(server, tmp_path):
     download(server.url("w.bin"), tmp_path / "w.bin", sha256(PAYLOAD), timeout=5)
     assert server.ranges == [f"bytes={len(PAYLOAD)}-"]
     assert (tmp_path / "w.bin").read_bytes() == PAYLOAD and not (tmp_path / "w.bin.part").exists()
+
+
+def test_download_checked_by_size_restarts_a_longer_part_and_keeps_a_complete_one(server, tmp_path):
+    """`downloads.download` with only the server's size: a `.part` longer than it is started over, one
+    of that size and a `dest` of that size are not fetched again, a wrong size leaves nothing."""
+    server.files = {"w.bin": PAYLOAD}
+    dest, partial = tmp_path / "w.bin", tmp_path / "w.bin.part"
+    partial.write_bytes(PAYLOAD + b"extra")
+    download_checked(server.url("w.bin"), dest, size=len(PAYLOAD), timeout=5)
+    assert server.ranges == [None] and dest.read_bytes() == PAYLOAD and not partial.exists()
+    dest.rename(partial)
+    seen = []
+    download_checked(server.url("w.bin"), dest, size=len(PAYLOAD), timeout=5, progress=lambda *a: seen.append(a))
+    download_checked(server.url("w.bin"), dest, size=len(PAYLOAD), timeout=5)
+    assert server.ranges == [None] and seen == [(len(PAYLOAD), len(PAYLOAD))] and dest.read_bytes() == PAYLOAD
+    other = tmp_path / "other.bin"
+    mismatch = rf"^Size mismatch for {other}: the server reports {len(PAYLOAD) + 1} bytes, received {len(PAYLOAD)}$"
+    with pytest.raises(ChecksumError, match=mismatch):
+        download_checked(server.url("w.bin"), other, size=len(PAYLOAD) + 1, timeout=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin"]
 
 
 # --- the torchvision source and the converted cache ------------------------------------------

@@ -1,7 +1,7 @@
 """BAPPS data: reading the layout, tf.data pipelines, a synthetic stand-in, download and checks.
 
-The TensorFlow pipeline (`twoafc_dataset`, `jnd_dataset`, `measure_decode_rate`) is imported on
-first use, so that reading, synthesizing, downloading and verifying do not load TensorFlow.
+The TensorFlow pipeline (`twoafc_dataset`, `jnd_dataset`) is imported on first use, so that
+reading, synthesizing, downloading and verifying do not load TensorFlow.
 """
 
 import importlib
@@ -20,12 +20,12 @@ from keras_lpips.data.download import DownloadedSplit, download_split, safe_extr
 from keras_lpips.data.synth import synthesize
 from keras_lpips.data.verify import VerifyReport, verify_dataset
 
-_LAZY = {"twoafc_dataset", "jnd_dataset", "measure_decode_rate"}
+_LAZY = {"twoafc_dataset", "jnd_dataset"}
 
 __all__ = [
     "JND_SUBSETS", "TRAIN_SUBSETS", "VAL_SUBSETS", "DownloadedSplit", "JNDRecord", "TwoAFCRecord",
-    "VerifyReport", "download_split", "jnd_dataset", "list_jnd", "list_twoafc", "measure_decode_rate",
-    "resolve_root", "safe_extract", "synthesize", "twoafc_dataset", "verify_dataset",
+    "VerifyReport", "download_split", "jnd_dataset", "list_jnd", "list_twoafc", "resolve_root",
+    "safe_extract", "synthesize", "twoafc_dataset", "verify_dataset",
 ]  # fmt: skip
 
 

@@ -11,9 +11,10 @@ The layout, as the official tarballs extract::
                          /same/000000.npy             fraction of raters who saw no difference
 
 Files are matched by name (stem) across the folders, which for BAPPS is the same as the
-reference loader's pairing of the sorted lists. Every inconsistency raises `InputError`
-naming the file or folder at fault. Hidden entries and `__MACOSX` folders (what archivers add)
-are no subsets, and are skipped wherever subsets are listed.
+reference loader's pairing of the sorted lists. `pair_subset` alone says how a subset's files
+pair and what is wrong with them: the listings raise its first problem as a `DataError` naming
+the file or folder at fault, `verify_dataset` reports them all. Hidden entries and `__MACOSX`
+folders (what archivers add) are no subsets, and are skipped wherever subsets are listed.
 """
 
 import hashlib
@@ -132,7 +133,7 @@ def _subset_dirs(split_dir, subsets, label):
     return [split_dir / s for s in subsets]
 
 
-def folder_files(folder, suffixes):
+def _folder_files(folder, suffixes):
     """The files `<stem><suffix>` in `folder` for one of `suffixes` (any case; hidden entries
     skipped), as ({stem: path}, {stem: problem}): a problem is one line naming an entry that the
     pipeline could not read as a file (a folder named `x.png`, a broken link, a device or pipe)
@@ -166,20 +167,6 @@ def _not_a_file(entry):
     if entry.is_symlink() and not os.path.exists(entry.path):
         return "is a broken link (its target does not exist)"
     return "is not a regular file (a device, pipe or socket)"
-
-
-def _files(folder, suffixes):
-    """{stem: path} of the files in `folder` with one of `suffixes` (`folder_files`); `DataError`
-    for the first entry that is not a readable file."""
-    if not folder.is_dir():
-        raise DataError(f"Missing folder {folder}")
-    try:
-        found, problems = folder_files(folder, suffixes)
-    except OSError as error:
-        raise DataError(f"Cannot list folder {folder}: {error.strerror or error}") from None
-    if problems:
-        raise DataError(next(iter(problems.values())))
-    return found
 
 
 # The header np.save writes for a small float/int array of one element; anything else goes through np.load.
@@ -252,31 +239,74 @@ def _checked_npy(data, path, name):
     return np.frombuffer(rest, dtype, count=1)
 
 
-def _match(subset_dir, image_folders, value_folder, label):
-    """[(stem, {folder: path})] for a subset, in sorted stem order, checking the folders agree."""
-    if not any(subset_dir.iterdir()):
-        raise DataError(f"Subset {label} ({subset_dir}) is empty")
-    folders = {name: _files(subset_dir / name, TF_IMAGE_SUFFIXES) for name in image_folders}
-    folders[value_folder] = _files(subset_dir / value_folder, (".npy",))
-    counts = ", ".join(f"{name} {len(files)}" for name, files in folders.items())
-    if not any(folders.values()):
-        raise DataError(f"Subset {label} ({subset_dir}) is empty: no files in {', '.join(folders)}")
-    stems = sorted(set().union(*folders.values()))
-    for stem in stems:
-        missing = [name for name, files in folders.items() if stem not in files]
-        if not missing:
+class SubsetFiles(NamedTuple):
+    """A subset's files as `pair_subset` finds them.
+
+    - `pairs`: [(stem, {folder: path})] of the stems every folder has a readable file of, sorted.
+    - `files`: {folder: {stem: path}} of every readable file, paired or not (for `verify_dataset`).
+    - `problems`: one line each, naming the file or folder at fault; empty when the subset is fine.
+    """
+
+    pairs: list
+    files: dict
+    problems: list
+
+
+def pair_subset(subset_dir, image_folders, value_folder, label):
+    """The files of the subset folder `subset_dir` (called `label`, e.g. "2afc/val/cnn"), paired by
+    stem across `image_folders` (files with a `TF_IMAGE_SUFFIXES` suffix) and `value_folder`
+    (.npy files), with what is wrong: an empty subset, a folder missing or unlistable, an entry
+    that is no readable file or a stem given twice (`_folder_files`: such an entry is not also a
+    missing file), and, when folders disagree, their counts and each missing file. The only
+    pairing rule: `list_twoafc` and `list_jnd` raise the first problem, `verify_dataset` lists all."""
+    try:
+        if not any(subset_dir.iterdir()):
+            return SubsetFiles([], {}, [f"Subset {label} ({subset_dir}) is empty"])
+    except OSError as error:
+        return SubsetFiles([], {}, [f"Cannot list folder {subset_dir}: {errors.reason(error)}"])
+    files, present, problems = {}, {}, []  # present: the stems of every entry, readable or not
+    for name in (*image_folders, value_folder):
+        folder = subset_dir / name
+        if not folder.is_dir():
+            problems.append(f"Missing folder {folder}")
             continue
-        have = next(files[stem] for files in folders.values() if stem in files)
-        if missing == [value_folder]:
-            raise DataError(
-                f"Missing {value_folder} file {subset_dir / value_folder / (stem + '.npy')} for {have} "
-                f"in subset {label} ({counts})"
-            )
-        raise DataError(
-            f"Subset {label} has mismatched folders ({counts}); first unmatched file: {have} "
-            f"has no counterpart in {', '.join(m + '/' for m in missing)}"
-        )
-    return [(stem, {name: files[stem] for name, files in folders.items()}) for stem in stems]
+        try:
+            files[name], bad = _folder_files(folder, (".npy",) if name == value_folder else TF_IMAGE_SUFFIXES)
+        except OSError as error:
+            problems.append(f"Cannot list folder {folder}: {errors.reason(error)}")
+            continue
+        problems += bad.values()
+        present[name] = files[name].keys() | bad.keys()
+    if present and not any(present.values()):
+        problems.append(f"Subset {label} ({subset_dir}) is empty: no files in {', '.join(present)}")
+    stems = sorted(set().union(*present.values()))
+    missing = []  # [(path, line)]: a missing image is named with its counterparts' suffix (BAPPS: .png)
+    for stem in stems:
+        absent = [name for name, stems_there in present.items() if stem not in stems_there]
+        if not absent:
+            continue
+        have = {name: found[stem] for name, found in files.items() if stem in found}
+        image_suffix = next((path.suffix for name, path in have.items() if name != value_folder), ".png")
+        counterpart = f" (its counterpart {next(iter(have.values()))} exists)" if have else ""
+        for name in absent:
+            path = subset_dir / name / (stem + (".npy" if name == value_folder else image_suffix))
+            missing.append((path, f"Missing {name} file {path}{counterpart}"))
+    if missing:
+        counts = ", ".join(f"{name} {len(stems_there)}" for name, stems_there in present.items())
+        problems.append(f"Subset {label} has mismatched folders ({counts}); first missing file: {missing[0][0]}")
+        problems += [line for _, line in missing]
+    folders = (*image_folders, value_folder)
+    pairs = [(stem, {name: files[name][stem] for name in folders}) for stem in stems
+             if all(name in files and stem in files[name] for name in folders)]  # fmt: skip
+    return SubsetFiles(pairs, files, problems)
+
+
+def _pairs(subset_dir, image_folders, value_folder, label):
+    """`pair_subset`'s pairs; `DataError` with its first problem, if any."""
+    subset = pair_subset(subset_dir, image_folders, value_folder, label)
+    if subset.problems:
+        raise DataError(subset.problems[0])
+    return subset.pairs
 
 
 def list_twoafc(root, split="val", subsets=None):
@@ -293,7 +323,7 @@ def list_twoafc(root, split="val", subsets=None):
     records = []
     for subset_dir in _subset_dirs(split_dir, subsets, f"2afc/{split}"):
         label = f"2afc/{split}/{subset_dir.name}"
-        for _, paths in _match(subset_dir, TWOAFC_IMAGE_FOLDERS, "judge", label):
+        for _, paths in _pairs(subset_dir, TWOAFC_IMAGE_FOLDERS, "judge", label):
             judge = read_fraction(paths["judge"], "judge")
             records.append(TwoAFCRecord(paths["ref"], paths["p0"], paths["p1"], judge))
     return records
@@ -306,7 +336,7 @@ def list_jnd(root, subsets=None):
     records = []
     for subset_dir in _subset_dirs(split_dir, subsets, "jnd/val"):
         label = f"jnd/val/{subset_dir.name}"
-        for _, paths in _match(subset_dir, JND_IMAGE_FOLDERS, "same", label):
+        for _, paths in _pairs(subset_dir, JND_IMAGE_FOLDERS, "same", label):
             records.append(JNDRecord(paths["p0"], paths["p1"], read_fraction(paths["same"], "same")))
     return records
 

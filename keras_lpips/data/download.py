@@ -5,11 +5,12 @@ pinned sha256 digests. **No checksum is published for `jnd.tar.gz`**: it is chec
 against the size the server reports (HEAD Content-Length), and its sha256 is returned (and
 printed by `keras-lpips data download`) so that you can pin it yourself.
 
-Downloads resume: an interrupted transfer leaves `<dest>/<split>.tar.gz.part`, which the next
-call continues with an HTTP Range request. Extraction goes through `safe_extract`, which refuses
-absolute paths, `..`, links leaving the destination and device files, and renames a complete
-extraction into place (`keras_lpips.files.atomic_directory`), so an interruption never leaves a
-half-extracted split behind.
+Downloads resume (`keras_lpips.downloads`): an interrupted transfer leaves
+`<dest>/<split>.tar.gz.part`, which the next call continues with an HTTP Range request.
+Extraction goes through `safe_extract`, which refuses absolute paths, `..`, links leaving the
+destination and device files, and renames a complete extraction into place
+(`keras_lpips.files.atomic_directory`), so an interruption never leaves a half-extracted split
+behind.
 """
 
 import gzip
@@ -17,13 +18,11 @@ import lzma
 import os
 import pathlib
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from typing import NamedTuple, Optional
 
-from keras_lpips import disk_space, files
-from keras_lpips.errors import ChecksumError, DataError, DownloadError, InputError, UnsafeFileError
+from keras_lpips import disk_space, downloads, files
+from keras_lpips.errors import ChecksumError, DataError, DiskFullError, DownloadError, InputError, UnsafeFileError
 from keras_lpips.weights import cache
 
 URL_TEMPLATE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/{split}.tar.gz"
@@ -80,25 +79,17 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     expected = SHA256[split]
     try:
         if expected is not None:
-            if archive.exists():  # complete from an earlier run that stopped before extracting
-                try:
-                    cache.verify_sha256(archive, expected)
-                except ChecksumError:
-                    archive.unlink()
-            if not archive.exists():
-                cache.download(url, archive, expected, timeout=timeout, progress=progress)
+            cache.download(url, archive, expected, timeout=timeout, progress=progress)
             digest, verified_by = expected, "sha256"
         else:
-            download_checking_size(url, archive, timeout=timeout, progress=progress)
+            size = downloads.remote_size(url, timeout)
+            if size is None:
+                raise ChecksumError(f"Cannot verify {url}: no sha256 is published and the server reports no size")
+            downloads.download(url, archive, size=size, timeout=timeout, progress=progress)
             digest, verified_by = cache.sha256_of(archive), "size"
-    except OSError as error:  # URLError, HTTPError, timeouts, a transfer cut short
-        reason = disk_space.disk_full_reason(error)
-        if reason is not None:  # a full disk: no partial file keeps holding the space
-            archive.with_name(archive.name + ".part").unlink(missing_ok=True)
+    except (DownloadError, DiskFullError):
         files.remove_if_empty(created)  # no empty dataset folder left behind (a .part stays: it resumes)
-        if reason is not None:
-            raise disk_space.disk_full_error(archive, reason=reason) from None
-        raise DownloadError(_download_problem(url, archive, error)) from None
+        raise
 
     size = archive.stat().st_size  # its PNGs barely compress: about as much again extracted
     disk_space.check_disk_space(dest, size, f"Extracting {archive}")
@@ -116,58 +107,6 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     if not keep_archive:
         archive.unlink()
     return DownloadedSplit(split, target, digest, verified_by)
-
-
-def _download_problem(url, archive, error):
-    """One line for a failed download: what failed, why, and whether the next call resumes."""
-    if isinstance(error, urllib.error.HTTPError):
-        reason = f"HTTP {error.code} {error.reason}"
-    elif isinstance(error, urllib.error.URLError):
-        reason = getattr(error.reason, "strerror", None) or str(error.reason)
-    else:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    partial = archive.with_name(archive.name + ".part")
-    if partial.exists() and partial.stat().st_size:
-        return f"Cannot download {url}: {reason}; {partial.stat().st_size} bytes kept in {partial}, run again to resume"
-    return f"Cannot download {url}: {reason}"
-
-
-def remote_size(url, timeout=60):
-    """The size the server reports for `url` (HEAD Content-Length), or None when it reports none."""
-    request = urllib.request.Request(url, method="HEAD")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-    return int(length) if length is not None else None
-
-
-def download_checking_size(url, dest, timeout=60, progress=None):
-    """Like `cache.download`, for a file with no published checksum: resumes `<dest>.part`, and
-    accepts the file when its size equals the server's reported size (`ChecksumError`, and the
-    partial file removed, otherwise). An existing `dest` of the right size is kept as it is.
-    This cannot detect a corrupted transfer of the right length: pin the sha256 it leads to."""
-    dest = pathlib.Path(dest)
-    size = remote_size(url, timeout)
-    if size is None:
-        raise ChecksumError(f"Cannot verify {url}: no sha256 is published and the server reports no size")
-    if dest.exists():
-        if dest.stat().st_size == size:
-            return dest
-        dest.unlink()
-    partial = dest.with_name(dest.name + ".part")
-    done = partial.stat().st_size if partial.exists() else 0
-    if done > size:
-        partial.unlink()
-        done = 0
-    if done < size:
-        cache._fetch(url, partial, done, timeout, progress)
-    elif progress:
-        progress(done, size)
-    actual = partial.stat().st_size
-    if actual != size:
-        partial.unlink()
-        raise ChecksumError(f"Size mismatch for {dest}: the server reports {size} bytes, received {actual}")
-    os.replace(partial, dest)
-    return dest
 
 
 # --- safe extraction --------------------------------------------------------------------------

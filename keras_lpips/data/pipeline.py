@@ -28,7 +28,6 @@ of a new copy before training.
 import contextlib
 import numbers
 import re
-import time
 
 import tensorflow as tf
 
@@ -52,7 +51,6 @@ def twoafc_dataset(
     cache=False,
     deterministic=False,
     drop_remainder=False,
-    repeat=False,
 ):
     """A `tf.data.Dataset` of 2AFC batches from `records` (`TwoAFCRecord`s or (ref, p0, p1, judge) tuples).
 
@@ -66,14 +64,15 @@ def twoafc_dataset(
       training runs you want to reproduce exactly, and under MultiWorkerMirroredStrategy (see
       the module docstring).
     - `drop_remainder`: drop a last partial batch (fixed shapes, e.g. for TPUs or distribution).
-    - `repeat`: repeat forever (each repetition reshuffled); otherwise one epoch.
+
+    One pass over `records`; `.repeat()` on the result gives more, each reshuffled.
     """
     rows = [(r[0], r[1], r[2], r[3]) for r in records]
     columns = {key: [str(row[i]) for row in rows] for i, key in enumerate(("ref", "p0", "p1"))}
     values = [float(row[3]) for row in rows]
     return _build(
         columns, "judge", values, batch_size, load_size, input_range, shuffle, seed, cache, deterministic,
-        drop_remainder, repeat,
+        drop_remainder,
     )  # fmt: skip
 
 
@@ -87,7 +86,6 @@ def jnd_dataset(
     cache=False,
     deterministic=False,
     drop_remainder=False,
-    repeat=False,
 ):
     """A `tf.data.Dataset` of JND batches {"p0", "p1", "same"} from `records` (`JNDRecord`s or
     (p0, p1, same) tuples); the arguments are those of `twoafc_dataset`."""
@@ -96,7 +94,7 @@ def jnd_dataset(
     values = [float(row[2]) for row in rows]
     return _build(
         columns, "same", values, batch_size, load_size, input_range, shuffle, seed, cache, deterministic,
-        drop_remainder, repeat,
+        drop_remainder,
     )  # fmt: skip
 
 
@@ -167,7 +165,7 @@ def _scaler(image_keys, low, high):
 
 
 def _build(columns, value_key, values, batch_size, load_size, input_range, shuffle, seed, cache, deterministic,
-           drop_remainder, repeat):  # fmt: skip
+           drop_remainder):  # fmt: skip
     low, high = _check_arguments(len(values), batch_size, load_size, input_range)
     image_keys = tuple(columns)
     png_only = all(path.lower().endswith(".png") for paths in columns.values() for path in paths)
@@ -182,8 +180,6 @@ def _build(columns, value_key, values, batch_size, load_size, input_range, shuff
         dataset = dataset.cache("" if cache is True else str(cache))
     if shuffle:
         dataset = dataset.shuffle(len(values), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
     if cache is False or cache is None:
         dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=order)
     dataset = dataset.batch(int(batch_size), drop_remainder=bool(drop_remainder))
@@ -196,28 +192,6 @@ def _build(columns, value_key, values, batch_size, load_size, input_range, shuff
     options.autotune.enabled = AUTOTUNE_MODEL
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
-
-
-def measure_decode_rate(dataset, batches=20):
-    """Elements (triplets or pairs) per second that `dataset` delivers over `batches` batches,
-    after one warm-up batch (tracing, thread start-up). Stops early if the dataset ends."""
-    iterator = iter(dataset)
-    try:
-        next(iterator)
-    except StopIteration:
-        raise InputError("The dataset is empty: nothing to measure") from None
-    count = 0
-    start = time.perf_counter()
-    for _ in range(int(batches)):
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
-        count += int(tf.shape(next(iter(batch.values())))[0])
-    elapsed = time.perf_counter() - start
-    if count == 0:
-        raise InputError("The dataset ended after its warm-up batch: give it more records or fewer batches")
-    return count / elapsed
 
 
 # --- naming the file behind a decode error ------------------------------------------------------

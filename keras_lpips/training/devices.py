@@ -26,7 +26,7 @@ def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
 
 
 def resolve_precision(choice, strategy=None):
-    """The Keras dtype policy for `--mixed-precision`: "off" float32, "bf16" mixed_bfloat16,
+    """The Keras dtype policy for a `mixed_precision` choice: "off" float32, "bf16" mixed_bfloat16,
     "fp16" mixed_float16; "auto": fp16 with a GPU, bf16 on a TPU or a CPU with native bf16
     (avx512_bf16 / amx_bf16), else float32."""
     if choice not in PRECISIONS:
@@ -45,7 +45,7 @@ def _tpu_present():
 
 
 def make_strategy(choice="auto"):
-    """The `tf.distribute` strategy for `--strategy`; returns (strategy, name).
+    """The `tf.distribute` strategy for a `strategy` choice; returns (strategy, name).
 
     "auto": a TPU if one is configured (TPU_NAME / COLAB_TPU_ADDR / a TPU VM's /dev/accel0),
     else MultiWorkerMirrored if TF_CONFIG is set (it also uses every local GPU), else Mirrored
@@ -71,7 +71,7 @@ def make_strategy(choice="auto"):
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as error:
             reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0].rstrip(".")
-            raise InputError(f"--strategy tpu: no TPU could be reached ({reason})") from None
+            raise InputError(f"strategy=tpu: no TPU could be reached ({reason})") from None
         return tf.distribute.TPUStrategy(resolver), "tpu"
     if choice == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy(), "multiworker"

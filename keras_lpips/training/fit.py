@@ -136,7 +136,7 @@ class RunConfig:
         return int(self.epochs) + int(self.decay_epochs)
 
     def record(self, train_records, val_records, policy):
-        """The configuration as run.json records it (and `--resume` compares it), with what
+        """The configuration as run.json records it (and `resume=True` compares it), with what
         identifies the training and validation sets (`fingerprint`: their size, their files and
         judgments), so that a run never resumes on other data."""
         record = dataclasses.asdict(self)
@@ -171,16 +171,16 @@ def fit(config, callbacks=()):
         return _fit(config, callbacks, strategy, strategy_name, is_chief, folder)
 
 
-def check_outside_inputs(out_dir, data_root, inputs=()):
+def check_outside_inputs(out_dir, data_root, inputs=(), argument="out_dir"):
     """Refuses (`InputError`) an output folder that is, holds or lies inside the dataset at
     `data_root` (through links too), or is or holds one of `inputs`: writing there would change
-    what the command reads."""
+    what the command reads. `argument`: the name the caller's user gave `out_dir` by."""
     check_output(out_dir, [data_root, *inputs], overwrite=True, kind="folder")
     dataset = resolve_root(data_root).resolve()
     if dataset in pathlib.Path(out_dir).resolve().parents:
         raise InputError(
             f"Refusing to write {out_dir}: it is inside the dataset {data_root} ({dataset}), which this command reads; "
-            "choose an --out outside it"
+            f"choose an {argument}= outside it"
         )
 
 

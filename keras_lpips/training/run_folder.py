@@ -5,7 +5,7 @@
     history.csv         one row per finished epoch
     loss.png, accuracy.png   train and val curves (epoch 0: the untrained model)
     logs/               TensorBoard
-    model.keras         the trained `LPIPS` metric, float32, no dropout (`score --model`)
+    model.keras         the trained `LPIPS` metric, float32, no dropout (`load_metric`, `score --model`)
     trainer.keras       the metric plus its ranking head
     lin_weights.npz     lin mode only: lin0, lin1, ...: float32 (C,) vectors (`LPIPS(lin_weights=...)`,
                         with the backbone weights the run used); tune and scratch runs learn their
@@ -73,7 +73,7 @@ class RunFolder:
         except TimeoutError:
             raise InUseError(
                 f"run directory {self.path} is in use by another training process (it holds {self.path}.lock); "
-                "wait for that run to end, or choose another --out"
+                "wait for that run to end, or choose another out_dir="
             ) from None
         except OSError as error:
             raise OutputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
@@ -84,19 +84,19 @@ class RunFolder:
         """Creates the folder; refuses a non-empty one without `resume`, and a resumed one whose
         configuration differs. Returns the previous run.json (dict), or {} for a new run."""
         if self.path.exists() and not self.path.is_dir():
-            raise InputError(f"--out {self.path} exists and is not a directory")
+            raise InputError(f"out_dir={self.path} exists and is not a directory")
         if not self.writes:
             return {}
         previous = {}
         if self.path.is_dir() and any(self.path.iterdir()):
             if not resume:
-                raise InputError(f"run directory {self.path} is not empty: pass --resume to continue that run, or choose a new --out")
+                raise InputError(f"run directory {self.path} is not empty: pass resume=True to continue that run, or choose a new out_dir=")
             previous = self.previous_record()
             changes = config_changes(previous["config"], config) if previous else ""
             if changes:
                 raise InputError(
-                    f"--resume: the run in {self.path} was started with other settings or data ({changes}); "
-                    "resume it with those, or choose a new --out"
+                    f"resume=True: the run in {self.path} was started with other settings or data ({changes}); "
+                    "resume it with those, or choose a new out_dir="
                 )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ class RunFolder:
         except (OSError, UnicodeDecodeError, ValueError) as error:
             raise DataError(
                 f"Cannot read {path} ({errors.reason(error)}), the record of the run in {self.path}: "
-                "delete that folder to start the run again, or choose a new --out"
+                "delete that folder to start the run again, or choose a new out_dir="
             ) from None
         return record
 
@@ -176,7 +176,7 @@ class RunFolder:
         """The `DataError` for a damaged checkpoint file `path`."""
         return DataError(
             f"Cannot resume from the checkpoint {path}: {reason}; delete {self.checkpoints} to train the run "
-            "again from its start (with --resume), or choose a new --out"
+            "again from its start (with resume=True), or choose a new out_dir="
         )
 
     def _checkpoint_record(self, latest):
@@ -292,7 +292,7 @@ UNRECORDED_BEFORE = ("train_set", "val_set")
 
 
 def comparable_config(config):
-    """A run configuration as --resume compares it: without the per-invocation options, and
+    """A run configuration as a resumed run (`resume=True`) compares it: without the per-invocation options, and
     with the backbone by its canonical name ("alexnet" and "alex" are one net)."""
     comparable = {k: v for k, v in config.items() if k not in PER_INVOCATION}
     if "backbone" in comparable:
@@ -348,7 +348,7 @@ def _float32_copy(layer, **overrides):
 
 class _EpochRecorder(keras.callbacks.Callback):
     """Times the training part of each epoch; at its end writes the checkpoint, history.csv,
-    and the record that `--resume` reads back."""
+    and the record that a resumed run (`resume=True`) reads back."""
 
     def __init__(self, folder, rows, initial, schedule, n_train):
         super().__init__()

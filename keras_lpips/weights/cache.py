@@ -1,24 +1,19 @@
-"""Downloads (resumable, checksummed) and sha256 checksums of files and of arrays' content.
-Where the cache is: `keras_lpips.files`."""
+"""sha256 checksums of files and of arrays' content, and downloads checked against one (how a
+file is downloaded: `keras_lpips.downloads`). Where the cache is: `keras_lpips.weights.cache_folder`."""
 
 import hashlib
-import http.client
 import json
-import os
-import pathlib
-import urllib.error
-import urllib.request
 
 import numpy as np
 
-from keras_lpips import disk_space
+from keras_lpips import downloads
 from keras_lpips.errors import ChecksumError
-from keras_lpips.file_lock import file_lock
 
 MIN_PREFIX = 8  # the shortest sha256 prefix accepted as a checksum (torch.hub's file names carry 8)
 
 
 def sha256_of(path):
+    """The hex sha256 of the file at `path`."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -68,72 +63,16 @@ def verify_sha256(path, expected):
 
 
 def download(url, dest, expected_sha256, timeout=30, progress=None):
-    """Downloads `url` to `dest`, resuming a `.part` file left by an interruption,
-    verifying the sha256 (prefix) before the final rename.
+    """Downloads `url` to `dest` (`keras_lpips.downloads.download`: resumed from a `.part`,
+    locked, one-line errors) and keeps it only when its sha256 starts with `expected_sha256`: a
+    full digest or a prefix of at least 8 hex digits (`check_expected_digest`, checked first, so
+    that an empty or too short one raises `ChecksumError` before anything is fetched).
 
-    `progress(done_bytes, total_bytes_or_None)` is called as data arrives.
-    Network errors, a transfer cut short included, propagate as `OSError` and
-    keep the `.part` file for the next call to resume; a bad checksum removes
-    the partial file and raises `ChecksumError`; a full disk removes it and raises
-    `DiskFullError` (a size announced by the server is checked before the transfer). The expected digest is checked first: an empty
-    or too short one raises `ChecksumError` before anything is fetched.
-
-    Two processes downloading to one `dest` take turns (`file_lock` on it, so that they
-    never append to one `.part`); the second finds the file there, checks it and returns it
-    (a `dest` without the checksum is fetched again).
+    A file that does not match is removed and raises `ChecksumError`; a `dest` already there is
+    returned when it matches (fetched again otherwise). `progress(done_bytes, total_or_None)`
+    is called as data arrives.
     """
     check_expected_digest(expected_sha256)
-    dest = pathlib.Path(dest)
-    partial = dest.with_name(dest.name + ".part")
-    with file_lock(dest):
-        if dest.is_file():  # completed by another process while this one waited
-            try:
-                verify_sha256(dest, expected_sha256)
-                return dest
-            except ChecksumError:
-                dest.unlink()
-        done = partial.stat().st_size if partial.exists() else 0
-        try:
-            _fetch(url, partial, done, timeout, progress)
-        except urllib.error.HTTPError as error:
-            if not (done and error.code == 416):
-                raise
-            error.close()  # the range starts at the end: `.part` holds every byte already
-        except OSError as error:
-            reason = disk_space.disk_full_reason(error)
-            if reason is None:
-                raise
-            partial.unlink(missing_ok=True)  # a full disk: no partial file keeps holding the space
-            raise disk_space.disk_full_error(dest, reason=reason) from None
-        try:
-            verify_sha256(partial, expected_sha256)
-        except ChecksumError:
-            partial.unlink()
-            raise
-        os.replace(partial, dest)
-    return dest
-
-
-def _fetch(url, partial, done, timeout, progress):
-    """Appends `url`'s bytes from offset `done` to `partial` (from 0 where the server ignores the range)."""
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if done and response.status != 206:  # the server ignored the range: start over
-                done = 0
-            length = response.headers.get("Content-Length")
-            total = done + int(length) if length is not None else None
-            if length is not None:  # refused before a byte is written when it cannot fit
-                disk_space.check_disk_space(partial, int(length), f"Downloading {url}")
-            with open(partial, "ab" if done else "wb") as out:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-            if total is not None and done < total:  # http.client ends a cut-off body quietly
-                raise urllib.error.ContentTooShortError(
-                    f"Download of {url} interrupted after {done} of {total} bytes; run again to resume.", None
-                )
-    except http.client.HTTPException as error:  # IncompleteRead and kin are not OSErrors
-        raise ConnectionError(f"Download of {url} interrupted after {done} bytes: {error!r}") from error
+    return downloads.download(
+        url, dest, verify=lambda path: verify_digest(sha256_of(path), expected_sha256, dest), timeout=timeout, progress=progress
+    )
