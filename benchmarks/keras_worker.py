@@ -2,7 +2,7 @@
 
 `benchmarks/run.py` starts it as a subprocess (TensorFlow's settings come from its
 command line: oneDNN and thread pools are fixed when TensorFlow starts) and speaks
-JSON lines over stdin/stdout, as with reference_worker.py:
+JSON lines over stdin/stdout (benchmarks/worker_protocol.py), as reference_worker.py does:
 
     {"cmd": "info"}                                         -> versions, oneDNN, threads
     {"cmd": "matmul", "n": 4096, "calls": 3}                -> {"times": [...]}
@@ -21,14 +21,11 @@ measures, in this fresh process, the peak resident memory of one pair.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
-import resource
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,6 +47,7 @@ if ARGS.onednn != "tf-default":
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from worker_protocol import CellImages, cell_seed, images, resident_peak, serve, timed, write_reply  # noqa: E402
 
 if ARGS.inter_op:
     tf.config.threading.set_inter_op_parallelism_threads(ARGS.inter_op)
@@ -61,23 +59,12 @@ import keras  # noqa: E402
 from keras_lpips import LPIPS  # noqa: E402
 
 
-def images(batch, size, seed, count=2):
-    """The reference worker's images (same seed; NCHW there), as NHWC float32 arrays."""
-    rng = np.random.default_rng(seed)
-    return [np.ascontiguousarray(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32).transpose(0, 2, 3, 1))
-            for _ in range(count)]
+def nhwc(x):
+    """The protocol's NCHW images in keras-lpips' layout."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
-_INPUTS = {}
-
-
-def cached_images(batch, size, count):
-    key = (batch, size, count)
-    if key not in _INPUTS:
-        _INPUTS.clear()
-        _INPUTS[key] = images(batch, size, seed=batch * 7919 + size, count=count)
-    return _INPUTS[key]
-
+cached_images = CellImages(nhwc)
 
 _METRICS = {}
 
@@ -86,15 +73,6 @@ def metric(net, precision="float32"):
     if (net, precision) not in _METRICS:
         _METRICS[(net, precision)] = LPIPS(net=net, precision=precision)
     return _METRICS[(net, precision)]
-
-
-def timed(fn, calls):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 _TRAINERS = {}
@@ -130,9 +108,9 @@ def export_prepare(net, size):
     m = metric(net)
     saved = export_savedmodel(m, pathlib.Path(tmp) / "savedmodel")
     lite = export_tflite(m, pathlib.Path(tmp) / "model.tflite")
-    x0, x1 = images(1, size, seed=7919 + size)
+    x0, x1 = images(1, size, cell_seed(1, size), layout=nhwc)  # the reference's batch-1 distance pair
     u0, u1 = (x0 + 1) / 2, (x1 + 1) / 2  # the exported signatures take [0, 1]
-    serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(saved)).signatures["serving_default"]
     import warnings
 
     with warnings.catch_warnings():
@@ -141,7 +119,7 @@ def export_prepare(net, size):
     runner = interpreter.get_signature_runner("serving_default")
     t0, t1 = tf.constant(u0), tf.constant(u1)
     _EXPORT.update(
-        savedmodel=lambda: float(serve(img0=t0, img1=t1)["distance"].numpy()[0]),
+        savedmodel=lambda: float(signature(img0=t0, img1=t1)["distance"].numpy()[0]),
         tflite=lambda: float(runner(img0=u0, img1=u1)["distance"][0]),
         keras=lambda: float(np.asarray(m([x0, x1]))[0]),
         dir=tmp,
@@ -232,22 +210,6 @@ def handle(request):
     raise ValueError(f"unknown command {cmd!r}")
 
 
-def serve():
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        request = json.loads(line)
-        if request.get("cmd") == "quit":
-            break
-        try:
-            reply = handle(request)
-        except Exception as error:  # reported to the driver, which raises it
-            reply = {"error": f"{type(error).__name__}: {error}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-    remove_exports()
-
-
 def remove_exports():
     import shutil
 
@@ -256,37 +218,25 @@ def remove_exports():
     _EXPORT.clear()
 
 
-def vm_hwm_bytes():
-    """The process's resident high-water mark from /proc (reset by exec, unlike ru_maxrss)."""
-    try:
-        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def peak_memory(net, size, precision):
     """Peak resident memory (bytes) of this process after one pair of `size`x`size` images."""
     from keras_lpips.memory import estimate_memory_bytes
 
     m = metric(net, precision)
-    x0, x1 = images(1, size, seed=size)
-    np.asarray(m(images(1, 64, seed=0)))  # trace on a small pair first: the peak is the big pair's
-    base, base_hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, vm_hwm_bytes()
-    value = float(np.asarray(m([x0, x1]))[0])
-    peak, peak_hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, vm_hwm_bytes()
-    return {"peak_rss_bytes": peak, "before_call_bytes": base, "vm_hwm_bytes": peak_hwm,
-            "vm_hwm_before_call_bytes": base_hwm, "value": value, "estimate_bytes": estimate_memory_bytes(m, size, size, 1)}
+    x0, x1 = images(1, size, seed=size, layout=nhwc)
+    np.asarray(m(images(1, 64, seed=0, layout=nhwc)))  # trace on a small pair first: the peak is the big pair's
+    return {**resident_peak(lambda: float(np.asarray(m([x0, x1]))[0])), "estimate_bytes": estimate_memory_bytes(m, size, size, 1)}
 
 
 def main():
     if ARGS.peak_memory:
         net, size, precision = ARGS.peak_memory
-        print(json.dumps(peak_memory(net, int(size), precision)))
-    else:
-        serve()
+        write_reply(peak_memory(net, int(size), precision))
+        return
+    try:
+        serve(handle)
+    finally:
+        remove_exports()
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ show where a cell's time goes. Uses benchmarks/reference_worker.py for the torch
 """
 
 import argparse
-import json
 import os
 import pathlib
 import statistics
-import subprocess
 import time
+
+from worker_protocol import Worker
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -82,18 +82,7 @@ def main():
         fns[k](inputs[k]).numpy()[:1]  # wait for it (a small copy)
         return time.perf_counter() - start
 
-    ref = None
-    if not args.no_reference:
-        ref = subprocess.Popen([args.reference_python, str(HERE / "reference_worker.py")], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
-
-    def ask(**request):
-        ref.stdin.write(json.dumps(request) + "\n")
-        ref.stdin.flush()
-        reply = json.loads(ref.stdout.readline())
-        if "error" in reply:
-            raise RuntimeError(reply["error"])
-        return reply
+    ref = None if args.no_reference else Worker([args.reference_python, str(HERE / "reference_worker.py")])
 
     tf_times = [[] for _ in stages]
     torch_times, torch_names = None, None
@@ -101,7 +90,7 @@ def main():
         for k in range(len(stages)):
             tf_times[k].append(tf_stage(k))
         if ref:
-            reply = ask(cmd="layers", net=args.net, batch=args.batch, size=args.size)
+            reply = ref.ask(cmd="layers", net=args.net, batch=args.batch, size=args.size)
             if torch_times is None:
                 torch_names, torch_times = reply["names"], [[] for _ in reply["names"]]
             for k, t in enumerate(reply["times"]):
@@ -146,9 +135,7 @@ def main():
     print(f"whole call {full * 1e3:.1f} ms; backbone alone {bb * 1e3:.1f} ms; rest (checks, normalisation, heads) "
           f"{(full - bb) * 1e3:.1f} ms; TF matmul 2048: {2 * 2048**3 / matmul / 1e9:.0f} GFLOP/s")
     if ref:
-        ref.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        ref.stdin.flush()
-        ref.wait(timeout=60)
+        ref.close()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The reference side of the benchmark: PyTorch `lpips` 0.1.4, run with `.venv-ref`'s python.
 
 Not imported by keras-lpips; `benchmarks/run.py` starts it as a subprocess and
-speaks JSON lines over stdin/stdout (one request, one reply):
+speaks JSON lines over stdin/stdout (one request, one reply; benchmarks/worker_protocol.py):
 
     {"cmd": "info"}                                       -> versions, threads, CPU capability
     {"cmd": "matmul", "n": 4096, "calls": 3}              -> {"times": [seconds per call, ...]}
@@ -23,12 +23,10 @@ measures, in this fresh process, the peak resident memory of one pair.
 
 import argparse
 import contextlib
-import json
 import os
 import pathlib
 import platform
 import re
-import resource
 import sys
 import time
 from importlib import metadata
@@ -38,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from worker_protocol import CellImages, images, resident_peak, serve, timed, write_reply  # noqa: E402
 
 with contextlib.redirect_stdout(sys.stderr):  # stdout carries the protocol only
     from data_tools.make_parity_fixtures import import_lpips  # noqa: E402
@@ -85,30 +84,8 @@ def trainer(net):
     return _TRAINERS[net]
 
 
-def images(batch, size, seed, count=2):
-    rng = np.random.default_rng(seed)
-    return [torch.from_numpy(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)) for _ in range(count)]
-
-
-_INPUTS = {}
+cached_images = CellImages(torch.from_numpy)  # NCHW tensors, as the reference takes them
 _OPERANDS = {}
-
-
-def cached_images(batch, size, count):
-    key = (batch, size, count)
-    if key not in _INPUTS:
-        _INPUTS.clear()  # keep one set: large images are large
-        _INPUTS[key] = images(batch, size, seed=batch * 7919 + size, count=count)
-    return _INPUTS[key]
-
-
-def timed(fn, calls):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def handle(request):
@@ -179,44 +156,18 @@ def layer_times(net, batch, size):
     return {"names": names, "times": times}
 
 
-def serve():
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        request = json.loads(line)
-        if request.get("cmd") == "quit":
-            break
-        try:
-            reply = handle(request)
-        except Exception as error:  # reported to the driver, which raises it
-            reply = {"error": f"{type(error).__name__}: {error}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-
-
-def vm_hwm_bytes():
-    """The process's resident high-water mark from /proc (reset by exec, unlike ru_maxrss)."""
-    try:
-        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def peak_memory(net, size):
     """Peak resident memory (bytes) of this process after one pair of `size`x`size` images."""
     model = metric(net)
-    x0, x1 = images(1, size, seed=size)
+    x0, x1 = images(1, size, seed=size, layout=torch.from_numpy)
     with torch.inference_mode():
-        model(*images(1, 64, seed=0))  # as the keras side does, a small pair first
-    base, base_hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, vm_hwm_bytes()
-    with torch.inference_mode():
-        value = float(model(x0, x1).item())
-    peak, peak_hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, vm_hwm_bytes()
-    return {"peak_rss_bytes": peak, "before_call_bytes": base, "vm_hwm_bytes": peak_hwm,
-            "vm_hwm_before_call_bytes": base_hwm, "value": value}
+        model(*images(1, 64, seed=0, layout=torch.from_numpy))  # as the keras side does, a small pair first
+
+    def call():
+        with torch.inference_mode():
+            return float(model(x0, x1).item())
+
+    return resident_peak(call)
 
 
 def main():
@@ -224,9 +175,9 @@ def main():
     parser.add_argument("--peak-memory", nargs=2, metavar=("NET", "SIZE"))
     args = parser.parse_args()
     if args.peak_memory:
-        print(json.dumps(peak_memory(args.peak_memory[0], int(args.peak_memory[1]))))
+        write_reply(peak_memory(args.peak_memory[0], int(args.peak_memory[1])))
     else:
-        serve()
+        serve(handle)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from worker_protocol import Worker
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
@@ -82,33 +84,6 @@ def parse_args(argv=None):
 
 
 # --- workers ------------------------------------------------------------------------------------
-
-
-class Worker:
-    """A benchmark worker subprocess: one JSON request per line, one JSON reply per line."""
-
-    def __init__(self, cmd):
-        self.cmd = cmd
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-
-    def ask(self, **request):
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.cmd[1]} exited (code {self.proc.poll()})")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"worker {self.cmd[1]}: {reply['error']}")
-        return reply
-
-    def close(self):
-        try:
-            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=60)
-        except Exception:
-            self.proc.kill()
 
 
 def keras_command(onednn, inter_op, intra_op, *extra):
@@ -477,6 +452,7 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}")
     stem = pathlib.Path(args.out) if args.out else HERE / ("results-quick" if args.quick else "results")
+    stem.parent.mkdir(parents=True, exist_ok=True)  # before the work: a bad --out fails now, not at the end
     started = time.time()
     results = {"quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_description(),
                "settings": {"onednn": args.onednn, "inter_op": args.inter_op, "intra_op": args.intra_op,

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from keras_lpips.cli.options import Overwrite
+from keras_lpips.cli.options import Frame, Overwrite
 
 app = typer.Typer(
     help="Embed a folder or score a CSV of pairs with a SavedModel on Apache Beam (DirectRunner, Dataflow, Flink, Spark).",
@@ -27,6 +27,7 @@ def embed(
     saved_model: SavedModel,
     out: Out,
     batch_size: BatchSize = 32,
+    frame: Frame = None,
     overwrite: Overwrite = False,
 ):
     """Embed images with the SavedModel's embed signature, to TFRecord shards.
@@ -38,7 +39,8 @@ def embed(
       keras-lpips beam embed 'gs://b/photos/*.jpg' gs://b/models/lpips/1 --out gs://b/out/photos -- --runner DataflowRunner --project P --region R --temp_location gs://b/tmp
     """
     pipeline_args = _pipeline_args(ctx)
-    counts = beam_pipelines().embed_images(source, saved_model, out, pipeline_args, batch_size, overwrite, _started(pipeline_args))
+    started = _started(pipeline_args)
+    counts = beam_pipelines().embed_images(source, saved_model, out, pipeline_args, batch_size, overwrite, started, frame)
     _report(counts, "images embedded", "images")
 
 
@@ -49,6 +51,7 @@ def pairs(
     saved_model: SavedModel,
     out: Out,
     batch_size: BatchSize = 32,
+    frame: Frame = None,
     overwrite: Overwrite = False,
 ):
     """Score each row of a CSV of image pairs with the SavedModel, to CSV shards img0,img1,distance.
@@ -58,7 +61,8 @@ def pairs(
       keras-lpips beam pairs pairs.csv models/lpips --out out/distances
     """
     pipeline_args = _pipeline_args(ctx)
-    counts = beam_pipelines().score_pairs(pairs_csv, saved_model, out, pipeline_args, batch_size, overwrite, _started(pipeline_args))
+    started = _started(pipeline_args)
+    counts = beam_pipelines().score_pairs(pairs_csv, saved_model, out, pipeline_args, batch_size, overwrite, started, frame)
     _report(counts, "pairs scored", "pairs")
 
 
@@ -93,7 +97,7 @@ def _pipeline_args(ctx):
     stray = ctx.args[: len(ctx.args) - len(after)] if ctx.args[len(ctx.args) - len(after) :] == after else ctx.args
     if stray:
         raise InputError(f"Unknown option or extra argument {stray[0]!r}; Beam's pipeline options go after --")
-    own = [arg for arg in after if arg.split("=", 1)[0] in ("--out", "--batch-size", "--overwrite")]
+    own = [arg for arg in after if arg.split("=", 1)[0] in ("--out", "--batch-size", "--frame", "--overwrite")]
     if own:
         raise InputError(f"{own[0]} goes before --, which starts Beam's pipeline options")
     return list(after)
@@ -111,8 +115,11 @@ def _started(pipeline_args):
 
 
 def _report(counts, done, what):
+    """The counts; a failure line that quotes the first reason (the program's one place that
+    spells errors, `app.main`, writes its arguments as flags: "choose one with --frame K")."""
     from keras_lpips.errors import DataError
 
     typer.echo(f"{counts.written} {done}: {counts.output}")
     if counts.failed:
-        raise DataError(f"{counts.failed} {what} could not be used; the reasons are in {counts.errors}")
+        first = ", e.g. " + counts.first_error.replace("\t", ": ", 1) if counts.first_error else ""
+        raise DataError(f"{counts.failed} {what} could not be used; the reasons are in {counts.errors}{first}")

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from keras_lpips.cli.options import Json, byte_progress, dumps, progress_bar, shown, transfer_progress
+from keras_lpips.cli.options import Json, byte_progress, progress_bar, shown, transfer_progress
+from keras_lpips.reports import dumps
 
 app = typer.Typer(
     help="Get, make and check BAPPS-layout datasets (2AFC triplets and JND pairs with judgments).",

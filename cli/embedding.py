@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from keras_lpips.cli import options
+from keras_lpips.reports import dumps
 from keras_lpips.resolve import MetricSpec
 
 EMBED_HELP = """Embed the images under a folder: vectors whose squared distances are LPIPS.
@@ -17,6 +18,7 @@ images the file lacks.
 
   keras-lpips embed train/ --out train.npz
   keras-lpips embed train/ --out train.npz --net vgg --resize
+  keras-lpips embed clips/ --out clips.npz --frame 0
 """
 NEAREST_HELP = """For each QUERY image, its K nearest INDEX images by exact LPIPS.
 
@@ -76,6 +78,7 @@ def embed(
     *,
     metric: MetricSpec,
     resize: Resize = False,
+    frame: options.Frame = None,
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Images written per chunk (what a rerun keeps).")] = 256,
     as_json: options.Json = False,
 ):
@@ -90,9 +93,9 @@ def embed(
         raise InputError(f"--out is the .npz file embed writes: name it .npz. Received: --out {out}")
     lpips = _lpips(metric)
     with options.progress_bar(len(names), "embedding") as bar:
-        embedded, total = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=bar.update)
+        embedded, total = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=bar.update, frame=frame)
     if as_json:
-        typer.echo(options.dumps({"out": str(out), "embedded": embedded, "total": total}))
+        typer.echo(dumps({"out": str(out), "embedded": embedded, "total": total}))
     else:
         typer.echo(f"embedded {embedded} new image(s); {out} holds {total}")
 
@@ -105,6 +108,7 @@ def nearest(
     *,
     metric: MetricSpec,
     resize: Resize = False,
+    frame: options.Frame = None,
     search: Annotated[
         Literal["exact", "flat", "hnsw", "ivf"],
         typer.Option(
@@ -125,7 +129,7 @@ def nearest(
     if projection is not None and search == "exact":  # refused in these words before anything is read
         raise InputError(f"--projection applies to a FAISS index (--search {', '.join(KINDS)}). Received: --search exact")
     with _embedding_progress() as progress:
-        neighbours = nearest_images(query, index, k, lambda: _lpips(metric), resize, search, projection, progress)
+        neighbours = nearest_images(query, index, k, lambda: _lpips(metric), resize, search, projection, progress, frame)
     names = neighbours.index.names
     results = [
         {"query": name, "nearest": [{"name": names[i], "distance": float(d)} for i, d in zip(row, ds) if i >= 0]}
@@ -134,7 +138,7 @@ def nearest(
     if as_json:
         k = int(neighbours.indices.shape[1])  # at most the number of index images
         report = {"metric": neighbours.index.metric, "k": k, "search": search, "projection": projection}
-        typer.echo(options.dumps({**report, "queries": results}))
+        typer.echo(dumps({**report, "queries": results}))
         return
     for result in results:
         typer.echo(result["query"])
@@ -148,17 +152,18 @@ def diversity(
     *,
     metric: MetricSpec,
     resize: Resize = False,
+    frame: options.Frame = None,
     as_json: options.Json = False,
 ):
     from keras_lpips.embedding_files import folder_diversity
 
     with _embedding_progress() as progress:
-        result = folder_diversity(lambda: _lpips(metric), folder, resize, progress)
+        result = folder_diversity(lambda: _lpips(metric), folder, resize, progress, frame)
     per_group, pooled = result.sets, result.pooled
     summary = {"mean": pooled.mean, "std": pooled.std, "count": pooled.count}
     if as_json:
         sets = [{"set": name, "mean": s.mean, "std": s.std, "count": s.count} for name, s in per_group.items()]
-        typer.echo(options.dumps({"metric": result.metric, **summary, "sets": sets}))
+        typer.echo(dumps({"metric": result.metric, **summary, "sets": sets}))
         return
     if len(per_group) > 1:
         for name, s in per_group.items():

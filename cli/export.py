@@ -37,7 +37,7 @@ def export(
     fmt: Annotated[Literal[FORMATS], typer.Option("--format", help="savedmodel (TF Serving), tflite or onnx.")],
     out: Annotated[Path, typer.Option("--out", help="SavedModel: the model's base directory; tflite, onnx: the file.")],
     quantize: Annotated[Literal[QUANTIZATIONS], typer.Option("--quantize", help="tflite: none, fp16 or dynamic (int8 weights).")] = "none",
-    model_version: Annotated[int, typer.Option("--model-version", help="savedmodel: the version directory.")] = 1,
+    model_version: Annotated[int, typer.Option("--model-version", min=0, help="savedmodel: the version directory.")] = 1,
     max_pixels: Annotated[
         Optional[int],
         typer.Option("--max-pixels", min=1, help="savedmodel: the most pixels one input of a bytes request may hold "

@@ -10,6 +10,7 @@ import typer
 from keras_lpips.cli import options
 
 from keras_lpips import disk_space, files
+from keras_lpips.reports import dumps
 from keras_lpips.resolve import MetricSpec
 
 PAIRS_HELP = """Distance for each file name present in both folders.
@@ -107,7 +108,7 @@ def pairs(
     if out is not None or not as_json:
         _write_csv([["name", "distance"]] + [[n, f"{d:.6f}"] for n, d in zip(names, distances)], out, overwrite)
     if as_json:
-        typer.echo(options.dumps({"pairs": [{"name": n, "distance": float(d)} for n, d in zip(names, distances)]}))
+        typer.echo(dumps({"pairs": [{"name": n, "distance": float(d)} for n, d in zip(names, distances)]}))
 
 
 @options.metric_options
@@ -150,4 +151,4 @@ def matrix(
         rows = ([name] + [f"{d:.6f}" for d in row] for name, row in zip(names, result))  # formatted one at a time
         _write_csv(itertools.chain([[""] + columns], rows), out, overwrite)
     if as_json:
-        typer.echo(options.dumps({"rows": names, "columns": columns, "distances": [[float(d) for d in row] for row in result]}))
+        typer.echo(dumps({"rows": names, "columns": columns, "distances": [[float(d) for d in row] for row in result]}))

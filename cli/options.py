@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import inspect
 import io
-import json
 import sys
 import time
 from pathlib import Path
@@ -80,24 +79,6 @@ METRIC_OPTIONS = {
     "model": Model,
     "preset": Preset,
 }
-
-
-def dumps(value):
-    """`value` as indented JSON, its floats written at float32 precision (the metric's): the
-    shortest decimal that reads back as the same float32, `0.78` rather than `0.7800000019371509`."""
-    return json.dumps(_float32(value), indent=2)
-
-
-def _float32(value):
-    if isinstance(value, float):
-        import numpy as np
-
-        return float(str(np.float32(value)))  # numpy's shortest round-trip repr of the float32
-    if isinstance(value, dict):
-        return {key: _float32(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_float32(v) for v in value]
-    return value
 
 
 def metric_options(command):

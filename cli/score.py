@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from keras_lpips.cli import options
+from keras_lpips.reports import dumps
 from keras_lpips.resolve import MetricSpec
 
 HELP = """Score images with LPIPS.
@@ -45,7 +46,7 @@ def score(
             raise InputError(f"--map writes a PNG: name it .png. Received: --map {map_png}")
     # The sizes from the files' headers: decoding a huge image whole takes long and much memory
     # itself, and the metric that scores them (LiteRT, or Keras checked to fit in memory) depends on them.
-    sizes = [stored_size(path) for path in paths]
+    sizes = [stored_size(path, frame) for path in paths]
     if not resize:  # before the metric is loaded (a first LiteRT conversion, a download)
         check_same_size(paths, sizes)
     lpips = options.resolve(metric, sizes)
@@ -62,7 +63,7 @@ def score(
         _write_map(lpips, images, refs, others, map_png, overwrite)
         result["map"] = str(map_png)
     if as_json:
-        typer.echo(options.dumps(result))
+        typer.echo(dumps(result))
         return
     for pair in result["pairs"]:
         typer.echo(f"d({ref}, {pair['image']}) = {pair['distance']:.4f}")

@@ -6,6 +6,7 @@ from typing import Annotated, List, Literal, Optional
 import typer
 
 from keras_lpips.cli import options
+from keras_lpips.reports import dumps
 from keras_lpips.resolve import MetricSpec
 
 FIT_HELP = """Train LPIPS on the 2AFC human judgments of a BAPPS-layout folder, as the reference trainer.
@@ -25,7 +26,7 @@ The learning rate (the reference's schedule): --lr for the --epochs epochs and t
   keras-lpips fit --data synth --out runs/try --backbone-weights random --layers 3 --load-size 32 --epochs 2 --decay-epochs 0
 """
 
-EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR). JND mAP where the dataset has jnd/val; a dataset with jnd/val only gets its JND mAP (2AFC is said to be skipped).
+EVAL_HELP = """Score a metric on the BAPPS validation sets: 2AFC per subset and JND mAP, beside the reference's baselines (L2 and SSIM in Lab, PSNR). JND mAP where the dataset has jnd/val; a dataset with jnd/val only gets its JND mAP (2AFC is said to be skipped). --subsets restricts both: 2AFC and JND (BAPPS' JND has traditional and cnn) are scored on the subsets named.
 
 The metric: the net options, a --preset, or --model with a fit run, a .keras file or a SavedModel from export (models/lpips below).
 
@@ -89,12 +90,12 @@ def fit(
         Literal["reference", "ones"], typer.Option("--lin-init", help="reference (torch's random init, as the reference) or ones (start from cosine).")
     ] = "reference",
     mixed_precision: Annotated[
-        Literal["auto", "off", "bf16", "fp16"], typer.Option("--mixed-precision", help="auto (fp16 on GPU, bf16 on CPUs with native bf16), off, bf16 or fp16.")
+        Literal["auto", "off", "bf16", "fp16"], typer.Option("--mixed-precision", help="auto (fp16 on GPU, bf16 on CPUs with native bf16), off, bf16 or fp16. Validation and the saved model are float32.")
     ] = "auto",
     strategy: Annotated[
         Literal["auto", "one-device", "mirrored", "multiworker", "tpu"], typer.Option("--strategy", help="auto, one-device, mirrored, multiworker (TF_CONFIG) or tpu.")
     ] = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch (none there: a new run starts, with a note).")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of initialisation, epoch order and dropout.")] = 0,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Bit-reproducible (slower) ops and data order.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
@@ -118,7 +119,14 @@ def fit(
 def eval_(
     data: Data,
     metric: MetricSpec,
-    subsets: Subsets = None,
+    subsets: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--subsets",
+            help="Subsets to score, repeated or comma-separated (default: all present): 2AFC must have each, "
+            "JND is scored on those it has (skipped, with a note, where it has none).",
+        ),
+    ] = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also score L2, SSIM and PSNR.")] = True,
     batch_size: BatchSize = 50,
     load_size: Annotated[
@@ -143,4 +151,4 @@ def eval_(
         write_results(results, output, overwrite=overwrite)
     for skipped in results.get("skipped", ()):
         typer.echo(f"note: skipped {skipped}", err=True)
-    typer.echo(options.dumps(results) if as_json else results_markdown(results).rstrip("\n"))
+    typer.echo(dumps(results) if as_json else results_markdown(results).rstrip("\n"))

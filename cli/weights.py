@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 from keras_lpips.cli import options
+from keras_lpips.reports import dumps
 
 app = typer.Typer(help="Fetch, list and convert weights.", no_args_is_help=True)
 
@@ -41,7 +42,7 @@ def list_weights(as_json: options.Json = False):
         for net in sources.TORCHVISION_FILES  # the backbones, named without building one
     }
     if as_json:
-        typer.echo(options.dumps(nets))
+        typer.echo(dumps(nets))
         return
     for net, entry in nets.items():
         lin = ", ".join(entry["linear_weights"])

@@ -3,8 +3,11 @@ sizes, finiteness and range, each an `InputError` with one message.
 
 `keras_lpips.inputs` runs them on the metric's inputs (and adds what tensors and graphs need);
 `keras_lpips.litert_metric` on the LiteRT path, which imports no Keras; `keras_lpips.embedding`
-and `keras_lpips.pairwise` on the sets they compare.
+and `keras_lpips.pairwise` on the sets they compare; `fit` and `eval` check the size they resize
+patches to (`check_load_size`) before reading any.
 """
+
+import sys
 
 import numpy as np
 
@@ -14,12 +17,27 @@ from keras_lpips.errors import InputError
 RANGE_TOLERANCE = 0.01
 
 
-def checked_array_pair(inputs, input_range, min_size, names=("img0", "img1")):
+NAMES = ("img0", "img1")
+
+
+def as_numpy(values, dtype=None):
+    """`values` as a numpy array (the array itself where it is one of `dtype`). A tensor of the
+    Keras backend goes through `keras.ops.convert_to_numpy`, which detaches it and copies it off
+    its device: numpy cannot read a torch tensor that requires grad (the metric's outputs and
+    embeddings, where its heads are trainable). Keras is not imported here (the LiteRT path runs
+    without it): a Keras tensor exists only once it is."""
+    keras = sys.modules.get("keras")
+    if keras is not None and not isinstance(values, np.ndarray) and keras.ops.is_tensor(values):
+        values = keras.ops.convert_to_numpy(values)
+    return np.asarray(values, dtype)
+
+
+def checked_array_pair(inputs, input_range, min_size, names=NAMES):
     """A pair [img0, img1] of (N, H, W, 3) images as float32 numpy arrays, or `InputError`
     saying what is wrong (the messages call the two `names`)."""
     check_is_pair(inputs)
-    pair = [np.asarray(x, dtype=np.float32) for x in inputs]
-    check_pair_shapes([x.shape for x in pair], min_size)
+    pair = [as_numpy(x, np.float32) for x in inputs]
+    check_pair_shapes([x.shape for x in pair], min_size, names)
     for name, x in zip(names, pair):
         check_values(x, input_range, name)
     return pair
@@ -30,25 +48,29 @@ def check_is_pair(inputs):
         raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
 
 
-def check_pair_shapes(shapes, min_size):
+def check_pair_shapes(shapes, min_size, names=NAMES):
     """`InputError` unless both `shapes` are (N, H, W, 3), no known side is below `min_size` and
-    they agree where both are known (None: a side unknown while tracing)."""
-    for shape in shapes:
+    they agree where both are known (None: a side unknown while tracing); the messages call the
+    two `names`."""
+    for name, shape in zip(names, shapes):
         if len(shape) != 4 or shape[-1] != 3:
-            raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received shape {tuple(shape)}")
+            raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received {name} of shape {tuple(shape)}")
         check_static_size(shape, min_size)
     if any(a is not None and b is not None and a != b for a, b in zip(*shapes)):
-        raise InputError(f"The two images must have the same shape. Received {tuple(shapes[0])} and {tuple(shapes[1])}")
+        (name0, shape0), (name1, shape1) = zip(names, map(tuple, shapes))
+        raise InputError(f"The two images must have the same shape. Received {name0} of shape {shape0} and {name1} of shape {shape1}")
 
 
 def check_image_set(images, input_range, min_size, name="images", minimum=1):
     """`images`, at least `minimum` images of one size (an (N, H, W, 3) array or a list of
     (H, W, 3) ones), as a float32 numpy array, or `InputError` saying what is wrong: the sets
     that embeddings and distance matrices are computed over."""
-    if isinstance(images, (list, tuple)) and len({np.shape(image) for image in images}) > 1:
-        shapes = sorted({np.shape(image) for image in images})
-        raise InputError(f"Need images of one size in {name}: give each size apart. Received images of shapes {shapes[0]} and {shapes[1]}")
-    images = np.asarray(images, np.float32)
+    if isinstance(images, (list, tuple)):
+        images = [as_numpy(image, np.float32) for image in images]
+        if len({image.shape for image in images}) > 1:
+            shapes = sorted({image.shape for image in images})
+            raise InputError(f"Need images of one size in {name}: give each size apart. Received images of shapes {shapes[0]} and {shapes[1]}")
+    images = as_numpy(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3 or len(images) < minimum:
         least = ("one image", "two images")[minimum - 1]
         raise InputError(f"Need at least {least} of one size in {name}, shape (N, H, W, 3). Received shape {images.shape}")
@@ -64,6 +86,15 @@ def check_static_size(shape, min_size):
             f"Images of {shape[1]}x{shape[2]} are too small for this network: it needs at least "
             f"{min_size}x{min_size}. Received shape {shape}"
         )
+
+
+def check_load_size(load_size, min_size, net, layers):
+    """`InputError` where `load_size`, the side patches are resized to (`fit`, `eval`), is below
+    `min_size`, the least the backbone `net` with its first `layers` tapped layers takes: said
+    before any patch is read, rather than by the network's own check on the first batch."""
+    if load_size < min_size:
+        described = f"{net} with {layers} layers" if layers is not None else net
+        raise InputError(f"load_size {load_size} is too small for {described} (needs >= {min_size})")
 
 
 def check_values(values, input_range, name="image"):

@@ -13,12 +13,15 @@ signature on batches of images of one size. The same pipeline runs in-process on
 
 Images are read through Beam's file systems (local paths, gs://, s3://, ...: each cloud needs
 Beam's extra for it, e.g. apache-beam[gcp]) and decoded as `keras-lpips score` reads files
-(`keras_lpips.images.decode_image`). An input that cannot be used (an unreadable image, one
-smaller than the network takes, a pair of two sizes, a row without two names, images the
-SavedModel refuses or gives NaN for) does not stop the job: it goes to the `-errors` text
-shards beside the output, one line "name<TAB>reason", and is counted in the returned
-`PipelineCounts`. What can be checked before the job starts is (`keras_lpips.beam_arguments`:
-`InputError`), and a job that fails while running raises one `DataError` with its first line.
+(`keras_lpips.images.decode_image`; a multi-frame image at the `frame` given, which the workers
+receive with the DoFn that reads). An input that cannot be used (an unreadable image, a
+multi-frame one without `frame`, one smaller than the network takes, a pair of two sizes, a
+row without two names, images the SavedModel refuses or gives NaN for) does not stop the job:
+it goes to the `-errors` text shards beside the output, one line "name<TAB>reason" (the
+library's words: "choose one with frame=K"), and is counted in the returned `PipelineCounts`,
+which quotes the first such line. What can be checked before the job starts is
+(`keras_lpips.beam_arguments`: `InputError`), and a job that fails while running raises one
+`DataError` with its first line.
 
     keras-lpips export --format savedmodel --out models/lpips
     keras-lpips beam embed photos/ models/lpips --out out/photos
@@ -43,6 +46,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_lpips import beam_arguments as arguments
+from keras_lpips.argument_checks import check_integer
 from keras_lpips.beam_arguments import PAIR_COLUMNS
 from keras_lpips.embedding_files import image_names
 from keras_lpips.errors import DataError, InputError, KerasLPIPSError
@@ -57,12 +61,14 @@ SHARD = "-?????-of-?????"  # Beam's default shard names, as a file pattern
 @dataclasses.dataclass(frozen=True)
 class PipelineCounts:
     """What a finished pipeline did: `written` results, `failed` inputs (listed in `errors`,
-    a file pattern) and the `output` file pattern."""
+    a file pattern; `first_error` one of their lines, "name<TAB>reason", None where none failed)
+    and the `output` file pattern."""
 
     written: int
     failed: int
     output: str
     errors: str
+    first_error: str | None = None
 
 
 class SavedModelHandler(ModelHandler):
@@ -118,17 +124,19 @@ def _assertion(message):
 
 class ReadImages(beam.DoFn):
     """(key, paths) -> (key, images): each path read through Beam's file systems and decoded to
-    float32 RGB in [0, 1]; images of one key must share one size of at least `min_size`. A key
-    whose images cannot be used goes to the `FAILED` output as "key<TAB>reason"."""
+    float32 RGB in [0, 1] (frame `frame` of a multi-frame image, which is refused without it);
+    images of one key must share one size of at least `min_size`. A key whose images cannot be
+    used goes to the `FAILED` output as "key<TAB>reason"."""
 
-    def __init__(self, min_size):
+    def __init__(self, min_size, frame=None):
         self._min_size = min_size
+        self._frame = frame
         self._failed = beam.metrics.Metrics.counter(NAMESPACE, "failed")
 
     def process(self, element):
         key, paths = element
         try:
-            images = tuple(_read(path) for path in paths)
+            images = tuple(_read(path, self._frame) for path in paths)
             sizes = sorted({image.shape[:2] for image in images})
             if len(sizes) > 1:
                 raise InputError(f"images of different sizes {sizes}")
@@ -184,13 +192,13 @@ def _key_text(key):
     return _csv_line(key) if isinstance(key, tuple) else key
 
 
-def _read(path):
+def _read(path, frame):
     try:
         with FileSystems.open(path) as f:
             data = f.read()
     except Exception as error:  # noqa: BLE001 - Beam's file systems raise their own IOError-like types
         raise DataError(f"Cannot read {path}: {error}") from None
-    return decode_image(data, path)
+    return decode_image(data, path, frame)
 
 
 def _embedding_example(keyed):
@@ -235,7 +243,7 @@ def _failed_batch(failure):
 # --- pipelines -------------------------------------------------------------------------------
 
 
-def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, overwrite=False, on_start=None):
+def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, overwrite=False, on_start=None, frame=None):
     """Embeds every image of `source` with the SavedModel `saved_model` (its `embed` signature)
     and writes TFRecord shards `out`-SSSSS-of-NNNNN.tfrecord; returns `PipelineCounts`.
 
@@ -244,7 +252,10 @@ def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, over
     named by its path as matched). `pipeline_args`: Beam pipeline options, e.g. ["--runner",
     "DataflowRunner", ...]. A local `out` whose shards exist is refused unless `overwrite`,
     which deletes them as the job starts (shards of another count would be read with the new
-    ones). `on_start()`, if given, is called once the arguments are checked, as the job starts."""
+    ones). `on_start()`, if given, is called once the arguments are checked, as the job starts.
+    `frame` (0 is the first) picks the frame read of multi-frame images (animated GIF/PNG/WebP,
+    multi-page TIFF), which fail without it (`read_image`)."""
+    frame = check_integer("frame", frame, 0, allow_none=True)
     arguments.check_file_systems(source, saved_model, out)
     directory, min_size = arguments.savedmodel_for(saved_model, "embed")
     source = str(source)
@@ -261,17 +272,18 @@ def embed_images(source, saved_model, out, pipeline_args=(), batch_size=32, over
             paths = matched | "Paths" >> beam.Map(lambda metadata: (metadata.path, (metadata.path,)))
         else:
             paths = pipeline | "Names" >> beam.Create([(name, (FileSystems.join(source, name),)) for name in names])
-        results = _infer(paths, directory, "embed", min_size, batch_size, out)
+        results = _infer(paths, directory, "embed", min_size, batch_size, out, frame)
         results | "Examples" >> beam.Map(_embedding_example) | "Write" >> beam.io.WriteToTFRecord(out, file_name_suffix=".tfrecord")
 
     return _run(build, pipeline_args, out, earlier, on_start, f"{out}{SHARD}.tfrecord")
 
 
-def score_pairs(pairs_csv, saved_model, out, pipeline_args=(), batch_size=32, overwrite=False, on_start=None):
+def score_pairs(pairs_csv, saved_model, out, pipeline_args=(), batch_size=32, overwrite=False, on_start=None, frame=None):
     """Scores every row of `pairs_csv` (a header, then rows img0,img1: image paths relative to
     the CSV's folder, absolute, or URLs) with the SavedModel's `serving_default` signature and
     writes CSV shards `out`-SSSSS-of-NNNNN.csv of img0,img1,distance; returns `PipelineCounts`.
-    The other arguments as `embed_images`'s."""
+    The other arguments as `embed_images`'s (`frame` for both images of a pair)."""
+    frame = check_integer("frame", frame, 0, allow_none=True)
     arguments.check_file_systems(pairs_csv, saved_model, out)
     directory, min_size = arguments.savedmodel_for(saved_model, "serving_default")
     pairs_csv = str(pairs_csv) if "://" in str(pairs_csv) else os.path.abspath(pairs_csv)
@@ -282,17 +294,18 @@ def score_pairs(pairs_csv, saved_model, out, pipeline_args=(), batch_size=32, ov
     def build(pipeline):
         lines = pipeline | "Read" >> beam.io.ReadFromText(pairs_csv, skip_header_lines=1)
         rows = lines | "Split" >> beam.ParDo(SplitPairs(base)).with_outputs(FAILED, main="pairs")
-        results = _infer(rows.pairs, directory, "serving_default", min_size, batch_size, out, rows[FAILED])
+        results = _infer(rows.pairs, directory, "serving_default", min_size, batch_size, out, frame, rows[FAILED])
         header = _csv_line([*PAIR_COLUMNS, "distance"])
         results | "Rows" >> beam.Map(_pair_row) | "Write" >> beam.io.WriteToText(out, ".csv", header=header)
 
     return _run(build, pipeline_args, out, earlier, on_start, f"{out}{SHARD}.csv")
 
 
-def _infer(keyed_paths, directory, signature, min_size, batch_size, out, earlier_failures=None):
-    """Reads the images of (key, paths), runs `signature` on them, writes the failures to
-    `out`-errors shards; returns the (key, PredictionResult) collection of the successes."""
-    read = keyed_paths | "ReadImages" >> beam.ParDo(ReadImages(min_size)).with_outputs(FAILED, main="images")
+def _infer(keyed_paths, directory, signature, min_size, batch_size, out, frame, earlier_failures=None):
+    """Reads the images of (key, paths) (frame `frame` of multi-frame ones), runs `signature` on
+    them, writes the failures to `out`-errors shards; returns the (key, PredictionResult)
+    collection of the successes."""
+    read = keyed_paths | "ReadImages" >> beam.ParDo(ReadImages(min_size, frame)).with_outputs(FAILED, main="images")
     handler = KeyedModelHandler(SavedModelHandler(directory, signature, batch_size))
     inferred = read.images | "RunInference" >> RunInference(handler).with_exception_handling()
     results = inferred[0] | "SplitFailures" >> beam.ParDo(SplitFailures()).with_outputs(FAILED, main="results")
@@ -308,7 +321,8 @@ def _infer(keyed_paths, directory, signature, min_size, batch_size, out, earlier
 
 def _run(build, pipeline_args, out, earlier, on_start, output):
     """Builds the pipeline with `build(pipeline)`, deletes the `earlier` shards, runs it and
-    returns its `PipelineCounts` (the errors shards deleted when nothing failed). Bad pipeline
+    returns its `PipelineCounts` (the errors shards deleted when nothing failed, else the first
+    line of one quoted). Bad pipeline
     options are an `InputError`; a failure while it runs one `DataError`, its temporaries removed."""
     try:
         pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
@@ -328,10 +342,26 @@ def _run(build, pipeline_args, out, earlier, on_start, output):
     counters = {}
     for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
-    counts = PipelineCounts(counters.get("written", 0), counters.get("failed", 0), output, f"{out}-errors{SHARD}.txt")
-    if not counts.failed:  # the errors shards are empty
-        FileSystems.delete([metadata.path for match in FileSystems.match([counts.errors]) for metadata in match.metadata_list])
-    return counts
+    errors = f"{out}-errors{SHARD}.txt"
+    shards = sorted(metadata.path for match in FileSystems.match([errors]) for metadata in match.metadata_list)
+    failed = counters.get("failed", 0)
+    if not failed:  # the errors shards are empty
+        FileSystems.delete(shards)
+    return PipelineCounts(counters.get("written", 0), failed, output, errors, _first_line_of(shards) if failed else None)
+
+
+def _first_line_of(paths):
+    """The first line of the first of the text files `paths` that has one (None if none has, or
+    they cannot be read: the job's result stands without it)."""
+    try:
+        for path in paths:
+            with FileSystems.open(path) as f:
+                line = f.readline().decode("utf-8", errors="replace").rstrip("\n")
+            if line:
+                return line
+    except OSError:  # Beam's BeamIOError too
+        pass
+    return None
 
 
 def read_embedding_records(pattern):

@@ -29,7 +29,8 @@ import keras
 import numpy as np
 
 from keras_lpips import keras_compat, matrix_products
-from keras_lpips.array_checks import check_image_set
+from keras_lpips.argument_checks import check_integer
+from keras_lpips.array_checks import as_numpy, check_image_set
 from keras_lpips.errors import InputError
 
 # Bytes of float64 rows one block of a distance computation converts at a time (per side), and
@@ -51,6 +52,7 @@ def embed_images(metric, images, batch_size=32, progress=None):
     is called after each batch of k images."""
     metric.check_euclidean()
     images = check_image_set(images, metric.input_range, metric.min_input_size)
+    batch_size = check_integer("batch_size", batch_size, 1)
     size = metric.embedding_size(*images.shape[1:3])
     embed = _embed_function(metric)
     vectors = np.empty((len(images), size), np.float32)
@@ -79,8 +81,9 @@ def _embed_function(metric):
 
 
 def checked_embeddings(vectors, name):
-    """`vectors` as a non-empty (N, D) array of finite real numbers, else `InputError`."""
-    vectors = np.asarray(vectors)
+    """`vectors` (numpy, or tensors of the Keras backend: `LPIPS.embed`'s) as a non-empty (N, D)
+    array of finite real numbers, else `InputError`."""
+    vectors = as_numpy(vectors)
     if vectors.ndim != 2 or len(vectors) == 0 or vectors.dtype.kind not in "fiu":
         raise InputError(f"{name} must be a non-empty (N, D) array of embeddings. Received shape {vectors.shape}, dtype {vectors.dtype}")
     not_finite = ~np.isfinite(vectors.sum(axis=1, dtype=np.float64))  # NaN and inf survive the sum
@@ -211,9 +214,7 @@ def nearest(queries, index, k):
     (exact LPIPS between embeddings): `(indices, distances)`, each (len(queries), k), nearest
     first, equal distances in index order. `k` is capped at len(index)."""
     queries, index = checked_embeddings(queries, "queries"), checked_embeddings(index, "index")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k must be a positive integer. Received: k={k!r}")
-    k = min(int(k), len(index))
+    k = min(check_integer("k", k, 1), len(index))
     indices = np.empty((len(queries), k), np.int64)
     distances = np.empty((len(queries), k), np.float32)
     for (r0, r1), (c0, c1), block in _blocks(queries, index):

@@ -7,12 +7,16 @@ An embed file holds, for images of one size:
 - `image_size`: (height, width) of the images;
 - `metric`: a JSON description of the metric (net, version, distance, layers, weight sources);
 - `fingerprint`: sha256 of that description and every weight's bytes. Embeddings are
-  comparable only when their fingerprints are equal (`check_same_metric`).
+  comparable only when their fingerprints are equal (`check_same_metric`);
+- `frame` (only where one was given): the frame read of multi-frame images (animated GIF/PNG/
+  WebP, multi-page TIFF; `read_image`). Without it the file holds none: they are refused.
 
 `embed_folder` writes one resumably: the images are embedded in chunks, each written whole
 (`files.atomic_path`) into a hidden folder `.NAME.parts` beside the file, then gathered into
 the file, written whole, and the folder removed. A rerun after an interruption skips the
-chunks already written; a rerun on a folder that gained images embeds only those.
+chunks already written; a rerun on a folder that gained images embeds only those. A rerun is
+refused where what is written would mean something else: another metric, or another `frame`
+than the one written (a file without one takes any: it holds no multi-frame image).
 
 What the commands compute from folders and embed files is here too: `nearest_images` (each side
 a folder or an embed file: which one is decided here) and `folder_diversity`.
@@ -28,8 +32,11 @@ import zipfile
 import numpy as np
 
 from keras_lpips import files
+from keras_lpips.argument_checks import check_integer
 from keras_lpips.errors import DataError, InputError
 from keras_lpips.images import read_images, stored_size
+
+FRAME = "frame"  # the embed file's optional key
 
 # The constructor arguments that, with the weights, decide what an embedding means.
 DESCRIBED = ("net", "version", "distance", "layers", "backbone_weights", "lin_weights", "precision")
@@ -39,13 +46,15 @@ KEYS = ("names", "vectors", "image_size", "metric", "fingerprint")
 @dataclasses.dataclass
 class Embeddings:
     """The content of an embed file: `names` (list of str), `vectors` (N, D) float32,
-    `image_size` (height, width), `metric` (dict) and `fingerprint` (str)."""
+    `image_size` (height, width), `metric` (dict), `fingerprint` (str) and `frame` (the frame
+    read of multi-frame images, or None)."""
 
     names: list
     vectors: np.ndarray
     image_size: tuple
     metric: dict
     fingerprint: str
+    frame: int | None = None
 
 
 def describe_metric(metric):
@@ -115,14 +124,16 @@ def image_groups(folder):
     return groups or {".": [folder / name for name in own]}
 
 
-def embed_paths(metric, paths, image_size=None, resize=False, batch_size=32, progress=None):
-    """`LPIPS.embed` vectors, (N, D) float32, of the images at `paths` (see `read_images`), read
-    and embedded `batch_size` at a time. `progress(k)` is called after each batch of k images."""
+def embed_paths(metric, paths, image_size=None, resize=False, batch_size=32, progress=None, frame=None):
+    """`LPIPS.embed` vectors, (N, D) float32, of the images at `paths` (see `read_images`: frame
+    `frame` of multi-frame ones), read and embedded `batch_size` at a time. `progress(k)` is
+    called after each batch of k images."""
     from keras_lpips.embedding import embed_images
 
+    batch_size = check_integer("batch_size", batch_size, 1)
     vectors = []
     for start in range(0, len(paths), batch_size):
-        images = read_images(paths[start : start + batch_size], image_size, resize)
+        images = read_images(paths[start : start + batch_size], image_size, resize, frame)
         image_size = images.shape[1:3]
         vectors.append(embed_images(metric, images, batch_size))
         if progress:
@@ -138,14 +149,15 @@ def _listed(folder):
     return names
 
 
-def folder_embeddings(metric, folder, image_size=None, resize=False, progress=None):
-    """`Embeddings` of the images under `folder` (`image_names`), in memory, all of `image_size`
-    (default: the first image's) or resized to it with `resize`."""
+def folder_embeddings(metric, folder, image_size=None, resize=False, progress=None, frame=None):
+    """`Embeddings` of the images under `folder` (`image_names`; frame `frame` of multi-frame
+    ones), in memory, all of `image_size` (default: the first image's) or resized to it with
+    `resize`."""
     folder = pathlib.Path(folder)
     names = _listed(folder)
-    image_size = tuple(image_size or stored_size(folder / names[0]))
-    vectors = embed_paths(metric, [folder / name for name in names], image_size, resize, progress=progress)
-    return Embeddings(names, vectors, image_size, *describe_metric(metric))
+    image_size = tuple(image_size or stored_size(folder / names[0], frame))
+    vectors = embed_paths(metric, [folder / name for name in names], image_size, resize, progress=progress, frame=frame)
+    return Embeddings(names, vectors, image_size, *describe_metric(metric), frame)
 
 
 # --- embed files -----------------------------------------------------------------------------
@@ -161,6 +173,7 @@ def write_embeddings(path, embeddings):
             image_size=np.asarray(embeddings.image_size, np.int64),
             metric=np.asarray(json.dumps(embeddings.metric)),
             fingerprint=np.asarray(embeddings.fingerprint),
+            **({} if embeddings.frame is None else {FRAME: np.asarray(embeddings.frame, np.int64)}),
         )
 
 
@@ -180,6 +193,7 @@ def read_embeddings(path):
                 image_size=tuple(int(side) for side in data["image_size"]),
                 metric=json.loads(str(data["metric"])),
                 fingerprint=str(data["fingerprint"]),
+                frame=int(data[FRAME]) if FRAME in data.files else None,
             )
     except (OSError, ValueError) as error:  # not a file, not a zip, damaged, or holding pickles
         raise DataError(f"Cannot read embed file {path}: {error}") from None
@@ -191,15 +205,19 @@ def parts_folder(path):
     return path.with_name(f".{path.name}.parts")
 
 
-def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, progress=None):
+def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, progress=None, frame=None):
     """Writes the embeddings of the images under `folder` to the embed file `out`, resumably
     (see the module); returns `(embedded now, total)`.
 
-    The images already in `out` or in its parts folder (embedded by the same metric: otherwise
-    `InputError`) are not embedded again; names no longer in `folder` are dropped. All images
-    must have the size of the first one (or of `out`'s), or `resize`. `progress(k)` is called
-    after each batch of k images embedded; `chunk` images are written at a time."""
+    The images already in `out` or in its parts folder (embedded by the same metric, and of the
+    same `frame` where they were given one: otherwise `InputError`) are not embedded again;
+    names no longer in `folder` are dropped. All images must have the size of the first one (or
+    of `out`'s), or `resize`. `frame` (0 is the first) picks the frame read of multi-frame images
+    (`read_image`), which are refused without it. `progress(k)` is called after each batch of k
+    images embedded; `chunk` images are written at a time."""
     folder, out = pathlib.Path(folder), pathlib.Path(out)
+    chunk, batch_size = check_integer("chunk", chunk, 1), check_integer("batch_size", batch_size, 1)
+    frame = check_integer("frame", frame, 0, allow_none=True)
     if not out.parent.is_dir():
         raise InputError(f"Output folder does not exist: {out.parent}")
     names = _listed(folder)
@@ -209,9 +227,10 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     sources = [out] if out.exists() else []
     sources += sorted(parts.glob("part-*.npz")) if parts.is_dir() else []
     done = [read_embeddings(source) for source in sources]
-    image_size = done[0].image_size if done else stored_size(folder / names[0])
+    image_size = done[0].image_size if done else stored_size(folder / names[0], frame)
     for source, previous in zip(sources, done):
         check_same_metric((previous.metric, previous.fingerprint), (description, fingerprint), (str(source), "the metric given"))
+        _check_same_frame(source, previous.frame, frame)
         if previous.image_size != done[0].image_size:
             raise InputError(
                 f"{source} and {sources[0]} hold embeddings of images of different sizes; delete one. "
@@ -224,14 +243,27 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     parts.mkdir(exist_ok=True)
     for number, start in enumerate(range(0, len(todo), chunk), start=len(sources)):
         chunk_names = todo[start : start + chunk]
-        chunk_vectors = embed_paths(metric, [folder / n for n in chunk_names], image_size, resize, batch_size, progress)
-        part = Embeddings(chunk_names, chunk_vectors, tuple(image_size), description, fingerprint)
+        chunk_paths = [folder / n for n in chunk_names]
+        chunk_vectors = embed_paths(metric, chunk_paths, image_size, resize, batch_size, progress, frame)
+        part = Embeddings(chunk_names, chunk_vectors, tuple(image_size), description, fingerprint, frame)
         write_embeddings(parts / f"part-{number:06d}.npz", part)
         vectors.update(zip(chunk_names, chunk_vectors))
     stacked = np.stack([vectors[name] for name in names])
-    write_embeddings(out, Embeddings(names, stacked, tuple(int(s) for s in image_size), description, fingerprint))
+    write_embeddings(out, Embeddings(names, stacked, tuple(int(s) for s in image_size), description, fingerprint, frame))
     shutil.rmtree(parts, ignore_errors=True)
     return len(todo), len(names)
+
+
+def _check_same_frame(source, written, frame):
+    """Refuses to complete `source`, written with frame `written` of multi-frame images, with
+    another `frame`: its vectors of those images would be of one frame, the new ones of another.
+    A file written without a frame holds no multi-frame image, so any frame completes it."""
+    if written is not None and frame != written:
+        received = "no frame" if frame is None else f"frame={frame}"
+        raise InputError(
+            f"{source} holds frame {written} of its multi-frame images: complete it with frame={written}, "
+            f"or delete it to embed another frame. Received: {received}"
+        )
 
 
 # --- what the commands compute: nearest images, diversity ------------------------------------
@@ -260,16 +292,18 @@ def _counting(progress, total):
     return step
 
 
-def comparable_embeddings(query, index, metric, resize=False, progress=None):
+def comparable_embeddings(query, index, metric, resize=False, progress=None, frame=None):
     """`(queries, index)`: the `Embeddings` of the two sides of `nearest_images`, each an embed
     file (`read_embeddings`: a path to a file) or a folder of images (any other path), embedded
-    here (`folder_embeddings`) at the size of the other side's images: an embed file's, else the
-    first folder's first image's, or resized to it with `resize`. Refused (`InputError`) unless
-    both are of one metric (`check_same_metric`) and of images of one size.
+    here (`folder_embeddings`, frame `frame` of multi-frame images) at the size of the other
+    side's images: an embed file's, else the first folder's first image's, or resized to it with
+    `resize`. Refused (`InputError`) unless both are of one metric (`check_same_metric`) and of
+    images of one size.
 
     `metric`: the `LPIPS` that embeds the folders, or a function returning it, called only where
     a side is a folder (two embed files need no model). `progress(done, total)` follows the
     embedding: the images embedded so far, of all those the folders hold."""
+    frame = check_integer("frame", frame, 0, allow_none=True)
     sides = [read_embeddings(path) if pathlib.Path(path).is_file() else pathlib.Path(path) for path in (query, index)]
     listed = {number: _listed(side) for number, side in enumerate(sides) if isinstance(side, pathlib.Path)}
     if listed:
@@ -277,7 +311,7 @@ def comparable_embeddings(query, index, metric, resize=False, progress=None):
         size = next((side.image_size for side in sides if isinstance(side, Embeddings)), None)
         step = _counting(progress, sum(map(len, listed.values())))
         for number in listed:
-            sides[number] = folder_embeddings(metric, sides[number], size, resize, progress=step)
+            sides[number] = folder_embeddings(metric, sides[number], size, resize, progress=step, frame=frame)
             size = sides[number].image_size
     queries, found = sides
     check_same_metric((queries.metric, queries.fingerprint), (found.metric, found.fingerprint), ("QUERY", "INDEX"))
@@ -301,11 +335,11 @@ class Neighbours:
     distances: np.ndarray
 
 
-def nearest_images(query, index, k, metric, resize=False, search="exact", projection=None, progress=None):
+def nearest_images(query, index, k, metric, resize=False, search="exact", projection=None, progress=None, frame=None):
     """Each query image's `k` nearest index images by exact LPIPS, as `Neighbours`.
 
     `query` and `index`: each a folder of images or an embed file (`comparable_embeddings`, which
-    `metric`, `resize` and `progress` are for). `search`: "exact" (`embedding.nearest`), or a FAISS
+    `metric`, `resize`, `progress` and `frame` are for). `search`: "exact" (`embedding.nearest`), or a FAISS
     index whose candidates are ranked by their exact distances (`embedding_index.NeighbourIndex`:
     "flat", "hnsw" or "ivf", holding a random `projection` of the vectors to that many dimensions
     if given)."""
@@ -319,7 +353,7 @@ def nearest_images(query, index, k, metric, resize=False, search="exact", projec
             f"projection applies to a FAISS index (search {', '.join(KINDS)}). "
             f"Received: search='exact', projection={projection!r}"
         )
-    queries, found = comparable_embeddings(query, index, metric, resize, progress)
+    queries, found = comparable_embeddings(query, index, metric, resize, progress, frame)
     if search == "exact":
         indices, distances = nearest(queries.vectors, found.vectors, k)
     else:
@@ -338,15 +372,16 @@ class Diversity:
     metric: dict
 
 
-def folder_diversity(metric, folder, resize=False, progress=None):
+def folder_diversity(metric, folder, resize=False, progress=None, frame=None):
     """The LPIPS diversity of a folder of samples, as `Diversity`: the distances between the
     pairs of images within each set (`image_groups`: each subfolder of images, or the folder's
     own images; the BicycleGAN protocol), pooled over the sets. Each set needs two images (else
-    `InputError`), all of its first image's size or, with `resize`, resized to it. `metric` and
-    `progress(done, total)` as in `comparable_embeddings` (a function is called once the folder
-    is checked)."""
+    `InputError`), all of its first image's size or, with `resize`, resized to it. `metric`,
+    `progress(done, total)` and `frame` as in `comparable_embeddings` (a function is called
+    once the folder is checked)."""
     from keras_lpips.embedding import PairStatistics, pair_statistics
 
+    frame = check_integer("frame", frame, 0, allow_none=True)
     groups = image_groups(folder)
     small = [name for name, paths in groups.items() if len(paths) < 2]
     if small:
@@ -354,5 +389,8 @@ def folder_diversity(metric, folder, resize=False, progress=None):
         raise InputError(f"Need at least two images in each set to form a pair. Received one in {where}")
     metric = _resolved(metric)
     step = _counting(progress, sum(map(len, groups.values())))
-    sets = {name: pair_statistics(embed_paths(metric, paths, resize=resize, progress=step)) for name, paths in groups.items()}
+    sets = {
+        name: pair_statistics(embed_paths(metric, paths, resize=resize, progress=step, frame=frame))
+        for name, paths in groups.items()
+    }
     return Diversity(sets, sum(sets.values(), PairStatistics()), describe_metric(metric)[0])

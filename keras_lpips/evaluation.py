@@ -12,6 +12,8 @@ import sys
 import numpy as np
 
 from keras_lpips import keras_compat
+from keras_lpips.argument_checks import check_integer
+from keras_lpips.array_checks import as_numpy, check_load_size
 from keras_lpips.baselines import baseline_distances
 from keras_lpips.errors import InputError
 from keras_lpips.model import LPIPS
@@ -45,20 +47,31 @@ def evaluate_run(
          "jnd": {subset: {column: mAP}, ...},            (when jnd/val exists, or jnd=True)
          "counts": {"2afc": {subset: n}, "jnd": {subset: n}},
          "scores": {subset: {column: [per-triplet 2AFC score, ...]}},  (with keep_scores=True)
-         "skipped": ["2AFC: no 2afc/val folder in ROOT"]}  (a set absent from the data, if any)
+         "skipped": ["2AFC: no 2afc/val folder in ROOT"]}  (a set absent from the data, or
+                    without any of `subsets`, if any)
 
     A dataset with only JND pairs (`data download --split jnd`) gets its JND mAP, its "2afc"
     and "counts"["2afc"] empty and the 2AFC set listed in "skipped"; one with only 2AFC
-    triplets its 2AFC scores. `subsets` (2AFC) or `jnd=True` ask for that set: it must be there.
+    triplets its 2AFC scores. `jnd=True` asks for the JND set (it must be there), `jnd=False`
+    leaves it out.
+
+    `subsets` (a name or a list; None: all) restricts both sets: the 2AFC set must have each
+    of them; the JND set (BAPPS': traditional and cnn) is scored on those it has, and listed in
+    "skipped" where it has none of them (without a 2AFC set, it must have each). `jnd_subsets`
+    names the JND subsets apart from `subsets` (each must be there).
+
+    `load_size` below what the metric takes (`metric.min_input_size`) is an `InputError`, before
+    any image is read.
 
     2AFC as the reference's `score_2afc_dataset`, JND mAP as its `score_jnd_dataset`; baselines
     as its test_dataset_model.py with the default Lab colorspace: "l2" (lpips.l2 in Lab), "ssim"
     (DSSIM, lpips.dssim in Lab) and "psnr" (on the 8-bit RGB images).
     """
-    from keras_lpips.data.bapps import has_split, resolve_root
+    from keras_lpips.data.bapps import available_subsets, has_split, resolve_root
 
     root = resolve_root(data_root)
-    twoafc = subsets is not None or has_split(root, "2afc", "val")
+    subsets = [subsets] if isinstance(subsets, str) else subsets
+    twoafc = has_split(root, "2afc", "val")
     jnd = jnd if jnd is not None else has_split(root, "jnd", "val")
     if not twoafc and not jnd:
         raise InputError(f"No 2afc/val or jnd/val folder in {root}: nothing to evaluate")
@@ -75,17 +88,28 @@ def evaluate_run(
             load_size = json.loads(run_json.read_text()).get("config", {}).get("load_size")
     else:
         name = f"{metric.net} v{metric.version} {metric.distance}"
-    load_size = int(load_size or 64)
+    load_size = check_integer("load_size", 64 if load_size is None else load_size, 1)
+    check_load_size(load_size, getattr(metric, "min_input_size", 1), metric.net, getattr(metric, "layers_kept", None))
     columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
     scoring = _Scoring(metric, data_root, columns, batch_size, load_size, progress and sys.stderr.isatty())
     result = {"model": name, "data": str(data_root), "load_size": load_size, "columns": columns}
     result.update({"2afc": {}, "counts": {"2afc": {}}})
+    skipped = []
     if twoafc:
-        _score_twoafc(scoring, result, [subsets] if isinstance(subsets, str) else subsets, distances, keep_scores)
+        _score_twoafc(scoring, result, subsets, distances, keep_scores)
     else:
-        result["skipped"] = [f"2AFC: no 2afc/val folder in {root}"]
-    if jnd:
-        _score_jnd(scoring, result, jnd_subsets)
+        skipped.append(f"2AFC: no 2afc/val folder in {root}")
+    if jnd and jnd_subsets is None and subsets is not None and twoafc and has_split(root, "jnd", "val"):
+        present = available_subsets(root / "jnd" / "val")  # JND: those of `subsets` it has
+        jnd_subsets = [s for s in subsets if s in present]
+        if not jnd_subsets:
+            skipped.append(f"JND: jnd/val in {root} has none of the subsets {', '.join(subsets)} "
+                           f"(it has {', '.join(present) or 'none'})")  # fmt: skip
+            jnd = False
+    if jnd:  # without a 2AFC set, each of `subsets` must be there (`list_jnd` says which is not)
+        _score_jnd(scoring, result, subsets if jnd_subsets is None else jnd_subsets)
+    if skipped:
+        result["skipped"] = skipped
     return result
 
 
@@ -151,7 +175,7 @@ class _Scoring:
 
         per = {c: [] for c in self.columns}
         if distances is not None:
-            d0, d1 = (np.asarray(d, np.float32).reshape(-1) for d in distances)
+            d0, d1 = (as_numpy(d, np.float32).reshape(-1) for d in distances)
             if not len(d0) == len(d1) == len(records):
                 raise InputError(
                     f"distances hold {len(d0)} and {len(d1)} values for {len(records)} 2AFC triplets in {self.data_root}"

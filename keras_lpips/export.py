@@ -44,6 +44,7 @@ import json
 import math
 from pathlib import Path
 
+from keras_lpips.argument_checks import check_integer, is_integer
 from keras_lpips.disk_space import check_disk_space
 from keras_lpips.errors import DataError, InputError, OutputError, reason
 from keras_lpips.files import atomic_write, check_output, exists_message, read_bounded, replace_directory, scratch_directory
@@ -102,8 +103,8 @@ def serving_functions(metric, max_pixels=None):
 
     @tf.function(input_signature=[image, image, image])
     def rank(ref, p0, p1):
-        ref, p0 = metric.checked_pair([scaled(ref), scaled(p0)])
-        _, p1 = metric.checked_pair([ref, scaled(p1)])
+        ref, p0 = metric.checked_pair([scaled(ref), scaled(p0)], names=("ref", "p0"))
+        _, p1 = metric.checked_pair([ref, scaled(p1)], names=("ref", "p1"))
         d0, d1 = metric.twoafc(ref, p0, p1, training=False)
         verdict = tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))
         return {"d0": d0, "d1": d1, "p1_preferred": tf.where(tf.math.is_nan(d0 + d1), float("nan"), verdict)}
@@ -148,8 +149,7 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
     folder that appears while the export runs (another process's) likewise: nothing is ever
     replaced silently. `progress`, if given, is called with 1 when the SavedModel is written.
     """
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise InputError(f"version must be a non-negative integer (a TF Serving version). Received: {version!r}")
+    version = check_integer("version", version, 0, note="(a TF Serving version)")
     _checked_max_pixels(max_pixels)
     directory = Path(directory)
     check_output(directory, _inputs(metric), overwrite=True, kind="folder")  # holds the versions
@@ -239,9 +239,7 @@ def _inputs(metric):
 
 
 def _checked_max_pixels(max_pixels):
-    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
-        raise InputError(f"max_pixels must be a positive integer (pixels per input of a bytes request). Received: {max_pixels!r}")
-    return max_pixels
+    return check_integer("max_pixels", max_pixels, 1, allow_none=True, note="(pixels per input of a bytes request)")
 
 
 def _save(metric, path, max_pixels=None):
@@ -355,7 +353,8 @@ class ExportedMetric:
         first, *others = images
         checked = {}
         for name in others:
-            checked[first], checked[name] = check_image_pair([images[first], images[name]], self.input_range, self.min_input_size)
+            pair = [images[first], images[name]]
+            checked[first], checked[name] = check_image_pair(pair, self.input_range, self.min_input_size, names=(first, name))
         try:
             return function(**checked)
         except tf.errors.InvalidArgumentError as error:
@@ -391,6 +390,6 @@ def parse_metadata(data, path):
             raise DataError(f"Cannot read {path}: its {key!r} must be a string. Received: {json.dumps(info[key])[:80]}")
     for key in ("layers", "min_input_size"):
         value = info.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not (is_integer(value) and value >= 1):
             raise DataError(f"Cannot read {path}: its {key!r} must be a positive integer. Received: {json.dumps(value)[:80]}")
     return info

@@ -25,7 +25,7 @@ as signed (a TIFF's SampleFormat 2) are refused, as is a mode missing from the t
 black and white. A value above its format's white is refused too, never clipped.
 
 A file holding several frames (animated GIF, PNG or WebP, multi-page TIFF) is refused unless
-`frame` picks one (the command line's `--frame`); files of one frame ignore `frame`. An MPO
+`frame` picks one; files of one frame ignore `frame`. An MPO
 (camera JPEG whose further images are previews or depth maps) is read as its first, primary image.
 
 A path that is no regular file (a directory, FIFO, device) is refused by what it is, without
@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keras_lpips import files
+from keras_lpips.argument_checks import check_integer
 from keras_lpips.array_checks import RANGE_TOLERANCE
 from keras_lpips.errors import DataError, InputError
 
@@ -108,13 +109,18 @@ def read_image(path, frame=None):
     return _decode(path, path, frame)
 
 
-def stored_size(path):
+def stored_size(path, frame=None):
     """(height, width) of the image file at `path` as `read_image` returns it (EXIF orientation
     applied), read from its header without decoding it: what a command checks (sizes that must
-    match, the memory it has) before reading a huge image whole."""
+    match, the memory it has) before reading a huge image whole. With `frame`, that frame's of a
+    multi-frame file (the pages of a TIFF may differ; refused as `read_image` refuses it);
+    without, the first's."""
     path = pathlib.Path(path)
+    _check_frame(frame)
     _check_regular_file(path)
     with _reading(path), Image.open(path) as image:
+        if frame is not None:
+            _seek_frame(image, path, frame)
         turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
         return (image.width, image.height) if turned else (image.height, image.width)
 
@@ -130,8 +136,7 @@ def decode_image(data, name, frame=None):
 
 
 def _check_frame(frame):
-    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0):
-        raise InputError(f"frame must be a non-negative integer or None. Received: frame={frame!r}")
+    check_integer("frame", frame, 0, allow_none=True)
 
 
 def _decode(source, path, frame):
@@ -192,8 +197,7 @@ def _seek_frame(image, path, frame):
     last = f"K from 0 to {frames - 1}"
     if frame is None:
         raise InputError(
-            f"{path} has {frames} frames (an animated or multi-page image); choose one with --frame K "
-            f"(score, pairs, matrix) or read_image(path, frame=K), {last}"
+            f"{path} has {frames} frames (an animated or multi-page image); choose one with frame=K, {last}"
         )
     if frame >= frames:
         raise InputError(f"{path} has {frames} frames; there is no frame {frame} ({last})")

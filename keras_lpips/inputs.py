@@ -25,10 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lpips.array_checks import RANGE_TOLERANCE, check_is_pair, check_pair_shapes, check_static_size, check_values
+from keras_lpips.array_checks import NAMES, RANGE_TOLERANCE, check_is_pair, check_pair_shapes, check_static_size, check_values
 from keras_lpips.errors import InputError, reason
-
-NAMES = ("img0", "img1")
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
 
 
@@ -40,8 +38,8 @@ def check_image_pair(inputs, input_range, min_size, names=NAMES):
     images = [as_image_batch(x, name) for name, x in zip(names, inputs)]
     # numpy inputs are checked as they are: no round trip through a tensor.
     arrays = [x if isinstance(x, np.ndarray) else None for x in images]
-    pair = [ops.cast(ops.convert_to_tensor(x), "float32") for x in images]
-    check_pair_shapes([static_shape(x) for x in pair], min_size)
+    pair = [_as_float32(x) for x in images]
+    check_pair_shapes([static_shape(x, name) for name, x in zip(names, pair)], min_size, names)
     if _in_tensorflow_graph(pair):
         return _graph_checked(pair, input_range, min_size, names)
     for name, array, x in zip(names, arrays, pair):
@@ -49,6 +47,16 @@ def check_image_pair(inputs, input_range, min_size, names=NAMES):
         if values is not None:
             check_values(values, input_range, name)
     return pair
+
+
+def _as_float32(x):
+    """`x` as a float32 tensor; a `KerasTensor` (a functional model being built) as it is: an op
+    on it here, outside any layer, would become a node of the model (its auto-generated name,
+    e.g. "convert_to_tensor", then clashes with another's when the saved model loads). The layer
+    it goes into runs on the real tensor, which is converted then."""
+    if isinstance(x, keras.KerasTensor):
+        return x
+    return ops.cast(ops.convert_to_tensor(x), "float32")
 
 
 def checked_size(images, min_size):
@@ -99,12 +107,12 @@ def traced_for_export():
 _padding_too_small = False
 
 
-def static_shape(x):
+def static_shape(x, name="images"):
     """The shape of `x` with each side an int where it is known, else None (TensorFlow's open
     sides, JAX's symbolic ones while tracing): what can be compared. `InputError` for a rank
-    unknown while tracing."""
+    unknown while tracing (the message calls `x` `name`)."""
     if getattr(x.shape, "rank", 0) is None:
-        raise InputError("Expected images of shape (N, H, W, 3) (RGB, channels last). Received a tensor of unknown rank")
+        raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received {name}: a tensor of unknown rank")
     return tuple(int(side) if isinstance(side, (int, np.integer)) else None for side in x.shape)
 
 
@@ -159,7 +167,7 @@ def _graph_checked(pair, input_range, min_size, names):
     slack = RANGE_TOLERANCE * (high - low)
     shapes = [tf.shape(x) for x in pair]
     checks = [(tf.reduce_all(s[1:3] >= min_size), _too_small_message(s, min_size)) for s in shapes]
-    checks.append((tf.reduce_all(tf.equal(shapes[0], shapes[1])), _different_shapes_message(*shapes)))
+    checks.append((tf.reduce_all(tf.equal(shapes[0], shapes[1])), _different_shapes_message(names, *shapes)))
     for name, x, shape in zip(names, pair, shapes):
         checks.append((tf.reduce_prod(shape) > 0, _empty_message(name, shape)))
         # Three reductions, no temporaries: the sum is NaN or inf when any value is (addition
@@ -213,8 +221,11 @@ def _too_small_message(shape, min_size):
     )  # fmt: skip
 
 
-def _different_shapes_message(shape0, shape1):
-    return lambda: _text("The two images must have the same shape. Received ", _shape_text(shape0), " and ", _shape_text(shape1))
+def _different_shapes_message(names, shape0, shape1):
+    return lambda: _text(
+        f"The two images must have the same shape. Received {names[0]} of shape ", _shape_text(shape0),
+        f" and {names[1]} of shape ", _shape_text(shape1),
+    )  # fmt: skip
 
 
 def _empty_message(name, shape):

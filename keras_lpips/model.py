@@ -17,15 +17,20 @@ import numpy as np
 from keras import ops
 
 from keras_lpips import keras_compat, presets
+from keras_lpips.argument_checks import check_integer, is_number
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError, reason
-from keras_lpips.array_checks import check_static_size
+from keras_lpips.array_checks import NAMES, check_static_size
 from keras_lpips.inputs import check_image_pair, checked_size
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
 from keras_lpips.weights.loading import restore_weights, sources_deferred
 
 INPUT_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
 PRECISIONS = ("float32", "bf16")
+HALF_PRECISION = (
+    'for half precision set a mixed policy before building (keras.config.set_dtype_policy("mixed_float16")) '
+    'or pass precision="bf16"'
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")
@@ -99,11 +104,12 @@ class LPIPS(keras.Model):
             super().__init__(**kwargs)
         except (TypeError, ValueError) as error:  # Keras' own arguments: name, dtype, trainable
             raise InputError(reason(error)) from None
-        if kwargs.get("dtype") is not None and self.dtype_policy.variable_dtype != "float32":  # the layers follow the global policy, not this
+        # Its layers follow the global policy, not this one, which would only round the images
+        # (a mixed one too: distances 5e-3 relative off, for no speed gain).
+        if kwargs.get("dtype") is not None and self.dtype_policy.name != "float32":
             raise InputError(
-                "LPIPS keeps float32 weights: for half precision set a mixed policy before building "
-                '(keras.config.set_dtype_policy("mixed_float16")) or pass precision="bf16". '
-                f"Received: dtype={self.dtype_policy.name!r}"
+                f"LPIPS takes no dtype but float32 (its layers would not follow it; it would only round the images): "
+                f"{HALF_PRECISION}. Received: dtype={self.dtype_policy.name!r}"
             )
         self.spec = get_backbone(net)
         self.net, self.version, self.distance = self.spec.name, str(version), distance
@@ -138,6 +144,7 @@ class LPIPS(keras.Model):
         `.keras` file loads offline, whatever files or downloads built it). A custom object that
         keeps an LPIPS's config and rebuilds it with `from_config` when loaded (rather than holding
         it as a layer, whose weights the file keeps) should build it with `LPIPS(**config)`."""
+        config = {key: value for key, value in config.items() if key != "dtype"}  # written before get_config left it out
         if not keras_compat.loading_a_saved_model():
             return super().from_config(config)
         with sources_deferred():
@@ -292,13 +299,18 @@ class LPIPS(keras.Model):
     # --- calling -------------------------------------------------------------------------------
 
     def __call__(self, inputs, *args, **kwargs):
-        # Checked here, outside Keras' call wrapper, so that errors read as one plain line.
-        pair = self.checked_pair(inputs)
+        return self.call_named(inputs, NAMES, *args, **kwargs)
+
+    def call_named(self, inputs, names, *args, **kwargs):
+        """`self(inputs, ...)`, its input errors calling the two images `names` (`LPIPSLoss` and
+        `MeanLPIPS`: y_true and y_pred). Checked here, outside Keras' call wrapper, so that errors
+        read as one plain line."""
+        pair = self.checked_pair(inputs, names)
         if not args and self._compiled_call_applies(pair, kwargs):
             return self._compiled_distance()(*pair)
         return super().__call__(pair, *args, **kwargs)
 
-    def checked_pair(self, inputs, names=("img0", "img1")):
+    def checked_pair(self, inputs, names=NAMES):
         """The pair [img0, img1] as float32 tensors, checked (`keras_lpips.inputs`: type, shape,
         size, values; in a TensorFlow graph behind assertions). Every entry point that runs the
         network on images from outside checks them first: on images smaller than
@@ -336,8 +348,10 @@ class LPIPS(keras.Model):
         return self._compiled
 
     def get_config(self):
+        # No "dtype": the layers follow the global policy (and `precision`), and the constructor
+        # refuses any other than float32.
         return {
-            **super().get_config(),
+            **{key: value for key, value in super().get_config().items() if key != "dtype"},
             "net": self.net,
             "version": self.version,
             "distance": self.distance,
@@ -351,11 +365,22 @@ class LPIPS(keras.Model):
         }
 
 
-def frozen_metric(lpips_kwargs):
-    """`(LPIPS(**lpips_kwargs), lpips_kwargs)` for a loss or metric that holds one: the metric
-    frozen (inference only), the arguments as its config records them (paths as strings: what a
-    .keras file can hold)."""
-    metric = LPIPS(**lpips_kwargs)
+def frozen_metric(lpips_kwargs, owner):
+    """`(LPIPS(**lpips_kwargs), lpips_kwargs)` for a loss or metric, of class name `owner`, that
+    holds one: the metric frozen (inference only), the arguments as its config records them (paths
+    as strings: what a .keras file can hold). A `.keras` file keeps those arguments, not the
+    weights (`keras_compat.RebuiltWhenLoaded`): loading one reads the weight sources, and says how
+    to load the model without them where they are unavailable."""
+    try:
+        metric = LPIPS(**lpips_kwargs)
+    except WeightsError as error:
+        if not keras_compat.loading_a_saved_model():
+            raise
+        hint = (
+            f"; a .keras file keeps {owner}'s arguments, not its weights, and load_model rebuilds it from "
+            "them: keras.saving.load_model(path, compile=False) loads the model without it"
+        )
+        raise type(error)(str(error).rstrip(".") + hint) from None
     metric.trainable = False
     return metric, {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
 
@@ -373,9 +398,7 @@ def _check_choices(spec, version, distance, layers, input_range, precision="floa
     total = len(spec.taps)
     if layers is None:
         return total
-    if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or not 1 <= layers <= total:
-        raise InputError(f"layers must be an integer from 1 to {total} for net {spec.name!r}. Received: layers={layers!r}")
-    return int(layers)
+    return check_integer("layers", layers, 1, total, note=f"for net {spec.name!r}")
 
 
 def _floats(values):
@@ -389,10 +412,9 @@ def _floats(values):
 def _check_arguments(dropout, seed, **weights):
     """Validates the constructor's numbers and weight sources (names and paths; `restore_weights`
     reads them)."""
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.number)) or not 0 <= dropout < 1:
+    if not (is_number(dropout) and 0 <= dropout < 1):
         raise InputError(f"dropout must be a number from 0 to less than 1. Received: dropout={dropout!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise InputError(f"seed must be a non-negative integer or None. Received: seed={seed!r}")
+    check_integer("seed", seed, 0, allow_none=True)
     for name, value in weights.items():
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{name} must be a name, a path or None. Received: {name}={value!r}")

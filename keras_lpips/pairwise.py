@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from keras_lpips import keras_compat
+from keras_lpips.argument_checks import check_integer
 from keras_lpips.embedding import all_pairs, cross_distances, embed_images
 from keras_lpips.errors import InputError
 from keras_lpips.array_checks import check_image_set
@@ -28,6 +29,7 @@ from keras_lpips.model import LPIPS
 
 def paired_distances(metric, images0, images1, batch_size=32, progress=None):
     """d(images0[i], images1[i]) for lists of (H, W, 3) arrays; pairs of one size are batched."""
+    batch_size = check_integer("batch_size", batch_size, 1)
     if len(images0) != len(images1):
         raise InputError(f"Need as many first as second images. Received {len(images0)} and {len(images1)}")
     distances = np.zeros(len(images0), np.float32)
@@ -63,6 +65,7 @@ def distance_matrix(metric, images, batch_size=32, progress=None, method=None):
     A matrix too large for the memory available is refused first (`check_matrix_memory`).
     """
     images = check_image_set(images, metric.input_range, metric.min_input_size, "images", minimum=2)
+    batch_size = check_integer("batch_size", batch_size, 1)
     method = _method(metric, method)
     check_matrix_memory(len(images), len(images), method)
     if method == "embedding":
@@ -82,6 +85,7 @@ def cross_distance_matrix(metric, images0, images1, batch_size=32, progress=None
     images1 = check_image_set(images1, metric.input_range, metric.min_input_size, "images1")
     if images0.shape[1:] != images1.shape[1:]:
         raise InputError(f"Both sets need images of one size. Received shapes {images0.shape} and {images1.shape}")
+    batch_size = check_integer("batch_size", batch_size, 1)
     method = _method(metric, method)
     check_matrix_memory(len(images0), len(images1), method)
     if method == "embedding":

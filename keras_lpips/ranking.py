@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lpips.array_checks import as_numpy
+
 
 def _torch_uniform(fan_in, seed):
     """torch.nn.Conv2d's default initialisation of weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
@@ -122,7 +124,7 @@ def twoafc_scores(d0, d1, judge):
     """Per-triplet agreement with the raters, as the reference's `score_2afc_dataset`:
     `(d0 < d1) * (1 - judge) + (d1 < d0) * judge + (d0 == d1) * 0.5`. Works on numpy arrays and tensors."""
     if isinstance(d0, (np.ndarray, list, tuple, float)):
-        d0, d1, judge = (np.asarray(v, np.float64).reshape(-1) for v in (d0, d1, judge))
+        d0, d1, judge = (as_numpy(v, np.float64).reshape(-1) for v in (d0, d1, judge))
         return (d0 < d1) * (1.0 - judge) + (d1 < d0) * judge + (d1 == d0) * 0.5
     d0, d1 = ops.reshape(d0, (-1,)), ops.reshape(d1, (-1,))
     judge = ops.cast(ops.reshape(judge, (-1,)), d0.dtype)
@@ -132,7 +134,7 @@ def twoafc_scores(d0, d1, judge):
 
 def twoafc_score(d0, d1, judge):
     """The 2AFC score: the mean of `twoafc_scores` (1.0: always agrees with the raters)."""
-    return float(np.mean(twoafc_scores(np.asarray(d0), np.asarray(d1), np.asarray(judge))))
+    return float(np.mean(twoafc_scores(*(as_numpy(v) for v in (d0, d1, judge)))))
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")
@@ -177,8 +179,8 @@ def jnd_map(distances, same):
     taken as "same" predictions in turn; `same` (the fraction of raters who saw no difference)
     counts as true positives, `1 - same` as false positives; the score is the area under the
     precision-recall curve (`voc_ap`)."""
-    distances = np.asarray(distances, np.float64).reshape(-1)
-    same = np.asarray(same, np.float64).reshape(-1)
+    distances = as_numpy(distances, np.float64).reshape(-1)
+    same = as_numpy(same, np.float64).reshape(-1)
     if distances.shape != same.shape or distances.size == 0:
         raise ValueError(f"need equally many distances and judgments, at least one. Received: {distances.shape}, {same.shape}")
     same_sorted = same[np.argsort(distances)]

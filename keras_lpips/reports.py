@@ -1,4 +1,7 @@
-"""`evaluate_run`'s results as a person reads them (markdown tables) or a program does (JSON)."""
+"""`evaluate_run`'s results as a person reads them (markdown tables) or a program does (JSON), and
+`dumps`: the JSON of every result keras-lpips writes or prints (`eval --output`/`--json`, the
+study's results.json, each command's `--json`), its floats at the metric's float32 precision.
+The files the program reads back (run.json, checkpoints, export metadata) keep exact floats."""
 
 import json
 import pathlib
@@ -31,11 +34,29 @@ def results_markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def dumps(value):
+    """`value` as indented JSON, its floats written at float32 precision (the metric's): the
+    shortest decimal that reads back as the same float32, `0.78` rather than `0.7800000019371509`."""
+    return json.dumps(_float32(value), indent=2)
+
+
+def _float32(value):
+    if isinstance(value, float):
+        import numpy as np
+
+        return float(str(np.float32(value)))  # numpy's shortest round-trip repr of the float32
+    if isinstance(value, dict):
+        return {key: _float32(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_float32(v) for v in value]
+    return value
+
+
 def write_results(results, path, overwrite=True):
-    """Writes `evaluate_run`'s results as JSON (.json) or markdown (anything else); without
+    """Writes `evaluate_run`'s results as JSON (.json, `dumps`) or markdown (anything else); without
     `overwrite`, an existing `path` (one that appears while writing included) is an `InputError`."""
     path = pathlib.Path(path)
-    text = json.dumps(results, indent=2) + "\n" if path.suffix == ".json" else results_markdown(results)
+    text = dumps(results) + "\n" if path.suffix == ".json" else results_markdown(results)
     if not path.parent.is_dir():
         raise InputError(f"Output folder does not exist: {path.parent}")
     try:

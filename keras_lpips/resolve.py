@@ -136,6 +136,11 @@ def load_metric(model, input_range=None):
     if savedmodel_directory(path) is not None:
         return _finite(load_savedmodel(path), path)
     if path.is_dir():
+        if not (path / "model.keras").is_file() and ((path / "run.json").is_file() or (path / "checkpoint").is_dir()):
+            raise InputError(  # a fit run folder (`keras_lpips.training.run_folder`) before its end
+                f"model={path} is a fit run that has not finished: it has no model.keras yet (fit writes it "
+                f"after the last epoch); fit with resume=True and out_dir={path} completes it"
+            )
         if not (path / "model.keras").is_file():
             raise InputError(
                 f"model={path} is a folder with neither model.keras (a fit run) nor saved_model.pb "

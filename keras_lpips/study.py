@@ -27,7 +27,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from keras_lpips import files, study_reports
+from keras_lpips import files, reports, study_reports
+from keras_lpips.argument_checks import is_integer, is_number
 from keras_lpips.errors import InputError
 
 
@@ -137,11 +138,11 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "tru
 
 
 def _of_type(value, annotation):
-    """isinstance, but a bool is no number and an int is a float."""
-    if isinstance(value, bool):
-        return annotation is bool
+    """isinstance, but a bool is no number and an int is a float (`argument_checks`)."""
+    if annotation is int:
+        return is_integer(value)
     if annotation is float:
-        return isinstance(value, (int, float))
+        return is_number(value)
     return isinstance(value, annotation)
 
 
@@ -193,7 +194,7 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     results["data"] = str(data)
     results["synthetic"] = (resolve_root(data) / "SYNTHETIC_README.txt").is_file()
     results["findings"] = study_reports.findings(results, study_reports.row_scores(configs, seeds, evaluations, official))
-    files.atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
+    files.atomic_write(out / "results.json", reports.dumps(results) + "\n")
     files.atomic_write(out / "results.md", study_reports.study_markdown(results))
     files.atomic_write(out / "summary.md", study_reports.summary_markdown(results))
     study_reports.plot_results(results, out / "results.png")

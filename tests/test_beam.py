@@ -316,6 +316,67 @@ def test_prefix_forms_folder_names_and_failures_while_running(exported, photos, 
     assert "Traceback" not in err and not list(work.glob("beam-temp-*"))
 
 
+@pytest.fixture
+def animated(tmp_path):
+    """A folder of a 3-frame animated GIF (anim.gif) and its frame 1 saved as a PNG by Pillow
+    (still.png), 64x64, with a pairs CSV of the two (pairs.csv)."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "animated"
+    folder.mkdir()
+    first, *others = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    first.save(folder / "anim.gif", save_all=True, append_images=others)
+    with Image.open(folder / "anim.gif") as gif:
+        gif.seek(1)
+        gif.convert("RGB").save(folder / "still.png")
+    (folder / "pairs.csv").write_text("img0,img1\nanim.gif,still.png\n")
+    return folder
+
+
+REFUSED = "has 3 frames (an animated or multi-page image); choose one with {}, K from 0 to 2"
+
+
+@needs_beam
+def test_the_frame_asked_reaches_the_workers(exported, animated, tmp_path):
+    from keras_lpips.beam_pipelines import embed_images, read_embedding_records, score_pairs
+    from keras_lpips.errors import InputError
+
+    metric, model = exported
+    counts = embed_images(animated, model, tmp_path / "none")
+    assert (counts.written, counts.failed) == (1, 1)
+    gif = animated / "anim.gif"
+    assert _errors(counts.errors) == {"anim.gif": f"{gif} {REFUSED.format('frame=K')}"}  # the library's words
+    assert counts.first_error == f"anim.gif\t{gif} {REFUSED.format('frame=K')}"
+    counts = embed_images(animated, model, tmp_path / "one", frame=1)
+    assert (counts.written, counts.failed, counts.first_error) == (2, 0, None)
+    names, vectors = read_embedding_records(counts.output)[(64, 64)]
+    assert names == ["anim.gif", "still.png"]
+    np.testing.assert_allclose(vectors[0], vectors[1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(vectors[1], np.asarray(metric.embed(_image(animated / "still.png")))[0], rtol=0, atol=1e-6)
+    counts = score_pairs(animated / "pairs.csv", model, tmp_path / "pairs", frame=1)
+    assert (counts.written, counts.failed) == (1, 0)
+    (shard,) = glob.glob(counts.output)
+    assert pathlib.Path(shard).read_text().splitlines()[1] == "anim.gif,still.png,0"
+    with pytest.raises(InputError, match=r"Received: frame=-1"):
+        embed_images(animated, model, tmp_path / "bad", frame=-1)
+
+
+@needs_beam
+def test_beam_cli_names_the_frame_flag_and_passes_it(exported, animated, tmp_path):
+    _, model = exported
+    code, stdout, err = run_cli("beam", "embed", animated, model, "--out", tmp_path / "e")
+    assert code == 1 and "1 images embedded" in stdout
+    assert err.strip().splitlines()[-1] == (
+        f"error: 1 images could not be used; the reasons are in {tmp_path / 'e'}-errors-?????-of-?????.txt, "
+        f"e.g. anim.gif: {animated / 'anim.gif'} {REFUSED.format('--frame K')}"
+    )
+    code, stdout, err = run_cli("beam", "embed", animated, model, "--out", tmp_path / "f", "--frame", "1")
+    assert code == 0 and "2 images embedded" in stdout, err
+    code, stdout, err = run_cli("beam", "pairs", animated / "pairs.csv", model, "--out", tmp_path / "p", "--frame", "2")
+    assert code == 0 and "1 pairs scored" in stdout, err
+    code, _, err = run_cli("beam", "embed", animated, model, "--out", tmp_path / "g", "--", "--frame", "1")
+    assert code == 2 and "--frame goes before --" in err, err
+
+
 @needs_beam
 def test_the_pipelines_module_imports_neither_tensorflow_nor_keras():
     code = "import sys, keras_lpips.beam_pipelines; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"

@@ -400,3 +400,27 @@ def test_the_program_runs_from_another_thread():
     thread.start()
     thread.join()
     assert results[0].returncode == 0 and results[0].stdout.startswith("keras-lpips "), results[0].stderr
+
+
+def test_a_fit_run_that_has_not_finished_says_how_to_finish_it(images, tiny_bapps, tmp_path):
+    """--model on a run folder without model.keras yet (fit interrupted: run.json and checkpoint/
+    written, the model not): the run is unfinished and `fit --resume --out RUN` completes it, in
+    score and eval alike (the library's one loader); a folder that is no run still hears of both
+    kinds of --model folder."""
+    from keras_lpips.errors import InputError
+    from keras_lpips.resolve import load_metric
+
+    for name, files in (("after-start", ["run.json"]), ("after-epoch", ["run.json", "checkpoint/latest.json"])):
+        run = tmp_path / name
+        for file in files:
+            (run / file).parent.mkdir(parents=True, exist_ok=True)
+            (run / file).write_text("{}")
+        expected = (f"error: --model {run} is a fit run that has not finished: it has no model.keras yet (fit writes "
+                    f"it after the last epoch); fit with --resume and --out {run} completes it")  # fmt: skip
+        for command in (["score", images / "a.png", images / "b.png"], ["eval", "--data", tiny_bapps, "--quiet"]):
+            result = run_cli(*command, "--model", run)
+            assert result.returncode == 2 and one_error_line(result) == expected, result.stderr
+        with pytest.raises(InputError, match=r"fit with resume=True and out_dir=\S+ completes it$"):
+            load_metric(run)
+    result = run_cli("score", images / "a.png", images / "b.png", "--model", images)
+    assert result.returncode == 2 and "neither model.keras (a fit run) nor saved_model.pb" in one_error_line(result)

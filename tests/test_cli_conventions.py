@@ -231,7 +231,7 @@ def test_embed_and_data_verify_json(folder, tmp_path, tiny_bapps):
 
 
 def test_dumps_writes_float32_shortest():
-    from keras_lpips.cli.options import dumps
+    from keras_lpips.reports import dumps
 
     value = float(np.float32(0.78))  # 0.7800000190734863 as a float64
     assert json.loads(dumps({"d": value, "l": [value, 1, None]})) == {"d": 0.78, "l": [0.78, 1, None]}
@@ -270,3 +270,14 @@ def test_offline_error_names_the_flag(tmp_path, folder):
     line = one_error_line(result)
     assert "backbone_weights=" not in line
     assert "--backbone-weights PATH" in line, line
+
+
+def test_eval_output_json_is_what_json_prints(tiny_bapps, tmp_path):
+    """`eval --output r.json` writes the JSON `--json` prints, its floats (the baselines', float64
+    in numpy) at float32 precision too: one writer (`keras_lpips.reports.dumps`)."""
+    result = run_cli("eval", "--data", tiny_bapps, "--net", "alex", "--layers", "2", *RANDOM, "--load-size", "32",
+                     "--json", "--output", tmp_path / "r.json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = (tmp_path / "r.json").read_text()
+    assert written == result.stdout and json.loads(written)["columns"] == ["model", "l2", "ssim", "psnr"]
+    _assert_float32_precision(written)

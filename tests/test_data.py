@@ -377,7 +377,7 @@ def test_synth_errors(tmp_path):
     synthesize(tmp_path / "s", 0, 2)  # other subsets of the same folder are fine
     with pytest.raises(InputError, match="Nothing to synthesize"):
         synthesize(tmp_path / "t", 0, 0)
-    with pytest.raises(InputError, match="n_train must be a non-negative integer"):
+    with pytest.raises(InputError, match="n_train must be an integer >= 0. Received: n_train=-1"):
         synthesize(tmp_path / "t", -1, 2)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="No images"):

@@ -130,7 +130,7 @@ def test_nearest_equals_brute_force_per_pair_search(metric, monkeypatch):
     np.testing.assert_allclose(distances, np.take_along_axis(scores, brute, axis=1), rtol=0, atol=ATOL)
     assert found[0, :2].tolist() == [0, 7] and distances[0, 1] == 0  # an exact copy ties at 0, index order
     assert nearest(query_vectors, vectors, k=50)[0].shape == (5, 9)
-    with pytest.raises(InputError, match="k must be a positive integer"):
+    with pytest.raises(InputError, match="k must be an integer >= 1. Received: k=0"):
         nearest(query_vectors, vectors, k=0)
     with pytest.raises(InputError, match="different lengths"):
         nearest(query_vectors[:, :10], vectors, k=1)
@@ -492,3 +492,70 @@ def test_embed_files_are_npz_and_other_files_are_named_as_such(tmp_path):
     result = run_cli("nearest", tmp_path / "imgs", tmp_path / "imgs" / "a.png", *RANDOM, "--lin-weights", "none")
     line = one_error_line(result)
     assert result.returncode == 1 and "not the .npz keras-lpips embed writes" in line and "pickle" not in line, line
+
+
+# --- multi-frame images: one frame, chosen with frame= / --frame --------------------------------
+
+
+def animated_folder(folder, rng):
+    """A folder of a still PNG (0.png), a 3-frame animated GIF (anim.gif) and its frame 1 saved
+    as a PNG by Pillow (still.png), all 40x40."""
+    folder.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / "0.png")
+    first, *others = [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(3)]
+    first.save(folder / "anim.gif", save_all=True, append_images=others)
+    with Image.open(folder / "anim.gif") as gif:
+        gif.seek(1)
+        gif.convert("RGB").save(folder / "still.png")
+    return folder
+
+
+def test_embed_nearest_and_diversity_read_the_frame_asked_of_an_animated_image(tmp_path):
+    from keras_lpips.embedding_files import read_embeddings
+
+    folder = animated_folder(tmp_path / "clips", np.random.default_rng(10))
+    refused = f"error: {folder / 'anim.gif'} has 3 frames (an animated or multi-page image); choose one with --frame K, K from 0 to 2"
+    out = tmp_path / "clips.npz"
+    for args in (["embed", folder, "--out", out], ["nearest", folder, folder], ["diversity", folder]):
+        result = run_cli(*args, *RANDOM)
+        assert result.returncode == 2 and one_error_line(result) == refused, (args, result.stderr)
+
+    result = run_cli("embed", folder, "--out", out, "--frame", "1", *RANDOM)
+    assert result.returncode == 0, result.stderr
+    stored = read_embeddings(out)
+    assert stored.names == ["0.png", "anim.gif", "still.png"] and stored.frame == 1
+    np.testing.assert_allclose(stored.vectors[1], stored.vectors[2], rtol=0, atol=1e-6)  # frame 1 is still.png
+    assert np.abs(stored.vectors[0] - stored.vectors[1]).max() > 1e-3
+
+    result = run_cli("nearest", folder, folder, "-k", "3", "--frame", "1", "--json", *RANDOM)
+    assert result.returncode == 0, result.stderr
+    found = {query["query"]: {n["name"]: n["distance"] for n in query["nearest"]} for query in json.loads(result.stdout)["queries"]}
+    assert found["anim.gif"]["still.png"] <= 1e-6 and found["anim.gif"]["0.png"] > 1e-3
+    (folder / "0.png").unlink()
+    result = run_cli("diversity", folder, "--frame", "1", "--json", *RANDOM)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["count"] == 1 and report["mean"] <= 1e-6
+
+
+def test_embed_folder_completes_with_the_frame_it_was_written_with(tmp_path, metric):
+    """A run refused at a multi-frame image leaves what it embedded: it holds no multi-frame
+    image, so a rerun with a frame completes it; that frame is then the only one that does."""
+    from keras_lpips.embedding_files import embed_folder, parts_folder, read_embeddings
+
+    folder = animated_folder(tmp_path / "clips", np.random.default_rng(11))
+    out = tmp_path / "clips.npz"
+    with pytest.raises(InputError, match=r"anim.gif has 3 frames .*choose one with frame=K, K from 0 to 2$"):
+        embed_folder(metric, folder, out, chunk=1)
+    assert len(list(parts_folder(out).glob("part-*.npz"))) == 1  # 0.png
+    assert embed_folder(metric, folder, out, chunk=1, frame=1) == (2, 3)
+    stored = read_embeddings(out)
+    assert stored.frame == 1
+    np.testing.assert_allclose(stored.vectors[1], stored.vectors[2], rtol=0, atol=1e-6)
+    (folder / "new.png").write_bytes((folder / "0.png").read_bytes())
+    for frame, received in [(0, "frame=0"), (None, "no frame")]:
+        with pytest.raises(InputError, match=rf"holds frame 1 of its multi-frame images: complete it with frame=1, .*Received: {received}$"):
+            embed_folder(metric, folder, out, frame=frame)
+    assert embed_folder(metric, folder, out, frame=1) == (1, 4)
+    with pytest.raises(InputError, match=r"Received: frame=-1"):
+        embed_folder(metric, folder, out, frame=-1)

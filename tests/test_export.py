@@ -336,10 +336,21 @@ def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
         export_tflite(metric, tmp_path / "lpips.tflite")
 
 
-@pytest.mark.parametrize("version", [-1, "1", True, 1.0])
+@pytest.mark.parametrize("version", [-1, "1", True, 1.0, np.int64(-1)])
 def test_savedmodel_version_must_be_an_integer(tmp_path, version):
-    with pytest.raises(InputError, match="version must be"):
+    message = f"version must be an integer >= 0 (a TF Serving version). Received: version={version!r}"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
         export_savedmodel(None, tmp_path, version)
+
+
+def test_savedmodel_version_and_max_pixels_may_be_numpy_integers(tmp_path, monkeypatch):
+    import keras_lpips.export as export_module
+
+    saved = []
+    monkeypatch.setattr(export_module, "_save", lambda metric, path, max_pixels=None: saved.append((Path(path).mkdir(), max_pixels)))
+    metric = types.SimpleNamespace(net="alex", weights=[])  # a stand-in of no size: _save is replaced
+    assert export_savedmodel(metric, tmp_path / "m", np.int64(3), max_pixels=np.uint32(4096)) == tmp_path / "m" / "3"
+    assert saved == [(None, 4096)]
 
 
 def test_tflite_quantize_must_be_known(tmp_path):
@@ -375,6 +386,7 @@ def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):
         (["--format", "torchscript"], "Invalid value for '--format': 'torchscript' is not one of 'savedmodel', 'tflite', 'onnx'"),
         (["--format", "savedmodel", "--quantize", "fp16"], "--quantize applies to --format tflite only"),
         (["--format", "tflite", "--quantize", "int4"], "Invalid value for '--quantize': 'int4' is not one of 'none', 'fp16', 'dynamic'"),
+        (["--format", "savedmodel", "--model-version", "-1"], "Invalid value for '--model-version': Input should be greater than or equal to 0"),
     ],
 )
 def test_cli_rejects_bad_choices_before_building_the_metric(tmp_path, args, message):

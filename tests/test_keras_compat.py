@@ -59,6 +59,29 @@ def test_loading_a_saved_model_is_seen_inside_load_model_only(tmp_path):
     assert seen == [True, False], f"Keras {keras.__version__}: its saving library's object-sharing scope changed; update keras_compat.loading_a_saved_model"
 
 
+def test_keras_saving_leaves_out_what_rebuilt_when_loaded_hides(tmp_path):
+    """A compiled loss's attributes reach the .keras file through `dir()` (Keras 3.15's
+    saving_lib._walk_saveable saved `LPIPSLoss.metric` whole); one that `RebuiltWhenLoaded`
+    leaves out of it is not saved."""
+    import zipfile
+
+    import h5py
+
+    @keras.saving.register_keras_serializable(package="keras_lpips_test")
+    class Holding(keras_compat.RebuiltWhenLoaded, keras.losses.MeanSquaredError):
+        _not_saved = ("held",)
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.held = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss=Holding())
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive, archive.open("model.weights.h5") as file, h5py.File(file) as weights:
+        assert "loss" not in weights, f"Keras {keras.__version__}: saving no longer walks dir(); update keras_compat.RebuiltWhenLoaded"
+
+
 def test_the_private_tensorflow_and_keras_attributes_used_exist():
     import tensorflow as tf
 

@@ -292,6 +292,8 @@ def test_keras_files_load_in_a_fresh_process_after_import_keras_lpips(tmp_path, 
 
     metric = LPIPS(net="alex", backbone_weights=None, seed=1, input_range=(0, 1))
     metric.save(tmp_path / "metric.keras")
+    inputs = [keras.Input((None, None, 3)), keras.Input((None, None, 3))]
+    keras.Model(inputs, metric(inputs)).save(tmp_path / "wrapped.keras")
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 3, padding="same", activation="sigmoid")])
     lpips_args = {"net": "alex", "backbone_weights": None, "seed": 1, "input_range": (0, 1)}
     model.compile(optimizer="adam", loss=keras_lpips.LPIPSLoss(**lpips_args), metrics=[keras_lpips.MeanLPIPS(**lpips_args)])
@@ -305,13 +307,69 @@ def test_keras_files_load_in_a_fresh_process_after_import_keras_lpips(tmp_path, 
 import numpy as np
 x0, x1 = np.load({str(tmp_path / "x.npy")!r})
 print(float(np.asarray(keras.saving.load_model({str(tmp_path / "metric.keras")!r})([x0, x1]))[0]))
+print(float(keras.saving.load_model({str(tmp_path / "wrapped.keras")!r}).predict([x0, x1], verbose=0)[0]))
 model = keras.saving.load_model({str(tmp_path / "model.keras")!r})
 print(type(model.loss).__name__)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    distance, loss = result.stdout.split()
-    assert float(distance) == pytest.approx(float(np.asarray(metric([x0, x1]))[0]), abs=1e-7) and loss == "LPIPSLoss"
+    distance, wrapped, loss = result.stdout.split()
+    expected = float(np.asarray(metric([x0, x1]))[0])
+    assert float(distance) == pytest.approx(expected, abs=1e-7) and loss == "LPIPSLoss"
+    assert float(wrapped) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_compiled_loss_and_metric_are_saved_as_their_arguments(fake_imagenet_home, monkeypatch, tmp_path, rng):
+    """A model compiled with LPIPSLoss and MeanLPIPS saves their arguments, none of their
+    network's weights (Keras 3.15 wrote the loss's whole AlexNet, 10 MB, into model.weights.h5):
+    loaded in a new process with an empty cache and offline, the model loads with compile=False,
+    and with compile=True where the sources need no cache (an untrained backbone, shipped lin
+    weights), giving the same loss; where they do, the error says to pass compile=False."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    import h5py
+
+    monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
+    images = rng.random((2, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    for name, args in {"imagenet": {"net": "alex"}, "untrained": {"net": "alex", "backbone_weights": None, "seed": 1}}.items():
+        args["input_range"] = (0, 1)
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 1, activation="sigmoid")])
+        model.compile(optimizer="adam", loss=keras_lpips.LPIPSLoss(**args), metrics=[keras_lpips.MeanLPIPS(**args)])
+        model.fit(images, images, epochs=1, verbose=0)
+        model.save(tmp_path / f"{name}.keras")
+        with zipfile.ZipFile(tmp_path / f"{name}.keras") as archive, archive.open("model.weights.h5") as file, h5py.File(file) as weights:
+            assert sorted(weights) == ["layers", "optimizer", "vars"]  # no "loss" group
+        assert (tmp_path / f"{name}.keras").stat().st_size < 100_000
+        if name == "untrained":
+            expected = float(model.loss(images, model.predict(images, verbose=0)))
+    script = f"""
+import json, keras, keras_lpips, numpy as np
+from keras_lpips import WeightsUnavailableError
+images = np.load({str(tmp_path / "x.npy")!r})
+report = {{}}
+keras.saving.load_model({str(tmp_path / "imagenet.keras")!r}, compile=False)
+try:
+    keras.saving.load_model({str(tmp_path / "imagenet.keras")!r})
+except WeightsUnavailableError as error:
+    report["error"] = str(error)
+model = keras.saving.load_model({str(tmp_path / "untrained.keras")!r})
+report["loss"] = float(model.loss(images, model.predict(images, verbose=0)))
+print(json.dumps(report))
+"""
+    empty = {**os.environ, "KERAS_HOME": str(tmp_path / "empty_home"), "KERAS_LPIPS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=empty)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["error"].startswith("No ImageNet weights for net 'alex'")
+    assert report["error"].endswith("a .keras file keeps LPIPSLoss's arguments, not its weights, and load_model rebuilds it "
+                                    "from them: keras.saving.load_model(path, compile=False) loads the model without it")
+    assert report["loss"] == pytest.approx(expected, abs=1e-6)
+    assert not (tmp_path / "empty_home" / "keras_lpips" / "alex-imagenet-features.npz").exists()
 
 
 def test_loss_and_metric_configs_hold_paths_as_strings(tmp_path, rng):
@@ -344,11 +402,22 @@ def test_preset_arguments_cannot_be_overridden():
         LPIPS.from_preset("alex-v0.1", net="vgg")
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64", "mixed_float16", "mixed_bfloat16"])
 def test_a_dtype_that_would_only_round_the_inputs_is_refused(dtype):
-    with pytest.raises(InputError, match=rf"mixed policy.*precision=\"bf16\". Received: dtype='{dtype}'"):
+    """The layers follow the global policy, not a dtype= argument: any but float32 would only round
+    the images (a mixed one too: 5e-3 relative off, no faster)."""
+    with pytest.raises(InputError, match=rf"mixed policy.*precision=\"bf16\". Received: dtype='{dtype}'$"):
         LPIPS(net="alex", backbone_weights=None, dtype=dtype)
-    LPIPS(net="alex", backbone_weights=None, layers=1, dtype="mixed_float16")  # a mixed policy keeps float32 weights
+
+
+def test_a_float32_dtype_is_accepted_and_no_dtype_is_recorded():
+    """dtype="float32" builds; the config records no dtype, and one written before (a policy of its
+    own) is dropped when rebuilding: the metric follows the global policy."""
+    metric = LPIPS(net="alex", backbone_weights=None, layers=1, seed=0, dtype="float32")
+    config = metric.get_config()
+    assert "dtype" not in config
+    old = {**config, "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_float16"}, "registered_name": None}}
+    assert LPIPS.from_config(old).dtype_policy.name == "float32"
 
 
 def test_a_metric_spec_with_a_preset_or_model_takes_no_other_option():
@@ -375,20 +444,28 @@ def test_a_global_float64_policy_still_builds(rng):
 
 def test_a_metric_nested_in_a_saved_model_loads_its_weights_from_the_file(tmp_path, rng):
     """Inside keras.models.load_model no weight source is read: a functional model holding the
-    metric gets the metric's weights from the file (its lin weights file is gone)."""
+    metric gets the metric's weights from the file (its lin weights file is gone). Loaded after
+    `clear_session`, as in a new process: the metric's input checks add no operation of their own
+    to the model (their auto-generated names, "convert_to_tensor" twice, refused the reload)."""
     import pathlib
 
     from keras_lpips.weights.loading import shipped_lin_path
 
     source = tmp_path / "lin.npz"
     source.write_bytes(pathlib.Path(str(shipped_lin_path("v0.1", "alex"))).read_bytes())
+    keras.backend.clear_session()  # operations named as in a new process
     metric = LPIPS(net="alex", backbone_weights=None, seed=2, lin_weights=source, input_range=(0, 1))
-    inputs = [keras.Input((None, None, 3)), keras.Input((None, None, 3))]
-    keras.Model(inputs, metric(inputs)).save(tmp_path / "wrapped.keras")
+    inputs = [keras.Input((None, None, 3)), keras.Input((None, None, 3), dtype="uint8")]
+    wrapped = keras.Model(inputs, metric(inputs))
+    operations = [type(operation).__name__ for operation in wrapped.operations]
+    wrapped.save(tmp_path / "wrapped.keras")
     source.unlink()
+    x0, x1 = random_images(rng, low=0), rng.integers(0, 2, (2, 64, 64, 3)).astype(np.uint8)
+    expected = np.asarray(metric([x0, x1]))
+    keras.backend.clear_session()
     loaded = keras.saving.load_model(tmp_path / "wrapped.keras")
-    x0, x1 = random_images(rng, low=0), random_images(rng, low=0)
-    np.testing.assert_allclose(np.asarray(loaded.predict([x0, x1], verbose=0)), np.asarray(metric([x0, x1])), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded.predict([x0, x1], verbose=0)), expected, atol=1e-6)
+    assert operations == ["InputLayer", "InputLayer", "LPIPS"]
 
 
 

@@ -7,6 +7,7 @@ for the session), so the pretrained configurations and the official rows load wi
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -207,6 +208,8 @@ def test_study_trains_each_configuration_tabulates_and_resumes(stand_ins, tiny_b
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
     results = json.loads((out / "results.json").read_text())
+    floats = re.findall(r"(?<![\w\"])-?\d+\.\d+(?:[eE][-+]?\d+)?", (out / "results.json").read_text())
+    assert floats and all(float(f) == float(str(np.float32(f))) for f in floats)  # float32 precision, as eval's
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == [*CONFIGS, "official LPIPS alex v0.1", "official LPIPS vgg v0.1", "L2 (Lab)", "SSIM", "PSNR"]
     assert [r["kind"] for r in results["rows"]] == ["trained"] * 5 + ["official"] * 2 + ["baseline"] * 3

@@ -505,11 +505,11 @@ def test_resume_compares_the_backbone_by_its_canonical_name():
 
 @pytest.mark.parametrize(
     "option, value, message",
-    [("batch_size", 0, "batch_size must be a positive integer"), ("batch_size", -5, "batch_size must be a positive integer"),
-     ("batch_size", True, "batch_size must be a positive integer"), ("batch_size", 2.5, "batch_size must be a positive integer"),
-     ("load_size", 0, "load_size must be a positive integer"), ("epochs", -1, "epochs must be a non-negative integer"),
-     ("epochs", float("nan"), "epochs must be a non-negative integer"), ("decay_epochs", -2, "decay_epochs must be a non-negative"),
-     ("seed", -1, "seed must be a non-negative integer"), ("lr", 0.0, "lr must be a positive finite number"),
+    [("batch_size", 0, "batch_size must be an integer >= 1"), ("batch_size", -5, "batch_size must be an integer >= 1"),
+     ("batch_size", True, "batch_size must be an integer >= 1"), ("batch_size", 2.5, "batch_size must be an integer >= 1"),
+     ("load_size", 0, "load_size must be an integer >= 1"), ("epochs", -1, "epochs must be an integer >= 0"),
+     ("epochs", float("nan"), "epochs must be an integer >= 0"), ("decay_epochs", -2, "decay_epochs must be an integer >= 0"),
+     ("seed", -1, "seed must be an integer >= 0"), ("lr", 0.0, "lr must be a positive finite number"),
      ("lr", -1e-4, "lr must be a positive finite number"), ("lr", float("nan"), "lr must be a positive finite number"),
      ("lr", float("inf"), "lr must be a positive finite number"), ("lr", "1e-4", "lr must be a positive finite number"),
      ("beta_1", 1.0, "beta_1 must be a number from 0 to less than 1"), ("beta_1", float("nan"), "beta_1 must be a number"),
@@ -737,8 +737,8 @@ def test_eval_scores_what_the_dataset_holds(tmp_path):
                   "--load-size", "32", "--no-baselines", "--quiet")  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert f"note: skipped 2AFC: no 2afc/val folder in {jnd_only}" in cli.stderr and "JND mAP (val):" in cli.stdout
-    with pytest.raises(InputError, match="No 2afc/ folder in "):
-        evaluate_run(jnd_only, metric=_small_metric(), load_size=32, subsets="traditional")
+    results = evaluate_run(jnd_only, metric=_small_metric(), load_size=32, subsets="traditional", baselines=False)
+    assert set(results["jnd"]) == {"traditional"} and results["2afc"] == {}  # subsets restrict JND too
 
     twoafc_only = make_tiny_bapps(tmp_path / "2afc", n_train=0, n_val=4, n_jnd=0)
     results = evaluate_run(twoafc_only, metric=_small_metric(), load_size=32, baselines=False)
@@ -772,3 +772,69 @@ def test_distances_compile_once_per_metric_without_retracing_warnings(tiny_bapps
         for seed in range(1, 7):
             evaluate_run(tiny_bapps, metric=_small_metric(seed), batch_size=4, load_size=32, baselines=False)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()], [r.getMessage() for r in caplog.records]
+
+
+def test_eval_refuses_a_load_size_too_small_for_the_metric(tiny_bapps, tmp_path):
+    """A --load-size below the metric's minimum is one line before any image is read, in fit's
+    words (one check), for a net, a run's model or an export alike; not the network's own
+    refusal from inside the compiled 2AFC function (a traceback)."""
+    from keras_lpips.errors import InputError
+    from keras_lpips.evaluation import evaluate_run
+    from keras_lpips.training.fit import RunConfig
+    from tests.helpers import RANDOM, one_error_line, run_cli
+
+    metric = _small_metric()  # alex, 2 layers
+    need = metric.min_input_size
+    message = f"load_size {need - 1} is too small for alex with 2 layers (needs >= {need})"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        evaluate_run(tiny_bapps, metric=metric, load_size=need - 1, baselines=False)
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        RunConfig(tiny_bapps, tmp_path / "run", layers=2, load_size=need - 1, backbone_weights="random")
+    with pytest.raises(InputError, match=r"^load_size must be an integer >= 1\. Received: load_size=0$"):
+        evaluate_run(tiny_bapps, metric=metric, load_size=0, baselines=False)
+    metric.save(tmp_path / "small.keras")
+    for given, layers, least in ((["--net", "alex", *RANDOM], 5, 31), (["--model", tmp_path / "small.keras"], 2, need)):
+        result = run_cli("eval", "--data", tiny_bapps, *given, "--load-size", str(need - 1), "--quiet")
+        assert result.returncode == 2, result.stderr
+        assert one_error_line(result) == f"error: load_size {need - 1} is too small for alex with {layers} layers (needs >= {least})"
+
+
+def test_eval_subsets_restrict_both_sets(tmp_path):
+    """--subsets names the subsets of 2AFC and JND alike: JND is scored on those of them it has,
+    and skipped (said in "skipped", as a missing set) where it has none; `jnd_subsets` names JND's
+    apart. Without a 2AFC set, JND must have each."""
+    import shutil
+
+    from keras_lpips.errors import InputError
+    from keras_lpips.evaluation import evaluate_run
+    from tests.bapps_fixture import make_tiny_bapps
+    from tests.helpers import RANDOM, one_error_line, run_cli
+
+    root = make_tiny_bapps(tmp_path / "bapps", n_train=0, n_val=2, n_jnd=2)
+    for kind, subset in (("2afc", "cnn"), ("2afc", "superres"), ("jnd", "cnn")):
+        shutil.copytree(root / kind / "val" / "traditional", root / kind / "val" / subset)
+    metric, options = _small_metric(), dict(load_size=32, baselines=False)
+    results = evaluate_run(root, metric=metric, subsets=["cnn"], **options)
+    assert list(results["2afc"]) == ["cnn", "all", "mean"] and list(results["jnd"]) == ["cnn"]
+    assert results["counts"] == {"2afc": {"cnn": 2}, "jnd": {"cnn": 2}} and "skipped" not in results
+    results = evaluate_run(root, metric=metric, subsets=["superres", "traditional"], **options)
+    assert list(results["2afc"]) == ["superres", "traditional", "all", "mean"] and list(results["jnd"]) == ["traditional"]
+    results = evaluate_run(root, metric=metric, subsets="superres", **options)
+    assert "jnd" not in results and "jnd" not in results["counts"]
+    assert results["skipped"] == [f"JND: jnd/val in {root} has none of the subsets superres (it has cnn, traditional)"]
+    results = evaluate_run(root, metric=metric, subsets="superres", jnd_subsets=["cnn"], **options)
+    assert list(results["2afc"]) == ["superres", "all", "mean"] and list(results["jnd"]) == ["cnn"]
+    assert set(evaluate_run(root, metric=metric, **options)["jnd"]) == {"cnn", "traditional"}
+
+    cli = run_cli("eval", "--data", root, "--net", "alex", "--layers", "2", *RANDOM, "--load-size", "32",
+                  "--no-baselines", "--subsets", "superres", "--json")  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "jnd" not in json.loads(cli.stdout) and "note: skipped JND: jnd/val in" in cli.stderr
+
+    shutil.rmtree(root / "2afc")  # JND only: each subset named must be there
+    results = evaluate_run(root, metric=metric, subsets="cnn", **options)
+    assert list(results["jnd"]) == ["cnn"] and results["skipped"] == [f"2AFC: no 2afc/val folder in {root}"]
+    with pytest.raises(InputError, match=r"^Subset jnd/val/superres not found in "):
+        evaluate_run(root, metric=metric, subsets=["cnn", "superres"], **options)
+    cli = run_cli("eval", "--data", root, "--net", "alex", *RANDOM, "--subsets", "superres", "--quiet")
+    assert cli.returncode == 2 and "Subset jnd/val/superres not found" in one_error_line(cli)

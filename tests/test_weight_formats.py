@@ -465,3 +465,32 @@ def test_downloads_show_size_and_speed(monkeypatch):
         progress(done, 20_000_000)
     assert shown == ["4.0/20.0 MB", "9.0/20.0 MB, 10.0 MB/s", "14.0/20.0 MB, 10.0 MB/s"]
     assert options.transfer_status(2_500_000, None, 0.5) == "2.5 MB, 5.0 MB/s"
+
+
+def test_linear_weights_for_fewer_layers_say_which_layers_take_them(tmp_path):
+    """A `fit --layers 3` run's lin_weights.npz (lin0..lin2) given to a metric of all 5 layers:
+    the message says the file holds 3 layers' weights and that layers=3 takes it (--layers 3 on
+    the command line), in keras-lpips' format and lpips'; a file with a gap says nothing more."""
+    alex = get_backbone("alex")
+    three = {f"lin{k}": np.ones(c, np.float32) for k, c in enumerate(alex.channels[:3])}
+    np.savez(tmp_path / "lin_weights.npz", **three)
+    np.savez(tmp_path / "lpips.npz", **{f"{k}.model.1.weight": v.reshape(1, -1, 1, 1) for k, v in three.items()})
+    for name in ("lin_weights.npz", "lpips.npz"):
+        key = "lin3" if name == "lin_weights.npz" else "lin3.model.1.weight"
+        with pytest.raises(WeightsError, match=rf"has no linear weights '{key}' for layer 3: the file holds weights for 3 layers, pass layers=3$"):
+            lin_vectors(tmp_path / name, alex, 5)
+        assert [v.shape for v in lin_vectors(tmp_path / name, alex, 3)] == [(c,) for c in alex.channels[:3]]
+    np.savez(tmp_path / "gap.npz", **{k: v for k, v in three.items() if k != "lin1"})
+    with pytest.raises(WeightsError, match=r"has no linear weights 'lin1' for layer 1$"):
+        lin_vectors(tmp_path / "gap.npz", alex, 5)
+
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
+    result = run_cli("score", image, image, "--lin-weights", tmp_path / "lin_weights.npz", "--backbone-weights", "random")
+    assert result.returncode == 1
+    assert one_error_line(result) == (f"error: {tmp_path / 'lin_weights.npz'} has no linear weights 'lin3' for layer 3: "
+                                      "the file holds weights for 3 layers, pass --layers 3")  # fmt: skip
+    result = run_cli("weights", "convert", tmp_path / "lin_weights.npz", tmp_path / "out.npz", "--net", "alex")
+    assert result.returncode == 1 and one_error_line(result).endswith("(a metric with --layers 3 takes it)")

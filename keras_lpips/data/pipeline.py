@@ -26,11 +26,11 @@ of a new copy before training.
 """
 
 import contextlib
-import numbers
 import re
 
 import tensorflow as tf
 
+from keras_lpips.argument_checks import check_integer
 from keras_lpips.errors import DataError, InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -101,8 +101,8 @@ def jnd_dataset(
 def _check_arguments(count, batch_size, load_size, input_range):
     if count == 0:
         raise InputError("No records to build a dataset from")
-    check_positive_integer("batch_size", batch_size)
-    check_positive_integer("load_size", load_size)
+    check_integer("batch_size", batch_size, 1)
+    check_integer("load_size", load_size, 1)
     try:
         low, high = (float(v) for v in input_range)
     except (TypeError, ValueError):
@@ -110,12 +110,6 @@ def _check_arguments(count, batch_size, load_size, input_range):
     if not low < high:
         raise InputError(f"input_range must have low < high, got {input_range!r}")
     return low, high
-
-
-def check_positive_integer(name, value):
-    """`InputError` unless `value` is an integer (not a bool) of at least 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be a positive integer. Received: {name}={value!r}")
 
 
 def _read_image(path, png_only):

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from keras_lpips import disk_space, files
+from keras_lpips.argument_checks import check_integer
 from keras_lpips.data.distortions import FAMILIES, distort, preference_probability, proxy_distance, same_probability
 from keras_lpips.data.synth_patches import Folder, procedural_patch
 from keras_lpips.errors import InputError, OutputError
@@ -145,14 +146,6 @@ def _write_items(write, count, workers, done):
                 future.cancel()
 
 
-def _count(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or int(value) != value or value < 0:
-        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
 def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=None, workers=4):
     """Writes a synthetic BAPPS-layout set into `out` and returns `out` (a Path):
 
@@ -174,10 +167,10 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     removes the unfinished subset's temporary folder and the folders this call created that
     are left empty; one killed outright leaves a temporary folder that the next call removes.
     """
-    n_train, n_val = _count("n_train", n_train), _count("n_val", n_val)
-    n_jnd = n_val if n_jnd is None else _count("n_jnd", n_jnd)
-    seed = _count("seed", seed)
-    workers = max(1, _count("workers", workers))
+    n_train, n_val = check_integer("n_train", n_train, 0), check_integer("n_val", n_val, 0)
+    n_jnd = n_val if n_jnd is None else check_integer("n_jnd", n_jnd, 0)
+    seed = check_integer("seed", seed, 0)
+    workers = max(1, check_integer("workers", workers, 0))
     if n_train + n_val + n_jnd == 0:
         raise InputError("Nothing to synthesize: n_train, n_val and n_jnd are all 0")
     out = pathlib.Path(out)

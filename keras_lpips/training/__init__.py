@@ -5,6 +5,7 @@ with Keras `fit`, `tf.distribute` and mixed precision.
 - `frozen`: lin mode's shortcut, the frozen backbone's work done once per triplet;
 - `optimizer`: torch's Adam, the reference's schedule and linear-weight init;
 - `devices`: mixed-precision policy and distribution strategy;
+- `precision`: the float32 copies a mixed-precision run saves and validates;
 - `run_folder`: every file a run writes (checkpoints, history, plots, run.json, the model);
 - `fit`: the driver, a short recipe over a `RunConfig`.
 

@@ -6,7 +6,6 @@
 
 import dataclasses
 import math
-import numbers
 import pathlib
 import sys
 import time
@@ -15,9 +14,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_lpips.argument_checks import check_integer, is_number
+from keras_lpips.array_checks import check_load_size
 from keras_lpips.backbones import get_backbone
 from keras_lpips.data.bapps import fingerprint, list_twoafc, resolve_root
-from keras_lpips.data.pipeline import check_positive_integer, naming_bad_images, twoafc_dataset
+from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError
 from keras_lpips.files import check_output
 from keras_lpips.model import LPIPS, _check_choices
@@ -25,7 +26,8 @@ from keras_lpips.ranking import DistanceToLogit, twoafc_scores
 from keras_lpips.training.devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision, worker_role
 from keras_lpips.training.frozen import FrozenBackbone, FrozenBackboneTrainer, concatenated, frozen_twoafc_arrays
 from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, reference_lin_init
-from keras_lpips.training.run_folder import RunFolder, now
+from keras_lpips.training.precision import Float32Validation, float32_copy
+from keras_lpips.training.run_folder import NAMED_WEIGHTS, RunFolder, now, recorded_weights
 from keras_lpips.training.trainer import LPIPSTrainer
 
 MODES = ("lin", "tune", "scratch")
@@ -55,9 +57,12 @@ class RunConfig:
         load_size: images are resized to load_size x load_size (BAPPS patches are 64 x 64).
         lin_init: "reference" (torch's default conv init, seeded) or "ones" (start from cosine).
         dropout: dropout before the linear heads while training (the reference's 0.5; 0: none).
-        mixed_precision: "auto", "off", "bf16" or "fp16" (`resolve_precision`).
+        mixed_precision: "auto", "off", "bf16" or "fp16" (`resolve_precision`): what the backbone
+            trains in. Validation and the saved models are float32 whatever it is
+            (`keras_lpips.training.precision`); a resumed run compares the policy it resolves to.
         strategy: "auto", "one-device", "mirrored", "multiworker" or "tpu" (`make_strategy`).
-        resume: continue the run in `out_dir` from its last finished epoch.
+        resume: continue the run in `out_dir` from its last finished epoch; where there is none,
+            a new run starts (a note on stderr says so).
         seed: seeds the initialisation, the epoch orders and dropout.
         deterministic: bit-reproducible ops and data order (slower).
         progress: progress output.
@@ -106,29 +111,23 @@ class RunConfig:
         self.backbone_weights = self.backbone_weights or ("random" if self.mode == "scratch" else "imagenet")
         spec = get_backbone(self.backbone)
         kept = _check_choices(spec, "0.1", self.distance, self.layers, INPUT_RANGE)
-        if spec.min_input_size[kept - 1] > self.load_size:
-            raise InputError(
-                f"load_size {self.load_size} is too small for {spec.name} with {kept} layers "
-                f"(needs >= {spec.min_input_size[kept - 1]})"
-            )
+        check_load_size(self.load_size, spec.min_input_size[kept - 1], spec.name, kept)
         self.subsets = [self.subsets] if isinstance(self.subsets, str) else self.subsets
         self.val_subsets = [self.val_subsets] if isinstance(self.val_subsets, str) else self.val_subsets
 
     def _check_numbers(self):
         """`InputError` for a numeric option out of its range: zero, negative, NaN, infinite, a bool."""
         for name in ("epochs", "decay_epochs", "seed"):
-            value = getattr(self, name)
-            if not _is_integer(value) or value < 0:
-                raise InputError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
+            check_integer(name, getattr(self, name), 0)
         if self.epochs + self.decay_epochs < 1:
             raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
-        check_positive_integer("batch_size", self.batch_size)
-        check_positive_integer("load_size", self.load_size)
-        if not (_is_number(self.lr) and 0 < self.lr < math.inf):
+        check_integer("batch_size", self.batch_size, 1)
+        check_integer("load_size", self.load_size, 1)
+        if not (is_number(self.lr) and 0 < self.lr < math.inf):
             raise InputError(f"lr must be a positive finite number. Received: lr={self.lr!r}")
         for name in ("beta_1", "dropout"):
             value = getattr(self, name)
-            if not (_is_number(value) and 0 <= value < 1):
+            if not (is_number(value) and 0 <= value < 1):
                 raise InputError(f"{name} must be a number from 0 to less than 1. Received: {name}={value!r}")
 
     @property
@@ -142,7 +141,7 @@ class RunConfig:
         record = dataclasses.asdict(self)
         del record["out_dir"], record["cache"], record["precompute_frozen"]
         record.update(
-            data_root=str(pathlib.Path(self.data_root).resolve()), backbone_weights=str(self.backbone_weights),
+            data_root=str(pathlib.Path(self.data_root).resolve()), backbone_weights=recorded_weights(self.backbone_weights),
             subsets=sorted({r.subset for r in train_records}), val_subsets=sorted({r.subset for r in val_records}),
             train_set=fingerprint(train_records, self.data_root), val_set=fingerprint(val_records, self.data_root),
             epochs=int(self.epochs), decay_epochs=int(self.decay_epochs), batch_size=int(self.batch_size),
@@ -163,7 +162,7 @@ def fit(config, callbacks=()):
     also written to run.json. Under MultiWorkerMirrored only the chief writes. The run folder is
     locked throughout (`RunFolder.locked`): another process training into it raises `InUseError`."""
     strategy, strategy_name = make_strategy(config.strategy)  # first: MultiWorkerMirrored needs a fresh runtime
-    weights = [config.backbone_weights] if config.backbone_weights not in ("imagenet", "random") else []
+    weights = [config.backbone_weights] if config.backbone_weights not in NAMED_WEIGHTS else []
     check_outside_inputs(config.out_dir, config.data_root, weights)  # before the lock creates anything
     is_chief = worker_role(strategy_name)[0]
     folder = RunFolder(config.out_dir, writes=is_chief)
@@ -197,17 +196,25 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     policy = resolve_precision(config.mixed_precision, strategy)
     record = config.record(train_records, val_records, policy)
     previous = folder.open(record, config.resume)
+    if config.resume and folder.fresh:
+        _note(f"nothing to resume in {folder.path} (no run there): starting a new run")
 
     keras.utils.set_random_seed(int(config.seed))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     schedule = EpochLinearDecay(config.lr, steps_per_epoch, config.epochs, config.decay_epochs)
     frozen_ok = config.precompute_frozen and config.mode == "lin" and strategy_name in ("default", "one-device")
+    if is_chief:  # what the strategy changes, said: a single replica; lin mode without its precompute
+        _strategy_note(strategy_name, strategy.num_replicas_in_sync, config.precompute_frozen and config.mode == "lin" and not frozen_ok)
     trainer = _build_trainer(config, policy, strategy, schedule, FrozenBackboneTrainer if frozen_ok else LPIPSTrainer)
     folder.check_disk_space(trainer)  # before any work: checkpoints and models against the free disk
-    frozen = None
+    frozen = validate = None  # validation scores the float32 model the run saves, whatever it trains in
     if frozen_ok:
-        frozen = FrozenBackbone(trainer.lpips, train_records, val_records, config.data_root, batch_size, config.load_size, log)
+        frozen = FrozenBackbone(
+            trainer.lpips, train_records, val_records, config.data_root, batch_size, config.load_size, log,
+            val_metric=None if policy == "float32" else float32_copy(trainer.lpips, dropout=0.0),
+            bar=config.progress and sys.stdout.isatty(),
+        )  # fmt: skip
 
     checkpoint = folder.load_checkpoint(trainer) if config.resume else None
     initial_epoch = checkpoint["epoch"] if checkpoint else 0
@@ -217,9 +224,11 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     val_data = None
     if initial is None or remaining:
         val_data = frozen.validation_data(drop_remainder) if frozen else _images(val_records, config, drop_remainder, train=False)
+        if not frozen and policy != "float32":
+            validate = Float32Validation(trainer, val_data, strategy)
     started = time.time()
     if initial is None:  # the untrained model's score, epoch 0 of the curves
-        initial = _untrained_scores(trainer, val_data, val_records, config.data_root, log)
+        initial = _untrained_scores(trainer, val_data, val_records, config.data_root, log, validate)
     started_at = previous.get("started", now())
     folder.write_record({**previous, "config": record, "initial": initial, "started": started_at})
 
@@ -233,8 +242,8 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
         with naming_bad_images(train_records + val_records, config.data_root):
             trainer.fit(
                 train_data, epochs=config.total_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                validation_data=val_data, verbose=(1 if sys.stdout.isatty() else 2) if config.progress else 0,
-                callbacks=[folder.epoch_recorder(rows, initial, schedule, len(train_records)), *extra, *callbacks],
+                validation_data=val_data if validate is None else None, verbose=(1 if sys.stdout.isatty() else 2) if config.progress else 0,
+                callbacks=[folder.epoch_recorder(rows, initial, schedule, len(train_records), validate), *extra, *callbacks],
                 shuffle=False,
             )  # fmt: skip
     else:
@@ -243,7 +252,7 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
         return {"config": record, "history": rows, "initial": initial, "chief": False}
 
     metric = folder.save_model(trainer)
-    if frozen and policy == "float32":  # the saved metric has the trained weights, unrounded
+    if frozen:  # the float32 backbone's outputs, with the saved metric's trained weights
         d0, d1 = frozen.validation_distances(metric)
     else:
         d0, d1 = _validation_distances(metric, val_records, config)
@@ -296,13 +305,38 @@ def _images(records, config, drop_remainder, train):
     )  # fmt: skip
 
 
-def _untrained_scores(trainer, val_data, val_records, data_root, log):
-    """{"val_loss", "val_2afc"} of the model before training: epoch 0 of the curves."""
+def _untrained_scores(trainer, val_data, val_records, data_root, log, validate=None):
+    """{"val_loss", "val_2afc"} of the model before training: epoch 0 of the curves (`validate`'s,
+    where given: `Float32Validation`)."""
     with naming_bad_images(val_records, data_root):
-        scores = trainer.evaluate(val_data, verbose=0, return_dict=True)
-    initial = {"val_loss": float(scores["loss"]), "val_2afc": float(scores["2afc"])}
+        if validate is not None:
+            initial = validate(trainer)
+        else:
+            scores = trainer.evaluate(val_data, verbose=0, return_dict=True)
+            initial = {"val_loss": float(scores["loss"]), "val_2afc": float(scores["2afc"])}
     log(f"untrained: val_2afc {initial['val_2afc']:.4f}, val_loss {initial['val_loss']:.4f}")
     return initial
+
+
+def _note(message):
+    """A note for the user on stderr, also without progress output: what fit chose or could not do."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def _strategy_note(strategy_name, replicas, precompute_off):
+    """The note, where it applies, that a distribution strategy runs a single replica (one device
+    here), and that lin mode's frozen-backbone precompute is off under it (`precompute_off`)."""
+    single = strategy_name not in ("default", "one-device") and replicas == 1
+    if not (single or precompute_off):
+        return
+    text = f"strategy {strategy_name}: {replicas} replica{'' if replicas == 1 else 's'}"
+    text += " (this machine offers it one device)" if single else ""
+    if precompute_off:
+        text += (
+            "; lin mode's frozen-backbone precompute is off under it (the backbone runs at every step; "
+            "strategy auto on one device, or one-device, keeps it)"
+        )
+    _note(text)
 
 
 def _epoch_order(count, seed, epoch):
@@ -326,14 +360,6 @@ def _validation_distances(metric, val_records, config):
     return arrays["d0"], arrays["d1"]
 
 
-def _is_integer(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _steady_speed(rows):
     """The median triplets/s over the epochs after the first (which compiles), or over all."""
     steady = [r["triplets_per_second"] for r in rows[1:]] or [r["triplets_per_second"] for r in rows]
@@ -346,6 +372,6 @@ def _tensorboard(folder):
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        print("note: the tensorboard package is not installed; no TensorBoard logs", file=sys.stderr)
+        _note("the tensorboard package is not installed; no TensorBoard logs")
         return []
     return [keras.callbacks.TensorBoard(log_dir=str(folder.path / "logs"), write_graph=False)]

@@ -10,7 +10,8 @@ and train and validate on that (`FrozenBackbone`):
   dropout act on, when they fit in a quarter of the free memory (else: train on the images).
 
 Same batches, order, dropout masks, checkpoints and history as training on the images, and the
-same numbers up to float rounding.
+same numbers up to float rounding. Under a mixed-precision policy the validation outputs come from
+a float32 copy of the metric (`val_metric`): validation scores what the run saves.
 """
 
 import keras
@@ -47,11 +48,12 @@ class FrozenBackboneTrainer(LPIPSTrainer):
         return tuple(metric.total(metric.weigh(batch[k], training)) for k in ("diff0", "diff1"))
 
 
-def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="distances"):
+def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="distances", progress=None):
     """What `metric`'s frozen backbone gives for each triplet of `records`, in one pass over the
     images (in the metric's input_range): `{"d0", "d1"}` (N,) for kind "distances", `{"m0", "m1"}`
     (N, channels of the kept layers) for "means", `{"diff0", "diff1"}` (a list of (N, h, w, C)
-    arrays per kept layer) for "maps". See the module docstring."""
+    arrays per kept layer) for "maps". See the module docstring. `progress(k)` is called after
+    each batch of k triplets."""
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}. Received: {kind!r}")
     compute = _compiled_pass(metric, kind)
@@ -65,6 +67,8 @@ def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="dis
         for target, value in zip(tf.nest.flatten(arrays), tf.nest.flatten(values)):
             target[done : done + n] = value
         done += n
+        if progress:
+            progress(n)
     names = {"distances": ("d0", "d1"), "means": ("m0", "m1"), "maps": ("diff0", "diff1")}[kind]
     return {name: (list(value) if kind == "maps" else value) for name, value in zip(names, arrays)}
 
@@ -107,10 +111,14 @@ def frozen_maps_bytes(metric, count, load_size=64):
 
 
 class FrozenBackbone:
-    """The frozen backbone's outputs for a run's train and val triplets, computed on first use."""
+    """The frozen backbone's outputs for a run's train and val triplets, computed on first use:
+    the train ones by `metric` (the trainer's, in the run's precision), the val ones by `val_metric`
+    (None: `metric`; a float32 copy of it under a mixed policy: see the module docstring). `log`
+    says what is computed; `bar`: with a progress bar (`keras.utils.Progbar`) while it is."""
 
-    def __init__(self, metric, train_records, val_records, data_root, batch_size, load_size, log):
-        self.metric, self.data_root, self.log = metric, data_root, log
+    def __init__(self, metric, train_records, val_records, data_root, batch_size, load_size, log, val_metric=None, bar=False):
+        self.metric, self.data_root, self.log, self.bar = metric, data_root, log, bar
+        self.metrics = {"train": metric, "val": metric if val_metric is None else val_metric}
         self.batch_size, self.load_size = int(batch_size), int(load_size)
         self.records = {"train": train_records, "val": val_records}
         self.kinds = {"train": "maps", "val": "means"} if metric.heads else {"train": "distances", "val": "distances"}
@@ -129,8 +137,11 @@ class FrozenBackbone:
         if split not in self._arrays:
             records = self.records[split]
             self.log(f"frozen backbone: computing the {split} triplets' {self.kinds[split]} once ({len(records)} triplets)")
+            progress = keras.utils.Progbar(len(records), unit_name="triplet").add if self.bar else None
             with naming_bad_images(records, self.data_root):
-                arrays = frozen_twoafc_arrays(self.metric, records, self.batch_size, self.load_size, self.kinds[split])
+                arrays = frozen_twoafc_arrays(
+                    self.metrics[split], records, self.batch_size, self.load_size, self.kinds[split], progress
+                )  # fmt: skip
             self._arrays[split] = {**arrays, "judge": np.array([r.judge for r in records], np.float32)}
         return self._arrays[split]
 
@@ -145,7 +156,8 @@ class FrozenBackbone:
         return concatenated(parts)
 
     def validation_distances(self, metric):
-        """(d0, d1) of every validation triplet under `metric`'s (trained, float32) weights."""
+        """(d0, d1) of every validation triplet under `metric`'s (trained, float32) weights (the
+        backbone's part: `val_metric`'s float32 outputs)."""
         arrays = self.arrays("val")
         if "m0" in arrays:
             return tuple(np.asarray(metric.distances_from_channel_means(ops.convert_to_tensor(arrays[k]))) for k in ("m0", "m1"))

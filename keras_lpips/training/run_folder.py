@@ -13,8 +13,11 @@
     val_distances.npz   d0, d1 of every validation triplet under the final model
 
 Every file appears whole or not at all (`keras_lpips.files`): a run killed at any moment
-resumes from its last complete checkpoint. `fit` holds the folder's lock (`RunFolder.locked`,
-the file PATH.lock beside it) while it runs: a second process training into it is refused.
+resumes from its last complete checkpoint. A new run that fails before its first checkpoint
+(a backbone weight file that cannot be read, a damaged image, an interrupt) leaves nothing:
+what it wrote and the folders it made are removed. `fit` holds the folder's lock
+(`RunFolder.locked`, the file PATH.lock beside it) while it runs: a second process training
+into it is refused.
 """
 
 import contextlib
@@ -25,6 +28,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import time
 import zipfile
 
@@ -32,18 +36,22 @@ import keras
 import numpy as np
 
 from keras_lpips.backbones import get_backbone
+from keras_lpips.data.bapps import resolve_root
 from keras_lpips.disk_space import check_disk_space
 from keras_lpips import errors
 from keras_lpips.errors import DataError, InputError, InUseError, OutputError
 from keras_lpips.file_lock import file_lock
-from keras_lpips.files import atomic_path, atomic_write, scratch_directory
-from keras_lpips.training.trainer import LPIPSTrainer
+from keras_lpips.files import atomic_path, atomic_write, make_folder, remove_if_empty, scratch_directory
+from keras_lpips.training.precision import float32_trainer
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "2afc", "val_loss", "val_2afc", "train_seconds", "triplets_per_second")
 FILES = (
     "run.json", "history.csv", "loss.png", "accuracy.png", "model.keras", "trainer.keras", "lin_weights.npz",
     "val_distances.npz",
 )  # fmt: skip
+FOLDERS = ("checkpoint", "logs")
+# history.csv's float32 values (the rate, losses and scores), written as float32 (0.6929503, 2e-05)
+FLOAT32_FIELDS = ("lr", "loss", "2afc", "val_loss", "val_2afc")
 PER_INVOCATION = ("resume", "progress")  # options that may differ between a run and its resumption
 # What a run writes besides its checkpoints and models (history, plots, TensorBoard logs,
 # validation distances, run.json), with room to spare.
@@ -57,18 +65,24 @@ class RunFolder:
         self.path = pathlib.Path(path)
         self.writes = writes
         self.checkpoints = self.path / "checkpoint"
+        self.fresh = False  # `open` found no run here (no folder, or an empty one)
+        self._made = []  # the folders `open` created
+        self._checkpointed = False  # a checkpoint was written in this call
 
     @contextlib.contextmanager
     def locked(self):
         """Holds the run folder's lock for the block (`file_lock` on it: the file PATH.lock
         beside it), so that no two processes train into one folder; while another process holds
-        it, raises `InUseError` at once. Workers that do not write take no lock."""
+        it, raises `InUseError` at once. Workers that do not write take no lock.
+
+        When the block raises before the first checkpoint of a new run (`open` found no run
+        here), what the run wrote is removed, with the folders it made, its parents included."""
         if not self.writes:
             yield
             return
-        stack = contextlib.ExitStack()
+        stack, parents = contextlib.ExitStack(), []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            parents = make_folder(self.path.parent)
             stack.enter_context(file_lock(self.path, timeout=0))
         except TimeoutError:
             raise InUseError(
@@ -76,19 +90,43 @@ class RunFolder:
                 "wait for that run to end, or choose another out_dir="
             ) from None
         except OSError as error:
+            remove_if_empty(parents)
             raise OutputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
-        with stack:
-            yield
+        try:
+            with stack:
+                try:
+                    yield
+                except BaseException:
+                    self._discard_unfinished()
+                    raise
+        finally:
+            remove_if_empty(parents)  # once the lock file beside the folder is gone; left empty only on failure
+
+    def _discard_unfinished(self):
+        """Removes what a new run wrote (`FILES`, `FOLDERS`) and the folders `open` made, where it
+        wrote no checkpoint: a failed new run leaves nothing to resume from, and nothing at all."""
+        if not self.fresh or self._checkpointed:
+            return
+        for name in (*FILES, *FOLDERS):
+            path = self.path / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        remove_if_empty(self._made)
 
     def open(self, config, resume):
         """Creates the folder; refuses a non-empty one without `resume`, and a resumed one whose
-        configuration differs. Returns the previous run.json (dict), or {} for a new run."""
+        configuration differs. Returns the previous run.json (dict), or {} for a new run (`fresh`
+        then tells whether the folder was absent or empty: no run, also with `resume`)."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"out_dir={self.path} exists and is not a directory")
         if not self.writes:
             return {}
         previous = {}
-        if self.path.is_dir() and any(self.path.iterdir()):
+        self.fresh = not (self.path.is_dir() and any(self.path.iterdir()))
+        if not self.fresh:
             if not resume:
                 raise InputError(f"run directory {self.path} is not empty: pass resume=True to continue that run, or choose a new out_dir=")
             previous = self.previous_record()
@@ -99,7 +137,7 @@ class RunFolder:
                     "resume it with those, or choose a new out_dir="
                 )
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._made = make_folder(self.path)
         except OSError as error:
             raise OutputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
         return previous
@@ -156,6 +194,7 @@ class RunFolder:
         arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(_state_variables(trainer))}
         atomic_write(self.checkpoints / name, _npz_bytes(arrays), fsync=True)
         atomic_write(self.checkpoints / "latest.json", json.dumps({**record, "epoch": epoch, "file": name}), fsync=True)
+        self._checkpointed = True
         for old in self.checkpoints.glob("epoch-*.npz"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -210,13 +249,14 @@ class RunFolder:
     # --- history and plots ---------------------------------------------------------------------
 
     def write_history(self, rows):
-        """history.csv: one row per finished epoch (epoch counted from 1)."""
+        """history.csv: one row per finished epoch (epoch counted from 1); the rate, losses and
+        scores as the float32 values they are (`FLOAT32_FIELDS`: 2e-05, not 1.9999999999999995e-05)."""
         if not self.writes:
             return
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _float32_text(v) if k in FLOAT32_FIELDS else v for k, v in row.items()} for row in rows)
         atomic_write(self.path / "history.csv", text.getvalue())
 
     def plot_history(self, rows, initial=None):
@@ -247,9 +287,10 @@ class RunFolder:
                 fig.savefig(partial, format="png")
             plt.close(fig)
 
-    def epoch_recorder(self, rows, initial, schedule, n_train):
-        """The Keras callback that times each epoch and writes its checkpoint and history."""
-        return _EpochRecorder(self, rows, initial, schedule, n_train)
+    def epoch_recorder(self, rows, initial, schedule, n_train, validate=None):
+        """The Keras callback that times each epoch and writes its checkpoint and history; with
+        `validate` (`precision.Float32Validation`), it validates each epoch itself, once timed."""
+        return _EpochRecorder(self, rows, initial, schedule, n_train, validate)
 
     # --- the trained model ---------------------------------------------------------------------
 
@@ -257,8 +298,8 @@ class RunFolder:
         """model.keras (the metric), trainer.keras (metric and ranker) and, where the backbone stayed
         frozen (lin mode), lin_weights.npz, in float32 and without dropout whatever the run
         trained under; returns the float32 metric."""
-        metric = _float32_copy(trainer.lpips, dropout=0.0)
-        trainer32 = LPIPSTrainer(metric, _float32_copy(trainer.ranker), train_backbone=trainer.train_backbone)
+        trainer32 = float32_trainer(trainer)
+        metric = trainer32.lpips
         if self.writes:
             for model, name in ((metric, "model.keras"), (trainer32, "trainer.keras")):
                 with scratch_directory(self.path / name) as scratch:  # Keras names the format by the suffix
@@ -283,6 +324,8 @@ def config_changes(old, new, ignore=()):
     of a keras-lpips that did not record them: its data cannot be compared); "" where nothing does."""
     old, new = comparable_config(old), comparable_config(new)
     ignore = (*ignore, *(key for key in UNRECORDED_BEFORE if key not in old))
+    if "policy" not in ignore and old.get("policy") and new.get("policy"):
+        ignore = (*ignore, "mixed_precision")  # the policy it resolved to decides: "auto" that chose bf16 is "bf16"
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in ignore)
     return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
 
@@ -292,15 +335,39 @@ UNRECORDED_BEFORE = ("train_set", "val_set")
 
 
 def comparable_config(config):
-    """A run configuration as a resumed run (`resume=True`) compares it: without the per-invocation options, and
-    with the backbone by its canonical name ("alexnet" and "alex" are one net)."""
+    """A run configuration as a resumed run (`resume=True`) compares it: without the per-invocation
+    options, and each setting by what it means, not by how it was spelt: the backbone by its
+    canonical name ("alexnet" and "alex" are one net), `layers` None by the count it keeps (all),
+    a backbone weight file by its absolute path (`recorded_weights`), the dataset by its root
+    (`resolve_root`: the root, its dataset/ or its 2afc/ folder are one dataset)."""
     comparable = {k: v for k, v in config.items() if k not in PER_INVOCATION}
     if "backbone" in comparable:
         try:
-            comparable["backbone"] = get_backbone(comparable["backbone"]).name
+            spec = get_backbone(comparable["backbone"])
         except InputError:
-            pass  # an unknown name stays as written, and so compares as different
+            spec = None  # an unknown name stays as written, and so compares as different
+        if spec is not None:
+            comparable["backbone"] = spec.name
+            if "layers" in comparable and comparable["layers"] is None:
+                comparable["layers"] = len(spec.taps)
+    if isinstance(comparable.get("backbone_weights"), str):
+        comparable["backbone_weights"] = recorded_weights(comparable["backbone_weights"])
+    if isinstance(comparable.get("data_root"), str):
+        with contextlib.suppress(InputError, OSError):  # a dataset no longer there stays as recorded
+            comparable["data_root"] = str(resolve_root(comparable["data_root"]).resolve())
     return comparable
+
+
+# Backbone weights given by name; anything else is a file.
+NAMED_WEIGHTS = ("imagenet", "keras-imagenet", "random")
+
+
+def recorded_weights(backbone_weights):
+    """How run.json records `backbone_weights`: a name as it is, a file by its absolute path (a
+    relative path names another file from another folder)."""
+    if backbone_weights in NAMED_WEIGHTS:
+        return str(backbone_weights)
+    return str(pathlib.Path(backbone_weights).resolve())
 
 
 def now():
@@ -328,32 +395,20 @@ def _npz_bytes(arrays):
     return buffer.getvalue()
 
 
-def _float32_copy(layer, **overrides):
-    """`layer` rebuilt from its config in float32 (no weight sources read), with its weights."""
-    from keras_lpips.weights.loading import sources_deferred
-
-    saved_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        with sources_deferred():
-            config = {**layer.get_config(), **overrides, "dtype": "float32"}
-            copy = type(layer).from_config(config)
-        if not copy.built:
-            copy.build()
-    finally:
-        keras.config.set_dtype_policy(saved_policy)
-    copy.set_weights([np.asarray(w) for w in layer.get_weights()])
-    return copy
+def _float32_text(value):
+    """A float32 value as the shortest decimal that reads back as it (2e-05, 0.0001, 0.6929503); others as they are."""
+    return repr(float(str(np.float32(value)))) if isinstance(value, float) else value
 
 
 class _EpochRecorder(keras.callbacks.Callback):
-    """Times the training part of each epoch; at its end writes the checkpoint, history.csv,
+    """Times the training part of each epoch; at its end validates it where `validate` is given
+    (adding val_loss and val_2afc to the epoch's logs), then writes the checkpoint, history.csv,
     and the record that a resumed run (`resume=True`) reads back."""
 
-    def __init__(self, folder, rows, initial, schedule, n_train):
+    def __init__(self, folder, rows, initial, schedule, n_train, validate=None):
         super().__init__()
         self.folder, self.rows, self.initial = folder, rows, initial
-        self.schedule, self.n_train = schedule, n_train
+        self.schedule, self.n_train, self.validate = schedule, n_train, validate
         self._start = self._train_seconds = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -365,8 +420,11 @@ class _EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._start
+        logs = {} if logs is None else logs
+        if self.validate is not None:  # in place: the callbacks after this one (`fit` puts it first) see them
+            logs.update(self.validate(self.model))
         row = {"epoch": epoch + 1, "lr": self.schedule.rate_at_epoch(epoch)}
-        row.update({k: float(v) for k, v in (logs or {}).items() if k in HISTORY_FIELDS})
+        row.update({k: float(v) for k, v in logs.items() if k in HISTORY_FIELDS})
         row["train_seconds"] = round(seconds, 3)
         row["triplets_per_second"] = round(self.n_train / seconds, 1)
         self.rows.append(row)

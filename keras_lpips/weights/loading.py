@@ -4,13 +4,19 @@ import contextlib
 import contextvars
 import importlib.resources
 import pathlib
+import re
 
 import numpy as np
 
 from keras_lpips.errors import InputError, WeightsError, WeightsUnavailableError, reason
 from keras_lpips.weights import sources
 from keras_lpips.weights.cache import sha256_of
-from keras_lpips.weights.convert import assign_torchvision_weights, lin_vector, lin_vectors_from_lpips_state
+from keras_lpips.weights.convert import (
+    assign_torchvision_weights,
+    lin_vector,
+    lin_vectors_from_lpips_state,
+    missing_lin_weights,
+)
 from keras_lpips.weights.npz_file import read_npz
 from keras_lpips.weights.pretrained import imagenet_state_dict
 from keras_lpips.weights.safe_pickle import read_state_dict
@@ -42,8 +48,9 @@ def shipped_lin_path(version, net):
     return importlib.resources.files("keras_lpips.saved_models") / "lpips_lin" / version / f"{net}.npz"
 
 
-def lin_vectors(lin_weights, spec, count):
-    """`count` per-channel weight vectors for "v0.1", "v0.0" or a path."""
+def lin_vectors(lin_weights, spec, count, advise_layers=True):
+    """`count` per-channel weight vectors for "v0.1", "v0.0" or a path; a file with fewer is a
+    `WeightsError` (`missing_lin_weights`: with `advise_layers`, saying which `layers=` takes it)."""
     if lin_weights in sources.LIN_VERSIONS:
         path = shipped_lin_path(lin_weights, spec.name)
         if not path.is_file() or sha256_of(path) != sources.LIN_SHA256[f"{lin_weights}/{spec.name}.npz"]:
@@ -52,12 +59,13 @@ def lin_vectors(lin_weights, spec, count):
     else:
         state = read_weight_file(lin_weights)
     if any(f"lin{k}" in state for k in range(count)):
-        missing = [f"lin{k}" for k in range(count) if f"lin{k}" not in state]
+        missing = [k for k in range(count) if f"lin{k}" not in state]
         if missing:
-            raise WeightsError(f"{lin_weights} has no linear weights {missing[0]!r} for layer {missing[0][3:]}")
+            held = {int(str(key)[3:]) for key in state if re.fullmatch(r"lin\d+", str(key))}
+            raise missing_lin_weights(lin_weights, f"lin{missing[0]}", missing[0], held, advise_layers)
         vectors = [lin_vector(state[f"lin{k}"], str(lin_weights), f"lin{k}") for k in range(count)]
     else:
-        vectors = lin_vectors_from_lpips_state(state, count, source=str(lin_weights))
+        vectors = lin_vectors_from_lpips_state(state, count, source=str(lin_weights), advise_layers=advise_layers)
     for k, (vector, channels) in enumerate(zip(vectors, spec.channels)):
         if vector.shape != (channels,):
             raise WeightsError(f"{lin_weights}: layer {k} has {vector.shape[0]} weights, net {spec.name!r} needs {channels}")

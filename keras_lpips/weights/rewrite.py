@@ -37,7 +37,7 @@ def convert_weight_file(source, destination, net, overwrite=False):
     state = read_weight_file(source)
     if any(key.startswith("lin") for key in state):
         kind = "linear"
-        vectors = lin_vectors(source, spec, len(spec.taps))
+        vectors = lin_vectors(source, spec, len(spec.taps), advise_layers=False)  # every layer's, converted
         arrays = {f"lin{k}": v for k, v in enumerate(vectors)}
     elif any(key.startswith("features.") for key in state):
         kind = "backbone"

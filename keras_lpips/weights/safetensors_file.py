@@ -16,6 +16,7 @@ import struct
 
 import numpy as np
 
+from keras_lpips.argument_checks import is_integer
 from keras_lpips.errors import WeightsError, reason
 from keras_lpips.weights import untrusted
 
@@ -113,7 +114,7 @@ def _entry(name, info):
 
 
 def _natural(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_integer(value) and value >= 0
 
 
 def _array(raw, dtype, shape):
