@@ -16,7 +16,7 @@ import shutil
 from apache_beam.io.filesystems import FileSystems
 
 from keras_lpips.errors import DataError, InputError, reason
-from keras_lpips.export import METADATA, METADATA_BYTES, parse_metadata, savedmodel_directory
+from keras_lpips.export import METADATA, METADATA_BYTES, no_savedmodel_message, parse_metadata, savedmodel_directory
 from keras_lpips.savedmodel_ops import MAX_GRAPH_BYTES, check_ops
 
 PAIR_COLUMNS = ("img0", "img1")
@@ -99,7 +99,7 @@ def savedmodel_for(path, signature):
     else:
         directory = savedmodel_directory(path)
         if directory is None:
-            raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
+            raise InputError(no_savedmodel_message(path))
         directory = os.path.abspath(directory)
     metadata = FileSystems.join(directory, *METADATA.parts)
     info = parse_metadata(_read_bytes(metadata, f"{directory} is not a keras-lpips SavedModel export", METADATA_BYTES), metadata)

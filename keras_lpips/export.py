@@ -277,6 +277,19 @@ def savedmodel_directory(path):
     return max(versions, key=lambda p: int(p.name), default=None)
 
 
+def no_savedmodel_message(path):
+    """Why `path` is no SavedModel, and what to do where it is a Keras model (a `.keras` file, or
+    a fit run folder with its model.keras): export it first."""
+    path = Path(path)
+    keras_file = path if path.suffix == ".keras" else path / "model.keras"
+    if keras_file.is_file():
+        return (
+            f"{path} is a Keras model ({keras_file.name}), not a SavedModel: export it first "
+            f"(keras_lpips.export.export_savedmodel; the command line: keras-lpips export --model {path} --format savedmodel --out DIR)"
+        )
+    return f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)"
+
+
 def load_savedmodel(path):
     """An `ExportedMetric` for a SavedModel written by `export_savedmodel`: its version
     directory, or the base directory (then the highest version, as TF Serving picks).
@@ -284,7 +297,7 @@ def load_savedmodel(path):
     loaded (`UnsafeFileError`, `keras_lpips.savedmodel_ops`)."""
     directory = savedmodel_directory(path)
     if directory is None:
-        raise InputError(f"{path} holds no saved_model.pb, directly or in a version subdirectory (1/, 2/, ...)")
+        raise InputError(no_savedmodel_message(path))
     return ExportedMetric(directory)
 
 

@@ -249,6 +249,9 @@ def test_beam_cli_runs_end_to_end_and_refuses_in_one_line(exported, photos, tmp_
     headless.write_text("0.png,1.png\n")
     header_only = photos / "header_only.csv"
     header_only.write_text("img0,img1\n\n")
+    keras_run = tmp_path / "run"  # a fit run folder: a Keras model, to export before Beam serves it
+    keras_run.mkdir()
+    (keras_run / "model.keras").write_bytes(b"PK")
     code, stdout, err = run_cli("beam", "pairs", table, model, "--out", out / "p")
     assert code == 0 and "1 pairs scored" in stdout, err
     refusals = [
@@ -264,6 +267,7 @@ def test_beam_cli_runs_end_to_end_and_refuses_in_one_line(exported, photos, tmp_
         (("beam", "embed", photos, model, "extra", "--out", out / "q"), "Unknown option or extra argument 'extra'"),
         (("beam", "pairs", header_only, model, "--out", out / "q"), "has no rows after its header"),
         (("beam", "embed", photos, model / "1" / "variables", "--out", out / "q"), "holds no saved_model.pb"),
+        (("beam", "embed", photos, keras_run, "--out", out / "q"), "is a Keras model (model.keras), not a SavedModel: export it first"),
         (("beam", "embed", photos, "nosuchfs://bucket/model", "--out", out / "q"), "Unable to get filesystem"),
     ]
     for args, message in refusals:

@@ -430,6 +430,12 @@ def test_load_savedmodel_picks_the_highest_version_and_refuses_others(exported, 
     assert load_savedmodel(tmp_path / "base").directory == tmp_path / "base" / "2"
     with pytest.raises(InputError, match="holds no saved_model.pb"):
         load_savedmodel(tmp_path / "base" / "10")
+    run = tmp_path / "run"  # a fit run folder, and a .keras file: Keras models, to export first
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK")
+    for keras_model in (run, run / "model.keras"):
+        with pytest.raises(InputError, match=r"is a Keras model \(model.keras\), not a SavedModel: export it first"):
+            load_savedmodel(keras_model)
 
     module = tf.Module()
     module.f = tf.function(lambda x: {"y": x}, input_signature=[tf.TensorSpec([None], tf.float32)])
