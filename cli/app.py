@@ -109,7 +109,7 @@ def main():
     from keras_lpips.errors import KerasLPIPSError
 
     try:
-        with _stopping_on_signals():
+        with _stopping_on_signals(), _notes_as_lines():
             code = typer.main.get_command(app).main(prog_name="keras-lpips", standalone_mode=False)
     except TyperException as error:  # Typer's (Click's) usage errors: a missing argument, an unknown option
         context = getattr(error, "ctx", None)
@@ -144,6 +144,28 @@ def main():
 class _Terminated(BaseException):
     """SIGTERM (`docker stop`, `timeout`, a scheduler), raised in the main thread as Ctrl-C is:
     the writers' cleanup runs, so nothing is left half-written."""
+
+
+@contextlib.contextmanager
+def _notes_as_lines():
+    """The library's notes (`keras_lpips.errors.KerasLPIPSNote` warnings), each as a line `note:
+    MESSAGE` on stderr when it is given; other warnings as Python shows them."""
+    import warnings
+
+    from keras_lpips.errors import KerasLPIPSNote
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", KerasLPIPSNote)
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, KerasLPIPSNote):
+                typer.echo(f"note: {message}", err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager

@@ -17,7 +17,10 @@ from keras_lpips.errors import InputError
 RANGE_TOLERANCE = 0.01
 
 
+# What the messages call the two images of a pair: an `LPIPS` call's, and a Keras loss's or metric's
+# (`LPIPSLoss`, `MeanLPIPS`).
 NAMES = ("img0", "img1")
+LOSS_NAMES = ("y_true", "y_pred")
 
 
 def as_numpy(values, dtype=None):

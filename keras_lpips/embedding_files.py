@@ -8,8 +8,9 @@ An embed file holds, for images of one size:
 - `metric`: a JSON description of the metric (net, version, distance, layers, weight sources);
 - `fingerprint`: sha256 of that description and every weight's bytes. Embeddings are
   comparable only when their fingerprints are equal (`check_same_metric`);
-- `frame` (only where one was given): the frame read of multi-frame images (animated GIF/PNG/
-  WebP, multi-page TIFF; `read_image`). Without it the file holds none: they are refused.
+- `frame` (only where it holds a multi-frame image: animated GIF/PNG/WebP, multi-page TIFF;
+  `read_image`): the frame read of those. Without it the file holds none (a frame given for
+  images of one frame only is not recorded: they ignore it).
 
 `embed_folder` writes one resumably: the images are embedded in chunks, each written whole
 (`files.atomic_path`) into a hidden folder `.NAME.parts` beside the file, then gathered into
@@ -34,7 +35,7 @@ import numpy as np
 from keras_lpips import files
 from keras_lpips.argument_checks import check_integer
 from keras_lpips.errors import DataError, InputError
-from keras_lpips.images import read_images, stored_size
+from keras_lpips.images import is_multi_frame, read_images, stored_size
 
 FRAME = "frame"  # the embed file's optional key
 
@@ -210,7 +211,7 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     (see the module); returns `(embedded now, total)`.
 
     The images already in `out` or in its parts folder (embedded by the same metric, and of the
-    same `frame` where they were given one: otherwise `InputError`) are not embedded again;
+    same `frame` where they hold a multi-frame image: otherwise `InputError`) are not embedded again;
     names no longer in `folder` are dropped. All images must have the size of the first one (or
     of `out`'s), or `resize`. `frame` (0 is the first) picks the frame read of multi-frame images
     (`read_image`), which are refused without it. `progress(k)` is called after each batch of k
@@ -238,6 +239,7 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
             )
     vectors = {name: vector for previous in done for name, vector in zip(previous.names, previous.vectors)}
     todo = [name for name in names if name not in vectors]
+    written = next((previous.frame for previous in done if previous.frame is not None), None)
     if not todo and sources == [out] and done[0].names == names:
         return 0, len(names)  # `out` is up to date
     parts.mkdir(exist_ok=True)
@@ -245,13 +247,23 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
         chunk_names = todo[start : start + chunk]
         chunk_paths = [folder / n for n in chunk_names]
         chunk_vectors = embed_paths(metric, chunk_paths, image_size, resize, batch_size, progress, frame)
-        part = Embeddings(chunk_names, chunk_vectors, tuple(image_size), description, fingerprint, frame)
+        chunk_frame = _frame_read(chunk_paths, frame)
+        part = Embeddings(chunk_names, chunk_vectors, tuple(image_size), description, fingerprint, chunk_frame)
         write_embeddings(parts / f"part-{number:06d}.npz", part)
         vectors.update(zip(chunk_names, chunk_vectors))
+        written = written if chunk_frame is None else chunk_frame
     stacked = np.stack([vectors[name] for name in names])
-    write_embeddings(out, Embeddings(names, stacked, tuple(int(s) for s in image_size), description, fingerprint, frame))
+    write_embeddings(out, Embeddings(names, stacked, tuple(int(s) for s in image_size), description, fingerprint, written))
     shutil.rmtree(parts, ignore_errors=True)
     return len(todo), len(names)
+
+
+def _frame_read(paths, frame):
+    """`frame` where one of the images at `paths` has several frames (it was read with it), else
+    None: images of one frame ignore `frame`, and a file of them records none."""
+    if frame is not None and any(is_multi_frame(path) for path in paths):
+        return frame
+    return None
 
 
 def _check_same_frame(source, written, frame):

@@ -92,6 +92,22 @@ class InUseError(KerasLPIPSError):
     trains): a failure at run time (exit code 1)."""
 
 
+class KerasLPIPSNote(UserWarning):
+    """Not an error: what a long-running function chose, or could not do, that its caller should
+    hear (`fit`: nothing to resume, a strategy of one replica, no TensorBoard logs). Python shows
+    it as a warning, which `warnings.filterwarnings("ignore", category=KerasLPIPSNote)` silences
+(`note` gives one);
+    the CLI shows each as a line `note: MESSAGE` on stderr."""
+
+
+def note(message):
+    """Tells the caller `message` as a `KerasLPIPSNote` (see there): not an error, but what it
+    should hear."""
+    import warnings
+
+    warnings.warn(message, KerasLPIPSNote, stacklevel=3)
+
+
 def reason(error):
     """What an error says, in one line for a message that names the file itself: an OSError's
     strerror (without the file name it repeats), else the first line of its message, else its

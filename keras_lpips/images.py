@@ -170,6 +170,15 @@ def _reading(path):
         raise DataError(f"Cannot decode image {path} (truncated or corrupt?): {error}") from None
 
 
+def is_multi_frame(path):
+    """Whether the image file at `path` holds several frames a reader must choose between
+    (`frame_count`), read from its header (and frame table) without decoding it."""
+    path = pathlib.Path(path)
+    _check_regular_file(path)
+    with _reading(path), Image.open(path) as image:
+        return frame_count(image) > 1
+
+
 def frame_count(image):
     """The frames of an open Pillow image a reader must choose between: 1 for an MPO, whose
     further images are previews or depth maps of its first."""

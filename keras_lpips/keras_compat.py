@@ -16,10 +16,10 @@ API does the job.
   TensorFlow sets on a restored SavedModel's functions.
 - `loading_a_saved_model`: whether `from_config` is running inside `keras.models.load_model`
   (whose file then supplies the weights): Keras says so only through the object-sharing scope
-  its saving library holds while it reads or writes a `.keras` file.
-- `RebuiltWhenLoaded`: Keras' saving library walks `dir()` of a model's loss (and of any loss or
-  metric it reaches) for state to write into a `.keras` file (`saving_lib._walk_saveable`); the
-  mixin leaves the frozen LPIPS of `LPIPSLoss` and `MeanLPIPS` out of it.
+  its saving library holds while it reads or writes a `.keras` file. Used with what that library
+  does with a compiled model: it writes and, after compiling, restores the state of its loss
+  (`LPIPSLoss`'s network, so built from no source when loaded), not of its compiled metrics
+  (`MeanLPIPS`'s, so rebuilt from its sources).
 
 Beside them, `traced_per_metric` and `image_batch_spec`: the one cache of functions traced once
 per metric (evaluation, the frozen passes, embeddings, pair matrices), which keeps no metric alive.
@@ -57,18 +57,6 @@ def loading_a_saved_model():
     from keras.src.backend.common import global_state
 
     return global_state.get_global_attribute("shared_objects/id_to_obj_map") is not None
-
-
-class RebuiltWhenLoaded:
-    """Mixin for a loss or metric that `from_config` rebuilds whole from its arguments (weights
-    included, from their sources): the attributes it names in `_not_saved` stay out of `dir()`,
-    which Keras' saving walks, so a `.keras` file keeps none of their weights (Keras 3.15 saved a
-    compiled `LPIPSLoss`'s whole network, 10 MB for alex, and read it back over the rebuilt one)."""
-
-    _not_saved = ()
-
-    def __dir__(self):
-        return [name for name in super().__dir__() if name not in self._not_saved]
 
 
 class _PerReplicaSeedGenerator(keras.random.SeedGenerator):

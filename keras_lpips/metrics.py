@@ -2,27 +2,25 @@
 
 import keras
 
-from keras_lpips import keras_compat
+from keras_lpips.array_checks import LOSS_NAMES
 from keras_lpips.errors import InputError, reason
 from keras_lpips.inputs import as_image_batch
-from keras_lpips.losses import NAMES
 from keras_lpips.model import frozen_metric
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")
-class MeanLPIPS(keras_compat.RebuiltWhenLoaded, keras.metrics.Mean):
+class MeanLPIPS(keras.metrics.Mean):
     """Averages the LPIPS distance between `y_true` and `y_pred` over all updates.
 
     Keyword arguments other than `name` and `dtype` go to `keras_lpips.LPIPS`. The images are
     checked as `LPIPS` checks them (`keras_lpips.inputs`; the errors call them y_true and
-    y_pred), also in the graph `model.fit` traces. As `LPIPSLoss`, it is saved as its arguments,
-    not its network's weights.
+    y_pred), also in the graph `model.fit` traces. A `.keras` file of a model compiled with it keeps
+    its arguments, not its network's weights (Keras 3.15 saves no compiled metric's state):
+    `keras.saving.load_model` rebuilds it from its weight sources.
 
     Example:
     >>> model.compile(optimizer="adam", loss="mse", metrics=[MeanLPIPS(net="alex", input_range=(0, 1))])
     """
-
-    _not_saved = ("_lpips",)
 
     def __init__(self, name="mean_lpips", dtype=None, **lpips_kwargs):
         try:
@@ -32,8 +30,8 @@ class MeanLPIPS(keras_compat.RebuiltWhenLoaded, keras.metrics.Mean):
         self._lpips, self.lpips_kwargs = frozen_metric(lpips_kwargs, "MeanLPIPS")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        pair = [as_image_batch(y_true, NAMES[0]), as_image_batch(y_pred, NAMES[1])]
-        return super().update_state(self._lpips.call_named(pair, NAMES, training=False), sample_weight=sample_weight)
+        pair = [as_image_batch(y_true, LOSS_NAMES[0]), as_image_batch(y_pred, LOSS_NAMES[1])]
+        return super().update_state(self._lpips.call_named(pair, LOSS_NAMES, training=False), sample_weight=sample_weight)
 
     def get_config(self):
         return {**super().get_config(), **self.lpips_kwargs}

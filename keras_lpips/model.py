@@ -226,8 +226,11 @@ class LPIPS(keras.Model):
         return self.compare([f[:n] for f in features], [f[n:] for f in features], training)
 
     def call(self, inputs, training=None):
-        """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images."""
-        return self.total(self._maps(*inputs, training=training))
+        """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images (integer ones
+        converted to float32 here, inside the layer: `checked_pair` leaves a functional model's
+        symbolic inputs as they are)."""
+        img0, img1 = (ops.cast(x, "float32") for x in inputs)
+        return self.total(self._maps(img0, img1, training=training))
 
     # --- the metric as a squared Euclidean distance --------------------------------------------
 
@@ -368,9 +371,9 @@ class LPIPS(keras.Model):
 def frozen_metric(lpips_kwargs, owner):
     """`(LPIPS(**lpips_kwargs), lpips_kwargs)` for a loss or metric, of class name `owner`, that
     holds one: the metric frozen (inference only), the arguments as its config records them (paths
-    as strings: what a .keras file can hold). A `.keras` file keeps those arguments, not the
-    weights (`keras_compat.RebuiltWhenLoaded`): loading one reads the weight sources, and says how
-    to load the model without them where they are unavailable."""
+    as strings: what a .keras file can hold). Where `keras.saving.load_model` rebuilds it from those
+    arguments reading the weight sources (`MeanLPIPS`: Keras saves no compiled metric's weights), an
+    unavailable source's error says how to load the model without it."""
     try:
         metric = LPIPS(**lpips_kwargs)
     except WeightsError as error:

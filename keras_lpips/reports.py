@@ -37,18 +37,20 @@ def results_markdown(results):
 def dumps(value):
     """`value` as indented JSON, its floats written at float32 precision (the metric's): the
     shortest decimal that reads back as the same float32, `0.78` rather than `0.7800000019371509`."""
-    return json.dumps(_float32(value), indent=2)
+    return json.dumps(float32_values(value), indent=2)
 
 
-def _float32(value):
+def float32_values(value):
+    """`value` with its floats (in dicts and lists too) as the float32 values they are: the
+    shortest decimal that reads back as the same float32 (2e-05, 0.78); others as they are."""
     if isinstance(value, float):
         import numpy as np
 
         return float(str(np.float32(value)))  # numpy's shortest round-trip repr of the float32
     if isinstance(value, dict):
-        return {key: _float32(v) for key, v in value.items()}
+        return {key: float32_values(v) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_float32(v) for v in value]
+        return [float32_values(v) for v in value]
     return value
 
 

@@ -15,6 +15,7 @@ import pathlib
 import zipfile
 
 from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
+from keras_lpips.weights.sources import BACKBONE_NAMES, IMAGENET, LIN_VERSIONS
 
 # Spellings of "no weights" that `MetricSpec` (and so the command line) accepts for None.
 UNTRAINED = ("random", "none")
@@ -70,7 +71,7 @@ class MetricSpec:
     def input_paths(self):
         """The files or folders this metric is read from (`model`, and weight files given by
         path): what a command's outputs must never replace (`keras_lpips.files.check_output`)."""
-        named = {"imagenet", "keras-imagenet", "v0.0", "v0.1", *UNTRAINED}
+        named = {*BACKBONE_NAMES, *LIN_VERSIONS, *UNTRAINED}  # weights by name, not files
         values = (self.model, self.lin_weights, self.backbone_weights)
         return tuple(pathlib.Path(v) for v in values if v is not None and str(v) not in named)
 
@@ -85,7 +86,7 @@ def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
     if spec.model is not None:
         return load_metric(spec.model, input_range)
     config = spec.lpips_config()
-    if config["backbone_weights"] == "imagenet":
+    if config["backbone_weights"] == IMAGENET:
         ensure_imagenet_weights(config["net"], fetch_progress)
     return LPIPS(**config, input_range=input_range)
 

@@ -281,3 +281,17 @@ def test_eval_output_json_is_what_json_prints(tiny_bapps, tmp_path):
     written = (tmp_path / "r.json").read_text()
     assert written == result.stdout and json.loads(written)["columns"] == ["model", "l2", "ssim", "psnr"]
     _assert_float32_precision(written)
+
+
+def test_library_notes_are_note_lines_on_stderr(capsys):
+    """The library's `KerasLPIPSNote` warnings (fit's "nothing to resume", "1 replica") are shown
+    by the CLI as one `note: MESSAGE` line each, as they are given; other warnings pass."""
+    import warnings
+
+    from keras_lpips.cli.app import _notes_as_lines
+    from keras_lpips.errors import KerasLPIPSNote
+
+    with _notes_as_lines():
+        warnings.warn("nothing to resume in runs/x (no run there): starting a new run", KerasLPIPSNote)
+        warnings.warn("nothing to resume in runs/x (no run there): starting a new run", KerasLPIPSNote)
+    assert capsys.readouterr().err.splitlines() == ["note: nothing to resume in runs/x (no run there): starting a new run"] * 2

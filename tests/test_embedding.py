@@ -559,3 +559,23 @@ def test_embed_folder_completes_with_the_frame_it_was_written_with(tmp_path, met
     assert embed_folder(metric, folder, out, frame=1) == (1, 4)
     with pytest.raises(InputError, match=r"Received: frame=-1"):
         embed_folder(metric, folder, out, frame=-1)
+
+
+def test_embed_folder_records_a_frame_only_where_a_multi_frame_image_was_read(tmp_path, metric):
+    """Images of one frame ignore `frame`: a file of them records none, so a rerun without a
+    frame (or with another) completes it; the first multi-frame image read records it."""
+    from keras_lpips.embedding_files import embed_folder, read_embeddings
+
+    folder = animated_folder(tmp_path / "clips", np.random.default_rng(12))
+    (folder / "anim.gif").rename(tmp_path / "anim.gif")
+    out = tmp_path / "clips.npz"
+    assert embed_folder(metric, folder, out, frame=2) == (2, 2)
+    assert read_embeddings(out).frame is None
+    (folder / "new.png").write_bytes((folder / "0.png").read_bytes())
+    assert embed_folder(metric, folder, out) == (1, 3)
+    (tmp_path / "anim.gif").rename(folder / "anim.gif")
+    assert embed_folder(metric, folder, out, frame=2) == (1, 4)
+    assert read_embeddings(out).frame == 2
+    (folder / "newer.png").write_bytes((folder / "0.png").read_bytes())
+    with pytest.raises(InputError, match=r"holds frame 2 of its multi-frame images"):
+        embed_folder(metric, folder, out)

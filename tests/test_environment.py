@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from keras_lpips.errors import InputError, OutputError, WeightsUnavailableError
+from keras_lpips.errors import InputError, KerasLPIPSNote, OutputError, WeightsUnavailableError
 from keras_lpips.weights import cache_folder, pretrained, sources
 from tests.helpers import closed_port, one_error_line, run_cli, run_installed
 
@@ -46,10 +46,13 @@ def test_keras_lpips_folder_that_is_a_file(tmp_path, monkeypatch):
 
 def test_read_only_keras_home_falls_back_as_keras_does(fallback, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_HOME", READ_ONLY)
-    assert cache_folder.cache_dir() == fallback / "keras_lpips" and (fallback / "keras_lpips").is_dir()
-    assert cache_folder.cache_dir() == fallback / "keras_lpips"
-    err = capsys.readouterr().err.splitlines()
-    assert err == [f"note: {READ_ONLY}/keras_lpips is not writable; keras-lpips caches weights in {fallback / 'keras_lpips'} instead (as Keras does)"]
+    with pytest.warns(KerasLPIPSNote) as notes:
+        assert cache_folder.cache_dir() == fallback / "keras_lpips" and (fallback / "keras_lpips").is_dir()
+        assert cache_folder.cache_dir() == fallback / "keras_lpips"
+    assert [str(n.message) for n in notes] == [
+        f"{READ_ONLY}/keras_lpips is not writable; keras-lpips caches weights in {fallback / 'keras_lpips'} instead (as Keras does)"
+    ]  # said once
+    assert capsys.readouterr().err == ""  # the library prints nothing itself
 
 
 def test_no_writable_place_at_all_is_one_line(monkeypatch):
@@ -68,7 +71,8 @@ def test_read_only_cache_filled_ahead_of_time_is_read(tmp_path, fallback, monkey
     writable = cache_folder._writable_folder
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "shared"))
     monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: path != shared and writable(path))
-    assert cache_folder.imagenet_cache_path("alex") == entry
+    with pytest.warns(KerasLPIPSNote, match="is not writable"):  # the fallback is where it would write
+        assert cache_folder.imagenet_cache_path("alex") == entry
     assert cache_folder.imagenet_cache_path("alex", for_writing=True) == fallback / "keras_lpips" / entry.name
 
 

@@ -37,7 +37,7 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(small_d
     folder is made) or an interrupt in the first epoch (after run.json and the TensorBoard logs are
     written): the folder, and the parents the run made, are gone; an empty folder that was there
     stays, empty."""
-    from keras_lpips.errors import InputError, WeightsError
+    from keras_lpips.errors import InputError, KerasLPIPSNote, WeightsError
     from keras_lpips.training import fit_run
 
     junk = tmp_path / "junk.npz"
@@ -46,7 +46,7 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(small_d
     with pytest.raises((InputError, WeightsError)):
         fit_run(small_data, tmp_path / "a" / "b" / "run", **{**FAST, "backbone_weights": str(junk)})
     assert sorted(tmp_path.iterdir()) == inputs
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.warns(KerasLPIPSNote, match="^nothing to resume"), pytest.raises(KeyboardInterrupt):
         fit_run(small_data, tmp_path / "run", callbacks=[_interrupt_in_first_epoch()], resume=True, **FAST)
     assert sorted(tmp_path.iterdir()) == inputs
     (tmp_path / "empty").mkdir()
@@ -147,28 +147,45 @@ def test_resume_with_the_precision_auto_resolved_to(small_data, tmp_path, monkey
     assert again["final"] == first["final"] and again["config"]["policy"] == "float32"
 
 
-# --- notes on stderr ------------------------------------------------------------------------------
+# --- notes: KerasLPIPSNote warnings, which the CLI prints as "note: ..." lines ----------------------
+
+
+def _notes(record):
+    from keras_lpips.errors import KerasLPIPSNote
+
+    return [str(w.message) for w in record if issubclass(w.category, KerasLPIPSNote)]
 
 
 def test_resume_with_nothing_to_resume_says_it_starts_a_new_run(small_data, tmp_path, capsys):
+    import warnings
+
     from keras_lpips.training import fit_run
 
-    fit_run(small_data, tmp_path / "run", resume=True, **FAST)
-    note = f"note: nothing to resume in {tmp_path / 'run'} (no run there): starting a new run"
-    assert capsys.readouterr().err.splitlines() == [note]
-    fit_run(small_data, tmp_path / "run", resume=True, **FAST)  # a finished run: nothing new to say
-    assert capsys.readouterr().err == ""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit_run(small_data, tmp_path / "run", resume=True, **FAST)
+    assert _notes(record) == [f"nothing to resume in {tmp_path / 'run'} (no run there): starting a new run"]
+    assert capsys.readouterr().err == ""  # the library prints nothing itself
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit_run(small_data, tmp_path / "run", resume=True, **FAST)  # a finished run: nothing new to say
+    assert _notes(record) == []
 
 
 def test_mirrored_on_one_device_says_it_runs_one_replica_without_the_precompute(small_data, tmp_path, capsys):
+    import warnings
+
     from keras_lpips.training import fit_run
 
-    summary = fit_run(small_data, tmp_path / "run", strategy="mirrored", **{**FAST, "mixed_precision": "bf16"})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        summary = fit_run(small_data, tmp_path / "run", strategy="mirrored", **{**FAST, "mixed_precision": "bf16"})
     assert summary["replicas"] == 1
-    assert capsys.readouterr().err.splitlines() == [
-        "note: strategy mirrored: 1 replica (this machine offers it one device); lin mode's frozen-backbone "
+    assert _notes(record) == [
+        "strategy mirrored: 1 replica (this machine offers it one device); lin mode's frozen-backbone "
         "precompute is off under it (the backbone runs at every step; strategy auto on one device, or one-device, keeps it)"
     ]
+    assert capsys.readouterr().err == ""
     header, *rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
     last = dict(zip(header.split(","), rows[-1].split(",")))
     assert float(last["val_2afc"]) == pytest.approx(summary["final"]["val_2afc"], abs=1e-6)  # validated in float32

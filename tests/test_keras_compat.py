@@ -59,27 +59,40 @@ def test_loading_a_saved_model_is_seen_inside_load_model_only(tmp_path):
     assert seen == [True, False], f"Keras {keras.__version__}: its saving library's object-sharing scope changed; update keras_compat.loading_a_saved_model"
 
 
-def test_keras_saving_leaves_out_what_rebuilt_when_loaded_hides(tmp_path):
-    """A compiled loss's attributes reach the .keras file through `dir()` (Keras 3.15's
-    saving_lib._walk_saveable saved `LPIPSLoss.metric` whole); one that `RebuiltWhenLoaded`
-    leaves out of it is not saved."""
+def test_keras_saving_restores_a_compiled_loss_state_and_no_compiled_metric_state(tmp_path):
+    """What `LPIPSLoss` and `MeanLPIPS` rely on (`keras_compat.loading_a_saved_model`): a .keras file
+    holds a compiled loss's weights, restored over the loss that compiling the loaded model
+    builds; it holds no compiled metric's."""
     import zipfile
 
     import h5py
 
     @keras.saving.register_keras_serializable(package="keras_lpips_test")
-    class Holding(keras_compat.RebuiltWhenLoaded, keras.losses.MeanSquaredError):
-        _not_saved = ("held",)
+    class HoldingLoss(keras.losses.MeanSquaredError):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.held = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
 
+    @keras.saving.register_keras_serializable(package="keras_lpips_test")
+    class HoldingMetric(keras.metrics.Mean):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.held = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
-    model.compile(optimizer="sgd", loss=Holding())
+    loss, metric = HoldingLoss(), HoldingMetric()
+    model.compile(optimizer="sgd", loss=loss, metrics=[metric])
+    kernel = np.arange(4, dtype=np.float32).reshape(2, 2)
+    for holder in (loss, metric):
+        holder.held.layers[0].kernel.assign(kernel)
     model.save(tmp_path / "m.keras")
     with zipfile.ZipFile(tmp_path / "m.keras") as archive, archive.open("model.weights.h5") as file, h5py.File(file) as weights:
-        assert "loss" not in weights, f"Keras {keras.__version__}: saving no longer walks dir(); update keras_compat.RebuiltWhenLoaded"
+        saved = []
+        weights.visit(saved.append)
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    changed = f"Keras {keras.__version__}: what its saving library keeps of a compiled model changed; update LPIPSLoss.from_config and MeanLPIPS"
+    np.testing.assert_array_equal(np.asarray(loaded.loss.held.layers[0].kernel), kernel, err_msg=changed)
+    assert "loss/held" in saved and not any("metric" in path for path in saved), changed
 
 
 def test_the_private_tensorflow_and_keras_attributes_used_exist():

@@ -319,12 +319,13 @@ print(type(model.loss).__name__)
     assert float(wrapped) == pytest.approx(expected, abs=1e-6)
 
 
-def test_a_compiled_loss_and_metric_are_saved_as_their_arguments(fake_imagenet_home, monkeypatch, tmp_path, rng):
-    """A model compiled with LPIPSLoss and MeanLPIPS saves their arguments, none of their
-    network's weights (Keras 3.15 wrote the loss's whole AlexNet, 10 MB, into model.weights.h5):
-    loaded in a new process with an empty cache and offline, the model loads with compile=False,
-    and with compile=True where the sources need no cache (an untrained backbone, shipped lin
-    weights), giving the same loss; where they do, the error says to pass compile=False."""
+def test_a_compiled_loss_keeps_its_weights_and_the_metric_its_arguments(fake_imagenet_home, monkeypatch, tmp_path, rng):
+    """A .keras file of a model compiled with LPIPSLoss holds the loss's network as it was (here
+    with halved heads; 10 MB for alex) and, loaded in a new process with an empty cache and
+    offline, the loss is that network, read from the file alone. Keras saves no compiled metric's
+    weights: MeanLPIPS is rebuilt from its sources, so with compile=True it loads where they need
+    no cache (an untrained backbone, shipped lin weights) and, where they do, its error says to
+    pass compile=False."""
     import json
     import os
     import subprocess
@@ -336,40 +337,70 @@ def test_a_compiled_loss_and_metric_are_saved_as_their_arguments(fake_imagenet_h
     monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
     images = rng.random((2, 32, 32, 3)).astype(np.float32)
     np.save(tmp_path / "x.npy", images)
-    for name, args in {"imagenet": {"net": "alex"}, "untrained": {"net": "alex", "backbone_weights": None, "seed": 1}}.items():
-        args["input_range"] = (0, 1)
-        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 1, activation="sigmoid")])
-        model.compile(optimizer="adam", loss=keras_lpips.LPIPSLoss(**args), metrics=[keras_lpips.MeanLPIPS(**args)])
-        model.fit(images, images, epochs=1, verbose=0)
-        model.save(tmp_path / f"{name}.keras")
-        with zipfile.ZipFile(tmp_path / f"{name}.keras") as archive, archive.open("model.weights.h5") as file, h5py.File(file) as weights:
-            assert sorted(weights) == ["layers", "optimizer", "vars"]  # no "loss" group
-        assert (tmp_path / f"{name}.keras").stat().st_size < 100_000
-        if name == "untrained":
-            expected = float(model.loss(images, model.predict(images, verbose=0)))
+    untrained = {"net": "alex", "backbone_weights": None, "seed": 1, "input_range": (0, 1)}
+    loss = keras_lpips.LPIPSLoss(net="alex", input_range=(0, 1))
+    for head in loss.metric.heads:
+        head.kernel.assign(head.kernel * 0.5)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss=loss, metrics=[keras_lpips.MeanLPIPS(**untrained)])
+    model.fit(images, images * 0.9, epochs=1, verbose=0)
+    expected = model.evaluate(images, images * 0.9, verbose=0, return_dict=True)
+    model.save(tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive, archive.open("model.weights.h5") as file, h5py.File(file) as weights:
+        assert sorted(weights) == ["layers", "loss", "optimizer", "vars"]  # no compiled metric's
+    assert (tmp_path / "model.keras").stat().st_size > 9_000_000
+    metric_only = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(3, 1)])
+    metric_only.compile(optimizer="adam", loss="mse", metrics=[keras_lpips.MeanLPIPS(net="alex", input_range=(0, 1))])
+    metric_only.save(tmp_path / "metric.keras")
     script = f"""
 import json, keras, keras_lpips, numpy as np
 from keras_lpips import WeightsUnavailableError
 images = np.load({str(tmp_path / "x.npy")!r})
-report = {{}}
-keras.saving.load_model({str(tmp_path / "imagenet.keras")!r}, compile=False)
+model = keras.saving.load_model({str(tmp_path / "model.keras")!r})
+report = model.evaluate(images, images * 0.9, verbose=0, return_dict=True)
+keras.saving.load_model({str(tmp_path / "metric.keras")!r}, compile=False)
 try:
-    keras.saving.load_model({str(tmp_path / "imagenet.keras")!r})
+    keras.saving.load_model({str(tmp_path / "metric.keras")!r})
 except WeightsUnavailableError as error:
     report["error"] = str(error)
-model = keras.saving.load_model({str(tmp_path / "untrained.keras")!r})
-report["loss"] = float(model.loss(images, model.predict(images, verbose=0)))
-print(json.dumps(report))
+print(json.dumps({{key: str(value) if key == "error" else float(value) for key, value in report.items()}}))
 """
     empty = {**os.environ, "KERAS_HOME": str(tmp_path / "empty_home"), "KERAS_LPIPS_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=empty)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["loss"] == pytest.approx(expected["loss"], abs=1e-6)
+    assert report["mean_lpips"] == pytest.approx(expected["mean_lpips"], abs=1e-6)
     assert report["error"].startswith("No ImageNet weights for net 'alex'")
-    assert report["error"].endswith("a .keras file keeps LPIPSLoss's arguments, not its weights, and load_model rebuilds it "
+    assert report["error"].endswith("a .keras file keeps MeanLPIPS's arguments, not its weights, and load_model rebuilds it "
                                     "from them: keras.saving.load_model(path, compile=False) loads the model without it")
-    assert report["loss"] == pytest.approx(expected, abs=1e-6)
     assert not (tmp_path / "empty_home" / "keras_lpips" / "alex-imagenet-features.npz").exists()
+
+
+def test_a_loss_that_load_model_rebuilt_and_did_not_restore_refuses_to_run(tmp_path):
+    """An LPIPSLoss rebuilt inside keras.saving.load_model reads no weight source: one the file
+    does not restore (held where Keras' saving does not reach, e.g. a compiled metric's
+    attribute) raises rather than computing with weights that came from nowhere."""
+    from keras_lpips import keras_compat
+    from keras_lpips.errors import WeightsError
+
+    config = keras_lpips.LPIPSLoss(net="alex", backbone_weights=None, seed=1, input_range=(0, 1)).get_config()
+    rebuilt = []
+
+    @keras.saving.register_keras_serializable(package="keras_lpips_test")
+    class Probe(keras.layers.Layer):
+        @classmethod
+        def from_config(cls, layer_config):
+            assert keras_compat.loading_a_saved_model()
+            rebuilt.append(keras_lpips.LPIPSLoss.from_config(config))
+            return super().from_config(layer_config)
+
+    keras.Sequential([keras.Input((2,)), Probe()]).save(tmp_path / "probe.keras")
+    keras.saving.load_model(tmp_path / "probe.keras")
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    with pytest.raises(WeightsError, match=r"did not restore .* build it with LPIPSLoss\(\*\*config\)"):
+        rebuilt[0](images, images)
+    assert float(keras_lpips.LPIPSLoss.from_config(config)(images, images)) == 0.0  # outside load_model: from its sources
 
 
 def test_loss_and_metric_configs_hold_paths_as_strings(tmp_path, rng):
@@ -442,11 +473,13 @@ def test_a_global_float64_policy_still_builds(rng):
     assert np.isfinite(np.asarray(metric([random_images(rng), random_images(rng)]))).all()
 
 
-def test_a_metric_nested_in_a_saved_model_loads_its_weights_from_the_file(tmp_path, rng):
+@pytest.mark.parametrize("dtypes", [("float32", "uint8"), ("uint8", "uint8")])
+def test_a_metric_nested_in_a_saved_model_loads_its_weights_from_the_file(tmp_path, rng, dtypes):
     """Inside keras.models.load_model no weight source is read: a functional model holding the
     metric gets the metric's weights from the file (its lin weights file is gone). Loaded after
     `clear_session`, as in a new process: the metric's input checks add no operation of their own
-    to the model (their auto-generated names, "convert_to_tensor" twice, refused the reload)."""
+    to the model (their auto-generated names, "convert_to_tensor" twice, refused the reload); the
+    layer converts integer images to float32 itself (two uint8 inputs built no model before)."""
     import pathlib
 
     from keras_lpips.weights.loading import shipped_lin_path
@@ -455,18 +488,20 @@ def test_a_metric_nested_in_a_saved_model_loads_its_weights_from_the_file(tmp_pa
     source.write_bytes(pathlib.Path(str(shipped_lin_path("v0.1", "alex"))).read_bytes())
     keras.backend.clear_session()  # operations named as in a new process
     metric = LPIPS(net="alex", backbone_weights=None, seed=2, lin_weights=source, input_range=(0, 1))
-    inputs = [keras.Input((None, None, 3)), keras.Input((None, None, 3), dtype="uint8")]
+    inputs = [keras.Input((None, None, 3), dtype=dtype) for dtype in dtypes]
     wrapped = keras.Model(inputs, metric(inputs))
     operations = [type(operation).__name__ for operation in wrapped.operations]
     wrapped.save(tmp_path / "wrapped.keras")
     source.unlink()
-    x0, x1 = random_images(rng, low=0), rng.integers(0, 2, (2, 64, 64, 3)).astype(np.uint8)
+    x0, x1 = (rng.integers(0, 2, (2, 64, 64, 3)).astype(dtype) for dtype in dtypes)
+    if dtypes[0] == "float32":
+        x0 = random_images(rng, low=0)
     expected = np.asarray(metric([x0, x1]))
+    np.testing.assert_allclose(np.asarray(wrapped([x0, x1])), expected, atol=1e-6)
     keras.backend.clear_session()
     loaded = keras.saving.load_model(tmp_path / "wrapped.keras")
     np.testing.assert_allclose(np.asarray(loaded.predict([x0, x1], verbose=0)), expected, atol=1e-6)
     assert operations == ["InputLayer", "InputLayer", "LPIPS"]
-
 
 
 def test_keras_imagenet_that_cannot_be_fetched_is_one_error(monkeypatch):

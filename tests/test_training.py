@@ -482,12 +482,40 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(small_data, t
     np.testing.assert_allclose(resumed[:, :6], straight[:, :6], atol=1e-6)  # epoch, lr, loss, 2afc, val_loss, val_2afc
 
 
+def test_frozen_backbone_releases_the_val_metric_once_the_val_outputs_are_computed(small_data):
+    """The float32 copy that computes the val outputs under a mixed policy is not kept for the
+    whole run: the final score reuses the outputs."""
+    import gc
+    import weakref
+
+    from keras_lpips.data.bapps import list_twoafc
+    from keras_lpips.model import LPIPS
+    from keras_lpips.training.frozen import FrozenBackbone
+
+    def tiny():
+        return LPIPS(net="alex", layers=3, backbone_weights=None, lin_weights=None, seed=0)
+
+    train, val = list_twoafc(small_data, "train"), list_twoafc(small_data, "val")
+    trained, copy = tiny(), tiny()
+    released = weakref.ref(copy)
+    frozen = FrozenBackbone(trained, train, val, small_data, 10, 32, log=lambda *_: None, val_metric=copy)
+    del copy
+    outputs = frozen.arrays("val")
+    gc.collect()
+    assert released() is None
+    d0, d1 = frozen.validation_distances(trained)
+    assert frozen.arrays("val") is outputs and d0.shape == d1.shape == (len(val),)
+
+
 def test_mirrored_strategy_on_one_device_trains(small_data, tmp_path):
     """The mirrored code path in this process, on its one CPU device (two replicas, in a process
     of its own: the slow test above)."""
     from keras_lpips.training import fit_run
 
-    summary = fit_run(small_data, tmp_path / "run", strategy="mirrored", **dict(TINY, epochs=1, decay_epochs=0, progress=False))
+    from keras_lpips.errors import KerasLPIPSNote
+
+    with pytest.warns(KerasLPIPSNote, match=r"^strategy mirrored: 1 replica"):
+        summary = fit_run(small_data, tmp_path / "run", strategy="mirrored", **dict(TINY, epochs=1, decay_epochs=0, progress=False))
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["strategy"] == "mirrored" and run["replicas"] == 1
     assert 0.0 <= summary["final"]["val_2afc"] <= 1.0 and (tmp_path / "run" / "model.keras").is_file()

@@ -19,7 +19,7 @@ from keras_lpips.array_checks import check_load_size
 from keras_lpips.backbones import get_backbone
 from keras_lpips.data.bapps import fingerprint, list_twoafc, resolve_root
 from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
-from keras_lpips.errors import InputError
+from keras_lpips.errors import InputError, note
 from keras_lpips.files import check_output
 from keras_lpips.model import LPIPS, _check_choices
 from keras_lpips.ranking import DistanceToLogit, twoafc_scores
@@ -27,8 +27,9 @@ from keras_lpips.training.devices import PRECISIONS, STRATEGIES, make_strategy, 
 from keras_lpips.training.frozen import FrozenBackbone, FrozenBackboneTrainer, concatenated, frozen_twoafc_arrays
 from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, reference_lin_init
 from keras_lpips.training.precision import Float32Validation, float32_copy
-from keras_lpips.training.run_folder import NAMED_WEIGHTS, RunFolder, now, recorded_weights
+from keras_lpips.training.run_folder import NAMED_WEIGHTS, UNTRAINED, RunFolder, now, recorded_weights
 from keras_lpips.training.trainer import LPIPSTrainer
+from keras_lpips.weights.sources import IMAGENET
 
 MODES = ("lin", "tune", "scratch")
 INPUT_RANGE = (0.0, 1.0)  # what fit feeds, and what the saved model.keras expects (the CLI's range)
@@ -62,7 +63,7 @@ class RunConfig:
             (`keras_lpips.training.precision`); a resumed run compares the policy it resolves to.
         strategy: "auto", "one-device", "mirrored", "multiworker" or "tpu" (`make_strategy`).
         resume: continue the run in `out_dir` from its last finished epoch; where there is none,
-            a new run starts (a note on stderr says so).
+            a new run starts (a note says so: `KerasLPIPSNote`, a warning).
         seed: seeds the initialisation, the epoch orders and dropout.
         deterministic: bit-reproducible ops and data order (slower).
         progress: progress output.
@@ -105,10 +106,10 @@ class RunConfig:
                 raise InputError(f"{name} must be one of {', '.join(choices)}. Received: {getattr(self, name)!r}")
         if self.distance == "cosine" and self.mode != "lin":
             raise InputError("distance 'cosine' has no linear weights: only the ranking head learns, so mode must be 'lin'")
-        if self.mode == "scratch" and self.backbone_weights not in (None, "random"):
+        if self.mode == "scratch" and self.backbone_weights not in (None, UNTRAINED):
             raise InputError(f"mode 'scratch' trains the backbone from a random init; drop backbone_weights={self.backbone_weights!r}")
         self._check_numbers()
-        self.backbone_weights = self.backbone_weights or ("random" if self.mode == "scratch" else "imagenet")
+        self.backbone_weights = self.backbone_weights or (UNTRAINED if self.mode == "scratch" else IMAGENET)
         spec = get_backbone(self.backbone)
         kept = _check_choices(spec, "0.1", self.distance, self.layers, INPUT_RANGE)
         check_load_size(self.load_size, spec.min_input_size[kept - 1], spec.name, kept)
@@ -197,7 +198,7 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     record = config.record(train_records, val_records, policy)
     previous = folder.open(record, config.resume)
     if config.resume and folder.fresh:
-        _note(f"nothing to resume in {folder.path} (no run there): starting a new run")
+        note(f"nothing to resume in {folder.path} (no run there): starting a new run")
 
     keras.utils.set_random_seed(int(config.seed))
     if config.deterministic:
@@ -277,7 +278,7 @@ def _build_trainer(config, policy, strategy, schedule, trainer_class):
     keras.config.set_dtype_policy(policy)
     try:
         with strategy.scope():
-            backbone_weights = None if config.backbone_weights == "random" else config.backbone_weights
+            backbone_weights = None if config.backbone_weights == UNTRAINED else config.backbone_weights
             metric = LPIPS(
                 net=config.backbone, version="0.1", distance=config.distance, layers=config.layers,
                 backbone_weights=backbone_weights, lin_weights=None, input_range=INPUT_RANGE, seed=config.seed,
@@ -318,11 +319,6 @@ def _untrained_scores(trainer, val_data, val_records, data_root, log, validate=N
     return initial
 
 
-def _note(message):
-    """A note for the user on stderr, also without progress output: what fit chose or could not do."""
-    print(f"note: {message}", file=sys.stderr)
-
-
 def _strategy_note(strategy_name, replicas, precompute_off):
     """The note, where it applies, that a distribution strategy runs a single replica (one device
     here), and that lin mode's frozen-backbone precompute is off under it (`precompute_off`)."""
@@ -336,7 +332,7 @@ def _strategy_note(strategy_name, replicas, precompute_off):
             "; lin mode's frozen-backbone precompute is off under it (the backbone runs at every step; "
             "strategy auto on one device, or one-device, keeps it)"
         )
-    _note(text)
+    note(text)
 
 
 def _epoch_order(count, seed, epoch):
@@ -372,6 +368,6 @@ def _tensorboard(folder):
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        _note("the tensorboard package is not installed; no TensorBoard logs")
+        note("the tensorboard package is not installed; no TensorBoard logs")
         return []
     return [keras.callbacks.TensorBoard(log_dir=str(folder.path / "logs"), write_graph=False)]

@@ -113,8 +113,9 @@ def frozen_maps_bytes(metric, count, load_size=64):
 class FrozenBackbone:
     """The frozen backbone's outputs for a run's train and val triplets, computed on first use:
     the train ones by `metric` (the trainer's, in the run's precision), the val ones by `val_metric`
-    (None: `metric`; a float32 copy of it under a mixed policy: see the module docstring). `log`
-    says what is computed; `bar`: with a progress bar (`keras.utils.Progbar`) while it is."""
+    (None: `metric`; a float32 copy of it under a mixed policy: see the module docstring), each
+    released once its split's outputs are (the final score reuses the val outputs, not the copy).
+    `log` says what is computed; `bar`: with a progress bar (`keras.utils.Progbar`) while it is."""
 
     def __init__(self, metric, train_records, val_records, data_root, batch_size, load_size, log, val_metric=None, bar=False):
         self.metric, self.data_root, self.log, self.bar = metric, data_root, log, bar
@@ -143,6 +144,7 @@ class FrozenBackbone:
                     self.metrics[split], records, self.batch_size, self.load_size, self.kinds[split], progress
                 )  # fmt: skip
             self._arrays[split] = {**arrays, "judge": np.array([r.judge for r in records], np.float32)}
+            del self.metrics[split]  # computed once: val's float32 copy of the model is not needed again
         return self._arrays[split]
 
     def validation_data(self, drop_remainder):

@@ -42,7 +42,9 @@ from keras_lpips import errors
 from keras_lpips.errors import DataError, InputError, InUseError, OutputError
 from keras_lpips.file_lock import file_lock
 from keras_lpips.files import atomic_path, atomic_write, make_folder, remove_if_empty, scratch_directory
+from keras_lpips.reports import float32_values
 from keras_lpips.training.precision import float32_trainer
+from keras_lpips.weights.sources import BACKBONE_NAMES
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "2afc", "val_loss", "val_2afc", "train_seconds", "triplets_per_second")
 FILES = (
@@ -256,7 +258,7 @@ class RunFolder:
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: _float32_text(v) if k in FLOAT32_FIELDS else v for k, v in row.items()} for row in rows)
+        writer.writerows({k: float32_values(v) if k in FLOAT32_FIELDS else v for k, v in row.items()} for row in rows)
         atomic_write(self.path / "history.csv", text.getvalue())
 
     def plot_history(self, rows, initial=None):
@@ -358,8 +360,10 @@ def comparable_config(config):
     return comparable
 
 
-# Backbone weights given by name; anything else is a file.
-NAMED_WEIGHTS = ("imagenet", "keras-imagenet", "random")
+# Backbone weights fit takes by name: a source's (`sources.BACKBONE_NAMES`), or "random" (fit's
+# spelling of None: untrained); anything else is a file.
+UNTRAINED = "random"
+NAMED_WEIGHTS = (*BACKBONE_NAMES, UNTRAINED)
 
 
 def recorded_weights(backbone_weights):
@@ -393,11 +397,6 @@ def _npz_bytes(arrays):
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
-
-
-def _float32_text(value):
-    """A float32 value as the shortest decimal that reads back as it (2e-05, 0.0001, 0.6929503); others as they are."""
-    return repr(float(str(np.float32(value)))) if isinstance(value, float) else value
 
 
 class _EpochRecorder(keras.callbacks.Callback):

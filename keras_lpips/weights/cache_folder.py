@@ -5,10 +5,9 @@ net's cached ImageNet backbone in it, and whether only the cache may be used
 
 import os
 import pathlib
-import sys
 import tempfile
 
-from keras_lpips.errors import InputError, OutputError
+from keras_lpips.errors import InputError, OutputError, note
 
 
 # KERAS_LPIPS_OFFLINE's values (case-insensitive) and what they mean; anything else is refused.
@@ -51,7 +50,7 @@ def cache_dir():
         raise OutputError(f"Cannot write the weight cache in {primary} nor in {fallback}: set KERAS_HOME to a writable folder")
     if primary not in _FALLBACKS_SAID:
         _FALLBACKS_SAID.add(primary)
-        print(f"note: {primary} is not writable; keras-lpips caches weights in {fallback} instead (as Keras does)", file=sys.stderr)
+        note(f"{primary} is not writable; keras-lpips caches weights in {fallback} instead (as Keras does)")
     return fallback
 
 

@@ -38,7 +38,7 @@ def read_weight_file(path):
 
 def backbone_state(backbone_weights, spec, progress=None):
     """torchvision-layout backbone weights for "imagenet" or a path."""
-    if backbone_weights == "imagenet":
+    if backbone_weights == sources.IMAGENET:
         return imagenet_state_dict(spec.name, progress=progress)
     return read_weight_file(backbone_weights)
 
@@ -89,7 +89,7 @@ def sources_deferred():
 def restore_weights(metric, backbone_weights, lin_weights):
     """Assigns an `LPIPS` metric's weights from its two sources (see `LPIPS`'s arguments)."""
     spec = metric.spec
-    if backbone_weights == "keras-imagenet":
+    if backbone_weights == sources.KERAS_IMAGENET:
         if spec.name != "vgg":
             raise InputError(f"backbone_weights='keras-imagenet' exists for vgg only. Received: net={spec.name!r}")
         if metric.heads and lin_weights in sources.LIN_VERSIONS:
@@ -102,7 +102,7 @@ def restore_weights(metric, backbone_weights, lin_weights):
         _seeded_init(metric.backbone, metric.seed)
     if _SOURCES_DEFERRED.get():
         return
-    if backbone_weights == "keras-imagenet":
+    if backbone_weights == sources.KERAS_IMAGENET:
         _assign_keras_applications_vgg16(metric.backbone)
     elif backbone_weights is not None:
         state = backbone_state(backbone_weights, spec)

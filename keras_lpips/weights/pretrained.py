@@ -29,7 +29,7 @@ import numpy as np
 
 from keras_lpips import files
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsError, WeightsUnavailableError
+from keras_lpips.errors import ChecksumError, UnsafeFileError, WeightsError, WeightsUnavailableError, note
 from keras_lpips.file_lock import file_lock
 from keras_lpips.weights import cache_folder, sources
 from keras_lpips.weights.cache import content_sha256, download, verify_digest, verify_sha256
@@ -156,7 +156,7 @@ def _from_torch_hub(spec, path):
         _verified_features(spec, state, f"torch.hub's {hub}")
     except (OSError, WeightsError) as error:
         path.unlink(missing_ok=True)
-        print(f"note: not using torch.hub's copy {hub}: {error}; downloading instead", file=sys.stderr)
+        note(f"not using torch.hub's copy {hub}: {error}; downloading instead")
         return None
     return state
 
