@@ -15,6 +15,7 @@ from keras_lpips.errors import (
     InputError,
     InsufficientMemoryError,
     KerasLPIPSError,
+    KerasLPIPSNote,
     OutputError,
     UnsafeFileError,
     WeightsError,
@@ -27,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LPIPS", "LPIPSLoss", "MeanLPIPS", "ChecksumError", "DownloadError", "InputError", "KerasLPIPSError",
     "UnsafeFileError", "WeightsError", "WeightsUnavailableError", "DiskFullError", "InsufficientMemoryError",
-    "DataError", "OutputError",
+    "DataError", "OutputError", "KerasLPIPSNote",
 ]  # fmt: skip
 
 
