@@ -30,6 +30,7 @@ which quotes the first such line. What can be checked before the job starts is
 Needs the `beam` extra (`pip install 'keras-lpips[beam]'`, apache-beam).
 """
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -353,14 +354,12 @@ def _run(build, pipeline_args, out, earlier, on_start, output):
 def _first_line_of(paths):
     """The first line of the first of the text files `paths` that has one (None if none has, or
     they cannot be read: the job's result stands without it)."""
-    try:
+    with contextlib.suppress(OSError):  # Beam's BeamIOError too
         for path in paths:
             with FileSystems.open(path) as f:
                 line = f.readline().decode("utf-8", errors="replace").rstrip("\n")
             if line:
                 return line
-    except OSError:  # Beam's BeamIOError too
-        pass
     return None
 
 

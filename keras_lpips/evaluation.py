@@ -67,7 +67,7 @@ def evaluate_run(
     as its test_dataset_model.py with the default Lab colorspace: "l2" (lpips.l2 in Lab), "ssim"
     (DSSIM, lpips.dssim in Lab) and "psnr" (on the 8-bit RGB images).
     """
-    from keras_lpips.data.bapps import available_subsets, has_split, resolve_root
+    from keras_lpips.data.bapps import has_split, resolve_root
 
     root = resolve_root(data_root)
     subsets = [subsets] if isinstance(subsets, str) else subsets
@@ -75,6 +75,30 @@ def evaluate_run(
     jnd = jnd if jnd is not None else has_split(root, "jnd", "val")
     if not twoafc and not jnd:
         raise InputError(f"No 2afc/val or jnd/val folder in {root}: nothing to evaluate")
+    metric, name, load_size = _metric_to_score(model, metric, load_size)
+    columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
+    scoring = _Scoring(metric, data_root, columns, batch_size, load_size, progress and sys.stderr.isatty())
+    result = {"model": name, "data": str(data_root), "load_size": load_size, "columns": columns}
+    result.update({"2afc": {}, "counts": {"2afc": {}}})
+    skipped = []
+    if twoafc:
+        _score_twoafc(scoring, result, subsets, distances, keep_scores)
+    else:
+        skipped.append(f"2AFC: no 2afc/val folder in {root}")
+    if jnd and jnd_subsets is None and subsets is not None and twoafc and has_split(root, "jnd", "val"):
+        jnd_subsets = _jnd_subsets_of(root, subsets, skipped)
+        jnd = bool(jnd_subsets)
+    if jnd:  # without a 2AFC set, each of `subsets` must be there (`list_jnd` says which is not)
+        _score_jnd(scoring, result, subsets if jnd_subsets is None else jnd_subsets)
+    if skipped:
+        result["skipped"] = skipped
+    return result
+
+
+def _metric_to_score(model, metric, load_size):
+    """(metric, its name in the results, the load size) for `evaluate_run`: `metric`, or loaded
+    from `model`; the load size given, else the run's (`model`'s run.json), else 64, checked
+    against what the metric takes."""
     if metric is None:
         if model is None:
             raise InputError("evaluate_run needs a model (run folder or .keras file) or a metric")
@@ -90,27 +114,19 @@ def evaluate_run(
         name = f"{metric.net} v{metric.version} {metric.distance}"
     load_size = check_integer("load_size", 64 if load_size is None else load_size, 1)
     check_load_size(load_size, getattr(metric, "min_input_size", 1), metric.net, getattr(metric, "layers_kept", None))
-    columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
-    scoring = _Scoring(metric, data_root, columns, batch_size, load_size, progress and sys.stderr.isatty())
-    result = {"model": name, "data": str(data_root), "load_size": load_size, "columns": columns}
-    result.update({"2afc": {}, "counts": {"2afc": {}}})
-    skipped = []
-    if twoafc:
-        _score_twoafc(scoring, result, subsets, distances, keep_scores)
-    else:
-        skipped.append(f"2AFC: no 2afc/val folder in {root}")
-    if jnd and jnd_subsets is None and subsets is not None and twoafc and has_split(root, "jnd", "val"):
-        present = available_subsets(root / "jnd" / "val")  # JND: those of `subsets` it has
-        jnd_subsets = [s for s in subsets if s in present]
-        if not jnd_subsets:
-            skipped.append(f"JND: jnd/val in {root} has none of the subsets {', '.join(subsets)} "
-                           f"(it has {', '.join(present) or 'none'})")  # fmt: skip
-            jnd = False
-    if jnd:  # without a 2AFC set, each of `subsets` must be there (`list_jnd` says which is not)
-        _score_jnd(scoring, result, subsets if jnd_subsets is None else jnd_subsets)
-    if skipped:
-        result["skipped"] = skipped
-    return result
+    return metric, name, load_size
+
+
+def _jnd_subsets_of(root, subsets, skipped):
+    """Those of `subsets` the JND set under `root` has; none adds why to `skipped`."""
+    from keras_lpips.data.bapps import available_subsets
+
+    present = available_subsets(root / "jnd" / "val")
+    chosen = [s for s in subsets if s in present]
+    if not chosen:
+        skipped.append(f"JND: jnd/val in {root} has none of the subsets {', '.join(subsets)} "
+                       f"(it has {', '.join(present) or 'none'})")  # fmt: skip
+    return chosen
 
 
 def _score_twoafc(scoring, result, subsets, distances, keep_scores):
