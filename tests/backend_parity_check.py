@@ -25,17 +25,26 @@ with tempfile.TemporaryDirectory() as tmp:
     shapes = dict(json.loads(str(reference[f"{net}/shapes"])))
     np.savez(weights, **seeded_state_dict(shapes, int(reference[f"{net}/seed"])))
     metric = LPIPS(net=net, backbone_weights=str(weights), lin_weights="v0.1")
+
+
+def error(got, expected):
+    """Largest absolute difference; infinite where either holds a NaN or an infinity (which
+    `max` would otherwise drop: max(0.0, nan) is 0.0)."""
+    difference = np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))
+    return float(difference.max()) if np.isfinite(difference).all() else float("inf")
+
+
 worst = 0.0
 for size in ("64", "odd"):
     pair = [reference[f"x{size}_0"], reference[f"x{size}_1"]]
     for method, name in ((metric, "distance"), (metric.spatial_map, "map")):
         got = keras.ops.convert_to_numpy(method(pair))
-        worst = max(worst, float(np.abs(got - reference[f"{net}/v0.1/lpips/{size}/{name}"]).max()))
+        worst = max(worst, error(got, reference[f"{net}/v0.1/lpips/{size}/{name}"]))
 # In a functional model with the sizes left open (symbolic on JAX while tracing).
 inputs = [keras.Input((None, None, 3)), keras.Input((None, None, 3))]
 functional = keras.Model(inputs, metric(inputs))
 got = keras.ops.convert_to_numpy(functional.predict(pair, verbose=0))
-worst = max(worst, float(np.abs(got - reference[f"{net}/v0.1/lpips/{size}/distance"]).max()))
+worst = max(worst, error(got, reference[f"{net}/v0.1/lpips/{size}/distance"]))
 traced = None
 if keras.backend.backend() == "jax":  # under jax.jit shapes are static: the eager shape checks hold
     import jax
@@ -43,7 +52,7 @@ if keras.backend.backend() == "jax":  # under jax.jit shapes are static: the eag
     from keras_lpips.errors import InputError
 
     jitted = jax.jit(lambda a, b: metric([a, b]))
-    worst = max(worst, float(np.abs(np.asarray(jitted(*pair)) - keras.ops.convert_to_numpy(metric(pair))).max()))
+    worst = max(worst, error(jitted(*pair), keras.ops.convert_to_numpy(metric(pair))))
     try:
         jitted(pair[0], np.concatenate([pair[1], pair[1]]))  # one batch larger than the other
     except InputError as error:

@@ -518,6 +518,16 @@ def test_safe_extract_refuses_writing_through_an_earlier_link(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tar.gz"]
 
 
+def test_safe_extract_refuses_a_link_that_later_links_turn_outward(tmp_path):
+    """"a" -> "b/c/../.." stays inside while "b" does not exist; once "b" -> "." is in, it
+    points above the destination: writing through it is refused."""
+    data = make_tar([("a", ("symlink", "b/c/../..")), ("b", ("symlink", ".")), ("a/escaped.txt", b"x")])
+    (tmp_path / "x.tar.gz").write_bytes(data)
+    with pytest.raises(UnsafeFileError, match="through a link"):
+        safe_extract(tmp_path / "x.tar.gz", tmp_path / "sub" / "out")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["x.tar.gz"]
+
+
 def test_safe_extract_truncated_archive(tmp_path):
     data = make_tar([("top/a.bin", bytes(range(256)) * 400)])
     (tmp_path / "x.tar.gz").write_bytes(data[: len(data) // 2])

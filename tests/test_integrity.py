@@ -97,6 +97,20 @@ def test_prefixes_of_eight_digits_and_more_verify(tmp_path):
         verify_sha256(path, "0" * 8 if digest[:8] != "0" * 8 else "1" * 8)
 
 
+@pytest.mark.parametrize("position", [8, 31, 63])
+def test_every_digit_of_a_digest_is_checked(tmp_path, position):
+    """A digest right in its first digits but wrong further on (one digit changed) is refused:
+    a prefix is checked to its full length, a full digest to its last digit."""
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+    digest = hashlib.sha256(b"data").hexdigest()
+    wrong = digest[:position] + ("0" if digest[position] != "0" else "1") + digest[position + 1 :]
+    with pytest.raises(ChecksumError, match="Checksum mismatch"):
+        verify_sha256(path, wrong)
+    with pytest.raises(ChecksumError, match="Checksum mismatch"):
+        verify_sha256(path, wrong[: position + 1])
+
+
 def test_download_with_an_empty_digest_fetches_nothing(server, tmp_path):
     server.files = {"w.bin": b"payload"}
     with pytest.raises(ChecksumError, match="Not a sha256 digest"):

@@ -112,13 +112,22 @@ def test_unit_normalization_values_and_zero_vectors():
     np.testing.assert_allclose(np.asarray(layer(x)), [[[[0.6, 0.8], [0.0, 0.0]]]], atol=1e-7)
 
 
-def test_unit_normalization_gradient_finite_at_zero():
+def test_unit_normalization_adds_the_reference_epsilon_to_the_norm():
+    """x / (||x|| + 1e-10), as lpips.normalize_tensor: visible on vectors of norm near 1e-10."""
+    x = np.array([[3e-10, 4e-10], [3e-9, 4e-9]], np.float32)
+    norms = np.array([[5e-10], [5e-9]])
+    np.testing.assert_allclose(np.asarray(ChannelUnitNormalization()(x)), x / (norms + 1e-10), rtol=1e-6)
+
+
+@pytest.mark.parametrize("vector", [[0.0, 0.0], [1e-20, 0.0], [1e-30, -1e-30], [1e-3, 0.0]], ids=str)
+def test_unit_normalization_gradient_finite_at_and_near_zero(vector):
+    """Finite gradients at a zero vector and at tiny ones (where a plain sqrt's is inf or NaN)."""
     import tensorflow as tf
 
-    x = tf.zeros((1, 2, 2, 8))
+    x = tf.constant([[vector] * 3], tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = tf.reduce_sum(ChannelUnitNormalization()(x))
+        y = tf.reduce_sum(ChannelUnitNormalization()(x) * tf.constant([1.0, 2.0]))
     assert np.isfinite(tape.gradient(y, x).numpy()).all()
 
 
@@ -142,8 +151,8 @@ def test_linear_head_is_weighted_channel_sum_and_clamped_by_constraint():
     head = NonNegativeLinearHead(3, dropout=0.0)
     head.build()
     head.kernel.assign([[1.0], [2.0], [-3.0]])
-    x = np.ones((1, 2, 2, 3), np.float32)
-    np.testing.assert_allclose(np.asarray(head(x)), np.zeros((1, 2, 2, 1)))
+    x = np.array([[[[1.0, 1.0, 1.0], [0.5, 2.0, 0.25]], [[0.0, 0.0, 1.0], [3.0, 0.0, 0.0]]]], np.float32)
+    np.testing.assert_allclose(np.asarray(head(x))[..., 0], [[[0.0, 3.75], [-3.0, 3.0]]], rtol=1e-6)
     head.kernel.assign(head.kernel.constraint(head.kernel))
     np.testing.assert_allclose(np.asarray(head.kernel)[:, 0], [1.0, 2.0, 0.0])
 

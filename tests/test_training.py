@@ -232,6 +232,17 @@ def test_ranking_helpers_match_the_reference_formulas():
     for _ in range(5):
         ds, sames = rng.random(40), rng.integers(0, 4, 40) / 3
         assert jnd_map(ds, sames) == pytest.approx(_reference_jnd_map(ds, sames), abs=1e-12)
+    # The running metric (tensors, as in training logs) scores alike, ties included:
+    import keras
+
+    from keras_lpips.ranking import TwoAFCScore
+
+    d0, d1 = rng.integers(0, 3, 60).astype(np.float32), rng.integers(0, 3, 60).astype(np.float32)
+    judge = rng.integers(0, 6, 60).astype(np.float32) / 5
+    running = TwoAFCScore()
+    for part in (slice(0, 25), slice(25, 60)):
+        running.update_state(*(keras.ops.convert_to_tensor(v[part]) for v in (d0, d1, judge)))
+    assert float(running.result()) == pytest.approx(twoafc_score(d0, d1, judge), abs=1e-6)
     head = DistanceToLogit(seed=1)
     head.build()
     p = np.asarray(head([np.array([0.1, 0.5], np.float32), np.array([0.4, 0.2], np.float32)]))
@@ -697,6 +708,26 @@ def test_schedule_is_the_references():
     rates = [schedule.rate_at_epoch(e) for e in range(10)]
     assert rates == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
     assert [float(schedule(step)) for step in range(0, 30, 3)] == pytest.approx(rates)
+
+
+def test_lin_init_starts_as_the_reference_or_from_ones():
+    """"reference": torch's default 1x1 conv init, uniform in +-1/sqrt(channels) (seeded, so a
+    seed repeats it); "ones": every weight 1, the cosine distance (docs/training.md)."""
+    from keras_lpips.training.optimizer import reference_lin_init
+
+    metric = _small_metric()
+    assert all(np.all(np.asarray(head.kernel) == 1.0) for head in metric.heads)  # "ones" starts here
+    reference_lin_init(metric, seed=3)
+    kernels = [np.asarray(head.kernel).ravel() for head in metric.heads]
+    for head, kernel in zip(metric.heads, kernels):
+        bound = 1.0 / np.sqrt(head.channels)
+        assert kernel.shape == (head.channels,) and np.all(np.abs(kernel) <= bound)
+        assert kernel.min() < -0.8 * bound and kernel.max() > 0.8 * bound  # the whole range is drawn
+    again = _small_metric()
+    reference_lin_init(again, seed=3)
+    assert all(np.array_equal(a, np.asarray(h.kernel).ravel()) for a, h in zip(kernels, again.heads))
+    reference_lin_init(again, seed=4)
+    assert not np.array_equal(kernels[0], np.asarray(again.heads[0].kernel).ravel())
 
 
 DROPOUT_SCRIPT = """

@@ -64,6 +64,16 @@ def test_download_verifies_and_renames(server, tmp_path, expected):
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
 
 
+def test_download_with_a_digest_wrong_in_its_last_digit_keeps_nothing(server, tmp_path):
+    """The whole pinned digest is checked, not its first digits."""
+    server.files = {"w.bin": PAYLOAD}
+    digest = sha256(PAYLOAD)
+    wrong = digest[:-1] + ("0" if digest[-1] != "0" else "1")
+    with pytest.raises(ChecksumError, match="Checksum mismatch"):
+        download(server.url("w.bin"), tmp_path / "w.bin", wrong, timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_download_resumes_a_part_file(server, tmp_path):
     """An existing `.part` is resumed with `Range: bytes=<size>-` and completed."""
     server.files = {"w.bin": PAYLOAD}
