@@ -109,10 +109,19 @@ def fit(
         strategy=strategy, resume=resume, seed=seed, deterministic=deterministic, progress=not quiet,
     )  # fmt: skip
     if summary.get("chief", True):
-        final = summary["final"]
-        by_subset = ", ".join(f"{k} {v:.4f}" for k, v in final["val_2afc_by_subset"].items())
-        typer.echo(f"val 2AFC {final['val_2afc']:.4f} ({by_subset}); untrained {summary['initial']['val_2afc']:.4f}")
+        typer.echo(_final_score_line(summary))
         typer.echo(f"run written to {out}: {', '.join(summary['files'])}")
+
+
+def _final_score_line(summary):
+    """The trained model's val 2AFC, over all triplets as the epochs' val_2afc (and untrained's),
+    and, with several subsets, their mean as `eval` heads its table, then each subset's."""
+    final, untrained = summary["final"], summary["initial"]["val_2afc"]
+    by_subset = ", ".join(f"{k} {v:.4f}" for k, v in final["val_2afc_by_subset"].items())
+    if len(final["val_2afc_by_subset"]) == 1:
+        return f"val 2AFC {final['val_2afc']:.4f} ({by_subset}); untrained {untrained:.4f}"
+    return (f"val 2AFC over all triplets {final['val_2afc']:.4f} (untrained {untrained:.4f}); "
+            f"mean of subsets {final['val_2afc_mean']:.4f} ({by_subset})")
 
 
 @options.metric_options

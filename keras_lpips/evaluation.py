@@ -17,7 +17,7 @@ from keras_lpips.array_checks import as_numpy, check_load_size
 from keras_lpips.baselines import baseline_distances
 from keras_lpips.errors import InputError
 from keras_lpips.model import LPIPS
-from keras_lpips.ranking import jnd_map, twoafc_scores
+from keras_lpips.ranking import jnd_map, scores_by_subset, twoafc_scores
 
 
 def evaluate_run(
@@ -138,10 +138,9 @@ def _score_twoafc(scoring, result, subsets, distances, keep_scores):
     subset_of = np.array([r.subset for r in records])
     names = [str(s) for s in dict.fromkeys(subset_of)]
     columns = scoring.columns
-    for s in names:
-        result["2afc"][s] = {c: float(scores[c][subset_of == s].mean()) for c in columns}
-    result["2afc"]["all"] = {c: float(scores[c].mean()) for c in columns}
-    result["2afc"]["mean"] = {c: float(np.mean([result["2afc"][s][c] for s in names])) for c in columns}
+    by_column = {c: scores_by_subset(scores[c], subset_of) for c in columns}
+    for row in [*names, "all", "mean"]:
+        result["2afc"][row] = {c: by_column[c][row] for c in columns}
     result["counts"]["2afc"] = {s: int((subset_of == s).sum()) for s in names}
     if keep_scores:  # for paired comparisons of metrics on the same triplets
         result["scores"] = {s: {c: scores[c][subset_of == s].tolist() for c in columns} for s in names}

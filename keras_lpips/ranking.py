@@ -137,6 +137,18 @@ def twoafc_score(d0, d1, judge):
     return float(np.mean(twoafc_scores(*(as_numpy(v) for v in (d0, d1, judge)))))
 
 
+def scores_by_subset(scores, subsets):
+    """{subset: mean score, ..., "all": mean over every item, "mean": mean of the subsets' means}
+    (subsets in order of appearance). "all" weighs each triplet alike (the running `TwoAFCScore`
+    in training logs); "mean" each subset alike (the headline of `evaluate_run` and studies).
+    They differ where subsets differ in size, as BAPPS' val subsets do."""
+    scores, subsets = np.asarray(scores, np.float64), np.asarray(subsets)
+    result = {str(s): float(scores[subsets == s].mean()) for s in dict.fromkeys(subsets.tolist())}
+    means = list(result.values())
+    result["all"], result["mean"] = float(scores.mean()), float(np.mean(means))
+    return result
+
+
 @keras.saving.register_keras_serializable(package="keras_lpips")
 class TwoAFCScore(keras.metrics.Metric):
     """Running 2AFC score: the mean agreement of `d0 < d1` with the raters' `judge`.

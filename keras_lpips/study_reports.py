@@ -60,7 +60,7 @@ def tabulate(configs, seeds, evaluations, official):
         row(config.name, "trained", [evaluations[(config.name, s)] for s in seeds])
     for net, result in official.items():
         row(f"official LPIPS {net} v0.1", "official", [result])
-    for column, label in (("l2", "L2 (Lab)"), ("ssim", "SSIM"), ("psnr", "PSNR")):
+    for column, label in (("l2", "L2 (Lab)"), ("ssim", "SSIM (Lab)"), ("psnr", "PSNR")):
         row(label, "baseline", [first], column)
     return {"subsets": subsets, "seeds": list(seeds), "rows": rows}
 

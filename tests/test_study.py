@@ -61,7 +61,7 @@ def test_quick_study_writes_every_output(study_run):
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     assert set(CONFIGS) <= set(rows)
-    assert {"official LPIPS alex v0.1", "official LPIPS vgg v0.1", "L2 (Lab)", "SSIM", "PSNR"} <= set(rows)
+    assert {"official LPIPS alex v0.1", "official LPIPS vgg v0.1", "L2 (Lab)", "SSIM (Lab)", "PSNR"} <= set(rows)
     assert [r["kind"] for r in results["rows"]] == ["trained"] * 5 + ["official"] * 2 + ["baseline"] * 3
     assert results["subsets"] == ["traditional"] and results["synthetic"] is False
     for row in results["rows"]:
@@ -211,10 +211,10 @@ def test_study_trains_each_configuration_tabulates_and_resumes(stand_ins, tiny_b
     floats = re.findall(r"(?<![\w\"])-?\d+\.\d+(?:[eE][-+]?\d+)?", (out / "results.json").read_text())
     assert floats and all(float(f) == float(str(np.float32(f))) for f in floats)  # float32 precision, as eval's
     rows = {r["name"]: r for r in results["rows"]}
-    assert list(rows) == [*CONFIGS, "official LPIPS alex v0.1", "official LPIPS vgg v0.1", "L2 (Lab)", "SSIM", "PSNR"]
+    assert list(rows) == [*CONFIGS, "official LPIPS alex v0.1", "official LPIPS vgg v0.1", "L2 (Lab)", "SSIM (Lab)", "PSNR"]
     assert [r["kind"] for r in results["rows"]] == ["trained"] * 5 + ["official"] * 2 + ["baseline"] * 3
     assert rows["vgg16-2L-lpips"]["2afc"]["mean"]["mean"] == pytest.approx(0.80)
-    assert rows["SSIM"]["2afc"]["mean"]["mean"] == pytest.approx(0.56) and rows["SSIM"]["jnd_map"]["mean"] == pytest.approx(0.46)
+    assert rows["SSIM (Lab)"]["2afc"]["mean"]["mean"] == pytest.approx(0.56) and rows["SSIM (Lab)"]["jnd_map"]["mean"] == pytest.approx(0.46)
     assert results["subsets"] == ["traditional"] and results["synthetic"] is False
     assert [f["held"] for f in results["findings"]] == [True, True, True, False, True]
     assert [f["difference"] for f in results["findings"]] == pytest.approx([0.10, 0.10, 0.05, -0.05, 0.10])

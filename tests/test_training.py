@@ -120,6 +120,7 @@ def test_eval_reproduces_the_fit_score(trained_run, synth_data):
     out, summary = trained_run
     results = evaluate_run(synth_data, model=out)
     assert results["2afc"]["all"]["model"] == summary["final"]["val_2afc"]
+    assert results["2afc"]["mean"]["model"] == summary["final"]["val_2afc_mean"]
     last = summary["last_epoch"]["val_2afc"]
     assert abs(results["2afc"]["traditional"]["model"] - last) <= 1.0 / 200 + 1e-6
     assert set(results["2afc"]["traditional"]) == {"model", "l2", "ssim", "psnr"}
@@ -708,6 +709,23 @@ def test_schedule_is_the_references():
     rates = [schedule.rate_at_epoch(e) for e in range(10)]
     assert rates == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
     assert [float(schedule(step)) for step in range(0, 30, 3)] == pytest.approx(rates)
+
+
+def test_scores_by_subset_pool_and_average_and_fit_says_which():
+    """"all" weighs triplets alike, "mean" subsets alike (eval's headline): they differ where
+    subsets differ in size, and fit's last line names both."""
+    from cli.train import _final_score_line
+    from keras_lpips.ranking import scores_by_subset
+
+    scores = [1, 1, 1, 0, 0.5, 0.5]
+    result = scores_by_subset(scores, ["big", "big", "big", "big", "small", "small"])
+    assert result == {"big": 0.75, "small": 0.5, "all": pytest.approx(4 / 6), "mean": 0.625}
+    final = {"val_2afc": result["all"], "val_2afc_mean": result["mean"], "val_2afc_by_subset": {"big": 0.75, "small": 0.5}}
+    assert _final_score_line({"final": final, "initial": {"val_2afc": 0.5}}) == (
+        "val 2AFC over all triplets 0.6667 (untrained 0.5000); mean of subsets 0.6250 (big 0.7500, small 0.5000)")
+    one = {"val_2afc": 0.7, "val_2afc_mean": 0.7, "val_2afc_by_subset": {"traditional": 0.7}}
+    assert _final_score_line({"final": one, "initial": {"val_2afc": 0.634}}) == (
+        "val 2AFC 0.7000 (traditional 0.7000); untrained 0.6340")
 
 
 def test_lin_init_starts_as_the_reference_or_from_ones():

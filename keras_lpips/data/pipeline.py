@@ -6,10 +6,13 @@ Each element is a dict of batched tensors::
     jnd_dataset(...)    -> {"p0", "p1": float32 (B, S, S, 3) in input_range, "same": float32 (B,)}
 
 Images are decoded as RGB (grey, palette and RGBA converted, alpha dropped, as the reference's
-`Image.open(...).convert("RGB")`), resized to S x S with antialiased bilinear filtering when
-they are not S x S already (BAPPS patches are 64 x 64, so the default leaves them untouched)
-and rounded back to 8 bits, like the reference's `transforms.Resize` on PIL images, then mapped
-to `input_range` (the reference's ToTensor + Normalize(0.5, 0.5) for (-1, 1)).
+`Image.open(...).convert("RGB")`) and mapped to `input_range` (the reference's ToTensor +
+Normalize(0.5, 0.5) for (-1, 1)). Images that are not S x S already are resized to S x S with
+antialiased bilinear filtering and rounded back to 8 bits: close to, not bit-identical with, the
+reference's `transforms.Resize(S)` on PIL images (PIL's fixed-point filter rounds half up and
+weighs taps slightly differently: up to one 8-bit level on some pixels; and PIL keeps a
+non-square image's aspect ratio where this squashes it). BAPPS patches are 64 x 64, so at the
+default S = 64 nothing is resized and the pixels are the reference's exactly.
 
 Under `tf.distribute` the datasets use the DATA auto-shard policy: every worker runs the whole
 pipeline and keeps its share of each global batch, so `strategy.experimental_distribute_dataset`

@@ -22,7 +22,7 @@ from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError, note
 from keras_lpips.files import check_output
 from keras_lpips.model import LPIPS, _check_choices
-from keras_lpips.ranking import DistanceToLogit, twoafc_scores
+from keras_lpips.ranking import DistanceToLogit, scores_by_subset, twoafc_scores
 from keras_lpips.training.devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision, worker_role
 from keras_lpips.training.frozen import FrozenBackbone, FrozenBackboneTrainer, concatenated, frozen_twoafc_arrays
 from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, reference_lin_init
@@ -258,12 +258,14 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     else:
         d0, d1 = _validation_distances(metric, val_records, config)
     folder.save_validation_distances(d0, d1)
-    final = _scores_by_subset(twoafc_scores(d0, d1, np.array([r.judge for r in val_records], np.float32)), val_records)
+    judge = np.array([r.judge for r in val_records], np.float32)
+    final = scores_by_subset(twoafc_scores(d0, d1, judge), [r.subset for r in val_records])
     folder.write_history(rows)
     folder.plot_history(rows, initial)
     summary = {
         "config": record, "strategy": strategy_name, "replicas": int(strategy.num_replicas_in_sync), "initial": initial,
-        "final": {"val_2afc": final.pop("all"), "val_2afc_by_subset": final}, "last_epoch": rows[-1] if rows else None,
+        "final": {"val_2afc": final.pop("all"), "val_2afc_mean": final.pop("mean"), "val_2afc_by_subset": final},
+        "last_epoch": rows[-1] if rows else None,
         "epochs_done": len(rows), "triplets_per_second": _steady_speed(rows),
         "seconds_this_session": round(time.time() - started, 1), "files": folder.files(),
     }  # fmt: skip
@@ -339,14 +341,6 @@ def _epoch_order(count, seed, epoch):
     """Epoch `epoch`'s order of `count` training triplets: a permutation drawn from (seed, epoch)
     alone, so a resumed run sees the same order as an uninterrupted one."""
     return np.random.default_rng([int(seed), 1, int(epoch)]).permutation(count)
-
-
-def _scores_by_subset(scores, records):
-    """{subset: mean per-triplet score, ..., "all": pooled} in the records' subset order."""
-    subsets = np.array([r.subset for r in records])
-    result = {str(s): float(scores[subsets == s].mean()) for s in dict.fromkeys(subsets)}
-    result["all"] = float(scores.mean())
-    return result
 
 
 def _validation_distances(metric, val_records, config):
