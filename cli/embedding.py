@@ -12,9 +12,10 @@ from keras_lpips.resolve import MetricSpec
 
 EMBED_HELP = """Embed the images under a folder: vectors whose squared distances are LPIPS.
 
-Writes an .npz with the images' names (relative paths) and vectors, for images of
-one size. Resumable: finished chunks are kept; a rerun continues, and embeds only
-images the file lacks.
+Writes an .npz with the images' names (relative paths) and vectors, for
+images of one size. Resumable: finished chunks are kept. A rerun continues,
+embeds only the images new or changed since (by their bytes' sha256) and
+drops those gone; --overwrite starts over.
 
   keras-lpips embed train/ --out train.npz
   keras-lpips embed train/ --out train.npz --net vgg --resize
@@ -40,6 +41,9 @@ protocol), pooled.
 """
 
 Resize = Annotated[bool, typer.Option("--resize", help="Resize images to the first one's (or the embed file's) size.")]
+StartOver = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the file instead of completing it: embed every image anew (never one of the inputs).")
+]
 
 
 def _lpips(spec):
@@ -80,6 +84,7 @@ def embed(
     resize: Resize = False,
     frame: options.Frame = None,
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Images written per chunk (what a rerun keeps).")] = 256,
+    overwrite: StartOver = False,
     as_json: options.Json = False,
 ):
     from keras_lpips.embedding_files import embed_folder, image_names
@@ -92,12 +97,13 @@ def embed(
     if out.suffix.lower() != ".npz":
         raise InputError(f"--out is the .npz file embed writes: name it .npz. Received: --out {out}")
     lpips = _lpips(metric)
-    with options.progress_bar(len(names), "embedding") as bar:
-        embedded, total = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=bar.update, frame=frame)
+    with _embedding_progress() as progress:
+        counts = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=progress, frame=frame, overwrite=overwrite)
     if as_json:
-        typer.echo(dumps({"out": str(out), "embedded": embedded, "total": total}))
-    else:
-        typer.echo(f"embedded {embedded} new image(s); {out} holds {total}")
+        typer.echo(dumps({"out": str(out), "embedded": counts.embedded, "dropped": counts.dropped, "total": counts.total}))
+        return
+    dropped = f", dropped {counts.dropped} no longer in {folder}" if counts.dropped else ""
+    typer.echo(f"embedded {counts.embedded} new or changed image(s){dropped}; {out} holds {counts.total}")
 
 
 @options.metric_options

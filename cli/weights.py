@@ -17,14 +17,14 @@ def fetch(net: options.Net = "alex"):
       keras-lpips weights fetch --net alex
     """
     from keras_lpips.backbones import get_backbone
-    from keras_lpips.weights.cache_folder import cache_dir
+    from keras_lpips.weights.cache_folder import imagenet_cache_path
     from keras_lpips.weights.pretrained import imagenet_state_dict
 
     net = get_backbone(net).name
     with options.download_progress(f"fetching {net} ImageNet weights") as progress:
         state = imagenet_state_dict(net, progress=progress)
     count = sum(v.size for v in state.values())
-    typer.echo(f"{net}: {len(state)} tensors, {count:,} parameters, cached in {cache_dir()}")
+    typer.echo(f"{net}: {len(state)} tensors, {count:,} parameters, cached in {imagenet_cache_path(net).parent}")
 
 
 @app.command("list")

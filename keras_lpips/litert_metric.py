@@ -7,13 +7,16 @@ cached, so that scoring later needs neither TensorFlow nor Keras (a fraction of 
 Official configurations only: torchvision's ImageNet backbone with a pinned digest
 (`keras_lpips.weights.sources.IMAGENET_FEATURES_SHA256`: alex, vgg) and the shipped linear
 weights (`LIN_SHA256`) or the cosine distance, any `layers`. The conversion
-(`keras_lpips.export.export_tflite`, quantize="none") is cached in `cache_dir() / "litert"`
+(`keras_lpips.export.export_tflite`, quantize="none") is cached in the weight cache's `litert/`
 under a digest of the configuration, those pins and the versions of keras-lpips, TensorFlow
 and ai-edge-litert (read from the installed packages' metadata: no import), beside a JSON that
-records its sha256; a file whose digest differs is removed and converted again, never used.
+records its sha256; a file whose digest differs, or that does not load, is converted again,
+never used. One process converts while others wait for it (a lock); a read-only cache filled
+ahead of time is used as it is; a conversion that fails is a note, and Keras scores.
 `KERAS_LPIPS_NO_LITERT=1` turns this path off (the Keras metric is used instead).
 """
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -21,6 +24,7 @@ import os
 import time
 
 from keras_lpips.array_checks import checked_array_pair
+from keras_lpips.errors import note, reason
 from keras_lpips.quiet import muted_stderr
 
 PACKAGES = ("tensorflow", "ai-edge-litert")
@@ -67,13 +71,14 @@ def _installed_version(name):
         return None
 
 
-def cached_paths(config):
-    """(the .tflite file, its JSON record) of `config` in the cache."""
-    from keras_lpips.weights.cache_folder import cache_dir
+def cached_paths(config, for_writing=False):
+    """(the .tflite file, its JSON record) of `config` in the cache: where they are for reading
+    (a read-only cache's too), where they go for writing (`keras_lpips.weights.cache_folder.cached_file`)."""
+    from keras_lpips.weights.cache_folder import cached_file
 
-    folder = cache_dir() / "litert"
-    stem = f"{config['net']}-{cache_key(config)}"
-    return folder / f"{stem}.tflite", folder / f"{stem}.json"
+    stem = f"litert/{config['net']}-{cache_key(config)}"
+    record = cached_file(f"{stem}.json", for_writing)
+    return record.with_suffix(".tflite"), record
 
 
 def litert_metric(spec, report=None):
@@ -91,50 +96,69 @@ def litert_metric(spec, report=None):
         import ai_edge_litert.interpreter  # noqa: F401
     except ImportError:
         return None
-    model, record = cached_paths(config)
-    loaded = _load_verified(model, record)
+    loaded = _load_verified(*cached_paths(config))
     if loaded is not None:
         return loaded
     if not imagenet_cache_path(config["net"]).exists():
         return None  # the Keras path fetches them, with its progress bar; the next run converts
-    start = time.perf_counter()
     try:
-        _convert(config, model, record, report)
-    except Exception:  # any failure (weights, TensorFlow's converter): the Keras metric serves this run
+        return _converted(config, report)
+    except Exception as error:  # any failure (a full disk, TensorFlow's converter): Keras serves this run
+        note(f"could not prepare the LiteRT scorer ({reason(error)}); scoring with Keras, and trying again next time")
         return None
-    if report:
-        report(f"prepared in {time.perf_counter() - start:.0f} s")
-    return _load_verified(model, record)
+
+
+def _converted(config, report):
+    """The conversion of `config`, made in the writable cache under a lock: a process that
+    finds another converting waits for it and uses its result."""
+    from keras_lpips.file_lock import file_lock
+
+    model, record = cached_paths(config, for_writing=True)
+    model.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(model):
+        loaded = _load_verified(model, record)
+        if loaded is None:
+            start = time.perf_counter()
+            _convert(config, model, record, report)
+            if report:
+                report(f"prepared in {time.perf_counter() - start:.0f} s")
+            loaded = _load_verified(model, record)
+    return loaded
 
 
 def _load_verified(model, record):
-    """The cached conversion if its content matches its record; a mismatch is removed."""
+    """The cached conversion if its content matches its record and loads; anything else (a
+    missing, damaged or foreign file) is a miss, and what is there is removed where it can be."""
     try:
         info = json.loads(record.read_text())
         content = model.read_bytes()
     except (OSError, ValueError):
         return None
-    if hashlib.sha256(content).hexdigest() != info.get("sha256"):
-        for path in (model, record):
+    if isinstance(info, dict) and hashlib.sha256(content).hexdigest() == info.get("sha256"):
+        try:
+            return LiteRTMetric(content, info)
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            pass  # a record of another shape, or a file LiteRT cannot load: converted again
+    for path in (model, record):
+        with contextlib.suppress(OSError):  # a read-only cache's copy stays; the writable cache gets a new one
             path.unlink(missing_ok=True)
-        return None
-    return LiteRTMetric(content, info)
+    return None
 
 
 def _convert(config, model, record, report=None):
-    """Converts the metric `config` describes to TFLite at `model`, with its `record`; `report`
-    says so once its weights are read (the conversion then takes 10-30 s)."""
+    """Converts the metric `config` describes to TFLite at `model` (written whole or not at all),
+    then its `record`; `report` says so once its weights are read (the conversion then takes
+    10-30 s). The caller holds the lock on `model`."""
     from keras_lpips.export import export_tflite
-    from keras_lpips.files import atomic_path, atomic_write
+    from keras_lpips.files import atomic_write
     from keras_lpips.model import LPIPS
 
     metric = LPIPS(**config, input_range=(0.0, 1.0))
     if report:
         report(f"preparing the LiteRT scorer for {config['net']} v{config['version']} once (about 20 s) ...")
-    model.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(model) as tmp:  # its digest taken from what is renamed into place
-        export_tflite(metric, tmp, quantize="none")
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    record.unlink(missing_ok=True)  # no record describes a file being replaced
+    export_tflite(metric, model, quantize="none", overwrite=True)
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
     info = {
         "sha256": digest,
         "net": metric.net, "version": metric.version, "distance": metric.distance,

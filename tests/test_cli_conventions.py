@@ -223,7 +223,7 @@ def test_score_pairs_matrix_json_at_float32_precision(folder):
 def test_embed_and_data_verify_json(folder, tmp_path, tiny_bapps):
     embed = run_cli("embed", folder, "--out", tmp_path / "e.npz", "--json", *RANDOM)
     assert embed.returncode == 0, embed.stderr
-    assert json.loads(embed.stdout) == {"out": str(tmp_path / "e.npz"), "embedded": 3, "total": 3}
+    assert json.loads(embed.stdout) == {"out": str(tmp_path / "e.npz"), "embedded": 3, "dropped": 0, "total": 3}
     verify = run_cli("data", "verify", tiny_bapps, "--json")
     assert verify.returncode == 0, verify.stderr
     report = json.loads(verify.stdout)

@@ -345,3 +345,58 @@ def test_fit_refuses_a_run_folder_another_process_holds(tiny_bapps, tmp_path):
         holder.terminate()
         holder.join()
     assert not run.exists()
+
+
+# --- the LiteRT scorer's conversion ---------------------------------------------------------------
+
+
+@pytest.fixture
+def unconverted_home(fake_imagenet_home, tmp_path):
+    """A copy of `fake_imagenet_home` (no LiteRT conversion yet), and the environment in which an
+    installed `keras-lpips score` reads its weights (their digests pinned by a sitecustomize)."""
+    import shutil
+
+    from tests.helpers import fake_imagenet_pins
+
+    home = tmp_path / "home"
+    shutil.copytree(fake_imagenet_home, home)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    pins = fake_imagenet_pins(home / "keras_lpips")
+    return home, {
+        "KERAS_HOME": home, "KERAS_LPIPS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "KERAS_LPIPS_TEST_SOURCES": json.dumps({"IMAGENET_FEATURES_SHA256": pins}),
+    }  # fmt: skip
+
+
+TRIPLET = [pathlib.Path(__file__).parent.parent / "examples" / f"{name}.png" for name in ("ref", "p0", "p1")]
+
+
+@pytest.mark.slow
+def test_two_scores_prepare_the_litert_scorer_once(unconverted_home):
+    """Two first `score` runs at once: one converts, the other waits for it and uses its file;
+    same output, and the cache holds the conversion and its record, nothing else."""
+    home, env = unconverted_home
+    results = finish([start_installed("score", *TRIPLET, env=env) for _ in range(2)])
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert results[0].stdout == results[1].stdout
+    assert sum("preparing the LiteRT scorer" in r.stderr for r in results) == 1, [r.stderr for r in results]
+    assert litter(home) == [] and sorted(p.suffix for p in (home / "keras_lpips" / "litert").iterdir()) == [".json", ".tflite"]
+
+
+@pytest.mark.slow
+def test_a_conversion_killed_outright_leaves_nothing_once_run_again(unconverted_home):
+    """SIGKILL while the LiteRT scorer is being prepared (its SavedModel written or converting),
+    then `score` again: it converts, and nothing the killed run wrote is left in the cache."""
+    home, env = unconverted_home
+    process = start_installed("score", *TRIPLET, env=env)
+    assert "preparing the LiteRT scorer" in process.stderr.readline()
+    time.sleep(4)  # into the SavedModel or the conversion
+    process.kill()
+    process.communicate()
+    again = finish([start_installed("score", *TRIPLET, env=env)])[0]
+    assert again.returncode == 0, again.stderr
+    left = sorted(p.name for p in (home / "keras_lpips" / "litert").iterdir())
+    assert litter(home) == [] and [pathlib.Path(name).suffix for name in left] == [".json", ".tflite"], (left, again.stderr)

@@ -2,6 +2,7 @@
 matrices, nearest neighbours, diversity, FAISS indexes and the embed/nearest/diversity commands,
 each against the metric scoring pairs directly (`metric([x, y])`)."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 import keras_lpips.embedding as embedding
-from keras_lpips import InputError, LPIPS, WeightsError
+from keras_lpips import DataError, InputError, LPIPS, WeightsError
 from keras_lpips.embedding import all_pairs, cross_distances, embed_images, nearest, pair_statistics
 from tests.helpers import RANDOM, ROOT, one_error_line, run_cli
 
@@ -328,7 +329,7 @@ def read_folder(folder):
 def test_embed_resumes_and_nearest_matches_the_metric(tmp_path, fake_imagenet_home, monkeypatch):
     """embed writes chunks and continues after an interruption; nearest from the file gives the
     metric's own distances (the fake ImageNet cache: every run loads the same weights)."""
-    from keras_lpips.embedding_files import embed_folder, parts_folder, read_embeddings
+    from keras_lpips.embedding_files import EmbedCounts, embed_folder, parts_folder, read_embeddings
 
     monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
     rng = np.random.default_rng(3)
@@ -338,21 +339,22 @@ def test_embed_resumes_and_nearest_matches_the_metric(tmp_path, fake_imagenet_ho
     metric = LPIPS(net="alex", backbone_weights="imagenet", lin_weights="v0.1", input_range=(0, 1))
     out = tmp_path / "train.npz"
 
-    def interrupt_in_the_second_chunk(k, seen=[]):
-        seen.append(k)
-        if sum(seen) > 3:
+    def interrupt_in_the_second_chunk(done, total):
+        assert total == 8
+        if done > 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         embed_folder(metric, tmp_path / "train", out, chunk=3, batch_size=2, progress=interrupt_in_the_second_chunk)
     assert not out.exists() and len(list(parts_folder(out).glob("part-*.npz"))) == 1  # the first chunk, whole
-    assert embed_folder(metric, tmp_path / "train", out, chunk=3) == (5, 8)
+    assert embed_folder(metric, tmp_path / "train", out, chunk=3) == EmbedCounts(5, 0, 8)
     result = run_cli("embed", tmp_path / "train", "--out", out, "--chunk", "3")
-    assert result.returncode == 0 and result.stdout == f"embedded 0 new image(s); {out} holds 8\n", result.stderr
+    assert result.returncode == 0 and result.stdout == f"embedded 0 new or changed image(s); {out} holds 8\n", result.stderr
     (tmp_path / "train" / "06.png").unlink()
     write_images(tmp_path / "train" / "new", rng.random((1, 40, 40, 3), dtype=np.float32))
     result = run_cli("embed", tmp_path / "train", "--out", out, "--chunk", "3")
-    assert result.returncode == 0 and "embedded 1 new" in result.stdout and not parts_folder(out).exists()
+    want = f"embedded 1 new or changed image(s), dropped 1 no longer in {tmp_path / 'train'}; {out} holds 8\n"
+    assert result.returncode == 0 and result.stdout == want and not parts_folder(out).exists(), result.stderr
     stored = read_embeddings(out)
     assert stored.names == [f"{k:02d}.png" for k in range(6)] + ["new/00.png", "sub/00.png"]
     assert stored.image_size == (40, 40) and stored.metric["net"] == "alex"
@@ -494,6 +496,154 @@ def test_embed_files_are_npz_and_other_files_are_named_as_such(tmp_path):
     assert result.returncode == 1 and "not the .npz keras-lpips embed writes" in line and "pickle" not in line, line
 
 
+def test_read_embeddings_refuses_a_file_that_is_not_one_row_per_image(tmp_path):
+    """A damaged embed file (names, vectors and digests of different counts) or another .npz is
+    one `DataError` line, not an error later in `nearest`."""
+    from keras_lpips.embedding_files import Embeddings, read_embeddings, write_embeddings
+
+    path = tmp_path / "e.npz"
+    write_embeddings(path, Embeddings(["a.png", "b.png"], np.zeros((2, 4)), (40, 40), {}, "f", sha256=["0" * 64]))
+    with pytest.raises(DataError, match=r"e.npz: it is damaged \(one row per image expected; names: 2, vectors: 2, sha256: 1\)$"):
+        read_embeddings(path)
+    np.savez(path, names=np.asarray(["a.png"]))
+    with pytest.raises(DataError, match=r"^\S*e.npz is not an embed file \(from keras-lpips embed\): it lacks vectors, "):
+        read_embeddings(path)
+
+def test_embed_folder_embeds_changed_images_again_and_drops_removed_ones(tmp_path, metric):
+    """A rerun makes the file describe the folder as it is now: an image whose bytes changed is
+    embedded again (under its old name, with its size and modification time kept, or in another
+    folder with the same names), one no longer there is dropped, an unchanged one is kept."""
+    from keras_lpips.embedding_files import EmbedCounts, embed_folder, read_embeddings
+
+    rng = np.random.default_rng(13)
+    folder, out = tmp_path / "a", tmp_path / "a.npz"
+    write_images(folder, rng.random((2, 40, 40, 3), dtype=np.float32))
+    assert embed_folder(metric, folder, out) == EmbedCounts(2, 0, 2)
+    (folder / "01.png").write_bytes((folder / "00.png").read_bytes())  # 01.png is now 00.png
+    assert embed_folder(metric, folder, out) == EmbedCounts(1, 0, 2)
+    np.testing.assert_allclose(read_embeddings(out).vectors[1], read_embeddings(out).vectors[0], rtol=0, atol=1e-6)
+    assert embed_folder(metric, folder, out) == EmbedCounts(0, 0, 2)
+
+    for k, image in enumerate(rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)):  # BMPs of one size: equal sizes
+        Image.fromarray(image).save(folder / f"{k}.bmp")
+    assert embed_folder(metric, folder, out) == EmbedCounts(2, 0, 4)
+    times = os.stat(folder / "0.bmp")
+    (folder / "0.bmp").write_bytes((folder / "1.bmp").read_bytes())
+    os.utime(folder / "0.bmp", ns=(times.st_atime_ns, times.st_mtime_ns))  # as `cp -p` or `rsync -t` would
+    assert embed_folder(metric, folder, out) == EmbedCounts(1, 0, 4)
+    stored = read_embeddings(out)
+    assert stored.names == ["0.bmp", "00.png", "01.png", "1.bmp"]
+    np.testing.assert_allclose(stored.vectors[0], stored.vectors[3], rtol=0, atol=1e-6)
+
+    other = tmp_path / "b"  # the same names, one of the same bytes
+    write_images(other, rng.random((3, 40, 40, 3), dtype=np.float32))
+    (other / "00.png").write_bytes((folder / "00.png").read_bytes())
+    assert embed_folder(metric, other, out) == EmbedCounts(2, 2, 3)  # 01.png, 02.png; 0.bmp, 1.bmp dropped
+    stored = read_embeddings(out)
+    assert stored.names == ["00.png", "01.png", "02.png"]
+    np.testing.assert_allclose(stored.vectors, embed_images(metric, read_folder(other), 2), rtol=0, atol=1e-6)
+
+
+def test_embed_folder_embeds_again_the_images_of_a_file_that_records_no_contents(tmp_path, metric):
+    """A file of an older version (no `sha256`) cannot tell which images its vectors are of: a
+    rerun embeds them all again, with a note, and records them; `nearest` still reads it."""
+    from keras_lpips.embedding_files import EmbedCounts, embed_folder, nearest_images, read_embeddings, write_embeddings
+    from keras_lpips.errors import KerasLPIPSNote
+
+    folder, out = tmp_path / "a", tmp_path / "a.npz"
+    write_images(folder, np.random.default_rng(14).random((2, 40, 40, 3), dtype=np.float32))
+    embed_folder(metric, folder, out)
+    fresh = read_embeddings(out)
+    write_embeddings(out, dataclasses.replace(fresh, vectors=fresh.vectors + 1, sha256=None))  # stale, unrecorded
+    assert nearest_images(out, out, 1, None).indices.tolist() == [[0], [1]]
+    with pytest.warns(KerasLPIPSNote, match=r"a.npz does not record which image contents .*: embedding its images again$"):
+        assert embed_folder(metric, folder, out) == EmbedCounts(2, 0, 2)
+    stored = read_embeddings(out)
+    np.testing.assert_array_equal(stored.vectors, fresh.vectors)
+    assert stored.sha256 == fresh.sha256 and len(stored.sha256[0]) == 64
+
+
+def test_embed_says_how_to_go_on_from_a_file_it_cannot_complete(tmp_path):
+    """A damaged part or embed file, one of another metric: one line naming what to delete or
+    --overwrite, which starts over (the parts an earlier run left deleted)."""
+    from keras_lpips.embedding_files import parts_folder
+
+    folder, out = tmp_path / "a", tmp_path / "a.npz"
+    write_images(folder, np.random.default_rng(15).random((2, 40, 40, 3), dtype=np.float32))
+    part = parts_folder(out) / "part-000001.npz"
+    part.parent.mkdir()
+    part.write_bytes(b"damaged")
+    result = run_cli("embed", folder, "--out", out, *RANDOM)
+    assert result.returncode == 1 and one_error_line(result) == (
+        f"error: Cannot read embed file {part}: not the .npz keras-lpips embed writes; "
+        "delete it (its images are embedded again), or pass --overwrite to embed the folder anew"
+    )
+    result = run_cli("embed", folder, "--out", out, "--overwrite", *RANDOM)
+    assert result.returncode == 0 and result.stdout == f"embedded 2 new or changed image(s); {out} holds 2\n", result.stderr
+    assert not part.parent.exists()
+    result = run_cli("embed", folder, "--out", out, *RANDOM)  # an untrained backbone is drawn anew: another metric
+    line = one_error_line(result)
+    assert result.returncode == 2 and "different weights" in line and "mean nothing; pass --overwrite to embed the folder anew. Received: " in line
+    out.write_bytes(b"damaged")
+    result = run_cli("embed", folder, "--out", out, *RANDOM)
+    assert result.returncode == 1 and one_error_line(result).endswith("; pass --overwrite to embed the folder anew, replacing it")
+    assert run_cli("embed", folder, "--out", out, "--overwrite", *RANDOM).returncode == 0
+
+
+def test_embed_folder_keeps_the_parts_a_rerun_did_not_delete(tmp_path, metric):
+    """After a damaged part is deleted (as the refusal says), new parts take free names: none
+    replaces a finished one. An image of another size than the file's: resize it, or start over."""
+    from keras_lpips.embedding_files import EmbedCounts, embed_folder, parts_folder
+
+    rng = np.random.default_rng(16)
+    folder, out = tmp_path / "a", tmp_path / "a.npz"
+    write_images(folder, rng.random((4, 40, 40, 3), dtype=np.float32))
+
+    def interrupt_after(count):
+        def progress(done, total):
+            if done > count:
+                raise KeyboardInterrupt
+
+        return progress
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_folder(metric, folder, out, chunk=1, progress=interrupt_after(2))
+    parts = sorted(path.name for path in parts_folder(out).iterdir())
+    assert parts == ["part-000000.npz", "part-000001.npz"]
+    (parts_folder(out) / parts[0]).unlink()
+    with pytest.raises(KeyboardInterrupt):
+        embed_folder(metric, folder, out, chunk=1, progress=interrupt_after(1))
+    assert len(list(parts_folder(out).iterdir())) == 2  # part-000001.npz kept, part-000000.npz anew
+    assert embed_folder(metric, folder, out, chunk=1) == EmbedCounts(2, 0, 4)
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(folder / "big.png")
+    with pytest.raises(InputError, match=r"big.png is 48x48 but .*a.npz holds images of 40x40; pass resize=True to resize it, "
+                                         r"or overwrite=True to embed the folder anew$"):  # fmt: skip
+        embed_folder(metric, folder, out)
+    assert embed_folder(metric, folder, out, resize=True) == EmbedCounts(1, 0, 5)
+
+
+def test_a_failed_embed_leaves_nothing_new_and_says_what_it_cannot_write(tmp_path, metric):
+    """A run stopped before a chunk is finished leaves no parts folder; an output folder that
+    takes no new files is "Cannot write PATH: reason" in one line, as for every command."""
+    from keras_lpips.embedding_files import embed_folder
+    from keras_lpips.errors import OutputError
+
+    folder = tmp_path / "a"
+    write_images(folder, np.random.default_rng(17).random((2, 40, 40, 3), dtype=np.float32))
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_folder(metric, folder, tmp_path / "a.npz", progress=interrupt)
+    assert os.listdir(tmp_path) == ["a"]
+    unwritable = "/proc/keras-lpips-test.npz"  # /proc takes no new files, even for root
+    with pytest.raises(OutputError, match=r"^Cannot write /proc/\.keras-lpips-test\.npz\.parts: No such file or directory$"):
+        embed_folder(metric, folder, unwritable)
+    result = run_cli("embed", folder, "--out", unwritable, *RANDOM)
+    assert result.returncode == 1 and one_error_line(result).startswith("error: Cannot write /proc/.keras-lpips-test.npz.parts: ")
+
+
 # --- multi-frame images: one frame, chosen with frame= / --frame --------------------------------
 
 
@@ -541,14 +691,14 @@ def test_embed_nearest_and_diversity_read_the_frame_asked_of_an_animated_image(t
 def test_embed_folder_completes_with_the_frame_it_was_written_with(tmp_path, metric):
     """A run refused at a multi-frame image leaves what it embedded: it holds no multi-frame
     image, so a rerun with a frame completes it; that frame is then the only one that does."""
-    from keras_lpips.embedding_files import embed_folder, parts_folder, read_embeddings
+    from keras_lpips.embedding_files import EmbedCounts, embed_folder, parts_folder, read_embeddings
 
     folder = animated_folder(tmp_path / "clips", np.random.default_rng(11))
     out = tmp_path / "clips.npz"
     with pytest.raises(InputError, match=r"anim.gif has 3 frames .*choose one with frame=K, K from 0 to 2$"):
         embed_folder(metric, folder, out, chunk=1)
     assert len(list(parts_folder(out).glob("part-*.npz"))) == 1  # 0.png
-    assert embed_folder(metric, folder, out, chunk=1, frame=1) == (2, 3)
+    assert embed_folder(metric, folder, out, chunk=1, frame=1) == EmbedCounts(2, 0, 3)
     stored = read_embeddings(out)
     assert stored.frame == 1
     np.testing.assert_allclose(stored.vectors[1], stored.vectors[2], rtol=0, atol=1e-6)
@@ -556,7 +706,7 @@ def test_embed_folder_completes_with_the_frame_it_was_written_with(tmp_path, met
     for frame, received in [(0, "frame=0"), (None, "no frame")]:
         with pytest.raises(InputError, match=rf"holds frame 1 of its multi-frame images: complete it with frame=1, .*Received: {received}$"):
             embed_folder(metric, folder, out, frame=frame)
-    assert embed_folder(metric, folder, out, frame=1) == (1, 4)
+    assert embed_folder(metric, folder, out, frame=1) == EmbedCounts(1, 0, 4)
     with pytest.raises(InputError, match=r"Received: frame=-1"):
         embed_folder(metric, folder, out, frame=-1)
 
@@ -564,17 +714,17 @@ def test_embed_folder_completes_with_the_frame_it_was_written_with(tmp_path, met
 def test_embed_folder_records_a_frame_only_where_a_multi_frame_image_was_read(tmp_path, metric):
     """Images of one frame ignore `frame`: a file of them records none, so a rerun without a
     frame (or with another) completes it; the first multi-frame image read records it."""
-    from keras_lpips.embedding_files import embed_folder, read_embeddings
+    from keras_lpips.embedding_files import EmbedCounts, embed_folder, read_embeddings
 
     folder = animated_folder(tmp_path / "clips", np.random.default_rng(12))
     (folder / "anim.gif").rename(tmp_path / "anim.gif")
     out = tmp_path / "clips.npz"
-    assert embed_folder(metric, folder, out, frame=2) == (2, 2)
+    assert embed_folder(metric, folder, out, frame=2) == EmbedCounts(2, 0, 2)
     assert read_embeddings(out).frame is None
     (folder / "new.png").write_bytes((folder / "0.png").read_bytes())
-    assert embed_folder(metric, folder, out) == (1, 3)
+    assert embed_folder(metric, folder, out) == EmbedCounts(1, 0, 3)
     (tmp_path / "anim.gif").rename(folder / "anim.gif")
-    assert embed_folder(metric, folder, out, frame=2) == (1, 4)
+    assert embed_folder(metric, folder, out, frame=2) == EmbedCounts(1, 0, 4)
     assert read_embeddings(out).frame == 2
     (folder / "newer.png").write_bytes((folder / "0.png").read_bytes())
     with pytest.raises(InputError, match=r"holds frame 2 of its multi-frame images"):

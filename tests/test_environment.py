@@ -71,9 +71,26 @@ def test_read_only_cache_filled_ahead_of_time_is_read(tmp_path, fallback, monkey
     writable = cache_folder._writable_folder
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "shared"))
     monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: path != shared and writable(path))
+    assert cache_folder.imagenet_cache_path("alex") == entry  # read where it is, creating nothing
+    assert not fallback.exists()
     with pytest.warns(KerasLPIPSNote, match="is not writable"):  # the fallback is where it would write
-        assert cache_folder.imagenet_cache_path("alex") == entry
-    assert cache_folder.imagenet_cache_path("alex", for_writing=True) == fallback / "keras_lpips" / entry.name
+        assert cache_folder.imagenet_cache_path("alex", for_writing=True) == fallback / "keras_lpips" / entry.name
+
+
+def test_a_read_only_cache_is_read_where_nothing_can_be_written(tmp_path, monkeypatch):
+    """Entries already cached are read (weights, LiteRT conversions) even where neither the Keras
+    home nor the fallback can be written; only fetching then needs a writable folder."""
+    shared = tmp_path / "shared" / "keras_lpips"
+    shared.mkdir(parents=True)
+    entry = shared / "alex-imagenet-features.npz"
+    entry.write_bytes(b"")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "shared"))
+    monkeypatch.setattr(cache_folder, "FALLBACK_HOME", pathlib.Path("/proc/keras-lpips-fallback"))
+    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: False)
+    assert cache_folder.imagenet_cache_path("alex") == entry
+    assert not cache_folder.imagenet_cache_path("vgg").exists()  # not cached: only a fetch could get it
+    with pytest.raises(OutputError, match="Cannot write the weight cache"):
+        cache_folder.imagenet_cache_path("vgg", for_writing=True)
 
 
 @pytest.mark.parametrize("run", [run_cli, run_installed], ids=["in-process", "installed"])

@@ -116,3 +116,50 @@ def test_the_warm_path_imports_neither_tensorflow_nor_keras(converted_home, tmp_
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
     assert "is closer to" in result.stdout and result.stderr == ""
+
+
+def test_a_read_only_cache_filled_ahead_of_time_is_used_as_it_is(converted_home, monkeypatch):
+    """A conversion in a cache this process cannot write (a container image's) is loaded, not
+    converted again, even where no fallback can be written either."""
+    from keras_lpips.weights import cache_folder
+
+    monkeypatch.setenv("KERAS_HOME", str(converted_home[0]))
+    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: False)
+    reports = []
+    served = litert_metric(MetricSpec(), report=reports.append)
+    assert served is not None and reports == []
+
+
+@pytest.mark.parametrize("record", ["[1]", '{"sha256": "SHA"}', '{"sha256": "SHA", "net": "alex"}'], ids=["list", "sha-only", "partial"])
+def test_a_record_of_another_shape_is_a_miss(tmp_path, record):
+    """A record that is JSON but not the one written (or a file LiteRT cannot load under a
+    matching digest) is no conversion: removed, None (converted again), never a traceback."""
+    from keras_lpips.litert_metric import _load_verified
+
+    model, json_path = tmp_path / "m.tflite", tmp_path / "m.json"
+    model.write_bytes(b"not a flatbuffer")
+    json_path.write_text(record.replace("SHA", hashlib.sha256(b"not a flatbuffer").hexdigest()))
+    assert _load_verified(model, json_path) is None
+    assert not model.exists() and not json_path.exists()
+
+
+def test_a_conversion_that_fails_is_a_note_and_keras_scores(fake_imagenet_home, tmp_path, monkeypatch):
+    """A conversion that fails (here a full disk) says why in a note; score still answers, by Keras."""
+    import errno
+
+    from keras_lpips import export
+    from keras_lpips.errors import KerasLPIPSNote
+
+    home = tmp_path / "home"
+    shutil.copytree(fake_imagenet_home, home)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "export_tflite", full_disk)
+    with pytest.warns(KerasLPIPSNote, match=r"could not prepare the LiteRT scorer \(No space left on device\); scoring with Keras"):
+        assert litert_metric(MetricSpec()) is None
+    result = run_cli("score", *TRIPLET)
+    assert result.returncode == 0 and "is closer to" in result.stdout
+    assert "note: could not prepare the LiteRT scorer (No space left on device)" in result.stderr

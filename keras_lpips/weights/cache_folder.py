@@ -37,12 +37,8 @@ def cache_dir():
     `~/.keras/keras_lpips`). Where that cannot be written (a read-only place), the folder
     `keras.utils.get_file` falls back to, `/tmp/.keras/keras_lpips`, said once on stderr.
     `KERAS_HOME` (or its `keras_lpips`) naming something that is not a folder is an `InputError`."""
-    home = keras_home()
-    primary = home / "keras_lpips"
-    for path in (home, primary):
-        if os.path.lexists(path) and not path.is_dir():
-            where = f"KERAS_HOME={path}" if path == home and os.environ.get("KERAS_HOME") else str(path)
-            raise InputError(f"{where} is not a folder; the weight cache goes in a folder $KERAS_HOME/keras_lpips (point KERAS_HOME at a folder)")
+    cache_dir_checked()
+    primary = keras_home() / "keras_lpips"
     if _writable_folder(primary):
         return primary
     fallback = FALLBACK_HOME / "keras_lpips"
@@ -68,11 +64,38 @@ def _writable_folder(path):
     return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
+def cached_file(name, for_writing=False):
+    """The cache entry `name` (a path relative to the cache folder). For writing: in `cache_dir()`.
+    For reading: `$KERAS_HOME/keras_lpips/NAME` where it exists, writable or not (a cache filled
+    ahead of time; entries are verified on every read all the same); else, where that folder
+    cannot be written, the fallback's entry where it exists; else the entry `cache_dir()` would
+    write, or where nothing can be written, the first (not there: fetching it raises `OutputError`).
+    Reading what is there never needs a writable folder."""
+    if for_writing:
+        return cache_dir() / name
+    cache_dir_checked()
+    primary, fallback = keras_home() / "keras_lpips", FALLBACK_HOME / "keras_lpips"
+    if (primary / name).is_file():
+        return primary / name
+    if (fallback / name).is_file() and not _writable_folder(primary):
+        return fallback / name
+    try:
+        return cache_dir() / name
+    except OutputError:
+        return primary / name
+
+
+def cache_dir_checked():
+    """Raises the `InputError` of `cache_dir` where `KERAS_HOME` (or its `keras_lpips`) names
+    something that is not a folder; creates nothing."""
+    home = keras_home()
+    for path in (home, home / "keras_lpips"):
+        if os.path.lexists(path) and not path.is_dir():
+            where = f"KERAS_HOME={path}" if path == home and os.environ.get("KERAS_HOME") else str(path)
+            raise InputError(f"{where} is not a folder; the weight cache goes in a folder $KERAS_HOME/keras_lpips (point KERAS_HOME at a folder)")
+
+
 def imagenet_cache_path(net, for_writing=False):
-    """The cached, converted ImageNet backbone of `net` (a canonical name: "alex", "vgg", "squeeze"),
-    in `cache_dir()`. For reading, where that fell back: the read-only cache's entry when it
-    holds one (a cache filled ahead of time; its content is verified on every read all the same)."""
-    name = f"{net}-imagenet-features.npz"
-    path = cache_dir() / name
-    read_only = keras_home() / "keras_lpips" / name
-    return read_only if not for_writing and not path.exists() and read_only.is_file() else path
+    """The cached, converted ImageNet backbone of `net` (a canonical name: "alex", "vgg", "squeeze"):
+    `cached_file` of its name."""
+    return cached_file(f"{net}-imagenet-features.npz", for_writing)

@@ -72,7 +72,7 @@ def imagenet_state_dict(net, progress=None):
                 _write_cached(spec.name, features)
                 return features
     raise WeightsUnavailableError(
-        f"No ImageNet weights for net {spec.name!r} in {cache_folder.cache_dir()} and none could be fetched "
+        f"No ImageNet weights for net {spec.name!r} in {cached.parent} and none could be fetched "
         f"({'; '.join(failures)}). Run `keras-lpips weights fetch --net {spec.name}` where a network is "
         f"available, or pass backbone_weights=PATH to a torchvision .pth or .npz state dict."
     )
@@ -101,7 +101,7 @@ def _pinned_digest(spec):
     pinned = sources.IMAGENET_FEATURES_SHA256.get(spec.name)
     if pinned is not None:
         return pinned
-    pth = cache_folder.cache_dir() / sources.TORCHVISION_FILES[spec.name]
+    pth = cache_folder.cached_file(sources.TORCHVISION_FILES[spec.name])
     if not pth.is_file():
         raise ChecksumError(f"No pinned digest for {spec.name!r} features, and {pth.name}, which they are checked against, is missing")
     verify_sha256(pth, _torchvision_prefix(spec.name))
