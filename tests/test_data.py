@@ -22,7 +22,7 @@ from keras_lpips.data import (
     verify_dataset,
 )
 from keras_lpips.data.synth_patches import procedural_patch
-from keras_lpips.errors import ChecksumError, DownloadError, InputError, UnsafeFileError
+from keras_lpips.errors import ChecksumError, DataError, DownloadError, InputError, UnsafeFileError
 from tests.bapps_fixture import make_tiny_bapps
 from tests.helpers import closed_port, one_error_line, run_cli
 
@@ -593,6 +593,18 @@ def test_jnd_has_no_published_checksum_and_is_checked_by_size(fake_bucket, serve
     with pytest.raises(ChecksumError, match="Size mismatch"):
         download.download_split("jnd", tmp_path / "other")
     assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_a_damaged_archive_checked_by_size_is_deleted_and_fetched_again(fake_bucket, server, tmp_path):
+    """jnd (no published checksum) of the right size but damaged: one error that says it is
+    deleted; the next run downloads it again (once the server has a good one) and extracts it."""
+    good = fake_bucket["jnd.tar.gz"]
+    server.files["jnd.tar.gz"] = bytes(len(good))  # the size the server reports, not an archive
+    with pytest.raises(DataError, match=r"Cannot extract .*jnd.tar.gz .*checked only by its size, so it is deleted: run again"):
+        download.download_split("jnd", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    server.files["jnd.tar.gz"] = good
+    assert download.download_split("jnd", tmp_path).verified_by == "size" and len(list_jnd(tmp_path)) == 4
 
 
 def test_download_refuses_a_path_traversal_archive(server, tmp_path, monkeypatch):

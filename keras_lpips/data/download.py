@@ -94,7 +94,7 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     size = archive.stat().st_size  # its PNGs barely compress: about as much again extracted
     disk_space.check_disk_space(dest, size, f"Extracting {archive}")
     with files.scratch_directory(dest / split, needed=size) as scratch:  # the whole archive, then its split folder moved out
-        extracted = safe_extract(archive, scratch / "archive")
+        extracted = _extracted(archive, scratch / "archive", verified_by)
         found = next((extracted / p for p in ARCHIVE_LAYOUTS[split] if (extracted / p).is_dir()), None)
         if found is None:
             top = sorted(p.name for p in extracted.iterdir())
@@ -139,6 +139,20 @@ def _check_member(member, root, tar_path):
         kind = "a character device" if member.ischr() else "a block device" if member.isblk() else (
             "a FIFO" if member.isfifo() else f"of unsupported type {member.type!r}")  # fmt: skip
         raise UnsafeFileError(f"{where} is {kind}")
+
+
+def _extracted(archive, dest, verified_by):
+    """`safe_extract(archive, dest)`. An archive checked only by its size that fails to extract
+    is deleted (the message says so), so that the next run downloads it again instead of
+    failing on the same file; one that matched its published sha256 is the published archive,
+    and stays."""
+    try:
+        return safe_extract(archive, dest)
+    except (DataError, UnsafeFileError) as error:
+        if verified_by != "size":
+            raise
+        archive.unlink(missing_ok=True)
+        raise type(error)(f"{error}. It was checked only by its size, so it is deleted: run again to download it anew") from None
 
 
 def safe_extract(tar_path, dest):
