@@ -8,8 +8,8 @@ Official configurations only: torchvision's ImageNet backbone with a pinned dige
 (`keras_lpips.weights.sources.IMAGENET_FEATURES_SHA256`: alex, vgg) and the shipped linear
 weights (`LIN_SHA256`) or the cosine distance, any `layers`. The conversion
 (`keras_lpips.export.export_tflite`, quantize="none") is cached in the weight cache's `litert/`
-under a digest of the configuration, those pins and the versions of keras-lpips, TensorFlow
-and ai-edge-litert (read from the installed packages' metadata: no import), beside a JSON that
+under a digest of the configuration, those pins and the versions of keras-lpips, TensorFlow,
+Keras and ai-edge-litert (read from the installed packages' metadata: no import), beside a JSON that
 records its sha256; a file whose digest differs, or that does not load, is converted again,
 never used. One process converts while others wait for it (a lock); a read-only cache filled
 ahead of time is used as it is; a conversion that fails is a note, and Keras scores.
@@ -27,7 +27,7 @@ from keras_lpips.array_checks import checked_array_pair
 from keras_lpips.errors import note, reason
 from keras_lpips.quiet import muted_stderr
 
-PACKAGES = ("tensorflow", "ai-edge-litert")
+PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
 # Pixels (all images together) up to which `score` takes this path: larger inputs go through the
 # Keras metric, whose memory check (`keras_lpips.memory.check_fits_in_memory`) needs its backbone.
 MAX_PIXELS = 3 * 1024 * 1024

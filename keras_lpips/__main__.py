@@ -1,0 +1,5 @@
+"""`python -m keras_lpips ...`: the `keras-lpips` command."""
+
+from keras_lpips.cli.app import main
+
+main()
