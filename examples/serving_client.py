@@ -12,12 +12,17 @@ client calls its `rank` signature: float32 (N, H, W, 3) RGB images in [0, 1] of 
 themselves (PNG, JPEG, WebP, 24- or 32-bit BMP; base64 over REST) and decodes them as
 `keras-lpips score` does. REST needs numpy and Pillow only; gRPC needs tensorflow-serving-api (which brings
 tensorflow and grpcio). tests/test_export.py and tests/test_serving_bytes.py run these functions.
+
+A request that fails prints one line and exits with status 1: the server's own message where it
+answers with an error (TF Serving's, e.g. why it refused an image), else why it cannot be reached.
 """
 
 import argparse
 import base64
 import io
 import json
+import sys
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -39,12 +44,12 @@ def rest_body(ref, p0, p1):
 def image_bytes(path):
     """The file as the rank_bytes signature takes it: its own bytes where the server decodes
     them as `keras-lpips score` reads the file (a still PNG, JPEG or WebP, upright); else (an
-    EXIF orientation to apply, or a format the server refuses: BMP, GIF, TIFF, ...) the pixels
-    Pillow reads, upright, as a PNG (of the first frame)."""
+    EXIF orientation to apply, or what the server refuses: BMP, GIF, TIFF, animated PNG (APNG,
+    even of one frame) or WebP, ...) the pixels Pillow reads, upright, as a PNG (of the first frame)."""
     with open(path, "rb") as f:
         data = f.read()
     with Image.open(io.BytesIO(data)) as image:
-        still = getattr(image, "n_frames", 1) == 1
+        still = getattr(image, "n_frames", 1) == 1 and image.get_format_mimetype() != "image/apng"
         if image.format in ("PNG", "JPEG", "WEBP") and still and image.getexif().get(0x0112, 1) == 1:
             return data
         upright = ImageOps.exif_transpose(image)
@@ -97,6 +102,41 @@ def rank_grpc(request, server="localhost:8500"):
     return {name: tf.make_ndarray(tensor).tolist() for name, tensor in response.outputs.items()}
 
 
+def failure(error, server):
+    """The one line that says why a request to `server` failed with `error`: the server's message
+    for an HTTP error or a gRPC status (TF Serving's first line, where it says why), else why the
+    server cannot be reached; None for an error of another kind (a bug: its traceback is wanted)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"{server} answered HTTP {error.code}: {_first_line(_http_error_message(error))}"
+    if isinstance(error, urllib.error.URLError):
+        return f"cannot reach {server}: {error.reason}"
+    if isinstance(error, OSError):  # a connection reset, or a timeout while reading the answer
+        return f"cannot reach {server}: {error}"
+    code, details = getattr(error, "code", None), getattr(error, "details", None)  # a grpc.RpcError
+    if callable(code) and callable(details):
+        if code().name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            return f"cannot reach {server}: {_first_line(details())}"
+        return f"{server} answered {code().name}: {_first_line(details())}"
+    return None
+
+
+def _http_error_message(error):
+    """The message in an HTTP error's body: TF Serving's {"error": ...}, else the body's text,
+    else the status's reason."""
+    text = error.read().decode("utf-8", "replace").strip()
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text or error.reason
+    return answer["error"] if isinstance(answer, dict) and isinstance(answer.get("error"), str) else text
+
+
+def _first_line(text):
+    """The first line of `text` that holds something (TF Serving's errors go on with graph nodes)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs=3, metavar="IMAGE", help="ref, p0 and p1 (same size)")
@@ -106,20 +146,33 @@ def main():
     parser.add_argument("--write-body", metavar="JSON", help="only write the REST request body here (for curl)")
     parser.add_argument("--bytes", action="store_true", help="send the encoded files (rank_bytes), not float arrays")
     args = parser.parse_args()
-    if args.bytes:
-        ref, p0, p1 = ([image_bytes(path)] for path in args.images)
-        body = rest_bytes_body
-    else:
-        ref, p0, p1 = (load_image(path) for path in args.images)
-        body = rest_body
-    if args.write_body:
-        with open(args.write_body, "w") as f:
-            f.write(body(ref, p0, p1))
-        return
-    if args.rest:
-        outputs = rank_rest(body(ref, p0, p1), args.rest, args.model)
-    else:
-        outputs = rank_grpc(grpc_request(ref, p0, p1, args.model, encoded=args.bytes), args.grpc)
+    try:
+        if args.bytes:
+            ref, p0, p1 = ([image_bytes(path)] for path in args.images)
+            body = rest_bytes_body
+        else:
+            ref, p0, p1 = (load_image(path) for path in args.images)
+            body = rest_body
+        if args.write_body:
+            with open(args.write_body, "w") as f:
+                f.write(body(ref, p0, p1))
+            return
+    except OSError as error:  # an image missing or unreadable (Pillow's UnidentifiedImageError too), the body unwritable
+        sys.exit(f"error: {error}")
+    server = args.rest or args.grpc
+    try:
+        if args.rest:
+            outputs = rank_rest(body(ref, p0, p1), args.rest, args.model)
+        else:
+            outputs = rank_grpc(grpc_request(ref, p0, p1, args.model, encoded=args.bytes), args.grpc)
+    except ModuleNotFoundError as error:  # gRPC's packages
+        sys.exit(f"error: gRPC needs tensorflow-serving-api (no module {error.name}): pip install tensorflow-serving-api, "
+                 "or send over REST with --rest URL")
+    except Exception as error:
+        line = failure(error, server)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
     print(f"d(ref, p0) = {outputs['d0'][0]:.4f}")
     print(f"d(ref, p1) = {outputs['d1'][0]:.4f}")
     print({1.0: "p1", 0.0: "p0", 0.5: "neither: a tie"}[outputs["p1_preferred"][0]], "is closer to ref")

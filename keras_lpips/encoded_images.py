@@ -14,9 +14,10 @@ dropped, colours as stored. The differences:
   decoding (send PNG instead): BMP of fewer than 24 bits per pixel (TensorFlow reads an 8-bit
   palette BMP's indices as grey levels and decodes no 1-, 4- or 16-bit one), compressed BMP or
   BMP of colour masks other than 8-bit BGR, OS/2 BMP; GIF (TensorFlow decodes every frame,
-  and sizes its output by the largest frame, whatever the header's screen size); animated WebP
-  (`read_image` refuses a file of several frames too); TIFF, JPEG XL (which Pillow does not
-  read) and floating-point images.
+  and sizes its output by the largest frame, whatever the header's screen size); animated PNG
+  (an acTL chunk before the pixels: libpng would decode its default image alone; even one of a
+  single frame, which `read_image` reads) and animated WebP (`read_image` refuses a file of
+  several frames too); TIFF, JPEG XL (which Pillow does not read) and floating-point images.
 
 Nothing is decoded before every image of an input has been checked from its header: a format
 decoded here, a whole header ("img0[1] is not a complete PNG: 20 bytes"), at most `max_pixels`
@@ -48,8 +49,9 @@ _RIFF, _WEBP = b"RIFF", b"WEBP"  # a WebP: RIFF, its size - 8, WEBP, then its fi
 
 # PNG, big-endian: the signature, then chunks (length, type, data, CRC), IHDR first (width,
 # height, bit depth, colour type, ...); libpng reads them up to the first IDAT before any pixel.
+# An animated PNG (APNG) has an acTL chunk before it, which libpng skips.
 _PNG_IHDR, _PNG_WIDTH, _PNG_HEIGHT, _PNG_DEPTH, _PNG_COLOUR = 12, 16, 20, 24, 25
-_PNG_CHUNK_HEAD, _PNG_CHUNK_FRAME, _IDAT = 8, 12, b"IDAT"
+_PNG_CHUNK_HEAD, _PNG_CHUNK_FRAME, _IDAT, _ACTL = 8, 12, b"IDAT", b"acTL"
 _GRAY = 0
 # JPEG: libjpeg reads the markers (FF, a code, then a 2-byte length unless standalone) up to
 # the start of scan (SOS) for the size.
@@ -72,7 +74,7 @@ _VP8_START_CODE, _VP8_WIDTH, _VP8_HEIGHT = (23, b"\x9d\x01\x2a"), 26, 28
 _VP8L_SIGNATURE = 0x2F
 _VP8X_ANIMATION, _VP8X_WIDTH, _VP8X_HEIGHT = 0x02, 24, 27
 
-_WALKING, _COMPLETE, _CUT_SHORT = 0, 1, 2
+_WALKING, _COMPLETE, _CUT_SHORT, _ANIMATED = 0, 1, 2, 3  # where a header walk is (`_walk`)
 _SEGMENTS_READ = 256  # a header walk gives up (leaving the verdict to the decoder) after these
 
 
@@ -139,10 +141,11 @@ def _checked_size(data, where, max_pixels):
 
 
 def _png_header(data, head, size, is_png, where):
-    complete = _walk(is_png, data, size, len(_PNG_SIGNATURE), _PNG_CHUNK_HEAD, _png_chunk)
+    state = _walk(is_png, data, size, len(_PNG_SIGNATURE), _PNG_CHUNK_HEAD, _png_chunk)
     checks = [
-        (complete, [where, " is not a complete PNG: ", size, " bytes"]),
+        (tf.not_equal(state, _CUT_SHORT), [where, " is not a complete PNG: ", size, " bytes"]),
         (_matches(head, size, _PNG_IHDR, b"IHDR"), [where, " is not a valid PNG: its first chunk is not IHDR"]),
+        (tf.not_equal(state, _ANIMATED), [where, " is an animated PNG, which is not decoded here: send one frame, as PNG"]),
     ]
     return (_uint(head, _PNG_HEIGHT, 4, big_endian=True), _uint(head, _PNG_WIDTH, 4, big_endian=True)), checks, []
 
@@ -152,12 +155,13 @@ def _png_chunk(pos, chunk, size):
     outcomes = [
         (pos + _PNG_CHUNK_HEAD > size, (pos, _CUT_SHORT)),
         (tf.reduce_all(tf.equal(kind, list(_IDAT))), (pos, _COMPLETE)),
+        (tf.reduce_all(tf.equal(kind, list(_ACTL))), (pos, _ANIMATED)),
     ]
     return outcomes, (pos + _PNG_CHUNK_FRAME + length, _WALKING)
 
 
 def _jpeg_header(data, head, size, is_jpeg, where):
-    complete = _walk(is_jpeg, data, size, len(b"\xff\xd8"), 4, _jpeg_marker)
+    complete = tf.not_equal(_walk(is_jpeg, data, size, len(b"\xff\xd8"), 4, _jpeg_marker), _CUT_SHORT)
     shape = tf.cond(complete, lambda: tf.image.extract_jpeg_shape(data, tf.int64)[:2], lambda: tf.zeros([2], tf.int64))
     return tuple(tf.unstack(shape)), [(complete, [where, " is not a complete JPEG: ", size, " bytes"])], []
 
@@ -218,11 +222,12 @@ def _webp_header(data, head, size, is_webp, where):
 
 
 def _walk(is_format, data, size, start, read, step):
-    """Whether `data`, where `is_format`, holds a whole header. Walks its segments from `start`:
-    `step(pos, chunk, size)`, `chunk` the `read` bytes at `pos` (zero past the end), gives
-    `(outcomes, otherwise)`, and the first `(condition, (next pos, state))` outcome whose
-    condition holds, else `otherwise`, is the next step, until the state is _COMPLETE or
-    _CUT_SHORT. A header of more than `_SEGMENTS_READ` segments counts as whole: its decoder
+    """The state in which the header of `data`, where `is_format`, ends: _COMPLETE (whole),
+    _CUT_SHORT, or _ANIMATED (a PNG's acTL chunk); _CUT_SHORT where not `is_format`. Walks its
+    segments from `start`: `step(pos, chunk, size)`, `chunk` the `read` bytes at `pos` (zero past
+    the end), gives `(outcomes, otherwise)`, and the first `(condition, (next pos, state))`
+    outcome whose condition holds, else `otherwise`, is the next step, until the state is no
+    longer _WALKING. A header of more than `_SEGMENTS_READ` segments counts as whole: its decoder
     judges it."""
 
     def walk(pos, state):
@@ -232,12 +237,12 @@ def _walk(is_format, data, size, start, read, step):
             next_pos, next_state = tf.where(condition, p, next_pos), tf.where(condition, tf.constant(s, tf.int64), next_state)
         return next_pos, next_state
 
-    def whole():
+    def final_state():
         first = (tf.constant(start, tf.int64), tf.constant(_WALKING, tf.int64))
         _, state = tf.while_loop(lambda pos, state: tf.equal(state, _WALKING), walk, first, maximum_iterations=_SEGMENTS_READ)
-        return tf.not_equal(state, _CUT_SHORT)
+        return tf.where(tf.equal(state, _WALKING), tf.constant(_COMPLETE, tf.int64), state)
 
-    return tf.cond(is_format, whole, lambda: tf.constant(False))
+    return tf.cond(is_format, final_state, lambda: tf.constant(_CUT_SHORT, tf.int64))
 
 
 def _formats(head, size):

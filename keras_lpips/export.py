@@ -23,6 +23,12 @@ Serving's REST API), decoded as `keras-lpips score` reads files
 
 TFLite has no image decoding ops in its builtin set: those two are SavedModel-only.
 
+Every signature checks its images as a request (`inputs.checked_request`): the SavedModel refuses
+one that fails (an `InvalidArgumentError`, "assertion failed: [MESSAGE]", values named as the
+client sent them against [0, 1]); TFLite and ONNX, which drop assertions, give NaN in every
+output at each refused item (all of them for images too small), the other items their values,
+whatever the quantization.
+
 Files appear all at once: each export is built under a temporary name beside
 its destination and renamed into place, so an interrupted export leaves no
 half-written model where a server would load it.
@@ -64,6 +70,8 @@ BYTES_SIGNATURES = {
 # The signatures `ExportedMetric` calls: exports from before "embed" or the bytes signatures load too.
 REQUIRED = ("serving_default", "rank", "spatial")
 QUANTIZATIONS = ("none", "fp16", "dynamic")
+# The images every float signature takes, whatever the metric's own input_range.
+SERVED_RANGE = (0.0, 1.0)
 # Steps each export reports to its `progress` callback (one call per finished step).
 STEPS = {"savedmodel": 1, "tflite": 2}
 METADATA = Path("assets.extra") / "keras_lpips.json"
@@ -89,35 +97,40 @@ def serving_functions(metric, max_pixels=None):
     from keras_lpips import keras_compat
     from keras_lpips.encoded_images import decode_images
     from keras_lpips.images import MAX_PIXELS
+    from keras_lpips.inputs import checked_request
 
     max_pixels = _checked_max_pixels(max_pixels) or MAX_PIXELS
     image = keras_compat.image_batch_spec()
     low, high = metric.input_range
 
-    def scaled(x):  # [0, 1] -> the metric's input_range
-        return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
+    def served(compute, **images):
+        """`compute`'s outputs (name -> (N, ...) tensor) on a client's `images` in [0, 1], checked
+        as a request (`inputs.checked_request`), scaled to the metric's input_range, and NaN at
+        every item refused: `_nan_where_refused`."""
+        images, valid = checked_request(images, SERVED_RANGE, metric.min_input_size)
+        scaled = [x if (low, high) == SERVED_RANGE else x * (high - low) + low for x in images.values()]
+        return {name: _nan_where_refused(x, valid) for name, x in compute(*scaled).items()}
+
+    def verdicts(ref, p0, p1):
+        """The rank signature's outputs: d(ref, p0), d(ref, p1) and the 2AFC verdict."""
+        d0, d1 = metric.twoafc(ref, p0, p1, training=False)
+        return {"d0": d0, "d1": d1, "p1_preferred": tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))}
 
     @tf.function(input_signature=[image, image])
     def distance(img0, img1):
-        return {"distance": metric([scaled(img0), scaled(img1)], training=False)}
+        return served(lambda img0, img1: {"distance": metric([img0, img1], training=False)}, img0=img0, img1=img1)
 
     @tf.function(input_signature=[image, image, image])
     def rank(ref, p0, p1):
-        ref, p0 = metric.checked_pair([scaled(ref), scaled(p0)], names=("ref", "p0"))
-        _, p1 = metric.checked_pair([ref, scaled(p1)], names=("ref", "p1"))
-        d0, d1 = metric.twoafc(ref, p0, p1, training=False)
-        verdict = tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))
-        return {"d0": d0, "d1": d1, "p1_preferred": tf.where(tf.math.is_nan(d0 + d1), float("nan"), verdict)}
+        return served(verdicts, ref=ref, p0=p0, p1=p1)
 
     @tf.function(input_signature=[image, image])
     def spatial(img0, img1):
-        return {"map": metric.spatial_map([scaled(img0), scaled(img1)])}
+        return served(lambda img0, img1: {"map": metric.spatial_map([img0, img1])}, img0=img0, img1=img1)
 
     @tf.function(input_signature=[image])
     def embed(images):
-        images = scaled(images)
-        images, _ = metric.checked_pair([images, images], names=("images", "images"))  # one batch, checked as a pair is
-        return {"embedding": metric.embedding(metric.features(images, training=False))}
+        return served(lambda images: {"embedding": metric.embedding(metric.features(images, training=False))}, images=images)
 
     encoded = tf.TensorSpec([None], tf.string)
 
@@ -137,6 +150,15 @@ def serving_functions(metric, max_pixels=None):
     module.distance_bytes, module.rank_bytes = distance_bytes, rank_bytes
     functions = {"serving_default": distance, "rank": rank, "spatial": spatial, "embed": embed}
     return module, {**functions, "serving_bytes": distance_bytes, "rank_bytes": rank_bytes}
+
+
+def _nan_where_refused(outputs, valid):
+    """`outputs`, (N, ...), NaN at each item not `valid` (N,). Applied to what a signature returns,
+    after every kernel: a dynamic-range int8 one quantizes a NaN input to a number."""
+    import tensorflow as tf
+
+    valid = tf.reshape(valid, [-1] + [1] * (outputs.shape.rank - 1))
+    return tf.where(valid, outputs, tf.constant(float("nan"), outputs.dtype))
 
 
 def export_savedmodel(metric, directory, version=1, overwrite=False, progress=None, max_pixels=None):
@@ -161,14 +183,23 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
         # place: a version folder that appeared meanwhile is refused unless `overwrite`.
         with scratch_directory(target, needed=needed) as scratch:
             _save(metric, scratch / "model", max_pixels)
-            replace_directory(scratch / "model", target, replace=overwrite)
+            _publish_version(scratch / "model", target, overwrite)
     except OSError as error:
-        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise InputError(exists_message(target)) from None
         raise OutputError(f"Cannot write to {directory}: {error.strerror or error}") from None
     if progress:
         progress(1)
     return target
+
+
+def _publish_version(folder, target, overwrite):
+    """Renames the SavedModel `folder` to its version folder `target`: one that exists (another
+    process's, written meanwhile) is refused (`InputError`) unless `overwrite`."""
+    try:
+        replace_directory(folder, target, replace=overwrite)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise InputError(exists_message(target)) from None
+        raise
 
 
 def export_tflite(metric, path, quantize="none", overwrite=False, progress=None):
@@ -205,11 +236,9 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
             if quantize == "fp16":
                 converter.target_spec.supported_types = [tf.float16]
             flatbuffer = converter.convert()
-        atomic_write(path, flatbuffer, overwrite=overwrite)  # a file that appeared meanwhile is refused
-    except FileExistsError:
-        raise InputError(exists_message(path)) from None
     except OSError as error:
         raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
+    atomic_write(path, flatbuffer, as_input_error=True, overwrite=overwrite)  # a file that appeared meanwhile is refused
     if progress:
         progress(1)
     return path

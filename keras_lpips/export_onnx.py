@@ -2,7 +2,8 @@
 
 The ONNX graph is the SavedModel's `serving_default` signature (`keras_lpips.export`)
 converted by tf2onnx: `img0`, `img1`, float32 NHWC RGB in [0, 1] of any batch and size
-(dynamic axes) -> `distance` (N,). Other signatures are other graphs: a 2AFC verdict is two
+(dynamic axes) -> `distance` (N,), NaN at each item the SavedModel would refuse (ONNX has no
+assertions: `keras_lpips.export`). Other signatures are other graphs: a 2AFC verdict is two
 distances. Needs the `onnx` extra (`pip install 'keras-lpips[onnx]'`: tf2onnx and onnx;
 onnxruntime to run the file).
 

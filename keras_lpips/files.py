@@ -136,7 +136,9 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
       regular file for `kind="file"`, a folder for `kind="folder"`, either for None; never a
       named pipe, a device or a socket;
     - a file's folder must exist (`kind="file"`), unless the writer creates it (`new_folders`; a
-      folder output's parents are always created).
+      folder output's parents are always created); whatever exists of the folders above it must
+      be folders, not a file (a folder that cannot be created), and the nearest that exists
+      writable (`OutputError` otherwise: found before the work, not after it).
 
     Raises `InputError` in one line; returns `path` as a Path. Writers then publish with
     `atomic_write`/`atomic_path(..., overwrite=overwrite)`, which refuse an output that appeared
@@ -156,6 +158,12 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
         for source in sources:
             if source.is_dir() and source.resolve() in target.parents:
                 raise InputError(f"Refusing to write {path}: it is inside {source}, a folder this command reads; write it elsewhere")
+    blocking = _non_folder_above(path)
+    if blocking is not None:
+        raise InputError(f"Cannot write {path}: {blocking} is not a folder")
+    existing = next((parent for parent in path.parents if os.path.lexists(parent)), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system, or not ours
+        raise OutputError(f"Cannot write {path}: {existing} is not writable")
     if kind == "file" and not new_folders and not path.parent.is_dir():
         raise InputError(f"Output folder does not exist: {path.parent}")
     if os.path.lexists(path):
@@ -167,6 +175,15 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
         if not overwrite:
             raise InputError(exists_message(path))
     return path
+
+
+def _non_folder_above(path):
+    """The nearest of `path`'s parents that exists, where it is not a folder (a file, or a link to
+    none), or None: what keeps `path` and the folders it needs from being created."""
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            return None if os.path.isdir(parent) else parent
+    return None
 
 
 _A_KIND = {"file": "a file", "folder": "a folder", "pipe": "a named pipe", "device": "a device", "socket": "a socket"}

@@ -13,12 +13,17 @@ Each check raises `InputError` with one message, wherever the metric runs:
   assertions: there a pair that fails them gives NaN distances, never a number. Under JAX's `jit` the shapes are static
   and checked; values are not.
 
+An export's signatures (`keras_lpips.export`) check what a client sends with `checked_request`:
+the same checks, messages in the client's terms, and in TFLite and ONNX NaN outputs for each
+refused item alone.
+
 Integer images are accepted and converted to float32 (their values checked against
 `input_range` like any other: uint8 images need `input_range=(0, 255)`); booleans, complex
 numbers, strings and objects are refused.
 """
 
 import contextlib
+import functools
 import os
 
 import keras
@@ -161,21 +166,92 @@ def _graph_checked(pair, input_range, min_size, names):
     """The pair behind the graph's checks, in the eager order (the first failing one names the
     problem). Passing costs a few scalar ops and three reductions per image; the messages are
     only formatted when a check fails."""
+    low, high = (float(v) for v in input_range)
+    outside = f", outside input_range=({low:g}, {high:g}); pass input_range matching your images, e.g. (0, 1) or (0, 255)"
+    checks = _shape_checks(pair, names, min_size)
+    for name, x in zip(names, pair):
+        checks += _value_checks(name, x, _within(x, input_range), outside)
+    return _asserted(pair, checks)
+
+
+def checked_request(images, input_range, min_size):
+    """A served signature's request (`keras_lpips.export`): `images`, name -> float32 (N, H, W, 3)
+    tensor as the client sent it, behind graph assertions whose messages speak to that client
+    (its own values against `input_range`, the signature's, which it cannot change), and
+    `valid`, (N,) bool: whether each item passes them (sizes and shapes are the whole request's).
+
+    Where assertions are dropped (TFLite, ONNX) the request runs on: a refused item's images are
+    zeros from here on, so that its values reach no other item through what takes the batch as
+    one (the metric's own checks, a quantized kernel), and the caller makes its outputs NaN by
+    `valid`, after every kernel that could turn NaN into a number (an int8 one does). Returns
+    `(images, valid)`."""
+    import tensorflow as tf
+
+    names, tensors = list(images), list(images.values())
+    low, high = (float(v) for v in input_range)
+    contract = f"; this signature takes images in [{low:g}, {high:g}] (8-bit pixels divided by 255)"
+    shape_checks = _shape_checks(tensors, names, min_size)
+    items_ok = [_within(x, input_range, axis=(1, 2, 3)) for x in tensors]
+    checks = list(shape_checks)
+    for name, x, ok in zip(names, tensors, items_ok):
+        checks += _value_checks(name, x, ok, contract)
+    cleared = [_zeros_where_refused(x, ok) for x, ok in zip(tensors, items_ok)]
+    # `valid` after the assertion: batches of two sizes fail with its message, not with logical_and's.
+    checked = _behind_assertion(cleared + items_ok, checks, _all(checks))
+    valid = functools.reduce(tf.logical_and, checked[len(tensors) :], _all(shape_checks))  # broadcast, as the outputs are
+    return dict(zip(names, checked[: len(tensors)])), valid
+
+
+def _zeros_where_refused(images, ok):
+    """`images` (N, H, W, C) with each item not `ok` (N,) replaced by zeros. Gathered, not
+    selected: tf2onnx writes a select without a NaN constant as `ok * x + (1 - ok) * zeros`,
+    through which a NaN passes (NaN * 0 is NaN)."""
+    import tensorflow as tf
+
+    rows = tf.where(ok, tf.range(tf.shape(images)[0]) + 1, 0)  # 0: the zero image in front
+    zero = tf.zeros(tf.shape(images[:1]), images.dtype)  # a Fill: ZerosLike is no op of `savedmodel_ops.EXPORT_OPS`
+    return tf.gather(tf.concat([zero, images], axis=0), rows)
+
+
+def _shape_checks(images, names, min_size):
+    """The checks of a request's shapes, `(ok, make_message)` pairs: every image at least
+    `min_size`, each of one shape with the first (the messages call them `names`)."""
+    import tensorflow as tf
+
+    shapes = [tf.shape(x) for x in images]
+    checks = [(tf.reduce_all(s[1:3] >= min_size), _too_small_message(s, min_size)) for s in shapes]
+    for name, shape in zip(names[1:], shapes[1:]):
+        checks.append((tf.reduce_all(tf.equal(shapes[0], shape)), _different_shapes_message((names[0], name), shapes[0], shape)))
+    return checks
+
+
+def _value_checks(name, x, ok, outside):
+    """The checks of one image's values, `(ok, make_message)` pairs: not empty, and `ok` (a bool,
+    or one per item: `_within`), else "NAME has values in [lo, hi]" then `outside`, or NaN/inf."""
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    return [(tf.reduce_prod(shape) > 0, _empty_message(name, shape)), (tf.reduce_all(ok), _values_message(name, x, outside))]
+
+
+def _within(x, input_range, axis=None):
+    """Whether `x` (each item of it, with `axis` its image axes) is finite and within
+    `input_range`, up to its tolerance. Three reductions, no temporaries: the sum is NaN or inf
+    when any value is (addition propagates NaN on every device; min and max need not, e.g.
+    under XLA)."""
     import tensorflow as tf
 
     low, high = (float(v) for v in input_range)
     slack = RANGE_TOLERANCE * (high - low)
-    shapes = [tf.shape(x) for x in pair]
-    checks = [(tf.reduce_all(s[1:3] >= min_size), _too_small_message(s, min_size)) for s in shapes]
-    checks.append((tf.reduce_all(tf.equal(shapes[0], shapes[1])), _different_shapes_message(names, *shapes)))
-    for name, x, shape in zip(names, pair, shapes):
-        checks.append((tf.reduce_prod(shape) > 0, _empty_message(name, shape)))
-        # Three reductions, no temporaries: the sum is NaN or inf when any value is (addition
-        # propagates NaN on every device; min and max need not, e.g. under XLA).
-        lo, hi, total = tf.reduce_min(x), tf.reduce_max(x), tf.reduce_sum(x)
-        ok = tf.math.is_finite(total) & (lo >= low - slack) & (hi <= high + slack)
-        checks.append((ok, _values_message(name, x, low, high)))
-    return _asserted(pair, checks)
+    lo, hi, total = tf.reduce_min(x, axis), tf.reduce_max(x, axis), tf.reduce_sum(x, axis)
+    return tf.math.is_finite(total) & (lo >= low - slack) & (hi <= high + slack)
+
+
+def _all(checks):
+    """Whether every `(ok, make_message)` check holds, a bool tensor."""
+    import tensorflow as tf
+
+    return tf.reduce_all(tf.stack([ok for ok, _ in checks]))
 
 
 def _asserted(tensors, checks):
@@ -183,12 +259,21 @@ def _asserted(tensors, checks):
     message of the first that fails. Where assertions are dropped (XLA; a TFLite conversion),
     the tensors are NaN when one fails, so that no number comes out."""
     import tensorflow as tf
+
+    passed = _all(checks)
+    guarded = [x + tf.where(passed, tf.constant(0, x.dtype), tf.constant(np.nan, x.dtype)) for x in tensors]  # x + 0 is x
+    return _behind_assertion(guarded, checks, passed)
+
+
+def _behind_assertion(tensors, checks, passed):
+    """`tensors` behind the graph assertion that every `(ok, make_message)` check holds (`passed`,
+    their `_all`), failing with the message of the first that does not; as they are under XLA,
+    which has no assertions."""
+    import tensorflow as tf
     from tensorflow.python.ops import control_flow_util  # no public way to tell an XLA trace
 
-    passed = tf.reduce_all(tf.stack([ok for ok, _ in checks]))
-    guarded = [x + tf.where(passed, tf.constant(0, x.dtype), tf.constant(np.nan, x.dtype)) for x in tensors]  # x + 0 is x
     if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return guarded
+        return tensors
 
     def fail():
         message = tf.constant("")
@@ -198,7 +283,7 @@ def _asserted(tensors, checks):
             return tf.constant(False)
 
     with tf.control_dependencies([tf.cond(passed, lambda: tf.constant(True), fail)]):
-        return [tf.identity(x) for x in guarded]
+        return [tf.identity(x) for x in tensors]
 
 
 def _text(*parts):
@@ -232,15 +317,12 @@ def _empty_message(name, shape):
     return lambda: _text(f"{name} is empty. Received shape ", _shape_text(shape))
 
 
-def _values_message(name, x, low, high):
+def _values_message(name, x, outside):
     def make():
         import tensorflow as tf
 
         lo, hi = (tf.strings.as_string(f(x), precision=4, shortest=True) for f in (tf.reduce_min, tf.reduce_max))
-        outside = _text(
-            f"{name} has values in [", lo, ", ", hi, f"], outside input_range=({low:g}, {high:g}); "
-            "pass input_range matching your images, e.g. (0, 1) or (0, 255)",
-        )  # fmt: skip
-        return tf.where(tf.reduce_all(tf.math.is_finite(x)), outside, f"{name} contains NaN or infinite values")
+        return tf.where(tf.reduce_all(tf.math.is_finite(x)), _text(f"{name} has values in [", lo, ", ", hi, "]" + outside),
+                        f"{name} contains NaN or infinite values")  # fmt: skip
 
     return make

@@ -24,7 +24,7 @@ import os
 import time
 
 from keras_lpips.array_checks import checked_array_pair
-from keras_lpips.errors import note, reason
+from keras_lpips.errors import WeightsError, note, reason
 from keras_lpips.quiet import muted_stderr
 
 PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
@@ -103,7 +103,9 @@ def litert_metric(spec, report=None):
         return None  # the Keras path fetches them, with its progress bar; the next run converts
     try:
         return _converted(config, report)
-    except Exception as error:  # any failure (a full disk, TensorFlow's converter): Keras serves this run
+    except WeightsError:
+        return None  # the Keras metric reads the same weights, and says what is wrong with them
+    except Exception as error:  # any other failure (a full disk, TensorFlow's converter): Keras serves this run
         note(f"could not prepare the LiteRT scorer ({reason(error)}); scoring with Keras, and trying again next time")
         return None
 

@@ -7,7 +7,8 @@ the net options into a metric, for the command line and the library alike.
     metric = load_metric("model.keras")
 
 A `model` path is a fit run folder (its model.keras), a `.keras` file, or a SavedModel from
-`export` (its base folder, then the highest version, or a version folder).
+`export` (its base folder, then the highest version, or a version folder). A `.keras` metric
+serves images in the `input_range` asked for, whatever range it was built with (`for_input_range`).
 """
 
 import dataclasses
@@ -125,8 +126,9 @@ def ensure_imagenet_weights(net, progress=None):
 
 def load_metric(model, input_range=None):
     """The metric saved at `model`: a fit run folder, a `.keras` file (an `LPIPS` or an
-    `LPIPSTrainer`'s metric) or a SavedModel export. With `input_range`, a `.keras` metric
-    must expect it (exports always take [0, 1])."""
+    `LPIPSTrainer`'s metric) or a SavedModel export. With `input_range`, the metric for images
+    in that range: a `.keras` metric built for another is rebuilt for it (`for_input_range`);
+    an export takes [0, 1] only, so another range is refused."""
     from keras_lpips.export import load_savedmodel, savedmodel_directory
 
     path = pathlib.Path(model)
@@ -135,6 +137,11 @@ def load_metric(model, input_range=None):
     if path.is_file() and path.suffix != ".keras":
         raise InputError(f"model= takes a fit run folder, a .keras file or a SavedModel folder. Received the file {path}")
     if savedmodel_directory(path) is not None:
+        if input_range is not None and not (isinstance(input_range, (tuple, list)) and tuple(input_range) == (0.0, 1.0)):
+            raise InputError(
+                f"model={path} is an exported SavedModel, which takes images in [0, 1] only: pass them in [0, 1] "
+                f"(input_range=(0, 1)). Received: input_range={input_range!r}"
+            )
         return _finite(load_savedmodel(path), path)
     if path.is_dir():
         if not (path / "model.keras").is_file() and ((path / "run.json").is_file() or (path / "checkpoint").is_dir()):
@@ -149,9 +156,22 @@ def load_metric(model, input_range=None):
             )
         path = path / "model.keras"
     metric = _finite(_load_keras_file(path), path)
-    if input_range is not None and metric.input_range != tuple(input_range):
-        raise InputError(f"{model} expects images in input_range={metric.input_range}, not in {tuple(input_range)}")
-    return metric
+    return metric if input_range is None else for_input_range(metric, input_range)
+
+
+def for_input_range(metric, input_range):
+    """`metric` (an `LPIPS`) for images in `input_range`: itself where it was built for that
+    range, else a copy of it, same weights, that scales its input from that range (its distances
+    on images rescaled between the two ranges agree to float rounding)."""
+    from keras_lpips.model import LPIPS
+    from keras_lpips.weights.loading import sources_deferred
+
+    if isinstance(input_range, (tuple, list)) and tuple(input_range) == metric.input_range:
+        return metric  # else `LPIPS` checks it ("input_range must be one of ...")
+    with sources_deferred():  # every weight is copied from `metric`: no source is read
+        rebuilt = LPIPS.from_config({**metric.get_config(), "input_range": input_range})
+    rebuilt.set_weights(metric.get_weights())
+    return rebuilt
 
 
 def _finite(metric, path):

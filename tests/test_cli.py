@@ -160,6 +160,94 @@ def test_model_option_takes_run_folder_keras_file_and_savedmodel(images, tmp_pat
         assert result.returncode == 2 and message in one_error_line(result)
 
 
+@pytest.mark.parametrize("input_range", [(-1.0, 1.0), (0.0, 255.0)])
+def test_a_keras_model_of_any_input_range_scores_and_exports_0_1_images(images, tiny_bapps, tmp_path, input_range):
+    """A .keras model built for images in (-1, 1) or (0, 255) serves the command line's [0, 1]
+    images, rescaled: score, matrix and eval take it, and its SavedModel and TFLite exports give
+    the Python metric's distances on the same images rescaled into its range."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_lpips import LPIPS
+    from keras_lpips.export import load_savedmodel
+    from keras_lpips.images import read_image
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0, lin_weights="v0.1", input_range=input_range)
+    metric.save(tmp_path / "m.keras")
+    ref, a, b = (read_image(images / f"{n}.png")[None] for n in ("a", "b", "c"))
+    low, high = input_range
+    want = np.asarray(metric([np.concatenate([ref, ref]) * (high - low) + low, np.concatenate([a, b]) * (high - low) + low]))
+
+    result = run_cli("score", images / "a.png", images / "b.png", images / "c.png", "--json", "--model", tmp_path / "m.keras")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose([p["distance"] for p in json.loads(result.stdout)["pairs"]], want, rtol=0, atol=1e-5)
+    result = run_cli("matrix", images, "--model", tmp_path / "m.keras")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()]
+    np.testing.assert_allclose([float(rows[1][2]), float(rows[1][3])], want, rtol=0, atol=1e-5)
+    result = run_cli("eval", "--data", tiny_bapps, "--model", tmp_path / "m.keras", "--no-baselines", "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+
+    result = run_cli("export", "--format", "savedmodel", "--out", tmp_path / "served", "--model", tmp_path / "m.keras")
+    assert result.returncode == 0, result.stderr
+    served = load_savedmodel(tmp_path / "served")
+    np.testing.assert_allclose(np.asarray(served([np.concatenate([ref, ref]), np.concatenate([a, b])])), want, rtol=0, atol=1e-5)
+    result = run_cli("export", "--format", "tflite", "--out", tmp_path / "m.tflite", "--model", tmp_path / "m.keras")
+    assert result.returncode == 0, result.stderr
+    run = Interpreter(model_path=str(tmp_path / "m.tflite")).get_signature_runner("serving_default")
+    got = run(img0=np.concatenate([ref, ref]), img1=np.concatenate([a, b]))["distance"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_load_metric_rebuilds_a_keras_model_for_the_range_asked_and_refuses_it_of_an_export(fake_imagenet_home, monkeypatch, tmp_path):
+    """`load_metric(model, input_range)`: a .keras metric built for another range comes back
+    for the range asked (same weights, none read from a source: offline, with an empty cache);
+    an export, which takes [0, 1] only, is refused for another range with what to pass."""
+    from keras_lpips import LPIPS
+    from keras_lpips.errors import InputError
+    from keras_lpips.export import export_savedmodel
+    from keras_lpips.resolve import load_metric
+
+    monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
+    metric = LPIPS(net="alex", layers=2, lin_weights="v0.1", input_range=(0, 255))
+    metric.save(tmp_path / "m.keras")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_home"))
+    images = np.random.default_rng(1).random((2, 2, 32, 32, 3)).astype(np.float32)
+    for input_range in ((0.0, 255.0), (-1.0, 1.0), (0.0, 1.0)):
+        loaded = load_metric(tmp_path / "m.keras", input_range)
+        low, high = input_range
+        assert loaded.input_range == input_range
+        np.testing.assert_allclose(np.asarray(loaded(list(images * (high - low) + low))), np.asarray(metric(list(images * 255))), rtol=0, atol=1e-5)
+    export_savedmodel(metric, tmp_path / "served")
+    assert load_metric(tmp_path / "served", (0, 1)).input_range == (0.0, 1.0)
+    with pytest.raises(InputError, match=r"is an exported SavedModel, which takes images in \[0, 1\] only: pass them in \[0, 1\]"):
+        load_metric(tmp_path / "served", (0, 255))
+
+
+@pytest.mark.slow
+@pytest.mark.real_weights
+def test_docs_quote_what_export_prints(tmp_path):
+    """docs/cli.md's export examples print what it quotes, file sizes included: with the official
+    weights, each in a fresh process as users run it (sizes shift by kilobytes with the weights'
+    values and with the names a process has already given out)."""
+    import importlib.util
+    import re
+    import shlex
+
+    for net in ("alex", "vgg"):
+        needs_imagenet_weights(net)
+    text = (ROOT / "docs" / "cli.md").read_text()
+    block = re.search(r"^## Export\n.*?```\n(.*?)```", text, re.S | re.M).group(1)
+    examples = re.findall(r"^\$ keras-lpips (.*)\n((?:[^$].*\n)*)", block, re.M)
+    assert examples and len(examples) == block.count("$ keras-lpips "), block
+    for command, quoted in examples:
+        args = shlex.split(command)
+        if "onnx" in args and importlib.util.find_spec("tf2onnx") is None:
+            continue  # the onnx extra
+        result = run_installed(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == quoted, command
+
+
 def test_weights_convert_linear_and_backbone_files(tmp_path):
     from typer.testing import CliRunner
 

@@ -595,16 +595,20 @@ def test_jnd_has_no_published_checksum_and_is_checked_by_size(fake_bucket, serve
     assert list((tmp_path / "other").iterdir()) == []
 
 
-def test_a_damaged_archive_checked_by_size_is_deleted_and_fetched_again(fake_bucket, server, tmp_path):
+@pytest.mark.parametrize("damage, message", [
+    (lambda good: bytes(len(good)), "does not have the expected layout"),  # zeros: a tar with no member
+    (lambda good: np.random.default_rng(0).bytes(len(good)), "Cannot extract"),
+], ids=["zeros", "random"])  # fmt: skip
+def test_a_damaged_archive_checked_by_size_is_deleted_and_fetched_again(fake_bucket, server, tmp_path, damage, message):
     """jnd (no published checksum) of the right size but damaged: one error that says it is
     deleted; the next run downloads it again (once the server has a good one) and extracts it."""
     good = fake_bucket["jnd.tar.gz"]
-    server.files["jnd.tar.gz"] = bytes(len(good))  # the size the server reports, not an archive
-    with pytest.raises(DataError, match=r"Cannot extract .*jnd.tar.gz .*checked only by its size, so it is deleted: run again"):
-        download.download_split("jnd", tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    server.files["jnd.tar.gz"] = damage(good)  # the size the server reports, not the archive
+    with pytest.raises(DataError, match=message + r".*checked only by its size, so it is deleted: run again"):
+        download.download_split("jnd", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
     server.files["jnd.tar.gz"] = good
-    assert download.download_split("jnd", tmp_path).verified_by == "size" and len(list_jnd(tmp_path)) == 4
+    assert download.download_split("jnd", tmp_path / "d").verified_by == "size" and len(list_jnd(tmp_path / "d")) == 4
 
 
 def test_download_refuses_a_path_traversal_archive(server, tmp_path, monkeypatch):

@@ -283,22 +283,115 @@ def test_tflite_signatures_match_keras(exported, tmp_path, quantize):
         assert_outputs_close(example_module("tflite_rank").rank(path, **inputs["rank"]), expected["rank"])
 
 
-def test_tflite_gives_nan_where_the_savedmodel_refuses(exported, tmp_path):
-    # TFLite drops assertions: a refused input (too small, outside [0, 1], NaN) turns what it
-    # enters NaN (p1_preferred included) instead of a number that is no distance.
-    metric, _, _ = exported
-    interpreter = tflite_interpreter(export_tflite(metric, tmp_path / "lpips.tflite"))
-    good = np.full((1, 64, 64, 3), 0.5, np.float32)
-    refused = {"too small": np.full((1, 1, 1, 3), 0.5, np.float32), "outside [0, 1]": good + 2.0, "NaN": good * np.nan}
-    for why, bad in refused.items():
-        inputs = {"serving_default": dict(img0=bad, img1=bad), "spatial": dict(img0=bad, img1=bad), "embed": dict(images=bad)}
-        inputs["rank"] = dict(ref=bad, p0=bad, p1=bad) if why == "too small" else dict(ref=good, p0=good, p1=bad)
-        for name, signature_inputs in inputs.items():
-            outputs = interpreter.get_signature_runner(name)(**signature_inputs)
-            if name == "rank" and why != "too small":
-                del outputs["d0"]  # d(ref, p0) of two good images is a distance
+def refused_requests(min_size):
+    """(why, {signature: inputs}) of requests a SavedModel refuses, as a batch of two: the second
+    item bad in the last input of each signature (in ref as well as p1 for `rank`), the first
+    good; or, too small, the whole request (images of one size share it)."""
+    good = np.random.default_rng(1).random((2, 64, 64, 3), dtype=np.float32)
+    for why, spoil in [("outside [0, 1]", lambda x: x + 2.0), ("8-bit values", lambda x: x * 255), ("NaN", lambda x: x * np.nan)]:
+        bad = np.concatenate([good[:1], spoil(good[1:])])
+        yield why, {
+            "serving_default": dict(img0=good, img1=bad), "spatial": dict(img0=good, img1=bad), "embed": dict(images=bad),
+            "rank": dict(ref=good, p0=good[::-1], p1=bad), "rank (ref)": dict(ref=bad, p0=good[::-1], p1=good),
+        }  # fmt: skip
+    small = good[:, : min_size - 1, : min_size - 1]
+    yield "too small", {"serving_default": dict(img0=small, img1=small), "spatial": dict(img0=small, img1=small),
+                        "embed": dict(images=small), "rank": dict(ref=small, p0=small, p1=small)}  # fmt: skip
+
+
+def assert_refused_items_are_nan(run, min_size, rtol=None):
+    """`run(signature, **inputs)` (an exported file's signatures) on `refused_requests`: each
+    refused item is NaN in every output, the others equal to what the good batch gives."""
+    for why, requests in refused_requests(min_size):
+        for name, inputs in requests.items():
+            signature = name.split()[0]
+            outputs = run(signature, **inputs)
+            refused = slice(None) if why == "too small" else slice(1, None)
             for output, value in outputs.items():
-                assert np.isnan(value).all(), (why, name, output, value)
+                assert np.isnan(value[refused]).all(), (why, name, output, value)
+            if why != "too small":  # the good item keeps its value, undisturbed by the bad one
+                good = run(signature, **{k: np.concatenate([v[:1]] * 2) for k, v in inputs.items()})
+                assert_outputs_close({k: v[:1] for k, v in outputs.items()}, {k: v[:1] for k, v in good.items()}, rtol)
+
+
+@pytest.mark.parametrize("quantize", [pytest.param("none", marks=pytest.mark.slow), pytest.param("fp16", marks=pytest.mark.slow), "dynamic"])
+def test_tflite_gives_nan_where_the_savedmodel_refuses(exported, tmp_path, quantize):
+    """TFLite drops assertions: an item the SavedModel refuses (too small, outside [0, 1], NaN) is
+    NaN in every output of every signature (p1_preferred included), never a number, whatever the
+    quantization (int8 kernels quantize a NaN input to a number), and the other items of its
+    batch keep their values."""
+    metric, _, _ = exported
+    interpreter = tflite_interpreter(export_tflite(metric, tmp_path / "lpips.tflite", quantize=quantize))
+
+    def run(signature, **inputs):
+        return interpreter.get_signature_runner(signature)(**inputs)
+
+    assert_refused_items_are_nan(run, metric.min_input_size, TFLITE_RTOL[quantize])
+
+
+def test_onnx_gives_nan_where_the_savedmodel_refuses_item_by_item(tmp_path):
+    """As TFLite: the ONNX graph (serving_default) is NaN at the refused items only."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip("tf2onnx", reason="tf2onnx (the onnx extra) is not installed")
+    from keras_lpips.export_onnx import export_onnx
+
+    metric = make_metric("vgg")
+    session = ort.InferenceSession(str(export_onnx(metric, tmp_path / "lpips.onnx")), providers=["CPUExecutionProvider"])
+
+    def run(signature, **inputs):
+        return {"distance": session.run(None, inputs)[0]} if signature == "serving_default" else {}
+
+    assert_refused_items_are_nan(run, metric.min_input_size)
+
+
+def serving_docs():
+    """docs/serving.md with its line breaks as spaces: a message it quotes reads whole."""
+    return " ".join((ROOT / "docs" / "serving.md").read_text().split())
+
+
+def assertion_message(error):
+    """The message of a graph assertion's `InvalidArgumentError`."""
+    (message,) = re.findall(r"assertion failed: \[(.*)\]", error.message)
+    return message
+
+
+def test_savedmodel_range_refusal_speaks_to_the_client(exported):
+    """A client sends [0, 1] images and cannot pass input_range: the message names the values it
+    sent and the signature's range, whatever the metric's own input_range (as docs/serving.md
+    quotes it)."""
+    _, directory, _ = exported
+    signatures = tf.saved_model.load(str(directory)).signatures
+    good = np.full((1, 64, 64, 3), 0.5, np.float32)
+    good[0, 0, 0, :2] = 0.0, 1.0
+    for name, inputs in [("serving_default", dict(img0=good * 255, img1=good)), ("spatial", dict(img0=good * 255, img1=good)),
+                         ("embed", dict(images=good * 255)), ("rank", dict(ref=good, p0=good, p1=good * 255))]:  # fmt: skip
+        with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+            signatures[name](**inputs)
+        which = list(inputs)[-1] if name == "rank" else list(inputs)[0]
+        message = f"{which} has values in [0, 255]; this signature takes images in [0, 1] (8-bit pixels divided by 255)"
+        assert assertion_message(refused.value) == message
+    assert "`img0 has values in [0, 255]; this signature takes images in [0, 1] (8-bit pixels divided by 255)`" in serving_docs()
+
+
+def test_savedmodel_refuses_batches_of_two_sizes_with_its_message(exported):
+    """Batches of 2 and 3: the assertion's message, not the error of an op that combines them."""
+    _, directory, _ = exported
+    signature = tf.saved_model.load(str(directory)).signatures["serving_default"]
+    images = np.full((3, 64, 64, 3), 0.5, np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        signature(img0=images[:2], img1=images)
+    want = "The two images must have the same shape. Received img0 of shape (2, 64, 64, 3) and img1 of shape (3, 64, 64, 3)"
+    assert assertion_message(refused.value) == want
+
+
+def test_serving_docs_quote_the_pixel_limit_message_literally():
+    """`--max-pixels 4194304` and two 2048 x 2048 images: the refusal docs/serving.md quotes."""
+    from keras_lpips.encoded_images import decode_images
+
+    png = tf.io.encode_png(tf.zeros((2048, 2048, 3), tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        tf.function(lambda encoded: decode_images(encoded, "img0", 4194304))(tf.stack([png, png]))
+    assert f"`{assertion_message(refused.value)}`" in serving_docs()
 
 
 def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
@@ -334,6 +427,34 @@ def test_exports_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
     (tmp_path / "lpips.tflite").write_bytes(b"old")
     with pytest.raises(InputError, match="already exists"):
         export_tflite(metric, tmp_path / "lpips.tflite")
+
+
+def test_an_output_below_a_file_is_refused_before_any_work(tmp_path):
+    """A folder an export would create is a file (at any level above the output): one line naming
+    it, before any weights load (`files.check_output`), not "already exists" or "File exists"."""
+    from keras_lpips.export_onnx import export_onnx
+    from keras_lpips.files import check_output
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+
+    def refused(path):
+        return f"^{re.escape(f'Cannot write {path}: {afile} is not a folder')}$"
+
+    for path in (afile / "x.tflite", afile / "sub" / "x.tflite"):
+        for overwrite in (False, True):
+            with pytest.raises(InputError, match=refused(path)):
+                export_tflite(None, path, overwrite=overwrite)  # no metric: refused before it is used
+        if importlib.util.find_spec("tf2onnx"):
+            with pytest.raises(InputError, match=refused(path)):
+                export_onnx(None, path)
+        for kind in ("file", "folder", None):
+            with pytest.raises(InputError, match=refused(path)):
+                check_output(path, kind=kind)
+    with pytest.raises(InputError, match=refused(afile / "models")):
+        export_savedmodel(None, afile / "models")
+    result = run_cli("export", "--format", "tflite", "--out", afile / "x.tflite", "--overwrite")
+    assert result.returncode == 2 and one_error_line(result) == f"error: Cannot write {afile / 'x.tflite'}: {afile} is not a folder"
 
 
 @pytest.mark.parametrize("version", [-1, "1", True, 1.0, np.int64(-1)])

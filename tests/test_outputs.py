@@ -168,6 +168,35 @@ def test_outputs_that_would_break_something_are_refused_up_front(work, command, 
         assert (work / "pipe.png").is_fifo()
 
 
+# (command line): each output option, into the folder "ro" that this process cannot write.
+UNWRITABLE_CASES = {
+    "score_map": ("score", "d0/a.png", "d0/b.png", "--map", "ro/m.png", *RANDOM),
+    "pairs_out": ("pairs", "d0", "d1", "--out", "ro/p.csv", *RANDOM),
+    "matrix_out": ("matrix", "d0", "--out", "ro/m.csv", *RANDOM),
+    "eval_output": ("eval", "--data", "bapps", "--output", "ro/r.md", *RANDOM),
+    "convert_destination": ("weights", "convert", "w.npz", "ro/w.npz"),
+    "export_tflite": ("export", "--format", "tflite", "--out", "ro/sub/x.tflite", *RANDOM),
+    "export_savedmodel": ("export", "--format", "savedmodel", "--out", "ro/models", *RANDOM),
+    "embed_out": ("embed", "d0", "--out", "ro/e.npz", *RANDOM, *NO_LIN),
+    "fit_out": ("fit", "--data", "bapps", "--out", "ro/run", *RANDOM),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", UNWRITABLE_CASES)
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(work, monkeypatch, case):
+    """A read-only place (a read-only mount; simulated here, as root may write anywhere): one
+    line, exit 1, before anything is computed."""
+    (work / "ro").mkdir()
+    unwritable = str(work / "ro")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: os.path.abspath(path) != unwritable and access(path, mode, **kw))
+    before = snapshot(work)
+    result = run_cli(*UNWRITABLE_CASES[case])
+    line = one_error_line(result)
+    assert result.returncode == 1 and line.startswith("error: Cannot write ro/") and line.endswith(": ro is not writable"), line
+    assert result.stdout == "" and snapshot(work) == before
+
+
 def test_a_map_of_identical_images_is_dark(work):
     result = run_cli("score", "d0/a.png", "d0/a.png", "--map", "same.png", *RANDOM)
     assert result.returncode == 0 and "= 0.0000" in result.stdout, result.stderr

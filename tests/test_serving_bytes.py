@@ -6,15 +6,20 @@ Through `tf.saved_model.load`, and as clients send them: examples/serving_client
 8-bit PNG and JPEG files the served distances equal `score`'s within 1e-5; the decoded pixels
 equal `read_image`'s exactly for every encoding decoded there. What is refused is refused from
 the header, before anything is decoded, with the reason (decompression bombs, data cut short,
-BMPs whose pixels TensorFlow would read wrong, GIF, animated WebP).
+BMPs whose pixels TensorFlow would read wrong, GIF, animated PNG and WebP).
 """
 
+import contextlib
 import io
 import json
 import re
 import struct
+import subprocess
+import sys
+import threading
 import urllib.error
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +31,7 @@ from keras_lpips import LPIPS, InputError
 from keras_lpips.encoded_images import decode_images
 from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, export_savedmodel, load_savedmodel, serving_functions
 from keras_lpips.images import MAX_PIXELS, read_image
-from tests.helpers import RANDOM, one_error_line, run_cli
+from tests.helpers import RANDOM, closed_port, one_error_line, run_cli
 
 # A small metric for the command line: seeded backbone, two layers.
 RANDOM_SMALL = (*RANDOM, "--layers", "2")
@@ -167,6 +172,17 @@ def png_header_only(width, height):
     return PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
 
 
+def animated_pngs(rgb):
+    """(a 3-frame APNG of `rgb` shifted, as Pillow writes it; a 1-frame APNG of `rgb`, whose
+    acTL and fcTL chunks precede the IDAT, which `read_image` reads as a still image)."""
+    frames = [Image.fromarray(np.roll(rgb, k, axis=1)) for k in range(3)]
+    still = encoded(frames[0], "PNG")
+    height, width = rgb.shape[:2]
+    control = png_chunk(b"acTL", struct.pack(">II", 1, 0)) + png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", 0, width, height, 0, 0, 1, 10, 0, 0))
+    ihdr_end = len(PNG_SIGNATURE) + 25  # the signature, then IHDR's length, type, 13 bytes and CRC
+    return encoded(frames[0], "PNG", save_all=True, append_images=frames[1:]), still[:ihdr_end] + control + still[ihdr_end:]
+
+
 def bmp(rows, width, height, bits, compression=0, masks=(), info_size=40):
     """A BMP file written by hand (Pillow writes neither bit fields nor top-down rows): `rows`
     the pixel rows as stored, each padded to 4 bytes; `height` negative for top-down rows;
@@ -244,6 +260,18 @@ def test_exif_orientation_is_left_to_the_client(tmp_path):
     np.testing.assert_array_equal(decode_images(tf.constant([sent])).numpy()[0], upright)
 
 
+def test_the_client_sends_an_animated_png_as_a_still_png(tmp_path):
+    """examples/serving_client.py's image_bytes: an APNG (which the server refuses), of several
+    frames or of one, as a still PNG of its first frame, which decodes to `read_image`'s pixels."""
+    client = example_module("serving_client")
+    for name, data in zip(("frames", "one-frame"), animated_pngs(picture()[0])):
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        sent = client.image_bytes(path)
+        assert sent.startswith(PNG_SIGNATURE) and b"acTL" not in sent, name
+        np.testing.assert_array_equal(decode_images(tf.constant([sent])).numpy()[0], read_image(path, frame=0), err_msg=name)
+
+
 def test_bad_requests_are_refused_with_a_reason(served):
     from tests.serving_standin import rest_server
 
@@ -261,6 +289,86 @@ def test_bad_requests_are_refused_with_a_reason(served):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 client.rank_rest(client.rest_bytes_body(*images), url)
             assert refused.value.code == 400 and message in json.load(refused.value)["error"]
+
+
+def run_client(*args):
+    """examples/serving_client.py ARGS on the example triplet, as a user runs it."""
+    command = [sys.executable, ROOT / "examples" / "serving_client.py", *EXAMPLES, *args]
+    return subprocess.run([str(arg) for arg in command], capture_output=True, text=True, timeout=120)
+
+
+def client_error(result):
+    """The line the client printed last on stderr, where it failed with status 1 and no traceback
+    (TensorFlow, imported for gRPC, may log before it)."""
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def answering(status, body, content_type):
+    """A local HTTP server answering every POST with `status` and `body`; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_client_says_in_one_line_why_a_request_failed(served, tmp_path):
+    """examples/serving_client.py: the server's own message where it answers with an error (TF
+    Serving's {"error": ...} over REST, its first line; a gRPC status), else why the server cannot
+    be reached; status 1, no traceback."""
+    from tests.serving_standin import grpc_server, rest_server
+
+    directory = served[2]
+    with rest_server(directory, "lpips") as url:
+        assert client_error(run_client("--rest", url, "--model", "nope")) == (
+            f"error: {url} answered HTTP 404: Servable not found for request: Latest(nope)"
+        )
+    tf_error = "assertion failed: [ref[0] is not a complete PNG: 20 bytes]\n\t [[{{node Assert/Assert}}]]"
+    with answering(400, json.dumps({"error": tf_error}).encode(), "application/json") as url:
+        assert client_error(run_client("--bytes", "--rest", url)) == (
+            f"error: {url} answered HTTP 400: assertion failed: [ref[0] is not a complete PNG: 20 bytes]"
+        )
+    with answering(502, b"Bad Gateway\n", "text/plain") as url:
+        assert client_error(run_client("--rest", url)) == f"error: {url} answered HTTP 502: Bad Gateway"
+    port = closed_port()
+    line = client_error(run_client("--rest", f"http://127.0.0.1:{port}"))
+    assert line.startswith(f"error: cannot reach http://127.0.0.1:{port}: ") and "refused" in line, line
+    line = client_error(run_client("--grpc", f"127.0.0.1:{port}"))
+    assert line.startswith(f"error: cannot reach 127.0.0.1:{port}: ") and "refused" in line, line
+    with grpc_server(directory, "lpips") as address:
+        assert client_error(run_client("--grpc", address, "--model", "nope")) == (
+            f"error: {address} answered NOT_FOUND: Servable not found for request: Latest(nope)"
+        )
+    assert client_error(run_client("--rest", "http://127.0.0.1:1", "--write-body", tmp_path / "no" / "body.json")) == (
+        f"error: [Errno 2] No such file or directory: '{tmp_path / 'no' / 'body.json'}'"
+    )
+    without_grpc_packages = (  # as where tensorflow-serving-api is not installed
+        "import runpy, sys; sys.modules['tensorflow_serving'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    command = [sys.executable, "-c", without_grpc_packages, ROOT / "examples" / "serving_client.py", *EXAMPLES, "--grpc", address]
+    result = subprocess.run([str(arg) for arg in command], capture_output=True, text=True, timeout=120)
+    line = client_error(result)
+    assert line.startswith("error: gRPC needs tensorflow-serving-api (no module tensorflow_serving"), line
+    assert line.endswith("): pip install tensorflow-serving-api, or send over REST with --rest URL"), line
 
 
 @pytest.fixture(scope="module")
@@ -399,6 +507,9 @@ def refused_files():
     animated = io.BytesIO()
     frames[0].save(animated, format="WEBP", save_all=True, append_images=frames[1:], lossless=True)
     yield "webp-animated", animated.getvalue(), "is an animated WebP, which is not decoded here: send one frame, as PNG"
+    apng, one_frame_apng = animated_pngs(rgb)
+    yield "png-animated", apng, "is an animated PNG, which is not decoded here: send one frame, as PNG"
+    yield "png-apng-of-one-frame", one_frame_apng, "is an animated PNG, which is not decoded here: send one frame, as PNG"
     yield "tiff", encoded(image, "TIFF"), "is not a PNG, JPEG, BMP or WebP file"
 
 
@@ -412,7 +523,7 @@ def test_bmp_sides_that_are_no_sizes_are_refused(serving_bytes, width, height):
 @pytest.mark.parametrize("name,data,reason", list(refused_files()), ids=[name for name, *_ in refused_files()])
 def test_files_decoded_otherwise_than_read_image_are_refused(tmp_path, serving_bytes, name, data, reason):
     (tmp_path / "image").write_bytes(data)
-    frame = 0 if name == "webp-animated" else None
+    frame = 0 if name.endswith("-animated") else None
     assert read_image(tmp_path / "image", frame=frame).shape == (37, 45, 3)  # what `score` reads
     got = refusal(serving_bytes, data)
     assert got.startswith("img0[0]") and reason in got, got

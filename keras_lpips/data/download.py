@@ -93,17 +93,14 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
 
     size = archive.stat().st_size  # its PNGs barely compress: about as much again extracted
     disk_space.check_disk_space(dest, size, f"Extracting {archive}")
-    with files.scratch_directory(dest / split, needed=size) as scratch:  # the whole archive, then its split folder moved out
-        extracted = _extracted(archive, scratch / "archive", verified_by)
-        found = next((extracted / p for p in ARCHIVE_LAYOUTS[split] if (extracted / p).is_dir()), None)
-        if found is None:
-            top = sorted(p.name for p in extracted.iterdir())
-            raise DataError(
-                f"{archive} does not have the expected layout: no {' or '.join(ARCHIVE_LAYOUTS[split])} folder "
-                f"(top level: {', '.join(top) or 'empty'})"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        files.replace_directory(found, target)  # an empty target folder is replaced (a non-empty one returned early)
+    try:
+        _extract_split(split, archive, target)
+    except (DataError, UnsafeFileError) as error:
+        if verified_by != "size":  # it matched its published sha256: the published archive, kept
+            raise
+        archive.unlink()  # else the next run would fail on the same file
+        files.remove_if_empty(created)
+        raise type(error)(f"{error}. It was checked only by its size, so it is deleted: run again to download it anew") from None
     if not keep_archive:
         archive.unlink()
     return DownloadedSplit(split, target, digest, verified_by)
@@ -141,18 +138,21 @@ def _check_member(member, root, tar_path):
         raise UnsafeFileError(f"{where} is {kind}")
 
 
-def _extracted(archive, dest, verified_by):
-    """`safe_extract(archive, dest)`. An archive checked only by its size that fails to extract
-    is deleted (the message says so), so that the next run downloads it again instead of
-    failing on the same file; one that matched its published sha256 is the published archive,
-    and stays."""
-    try:
-        return safe_extract(archive, dest)
-    except (DataError, UnsafeFileError) as error:
-        if verified_by != "size":
-            raise
-        archive.unlink(missing_ok=True)
-        raise type(error)(f"{error}. It was checked only by its size, so it is deleted: run again to download it anew") from None
+def _extract_split(split, archive, target):
+    """Extracts `archive` and moves its `split` folder to `target`: `DataError` where it does not
+    extract or lacks that folder (`ARCHIVE_LAYOUTS`), `UnsafeFileError` for a hostile member."""
+    size = archive.stat().st_size
+    with files.scratch_directory(archive.parent / split, needed=size) as scratch:  # the whole archive, then its split folder moved out
+        extracted = safe_extract(archive, scratch / "archive")
+        found = next((extracted / p for p in ARCHIVE_LAYOUTS[split] if (extracted / p).is_dir()), None)
+        if found is None:
+            top = sorted(p.name for p in extracted.iterdir())
+            raise DataError(
+                f"{archive} does not have the expected layout: no {' or '.join(ARCHIVE_LAYOUTS[split])} folder "
+                f"(top level: {', '.join(top) or 'empty'})"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files.replace_directory(found, target)  # an empty target folder is replaced (a non-empty one returned early)
 
 
 def safe_extract(tar_path, dest):
