@@ -35,14 +35,14 @@ def as_numpy(values, dtype=None):
     return np.asarray(values, dtype)
 
 
-def checked_array_pair(inputs, input_range, min_size, names=NAMES):
+def checked_array_pair(inputs, input_range, min_size, names=NAMES, fixed_range=False):
     """A pair [img0, img1] of (N, H, W, 3) images as float32 numpy arrays, or `InputError`
-    saying what is wrong (the messages call the two `names`)."""
+    saying what is wrong (the messages call the two `names`; `fixed_range`: see `check_values`)."""
     check_is_pair(inputs)
     pair = [as_numpy(x, np.float32) for x in inputs]
     check_pair_shapes([x.shape for x in pair], min_size, names)
     for name, x in zip(names, pair):
-        check_values(x, input_range, name)
+        check_values(x, input_range, name, fixed_range)
     return pair
 
 
@@ -100,8 +100,19 @@ def check_load_size(load_size, min_size, net, layers):
         raise InputError(f"load_size {load_size} is too small for {described} (needs >= {min_size})")
 
 
-def check_values(values, input_range, name="image"):
-    """Raises `InputError` for NaN/inf or values outside `input_range` (+- tolerance)."""
+def values_advice(input_range, fixed_range=False):
+    """What a message about values outside `input_range` ends with: pass a matching input_range,
+    or, for a model that takes one range only (`fixed_range`: an export, the LiteRT scorer),
+    that range."""
+    low, high = (float(v) for v in input_range)
+    if fixed_range:
+        return f"; this model takes images in [{low:g}, {high:g}] only (8-bit pixels divided by 255)"
+    return f", outside input_range=({low:g}, {high:g}); pass input_range matching your images, e.g. (0, 1) or (0, 255)"
+
+
+def check_values(values, input_range, name="image", fixed_range=False):
+    """Raises `InputError` for NaN/inf or values outside `input_range` (+- tolerance); the
+    message ends with `values_advice`."""
     if values.size == 0:
         raise InputError(f"{name} is empty. Received shape {values.shape}")
     # Two vectorised passes: min and max propagate NaN, and any inf is one of them.
@@ -111,7 +122,4 @@ def check_values(values, input_range, name="image"):
     low, high = input_range
     slack = RANGE_TOLERANCE * (high - low)
     if lo < low - slack or hi > high + slack:
-        raise InputError(
-            f"{name} has values in [{lo:.4g}, {hi:.4g}], outside input_range=({low:g}, {high:g}); "
-            f"pass input_range matching your images, e.g. (0, 1) or (0, 255)"
-        )
+        raise InputError(f"{name} has values in [{lo:.4g}, {hi:.4g}]{values_advice(input_range, fixed_range)}")

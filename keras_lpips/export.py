@@ -396,7 +396,7 @@ class ExportedMetric:
         checked = {}
         for name in others:
             pair = [images[first], images[name]]
-            checked[first], checked[name] = check_image_pair(pair, self.input_range, self.min_input_size, names=(first, name))
+            checked[first], checked[name] = check_image_pair(pair, self.input_range, self.min_input_size, (first, name), fixed_range=True)
         try:
             return function(**checked)
         except tf.errors.InvalidArgumentError as error:

@@ -30,15 +30,17 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lpips.array_checks import NAMES, RANGE_TOLERANCE, check_is_pair, check_pair_shapes, check_static_size, check_values
+from keras_lpips.array_checks import (
+    NAMES, RANGE_TOLERANCE, check_is_pair, check_pair_shapes, check_static_size, check_values, values_advice,
+)
 from keras_lpips.errors import InputError, reason
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
 
 
-def check_image_pair(inputs, input_range, min_size, names=NAMES):
+def check_image_pair(inputs, input_range, min_size, names=NAMES, fixed_range=False):
     """Returns the pair as float32 tensors, or raises `InputError` saying what is wrong (in a
     TensorFlow graph: the tensors, behind assertions of what is unknown until run time); the
-    messages call the two `names`."""
+    messages call the two `names` (`fixed_range`: see `array_checks.values_advice`)."""
     check_is_pair(inputs)
     images = [as_image_batch(x, name) for name, x in zip(names, inputs)]
     # numpy inputs are checked as they are: no round trip through a tensor.
@@ -46,11 +48,11 @@ def check_image_pair(inputs, input_range, min_size, names=NAMES):
     pair = [_as_float32(x) for x in images]
     check_pair_shapes([static_shape(x, name) for name, x in zip(names, pair)], min_size, names)
     if _in_tensorflow_graph(pair):
-        return _graph_checked(pair, input_range, min_size, names)
+        return _graph_checked(pair, input_range, min_size, names, fixed_range)
     for name, array, x in zip(names, arrays, pair):
         values = array if array is not None else _concrete(x)
         if values is not None:
-            check_values(values, input_range, name)
+            check_values(values, input_range, name, fixed_range)
     return pair
 
 
@@ -162,12 +164,11 @@ def _in_tensorflow_graph(pair):
     return not tf.executing_eagerly() and all(isinstance(x, tf.Tensor) for x in pair)
 
 
-def _graph_checked(pair, input_range, min_size, names):
+def _graph_checked(pair, input_range, min_size, names, fixed_range=False):
     """The pair behind the graph's checks, in the eager order (the first failing one names the
     problem). Passing costs a few scalar ops and three reductions per image; the messages are
     only formatted when a check fails."""
-    low, high = (float(v) for v in input_range)
-    outside = f", outside input_range=({low:g}, {high:g}); pass input_range matching your images, e.g. (0, 1) or (0, 255)"
+    outside = values_advice(input_range, fixed_range)
     checks = _shape_checks(pair, names, min_size)
     for name, x in zip(names, pair):
         checks += _value_checks(name, x, _within(x, input_range), outside)

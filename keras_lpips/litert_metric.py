@@ -199,6 +199,6 @@ class LiteRTMetric:
         return self._run(self._spatial, inputs)["map"]
 
     def _run(self, runner, inputs):
-        img0, img1 = checked_array_pair(inputs, (0.0, 1.0), self.min_input_size)
+        img0, img1 = checked_array_pair(inputs, self.input_range, self.min_input_size, fixed_range=True)
         with muted_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" line
             return runner(img0=img0, img1=img1)

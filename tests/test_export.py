@@ -541,6 +541,8 @@ def test_load_savedmodel_scores_like_keras(exported):
     small = images[:, : served.min_input_size - 1, : served.min_input_size - 1]
     with pytest.raises(InputError, match="too small for this network"):
         served([small, small])
+    with pytest.raises(InputError, match=r"img0 has values in \[.*\]; this model takes images in \[0, 1\] only \(8-bit pixels divided by 255\)$"):
+        served([pair[0] * 255, pair[1]])  # it has no input_range to pass
 
 
 def test_load_savedmodel_picks_the_highest_version_and_refuses_others(exported, tmp_path):

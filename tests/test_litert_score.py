@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keras_lpips.errors import InputError
 from keras_lpips.litert_metric import cached_paths, litert_metric, official_config
 from keras_lpips.resolve import MetricSpec
 from keras_lpips.weights import sources
@@ -54,6 +55,8 @@ def test_distances_and_maps_equal_the_keras_metric(converted_home, monkeypatch, 
     pair = [rng.random((2, 48, 40, 3), dtype=np.float32) for _ in range(2)]
     np.testing.assert_allclose(served(pair), np.asarray(keras_metric(pair)), atol=1e-5)
     np.testing.assert_allclose(served.spatial_map(pair), np.asarray(keras_metric.spatial_map(pair)), atol=1e-5)
+    with pytest.raises(InputError, match=r"img1 has values in \[.*\]; this model takes images in \[0, 1\] only"):
+        served([pair[0], pair[1] * 255])
 
 
 def test_only_official_configurations():
