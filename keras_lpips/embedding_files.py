@@ -327,19 +327,18 @@ def _earlier_embeddings(out, parts, metric, frame):
     """`{path: Embeddings}` of what earlier runs of `embed_folder` left to keep: `out`, then the
     chunks in `parts`, each checked against `metric` (`(description, fingerprint)`) and `frame`,
     and all of one image size: otherwise `InputError` saying how to go on. Files without the
-    images' `sha256` (older versions) are skipped with a note: nothing in them can be matched to
-    the images, which are embedded again."""
+    images' `sha256` (older versions) are checked alike, then said in a note: none of their
+    vectors can be matched to an image (`_unchanged`), so their images are embedded again."""
     sources = [out] if out.exists() else []
     sources += sorted(parts.glob("part-*.npz")) if parts.is_dir() else []
     earlier = {}
     for source in sources:
         previous = _read_earlier(source, out)
+        check_same_metric((previous.metric, previous.fingerprint), metric, (str(source), "the metric given"), ANEW)
+        _check_same_frame(source, previous.frame, frame)
         if previous.sha256 is None:
             note(f"{source} does not record which image contents its vectors are of (an older keras-lpips wrote it): "
                  f"embedding its images again")  # fmt: skip
-            continue
-        check_same_metric((previous.metric, previous.fingerprint), metric, (str(source), "the metric given"), ANEW)
-        _check_same_frame(source, previous.frame, frame)
         first = next(iter(earlier), source)
         if previous.image_size != earlier.get(first, previous).image_size:
             raise InputError(
@@ -367,6 +366,7 @@ def _unchanged(earlier, content):
     return {
         name: vector
         for previous in earlier
+        if previous.sha256 is not None  # an older file: no vector of it can be matched
         for name, digest, vector in zip(previous.names, previous.sha256, previous.vectors)
         if content.get(name) == digest
     }

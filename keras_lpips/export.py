@@ -114,7 +114,8 @@ def serving_functions(metric, max_pixels=None):
     def verdicts(ref, p0, p1):
         """The rank signature's outputs: d(ref, p0), d(ref, p1) and the 2AFC verdict."""
         d0, d1 = metric.twoafc(ref, p0, p1, training=False)
-        return {"d0": d0, "d1": d1, "p1_preferred": tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))}
+        verdict = tf.where(d1 < d0, 1.0, tf.where(d1 == d0, 0.5, 0.0))
+        return {"d0": d0, "d1": d1, "p1_preferred": tf.where(tf.math.is_nan(d0 + d1), float("nan"), verdict)}  # never a verdict on NaN
 
     @tf.function(input_signature=[image, image])
     def distance(img0, img1):

@@ -161,9 +161,6 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
     blocking = _non_folder_above(path)
     if blocking is not None:
         raise InputError(f"Cannot write {path}: {blocking} is not a folder")
-    existing = next((parent for parent in path.parents if os.path.lexists(parent)), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system, or not ours
-        raise OutputError(f"Cannot write {path}: {existing} is not writable")
     if kind == "file" and not new_folders and not path.parent.is_dir():
         raise InputError(f"Output folder does not exist: {path.parent}")
     if os.path.lexists(path):
@@ -174,7 +171,19 @@ def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False)
             raise InputError(f"Refusing to write {path}: it is {_A_KIND[found]}, not a {kind or 'file or folder'}")
         if not overwrite:
             raise InputError(exists_message(path))
+    written = _written_folder(path, kind)
+    if written is not None and not os.access(written, os.W_OK | os.X_OK):  # a read-only file system, or not ours
+        raise OutputError(f"Cannot write {path}: {written} is not writable")
     return path
+
+
+def _written_folder(path, kind):
+    """The folder an output `path` is written in: itself where it is a folder that exists (an
+    output folder filled in place; `kind` "folder" or None), else the nearest of its parents
+    that exists (where a file is renamed into place, or the missing folders are created)."""
+    if kind != "file" and path.is_dir():
+        return path
+    return next((parent for parent in path.parents if os.path.lexists(parent)), None)
 
 
 def _non_folder_above(path):

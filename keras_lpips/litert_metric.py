@@ -125,6 +125,8 @@ def _converted(config, report):
             if report:
                 report(f"prepared in {time.perf_counter() - start:.0f} s")
             loaded = _load_verified(model, record)
+            if loaded is None:
+                raise RuntimeError(f"LiteRT cannot load the conversion written to {model}")
     return loaded
 
 

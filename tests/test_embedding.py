@@ -561,6 +561,12 @@ def test_embed_folder_embeds_again_the_images_of_a_file_that_records_no_contents
     stored = read_embeddings(out)
     np.testing.assert_array_equal(stored.vectors, fresh.vectors)
     assert stored.sha256 == fresh.sha256 and len(stored.sha256[0]) == 64
+    # One of another metric is refused as a new one is, not replaced.
+    other = {**fresh.metric, "net": "vgg"}
+    write_embeddings(out, dataclasses.replace(fresh, metric=other, fingerprint="another", sha256=None))
+    with pytest.raises(InputError, match="belong to different metrics.*overwrite=True to embed the folder anew"):
+        embed_folder(metric, folder, out)
+    assert read_embeddings(out).fingerprint == "another"
 
 
 def test_embed_says_how_to_go_on_from_a_file_it_cannot_complete(tmp_path):

@@ -166,3 +166,16 @@ def test_a_conversion_that_fails_is_a_note_and_keras_scores(fake_imagenet_home, 
     result = run_cli("score", *TRIPLET)
     assert result.returncode == 0 and "is closer to" in result.stdout
     assert "note: could not prepare the LiteRT scorer (No space left on device)" in result.stderr
+
+
+def test_a_conversion_litert_cannot_load_is_a_note(fake_imagenet_home, tmp_path, monkeypatch):
+    """A conversion written whole that LiteRT then refuses is said, not retried in silence."""
+    from keras_lpips import export
+    from keras_lpips.errors import KerasLPIPSNote
+
+    home = tmp_path / "home"
+    shutil.copytree(fake_imagenet_home, home)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(export, "export_tflite", lambda metric, path, **kwargs: Path(path).write_bytes(b"not a flatbuffer"))
+    with pytest.warns(KerasLPIPSNote, match=r"could not prepare the LiteRT scorer \(LiteRT cannot load the conversion written to .*\.tflite\)"):
+        assert litert_metric(MetricSpec()) is None

@@ -197,6 +197,28 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(work
     assert result.stdout == "" and snapshot(work) == before
 
 
+def test_writability_is_asked_of_the_folder_written_in(tmp_path, monkeypatch):
+    """An output folder that exists is filled in place: it must be writable, not its parent (a
+    run folder of one's own in a read-only place); a file, or a folder still to create, needs the
+    nearest existing folder above it. A missing folder or an existing output is said as such
+    first."""
+    from keras_lpips.errors import OutputError
+
+    (tmp_path / "ro" / "mine").mkdir(parents=True)
+    (tmp_path / "ro" / "old.csv").write_text("old")
+    unwritable = str(tmp_path / "ro")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: os.path.abspath(path) != unwritable and access(path, mode, **kw))
+    files.check_output(tmp_path / "ro" / "mine", overwrite=True, kind="folder")
+    for path, kind in ((tmp_path / "ro" / "new", "folder"), (tmp_path / "ro" / "new.csv", "file"), (tmp_path / "ro" / "a" / "b", None)):
+        with pytest.raises(OutputError, match=f"^Cannot write {path}: {unwritable} is not writable$"):
+            files.check_output(path, kind=kind)
+    with pytest.raises(InputError, match="Output folder does not exist"):
+        files.check_output(tmp_path / "ro" / "missing" / "x.csv", kind="file")
+    with pytest.raises(InputError, match="already exists; pass overwrite=True"):
+        files.check_output(tmp_path / "ro" / "old.csv", kind="file")
+
+
 def test_a_map_of_identical_images_is_dark(work):
     result = run_cli("score", "d0/a.png", "d0/a.png", "--map", "same.png", *RANDOM)
     assert result.returncode == 0 and "= 0.0000" in result.stdout, result.stderr

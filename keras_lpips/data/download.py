@@ -95,10 +95,10 @@ def download_split(split, dest, progress=None, timeout=60, keep_archive=False):
     disk_space.check_disk_space(dest, size, f"Extracting {archive}")
     try:
         _extract_split(split, archive, target)
-    except (DataError, UnsafeFileError) as error:
+    except (ArchiveError, UnsafeFileError) as error:
         if verified_by != "size":  # it matched its published sha256: the published archive, kept
             raise
-        archive.unlink()  # else the next run would fail on the same file
+        archive.unlink(missing_ok=True)  # else the next run would fail on the same file
         files.remove_if_empty(created)
         raise type(error)(f"{error}. It was checked only by its size, so it is deleted: run again to download it anew") from None
     if not keep_archive:
@@ -138,9 +138,14 @@ def _check_member(member, root, tar_path):
         raise UnsafeFileError(f"{where} is {kind}")
 
 
+class ArchiveError(DataError):
+    """An archive that does not extract: truncated, damaged, or not a tar archive."""
+
+
 def _extract_split(split, archive, target):
-    """Extracts `archive` and moves its `split` folder to `target`: `DataError` where it does not
-    extract or lacks that folder (`ARCHIVE_LAYOUTS`), `UnsafeFileError` for a hostile member."""
+    """Extracts `archive` and moves its `split` folder to `target`: `ArchiveError` where it does
+    not extract, `UnsafeFileError` for a hostile member, `DataError` where it lacks that folder
+    (`ARCHIVE_LAYOUTS`)."""
     size = archive.stat().st_size
     with files.scratch_directory(archive.parent / split, needed=size) as scratch:  # the whole archive, then its split folder moved out
         extracted = safe_extract(archive, scratch / "archive")
@@ -180,5 +185,5 @@ def safe_extract(tar_path, dest):
         except tarfile.FilterError as error:
             raise UnsafeFileError(f"Refusing to extract {tar_path}: {error}") from None
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as error:
-            raise DataError(f"Cannot extract {tar_path} (truncated or not a tar archive?): {error}") from None
+            raise ArchiveError(f"Cannot extract {tar_path} (truncated or not a tar archive?): {error}") from None
     return dest
