@@ -6,6 +6,8 @@ import os
 import pathlib
 import time
 
+from keras_lpips.errors import OutputError
+
 _LOCK_POLL_SECONDS = 0.05
 
 
@@ -15,15 +17,18 @@ def file_lock(path, timeout=None):
     block: another process, or thread, asking for the same lock waits until it is released.
 
     `timeout`: None waits as long as it takes; a number of seconds (0: one try) raises
-    `TimeoutError` naming the lock when it is still held after that long. The lock file is
-    removed on release. Not re-entrant: taking a lock the same thread holds waits forever.
+    `TimeoutError` naming the lock when it is still held after that long; a folder in the lock
+    file's place, `OutputError`. The lock file is removed on release. Not re-entrant: taking a lock the same thread holds waits forever.
     """
     import fcntl
 
     lock = pathlib.Path(f"{path}.lock")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except IsADirectoryError:
+            raise OutputError(f"{lock} is a folder, where keras-lpips keeps the lock file of {path}: remove it") from None
         try:
             _acquire(fcntl, fd, lock, deadline, timeout)
             # The holder before us may have removed the file after we opened it: a lock on an

@@ -381,3 +381,18 @@ def test_cache_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("KERAS_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert cache_folder.cache_dir() == tmp_path / "user" / ".keras" / "keras_lpips"
+
+
+def test_a_folder_where_the_lock_file_goes_is_one_error(tmp_path, tiny_bapps):
+    """`PATH.lock` a folder (made by hand, or by another program): one line saying what to remove."""
+    from keras_lpips.errors import OutputError
+    from tests.helpers import RANDOM, one_error_line, run_cli
+
+    (tmp_path / "x.lock").mkdir()
+    with pytest.raises(OutputError, match=r"x.lock is a folder, where keras-lpips keeps the lock file of .*x: remove it$"):
+        with file_lock(tmp_path / "x"):
+            pass
+    (tmp_path / "run.lock").mkdir()
+    result = run_cli("fit", "--data", tiny_bapps, "--out", tmp_path / "run", *RANDOM)
+    assert result.returncode == 1 and one_error_line(result).endswith("run.lock is a folder, where keras-lpips keeps the "
+                                                                      f"lock file of {tmp_path / 'run'}: remove it")  # fmt: skip
