@@ -116,7 +116,14 @@ def rest_server(directory, name):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with http_server(Handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def http_server(handler):
+    """A local HTTP server of `handler` (a `BaseHTTPRequestHandler` class) in a thread; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

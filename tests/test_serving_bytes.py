@@ -16,10 +16,9 @@ import re
 import struct
 import subprocess
 import sys
-import threading
 import urllib.error
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -320,14 +319,10 @@ def answering(status, body, content_type):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    from tests.serving_standin import http_server
+
+    with http_server(Handler) as url:
+        yield url
 
 
 def test_the_client_says_in_one_line_why_a_request_failed(served, tmp_path):
