@@ -389,7 +389,7 @@ def _delete_parts(parts):
     try:
         shutil.rmtree(parts)
     except FileNotFoundError:
-        pass
+        return  # no earlier run left any
     except OSError as error:
         raise OutputError(f"Cannot write {parts}: {reason(error)}") from None
 
