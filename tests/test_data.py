@@ -199,7 +199,24 @@ def test_other_formats_and_sizes_decode_like_pillow(tiny, tmp_path):
     p0 = batch["p0"].numpy()[0]
     assert np.abs(p0 - smooth[:64, :64, :1]).mean() < 3 and (p0[..., 0] == p0[..., 2]).all()
     pil = np.asarray(Image.fromarray(smooth).resize((64, 64), Image.BILINEAR), dtype=np.float32)
-    assert np.abs(batch["p1"].numpy()[0] - pil).max() <= 3
+    np.testing.assert_array_equal(batch["p1"].numpy()[0], pil)
+
+
+@pytest.mark.parametrize("side, load_size", [(64, 32), (64, 224), (64, 97), (50, 64), (131, 64), (7, 31)])
+def test_resized_pixels_are_the_references(tmp_path, side, load_size):
+    """At any load size the pixels are `transforms.Resize(S)`'s on a PIL image (Pillow's bilinear
+    resize of the RGB image) exactly: down, up, odd ratios; read with input_range (0, 255)."""
+    from keras_lpips.data import jnd_dataset
+
+    rng = np.random.default_rng(side * 1000 + load_size)
+    noise = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "p0.png")
+    Image.fromarray(255 - noise).save(tmp_path / "p1.png")
+    record = JNDRecord(tmp_path / "p0.png", tmp_path / "p1.png", 1.0)
+    batch = next(iter(jnd_dataset([record], batch_size=1, load_size=load_size, input_range=(0, 255), shuffle=False)))
+    for key, pixels in (("p0", noise), ("p1", 255 - noise)):
+        reference = np.asarray(Image.open(tmp_path / f"{key}.png").convert("RGB").resize((load_size,) * 2, Image.BILINEAR))
+        np.testing.assert_array_equal(batch[key].numpy()[0], reference.astype(np.float32))
 
 
 def test_same_seed_same_order_each_epoch_reshuffled(tiny):

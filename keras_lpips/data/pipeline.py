@@ -7,12 +7,11 @@ Each element is a dict of batched tensors::
 
 Images are decoded as RGB (grey, palette and RGBA converted, alpha dropped, as the reference's
 `Image.open(...).convert("RGB")`) and mapped to `input_range` (the reference's ToTensor +
-Normalize(0.5, 0.5) for (-1, 1)). Images that are not S x S already are resized to S x S with
-antialiased bilinear filtering and rounded back to 8 bits: close to, not bit-identical with, the
-reference's `transforms.Resize(S)` on PIL images (PIL's fixed-point filter rounds half up and
-weighs taps slightly differently: up to one 8-bit level on some pixels; and PIL keeps a
-non-square image's aspect ratio where this squashes it). BAPPS patches are 64 x 64, so at the
-default S = 64 nothing is resized and the pixels are the reference's exactly.
+Normalize(0.5, 0.5) for (-1, 1)). Images that are not S x S already are resized to S x S by
+Pillow's bilinear filter, the reference's `transforms.Resize(S)` on PIL images: a square image's
+pixels are the reference's exactly, at every S (a non-square one is squashed to S x S, where the
+reference keeps its aspect ratio and could not batch it). BAPPS patches are 64 x 64, so at the
+default S = 64 nothing is resized.
 
 Under `tf.distribute` the datasets use the DATA auto-shard policy: every worker runs the whole
 pipeline and keeps its share of each global batch, so `strategy.experimental_distribute_dataset`
@@ -31,7 +30,9 @@ of a new copy before training.
 import contextlib
 import re
 
+import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from keras_lpips.argument_checks import check_integer
 from keras_lpips.errors import DataError, InputError
@@ -126,6 +127,13 @@ def _read_image(path, png_only):
     return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
 
 
+def _pillow_bilinear(image, size):
+    """uint8 (H, W, 3) -> uint8 (size, size, 3) by `PIL.Image.resize(..., BILINEAR)`, the filter of
+    the reference's `transforms.Resize` (Pillow's fixed-point arithmetic, so bit-identical; it
+    releases the GIL while it filters)."""
+    return np.asarray(Image.fromarray(image).resize((int(size), int(size)), Image.BILINEAR))
+
+
 def _decoder(image_keys, load_size, png_only):
     """element {key: path, value: float} -> {key: uint8 (S, S, 3), value: float}."""
 
@@ -134,8 +142,7 @@ def _decoder(image_keys, load_size, png_only):
         size = tf.shape(image)[:2]
 
         def resized():
-            pixels = tf.image.resize(tf.cast(image, tf.float32), (load_size, load_size), "bilinear", antialias=True)
-            return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
+            return tf.numpy_function(_pillow_bilinear, [image, load_size], tf.uint8, stateful=False)
 
         image = tf.cond(tf.reduce_all(tf.equal(size, load_size)), lambda: image, resized)
         return tf.ensure_shape(image, (load_size, load_size, 3))
