@@ -129,6 +129,7 @@ def test_resume_compares_what_settings_mean_not_their_spelling(small_data, tmp_p
     assert config_changes(old, same) == ""
     assert config_changes(old, {**same, "policy": "float32"}) == "policy: 'mixed_bfloat16' -> 'float32'"
     assert config_changes(old, {**same, "layers": 4}) == "layers: 5 -> 4"
+    assert config_changes({**old, "strategy": "auto"}, {**same, "strategy": "mirrored"}) == ""  # where, not what
     assert config_changes(old, {**same, "backbone_weights": "imagenet"}).startswith("backbone_weights: ")
     # the study compares runs without the policy (auto picks it per machine): the spelling then counts
     assert config_changes(old, same, ignore=("policy",)) == "mixed_precision: 'auto' -> 'bf16'"
@@ -145,6 +146,24 @@ def test_resume_with_the_precision_auto_resolved_to(small_data, tmp_path, monkey
     first = fit_run(small_data, tmp_path / "run", **{**FAST, "mixed_precision": "off"})
     again = fit_run(small_data, tmp_path / "run", resume=True, **{**FAST, "mixed_precision": "auto"})
     assert again["final"] == first["final"] and again["config"]["policy"] == "float32"
+
+
+def test_a_run_resumes_under_another_strategy(small_data, tmp_path):
+    """Started on one device (lin: from the frozen backbone's precomputed maps), resumed under
+    MirroredStrategy (on the images): it ends where the uninterrupted one-device run ends (dropout
+    off: its masks depend on how a batch is split over replicas)."""
+    from keras_lpips.errors import KerasLPIPSNote
+    from keras_lpips.training import fit_run
+    from tests.test_training import _assert_same_state, _interrupt_in_epoch, _Interrupted
+
+    run = dict(TINY, epochs=2, decay_epochs=1, lr=1e-3, seed=3, progress=False, dropout=0.0)
+    fit_run(small_data, tmp_path / "straight", strategy="one-device", **run)
+    with pytest.raises(_Interrupted):
+        fit_run(small_data, tmp_path / "moved", callbacks=[_interrupt_in_epoch(2)], strategy="one-device", **run)
+    with pytest.warns(KerasLPIPSNote, match=r"^strategy mirrored: 1 replica"):
+        resumed = fit_run(small_data, tmp_path / "moved", resume=True, strategy="mirrored", **run)
+    assert resumed["strategy"] == "mirrored" and resumed["config"]["strategy"] == "mirrored"
+    _assert_same_state(tmp_path / "moved", tmp_path / "straight", atol=1e-5)
 
 
 # --- notes: KerasLPIPSNote warnings, which the CLI prints as "note: ..." lines ----------------------

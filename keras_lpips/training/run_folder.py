@@ -54,7 +54,7 @@ FILES = (
 FOLDERS = ("checkpoint", "logs")
 # history.csv's float32 values (the rate, losses and scores), written as float32 (0.6929503, 2e-05)
 FLOAT32_FIELDS = ("lr", "loss", "2afc", "val_loss", "val_2afc")
-PER_INVOCATION = ("resume", "progress")  # options that may differ between a run and its resumption
+PER_INVOCATION = ("resume", "progress", "strategy")  # options that may differ between a run and its resumption
 # What a run writes besides its checkpoints and models (history, plots, TensorBoard logs,
 # validation distances, run.json), with room to spare.
 OTHER_BYTES = 20 * 10**6
