@@ -62,7 +62,8 @@ def main():
     import tensorflow as tf
 
     from keras_lpips import beam_pipelines
-    from keras_lpips.embedding_files import embed_folder, read_embeddings
+    from keras_lpips.embedding_files import read_embeddings
+    from keras_lpips.resumable_embedding import embed_folder
     from keras_lpips.export import export_savedmodel
     from keras_lpips.model import LPIPS
 

@@ -87,7 +87,8 @@ def embed(
     overwrite: StartOver = False,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding_files import embed_folder, image_names
+    from keras_lpips.embedding_files import image_names
+    from keras_lpips.resumable_embedding import embed_folder
     from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
 
@@ -128,7 +129,7 @@ def nearest(
     ] = None,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding_files import nearest_images
+    from keras_lpips.embedding_queries import nearest_images
     from keras_lpips.embedding_index import KINDS
     from keras_lpips.errors import InputError
 
@@ -161,7 +162,7 @@ def diversity(
     frame: options.Frame = None,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding_files import folder_diversity
+    from keras_lpips.embedding_queries import folder_diversity
 
     with _embedding_progress() as progress:
         result = folder_diversity(lambda: _lpips(metric), folder, resize, progress, frame)

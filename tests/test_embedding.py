@@ -329,7 +329,8 @@ def read_folder(folder):
 def test_embed_resumes_and_nearest_matches_the_metric(tmp_path, fake_imagenet_home, monkeypatch):
     """embed writes chunks and continues after an interruption; nearest from the file gives the
     metric's own distances (the fake ImageNet cache: every run loads the same weights)."""
-    from keras_lpips.embedding_files import EmbedCounts, embed_folder, parts_folder, read_embeddings
+    from keras_lpips.embedding_files import read_embeddings
+    from keras_lpips.resumable_embedding import EmbedCounts, embed_folder, parts_folder
 
     monkeypatch.setenv("KERAS_HOME", str(fake_imagenet_home))
     rng = np.random.default_rng(3)
@@ -398,7 +399,8 @@ def test_nearest_and_diversity_commands(tmp_path):
 
 def test_nearest_between_embed_files_needs_no_model(tmp_path):
     """Two embed files are read, not embedded: the metric's function is never called."""
-    from keras_lpips.embedding_files import Embeddings, nearest_images, write_embeddings
+    from keras_lpips.embedding_files import Embeddings, write_embeddings
+    from keras_lpips.embedding_queries import nearest_images
 
     vectors = vectors_with_copies(np.random.default_rng(8))
     names = [f"{k}.png" for k in range(len(vectors))]
@@ -427,7 +429,8 @@ def test_nearest_between_embed_files_needs_no_model(tmp_path):
 def test_folder_diversity_and_nearest_images_follow_their_progress(tmp_path, metric):
     """The library functions behind `diversity` and `nearest`: the metric's own distances, and
     `progress(done, total)` over every image embedded, from (0, total) on."""
-    from keras_lpips.embedding_files import describe_metric, folder_diversity, nearest_images
+    from keras_lpips.embedding_files import describe_metric
+    from keras_lpips.embedding_queries import folder_diversity, nearest_images
 
     rng = np.random.default_rng(9)
     write_images(tmp_path / "sets" / "a", rng.random((3, 40, 40, 3), dtype=np.float32))
@@ -513,7 +516,8 @@ def test_embed_folder_embeds_changed_images_again_and_drops_removed_ones(tmp_pat
     """A rerun makes the file describe the folder as it is now: an image whose bytes changed is
     embedded again (under its old name, with its size and modification time kept, or in another
     folder with the same names), one no longer there is dropped, an unchanged one is kept."""
-    from keras_lpips.embedding_files import EmbedCounts, embed_folder, read_embeddings
+    from keras_lpips.embedding_files import read_embeddings
+    from keras_lpips.resumable_embedding import EmbedCounts, embed_folder
 
     rng = np.random.default_rng(13)
     folder, out = tmp_path / "a", tmp_path / "a.npz"
@@ -547,7 +551,9 @@ def test_embed_folder_embeds_changed_images_again_and_drops_removed_ones(tmp_pat
 def test_embed_folder_embeds_again_the_images_of_a_file_that_records_no_contents(tmp_path, metric):
     """A file of an older version (no `sha256`) cannot tell which images its vectors are of: a
     rerun embeds them all again, with a note, and records them; `nearest` still reads it."""
-    from keras_lpips.embedding_files import EmbedCounts, embed_folder, nearest_images, read_embeddings, write_embeddings
+    from keras_lpips.embedding_files import read_embeddings, write_embeddings
+    from keras_lpips.embedding_queries import nearest_images
+    from keras_lpips.resumable_embedding import EmbedCounts, embed_folder
     from keras_lpips.errors import KerasLPIPSNote
 
     folder, out = tmp_path / "a", tmp_path / "a.npz"
@@ -572,7 +578,7 @@ def test_embed_folder_embeds_again_the_images_of_a_file_that_records_no_contents
 def test_embed_says_how_to_go_on_from_a_file_it_cannot_complete(tmp_path):
     """A damaged part or embed file, one of another metric: one line naming what to delete or
     --overwrite, which starts over (the parts an earlier run left deleted)."""
-    from keras_lpips.embedding_files import parts_folder
+    from keras_lpips.resumable_embedding import parts_folder
 
     folder, out = tmp_path / "a", tmp_path / "a.npz"
     write_images(folder, np.random.default_rng(15).random((2, 40, 40, 3), dtype=np.float32))
@@ -599,7 +605,7 @@ def test_embed_says_how_to_go_on_from_a_file_it_cannot_complete(tmp_path):
 def test_embed_folder_keeps_the_parts_a_rerun_did_not_delete(tmp_path, metric):
     """After a damaged part is deleted (as the refusal says), new parts take free names: none
     replaces a finished one. An image of another size than the file's: resize it, or start over."""
-    from keras_lpips.embedding_files import EmbedCounts, embed_folder, parts_folder
+    from keras_lpips.resumable_embedding import EmbedCounts, embed_folder, parts_folder
 
     rng = np.random.default_rng(16)
     folder, out = tmp_path / "a", tmp_path / "a.npz"
@@ -631,7 +637,7 @@ def test_embed_folder_keeps_the_parts_a_rerun_did_not_delete(tmp_path, metric):
 def test_a_failed_embed_leaves_nothing_new_and_says_what_it_cannot_write(tmp_path, metric):
     """A run stopped before a chunk is finished leaves no parts folder; an output folder that
     takes no new files is "Cannot write PATH: reason" in one line, as for every command."""
-    from keras_lpips.embedding_files import embed_folder
+    from keras_lpips.resumable_embedding import embed_folder
     from keras_lpips.errors import OutputError
 
     folder = tmp_path / "a"
@@ -697,7 +703,8 @@ def test_embed_nearest_and_diversity_read_the_frame_asked_of_an_animated_image(t
 def test_embed_folder_completes_with_the_frame_it_was_written_with(tmp_path, metric):
     """A run refused at a multi-frame image leaves what it embedded: it holds no multi-frame
     image, so a rerun with a frame completes it; that frame is then the only one that does."""
-    from keras_lpips.embedding_files import EmbedCounts, embed_folder, parts_folder, read_embeddings
+    from keras_lpips.embedding_files import read_embeddings
+    from keras_lpips.resumable_embedding import EmbedCounts, embed_folder, parts_folder
 
     folder = animated_folder(tmp_path / "clips", np.random.default_rng(11))
     out = tmp_path / "clips.npz"
@@ -720,7 +727,8 @@ def test_embed_folder_completes_with_the_frame_it_was_written_with(tmp_path, met
 def test_embed_folder_records_a_frame_only_where_a_multi_frame_image_was_read(tmp_path, metric):
     """Images of one frame ignore `frame`: a file of them records none, so a rerun without a
     frame (or with another) completes it; the first multi-frame image read records it."""
-    from keras_lpips.embedding_files import EmbedCounts, embed_folder, read_embeddings
+    from keras_lpips.embedding_files import read_embeddings
+    from keras_lpips.resumable_embedding import EmbedCounts, embed_folder
 
     folder = animated_folder(tmp_path / "clips", np.random.default_rng(12))
     (folder / "anim.gif").rename(tmp_path / "anim.gif")
