@@ -9,8 +9,9 @@ where their bytes differ), embeds the new and changed images, and drops the imag
 there. A rerun is refused where what is written would mean something else: another metric, or
 another `frame` than the one written (a file without one takes any: it holds no multi-frame
 image); `overwrite=True` starts over instead. A failed run leaves nothing new but the chunks it
-finished. The file's format is in `keras_lpips.embedding_files`.
+finished. One process writes a file at a time (a lock beside it; a second is refused at once). The file's format is in `keras_lpips.embedding_files`.
 """
+import contextlib
 import dataclasses
 import itertools
 import pathlib
@@ -32,7 +33,8 @@ from keras_lpips.embedding_files import (
     read_embeddings,
     write_embeddings,
 )
-from keras_lpips.errors import DataError, InputError, OutputError, note, reason
+from keras_lpips.errors import DataError, InputError, InUseError, OutputError, note, reason
+from keras_lpips.file_lock import file_lock
 from keras_lpips.images import is_multi_frame, stored_size
 
 
@@ -69,7 +71,8 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     `frame` (0 is the first) picks the frame read of multi-frame images (`read_image`), which are
     refused without it. `progress(done, total)` is called as images are embedded (`total`: those
     to embed, new or changed; not called where there are none); `chunk` images are written at a
-    time."""
+    time. While it runs it holds `out`'s lock (the file OUT.lock): a second `embed_folder` into
+    `out` meanwhile raises `InUseError`."""
     folder, out = pathlib.Path(folder), pathlib.Path(out)
     chunk, batch_size = check_integer("chunk", chunk, 1), check_integer("batch_size", batch_size, 1)
     frame = check_integer("frame", frame, 0, allow_none=True)
@@ -77,6 +80,29 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
         raise InputError(f"Output folder does not exist: {out.parent}")
     names = listed_images(folder)
     metric.check_euclidean()
+    with _writing(out):
+        return _embed_folder(metric, folder, out, names, resize, chunk, batch_size, progress, frame, overwrite)
+
+
+@contextlib.contextmanager
+def _writing(out):
+    """Holds `out`'s lock (`file_lock`: the file OUT.lock beside it) for the block: a second
+    `embed_folder` into `out` while one runs is refused at once (`InUseError`), not run alongside
+    it, where each would delete the chunks the other is writing."""
+    try:
+        with file_lock(out, timeout=0):
+            yield
+    except TimeoutError:
+        raise InUseError(
+            f"{out} is being written by another embed process (it holds {out}.lock); wait for it to end, "
+            "then run again to complete the file"
+        ) from None
+    except OSError as error:  # the lock file cannot be made: an unwritable folder
+        raise OutputError(f"Cannot write {out}: {reason(error)}") from None
+
+
+def _embed_folder(metric, folder, out, names, resize, chunk, batch_size, progress, frame, overwrite):
+    """`embed_folder`'s work, under `out`'s lock, for the images `names` under `folder`."""
     description, fingerprint = describe_metric(metric)
     parts = parts_folder(out)
     if overwrite:

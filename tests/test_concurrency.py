@@ -127,6 +127,60 @@ def test_file_lock_excludes_another_process(tmp_path):
     assert any("TimeoutError" in r and "still held" in r for r in results), results
 
 
+# --- one embed file -------------------------------------------------------------------------------
+
+
+def _image_folder(folder, count=24, side=32):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for number in range(count):
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"{number:02d}.png")
+    return folder
+
+
+def _embed(folder, out, chunk=2):
+    from keras_lpips import LPIPS
+    from keras_lpips.resumable_embedding import embed_folder
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0, input_range=(0, 1))
+    return embed_folder(metric, folder, out, chunk=chunk, batch_size=chunk)
+
+
+def test_two_embeds_into_one_file(tmp_path):
+    """Two `embed_folder` into one file started together (the second writing smaller chunks, so
+    slower): each either completes it or is refused at once (InUseError), never fails midway (the
+    first to end deleted the chunks the other was writing); the file is a whole embedding and
+    nothing else is left beside it."""
+    from keras_lpips.embedding_files import read_embeddings
+
+    folder, out = _image_folder(tmp_path / "images"), tmp_path / "e.npz"
+    results = in_processes(_embed, [(folder, out, 4), (folder, out, 1)])
+    assert all(r.startswith("ok: ") or "InUseError" in r and "being written by another embed process" in r
+               for r in results), results  # fmt: skip
+    assert any(r.startswith("ok: ") for r in results), results
+    assert len(read_embeddings(out).names) == 24 and sorted(p.name for p in tmp_path.iterdir()) == ["e.npz", "images"]
+
+
+def test_embed_refuses_a_file_another_process_writes(tmp_path):
+    """The API: `embed_folder` into a file whose lock another process holds raises InUseError at
+    once; nothing is written."""
+    folder, out = _image_folder(tmp_path / "images", count=2), tmp_path / "e.npz"
+    holder = multiprocessing.get_context("spawn").Process(target=_hold_lock_then_release, args=(out, 30.0))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not pathlib.Path(f"{out}.lock").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(InUseError, match=rf"^{out} is being written by another embed process \(it holds {out}.lock\)"):
+            _embed(folder, out)
+    finally:
+        holder.terminate()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npz.lock", "images"]  # the holder's, killed
+
+
 # --- the weight cache ------------------------------------------------------------------------------
 
 
