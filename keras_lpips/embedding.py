@@ -28,7 +28,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_lpips import keras_compat, matrix_products
+from keras_lpips import matrix_products
 from keras_lpips.argument_checks import check_integer
 from keras_lpips.array_checks import as_numpy, check_image_set
 from keras_lpips.errors import InputError
@@ -54,7 +54,7 @@ def embed_images(metric, images, batch_size=32, progress=None):
     images = check_image_set(images, metric.input_range, metric.min_input_size)
     batch_size = check_integer("batch_size", batch_size, 1)
     size = metric.embedding_size(*images.shape[1:3])
-    embed = _embed_function(metric)
+    embed = metric.embedding_function()
     vectors = np.empty((len(images), size), np.float32)
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
@@ -62,19 +62,6 @@ def embed_images(metric, images, batch_size=32, progress=None):
         if progress:
             progress(len(batch))
     return vectors
-
-
-def _embed_function(metric):
-    """`metric.embedding(metric.features(images))` in inference mode; on the TensorFlow backend
-    traced once per metric, for any batch and image size (`keras_compat.traced_per_metric`)."""
-
-    def make(metric_ref):
-        def embed(images):
-            return metric_ref().embedding(metric_ref().features(images, training=False))
-
-        return embed if keras.backend.backend() != "tensorflow" else keras_compat.once_traced(embed, [keras_compat.image_batch_spec()])
-
-    return keras_compat.traced_per_metric(metric, "embed", make)
 
 
 # --- distances between embeddings ------------------------------------------------------------

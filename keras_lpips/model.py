@@ -134,7 +134,7 @@ class LPIPS(keras.Model):
                 head.build()
         restore_weights(self, backbone_weights, lin_weights)
         self.backbone.trainable = False  # as the reference's (pnet_tune=False); the trainer's tune mode unfreezes it
-        self._compiled = None
+        self._compiled = self._compiled_embedding = None
         self.built = True
 
     @classmethod
@@ -252,10 +252,30 @@ class LPIPS(keras.Model):
     def embed(self, images):
         """E(x), shape (N, D) float32, for (N, H, W, 3) images: d(x, y) = ||E(x) - E(y)||^2 for
         any two images of one size (D = `embedding_size(H, W)`). Needs non-negative linear
-        weights (`check_euclidean`). Eager; `embedding` is the part a graph traces."""
+        weights (`check_euclidean`). Called eagerly on TensorFlow it runs `embedding_function`,
+        as an eager distance runs its traced function: the two agree under bf16 too, whose
+        eager kernels round otherwise than traced ones. `embedding` is the part a graph traces."""
         self.check_euclidean()
         (images, _) = self.checked_pair([images, images], names=("images", "images"))
+        if self._compiled_call_applies([images], {"training": False}):
+            return self.embedding_function()(images)
         return self.embedding(self.features(images, training=False))
+
+    def embedding_function(self):
+        """E of (N, H, W, 3) float32 images in inference mode, unchecked (`embed` checks): on
+        TensorFlow the concrete function of a `tf.function` traced once for every batch and size
+        (what `embed_images` runs batch after batch), elsewhere the eager computation."""
+        if keras.backend.backend() != "tensorflow":
+            return lambda images: self.embedding(self.features(images, training=False))
+        if self._compiled_embedding is None:
+            import tensorflow as tf
+
+            @tf.function(input_signature=[keras_compat.image_batch_spec()], autograph=False)
+            def embed(images):
+                return self.embedding(self.features(images, training=False))
+
+            self._compiled_embedding = embed.get_concrete_function()
+        return self._compiled_embedding
 
     def embedding(self, features):
         """E from `features`: concat_l vec(sqrt(w_l) * f_l) / sqrt(h_l w_l), so that
