@@ -23,6 +23,7 @@ rows are read. What approximation and projection cost is recall, `recall_at_k` a
 import numpy as np
 
 from keras_lpips import matrix_products
+from keras_lpips.argument_checks import check_integer
 from keras_lpips.embedding import BLOCK_BYTES, checked_embeddings
 from keras_lpips.errors import InputError
 
@@ -64,7 +65,14 @@ class NeighbourIndex:
         vectors = checked_embeddings(vectors, "vectors")
         if projection is not None and not 1 <= projection <= vectors.shape[1]:
             raise InputError(f"projection must be from 1 to D = {vectors.shape[1]}. Received: projection={projection!r}")
-        self.vectors, self.candidates = vectors, max(1, int(candidates))
+        # Checked here: FAISS aborts the process on some (an HNSW degree of 1) and raises its own
+        # C++ errors on others (more IVF cells than vectors, no cell searched).
+        candidates = check_integer("candidates", candidates, 1)
+        hnsw_neighbours = check_integer("hnsw_neighbours", hnsw_neighbours, 2)
+        hnsw_search = check_integer("hnsw_search", hnsw_search, 1)
+        ivf_cells = check_integer("ivf_cells", ivf_cells, 1, len(vectors), allow_none=True, note="(one per vector at most)")
+        nprobe, seed = check_integer("nprobe", nprobe, 1), check_integer("seed", seed, 0)
+        self.vectors, self.candidates = vectors, candidates
         self.matrix = None if projection is None else random_projection(vectors.shape[1], projection, seed)
         dim = vectors.shape[1] if projection is None else projection
         if kind == "flat":
@@ -77,6 +85,7 @@ class NeighbourIndex:
             self.quantizer = faiss.IndexFlatL2(dim)  # the IVF index does not own it: kept alive here
             self.index = faiss.IndexIVFFlat(self.quantizer, dim, cells)
             self.index.cp.seed = seed
+            self.index.cp.min_points_per_centroid = 1  # not FAISS's advice (39 a cell) on stderr for small sets
             self.index.nprobe = min(nprobe, cells)
         rows = _rows(dim)
         if not self.index.is_trained:

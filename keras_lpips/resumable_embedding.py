@@ -9,7 +9,8 @@ where their bytes differ), embeds the new and changed images, and drops the imag
 there. A rerun is refused where what is written would mean something else: another metric, or
 another `frame` than the one written (a file without one takes any: it holds no multi-frame
 image); `overwrite=True` starts over instead. A failed run leaves nothing new but the chunks it
-finished. One process writes a file at a time (a lock beside it; a second is refused at once). The file's format is in `keras_lpips.embedding_files`.
+finished. One process writes a file at a time (a lock beside it; a second is refused at once).
+The file's format is in `keras_lpips.embedding_files`.
 """
 import contextlib
 import dataclasses

@@ -306,6 +306,32 @@ def test_faiss_candidates_reranked_exactly(kind):
     assert recall_at_k(projected_i, exact_i) >= 0.5
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(hnsw_neighbours=1), r"hnsw_neighbours must be an integer >= 2"),  # FAISS aborted the process
+    (dict(kind="ivf", ivf_cells=8), r"ivf_cells must be an integer from 1 to 7 or None \(one per vector at most\)"),
+    (dict(kind="ivf", nprobe=0), r"nprobe must be an integer >= 1"),
+    (dict(candidates=0), r"candidates must be an integer >= 1"),
+    (dict(hnsw_search=2.5), r"hnsw_search must be an integer >= 1"),
+])  # fmt: skip
+def test_faiss_index_arguments_are_checked_first(options, message):
+    """In one line (InputError), where FAISS aborted the process or raised its own C++ errors."""
+    from keras_lpips.embedding_index import NeighbourIndex
+
+    vectors = np.random.default_rng(0).random((7, 16), dtype=np.float32)
+    with pytest.raises(InputError, match=rf"^{message}. Received: "):
+        NeighbourIndex(vectors, **{"kind": "hnsw", **options})
+
+
+def test_faiss_ivf_on_a_small_set_prints_nothing(capfd):
+    """Fewer vectors than FAISS advises for a cell: exact results, and no FAISS warning on stderr."""
+    from keras_lpips.embedding_index import NeighbourIndex
+
+    vectors = np.random.default_rng(0).random((7, 16), dtype=np.float32)
+    capfd.readouterr()
+    indices, _ = NeighbourIndex(vectors, "ivf").search(vectors, 3)
+    assert indices[:, 0].tolist() == list(range(7)) and capfd.readouterr().err == ""
+
+
 def test_faiss_index_takes_what_embed_returns():
     """`metric.embed` returns a backend tensor: the index and its search take it as they take
     numpy (docs/embedding.md's snippet), and refuse NaN rows as the exact functions do."""
