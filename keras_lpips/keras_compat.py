@@ -22,7 +22,8 @@ API does the job.
   (`MeanLPIPS`'s, so rebuilt from its sources).
 
 Beside them, `traced_per_metric` and `image_batch_spec`: the one cache of functions traced once
-per metric (evaluation, the frozen passes, embeddings, pair matrices), which keeps no metric alive.
+per metric (evaluation, the frozen passes, pair matrices), which keeps no metric alive; and
+`eager_value`, a variable's value read while a function is traced.
 
 `TESTED_KERAS` is the range of Keras minor series the test suite passed on; tests/test_keras_compat.py
 fails, naming what changed, on a Keras where these internals are gone.
@@ -93,6 +94,17 @@ def traced_per_metric(metric, key, make):
     if key not in made:
         made[key] = make(weakref.ref(metric))
     return made[key]
+
+
+def eager_value(variable):
+    """A Keras variable's value as numpy, also while a TensorFlow function is traced (read outside
+    the graph, as `tf.init_scope` lifts it): a check of the weights that `embed` makes."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():
+            return keras.ops.convert_to_numpy(variable.value)
+    return keras.ops.convert_to_numpy(variable)
 
 
 def image_batch_spec():

@@ -212,7 +212,10 @@ class LPIPS(keras.Model):
     def twoafc(self, ref, p0, p1, training=None):
         """d(ref, p0) and d(ref, p1), each (N,), with one backbone pass over [ref; p0; p1]: the
         reference image's features serve both comparisons (3 images' work per triplet, not 4).
-        In training, dropout draws a separate mask for each distance, as two forward passes would."""
+        In training, dropout draws a separate mask for each distance, as two forward passes would.
+        The three are checked as `call` checks a pair (one shape, values in `input_range`)."""
+        ref, p0 = self.checked_pair([ref, p0], names=("ref", "p0"))
+        p1 = self.checked_pair([ref, p1], names=("ref", "p1"))[1]
         n = ops.shape(ref)[0]
         features = self.features(ops.concatenate([ref, p0, p1], axis=0), training=training)
         f_ref = [f[:n] for f in features]
@@ -238,7 +241,7 @@ class LPIPS(keras.Model):
         """Indices of the kept layers whose linear weights have a negative entry (read eagerly):
         none for "cosine" and the shipped files. With none, for images of one size,
         d(x, y) = ||E(x) - E(y)||^2 (`embed`); with some, the metric has no such embedding."""
-        return [index for index, head in enumerate(self.heads) if np.min(ops.convert_to_numpy(head.kernel)) < 0]
+        return [index for index, head in enumerate(self.heads) if np.min(keras_compat.eager_value(head.kernel)) < 0]
 
     def check_euclidean(self):
         """Raises `WeightsError` unless the metric is a squared Euclidean distance (`embed`)."""
@@ -437,7 +440,7 @@ def _check_arguments(dropout, seed, **weights):
     reads them)."""
     if not (is_number(dropout) and 0 <= dropout < 1):
         raise InputError(f"dropout must be a number from 0 to less than 1. Received: dropout={dropout!r}")
-    check_integer("seed", seed, 0, allow_none=True)
+    check_integer("seed", seed, 0, 2**32 - 1, allow_none=True)  # argument_checks.MAX_SEED
     for name, value in weights.items():
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{name} must be a name, a path or None. Received: {name}={value!r}")

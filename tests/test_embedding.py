@@ -157,13 +157,24 @@ def test_negative_weights_are_refused_in_one_line(rng):
     kernel[3] = -0.5
     metric.heads[2].kernel.assign(kernel)
     images = rng.random((3, 40, 40, 3), dtype=np.float32)
-    for call in (lambda: metric.embed(images), lambda: embed_images(metric, images)):
+    import tensorflow as tf
+
+    traced = tf.function(metric.embed, input_signature=[tf.TensorSpec([None, None, None, 3])])  # weights read eagerly
+    for call in (lambda: metric.embed(images), lambda: embed_images(metric, images), lambda: traced(images)):
         with pytest.raises(WeightsError, match=r"layer\(s\) \[2\] have negative entries") as error:
             call()
         assert "\n" not in str(error.value) and "Received: lin_weights='v0.1'" in str(error.value)
     assert metric.negative_linear_weights() == [2]
     matrix = distance_matrix(metric, images)  # falls back to comparing features pair by pair
     np.testing.assert_allclose(matrix, direct(metric, images, images), rtol=0, atol=ATOL)
+
+
+def test_embed_in_a_tensorflow_function_is_the_eager_embed(metric, rng):
+    import tensorflow as tf
+
+    images = rng.random((2, 40, 40, 3), dtype=np.float32)
+    traced = tf.function(lambda x: metric.embed(x), input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_array_equal(traced(images).numpy(), np.asarray(metric.embed(images)))
 
 
 def test_embedding_size_and_bad_inputs(metric):

@@ -232,6 +232,24 @@ def test_nested_in_a_layer_called_in_training_the_distance_is_deterministic(alex
     assert alex.get_config()["dropout"] == 0.0
 
 
+def test_twoafc_checks_its_three_batches_as_a_pair_is_checked(alex, rng):
+    """Eagerly and in a graph traced with shapes left open: a p0 batch of another size was
+    sliced into wrong distances, values outside input_range were scored."""
+    import tensorflow as tf
+
+    from keras_lpips.errors import InputError
+
+    ref, p1 = random_images(rng, 2), random_images(rng, 2)
+    traced = tf.function(alex.twoafc, input_signature=[tf.TensorSpec([None, None, None, 3])] * 3)
+    for name, (a, b, c) in {"p0": (ref, ref[:1], p1), "p1": (ref, p1, p1[:1])}.items():
+        with pytest.raises(InputError, match=rf"must have the same shape. Received ref of shape \(2, 64, 64, 3\) and {name}"):
+            alex.twoafc(a, b, c)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"Received ref of shape \(2, 64, 64, 3\) and {name}"):
+            traced(a, b, c)
+    with pytest.raises(InputError, match=r"^p1 has values in \[.*\], outside input_range=\(-1, 1\)"):
+        alex.twoafc(ref, ref, p1 * 255)
+
+
 def test_twoafc_and_channel_means_agree_with_the_pair_distance(alex, rng):
     ref, p0, p1 = (random_images(rng, 3) for _ in range(3))
     d0, d1 = alex.twoafc(ref, p0, p1)
