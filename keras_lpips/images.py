@@ -16,13 +16,21 @@ image modes) becomes RGB, and which stored value is white (1.0), is one table, `
 | `YCbCr` | YCbCr TIFF | `RGB` | 255 |
 | `LAB` | CIE L*a*b* TIFF | `RGB` (sRGB, through Little CMS) | 255 |
 | `HSV` | none (listed as a mode Pillow has) | `RGB` | 255 |
-| `I;16`, `I;16L`, `I;16B`, `I;16N` | 16-bit grey PNG, TIFF, JPEG 2000 | | 65535 (b-bit TIFF: 2**b - 1) |
+| `I;16`, `I;16L`, `I;16B`, `I;16N` | 16-bit grey PNG, TIFF, JPEG 2000, FITS | | 65535 (b-bit TIFF: 2**b - 1) |
 | `I` | 32-bit integers: 16-bit PGM, 32-bit or signed TIFF, FITS | | 65535 from PGM/PPM, PNG (`INT32_WHITE`); else refused |
 | `F` | 32-bit float TIFF, PFM, FITS | | 1.0: finite values in [0, 1] or refused |
 
 Alpha is dropped: colours as stored, not composited over a background. Integer samples stored
-as signed (a TIFF's SampleFormat 2) are refused, as is a mode missing from the table: no agreed
-black and white. A value above its format's white is refused too, never clipped.
+as signed (a TIFF's SampleFormat 2, a FITS file's BITPIX 16 without BZERO 32768) are refused,
+as is a mode missing from the table: no agreed black and white. A value above its format's
+white is refused too, never clipped.
+
+Two conventions of the file Pillow leaves undone are undone here. A min-is-white TIFF
+(PhotometricInterpretation 0), which Pillow inverts itself only up to 8 bits, is inverted above
+(white minus the value; 1 minus it for floats). A FITS file's BZERO and BSCALE, which Pillow
+ignores, are read from its header: BITPIX 16 with BZERO 32768 and BSCALE 1 is unsigned 16-bit
+(its two's complement samples, as Pillow returns them, with the high bit flipped back); any
+other scaling of 8- or 16-bit integers or floats is refused, as is BITPIX 32 (mode `I`).
 
 A file holding several frames (animated GIF, PNG or WebP, multi-page TIFF) is refused unless
 `frame` picks one; files of one frame ignore `frame`. An MPO
@@ -94,6 +102,12 @@ INT32_WHITE = {"PPM": 65535, "PNG": 65535}
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 _TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT, _TIFF_SIGNED = 258, 339, 2
+_TIFF_PHOTOMETRIC, _TIFF_MIN_IS_WHITE = 262, 0
+_INVERTED_BY_PILLOW = ("1", "L")  # min-is-white TIFFs of 1 to 8 bits; not 16-bit or float ones
+# BZERO of unsigned FITS integers by BITPIX (8-bit samples are stored unsigned, 16-bit ones signed),
+# with BSCALE 1; a BZERO 2**(BITPIX - 1) lower makes them signed.
+_FITS_UNSIGNED_ZERO = {8: 0, 16: 32768}
+_FITS_CARD, _FITS_BLOCK = 80, 2880
 _NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
 
@@ -144,9 +158,11 @@ def _decode(source, path, frame):
     `path` names it in errors."""
     with _reading(path), Image.open(source) as image:
         _seek_frame(image, path, frame)
+        flip_sign_bit = _fits_unsigned_16_bit(image, path)  # before loading, which closes the file
         image.load()
         white = _white(image, path)
-        return _to_rgb(ImageOps.exif_transpose(image), white, path)
+        inverted = _min_is_white_left(image)
+        return _to_rgb(ImageOps.exif_transpose(image), white, path, flip_sign_bit=flip_sign_bit, inverted=inverted)
 
 
 @contextlib.contextmanager
@@ -240,11 +256,69 @@ def _white(image, path):
     return white
 
 
-def _to_rgb(image, white, path):
+def _min_is_white_left(image):
+    """Whether the loaded `image` is a min-is-white TIFF (0 stored for white) whose samples Pillow
+    returns as stored: it inverts 1- to 8-bit grey itself, not 16-bit or floating-point grey."""
+    tags = image.tag_v2 if image.format == "TIFF" else {}
+    return tags.get(_TIFF_PHOTOMETRIC) == _TIFF_MIN_IS_WHITE and image.mode not in _INVERTED_BY_PILLOW
+
+
+def _fits_unsigned_16_bit(image, path):
+    """Whether `image`, not yet loaded, is a FITS file of unsigned 16-bit samples (BITPIX 16,
+    BZERO 32768, BSCALE 1), which it stores as signed (the value - 32768): Pillow, ignoring BZERO,
+    returns their two's complement, whose high bit must be flipped back. Refuses the scalings
+    Pillow ignores that keras-lpips does not undo: signed samples, any other BZERO or BSCALE. 32-bit
+    integers (BITPIX 32) are refused by `_white`, whatever their scaling."""
+    if image.format != "FITS":
+        return False
+    cards = _fits_header(image.fp)
+    bitpix = int(cards[b"ZBITPIX" if cards.get(b"ZIMAGE") == b"T" else b"BITPIX"])
+    zero, scale = (float(cards.get(key, default).replace(b"D", b"E")) for key, default in ((b"BZERO", b"0"), (b"BSCALE", b"1")))
+    unsigned_zero = _FITS_UNSIGNED_ZERO.get(bitpix, 0)
+    if bitpix == 32:
+        return False  # refused by `_white`, whatever its scaling
+    if (zero, scale) == (unsigned_zero, 1):
+        return bitpix == 16
+    if bitpix in _FITS_UNSIGNED_ZERO and (zero, scale) == (unsigned_zero - 2 ** (bitpix - 1), 1):
+        raise DataError(
+            f"Image {path} holds signed integer samples (FITS BITPIX {bitpix}, BZERO {zero:g}), which have no agreed "
+            "black and white; save it with unsigned samples (BITPIX 8, or 16 with BZERO 32768) or as floating point in [0, 1]"
+        )
+    raise DataError(
+        f"Image {path} holds scaled samples (FITS BITPIX {bitpix}, BZERO {zero:g}, BSCALE {scale:g}), whose white level "
+        f"is unknown; expected BZERO {unsigned_zero} and BSCALE 1"
+    )
+
+
+def _fits_header(file):
+    """The keywords of the FITS header Pillow reads the image of, with their values (bytes, as
+    Pillow parses them), read from the start of the open `file` in 80-byte cards: merged as Pillow
+    merges them (a primary header without data, then its extension's) up to the first END whose
+    header has data (NAXIS above 0). `file` is left where it was."""
+    position, cards = file.tell(), {}
+    file.seek(0)
+    for card in iter(lambda: file.read(_FITS_CARD), b""):
+        keyword = card[:8].strip()
+        if keyword == b"END":
+            if int(cards.get(b"NAXIS", b"0")) > 0:
+                break
+            file.seek(-(-file.tell() // _FITS_BLOCK) * _FITS_BLOCK)  # the next header starts a block
+            continue
+        value = card[8:].split(b"/")[0].strip()
+        cards[keyword] = value[1:].strip() if value.startswith(b"=") else value
+    file.seek(position)
+    return cards
+
+
+def _to_rgb(image, white, path, flip_sign_bit=False, inverted=False):
     """Converts as `PIXEL_FORMATS` says, checks the range, divides by `white`; grey is repeated
-    into three channels, alpha and padding channels are dropped."""
+    into three channels, alpha and padding channels are dropped. `flip_sign_bit`: the 16-bit
+    samples are two's complement of values 32768 lower (a FITS's BZERO 32768); `inverted`: the
+    file stores 0 for white (a min-is-white TIFF Pillow has not inverted)."""
     convert = PIXEL_FORMATS[image.mode].convert
     values = np.asarray(image.convert(convert) if convert else image)
+    if flip_sign_bit:
+        values = values ^ np.uint16(0x8000)
     if values.dtype.kind == "f":
         lo, hi = float(values.min()), float(values.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -256,6 +330,8 @@ def _to_rgb(image, white, path):
             f"Image {path} holds values in [{values.min()}, {values.max()}], outside the 0..{white:g} its format implies"
         )
     values = np.clip(values.astype(np.float64) / white, 0.0, 1.0)
+    if inverted:
+        values = 1.0 - values
     if values.ndim == 2:
         values = values[..., None]
     rgb = values[..., :3] if values.shape[-1] >= 3 else np.repeat(values[..., :1], 3, axis=-1)

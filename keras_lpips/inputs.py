@@ -145,6 +145,22 @@ def as_image_batch(x, name="images"):
     return x
 
 
+def check_sample_weight(sample_weight, images):
+    """Refuses (`InputError`) a `sample_weight` that is neither one weight for all pairs nor one
+    per pair of the (N, H, W, 3) `images`, where both sizes are known (otherwise Keras' own error
+    or broadcasting decides at run time): `LPIPSLoss` and `MeanLPIPS` weigh distances with it."""
+    if sample_weight is None:
+        return
+    shape = tuple(np.shape(sample_weight)) if not hasattr(sample_weight, "shape") else static_shape(sample_weight, "sample_weight")
+    pairs = static_shape(images)[0]
+    if pairs is None or None in shape:
+        return
+    if int(np.prod(shape)) != 1 and [side for side in shape if side != 1] != [pairs]:
+        raise InputError(
+            f"sample_weight must hold one weight per pair ({pairs}) or one for all. Received: sample_weight of shape {shape}"
+        )
+
+
 def _concrete(x):
     """The tensor's values as numpy, or None while tracing a graph."""
     try:

@@ -6,7 +6,7 @@ from keras import ops
 from keras_lpips import keras_compat
 from keras_lpips.array_checks import LOSS_NAMES
 from keras_lpips.errors import InputError, WeightsError, reason
-from keras_lpips.inputs import as_image_batch
+from keras_lpips.inputs import as_image_batch, check_sample_weight
 from keras_lpips.model import HALF_PRECISION, frozen_metric
 from keras_lpips.weights.loading import sources_deferred
 
@@ -61,7 +61,9 @@ class LPIPSLoss(keras.losses.Loss):
                 f"LPIPSLoss(**config). Received: config={self.get_config()!r}"
             )
         # Before Keras converts them: None, strings and non-numeric dtypes raise `InputError`.
-        return super().__call__(as_image_batch(y_true, LOSS_NAMES[0]), as_image_batch(y_pred, LOSS_NAMES[1]), sample_weight)
+        y_true, y_pred = as_image_batch(y_true, LOSS_NAMES[0]), as_image_batch(y_pred, LOSS_NAMES[1])
+        check_sample_weight(sample_weight, y_true)
+        return super().__call__(y_true, y_pred, sample_weight)
 
     def call(self, y_true, y_pred):
         return ops.cast(self.metric.call_named([y_true, y_pred], LOSS_NAMES, training=False), "float32")

@@ -4,7 +4,7 @@ import keras
 
 from keras_lpips.array_checks import LOSS_NAMES
 from keras_lpips.errors import InputError, reason
-from keras_lpips.inputs import as_image_batch
+from keras_lpips.inputs import as_image_batch, check_sample_weight
 from keras_lpips.model import frozen_metric
 
 
@@ -31,6 +31,7 @@ class MeanLPIPS(keras.metrics.Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         pair = [as_image_batch(y_true, LOSS_NAMES[0]), as_image_batch(y_pred, LOSS_NAMES[1])]
+        check_sample_weight(sample_weight, pair[0])
         return super().update_state(self._lpips.call_named(pair, LOSS_NAMES, training=False), sample_weight=sample_weight)
 
     def get_config(self):

@@ -117,31 +117,34 @@ def _png_bytes(samples, bit_depth, colour_type):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
-def _tiff_bytes(samples, photometric, sample_format=1, extra_samples=None, bits=None):
-    """An uncompressed little-endian TIFF written by hand (Pillow writes few layouts): (H, W[, C])
-    samples in their numpy dtype; `bits` < 16 packs uint16 samples to that many bits (one row)."""
+def _tiff_bytes(samples, photometric, sample_format=1, extra_samples=None, bits=None, order="<", compression=1):
+    """An uncompressed TIFF written by hand (Pillow writes few layouts): (H, W[, C]) samples in
+    their numpy dtype; `bits` < 16 packs unsigned samples to that many bits (rows whole bytes);
+    `order` "<" little-endian, ">" big-endian; `compression` 8 (deflate) compresses the strip."""
     samples = np.asarray(samples)
     samples = samples[..., None] if samples.ndim == 2 else samples
     height, width, channels = samples.shape
     if bits is None:
-        bits, data = samples.dtype.itemsize * 8, samples.astype(samples.dtype.newbyteorder("<")).tobytes()
+        bits, data = samples.dtype.itemsize * 8, samples.astype(samples.dtype.newbyteorder(order)).tobytes()
     else:
         text = "".join(format(int(v), f"0{bits}b") for v in samples.ravel())
         data = int(text, 2).to_bytes(len(text) // 8, "big")
-    tags = {256: (4, [width]), 257: (4, [height]), 258: (3, [bits] * channels), 259: (3, [1]), 262: (3, [photometric]),
+    data = zlib.compress(data) if compression == 8 else data
+    tags = {256: (4, [width]), 257: (4, [height]), 258: (3, [bits] * channels), 259: (3, [compression]), 262: (3, [photometric]),
             273: (4, [0]), 277: (3, [channels]), 278: (4, [height]), 279: (4, [len(data)]), 339: (3, [sample_format] * channels)}  # fmt: skip
     if extra_samples is not None:
         tags[338] = (3, list(extra_samples))
     values_at = 8 + 2 + 12 * len(tags) + 4
     values, entries = b"", b""
     for tag, (kind, items) in sorted(tags.items()):
-        raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(items), *items)
+        raw = struct.pack(order + ("H" if kind == 3 else "I") * len(items), *items)
         if len(raw) > 4:
-            raw, values = struct.pack("<I", values_at + len(values)), values + raw
-        entries += struct.pack("<HHI", tag, kind, len(items)) + raw.ljust(4, b"\0")
-    strip = struct.pack("<HHI", 273, 4, 1) + b"\0" * 4
-    entries = entries.replace(strip, struct.pack("<HHII", 273, 4, 1, values_at + len(values)))
-    return b"II*\0" + struct.pack("<IH", 8, len(tags)) + entries + b"\0" * 4 + values + data
+            raw, values = struct.pack(order + "I", values_at + len(values)), values + raw
+        entries += struct.pack(order + "HHI", tag, kind, len(items)) + raw.ljust(4, b"\0")
+    strip = struct.pack(order + "HHI", 273, 4, 1) + b"\0" * 4
+    entries = entries.replace(strip, struct.pack(order + "HHII", 273, 4, 1, values_at + len(values)))
+    magic = b"II*\0" if order == "<" else b"MM\0*"
+    return magic + struct.pack(order + "IH", 8, len(tags)) + entries + b"\0" * 4 + values + data
 
 
 def _grey(levels, white=255.0):
@@ -405,6 +408,114 @@ def test_each_row_turns_mid_grey_into_its_value(mode, value, expected):
 def test_integers_without_a_known_white_are_refused(tmp_path, samples, sample_format, message):
     """32-bit and signed integer TIFFs: 0..65535 data divided by 2**32 - 1 would read as black."""
     path = _written(tmp_path / "x.tif", _tiff_bytes(samples, 1, sample_format))
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        read_image(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+# --- conventions of the file Pillow leaves undone: min-is-white TIFF, FITS's BZERO and BSCALE ----
+# Each file holds the picture of a plain min-is-black PNG of known values, stored another way.
+
+
+def _min_is_white_tiff(levels, bits, order="<", compression=1):
+    """A min-is-white TIFF of the picture `levels` (0..255) at `bits` (1, 4, 8, 16, or 32 for
+    floats), and the min-is-black PNG of the same picture (8-bit; 16-bit from 16 bits up)."""
+    if bits == 32:
+        grey = levels.astype(np.uint16) * 257
+        stored, kwargs = (1 - grey / 65535).astype(np.float32), {"sample_format": 3}
+    elif bits == 16:
+        grey = levels.astype(np.uint16) * 257 + 64
+        stored, kwargs = 65535 - grey, {}
+    else:
+        top = 2**bits - 1
+        grey = (levels >> (8 - bits)).astype(np.uint16)  # 0..top
+        stored, kwargs = (top - grey).astype(np.uint8 if bits == 8 else np.uint16), {"bits": bits} if bits < 8 else {}
+        grey = (grey * 255 // top).astype(np.uint8)
+    return _tiff_bytes(stored, 0, order=order, compression=compression, **kwargs), grey
+
+
+MIN_IS_WHITE = {"1-bit": (1,), "1-bit big-endian": (1, ">"), "4-bit": (4,), "4-bit big-endian": (4, ">"),
+                "8-bit": (8,), "8-bit big-endian": (8, ">"), "8-bit deflate (libtiff)": (8, "<", 8),
+                "16-bit": (16,), "16-bit deflate (libtiff)": (16, "<", 8),
+                "32-bit float": (32,), "32-bit float big-endian": (32, ">"), "32-bit float deflate (libtiff)": (32, "<", 8)}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(MIN_IS_WHITE))
+def test_min_is_white_tiff_reads_as_the_same_picture_stored_min_is_black(tmp_path, name):
+    """Pillow inverts 1- to 8-bit min-is-white grey itself, not 16-bit or float grey."""
+    levels = np.random.default_rng(3).integers(0, 256, (6, 8), dtype=np.uint8)
+    levels[0, :2] = 0, 255  # black and white
+    data, grey = _min_is_white_tiff(levels, *MIN_IS_WHITE[name])
+    tif, png = _written(tmp_path / "w.tif", data), save(Image.fromarray(grey), tmp_path / "b.png")
+    np.testing.assert_allclose(read_image(tif), read_image(png), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"bits": 12}, {"order": ">"}, {"sample_format": 2}, {"dtype": np.uint32}, {"dtype": np.float64, "sample_format": 3}],
+    ids=["12-bit", "16-bit big-endian", "16-bit signed", "32-bit integer", "64-bit float"],
+)
+def test_min_is_white_tiffs_pillow_does_not_read_are_refused(tmp_path, kwargs):
+    kwargs = dict(kwargs)
+    samples = np.arange(48).reshape(6, 8).astype(kwargs.pop("dtype", np.uint16))
+    path = _written(tmp_path / "w.tif", _tiff_bytes(samples, 0, **kwargs))
+    with pytest.raises(InputError, match=re.escape(f"Not an image (or a format Pillow cannot read): {path}")):
+        read_image(path)
+
+
+def _fits_bytes(samples, bitpix, **cards):
+    """A FITS file of one image written by hand: (H, W) samples stored as BITPIX says (big-endian,
+    its rows bottom-up, as FITS stores them and Pillow reads them), with further header `cards`
+    (keyword: value as written)."""
+    kinds = {8: ">u1", 16: ">i2", 32: ">i4", -32: ">f4", -64: ">f8"}
+    cards = {"SIMPLE": "T", "BITPIX": bitpix, "NAXIS": 2, "NAXIS1": samples.shape[1], "NAXIS2": samples.shape[0], **cards}
+    header = "".join(f"{key:<8}= {value:>20}".ljust(80) for key, value in cards.items()) + "END".ljust(80)
+    data = np.ascontiguousarray(samples[::-1]).astype(kinds[bitpix]).tobytes()
+    blocks = [header.encode().ljust(-(-len(header) // 2880) * 2880), data.ljust(-(-len(data) // 2880) * 2880, b"\0")]
+    return b"".join(blocks)
+
+
+def _fits_grey16(levels):
+    grey = levels.astype(np.int64) * 257 + 64
+    grey[0, :2] = 0, 65535  # black and white: the extremes of the sign flip
+    return grey
+
+
+FITS_READ = {
+    "BITPIX 8": lambda levels: (_fits_bytes(levels, 8), levels.astype(np.uint8)),
+    "BITPIX 8, BZERO 0, BSCALE 1": lambda levels: (_fits_bytes(levels, 8, BZERO="0", BSCALE="1.0"), levels.astype(np.uint8)),
+    "BITPIX 16, BZERO 32768": lambda levels: (_fits_bytes(_fits_grey16(levels) - 32768, 16, BZERO=32768, BSCALE=1), _fits_grey16(levels)),
+    "BITPIX 16, BZERO 3.2768D4": lambda levels: (_fits_bytes(_fits_grey16(levels) - 32768, 16, BZERO="3.2768D4"), _fits_grey16(levels)),
+    "BITPIX -32": lambda levels: (_fits_bytes(_fits_grey16(levels) / 65535, -32), _fits_grey16(levels)),
+    "BITPIX -64, BZERO 0, BSCALE 1": lambda levels: (_fits_bytes(_fits_grey16(levels) / 65535, -64, BZERO=0, BSCALE=1), _fits_grey16(levels)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(FITS_READ))
+def test_fits_reads_as_the_same_picture_stored_as_png(tmp_path, name):
+    """Pillow ignores BZERO: a BITPIX 16 file of the unsigned convention read with its high bit flipped."""
+    levels = np.random.default_rng(4).integers(0, 256, (6, 8), dtype=np.uint8)
+    data, grey = FITS_READ[name](levels)
+    png = _written(tmp_path / "a.png", _png_bytes(grey[..., None], 8 if grey.dtype == np.uint8 else 16, 0))
+    fits = _written(tmp_path / "a.fits", data)
+    np.testing.assert_allclose(read_image(fits), read_image(png), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "bitpix,cards,message",
+    [(16, {}, "holds signed integer samples (FITS BITPIX 16, BZERO 0), which have no agreed black and white"),
+     (8, {"BZERO": -128}, "holds signed integer samples (FITS BITPIX 8, BZERO -128)"),
+     (16, {"BZERO": 32768, "BSCALE": 2}, "holds scaled samples (FITS BITPIX 16, BZERO 32768, BSCALE 2), whose white level is unknown; expected BZERO 32768 and BSCALE 1"),
+     (16, {"BZERO": 1000}, "holds scaled samples (FITS BITPIX 16, BZERO 1000, BSCALE 1)"),
+     (8, {"BSCALE": 0.5}, "holds scaled samples (FITS BITPIX 8, BZERO 0, BSCALE 0.5), whose white level is unknown; expected BZERO 0"),
+     (-32, {"BZERO": 0.5}, "holds scaled samples (FITS BITPIX -32, BZERO 0.5, BSCALE 1)"),
+     (-64, {"BSCALE": 2}, "holds scaled samples (FITS BITPIX -64, BZERO 0, BSCALE 2)"),
+     (32, {}, "holds 32-bit integer pixels (FITS, Pillow mode 'I'), whose white level is unknown"),
+     (32, {"BZERO": 2147483648}, "holds 32-bit integer pixels (FITS, Pillow mode 'I')")],
+)  # fmt: skip
+def test_fits_scalings_without_a_known_white_are_refused(tmp_path, bitpix, cards, message):
+    samples = np.arange(48).reshape(6, 8) / (1 if bitpix > 0 else 48)
+    path = _written(tmp_path / "x.fits", _fits_bytes(samples, bitpix, **cards))
     with pytest.raises(InputError, match=re.escape(message)) as error:
         read_image(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)

@@ -1,6 +1,8 @@
 """Behaviour of the LPIPS model: shapes, errors, gradients, serialisation, loss and metric."""
 
 import keras
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -153,6 +155,26 @@ def test_config_is_constructor_arguments(alex):
     clone = LPIPS.from_config(config)
     assert clone.get_config() == config
     assert {"net", "version", "distance", "layers", "input_range", "seed"} <= set(config)
+
+
+def test_loss_and_metric_weigh_pairs_and_refuse_weights_of_another_count(rng):
+    """One weight for all or one per pair (any shape holding N); another count is one InputError
+    naming sample_weight (Keras' was a TensorFlow 'Incompatible shapes' error)."""
+    from keras_lpips import LPIPSLoss, MeanLPIPS
+    from keras_lpips.errors import InputError
+
+    a, b = random_images(rng, 2, low=0.0), random_images(rng, 2, low=0.0)
+    loss = LPIPSLoss(backbone_weights=None, seed=0, input_range=(0, 1))
+    d = np.asarray(loss.metric([a, b]))
+    for weights in (0.5, [0.5], [1.0, 3.0], [[1.0], [3.0]], [[1.0, 3.0]]):
+        want = np.mean(d * np.reshape(np.broadcast_to(np.asarray(weights, np.float32).reshape(-1), (2,)), -1))
+        assert float(loss(a, b, sample_weight=np.asarray(weights, np.float32))) == pytest.approx(want, rel=1e-6)
+    for weights in (np.ones(5), np.ones((2, 2)), np.ones((3, 1))):
+        message = rf"^sample_weight must hold one weight per pair \(2\) or one for all. Received: sample_weight of shape {re.escape(str(weights.shape))}$"
+        with pytest.raises(InputError, match=message):
+            loss(a, b, sample_weight=weights)
+        with pytest.raises(InputError, match=message):
+            MeanLPIPS(backbone_weights=None, seed=0, input_range=(0, 1)).update_state(a, b, sample_weight=weights)
 
 
 def test_loss_trains_a_generator_towards_its_target(rng):
