@@ -10,8 +10,9 @@ Each check raises `InputError` with one message, wherever the metric runs:
   graph assertions, checked before the network runs, whose failure is a
   `tf.errors.InvalidArgumentError` carrying the same message ("assertion failed: [MESSAGE]").
   XLA (`jit_compile=True`, Keras' default for `fit` on a GPU) and a TFLite conversion drop
-  assertions: there a pair that fails them gives NaN distances, never a number. Under JAX's `jit` the shapes are static
-  and checked; values are not.
+  assertions: there a pair that fails them gives NaN distances, never a number. Under JAX's
+  `jit` (`model.fit` and `predict` on the JAX backend) the shapes are static and checked; the
+  values cannot raise, so a pair that fails their checks gives NaN distances, as under XLA.
 
 An export's signatures (`keras_lpips.export`) check what a client sends with `checked_request`:
 the same checks, messages in the client's terms, and in TFLite and ONNX NaN outputs for each
@@ -49,6 +50,8 @@ def check_image_pair(inputs, input_range, min_size, names=NAMES, fixed_range=Fal
     check_pair_shapes([static_shape(x, name) for name, x in zip(names, pair)], min_size, names)
     if _in_tensorflow_graph(pair):
         return _graph_checked(pair, input_range, min_size, names, fixed_range)
+    if _traced_by_jax(pair):
+        return _nan_unless_within(pair, input_range)
     for name, array, x in zip(names, arrays, pair):
         values = array if array is not None else _concrete(x)
         if values is not None:
@@ -167,6 +170,33 @@ def _concrete(x):
         return np.asarray(ops.convert_to_numpy(x))
     except Exception:  # symbolic tensors (tf.function, jax.jit, KerasTensor) have no values
         return None
+
+
+# --- values while JAX traces ----------------------------------------------------------------------
+
+
+def _traced_by_jax(pair):
+    """Whether the pair is being traced by JAX (`jax.jit`; `model.fit` and `predict` on the JAX
+    backend), whose values are unknown until run time and which has no assertions."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return any(isinstance(x, jax.core.Tracer) for x in pair)
+
+
+def _nan_unless_within(pair, input_range):
+    """The pair, NaN throughout where any value is NaN, infinite or outside `input_range`: JAX
+    cannot raise on traced values, so a refused pair gives NaN distances (and a NaN loss), never a
+    number, as under XLA. Three reductions per image (`_within`'s)."""
+    low, high = (float(v) for v in input_range)
+    slack = RANGE_TOLERANCE * (high - low)
+    passed = None
+    for x in pair:
+        ok = ops.isfinite(ops.sum(x)) & (ops.min(x) >= low - slack) & (ops.max(x) <= high + slack)
+        passed = ok if passed is None else passed & ok
+    guard = ops.where(passed, 0.0, float("nan"))
+    return [x + guard for x in pair]
 
 
 # --- run-time checks inside a TensorFlow graph ----------------------------------------------------

@@ -2,7 +2,8 @@
 
 Usage: KERAS_BACKEND=jax python tests/backend_parity_check.py NET
 Prints {"backend": ..., "worst": largest absolute error over distances and maps, "traced": the
-message a `jax.jit`-compiled call on batches of different sizes raised (None elsewhere)}.
+message a `jax.jit`-compiled call on batches of different sizes raised (None elsewhere)}; on JAX also
+"traced_values_nan": whether jitted calls on values outside input_range and on NaN gave NaN distances.
 """
 
 import json
@@ -57,4 +58,9 @@ if keras.backend.backend() == "jax":  # under jax.jit shapes are static: the eag
         jitted(pair[0], np.concatenate([pair[1], pair[1]]))  # one batch larger than the other
     except InputError as error:
         traced = str(error)
+    # Values cannot raise under jit: outside input_range (0-255 for (-1, 1)) or NaN, the distances are NaN.
+    refused = [jitted(pair[0], pair[1] * 255), jitted(pair[0], np.where(pair[1] > 0.9, np.nan, pair[1]))]
+    traced_values = [bool(np.isnan(keras.ops.convert_to_numpy(d)).all()) for d in refused]
+    print(json.dumps({"backend": "jax", "worst": worst, "traced": traced, "traced_values_nan": traced_values}))
+    sys.exit(0)
 print(json.dumps({"backend": keras.backend.backend(), "worst": worst, "traced": traced}))

@@ -34,6 +34,7 @@ def test_backend_matches_reference(backend, package, net):
     assert report["worst"] <= 1e-5
     if backend == "jax":
         assert report["traced"].startswith("The two images must have the same shape. Received img0 of shape ("), report
+        assert report["traced_values_nan"] == [True, True], report  # were numbers: 0-255 images scored as (-1, 1)
 
 
 API_CHECK = pathlib.Path(__file__).parent / "backend_api_check.py"
