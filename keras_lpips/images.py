@@ -272,7 +272,14 @@ def _fits_unsigned_16_bit(image, path):
     if image.format != "FITS":
         return False
     cards = _fits_header(image.fp)
-    bitpix = int(cards[b"ZBITPIX" if cards.get(b"ZIMAGE") == b"T" else b"BITPIX"])
+    compressed = b"Z" if cards.get(b"ZIMAGE") == b"T" else b""
+    axes = [int(cards.get(compressed + b"NAXIS%d" % axis, b"1")) for axis in range(3, int(cards[compressed + b"NAXIS"]) + 1)]
+    if int(np.prod(axes)) > 1:  # Pillow reads the first plane alone, silently
+        raise InputError(
+            f"Image {path} holds {int(np.prod(axes))} planes (a FITS cube of axes {axes} beyond the image's two), "
+            "of which Pillow reads only the first; save the plane to compare as an image of its own"
+        )
+    bitpix = int(cards[compressed + b"BITPIX"])
     zero, scale = (float(cards.get(key, default).replace(b"D", b"E")) for key, default in ((b"BZERO", b"0"), (b"BSCALE", b"1")))
     unsigned_zero = _FITS_UNSIGNED_ZERO.get(bitpix, 0)
     if bitpix == 32:

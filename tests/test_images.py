@@ -521,6 +521,19 @@ def test_fits_scalings_without_a_known_white_are_refused(tmp_path, bitpix, cards
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_fits_cube_is_refused_and_a_cube_of_one_plane_read(tmp_path):
+    """Pillow reads a FITS cube's first plane alone, silently: refused, as multi-frame files are
+    without a frame chosen; a third axis of length 1 holds one image."""
+    levels = np.random.default_rng(5).integers(0, 256, (6, 8), dtype=np.uint8)
+    plain = read_image(_written(tmp_path / "plain.fits", _fits_bytes(levels, 8)))
+    one = _fits_bytes(levels, 8, NAXIS=3, NAXIS3=1)
+    np.testing.assert_array_equal(read_image(_written(tmp_path / "one.fits", one)), plain)
+    two = _fits_bytes(np.concatenate([255 - levels, levels]), 8, NAXIS=3, NAXIS2=6, NAXIS3=2)  # planes of 6 rows
+    path = _written(tmp_path / "cube.fits", two)
+    with pytest.raises(InputError, match=re.escape(f"Image {path} holds 2 planes (a FITS cube of axes [2] beyond the image's two)")):
+        read_image(path)
+
+
 # --- multi-frame files: refused, or one frame chosen ----------------------------------------------
 
 
