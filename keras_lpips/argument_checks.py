@@ -5,6 +5,7 @@ An integer is a Python int or a numpy integer (`np.int64(3)` from an array is as
 never a bool (`True` is an int to Python, but no count or size); a float equal to an integer
 (2.0) is no integer. A number is any real number (int, float, numpy ones), never a bool.
 File readers use the predicates under their own error (`DataError`, `WeightsError`).
+Every seed is an integer from 0 to `MAX_SEED` (`check_seed`).
 """
 
 import numbers
@@ -12,6 +13,8 @@ import numbers
 import numpy as np
 
 from keras_lpips.errors import InputError
+
+MAX_SEED = 2**32 - 1  # what training's seeding takes (keras.utils.set_random_seed: numpy's legacy seed)
 
 
 def is_integer(value):
@@ -35,6 +38,12 @@ def check_integer(name, value, minimum=None, maximum=None, allow_none=False, not
         return int(value)
     expected = "an integer" + _bounds(minimum, maximum) + (" or None" if allow_none else "") + (f" {note}" if note else "")
     raise InputError(f"{name} must be {expected}. Received: {name}={value!r}")
+
+
+def check_seed(value, allow_none=False):
+    """`value` as a Python int from 0 to `MAX_SEED` (None where `allow_none` and it is None), or
+    `check_integer`'s `InputError`: "seed must be an integer from 0 to 4294967295. Received: seed=..."."""
+    return check_integer("seed", value, 0, MAX_SEED, allow_none=allow_none)
 
 
 def _bounds(minimum, maximum):

@@ -71,7 +71,7 @@ class NeighbourIndex:
         hnsw_neighbours = check_integer("hnsw_neighbours", hnsw_neighbours, 2)
         hnsw_search = check_integer("hnsw_search", hnsw_search, 1)
         ivf_cells = check_integer("ivf_cells", ivf_cells, 1, len(vectors), allow_none=True, note="(one per vector at most)")
-        nprobe, seed = check_integer("nprobe", nprobe, 1), check_integer("seed", seed, 0)
+        nprobe, seed = check_integer("nprobe", nprobe, 1), check_integer("seed", seed, 0, 2**31 - 1, note="(FAISS's C int)")
         self.vectors, self.candidates = vectors, candidates
         self.matrix = None if projection is None else random_projection(vectors.shape[1], projection, seed)
         dim = vectors.shape[1] if projection is None else projection

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_lpips import keras_compat, presets
-from keras_lpips.argument_checks import check_integer, is_number
+from keras_lpips.argument_checks import check_integer, check_seed, is_number
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError, reason
 from keras_lpips.array_checks import NAMES, check_static_size
@@ -440,7 +440,7 @@ def _check_arguments(dropout, seed, **weights):
     reads them)."""
     if not (is_number(dropout) and 0 <= dropout < 1):
         raise InputError(f"dropout must be a number from 0 to less than 1. Received: dropout={dropout!r}")
-    check_integer("seed", seed, 0, 2**32 - 1, allow_none=True)  # argument_checks.MAX_SEED
+    check_seed(seed, allow_none=True)
     for name, value in weights.items():
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{name} must be a name, a path or None. Received: {name}={value!r}")

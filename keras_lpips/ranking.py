@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lpips.argument_checks import check_seed
 from keras_lpips.array_checks import as_numpy
 
 
@@ -48,7 +49,7 @@ class DistanceToLogit(keras.layers.Layer):
         super().__init__(**kwargs)
         if int(hidden) < 1 or not float(epsilon) > 0:
             raise ValueError(f"need hidden >= 1 and epsilon > 0. Received: hidden={hidden}, epsilon={epsilon}")
-        self.hidden, self.epsilon, self.seed = int(hidden), float(epsilon), seed
+        self.hidden, self.epsilon, self.seed = int(hidden), float(epsilon), check_seed(seed, allow_none=True)
         seeds = [None] * 6 if seed is None else [int(seed) * 6 + i for i in range(6)]
         self.dense = []
         for i, (fan_in, units) in enumerate(((5, self.hidden), (self.hidden, self.hidden), (self.hidden, 1))):

@@ -28,7 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from keras_lpips import files, reports, study_reports
-from keras_lpips.argument_checks import is_integer, is_number
+from keras_lpips.argument_checks import check_seed, is_integer, is_number
 from keras_lpips.errors import InputError
 
 
@@ -82,6 +82,8 @@ def load_config(path):
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(_of_type(s, int) and s >= 0 for s in seeds):
         raise InputError(f"{path}: seeds must be a non-empty list of non-negative integers. Received: seeds = {seeds!r}")
+    for seed in seeds:
+        _located(f"{path}: seeds", check_seed, seed)
     train, rows = data.get("train", {}), data.get("run", [])
     if not isinstance(train, dict):
         raise InputError(f"{path}: train must be a [train] table of fit options. Received: train = {train!r}")
@@ -97,12 +99,17 @@ def load_config(path):
         where = f"{path}: [[run]] row {number} ({config.name!r})" if number > 0 else f"{path}: [train], for the study's row {config.name!r}"
         if config.name in names[:index]:
             raise InputError(f"{where}: the name is taken by an earlier row; each row trains into runs/NAME-seedS")
-        try:
-            RunConfig(".", ".", backbone=config.backbone, distance=config.distance, layers=config.layers,
-                      mode=config.mode, backbone_weights=config.backbone_weights, **train)  # fmt: skip
-        except InputError as error:
-            raise InputError(f"{where}: {error}") from None
+        _located(where, RunConfig, ".", ".", backbone=config.backbone, distance=config.distance, layers=config.layers,
+                 mode=config.mode, backbone_weights=config.backbone_weights, **train)  # fmt: skip
     return {"configs": configs, "seeds": tuple(seeds), "train": train}
+
+
+def _located(where, check, *args, **kwargs):
+    """`check(*args, **kwargs)`, its `InputError` prefixed with `where` (the place it comes from)."""
+    try:
+        return check(*args, **kwargs)
+    except InputError as error:  # its class kept: a `DataError` stays one (exit code 1)
+        raise type(error)(f"{where}: {error}") from None
 
 
 def _run_row(where, row):
@@ -152,7 +159,9 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     Runs finished earlier are reused, and evaluations kept (eval.json), only where they were made
     with this study's settings on this data: a run folder holding a run with other settings or
     data is refused before anything trains (`InputError`), an evaluation made on other data
-    computed again. Returns the results dictionary also written to `results.json`.
+    computed again. So is what `fit_run` would refuse at the start of any run of the study
+    (`_check_planned_runs`: options, seeds, weight files, subsets). Returns the results
+    dictionary also written to `results.json`.
     """
     from keras_lpips.data.bapps import resolve_root
     from keras_lpips.training import fit_run
@@ -162,7 +171,8 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     check_outside_inputs(out, data, argument="out")
     options = {**(QUICK if quick else {}), **(train or {})}
     runs = [(config, seed, study_reports.run_folder(out, config, seed)) for config in configs for seed in seeds]
-    _check_earlier_runs(data, runs, options)
+    records = _check_planned_runs(data, runs, options)
+    _check_earlier_runs(data, runs, options, *records)
     out.mkdir(parents=True, exist_ok=True)
     data_basis = _data_basis(data)
     evaluations = {}
@@ -211,19 +221,64 @@ def _fit_options(config, seed, options):
     )  # fmt: skip
 
 
-def _check_earlier_runs(data, runs, options):
+def _check_planned_runs(data, runs, options):
+    """Refuses, before anything trains, what `fit_run` would refuse at the start of a planned run:
+    its options (`RunConfig`, the seed included) and backbone weight file (`_check_weight_file`),
+    named by row and seed; a weight file in its run folder; and the training and validation
+    triplets the options pick (every run trains on the same), named by the option that picked
+    them. Returns those triplets' records (train, val)."""
+    from keras_lpips.training.fit import RunConfig, check_outside_inputs
+    from keras_lpips.training.run_folder import NAMED_WEIGHTS
+
+    checked = set()
+    for config, seed, run_dir in runs:
+        where = f"row {config.name!r}, seed {seed}"
+        planned = _located(where, RunConfig, data, run_dir, **_fit_options(config, seed, options))
+        weights = planned.backbone_weights
+        if weights not in NAMED_WEIGHTS:
+            if weights not in checked:  # each file read once, for the first row naming it
+                _check_weight_file(f"row {config.name!r}: backbone_weights", weights)
+                checked.add(weights)
+            _located(where, check_outside_inputs, run_dir, data, [weights])
+    train, val = (_twoafc_records(data, split, option, options) for split, option in (("train", "subsets"), ("val", "val_subsets")))
+    if runs and len(train) < (planned.batch_size if planned.strategy == "tpu" else 1):  # as fit: TPUs take full batches only
+        raise InputError(f"{len(train)} training triplets make no full batch of {planned.batch_size}")
+    return train, val
+
+
+def _check_weight_file(where, path):
+    """`InputError` naming `where` unless `path` is a weight file as `fit` reads it
+    (`read_weight_file`: there, readable, of a supported format, well-formed; a VGG16's 528 MB
+    read in about a second)."""
+    from keras_lpips.errors import WeightsError
+    from keras_lpips.weights.loading import read_weight_file
+
+    try:
+        read_weight_file(path)
+    except WeightsError as error:
+        raise InputError(f"{where}: {error}") from None
+
+
+def _twoafc_records(data, split, option, options):
+    """The 2AFC records of `split` the study's `option` (subsets, val_subsets) picks, as `fit`
+    lists them; an error of the option's subsets names it."""
+    from keras_lpips.data.bapps import list_twoafc
+
+    if options.get(option) is None:
+        return list_twoafc(data, split)
+    return _located(f"[train] {option}", list_twoafc, data, split, options[option])
+
+
+def _check_earlier_runs(data, runs, options, train, val):
     """Refuses (`InputError`), before anything trains, a run folder of the study holding a run
     (finished or not) that was started with other settings or on other data than this study's
     (`config_changes`, as a resumed `fit` compares them, but the mixed-precision policy that
-    "auto" picks for the machine): its results are not this study's."""
-    from keras_lpips.data.bapps import list_twoafc
+    "auto" picks for the machine): its results are not this study's. `train`, `val`: the records
+    the study trains and validates on."""
     from keras_lpips.training.fit import RunConfig
     from keras_lpips.training.run_folder import RunFolder, config_changes
 
     earlier = {run_dir: RunFolder(run_dir).previous_record() for _, _, run_dir in runs}
-    if not any(earlier.values()):
-        return
-    train, val = list_twoafc(data, "train", options.get("subsets")), list_twoafc(data, "val", options.get("val_subsets"))
     for config, seed, run_dir in runs:
         if not earlier[run_dir]:
             continue

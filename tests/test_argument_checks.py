@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from keras_lpips.argument_checks import check_integer, is_integer, is_number
+from keras_lpips.argument_checks import MAX_SEED, check_integer, check_seed, is_integer, is_number
 from keras_lpips.errors import InputError
 
 
@@ -61,6 +61,33 @@ def test_check_integer_says_what_it_expected_and_received(args, kwargs, message)
         message = message.replace(repr(args[1]), str(args[1]))
     with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
         check_integer(*args, **kwargs)
+
+
+def test_check_seed_takes_what_training_seeds_with():
+    """Every seed is from 0 to 2**32 - 1: what keras.utils.set_random_seed (numpy's legacy
+    seeding, which fit calls) takes; one more is its ValueError."""
+    import keras
+
+    assert check_seed(MAX_SEED) == MAX_SEED == 4294967295 and check_seed(np.uint32(7)) == 7 and check_seed(None, allow_none=True) is None
+    keras.utils.set_random_seed(MAX_SEED)
+    with pytest.raises(ValueError):
+        keras.utils.set_random_seed(MAX_SEED + 1)
+
+
+@pytest.mark.parametrize("value", [MAX_SEED + 1, 99999999999999999999, -1, 1.0, True, "3", None])
+def test_check_seed_refuses_in_the_one_message(value):
+    message = f"seed must be an integer from 0 to 4294967295. Received: seed={value!r}"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        check_seed(value)
+
+
+def test_lpips_refuses_a_seed_past_the_largest():
+    from keras_lpips import LPIPS
+
+    message = "seed must be an integer from 0 to 4294967295 or None. Received: seed=4294967296"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        LPIPS(net="alex", backbone_weights=None, seed=MAX_SEED + 1, input_range=(0, 1), layers=1)
+    assert LPIPS(net="alex", backbone_weights=None, seed=MAX_SEED, input_range=(0, 1), layers=1).seed == MAX_SEED
 
 
 # --- call sites that take a numpy integer (a count read from an array) ------------------------------

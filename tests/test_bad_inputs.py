@@ -581,7 +581,7 @@ CASES = {
     "input_range_reversed": Case(lpips(input_range=(1, 0)), (), InputError, "Received: input_range=(1, 0)"),
     "input_range_none": Case(lpips(input_range=None), (), InputError, "Received: input_range=None"),
     "dropout_out_of_range": Case(lpips(backbone_weights=None, dropout=1.5), (), InputError, "dropout must be a number from 0 to less than 1. Received: dropout=1.5"),
-    "seed_not_an_integer": Case(lpips(backbone_weights=None, seed="x"), (), InputError, "seed must be an integer >= 0 or None. Received: seed='x'"),
+    "seed_not_an_integer": Case(lpips(backbone_weights=None, seed="x"), (), InputError, "seed must be an integer from 0 to 4294967295 or None. Received: seed='x'"),
     "weights_not_a_path": Case(lpips(backbone_weights=3), (), InputError, "backbone_weights must be a name, a path or None. Received: backbone_weights=3"),
     "unknown_argument": Case(lpips(backbone_weights=None, colour=True), (), InputError, "Unrecognized keyword arguments passed to LPIPS: {'colour': True}"),
     "loss_none": Case(loss_of(lambda r: (None, uniform()(r))), (), InputError, "y_true must be an (N, H, W, 3) array or tensor of pixel values"),

@@ -310,3 +310,98 @@ def test_study_refuses_an_out_inside_its_data(stand_ins, tmp_path):
         assert one_error_line(result).startswith(f"error: Refusing to write {out}: it is inside "), result.stderr
     assert stand_ins == [] and sorted(p.name for p in data.iterdir()) == ["2afc", "jnd"]
     assert sorted(p.name for p in (data / "2afc").iterdir()) == ["train", "val"]
+
+
+# --- a config is checked whole before anything trains: every row, [train] option and seed -------
+
+
+ROW = '[[run]]\nname = "sq"\nbackbone = "squeeze"\ndistance = "lpips"\n'
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [('[train]\nsubsets = [1, 2]\n', "[train], for the study's row 'vgg16-2L-cosine': subsets must be a subset's name or a list of "
+                                     "them (strings). Received: subsets=[1, 2]"),
+     ('[train]\nval_subsets = ["a", 3]\n', "[train], for the study's row 'vgg16-2L-cosine': val_subsets must be a subset's name"),
+     (f'{ROW}backbone_weights = "keras-imagenet"\n', "[[run]] row 1 ('sq'): backbone_weights='keras-imagenet' exists for vgg only"),
+     ("seeds = [0, 99999999999999999999]\n", "seeds: seed must be an integer from 0 to 4294967295. Received: seed=99999999999999999999"),
+     ("seeds = [4294967296]\n", "seeds: seed must be an integer from 0 to 4294967295. Received: seed=4294967296")],
+)  # fmt: skip
+def test_load_config_refuses_what_fit_would_refuse(tmp_path, config, message):
+    from keras_lpips.errors import InputError
+    from keras_lpips.study import load_config
+
+    path = tmp_path / "study.toml"
+    path.write_text(config)
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: {message}"), caught.value
+
+
+def test_load_config_takes_the_largest_seed(tmp_path):
+    from keras_lpips.study import load_config
+
+    (tmp_path / "study.toml").write_text("seeds = [0, 4294967295]\n")
+    assert load_config(tmp_path / "study.toml")["seeds"] == (0, 4294967295)
+
+
+def _weight_files(folder):
+    """A missing, an unreadable (a folder), a malformed and a well-formed weight file."""
+    (folder / "folder.pth").mkdir()
+    (folder / "text.npz").write_text("not an archive")
+    np.savez(folder / "good.npz", **{"features.0.weight": np.zeros((64, 3, 11, 11), np.float32)})
+    return {"missing": folder / "nope.pth", "folder": folder / "folder.pth", "malformed": folder / "text.npz", "good": folder / "good.npz"}
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [(f'{ROW}backbone_weights = "WEIGHTS/nope.pth"\n', "row 'sq': backbone_weights: Weight file not found: WEIGHTS/nope.pth"),
+     (f'{ROW}backbone_weights = "WEIGHTS/folder.pth"\n', "row 'sq': backbone_weights: Weight file WEIGHTS/folder.pth is a directory"),
+     (f'{ROW}backbone_weights = "WEIGHTS/text.npz"\n', "row 'sq': backbone_weights: "),
+     ('[train]\nval_subsets = ["nope"]\n', "[train] val_subsets: Subset 2afc/val/nope not found in "),
+     ('[train]\nsubsets = ["traditional", "cnn"]\n', "[train] subsets: Subset 2afc/train/cnn not found in "),
+     ("seeds = [99999999999999999999]\n", "STUDY: seeds: seed must be an integer from 0 to 4294967295. Received: seed=99999999999999999999")],
+)  # fmt: skip
+def test_study_refuses_a_bad_row_option_or_seed_before_anything_trains(stand_ins, tiny_bapps, tmp_path, config, message):
+    """What the reviewer met hours into a study (a row's missing weight file after the five
+    built-in rows trained, an unknown val subset, a seed numpy refuses, in a traceback) is one
+    line, exit code 2, before the first run: nothing trained, no study folder."""
+    _weight_files(tmp_path)
+    study = tmp_path / "study.toml"
+    study.write_text(config.replace("WEIGHTS", str(tmp_path)))
+    out = tmp_path / "out"
+    result = _study(tiny_bapps, out, "--quick", "--config", study)
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result)
+    assert line.startswith("error: " + message.replace("WEIGHTS", str(tmp_path)).replace("STUDY", str(study))), line
+    assert stand_ins == [] and not out.exists()
+
+
+def test_study_trains_a_row_with_a_readable_weight_file(stand_ins, tiny_bapps, tmp_path, monkeypatch):
+    monkeypatch.setitem(MEANS, "sq", 0.7)
+    weights = _weight_files(tmp_path)["good"]
+    study = tmp_path / "study.toml"
+    study.write_text(f'{ROW}backbone_weights = "{weights}"\nlayers = 1\n')
+    result = _study(tiny_bapps, tmp_path / "out", "--quick", "--config", study)
+    assert result.returncode == 0, result.stderr
+    assert trained(stand_ins) == [f"{name}-seed0" for name in CONFIGS] + ["sq-seed0"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"seeds": (2**32,)}, "row 'vgg16-2L-cosine', seed 4294967296: seed must be an integer from 0 to 4294967295. Received: seed=4294967296"),
+     ({"seeds": (-1,)}, "row 'vgg16-2L-cosine', seed -1: seed must be an integer from 0 to 4294967295. Received: seed=-1"),
+     ({"train": {"subsets": [1, 2]}}, "row 'vgg16-2L-cosine', seed 0: subsets must be a subset's name or a list of them (strings)"),
+     ({"train": {"val_subsets": ["nope"]}}, "[train] val_subsets: Subset 2afc/val/nope not found in "),
+     ({"configs": (("sq", "squeeze", "lpips", None, "/nope.pth"),)}, "row 'sq': backbone_weights: Weight file not found: /nope.pth")],
+)  # fmt: skip
+def test_run_study_checks_every_planned_run_first(stand_ins, tiny_bapps, tmp_path, options, message):
+    """The Python API checks the same, for configurations and seeds given to it directly."""
+    from keras_lpips.errors import InputError
+    from keras_lpips.study import DEFAULT_CONFIGS, StudyConfig, run_study
+
+    configs = tuple(StudyConfig(*args) for args in options.pop("configs", ())) or DEFAULT_CONFIGS
+    with pytest.raises(InputError) as caught:
+        run_study(tiny_bapps, tmp_path / "out", configs, quick=True, **options)
+    assert type(caught.value) is InputError and str(caught.value).startswith(message), caught.value
+    assert stand_ins == [] and not (tmp_path / "out").exists()

@@ -549,7 +549,13 @@ def test_resume_compares_the_backbone_by_its_canonical_name():
      ("batch_size", True, "batch_size must be an integer >= 1"), ("batch_size", 2.5, "batch_size must be an integer >= 1"),
      ("load_size", 0, "load_size must be an integer >= 1"), ("epochs", -1, "epochs must be an integer >= 0"),
      ("epochs", float("nan"), "epochs must be an integer >= 0"), ("decay_epochs", -2, "decay_epochs must be an integer >= 0"),
-     ("seed", -1, "seed must be an integer >= 0"), ("lr", 0.0, "lr must be a positive finite number"),
+     ("seed", -1, "seed must be an integer from 0 to 4294967295. Received: seed=-1"),
+     ("seed", 2**32, "seed must be an integer from 0 to 4294967295. Received: seed=4294967296"),
+     ("seed", 99999999999, "seed must be an integer from 0 to 4294967295. Received: seed=99999999999"),
+     ("subsets", [1, 2], re.escape("subsets must be a subset's name or a list of them (strings). Received: subsets=[1, 2]")),
+     ("val_subsets", 3, "val_subsets must be a subset's name or a list of them"),
+     ("backbone_weights", "keras-imagenet", "backbone_weights='keras-imagenet' exists for vgg only"),
+     ("lr", 0.0, "lr must be a positive finite number"),
      ("lr", -1e-4, "lr must be a positive finite number"), ("lr", float("nan"), "lr must be a positive finite number"),
      ("lr", float("inf"), "lr must be a positive finite number"), ("lr", "1e-4", "lr must be a positive finite number"),
      ("beta_1", 1.0, "beta_1 must be a number from 0 to less than 1"), ("beta_1", float("nan"), "beta_1 must be a number"),
@@ -564,6 +570,24 @@ def test_fit_refuses_bad_numbers_before_creating_anything(tmp_path, option, valu
     with pytest.raises(InputError, match=f"^{message}") as caught:
         fit_run(tmp_path / "no-data-needed", tmp_path / "run", **{**TINY, option: value})
     assert "\n" not in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+def test_cli_fit_refuses_a_seed_past_the_largest_in_one_line(tmp_path):
+    """--seed 99999999999 was numpy's traceback (exit code 1): it is the one seed message, exit 2."""
+    from tests.helpers import one_error_line, run_cli, run_installed
+
+    for run in (run_cli, run_installed):
+        result = run("fit", "--data", tmp_path / "no-data-needed", "--out", tmp_path / "run", "--seed", "99999999999")
+        assert result.returncode == 2, result.stderr
+        assert one_error_line(result) == "error: seed must be an integer from 0 to 4294967295. Received: seed=99999999999"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_trains_with_the_largest_seed(small_data, tmp_path):
+    from keras_lpips.training import fit_run
+
+    summary = fit_run(small_data, tmp_path / "run", **{**TINY, "epochs": 1, "decay_epochs": 0, "seed": 2**32 - 1, "progress": False})
+    assert summary["config"]["seed"] == 2**32 - 1 and summary["epochs_done"] == 1
 
 
 def test_cli_fit_and_eval_refuse_a_zero_batch_alike(small_data, tmp_path):

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lpips.argument_checks import check_integer, is_number
+from keras_lpips.argument_checks import check_integer, check_seed, is_number
 from keras_lpips.array_checks import check_load_size
 from keras_lpips.backbones import get_backbone
 from keras_lpips.data.bapps import fingerprint, list_twoafc, resolve_root
@@ -29,7 +29,7 @@ from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, ref
 from keras_lpips.training.precision import Float32Validation, float32_copy
 from keras_lpips.training.run_folder import NAMED_WEIGHTS, UNTRAINED, RunFolder, now, recorded_weights
 from keras_lpips.training.trainer import LPIPSTrainer
-from keras_lpips.weights.sources import IMAGENET
+from keras_lpips.weights.sources import IMAGENET, KERAS_IMAGENET
 
 MODES = ("lin", "tune", "scratch")
 INPUT_RANGE = (0.0, 1.0)  # what fit feeds, and what the saved model.keras expects (the CLI's range)
@@ -111,15 +111,17 @@ class RunConfig:
         self._check_numbers()
         self.backbone_weights = self.backbone_weights or (UNTRAINED if self.mode == "scratch" else IMAGENET)
         spec = get_backbone(self.backbone)
+        if self.backbone_weights == KERAS_IMAGENET and spec.name != "vgg":  # as LPIPS refuses it
+            raise InputError(f"backbone_weights='keras-imagenet' exists for vgg only. Received: backbone={self.backbone!r}")
         kept = _check_choices(spec, "0.1", self.distance, self.layers, INPUT_RANGE)
         check_load_size(self.load_size, spec.min_input_size[kept - 1], spec.name, kept)
-        self.subsets = [self.subsets] if isinstance(self.subsets, str) else self.subsets
-        self.val_subsets = [self.val_subsets] if isinstance(self.val_subsets, str) else self.val_subsets
+        self.subsets, self.val_subsets = self._subset_list("subsets", self.subsets), self._subset_list("val_subsets", self.val_subsets)
 
     def _check_numbers(self):
         """`InputError` for a numeric option out of its range: zero, negative, NaN, infinite, a bool."""
-        for name in ("epochs", "decay_epochs", "seed"):
+        for name in ("epochs", "decay_epochs"):
             check_integer(name, getattr(self, name), 0)
+        check_seed(self.seed)
         if self.epochs + self.decay_epochs < 1:
             raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
         check_integer("batch_size", self.batch_size, 1)
@@ -130,6 +132,17 @@ class RunConfig:
             value = getattr(self, name)
             if not (is_number(value) and 0 <= value < 1):
                 raise InputError(f"{name} must be a number from 0 to less than 1. Received: {name}={value!r}")
+
+    @staticmethod
+    def _subset_list(name, subsets):
+        """`subsets` (None, a subset's name, or a list or tuple of names) as None or a list of names;
+        `InputError` naming `name` for anything else (a number is no subset's name)."""
+        if subsets is None:
+            return None
+        names = [subsets] if isinstance(subsets, str) else subsets
+        if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) and n for n in names)):
+            raise InputError(f"{name} must be a subset's name or a list of them (strings). Received: {name}={subsets!r}")
+        return list(names)
 
     @property
     def total_epochs(self):
