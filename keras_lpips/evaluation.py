@@ -15,7 +15,7 @@ from keras_lpips import keras_compat
 from keras_lpips.argument_checks import check_integer
 from keras_lpips.array_checks import as_numpy, check_load_size
 from keras_lpips.baselines import baseline_distances
-from keras_lpips.errors import InputError
+from keras_lpips.errors import DataError, InputError, reason
 from keras_lpips.model import LPIPS
 from keras_lpips.ranking import jnd_map, scores_by_subset, twoafc_scores
 
@@ -109,12 +109,25 @@ def _metric_to_score(model, metric, load_size):
         name = str(model)
         run_json = pathlib.Path(model) / "run.json"
         if load_size is None and run_json.is_file():
-            load_size = json.loads(run_json.read_text()).get("config", {}).get("load_size")
+            load_size = _recorded_load_size(run_json)
     else:
         name = f"{metric.net} v{metric.version} {metric.distance}"
     load_size = check_integer("load_size", 64 if load_size is None else load_size, 1)
     check_load_size(load_size, getattr(metric, "min_input_size", 1), metric.net, getattr(metric, "layers_kept", None))
     return metric, name, load_size
+
+
+def _recorded_load_size(run_json):
+    """The load size a fit run's `run_json` records (None where it records none); `DataError`
+    where the file cannot be read."""
+    try:
+        record = json.loads(run_json.read_text())
+        config = record.get("config", {}) if isinstance(record, dict) else None
+        if not isinstance(config, dict):
+            raise ValueError("it records no run configuration")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DataError(f"Cannot read {run_json} ({reason(error)}), the record of the run evaluated: pass load_size= to evaluate without it") from None
+    return config.get("load_size")
 
 
 def _jnd_subsets_of(root, subsets, skipped):

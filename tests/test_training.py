@@ -135,7 +135,7 @@ def test_eval_reproduces_the_fit_score(trained_run, synth_data):
 
 
 def test_cli_fit_then_eval(small_data, tmp_path):
-    from tests.helpers import run_cli
+    from tests.helpers import one_error_line, run_cli
 
     run = tmp_path / "run"
     result = run_cli("fit", "--data", small_data, "--out", run, "--backbone", "alexnet", "--layers", "2",
@@ -150,6 +150,11 @@ def test_cli_fit_then_eval(small_data, tmp_path):
     assert scores["columns"] == ["model"] and scores["load_size"] == 32
     final = json.loads((run / "run.json").read_text())["final"]["val_2afc"]
     assert scores["2afc"]["all"]["model"] == float(str(np.float32(final)))  # printed at float32 precision
+    (run / "run.json").write_text("{damaged")  # where eval reads the run's load size: one line, not a traceback
+    result = run_cli("eval", "--model", run, "--data", small_data, "--no-baselines")
+    assert result.returncode == 1 and one_error_line(result).startswith(f"error: Cannot read {run / 'run.json'} (")
+    assert one_error_line(result).endswith("pass --load-size to evaluate without it")
+    assert run_cli("eval", "--model", run, "--data", small_data, "--no-baselines", "--load-size", "32").returncode == 0
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
