@@ -284,6 +284,16 @@ def test_mixed_precision_keeps_distances_float32():
     assert np.isfinite(logs["loss"]) and all((h.kernel.numpy() >= 0).all() for h in metric.heads)
 
 
+def test_untrained_backbone_spellings_are_one(tmp_path):
+    """fit takes "none" as score does, for an untrained backbone, and records it as "random"
+    (it was read as a file named none)."""
+    from keras_lpips.training.fit import RunConfig
+
+    for spelling in ("random", "none"):
+        assert RunConfig(".", tmp_path / "run", backbone_weights=spelling).backbone_weights == "random"
+    assert RunConfig(".", tmp_path / "run", mode="scratch", backbone_weights="none").backbone_weights == "random"
+
+
 def test_precision_and_strategy_choices(tmp_path):
     from keras_lpips.errors import InputError
     from keras_lpips.training.devices import cpu_has_native_bf16, make_strategy, resolve_precision

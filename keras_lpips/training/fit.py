@@ -29,7 +29,7 @@ from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, ref
 from keras_lpips.training.precision import Float32Validation, float32_copy
 from keras_lpips.training.run_folder import NAMED_WEIGHTS, UNTRAINED, RunFolder, now, recorded_weights
 from keras_lpips.training.trainer import LPIPSTrainer
-from keras_lpips.weights.sources import IMAGENET, KERAS_IMAGENET
+from keras_lpips.weights.sources import IMAGENET, KERAS_IMAGENET, UNTRAINED_NAMES
 
 MODES = ("lin", "tune", "scratch")
 INPUT_RANGE = (0.0, 1.0)  # what fit feeds, and what the saved model.keras expects (the CLI's range)
@@ -106,6 +106,8 @@ class RunConfig:
                 raise InputError(f"{name} must be one of {', '.join(choices)}. Received: {getattr(self, name)!r}")
         if self.distance == "cosine" and self.mode != "lin":
             raise InputError("distance 'cosine' has no linear weights: only the ranking head learns, so mode must be 'lin'")
+        if self.backbone_weights in UNTRAINED_NAMES:  # "none" is "random", recorded as that
+            self.backbone_weights = UNTRAINED
         if self.mode == "scratch" and self.backbone_weights not in (None, UNTRAINED):
             raise InputError(f"mode 'scratch' trains the backbone from a random init; drop backbone_weights={self.backbone_weights!r}")
         self._check_numbers()

@@ -44,7 +44,7 @@ from keras_lpips.file_lock import file_lock
 from keras_lpips.files import atomic_path, atomic_write, make_folder, remove_if_empty, scratch_directory
 from keras_lpips.reports import float32_values
 from keras_lpips.training.precision import float32_trainer
-from keras_lpips.weights.sources import BACKBONE_NAMES
+from keras_lpips.weights.sources import BACKBONE_NAMES, UNTRAINED_NAMES
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "2afc", "val_loss", "val_2afc", "train_seconds", "triplets_per_second")
 FILES = (
@@ -360,9 +360,9 @@ def comparable_config(config):
     return comparable
 
 
-# Backbone weights fit takes by name: a source's (`sources.BACKBONE_NAMES`), or "random" (fit's
-# spelling of None: untrained); anything else is a file.
-UNTRAINED = "random"
+# Backbone weights fit takes by name: a source's (`sources.BACKBONE_NAMES`), or "random" (how fit
+# records None, or "none": untrained); anything else is a file.
+UNTRAINED = UNTRAINED_NAMES[0]
 NAMED_WEIGHTS = (*BACKBONE_NAMES, UNTRAINED)
 
 

@@ -3,10 +3,13 @@
 # The backbone weights `LPIPS(backbone_weights=...)` takes by name: torchvision's ImageNet
 # weights (fetched once into the cache; TORCHVISION_FILES) and Keras Applications' VGG16 (vgg
 # only). Any other value is a weight file, or None: an untrained backbone (which the command
-# line and fit spell "random"). The linear weights' names are LIN_VERSIONS below.
+# line and fit spell "random" or "none"). The linear weights' names are LIN_VERSIONS below.
 IMAGENET = "imagenet"
 KERAS_IMAGENET = "keras-imagenet"
 BACKBONE_NAMES = (IMAGENET, KERAS_IMAGENET)
+# Spellings of "no weights" (an untrained backbone) that every command accepts for None; fit
+# records the first.
+UNTRAINED_NAMES = ("random", "none")
 
 # torchvision's ImageNet weights, the ones the official LPIPS linear weights were
 # calibrated on. As torch.hub does, each download is verified by the sha256 prefix in its
