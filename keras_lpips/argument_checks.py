@@ -5,7 +5,8 @@ An integer is a Python int or a numpy integer (`np.int64(3)` from an array is as
 never a bool (`True` is an int to Python, but no count or size); a float equal to an integer
 (2.0) is no integer. A number is any real number (int, float, numpy ones), never a bool.
 File readers use the predicates under their own error (`DataError`, `WeightsError`).
-Every seed is an integer from 0 to `MAX_SEED` (`check_seed`).
+Every seed that seeds Keras or NumPy's global generators (a training run's, the metric's, the
+ranking head's) is an integer from 0 to `MAX_SEED` (`check_seed`).
 """
 
 import numbers

@@ -111,8 +111,9 @@ def exists_message(path):
 
 @contextlib.contextmanager
 def _reported(path, as_input_error):
-    """With `as_input_error`, an OSError becomes `InputError("Cannot write PATH: reason")`, and
-    an output that appeared meanwhile (`overwrite=False`) `InputError(exists_message(PATH))`."""
+    """With `as_input_error`, an OSError becomes `OutputError("Cannot write PATH: reason")` (an
+    `InputError`), and an output that appeared meanwhile (`overwrite=False`)
+    `InputError(exists_message(PATH))`."""
     if not as_input_error:
         yield
         return
@@ -246,7 +247,7 @@ def atomic_path(path, *, fsync=False, as_input_error=False, overwrite=True, need
 
     `fsync`: flush the file, then the rename, to disk (for files that must survive a power loss).
     `as_input_error`: a missing output folder raises `InputError("Output folder does not
-    exist: FOLDER")` and any OSError `InputError("Cannot write PATH: reason")`.
+    exist: FOLDER")` and any OSError `OutputError("Cannot write PATH: reason")`.
     `overwrite=False`: `path` is created, never replaced (`publish_new`): one that exists when
     the content is complete (another process wrote it meanwhile) raises `FileExistsError`
     (`InputError(exists_message(path))` with `as_input_error`), the temporary removed.

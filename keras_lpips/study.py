@@ -52,6 +52,8 @@ DEFAULT_CONFIGS = (
     StudyConfig("vgg16-untrained-cosine", "vgg", "cosine", None, "random"),
 )
 QUICK = {"epochs": 1, "decay_epochs": 1, "batch_size": 8}
+
+
 def load_config(path):
     """Reads a study TOML: `seeds = [0, 1]`, `[train]` options, and `[[run]]` rows added to the five.
 
