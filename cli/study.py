@@ -29,10 +29,11 @@ def study(
     quick: Annotated[bool, typer.Option("--quick", help="A tiny version (1+1 epochs, batch 8) for smoke tests.")] = False,
 ):
     from keras_lpips.files import check_output
-    from keras_lpips.study import DEFAULT_CONFIGS, load_config, run_study
+    from keras_lpips.study import run_study
+    from keras_lpips.study_config import load_config
 
     check_output(out, [data, config], overwrite=True, kind="folder")  # a study folder resumes; it never holds its inputs
-    settings = load_config(config) if config else {"configs": DEFAULT_CONFIGS, "seeds": (0,), "train": {}}
+    settings = load_config(config)
     results = run_study(
         data, out, settings["configs"], settings["seeds"], quick=quick, train=settings["train"],
         log=lambda line: typer.echo(line, err=True),

@@ -510,7 +510,7 @@ STUDY_CONFIGS = {  # study TOMLs (keras-lpips study --config) with one fault eac
 
 def study_config(name):
     def call(f):
-        from keras_lpips.study import load_config
+        from keras_lpips.study_config import load_config
 
         return load_config(f(name))
 

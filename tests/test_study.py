@@ -329,7 +329,7 @@ ROW = '[[run]]\nname = "sq"\nbackbone = "squeeze"\ndistance = "lpips"\n'
 )  # fmt: skip
 def test_load_config_refuses_what_fit_would_refuse(tmp_path, config, message):
     from keras_lpips.errors import InputError
-    from keras_lpips.study import load_config
+    from keras_lpips.study_config import load_config
 
     path = tmp_path / "study.toml"
     path.write_text(config)
@@ -339,7 +339,7 @@ def test_load_config_refuses_what_fit_would_refuse(tmp_path, config, message):
 
 
 def test_load_config_takes_the_largest_seed(tmp_path):
-    from keras_lpips.study import load_config
+    from keras_lpips.study_config import load_config
 
     (tmp_path / "study.toml").write_text("seeds = [0, 4294967295]\n")
     assert load_config(tmp_path / "study.toml")["seeds"] == (0, 4294967295)
@@ -398,7 +398,8 @@ def test_study_trains_a_row_with_a_readable_weight_file(stand_ins, tiny_bapps, t
 def test_run_study_checks_every_planned_run_first(stand_ins, tiny_bapps, tmp_path, options, message):
     """The Python API checks the same, for configurations and seeds given to it directly."""
     from keras_lpips.errors import InputError
-    from keras_lpips.study import DEFAULT_CONFIGS, StudyConfig, run_study
+    from keras_lpips.study import run_study
+    from keras_lpips.study_config import DEFAULT_CONFIGS, StudyConfig
 
     configs = tuple(StudyConfig(*args) for args in options.pop("configs", ())) or DEFAULT_CONFIGS
     with pytest.raises(InputError) as caught:
