@@ -43,7 +43,7 @@ def run_study(data, out, configs=DEFAULT_CONFIGS, seeds=(0,), quick=False, train
     out = pathlib.Path(out)
     check_outside_inputs(out, data, argument="out")
     options = {**(QUICK if quick else {}), **(train or {})}
-    runs = [(config, seed, study_reports.run_folder(out, config, seed)) for config in configs for seed in seeds]
+    runs = [(config, seed, study_reports.run_path(out, config, seed)) for config in configs for seed in seeds]
     records = _check_planned_runs(data, runs, options)
     _check_earlier_runs(data, runs, options, *records)
     out.mkdir(parents=True, exist_ok=True)

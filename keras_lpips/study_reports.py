@@ -22,7 +22,7 @@ SYNTHETIC_NOTE = (
 )
 
 
-def run_folder(out, config, seed):
+def run_path(out, config, seed):
     """Where the study in `out` trains `config` (a `StudyConfig`) with `seed`: runs/NAME-seedS."""
     return pathlib.Path(out) / "runs" / f"{config.name}-seed{seed}"
 
@@ -173,7 +173,7 @@ def plot_curves(out, configs, seeds, path):
 
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
     for config in configs:
-        history = run_folder(out, config, seeds[0]) / "history.csv"
+        history = run_path(out, config, seeds[0]) / "history.csv"
         if not history.is_file():
             continue
         with open(history) as f:
