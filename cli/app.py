@@ -40,6 +40,31 @@ def _flags_show_no_value():
 _flags_show_no_value()
 
 
+def _arguments_in_upper_case():
+    """A positional argument shows as its name in upper case, as Click writes it (`REF A [B]`,
+    `Missing argument 'REF'`), in usage lines, help and errors of every command. Typer 0.29 writes
+    `{ref} {a} [b]`: its arguments' `display_name_raw` (the name without a metavar) and
+    `_usage_display_name` (braces around a required one) are replaced. A Typer without them is
+    left as it is."""
+    argument = typer.core.TyperArgument
+    if not hasattr(argument, "_usage_display_name") or getattr(argument, "upper_case", False):
+        return
+
+    def display_name_raw(self):
+        return self.metavar if self.metavar is not None else self.name.upper()
+
+    def usage_display_name(self):
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    argument.display_name_raw = property(display_name_raw)
+    argument._usage_display_name = usage_display_name
+    argument.upper_case = True
+
+
+_arguments_in_upper_case()
+
+
 def _print_version(value):
     if value:
         from keras_lpips import __version__
@@ -78,23 +103,33 @@ app.add_typer(beam.app, name="beam")
 # for, and argument -> flag where they differ in more than `_` / `-` (`fit`'s `out_dir`).
 ARGUMENTS = (
     "backbone_weights", "lin_weights", "net", "version", "distance", "layers", "model", "preset",
-    "out", "out_dir", "resume", "overwrite", "resize", "frame", "strategy",
+    "out", "out_dir", "resume", "overwrite", "resize", "frame", "strategy", "load_size",
 )  # fmt: skip
 FLAGS = {"version": "--lpips-version", "out_dir": "--out"}
 _ARGUMENT = re.compile(rf"(?<![\w./\\-])({'|'.join(ARGUMENTS)})=(None\b|True\b|(?=[\s,;)]|$))?")
 
 
+# An argument that begins a message as a check's subject: "layers must be an integer ...".
+_SUBJECT = re.compile(rf"^({'|'.join(ARGUMENTS)})(?= must )")
+
+
+def _flag(name):
+    """The flag of the library's argument `name`."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 def cli_spelling(message):
     """`message` with its arguments written as flags: `argument=VALUE` as `--argument VALUE`
-    (None: `--argument none`), `argument=True` and `argument=` alone as `--argument`."""
+    (None: `--argument none`), `argument=True` and `argument=` alone as `--argument`, and an
+    argument that begins the message before "must" ("layers must be ...") as `--argument`."""
 
     def flag(match):
         name, value = match.groups()
-        spelled = FLAGS.get(name, "--" + name.replace("_", "-"))
         if value is None:  # a value follows
-            return spelled + " "
-        return spelled + (" none" if value == "None" else "")
+            return _flag(name) + " "
+        return _flag(name) + (" none" if value == "None" else "")
 
+    message = _SUBJECT.sub(lambda match: _flag(match.group(1)), message)
     return _ARGUMENT.sub(flag, message)
 
 

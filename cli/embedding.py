@@ -40,6 +40,8 @@ protocol), pooled.
   keras-lpips diversity samples_per_input/ --json
 """
 
+# `--search`: exact, or a FAISS index (`keras_lpips.embedding_index.KINDS`, which imports Keras).
+SEARCHES = ("exact", "flat", "hnsw", "ivf")
 Resize = Annotated[bool, typer.Option("--resize", help="Resize images to the first one's (or the embed file's) size.")]
 StartOver = Annotated[
     bool, typer.Option("--overwrite", help="Replace the file instead of completing it: embed every image anew (never one of the inputs).")
@@ -87,12 +89,12 @@ def embed(
     overwrite: StartOver = False,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding_files import image_names
+    from keras_lpips.embedding_files import listed_images
     from keras_lpips.resumable_embedding import embed_folder
     from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
 
-    names = image_names(folder)
+    names = listed_images(folder)  # a folder of images, before the model is loaded
     # An embed file is completed, so it may exist; it is never one of the images or weight files read.
     check_output(out, [folder, *(folder / name for name in names), *metric.input_paths()], overwrite=True, kind="file")
     if out.suffix.lower() != ".npz":
@@ -117,7 +119,7 @@ def nearest(
     resize: Resize = False,
     frame: options.Frame = None,
     search: Annotated[
-        Literal["exact", "flat", "hnsw", "ivf"],
+        Literal[SEARCHES],
         typer.Option(
             "--search",
             help="exact, or a FAISS index whose candidates are re-ranked exactly: flat, hnsw or ivf "
@@ -130,11 +132,10 @@ def nearest(
     as_json: options.Json = False,
 ):
     from keras_lpips.embedding_queries import nearest_images
-    from keras_lpips.embedding_index import KINDS
     from keras_lpips.errors import InputError
 
     if projection is not None and search == "exact":  # refused in these words before anything is read
-        raise InputError(f"--projection applies to a FAISS index (--search {', '.join(KINDS)}). Received: --search exact")
+        raise InputError(f"--projection applies to a FAISS index (--search {', '.join(SEARCHES[1:])}). Received: --search exact")
     with _embedding_progress() as progress:
         neighbours = nearest_images(query, index, k, lambda: _lpips(metric), resize, search, projection, progress, frame)
     names = neighbours.index.names
@@ -162,8 +163,10 @@ def diversity(
     frame: options.Frame = None,
     as_json: options.Json = False,
 ):
+    from keras_lpips.embedding_files import image_groups
     from keras_lpips.embedding_queries import folder_diversity
 
+    image_groups(folder)  # its errors (not a folder, no images) before folder_diversity imports Keras
     with _embedding_progress() as progress:
         result = folder_diversity(lambda: _lpips(metric), folder, resize, progress, frame)
     per_group, pooled = result.sets, result.pooled

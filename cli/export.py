@@ -30,59 +30,120 @@ extra: tf2onnx) is serving_default alone.
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("none", "fp16", "dynamic")  # keras_lpips.export.QUANTIZATIONS, without importing TensorFlow
+# The file each format but savedmodel (a folder) writes, by its --out suffix.
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 
 
 @options.metric_options
 def export(
     fmt: Annotated[Literal[FORMATS], typer.Option("--format", help="savedmodel (TF Serving), tflite or onnx.")],
-    out: Annotated[Path, typer.Option("--out", help="SavedModel: the model's base directory; tflite, onnx: the file.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="SavedModel: the model's base directory (no .tflite/.onnx suffix); tflite, onnx: the .tflite/.onnx file.")
+    ],
     quantize: Annotated[Literal[QUANTIZATIONS], typer.Option("--quantize", help="tflite: none, fp16 or dynamic (int8 weights).")] = "none",
-    model_version: Annotated[int, typer.Option("--model-version", min=0, help="savedmodel: the version directory.")] = 1,
+    model_version: Annotated[
+        Optional[int], typer.Option("--model-version", min=0, help="savedmodel: the version directory (default: 1).")
+    ] = None,
     max_pixels: Annotated[
         Optional[int],
         typer.Option("--max-pixels", min=1, help="savedmodel: the most pixels one input of a bytes request may hold "
                      "(default: 179 million, as score reads; bound it to what the server's memory can score)."),
     ] = None,
     overwrite: options.Overwrite = False,
+    as_json: options.Json = False,
     *,
     metric: MetricSpec,
 ):
-    from keras_lpips import LPIPS
-    from keras_lpips import export_onnx as onnx
-    from keras_lpips.errors import InputError
+    from keras_lpips.export import savedmodel_directory
     from keras_lpips.files import check_output
-    from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, STEPS, export_savedmodel, export_tflite
 
-    if fmt != "tflite" and quantize != "none":
-        raise InputError("--quantize applies to --format tflite only")
-    if fmt != "savedmodel" and max_pixels is not None:
-        raise InputError("--max-pixels applies to --format savedmodel only (its bytes signatures)")
-    if fmt == "onnx":
-        onnx.converter()  # installed? (before any weights are fetched)
+    model_version = _checked_options(fmt, out, quantize, model_version, max_pixels)
     if fmt == "savedmodel":  # before any work
+        _check_not_savedmodel(metric.model, savedmodel_directory)
         check_output(out, metric.input_paths(), overwrite=True, kind="folder")
         check_output(out / str(model_version), metric.input_paths(), overwrite, kind="folder")
     else:
         check_output(out, metric.input_paths(), overwrite, kind="file", new_folders=True)  # as export_tflite/onnx
+    from keras_lpips import export_onnx as onnx  # TensorFlow (tf2onnx, the metric): after the checks
+
+    if fmt == "onnx":
+        onnx.converter()  # installed? (before any weights are fetched)
     lpips = options.resolve(metric)
-    if fmt == "savedmodel" and not isinstance(lpips, LPIPS):
-        raise InputError(f"--model {metric.model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
-    what = f"{lpips.net} LPIPS v{lpips.version} ({lpips.distance})"
+    path = _written(fmt, lpips, out, quantize, model_version, overwrite, max_pixels)
+    _report(fmt, lpips, path, quantize, model_version, as_json)
+
+
+def _checked_options(fmt, out, quantize, model_version, max_pixels):
+    """The options that apply to `fmt` only, refused with another (`InputError`), and `out`'s
+    suffix against `fmt`; returns the SavedModel version (1 by default)."""
+    from keras_lpips.errors import InputError
+
+    if fmt != "tflite" and quantize != "none":
+        raise InputError(f"--quantize applies to --format tflite only. Received: --format {fmt} --quantize {quantize}")
+    if fmt != "savedmodel" and max_pixels is not None:
+        raise InputError(f"--max-pixels applies to --format savedmodel only (its bytes signatures). Received: --format {fmt}")
+    if fmt != "savedmodel" and model_version is not None:
+        raise InputError(f"--model-version applies to --format savedmodel only (its version folder). Received: --format {fmt}")
+    if fmt in SUFFIXES and out.suffix.lower() != SUFFIXES[fmt]:
+        raise InputError(f"--format {fmt} writes a {SUFFIXES[fmt]} file: name it {SUFFIXES[fmt]}. Received: --out {out}")
+    named = [f for f, suffix in SUFFIXES.items() if out.suffix.lower() == suffix]
+    if fmt == "savedmodel" and named:
+        raise InputError(f"--format savedmodel writes a folder, and --out {out} names a {named[0]} file: pass --format {named[0]} or a folder")
+    return 1 if model_version is None else model_version
+
+
+def _check_not_savedmodel(model, savedmodel_directory):
+    """`InputError` where `--model` is already an exported SavedModel (no Keras model to export
+    as one): its version folder is the SavedModel."""
+    from keras_lpips.errors import InputError
+
+    if model is not None and savedmodel_directory(model) is not None:
+        raise InputError(f"--model {model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
+
+
+def _written(fmt, lpips, out, quantize, model_version, overwrite, max_pixels):
+    """Exports `lpips` as `fmt` to `out`, with a progress bar; returns the path written."""
+    from keras_lpips import export_onnx as onnx
+    from keras_lpips.export import STEPS, export_savedmodel, export_tflite
+
     with options.progress_bar(onnx.STEPS if fmt == "onnx" else STEPS[fmt], f"exporting {fmt}") as bar:
         if fmt == "savedmodel":
-            path = export_savedmodel(lpips, out, model_version, overwrite, bar.update, max_pixels)
-        elif fmt == "tflite":
-            path = export_tflite(lpips, out, quantize=quantize, overwrite=overwrite, progress=bar.update)
-        else:
-            path = onnx.export_onnx(lpips, out, overwrite=overwrite, progress=bar.update)
-    size = f"{path.stat().st_size / 1e6:.1f} MB" if fmt != "savedmodel" else ""
+            return export_savedmodel(lpips, out, model_version, overwrite, bar.update, max_pixels)
+        if fmt == "tflite":
+            return export_tflite(lpips, out, quantize=quantize, overwrite=overwrite, progress=bar.update)
+        return onnx.export_onnx(lpips, out, overwrite=overwrite, progress=bar.update)
+
+
+def _size(path):
+    """Bytes at `path`: a file's, or those of the files under a folder."""
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _report(fmt, lpips, path, quantize, model_version, as_json):
+    """What was written: lines of text, or with `as_json` one JSON object (format, path, bytes,
+    the metric, the signatures or ONNX inputs; model_version, quantize or opset by format)."""
+    from keras_lpips import export_onnx as onnx
+    from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES
+    from keras_lpips.reports import dumps
+
+    size = _size(path)
+    if as_json:
+        report = {"format": fmt, "path": str(path), "bytes": size, "net": lpips.net, "version": lpips.version, "distance": lpips.distance}
+        extra = {
+            "savedmodel": {"model_version": model_version, "signatures": [*SIGNATURES, *BYTES_SIGNATURES]},
+            "tflite": {"quantize": quantize, "signatures": list(SIGNATURES)},
+            "onnx": {"opset": onnx.OPSET, "inputs": list(onnx.INPUTS)},
+        }[fmt]
+        typer.echo(dumps({**report, **extra}))
+        return
+    what = f"{lpips.net} LPIPS v{lpips.version} ({lpips.distance})"
     if fmt == "savedmodel":
         typer.echo(f"{what} SavedModel written to {path}")
         typer.echo(f"signatures: {', '.join(SIGNATURES)}; images float32 (N, H, W, 3) in [0, 1]")
         typer.echo(f"signatures: {', '.join(BYTES_SIGNATURES)}; images as encoded PNG/JPEG files, tf.string (N,)")
     elif fmt == "tflite":
-        typer.echo(f"{what} TFLite model (quantize={quantize}, {size}) written to {path}")
+        typer.echo(f"{what} TFLite model (quantize={quantize}, {size / 1e6:.1f} MB) written to {path}")
         typer.echo(f"signatures: {', '.join(SIGNATURES)}; images float32 (N, H, W, 3) in [0, 1]")
     else:
-        typer.echo(f"{what} ONNX model (opset {onnx.OPSET}, {size}) written to {path}")
+        typer.echo(f"{what} ONNX model (opset {onnx.OPSET}, {size / 1e6:.1f} MB) written to {path}")
         typer.echo(f"inputs: {', '.join(onnx.INPUTS)}, float32 (N, H, W, 3) in [0, 1]; output: distance (N,)")

@@ -89,7 +89,6 @@ def pairs(
 ):
     from keras_lpips.errors import InputError
     from keras_lpips.images import read_images
-    from keras_lpips.pairwise import paired_distances
 
     first, second = _images_in(dir0), _images_in(dir1)
     names = sorted(set(first) & set(second))
@@ -97,6 +96,8 @@ def pairs(
         raise InputError(f"No image file name is present in both {dir0} and {dir1}")
     if out is not None:
         files.check_output(out, [dir0, dir1, *first.values(), *second.values(), *metric.input_paths()], overwrite, kind="file")
+    from keras_lpips.pairwise import paired_distances  # Keras: after the checks, which need none
+
     lpips = options.resolve(metric)
     images0, images1 = [], []
     for name in names:
@@ -125,7 +126,6 @@ def matrix(
 ):
     from keras_lpips.errors import InputError
     from keras_lpips.images import read_images
-    from keras_lpips.pairwise import check_matrix_memory, cross_distance_matrix, distance_matrix
 
     found = _images_in(folder)
     other = _images_in(against) if against is not None else {}
@@ -133,10 +133,13 @@ def matrix(
         raise InputError(f"Need at least two images in {folder}; found {len(found)}")
     if against is not None and not (found and other):
         raise InputError(f"Need images in both {folder} and {against}; found {len(found)} and {len(other)}")
+    if out is not None:
+        files.check_output(out, [folder, against, *found.values(), *other.values(), *metric.input_paths()], overwrite, kind="file")
+    from keras_lpips.pairwise import check_matrix_memory, cross_distance_matrix, distance_matrix  # Keras: after the checks
+
     names, columns = list(found), list(other) or list(found)
     check_matrix_memory(len(names), len(columns))  # before reading any image: the matrix, then its CSV
     if out is not None:
-        files.check_output(out, [folder, against, *found.values(), *other.values(), *metric.input_paths()], overwrite, kind="file")
         disk_space.check_disk_space(out, _csv_bytes(names, columns), f"A {len(names):,} x {len(columns):,} distance matrix as CSV")
     images = read_images([found[n] for n in names] + [other[n] for n in other], resize=resize, frame=frame)
     lpips = options.resolve(metric)

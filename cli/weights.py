@@ -5,26 +5,31 @@ from typing import Annotated
 
 import typer
 from keras_lpips.cli import options
+from keras_lpips.presets import NET_ALIASES
 from keras_lpips.reports import dumps
 
 app = typer.Typer(help="Fetch, list and convert weights.", no_args_is_help=True)
 
 
 @app.command()
-def fetch(net: options.Net = "alex"):
+def fetch(net: options.Net = "alex", as_json: options.Json = False):
     """Download torchvision's ImageNet weights for NET into the cache (once).
 
       keras-lpips weights fetch --net alex
+      keras-lpips weights fetch --net vgg --json
     """
-    from keras_lpips.backbones import get_backbone
     from keras_lpips.weights.cache_folder import imagenet_cache_path
     from keras_lpips.weights.pretrained import imagenet_state_dict
 
-    net = get_backbone(net).name
+    net = NET_ALIASES[net.lower()]
     with options.download_progress(f"fetching {net} ImageNet weights") as progress:
         state = imagenet_state_dict(net, progress=progress)
-    count = sum(v.size for v in state.values())
-    typer.echo(f"{net}: {len(state)} tensors, {count:,} parameters, cached in {imagenet_cache_path(net).parent}")
+    report = {"net": net, "tensors": len(state), "parameters": int(sum(v.size for v in state.values()))}
+    report["cache"] = str(imagenet_cache_path(net))
+    if as_json:
+        typer.echo(dumps(report))
+        return
+    typer.echo(f"{net}: {report['tensors']} tensors, {report['parameters']:,} parameters, cached in {imagenet_cache_path(net).parent}")
 
 
 @app.command("list")
@@ -56,6 +61,7 @@ def convert(
     destination: Annotated[Path, typer.Argument(help="The .npz or .safetensors to write.")],
     net: options.Net = "alex",
     overwrite: options.Overwrite = False,
+    as_json: options.Json = False,
 ):
     """Convert linear weights or a backbone state dict to a .npz or .safetensors, checked against NET.
 
@@ -67,9 +73,15 @@ def convert(
       keras-lpips weights convert alexnet-owt-7be5be79.pth alex.npz --net alex
       keras-lpips weights convert my_lin.pth my_lin.safetensors --net alex
       keras-lpips score a.png b.png --lin-weights my_lin.npz
+      keras-lpips weights convert my_lin.pth my_lin.npz --json
     """
-    from keras_lpips.backbones import get_backbone
-    from keras_lpips.weights.rewrite import convert_weight_file
+    from keras_lpips.weights.rewrite import check_conversion, convert_weight_file
 
+    check_conversion(source, destination, overwrite, names=("SOURCE", "DESTINATION"))  # before Keras is imported
     kind, count = convert_weight_file(source, destination, net, overwrite=overwrite)
-    typer.echo(f"{kind} weights for {get_backbone(net).name}: {count:,} parameters written to {destination}")
+    net = NET_ALIASES[net.lower()]
+    if as_json:
+        report = {"kind": kind, "net": net, "source": str(source), "destination": str(destination)}
+        typer.echo(dumps({**report, "parameters": count, "bytes": destination.stat().st_size}))
+        return
+    typer.echo(f"{kind} weights for {net}: {count:,} parameters written to {destination}")

@@ -12,7 +12,8 @@ under a digest of the configuration, those pins and the versions of keras-lpips,
 Keras and ai-edge-litert (read from the installed packages' metadata: no import), beside a JSON that
 records its sha256; a file whose digest differs, or that does not load, is converted again,
 never used. One process converts while others wait for it (a lock); a read-only cache filled
-ahead of time is used as it is; a conversion that fails is a note, and Keras scores.
+ahead of time is used as it is; a conversion that fails is a note, and Keras scores (options
+the metric refuses, an `InputError`, are the user's error, raised as they are).
 `KERAS_LPIPS_NO_LITERT=1` turns this path off (the Keras metric is used instead).
 """
 
@@ -24,7 +25,7 @@ import os
 import time
 
 from keras_lpips.array_checks import checked_array_pair
-from keras_lpips.errors import WeightsError, note, reason
+from keras_lpips.errors import InputError, WeightsError, note, reason
 from keras_lpips.quiet import muted_stderr
 
 PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
@@ -105,6 +106,8 @@ def litert_metric(spec, report=None):
         return _converted(config, report)
     except WeightsError:
         return None  # the Keras metric reads the same weights, and says what is wrong with them
+    except InputError:
+        raise  # the user's options are wrong: Keras would refuse them too, in the same words
     except Exception as error:  # any other failure (a full disk, TensorFlow's converter): Keras serves this run
         note(f"could not prepare the LiteRT scorer ({reason(error)}); scoring with Keras, and trying again next time")
         return None

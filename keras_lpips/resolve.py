@@ -17,9 +17,10 @@ import zipfile
 
 from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
 from keras_lpips.weights.sources import BACKBONE_NAMES, IMAGENET, LIN_VERSIONS
-
-# Spellings of "no weights" that `MetricSpec` (and so the command line) accepts for None.
-UNTRAINED = ("random", "none")
+from keras_lpips.weights.sources import UNTRAINED_NAMES as UNTRAINED  # what `MetricSpec` accepts for None
+# The layers each net taps (`len(keras_lpips.backbones.get_backbone(net).taps)`, which imports
+# Keras): `MetricSpec` checks `layers` against them before anything is loaded.
+TAPS = {"alex": 5, "vgg": 5, "squeeze": 7}
 # The options that describe a metric part by part (what `model` and `preset` replace).
 _PARTS = ("net", "version", "distance", "layers", "lin_weights", "backbone_weights")
 
@@ -29,7 +30,9 @@ class MetricSpec:
     """A metric described by options: `model` (a path) or `preset` replace all the others.
 
     `backbone_weights` and `lin_weights` take `LPIPS`'s values, and also "random"/"none" for
-    None (untrained backbone, unweighted linear heads)."""
+    None (untrained backbone, unweighted linear heads). What can be told without loading
+    anything is checked when a spec is made (`InputError`): options that clash, a `model` or
+    weight file that does not exist, `layers` out of the net's range."""
 
     net: str = "alex"
     version: str = "0.1"
@@ -53,6 +56,23 @@ class MetricSpec:
         others = [f"{name}=" for name in _PARTS if name in given]
         if len(fixed_by) > 1 or (fixed_by and others):
             raise InputError(f"{fixed_by[0]} fixes the whole metric: drop {', '.join(fixed_by[1:] + others)}")
+        if self.model is not None:
+            check_model_exists(self.model)
+        elif self.preset is None:
+            self._check_parts()
+
+    def _check_parts(self):
+        """The net options' layers against the net's taps, and each weight source: a name it
+        takes or an existing file."""
+        from keras_lpips.presets import NET_ALIASES
+
+        net = NET_ALIASES.get(str(self.net).lower())  # an unknown net: `LPIPS` names the nets there are
+        if self.layers is not None and net is not None:
+            from keras_lpips.argument_checks import check_integer
+
+            check_integer("layers", self.layers, 1, TAPS[net], note=f"for net {net!r}")
+        _check_source("lin_weights", self.lin_weights, "a shipped version", sorted(LIN_VERSIONS, reverse=True))
+        _check_source("backbone_weights", self.backbone_weights, "a weight name", BACKBONE_NAMES)
 
     def lpips_config(self):
         """The `LPIPS` arguments this spec names (a preset's, or the net options with "random" and
@@ -75,6 +95,22 @@ class MetricSpec:
         named = {*BACKBONE_NAMES, *LIN_VERSIONS, *UNTRAINED}  # weights by name, not files
         values = (self.model, self.lin_weights, self.backbone_weights)
         return tuple(pathlib.Path(v) for v in values if v is not None and str(v) not in named)
+
+
+def _check_source(name, value, kind, names):
+    """`InputError` unless weight source `value` is one of `names`, "random"/"none" or None (no
+    weights), or an existing file: "lin_weights=v0.3 is neither a shipped version (v0.1, v0.0,
+    random) nor a file"."""
+    if value is None or str(value) in (*names, *UNTRAINED) or pathlib.Path(value).is_file():
+        return
+    listed = ", ".join([*names, UNTRAINED[0]])
+    raise InputError(f"{name}={value} is neither {kind} ({listed}) nor a file")
+
+
+def check_model_exists(model):
+    """`InputError` unless the path `model` exists."""
+    if not pathlib.Path(model).exists():
+        raise InputError(f"model={model} does not exist")
 
 
 def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
@@ -131,9 +167,8 @@ def load_metric(model, input_range=None):
     an export takes [0, 1] only, so another range is refused."""
     from keras_lpips.export import load_savedmodel, savedmodel_directory
 
+    check_model_exists(model)
     path = pathlib.Path(model)
-    if not path.exists():
-        raise InputError(f"model={path} does not exist")
     if path.is_file() and path.suffix != ".keras":
         raise InputError(f"model= takes a fit run folder, a .keras file or a SavedModel folder. Received the file {path}")
     if savedmodel_directory(path) is not None:

@@ -339,7 +339,7 @@ def test_readme_main_command_prints_the_reference_distances(tmp_path):
 @pytest.mark.parametrize(
     "args,code,message",
     [
-        (["score", "a.png"], 2, "error: Missing argument 'a'. (see keras-lpips score --help)"),
+        (["score", "a.png"], 2, "error: Missing argument 'A'. (see keras-lpips score --help)"),
         (["score", "a.png", "b.png", "--nett", "vgg"], 2, "error: No such option: --nett (Possible options: --net)"),
         (["export", "--out", "x"], 2, "error: Missing option '--format'. Choose from: savedmodel, tflite, onnx (see keras-lpips export --help)"),
         (["nope"], 2, "error: No such command 'nope'."),

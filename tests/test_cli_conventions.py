@@ -15,7 +15,10 @@ import keras_lpips
 from tests.helpers import RANDOM, one_error_line, run_cli, run_installed
 
 # Commands that print results, each with --json.
-PRINTING = ["score", "pairs", "matrix", "eval", "embed", "nearest", "diversity", "weights list", "data verify"]
+PRINTING = [
+    "score", "pairs", "matrix", "eval", "embed", "nearest", "diversity", "export",
+    "weights list", "weights fetch", "weights convert", "data verify",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,97 @@ def test_answers_without_tensorflow(args, code):
     assert "typer" in modules, traced.stderr[-2000:]  # the trace is there
     heavy = {"tensorflow", "keras", "keras_lpips.model", "keras_lpips.backbones", "torch"} & modules
     assert not heavy, heavy
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory, folder):
+    """A working folder for usage errors: D0/ and D1/ of images, EMPTY/, r.png and a.png,
+    exists.csv, and sm/ (an export's layout: sm/1/saved_model.pb)."""
+    scratch = tmp_path_factory.mktemp("usage")
+    for name in ("D0", "D1"):
+        (scratch / name).mkdir()
+        for image in folder.iterdir():
+            (scratch / name / image.name).write_bytes(image.read_bytes())
+    (scratch / "EMPTY").mkdir()
+    (scratch / "r.png").write_bytes((folder / "a.png").read_bytes())
+    (scratch / "a.png").write_bytes((folder / "b.png").read_bytes())
+    (scratch / "exists.csv").write_text("name,distance\n")
+    (scratch / "sm" / "1").mkdir(parents=True)
+    (scratch / "sm" / "1" / "saved_model.pb").write_bytes(b"")
+    return scratch
+
+
+# Usage errors found without a model: each answers exit 2, one line (with these words), before
+# TensorFlow or Keras is imported.
+USAGE_ERRORS = [
+    ("pairs nodir D1", "Not a folder: nodir"),
+    ("pairs D0 D1 --out exists.csv", "exists.csv already exists; pass --overwrite"),
+    ("matrix EMPTY", "Need at least two images in EMPTY; found 0"),
+    ("matrix D0 --against EMPTY", "Need images in both D0 and EMPTY"),
+    ("export --format savedmodel --out sm", "sm/1 already exists"),
+    ("export --format savedmodel --out x --quantize fp16", "--quantize applies to --format tflite only"),
+    ("export --format tflite --out q.tflite --max-pixels 100", "--max-pixels applies to --format savedmodel only"),
+    ("export --format onnx --out q.onnx --model-version 3", "--model-version applies to --format savedmodel only"),
+    ("export --format tflite --out q.tflite --model-version 1", "--model-version applies to --format savedmodel only"),
+    ("export --format tflite --out x.onnx", "--format tflite writes a .tflite file: name it .tflite. Received: --out x.onnx"),
+    ("export --format onnx --out x.tflite", "--format onnx writes a .onnx file"),
+    ("export --format tflite --out x.txt", "Received: --out x.txt"),
+    ("export --format savedmodel --out m.tflite", "--format savedmodel writes a folder"),
+    ("export --format savedmodel --out new --model sm", "--model sm is already a SavedModel"),
+    ("score r.png a.png --model nothere", "--model nothere does not exist"),
+    ("score r.png a.png --layers 0", "--layers must be an integer from 1 to 5 for net 'alex'. Received: --layers 0"),
+    ("score r.png a.png --layers -1", "Received: --layers -1"),
+    ("score r.png a.png --net squeeze --layers 8", "from 1 to 7 for net 'squeeze'"),
+    ("score r.png a.png --lin-weights v0.3", "--lin-weights v0.3 is neither a shipped version (v0.1, v0.0, random) nor a file"),
+    ("score r.png a.png --backbone-weights foo", "--backbone-weights foo is neither a weight name (imagenet, keras-imagenet, random) nor a file"),
+    ("nearest D1 D0 --projection 3", "--projection applies to a FAISS index"),
+    ("diversity EMPTY", "No images"),
+    ("embed EMPTY --out e1.npz", "No images"),
+    ("weights convert r.png out.pth", "DESTINATION must be a .npz or .safetensors file"),
+    ("weights convert nothere.pth out.npz", "SOURCE nothere.pth is not a file"),
+]
+
+
+@pytest.mark.parametrize("args,words", USAGE_ERRORS, ids=[args for args, _ in USAGE_ERRORS])
+def test_usage_errors_answer_without_tensorflow(scratch, args, words):
+    """A bad path, value or combination the user typed is found before anything heavy is
+    imported: exit 2, one line naming the flags, no TensorFlow or Keras (1.5 s: slack for a loaded
+    machine)."""
+    start = time.perf_counter()
+    result = run_installed(*args.split(), cwd=scratch, env={"KERAS_LPIPS_OFFLINE": "1"}, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 2, result.stderr
+    assert words in one_error_line(result)
+    assert elapsed < 1.5, f"keras-lpips {args} took {elapsed:.2f} s"
+    traced = run_installed(*args.split(), cwd=scratch, env={"KERAS_LPIPS_OFFLINE": "1", "PYTHONPROFILEIMPORTTIME": "1"}, timeout=60)
+    heavy = {"tensorflow", "keras", "keras_lpips.model", "keras_lpips.backbones", "torch"} & _imported(traced.stderr)
+    assert not heavy, heavy
+    assert sorted(p.name for p in scratch.iterdir()) == ["D0", "D1", "EMPTY", "a.png", "exists.csv", "r.png", "sm"]
+
+
+def test_tap_counts_are_the_backbones():
+    """`keras_lpips.resolve.TAPS` (light, for checking --layers) is each backbone's tap count."""
+    from keras_lpips.backbones import get_backbone
+    from keras_lpips.presets import NETS
+    from keras_lpips.resolve import TAPS
+
+    assert TAPS == {net: len(get_backbone(net).taps) for net in NETS}
+
+
+def test_arguments_are_upper_case_in_usage_help_and_errors():
+    """Click's convention (and the README's): `REF A [B]`, `Missing argument 'REF'`, never
+    `{ref}`, in every command's usage line and help."""
+    from tests.test_cli import click_commands
+
+    for name, command in click_commands().items():
+        text = run_cli(*name.split(), "-h", env={"COLUMNS": "400"}).stdout
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        arguments = [param for param in command.params if param.param_type_name == "argument"]
+        shown = [param.name.upper() if param.required else f"[{param.name.upper()}]" for param in arguments]
+        assert "{" not in usage and usage.split("[OPTIONS]")[1].split() == shown, (name, usage)
+    assert "Usage: keras-lpips score [OPTIONS] REF A [B]" in run_cli("score", "-h", env={"COLUMNS": "400"}).stdout
+    missing = run_cli("score")
+    assert missing.returncode == 2 and "Missing argument 'REF'" in one_error_line(missing)
 
 
 def test_version_is_the_programs():

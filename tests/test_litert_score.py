@@ -59,10 +59,12 @@ def test_distances_and_maps_equal_the_keras_metric(converted_home, monkeypatch, 
         served([pair[0], pair[1] * 255])
 
 
-def test_only_official_configurations():
+def test_only_official_configurations(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "mine.npz").write_bytes(b"")  # a spec's files must exist, not be read
     assert official_config(MetricSpec(net="squeeze")) is None  # no pinned features digest
-    assert official_config(MetricSpec(model="run")) is None
-    assert official_config(MetricSpec(lin_weights="mine.npz")) is None
+    assert official_config(MetricSpec(model=str(tmp_path / "run"))) is None
+    assert official_config(MetricSpec(lin_weights=str(tmp_path / "mine.npz"))) is None
     assert official_config(MetricSpec(backbone_weights="random")) is None
     assert official_config(MetricSpec(net="vgg16", preset=None))["net"] == "vgg"
 
@@ -166,6 +168,27 @@ def test_a_conversion_that_fails_is_a_note_and_keras_scores(fake_imagenet_home, 
     result = run_cli("score", *TRIPLET)
     assert result.returncode == 0 and "is closer to" in result.stdout
     assert "note: could not prepare the LiteRT scorer (No space left on device)" in result.stderr
+
+
+def test_options_the_metric_refuses_are_raised_not_a_note(fake_imagenet_home, tmp_path, monkeypatch):
+    """An `InputError` while converting is the user's, raised as it is: never the note that
+    LiteRT could not be prepared."""
+    import warnings
+
+    from keras_lpips import export
+
+    home = tmp_path / "home"
+    shutil.copytree(fake_imagenet_home, home)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+
+    def refused(*args, **kwargs):
+        raise InputError("layers must be an integer from 1 to 5 for net 'alex'. Received: layers=0")
+
+    monkeypatch.setattr(export, "export_tflite", refused)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a note would fail here
+        with pytest.raises(InputError, match="Received: layers=0"):
+            litert_metric(MetricSpec())
 
 
 def test_a_conversion_litert_cannot_load_is_a_note(fake_imagenet_home, tmp_path, monkeypatch):

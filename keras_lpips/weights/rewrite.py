@@ -6,14 +6,25 @@ import pathlib
 import numpy as np
 
 from keras_lpips import files
-from keras_lpips.backbones import get_backbone
-from keras_lpips.errors import WeightsError
+from keras_lpips.errors import InputError, WeightsError
 from keras_lpips.weights.convert import assign_torchvision_weights
-from keras_lpips.weights.loading import lin_vectors, read_weight_file
 from keras_lpips.weights.safetensors_file import safetensors_bytes
 
 # What `convert_weight_file` writes, by the destination's suffix.
 SUFFIXES = (".npz", ".safetensors")
+
+
+def check_conversion(source, destination, overwrite=False, names=("source", "destination")):
+    """What `convert_weight_file` checks before reading anything (`InputError`): `source` is a
+    file, `destination` is named .npz or .safetensors and may be written (`files.check_output`).
+    `names`: how messages name the two (the command line's SOURCE, DESTINATION). Returns
+    `destination` as a Path."""
+    destination = pathlib.Path(destination)
+    if not pathlib.Path(source).is_file():
+        raise InputError(f"{names[0]} {source} is not a file")
+    if destination.suffix not in SUFFIXES:
+        raise InputError(f"{names[1]} must be a .npz or .safetensors file (the formats written). Received: {destination}")
+    return files.check_output(destination, [source], overwrite, kind="file")
 
 
 def convert_weight_file(source, destination, net, overwrite=False):
@@ -29,11 +40,11 @@ def convert_weight_file(source, destination, net, overwrite=False):
     "backbone". An existing `destination` is replaced only with `overwrite`, and `source`
     never (`files.check_output`).
     """
+    from keras_lpips.backbones import get_backbone  # Keras: after the checks, which need none
+    from keras_lpips.weights.loading import lin_vectors, read_weight_file
+
+    destination = check_conversion(source, destination, overwrite)
     spec = get_backbone(net)
-    destination = pathlib.Path(destination)
-    if destination.suffix not in SUFFIXES:
-        raise WeightsError(f"The converted file must be a .npz or .safetensors. Received: {destination}")
-    files.check_output(destination, [source], overwrite, kind="file")
     state = read_weight_file(source)
     if any(key.startswith("lin") for key in state):
         kind = "linear"
