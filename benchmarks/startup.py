@@ -21,6 +21,8 @@ CASES = [
     ["--help"],
     ["--version"],
     ["score", "a.png", "b.png", "--jsn"],  # a usage error
+    ["pairs", "nodir", "examples"],  # usage errors found by checking paths
+    ["fit", "--data", "nodir", "--out", "runx"],
     ["weights", "list"],
     ["score", "examples/ref.png", "examples/p0.png", "examples/p1.png"],  # weights cached
 ]

@@ -163,10 +163,8 @@ def diversity(
     frame: options.Frame = None,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding_files import image_groups
     from keras_lpips.embedding_queries import folder_diversity
 
-    image_groups(folder)  # its errors (not a folder, no images) before folder_diversity imports Keras
     with _embedding_progress() as progress:
         result = folder_diversity(lambda: _lpips(metric), folder, resize, progress, frame)
     per_group, pooled = result.sets, result.pooled

@@ -28,11 +28,14 @@ def study(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML adding rows, seeds and \\[train] options.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A tiny version (1+1 epochs, batch 8) for smoke tests.")] = False,
 ):
+    from keras_lpips.data.bapps import resolve_root
     from keras_lpips.files import check_output
+
+    resolve_root(data)  # usage errors said before TensorFlow is imported
+    check_output(out, [data, config], overwrite=True, kind="folder")  # a study folder resumes; it never holds its inputs
     from keras_lpips.study import run_study
     from keras_lpips.study_config import load_config
 
-    check_output(out, [data, config], overwrite=True, kind="folder")  # a study folder resumes; it never holds its inputs
     settings = load_config(config)
     results = run_study(
         data, out, settings["configs"], settings["seeds"], quick=quick, train=settings["train"],

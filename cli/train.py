@@ -100,6 +100,9 @@ def fit(
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Bit-reproducible (slower) ops and data order.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ):
+    from keras_lpips.data.bapps import resolve_root
+
+    resolve_root(data)  # a usage error said before TensorFlow is imported
     from keras_lpips.training import fit_run
 
     summary = fit_run(
@@ -146,12 +149,15 @@ def eval_(
     as_json: options.Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ):
-    from keras_lpips.evaluation import evaluate_run
+    from keras_lpips.data.bapps import resolve_root
     from keras_lpips.files import check_output
+
+    resolve_root(data)  # usage errors said before TensorFlow is imported
+    if output is not None:
+        check_output(output, [data, *metric.input_paths()], overwrite, kind="file")
+    from keras_lpips.evaluation import evaluate_run
     from keras_lpips.reports import results_markdown, write_results
 
-    if output is not None:  # before any work
-        check_output(output, [data, *metric.input_paths()], overwrite, kind="file")
     results = evaluate_run(
         data, model=metric.model, metric=options.resolve(metric), subsets=_split(subsets), baselines=baselines,
         batch_size=batch_size, load_size=load_size, progress=not quiet and not as_json,

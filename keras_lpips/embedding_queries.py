@@ -116,14 +116,14 @@ def folder_diversity(metric, folder, resize=False, progress=None, frame=None):
     `InputError`), all of its first image's size or, with `resize`, resized to it. `metric`,
     `progress(done, total)` and `frame` as in `comparable_embeddings` (a function is called
     once the folder is checked)."""
-    from keras_lpips.embedding import PairStatistics, pair_statistics
-
     frame = check_integer("frame", frame, 0, allow_none=True)
     groups = image_groups(folder)
     small = [name for name, paths in groups.items() if len(paths) < 2]
     if small:
         where = pathlib.Path(folder) / small[0]
         raise InputError(f"Need at least two images in each set to form a pair. Received one in {where}")
+    from keras_lpips.embedding import PairStatistics, pair_statistics  # Keras: after the checks
+
     metric = _resolved(metric)
     step = counting_progress(progress, sum(map(len, groups.values())))
     sets = {
