@@ -9,7 +9,7 @@ import threading
 from typing import Annotated
 
 import typer
-from keras_lpips.cli import beam, data, embedding, export, folders, quiet_import, score, study, train, weights
+from keras_lpips.cli import beam, data, embedding, export, folders, options, quiet_import, score, study, train, weights
 
 app = typer.Typer(
     help="LPIPS perceptual distances with TensorFlow/Keras, identical to the reference lpips.",
@@ -154,10 +154,10 @@ def main():
             where = f" (see {context.command_path} --help)" if context is not None else ""
             # one line (Click lists the choices of a missing option on several), without Typer's "Value error, "
             message = " ".join(error.format_message().split()).replace(": Value error, ", ": ")
-            typer.echo(f"error: {message}{where}", err=True)
+            typer.echo(f"error: {options.one_line(message)}{where}", err=True)
         sys.exit(error.exit_code)
     except KerasLPIPSError as error:
-        typer.echo(f"error: {cli_spelling(str(error))}", err=True)
+        typer.echo(f"error: {options.one_line(cli_spelling(str(error)))}", err=True)
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
@@ -169,7 +169,7 @@ def main():
         message = _system_refusal(error)
         if message is None:
             raise
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {options.one_line(message)}", err=True)
         sys.exit(1)
     if code == 130:  # Typer turns Ctrl-C during a command into this exit code, without a word
         typer.echo("interrupted", err=True)
@@ -195,7 +195,7 @@ def _notes_as_lines():
 
         def show(message, category, *args, **kwargs):
             if issubclass(category, KerasLPIPSNote):
-                typer.echo(f"note: {message}", err=True)
+                typer.echo(f"note: {options.one_line(message)}", err=True)
             else:
                 shown(message, category, *args, **kwargs)
 

@@ -106,7 +106,7 @@ def embed(
         typer.echo(dumps({"out": str(out), "embedded": counts.embedded, "dropped": counts.dropped, "total": counts.total}))
         return
     dropped = f", dropped {counts.dropped} no longer in {folder}" if counts.dropped else ""
-    typer.echo(f"embedded {counts.embedded} new or changed image(s){dropped}; {out} holds {counts.total}")
+    typer.echo(f"embedded {counts.embedded} new or changed image(s){dropped}; {options.one_line(out)} holds {counts.total}")
 
 
 @options.metric_options
@@ -149,9 +149,9 @@ def nearest(
         typer.echo(dumps({**report, "queries": results}))
         return
     for result in results:
-        typer.echo(result["query"])
+        typer.echo(options.one_line(result["query"]))
         for rank, neighbour in enumerate(result["nearest"], 1):
-            typer.echo(f"  {rank:>3}. {neighbour['distance']:.6f}  {neighbour['name']}")
+            typer.echo(f"  {rank:>3}. {neighbour['distance']:.6f}  {options.one_line(neighbour['name'])}")
 
 
 @options.metric_options
@@ -175,6 +175,6 @@ def diversity(
         return
     if len(per_group) > 1:
         for name, s in per_group.items():
-            typer.echo(f"{name}: mean {s.mean:.6f}, std {s.std:.6f}, {s.count} pairs")
+            typer.echo(f"{options.one_line(name)}: mean {s.mean:.6f}, std {s.std:.6f}, {s.count} pairs")
     where = f"within {len(per_group)} sets" if len(per_group) > 1 else "over all pairs"
     typer.echo(f"diversity ({where}): mean LPIPS {pooled.mean:.6f}, std {pooled.std:.6f}, {pooled.count} pairs")

@@ -55,7 +55,7 @@ def _write_csv(rows, out, overwrite):
             for line in _csv_lines(rows):
                 f.write(line)
                 count += 1
-    typer.echo(f"wrote {count} rows to {out}", err=True)
+    typer.echo(f"wrote {count} rows to {options.one_line(out)}", err=True)
 
 
 def _csv_lines(rows):

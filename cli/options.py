@@ -151,6 +151,12 @@ def byte_progress(bar):
     return progress
 
 
+def one_line(text):
+    """`text` (a message, a file's name) with its control characters written as escapes (a
+    newline in a file name as \\n), so that what a command prints for one item stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def shown(text):
     """`progress_bar`'s `item_show_func` for bars updated with their text (None: nothing yet)."""
     return text

@@ -66,11 +66,12 @@ def score(
         typer.echo(dumps(result))
         return
     for pair in result["pairs"]:
-        typer.echo(f"d({ref}, {pair['image']}) = {pair['distance']:.4f}")
+        typer.echo(f"d({options.one_line(ref)}, {options.one_line(pair['image'])}) = {pair['distance']:.4f}")
     if b is not None:
-        typer.echo(f"{result['closer']} is closer to {ref}" if result["closer"] else "both are equally close")
+        closer = f"{options.one_line(result['closer'])} is closer to {options.one_line(ref)}"
+        typer.echo(closer if result["closer"] else "both are equally close")
     if map_png is not None:
-        typer.echo(f"distance map written to {map_png}")
+        typer.echo(f"distance map written to {options.one_line(map_png)}")
 
 
 def _write_map(lpips, images, refs, others, path, overwrite):

@@ -390,3 +390,17 @@ def test_library_notes_are_note_lines_on_stderr(capsys):
         warnings.warn("nothing to resume in runs/x (no run there): starting a new run", KerasLPIPSNote)
         warnings.warn("nothing to resume in runs/x (no run there): starting a new run", KerasLPIPSNote)
     assert capsys.readouterr().err.splitlines() == ["note: nothing to resume in runs/x (no run there): starting a new run"] * 2
+
+
+def test_a_name_with_a_newline_stays_on_its_line(tmp_path):
+    """A file name holding a newline (or another control character) is written escaped, in
+    results and in errors: each stays one line."""
+    rng = np.random.default_rng(0)
+    odd = tmp_path / "new\nline\t.png"
+    for path in (odd, tmp_path / "b.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path, format="PNG")
+    result = run_installed("score", odd.name, "b.png", *RANDOM, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("d(new\\nline\\t.png, b.png) = ")
+    missing = run_installed("score", "no\nsuch.png", "b.png", *RANDOM, cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: No such image file: no\\nsuch.png"
