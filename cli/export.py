@@ -54,7 +54,7 @@ def export(
     *,
     metric: MetricSpec,
 ):
-    from keras_lpips.export import savedmodel_directory
+    from keras_lpips.exported_metric import savedmodel_directory
     from keras_lpips.files import check_output
 
     model_version = _checked_options(fmt, out, quantize, model_version, max_pixels)

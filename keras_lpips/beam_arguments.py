@@ -16,7 +16,7 @@ import shutil
 from apache_beam.io.filesystems import FileSystems
 
 from keras_lpips.errors import DataError, InputError, reason
-from keras_lpips.export import METADATA, METADATA_BYTES, no_savedmodel_message, parse_metadata, savedmodel_directory
+from keras_lpips.exported_metric import METADATA, METADATA_BYTES, no_savedmodel_message, parse_metadata, savedmodel_directory
 from keras_lpips.savedmodel_ops import MAX_GRAPH_BYTES, check_ops
 
 PAIR_COLUMNS = ("img0", "img1")

@@ -45,7 +45,8 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
     import tensorflow as tf
 
     from keras_lpips import keras_compat
-    from keras_lpips.export import ExportedMetric, serving_functions
+    from keras_lpips.export import serving_functions
+    from keras_lpips.exported_metric import ExportedMetric
     from keras_lpips.inputs import traced_for_export
 
     path = check_output(path, (metric.directory,) if isinstance(metric, ExportedMetric) else (), overwrite, kind="file", new_folders=True)

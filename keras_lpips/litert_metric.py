@@ -31,7 +31,7 @@ from keras_lpips.quiet import muted_stderr
 PACKAGES = ("tensorflow", "keras", "ai-edge-litert")
 # Pixels (all images together) up to which `score` takes this path: larger inputs go through the
 # Keras metric, whose memory check (`keras_lpips.memory.check_fits_in_memory`) needs its backbone.
-MAX_PIXELS = 3 * 1024 * 1024
+LITERT_MAX_PIXELS = 3 * 1024 * 1024
 
 
 def official_config(spec):
@@ -178,7 +178,7 @@ class LiteRTMetric:
     """A cached TFLite conversion of an `LPIPS` metric, called like one on [0, 1] images.
 
     `metric([img0, img1])` runs the `serving_default` signature, `spatial_map` the `spatial` one.
-    Attributes as `keras_lpips.export.ExportedMetric`: `net`, `version`, `distance`,
+    Attributes as `keras_lpips.exported_metric.ExportedMetric`: `net`, `version`, `distance`,
     `layers_kept`, `min_input_size` and `input_range` (always (0, 1))."""
 
     input_range = (0.0, 1.0)

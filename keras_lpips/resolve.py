@@ -131,12 +131,12 @@ def resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=None):
 def scoring_metric(spec, sizes, report=None, fetch_progress=None):
     """The metric that scores [0, 1] images of (height, width) `sizes`, the first against each
     other: an official configuration's LiteRT metric (`keras_lpips.litert_metric`: no TensorFlow
-    to import) where the images hold at most `MAX_PIXELS` together, else `resolve_metric`'s,
+    to import) where the images hold at most `litert_metric.LITERT_MAX_PIXELS` together, else `resolve_metric`'s,
     refused (`InsufficientMemoryError`) before any image is read where the pairs would not fit in
     memory. `report(line)` hears of a first LiteRT conversion; `fetch_progress` as `resolve_metric`."""
-    from keras_lpips.litert_metric import MAX_PIXELS, litert_metric
+    from keras_lpips.litert_metric import LITERT_MAX_PIXELS, litert_metric
 
-    if sum(height * width for height, width in sizes) <= MAX_PIXELS:
+    if sum(height * width for height, width in sizes) <= LITERT_MAX_PIXELS:
         metric = litert_metric(spec, report)
         if metric is not None:
             return metric  # neither Keras nor TensorFlow imported
@@ -165,7 +165,7 @@ def load_metric(model, input_range=None):
     `LPIPSTrainer`'s metric) or a SavedModel export. With `input_range`, the metric for images
     in that range: a `.keras` metric built for another is rebuilt for it (`for_input_range`);
     an export takes [0, 1] only, so another range is refused."""
-    from keras_lpips.export import load_savedmodel, savedmodel_directory
+    from keras_lpips.exported_metric import load_savedmodel, savedmodel_directory
 
     check_model_exists(model)
     path = pathlib.Path(model)

@@ -178,7 +178,7 @@ def test_a_savedmodel_that_could_run_more_than_an_export_is_refused_before_any_w
 def test_damaged_export_metadata_is_one_data_error(exported, tmp_path, metadata):
     from keras_lpips import beam_arguments
     from keras_lpips.errors import DataError
-    from keras_lpips.export import METADATA
+    from keras_lpips.exported_metric import METADATA
 
     model = tmp_path / "lpips"
     shutil.copytree(exported[1], model)

@@ -168,7 +168,7 @@ def test_a_keras_model_of_any_input_range_scores_and_exports_0_1_images(images, 
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_lpips import LPIPS
-    from keras_lpips.export import load_savedmodel
+    from keras_lpips.exported_metric import load_savedmodel
     from keras_lpips.images import read_image
 
     metric = LPIPS(net="alex", backbone_weights=None, seed=0, lin_weights="v0.1", input_range=input_range)

@@ -20,7 +20,8 @@ import pytest
 import tensorflow as tf
 
 from keras_lpips import InputError, LPIPS
-from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, ExportedMetric, export_savedmodel, export_tflite, load_savedmodel
+from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, export_savedmodel, export_tflite
+from keras_lpips.exported_metric import ExportedMetric, load_savedmodel
 from keras_lpips.pairwise import distance_matrix
 from tests.helpers import one_error_line, run_cli
 

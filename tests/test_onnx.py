@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from keras_lpips import LPIPS, InputError
-from keras_lpips.export import export_savedmodel, load_savedmodel
+from keras_lpips.export import export_savedmodel
+from keras_lpips.exported_metric import load_savedmodel
 from keras_lpips.export_onnx import INPUTS, OUTPUTS, export_onnx
 from tests.helpers import one_error_line, run_cli
 

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_lpips import LPIPS, export, savedmodel_ops
+from keras_lpips import LPIPS, exported_metric, savedmodel_ops
 from keras_lpips.errors import DataError, UnsafeFileError
-from keras_lpips.export import METADATA, export_savedmodel, load_savedmodel
+from keras_lpips.export import export_savedmodel
+from keras_lpips.exported_metric import METADATA, load_savedmodel
 from keras_lpips.savedmodel_ops import ADVICE, CHECKPOINT_OPS, COMPUTE_OPS, EXPORT_OPS, check_savedmodel, read_savedmodel
 from tests.helpers import one_error_line, run_cli
 
@@ -275,13 +276,13 @@ def test_a_refused_savedmodel_would_have_written(tmp_path):
     assert target.exists()
 
 
-@pytest.mark.parametrize("fmt", ["tflite", "savedmodel"])
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])  # a SavedModel is not exported as one: refused before it is read
 def test_export_refuses_a_hostile_savedmodel(tmp_path, fmt):
     directory, target = hostile(tmp_path, "write_file")
-    result = run_cli("export", "--format", fmt, "--out", tmp_path / "out", "--model", directory)
+    result = run_cli("export", "--format", fmt, "--out", tmp_path / f"out.{fmt}", "--model", directory)
     assert result.returncode == 1 and "runs op 'WriteFile'" in one_error_line(result)
     assert_nothing_written(target)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / f"out.{fmt}").exists()
 
 
 def test_eval_refuses_a_hostile_savedmodel(tmp_path, tiny_bapps):
@@ -353,7 +354,7 @@ def test_a_damaged_metadata_file_is_one_data_error(plain, tmp_path, content, mes
 
 def test_an_oversized_or_unreadable_metadata_file_is_one_data_error(plain, tmp_path, monkeypatch):
     directory = shutil.copytree(plain, tmp_path / "model")
-    monkeypatch.setattr(export, "METADATA_BYTES", 10)
+    monkeypatch.setattr(exported_metric, "METADATA_BYTES", 10)
     with pytest.raises(DataError, match="keras_lpips.json: it has more than 10 bytes"):
         load_savedmodel(directory)
     (directory / METADATA).unlink()

@@ -28,7 +28,8 @@ from PIL import Image
 
 from keras_lpips import LPIPS, InputError
 from keras_lpips.encoded_images import decode_images
-from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, export_savedmodel, load_savedmodel, serving_functions
+from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES, export_savedmodel, serving_functions
+from keras_lpips.exported_metric import load_savedmodel
 from keras_lpips.images import MAX_PIXELS, read_image
 from tests.helpers import RANDOM, closed_port, one_error_line, run_cli
 
