@@ -1,5 +1,5 @@
 """`python -m keras_lpips ...`: the `keras-lpips` command."""
 
-from keras_lpips.cli.app import main
+from keras_lpips.cli.app import run
 
-main()
+run()

@@ -954,3 +954,37 @@ def test_eval_subsets_restrict_both_sets(tmp_path):
         evaluate_run(root, metric=metric, subsets=["cnn", "superres"], **options)
     cli = run_cli("eval", "--data", root, "--net", "alex", *RANDOM, "--subsets", "superres", "--quiet")
     assert cli.returncode == 2 and "Subset jnd/val/superres not found" in one_error_line(cli)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_fit_ends_the_command_at_once(tmp_path):
+    """SIGINT while `keras-lpips fit` trains on the tf.data pipeline (tune mode): "interrupted",
+    exit 130, within seconds, every time (Python's teardown hung, in about 2 tries of 4 with
+    TensorFlow's C++ logging on, as in a shell, destroying the running iterator), and the run
+    resumes from its checkpoint."""
+    from keras_lpips.data.synth import synthesize
+    from tests.helpers import COMMAND, RANDOM
+
+    data = synthesize(tmp_path / "bapps", n_train=400, n_val=20, n_jnd=0, seed=1)
+    user_env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CONFIG")}  # as a shell's: it hung there
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        args = ["fit", "--data", data, "--out", out, "--mode", "tune", "--layers", "2", "--load-size", "32",
+                "--batch-size", "8", "--epochs", "8", "--decay-epochs", "2", "--deterministic", "--mixed-precision", "off", *RANDOM]  # fmt: skip
+        log = tmp_path / f"run{attempt}.log"
+        with open(log, "w") as output:  # a file, as a terminal: a pipe's reader must keep up
+            process = subprocess.Popen([COMMAND, *map(str, args)], stdout=output, stderr=subprocess.STDOUT, env=user_env)
+        deadline = time.monotonic() + 240
+        while log.read_text().count("Epoch ") < 4:  # three epochs done: training on the pipeline
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        time.sleep(0.5 * attempt)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"attempt {attempt}: still running 30 s after Ctrl-C")
+        assert process.returncode == 130 and log.read_text().strip().splitlines()[-1] == "interrupted", log.read_text()[-2000:]
+    resumed = subprocess.run([COMMAND, *map(str, args), "--resume"], capture_output=True, text=True, env=user_env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
