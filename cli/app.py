@@ -104,9 +104,9 @@ app.add_typer(beam.app, name="beam")
 # for, and argument -> flag where they differ in more than `_` / `-` (`fit`'s `out_dir`).
 ARGUMENTS = (
     "backbone_weights", "lin_weights", "net", "version", "distance", "layers", "model", "preset",
-    "out", "out_dir", "resume", "overwrite", "resize", "frame", "strategy", "load_size",
+    "out", "out_dir", "resume", "overwrite", "resize", "frame", "strategy", "load_size", "n_train", "n_val", "n_jnd",
 )  # fmt: skip
-FLAGS = {"version": "--lpips-version", "out_dir": "--out"}
+FLAGS = {"version": "--lpips-version", "out_dir": "--out", "n_train": "--train", "n_val": "--val", "n_jnd": "--jnd"}
 _ARGUMENT = re.compile(rf"(?<![\w./\\-])({'|'.join(ARGUMENTS)})=(None\b|True\b|(?=[\s,;)]|$))?")
 
 

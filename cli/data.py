@@ -95,9 +95,11 @@ def verify(
 
       keras-lpips data verify dataset
     """
+    from keras_lpips.data.bapps import resolve_root
     from keras_lpips.data.verify import verify_dataset
     from keras_lpips.errors import DataError
 
+    resolve_root(root)  # no dataset there at all: a usage error, one line
     with progress_bar(1, "verifying") as bar:
         report = verify_dataset(root, progress=byte_progress(bar))
     if as_json:

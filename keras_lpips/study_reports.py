@@ -116,9 +116,13 @@ def study_markdown(results):
 
 
 def _verdict(item):
-    """"held (+0.012 ± 0.003)"; "within noise" when the difference is under 2 standard errors."""
+    """"held (+0.012 ± 0.003)"; "within noise" when the difference is under 2 standard errors;
+    "tied" when the two scores are equal (neither held nor failed: the models agree)."""
     se = item.get("standard_error")
-    verdict = "held" if item["held"] else "did NOT hold"
+    if item["difference"] == 0:
+        verdict = "tied"
+    else:
+        verdict = "held" if item["held"] else "did NOT hold"
     if se is not None and abs(item["difference"]) < 2 * se:
         verdict += ", within noise"
     spread = f" ± {se:.3f}" if se is not None else ""
@@ -134,7 +138,7 @@ def summary_markdown(results):
     lines += [
         "",
         "In brackets: the difference of the two mean 2AFC scores and its paired standard error over the "
-        "validation triplets; a difference under two standard errors is marked within noise.",
+        "validation triplets; a difference under two standard errors is marked within noise, equal scores tied.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -116,6 +116,8 @@ USAGE_ERRORS = [
     ("weights convert r.png out.pth", "DESTINATION must be a .npz or .safetensors file"),
     ("weights convert nothere.pth out.npz", "SOURCE nothere.pth is not a file"),
     ("eval --data nodir", "BAPPS root nodir is not a directory"),
+    ("data verify nodir", "BAPPS root nodir is not a directory"),
+    ("data verify D0", "D0 does not look like a BAPPS dataset"),
     ("eval --data D0", "D0 does not look like a BAPPS dataset: expected a 2afc/ or jnd/ folder in it"),
     ("fit --data nodir --out runx", "BAPPS root nodir is not a directory"),
     ("study --data nodir --out sx", "BAPPS root nodir is not a directory"),

@@ -406,3 +406,16 @@ def test_run_study_checks_every_planned_run_first(stand_ins, tiny_bapps, tmp_pat
         run_study(tiny_bapps, tmp_path / "out", configs, quick=True, **options)
     assert type(caught.value) is InputError and str(caught.value).startswith(message), caught.value
     assert stand_ins == [] and not (tmp_path / "out").exists()
+
+
+def test_a_finding_whose_scores_are_equal_is_tied():
+    """Two models that agree on every triplet: the finding neither held nor failed (it said
+    "did NOT hold (+0.000 ± 0.000)")."""
+    from keras_lpips.study_reports import summary_markdown
+
+    row = {"name": "a", "kind": "trained", "2afc": {"mean": {"mean": 0.7}}}
+    findings = [{"finding": "LPIPS beats cosine", "held": False, "difference": 0.0, "standard_error": 0.0},
+                {"finding": "VGG beats AlexNet", "held": False, "difference": -0.02, "standard_error": 0.005}]  # fmt: skip
+    summary = summary_markdown({"rows": [row], "findings": findings})
+    assert "- LPIPS beats cosine: tied (+0.000 ± 0.000) on this data." in summary
+    assert "- VGG beats AlexNet: did NOT hold (-0.020 ± 0.005) on this data." in summary

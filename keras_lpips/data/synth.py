@@ -172,7 +172,7 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
     seed = check_integer("seed", seed, 0)
     workers = max(1, check_integer("workers", workers, 0))
     if n_train + n_val + n_jnd == 0:
-        raise InputError("Nothing to synthesize: n_train, n_val and n_jnd are all 0")
+        raise InputError(f"Nothing to synthesize: no triplet or pair asked for (n_train={n_train}, n_val={n_val}, n_jnd={n_jnd})")
     out = pathlib.Path(out)
     plan = [
         (TRAIN, n_train, out / "2afc" / "train" / SUBSET, ("ref", "p0", "p1", "judge")),
