@@ -80,6 +80,25 @@ def test_a_run_interrupted_after_a_checkpoint_keeps_it(small_data, tmp_path):
     assert (run / "run.json").is_file() and (run / "history.csv").is_file()
 
 
+def test_a_run_stopped_while_it_writes_its_last_files_has_no_model_yet(small_data, tmp_path, monkeypatch):
+    """model.keras is written last, so that a folder holding it is a finished run (score --model
+    RUN takes it): stopped while its plots were drawn, the run has none, and --resume finishes it."""
+    from keras_lpips.training import fit_run
+    from keras_lpips.training.run_folder import RunFolder
+
+    def interrupted(self, rows, initial=None):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(RunFolder, "plot_history", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fit_run(small_data, run, **FAST)
+    assert not (run / "model.keras").exists() and (run / "checkpoint" / "latest.json").is_file()
+    summary = fit_run(small_data, run, resume=True, **FAST)
+    assert {"model.keras", "trainer.keras", "loss.png", "val_distances.npz"} <= set(summary["files"])
+
+
 # --- mixed precision: validation scores the float32 model the run saves ------------------------------
 
 

@@ -267,16 +267,17 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     if not is_chief:
         return {"config": record, "history": rows, "initial": initial, "chief": False}
 
-    metric = folder.save_model(trainer)
+    saved = folder.saved_trainer(trainer)
     if frozen:  # the float32 backbone's outputs, with the saved metric's trained weights
-        d0, d1 = frozen.validation_distances(metric)
+        d0, d1 = frozen.validation_distances(saved.lpips)
     else:
-        d0, d1 = _validation_distances(metric, val_records, config)
+        d0, d1 = _validation_distances(saved.lpips, val_records, config)
     folder.save_validation_distances(d0, d1)
     judge = np.array([r.judge for r in val_records], np.float32)
     final = scores_by_subset(twoafc_scores(d0, d1, judge), [r.subset for r in val_records])
     folder.write_history(rows)
     folder.plot_history(rows, initial)
+    folder.save_models(saved, frozen_backbone=not trainer.train_backbone)  # model.keras last: the run is finished
     summary = {
         "config": record, "strategy": strategy_name, "replicas": int(strategy.num_replicas_in_sync), "initial": initial,
         "final": {"val_2afc": final.pop("all"), "val_2afc_mean": final.pop("mean"), "val_2afc_by_subset": final},

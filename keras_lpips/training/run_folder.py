@@ -296,21 +296,26 @@ class RunFolder:
 
     # --- the trained model ---------------------------------------------------------------------
 
-    def save_model(self, trainer):
-        """model.keras (the metric), trainer.keras (metric and ranker) and, where the backbone stayed
-        frozen (lin mode), lin_weights.npz, in float32 and without dropout whatever the run
-        trained under; returns the float32 metric."""
-        trainer32 = float32_trainer(trainer)
-        metric = trainer32.lpips
-        if self.writes:
-            for model, name in ((metric, "model.keras"), (trainer32, "trainer.keras")):
-                with scratch_directory(self.path / name) as scratch:  # Keras names the format by the suffix
-                    model.save(scratch / name)
-                    os.replace(scratch / name, self.path / name)
-            if metric.heads and not trainer.train_backbone:
-                lin = {f"lin{k}": np.asarray(head.kernel.numpy()[:, 0], np.float32) for k, head in enumerate(metric.heads)}
-                atomic_write(self.path / "lin_weights.npz", _npz_bytes(lin))
-        return metric
+    @staticmethod
+    def saved_trainer(trainer):
+        """What the run saves of `trainer`: a copy in float32 and without dropout, whatever the run
+        trained under (`float32_trainer`)."""
+        return float32_trainer(trainer)
+
+    def save_models(self, saved, frozen_backbone):
+        """The `saved_trainer`'s files: trainer.keras (metric and ranker), where the backbone stayed
+        frozen (lin mode) lin_weights.npz, and last model.keras (the metric), whose presence
+        says that the run is finished (`score --model RUN`): a run stopped before has none."""
+        if not self.writes:
+            return
+        metric = saved.lpips
+        if metric.heads and frozen_backbone:
+            lin = {f"lin{k}": np.asarray(head.kernel.numpy()[:, 0], np.float32) for k, head in enumerate(metric.heads)}
+            atomic_write(self.path / "lin_weights.npz", _npz_bytes(lin))
+        for model, name in ((saved, "trainer.keras"), (metric, "model.keras")):
+            with scratch_directory(self.path / name) as scratch:  # Keras names the format by the suffix
+                model.save(scratch / name)
+                os.replace(scratch / name, self.path / name)
 
     def save_validation_distances(self, d0, d1):
         if self.writes:
