@@ -591,11 +591,13 @@ def test_cli_fit_refuses_a_seed_past_the_largest_in_one_line(tmp_path):
     """--seed 99999999999 was numpy's traceback (exit code 1): it is the one seed message, exit 2."""
     from tests.helpers import one_error_line, run_cli, run_installed
 
+    data = tmp_path / "data"
+    (data / "2afc").mkdir(parents=True)  # a dataset's layout: no image is read before the seed is checked
     for run in (run_cli, run_installed):
-        result = run("fit", "--data", tmp_path / "no-data-needed", "--out", tmp_path / "run", "--seed", "99999999999")
+        result = run("fit", "--data", data, "--out", tmp_path / "run", "--seed", "99999999999")
         assert result.returncode == 2, result.stderr
         assert one_error_line(result) == "error: seed must be an integer from 0 to 4294967295. Received: seed=99999999999"
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_fit_trains_with_the_largest_seed(small_data, tmp_path):
