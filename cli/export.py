@@ -57,13 +57,14 @@ def export(
     from keras_lpips.exported_metric import savedmodel_directory
     from keras_lpips.files import check_output
 
-    model_version = _checked_options(fmt, out, quantize, model_version, max_pixels)
-    if fmt == "savedmodel":  # before any work
-        _check_not_savedmodel(metric.model, savedmodel_directory)
+    if fmt == "savedmodel":  # before any work, and first: an input is never an output, whatever else is wrong
         check_output(out, metric.input_paths(), overwrite=True, kind="folder")
-        check_output(out / str(model_version), metric.input_paths(), overwrite, kind="folder")
     else:
         check_output(out, metric.input_paths(), overwrite, kind="file", new_folders=True)  # as export_tflite/onnx
+    model_version = _checked_options(fmt, out, quantize, model_version, max_pixels)
+    if fmt == "savedmodel":
+        _check_not_savedmodel(metric.model, savedmodel_directory)
+        check_output(out / str(model_version), metric.input_paths(), overwrite, kind="folder")
     from keras_lpips import export_onnx as onnx  # TensorFlow (tf2onnx, the metric): after the checks
 
     if fmt == "onnx":

@@ -18,6 +18,8 @@ import zipfile
 from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
 from keras_lpips.weights.sources import BACKBONE_NAMES, IMAGENET, LIN_VERSIONS
 from keras_lpips.weights.sources import UNTRAINED_NAMES as UNTRAINED  # what `MetricSpec` accepts for None
+# What names a weight file (`weights.loading.read_weight_file` reads any other suffix as a .pth).
+WEIGHT_SUFFIXES = (".pth", ".pt", ".npz", ".safetensors", ".bin", ".ckpt")
 # The layers each net taps (`len(keras_lpips.backbones.get_backbone(net).taps)`, which imports
 # Keras): `MetricSpec` checks `layers` against them before anything is loaded.
 TAPS = {"alex": 5, "vgg": 5, "squeeze": 7}
@@ -99,10 +101,14 @@ class MetricSpec:
 
 def _check_source(name, value, kind, names):
     """`InputError` unless weight source `value` is one of `names`, "random"/"none" or None (no
-    weights), or an existing file: "lin_weights=v0.3 is neither a shipped version (v0.1, v0.0,
+    weights), or an existing file: "Weight file not found: PATH" for what names a file (a
+    folder or a suffix in it), else "lin_weights=v0.3 is neither a shipped version (v0.1, v0.0,
     random) nor a file"."""
     if value is None or str(value) in (*names, *UNTRAINED) or pathlib.Path(value).is_file():
         return
+    path = pathlib.Path(value)
+    if path.suffix in WEIGHT_SUFFIXES or len(path.parts) > 1:
+        raise InputError(f"Weight file not found: {value}")
     listed = ", ".join([*names, UNTRAINED[0]])
     raise InputError(f"{name}={value} is neither {kind} ({listed}) nor a file")
 

@@ -613,8 +613,10 @@ CASES = {
                                      "[[run]] row 1 ('../../evil'): a name is letters, digits, '.', '_' and '-' (it names the folder runs/NAME-seedS)"),
     "study_bad_seeds": Case(study_config("study_seeds.toml"), (), InputError, "seeds must be a non-empty list of non-negative integers. Received: seeds = [0, '1']"),
     # --- weight files ----------------------------------------------------------------------------
-    "missing_weight_file": Case(lpips(backbone_weights="@missing.npz"), (score_cli("@a.png", "@b.png", "--backbone-weights", "@missing.npz"),),
-                                WeightsError, "Weight file not found: "),
+    "missing_weight_file": Case(lpips(backbone_weights="@missing.npz"), (), WeightsError, "Weight file not found: "),
+    # the command line says it before anything loads: a path the user typed (exit code 2)
+    "missing_weight_file_typed": Case(None, (score_cli("@a.png", "@b.png", "--backbone-weights", "@missing.npz", message="Weight file not found: "),
+                                             score_cli("@a.png", "@b.png", "--lin-weights", "@missing.npz", message="Weight file not found: "))),
     "truncated_npz": Case(lpips(backbone_weights="@corrupt.npz"), (), WeightsError, "Cannot read weight file "),
     "truncated_pth": Case(lpips(backbone_weights="@truncated.pth"), (score_cli("@a.png", "@b.png", "--backbone-weights", "@truncated.pth"),),
                           WeightsError, "Cannot read weights from "),
