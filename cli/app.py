@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 from typing import Annotated
 
 import typer
@@ -142,12 +143,17 @@ def run():
     had to be cleaned up (partial files, locks) was cleaned while the error unwound."""
     try:
         main()
+        return
     except SystemExit as ending:
         if ending.code in (0, None):
             raise
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(ending.code if isinstance(ending.code, int) else 1)
+        code = ending.code if isinstance(ending.code, int) else 1
+    except BaseException:  # a bug: its traceback, then the same ending
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main():

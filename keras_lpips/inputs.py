@@ -154,6 +154,8 @@ def check_sample_weight(sample_weight, images):
     or broadcasting decides at run time): `LPIPSLoss` and `MeanLPIPS` weigh distances with it."""
     if sample_weight is None:
         return
+    if getattr(getattr(sample_weight, "shape", None), "rank", 0) is None:  # Keras cannot weigh it either
+        raise InputError("sample_weight must have a known rank (one weight per pair, (N,), or one for all). Received: a tensor of unknown rank")
     shape = tuple(np.shape(sample_weight)) if not hasattr(sample_weight, "shape") else static_shape(sample_weight, "sample_weight")
     pairs = static_shape(images)[0]
     if pairs is None or None in shape:

@@ -90,9 +90,9 @@ def _writing(out):
     """Holds `out`'s lock (`file_lock`: the file OUT.lock beside it) for the block: a second
     `embed_folder` into `out` while one runs is refused at once (`InUseError`), not run alongside
     it, where each would delete the chunks the other is writing."""
-    try:
-        with file_lock(out, timeout=0):
-            yield
+    lock = contextlib.ExitStack()
+    try:  # the errors of taking the lock only: the block's own pass through
+        lock.enter_context(file_lock(out, timeout=0))
     except TimeoutError:
         raise InUseError(
             f"{out} is being written by another embed process (it holds {out}.lock); wait for it to end, "
@@ -100,6 +100,8 @@ def _writing(out):
         ) from None
     except OSError as error:  # the lock file cannot be made: an unwritable folder
         raise OutputError(f"Cannot write {out}: {reason(error)}") from None
+    with lock:
+        yield
 
 
 def _embed_folder(metric, folder, out, names, resize, chunk, batch_size, progress, frame, overwrite):

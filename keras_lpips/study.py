@@ -99,7 +99,8 @@ def _check_planned_runs(data, runs, options):
     its options (`RunConfig`, the seed included) and backbone weight file (`_check_weight_file`),
     named by row and seed; a weight file in its run folder; and the training and validation
     triplets the options pick (every run trains on the same), named by the option that picked
-    them. Returns those triplets' records (train, val)."""
+    them. A run finished earlier (its model.keras there) is not trained again: its weight file
+    is not read (it may be gone since). Returns those triplets' records (train, val)."""
     from keras_lpips.training.fit import RunConfig, check_outside_inputs
     from keras_lpips.training.run_folder import NAMED_WEIGHTS
 
@@ -108,7 +109,7 @@ def _check_planned_runs(data, runs, options):
         where = f"row {config.name!r}, seed {seed}"
         planned = located(where, RunConfig, data, run_dir, **_fit_options(config, seed, options))
         weights = planned.backbone_weights
-        if weights not in NAMED_WEIGHTS:
+        if weights not in NAMED_WEIGHTS and not (run_dir / "model.keras").is_file():
             if weights not in checked:  # each file read once, for the first row naming it
                 _check_weight_file(f"row {config.name!r}: backbone_weights", weights)
                 checked.add(weights)

@@ -149,6 +149,7 @@ def test_resume_compares_what_settings_mean_not_their_spelling(small_data, tmp_p
     assert config_changes(old, {**same, "policy": "float32"}) == "policy: 'mixed_bfloat16' -> 'float32'"
     assert config_changes(old, {**same, "layers": 4}) == "layers: 5 -> 4"
     assert config_changes({**old, "strategy": "auto"}, {**same, "strategy": "mirrored"}) == ""  # where, not what
+    assert config_changes({**old, "strategy": "auto"}, {**same, "strategy": "tpu"}) == "full_batches_only: False -> True"
     assert config_changes(old, {**same, "backbone_weights": "imagenet"}).startswith("backbone_weights: ")
     # the study compares runs without the policy (auto picks it per machine): the spelling then counts
     assert config_changes(old, same, ignore=("policy",)) == "mixed_precision: 'auto' -> 'bf16'"

@@ -7,6 +7,7 @@ for the session), so the pretrained configurations and the official rows load wi
 """
 
 import json
+import pathlib
 import re
 
 import numpy as np
@@ -385,6 +386,11 @@ def test_study_trains_a_row_with_a_readable_weight_file(stand_ins, tiny_bapps, t
     result = _study(tiny_bapps, tmp_path / "out", "--quick", "--config", study)
     assert result.returncode == 0, result.stderr
     assert trained(stand_ins) == [f"{name}-seed0" for name in CONFIGS] + ["sq-seed0"]
+    pathlib.Path(weights).unlink()  # gone since: the finished run needs it no more
+    stand_ins.clear()
+    again = _study(tiny_bapps, tmp_path / "out", "--quick", "--config", study)
+    assert again.returncode == 0, again.stderr
+    assert trained(stand_ins) == []
 
 
 @pytest.mark.parametrize(

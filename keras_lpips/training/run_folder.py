@@ -305,7 +305,8 @@ class RunFolder:
     def save_models(self, saved, frozen_backbone):
         """The `saved_trainer`'s files: trainer.keras (metric and ranker), where the backbone stayed
         frozen (lin mode) lin_weights.npz, and last model.keras (the metric), whose presence
-        says that the run is finished (`score --model RUN`): a run stopped before has none."""
+        says that the run's training and files are done (`score --model RUN`; run.json's final
+        record follows): a run stopped before has none."""
         if not self.writes:
             return
         metric = saved.lpips
@@ -348,6 +349,8 @@ def comparable_config(config):
     a backbone weight file by its absolute path (`recorded_weights`), the dataset by its root
     (`resolve_root`: the root, its dataset/ or its 2afc/ folder are one dataset)."""
     comparable = {k: v for k, v in config.items() if k not in PER_INVOCATION}
+    if "strategy" in config:  # where a run trains, but a TPU's full batches only change its steps per epoch
+        comparable["full_batches_only"] = config["strategy"] == "tpu"
     if "backbone" in comparable:
         try:
             spec = get_backbone(comparable["backbone"])

@@ -15,14 +15,15 @@ OFFLINE_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": Fal
 
 
 def offline():
-    """Whether `KERAS_LPIPS_OFFLINE` asks for the cache only: 1, true or yes; 0, false, no, empty
-    or unset mean online; anything else is an `InputError`."""
+    """Whether `KERAS_LPIPS_OFFLINE` asks for no network (the cache, and torch.hub's local copy,
+    only): 1, true or yes; 0, false, no, empty or unset mean online; anything else is an
+    `InputError`."""
     value = os.environ.get("KERAS_LPIPS_OFFLINE", "")
     try:
         return OFFLINE_VALUES[value.strip().lower()]
     except KeyError:
         raise InputError(
-            f"KERAS_LPIPS_OFFLINE must be 1, true or yes (cache only) or 0, false, no or empty (download when "
+            f"KERAS_LPIPS_OFFLINE must be 1, true or yes (no network) or 0, false, no or empty (download when "
             f"needed). Received: KERAS_LPIPS_OFFLINE={value!r}"
         ) from None
 
