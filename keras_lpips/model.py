@@ -50,7 +50,9 @@ class LPIPS(keras.Model):
         lin_weights: where the linear weights come from: "v0.1" / "v0.0" (official, shipped),
             None (all ones), or a path to an lpips-format `.pth` or a keras-lpips `.npz`.
         input_range: (-1, 1), (0, 1) or (0, 255): the range of the images passed in.
-        seed: seed of the untrained backbone's initialisation.
+        seed: seed of the untrained backbone's initialisation (backbone_weights=None); None
+            draws one, which `get_config` records, so that `from_config` rebuilds the same
+            network.
         dropout: dropout rate before the linear heads, active with `training=True` only.
             0 (the default) keeps the metric deterministic wherever it is nested; the
             trainer uses the reference's 0.5.
@@ -73,7 +75,8 @@ class LPIPS(keras.Model):
 
     The constructor builds the network, then has `keras_lpips.weights` read the two weight
     sources (cached files; a first use of "imagenet" fetches them). `get_config` records
-    exactly these arguments, so `from_config` rebuilds the same metric with its weights.
+    exactly these arguments (an untrained backbone's seed as drawn), so `from_config` rebuilds
+    the same metric with its weights.
     `LPIPS.from_preset("alex-v0.1")` names an official configuration (`keras_lpips.presets`).
 
     On the TensorFlow backend, eager inference calls (`metric([img0, img1])`) run one
@@ -118,6 +121,8 @@ class LPIPS(keras.Model):
         self.input_range = tuple(float(v) for v in input_range)
         sources = (os.fspath(w) if isinstance(w, os.PathLike) else w for w in (backbone_weights, lin_weights))
         self.backbone_weights, self.lin_weights = sources  # paths as strings, for get_config
+        if seed is None and backbone_weights is None:  # drawn here, so that the config rebuilds this network
+            seed = int(np.random.default_rng().integers(2**32))
         self.seed, self.dropout, self.precision = seed, float(dropout), precision
 
         caffe = backbone_weights == "keras-imagenet"  # Keras Applications' VGG16 wants Caffe input

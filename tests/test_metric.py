@@ -557,3 +557,15 @@ def test_keras_imagenet_that_cannot_be_fetched_is_one_error(monkeypatch):
     monkeypatch.setattr(vgg16.file_utils, "get_file", unreachable)  # where Keras Applications' VGG16 fetches
     with pytest.raises(WeightsUnavailableError, match=r"Cannot fetch Keras Applications' ImageNet VGG16 .*URL fetch failure"):
         LPIPS(net="vgg", backbone_weights="keras-imagenet", lin_weights=None)
+
+
+def test_an_untrained_backbone_without_a_seed_is_rebuilt_from_its_config(rng):
+    """seed=None draws one that get_config records: from_config gave another random network
+    (distances 0.1 apart); two metrics built alike still differ."""
+    metric = LPIPS(net="alex", backbone_weights=None, lin_weights=None, input_range=(0, 1))
+    images = [random_images(rng, 2, 40, 48, low=0.0) for _ in range(2)]
+    clone = LPIPS.from_config(metric.get_config())
+    assert metric.get_config()["seed"] is not None
+    np.testing.assert_array_equal(np.asarray(clone(images)), np.asarray(metric(images)))
+    other = LPIPS(net="alex", backbone_weights=None, lin_weights=None, input_range=(0, 1))
+    assert not np.allclose(np.asarray(other(images)), np.asarray(metric(images)))
