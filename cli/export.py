@@ -57,11 +57,12 @@ def export(
     from keras_lpips.exported_metric import savedmodel_directory
     from keras_lpips.files import check_output
 
-    if fmt == "savedmodel":  # before any work, and first: an input is never an output, whatever else is wrong
+    model_version = _checked_options(fmt, quantize, model_version, max_pixels)  # before any work
+    if fmt == "savedmodel":  # then an input is never an output, whatever the output's name
         check_output(out, metric.input_paths(), overwrite=True, kind="folder")
     else:
         check_output(out, metric.input_paths(), overwrite, kind="file", new_folders=True)  # as export_tflite/onnx
-    model_version = _checked_options(fmt, out, quantize, model_version, max_pixels)
+    _check_suffix(fmt, out)
     if fmt == "savedmodel":
         _check_not_savedmodel(metric.model, savedmodel_directory)
         check_output(out / str(model_version), metric.input_paths(), overwrite, kind="folder")
@@ -74,9 +75,9 @@ def export(
     _report(fmt, lpips, path, quantize, model_version, as_json)
 
 
-def _checked_options(fmt, out, quantize, model_version, max_pixels):
-    """The options that apply to `fmt` only, refused with another (`InputError`), and `out`'s
-    suffix against `fmt`; returns the SavedModel version (1 by default)."""
+def _checked_options(fmt, quantize, model_version, max_pixels):
+    """The options that apply to `fmt` only, refused with another (`InputError`); returns the
+    SavedModel version (1 by default)."""
     from keras_lpips.errors import InputError
 
     if fmt != "tflite" and quantize != "none":
@@ -85,12 +86,19 @@ def _checked_options(fmt, out, quantize, model_version, max_pixels):
         raise InputError(f"--max-pixels applies to --format savedmodel only (its bytes signatures). Received: --format {fmt}")
     if fmt != "savedmodel" and model_version is not None:
         raise InputError(f"--model-version applies to --format savedmodel only (its version folder). Received: --format {fmt}")
+    return 1 if model_version is None else model_version
+
+
+def _check_suffix(fmt, out):
+    """`InputError` where `out`'s suffix is not `fmt`'s file's (.tflite, .onnx), or names one of
+    those files for a SavedModel's folder."""
+    from keras_lpips.errors import InputError
+
     if fmt in SUFFIXES and out.suffix.lower() != SUFFIXES[fmt]:
         raise InputError(f"--format {fmt} writes a {SUFFIXES[fmt]} file: name it {SUFFIXES[fmt]}. Received: --out {out}")
     named = [f for f, suffix in SUFFIXES.items() if out.suffix.lower() == suffix]
     if fmt == "savedmodel" and named:
         raise InputError(f"--format savedmodel writes a folder, and --out {out} names a {named[0]} file: pass --format {named[0]} or a folder")
-    return 1 if model_version is None else model_version
 
 
 def _check_not_savedmodel(model, savedmodel_directory):
