@@ -40,7 +40,7 @@ def checked_array_pair(inputs, input_range, min_size, names=NAMES, fixed_range=F
     saying what is wrong (the messages call the two `names`; `fixed_range`: see `check_values`)."""
     check_is_pair(inputs)
     pair = [as_numpy(x, np.float32) for x in inputs]
-    check_pair_shapes([x.shape for x in pair], min_size, names)
+    check_shapes([x.shape for x in pair], min_size, names)
     for name, x in zip(names, pair):
         check_values(x, input_range, name, fixed_range)
     return pair
@@ -51,17 +51,19 @@ def check_is_pair(inputs):
         raise InputError(f"Expected a pair [img0, img1] of (N, H, W, 3) images. Received: {type(inputs).__name__}")
 
 
-def check_pair_shapes(shapes, min_size, names=NAMES):
-    """`InputError` unless both `shapes` are (N, H, W, 3), no known side is below `min_size` and
-    they agree where both are known (None: a side unknown while tracing); the messages call the
-    two `names`."""
+def check_shapes(shapes, min_size, names=NAMES):
+    """`InputError` unless all `shapes` are (N, H, W, 3), no known side is below `min_size` and
+    each agrees with the first where both are known (None: a side unknown while tracing); the
+    messages call them `names`."""
     for name, shape in zip(names, shapes):
         if len(shape) != 4 or shape[-1] != 3:
             raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received {name} of shape {tuple(shape)}")
         check_static_size(shape, min_size)
-    if any(a is not None and b is not None and a != b for a, b in zip(*shapes)):
-        (name0, shape0), (name1, shape1) = zip(names, map(tuple, shapes))
-        raise InputError(f"The two images must have the same shape. Received {name0} of shape {shape0} and {name1} of shape {shape1}")
+    for name, shape in zip(names[1:], shapes[1:]):
+        if any(a is not None and b is not None and a != b for a, b in zip(shapes[0], shape)):
+            raise InputError(
+                f"The two images must have the same shape. Received {names[0]} of shape {tuple(shapes[0])} and {name} of shape {tuple(shape)}"
+            )
 
 
 def check_image_set(images, input_range, min_size, name="images", minimum=1):

@@ -114,13 +114,11 @@ class ExportedMetric:
         """`function` of named (N, H, W, 3) images in [0, 1], checked as an `LPIPS` checks them."""
         import tensorflow as tf
 
-        from keras_lpips.inputs import check_image_pair
+        from keras_lpips.inputs import check_images
 
-        first, *others = images
-        checked = {}
-        for name in others:
-            pair = [images[first], images[name]]
-            checked[first], checked[name] = check_image_pair(pair, self.input_range, self.min_input_size, (first, name), fixed_range=True)
+        first = next(iter(images))
+        tensors = check_images(list(images.values()), self.input_range, self.min_input_size, tuple(images), fixed_range=True)
+        checked = dict(zip(images, tensors))
         try:
             return function(**checked)
         except tf.errors.InvalidArgumentError as error:

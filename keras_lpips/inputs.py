@@ -32,7 +32,7 @@ import numpy as np
 from keras import ops
 
 from keras_lpips.array_checks import (
-    NAMES, RANGE_TOLERANCE, check_is_pair, check_pair_shapes, check_static_size, check_values, values_advice,
+    NAMES, RANGE_TOLERANCE, check_is_pair, check_shapes, check_static_size, check_values, values_advice,
 )
 from keras_lpips.errors import InputError, reason
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
@@ -43,20 +43,26 @@ def check_image_pair(inputs, input_range, min_size, names=NAMES, fixed_range=Fal
     TensorFlow graph: the tensors, behind assertions of what is unknown until run time); the
     messages call the two `names` (`fixed_range`: see `array_checks.values_advice`)."""
     check_is_pair(inputs)
-    images = [as_image_batch(x, name) for name, x in zip(names, inputs)]
+    return check_images(inputs, input_range, min_size, names, fixed_range)
+
+
+def check_images(images, input_range, min_size, names, fixed_range=False):
+    """`check_image_pair` for any number of images of one shape, one per name (`LPIPS.twoafc`'s
+    triplet, `LPIPS.embed`'s one batch), each checked once."""
+    images = [as_image_batch(x, name) for name, x in zip(names, images)]
     # numpy inputs are checked as they are: no round trip through a tensor.
     arrays = [x if isinstance(x, np.ndarray) else None for x in images]
-    pair = [_as_float32(x) for x in images]
-    check_pair_shapes([static_shape(x, name) for name, x in zip(names, pair)], min_size, names)
-    if _in_tensorflow_graph(pair):
-        return _graph_checked(pair, input_range, min_size, names, fixed_range)
-    if _traced_by_jax(pair):
-        return _nan_unless_within(pair, input_range)
-    for name, array, x in zip(names, arrays, pair):
+    tensors = [_as_float32(x) for x in images]
+    check_shapes([static_shape(x, name) for name, x in zip(names, tensors)], min_size, names)
+    if _in_tensorflow_graph(tensors):
+        return _graph_checked(tensors, input_range, min_size, names, fixed_range)
+    if _traced_by_jax(tensors):
+        return _nan_unless_within(tensors, input_range)
+    for name, array, x in zip(names, arrays, tensors):
         values = array if array is not None else _concrete(x)
         if values is not None:
             check_values(values, input_range, name, fixed_range)
-    return pair
+    return tensors
 
 
 def _as_float32(x):

@@ -21,7 +21,7 @@ from keras_lpips.argument_checks import check_integer, check_seed, is_number
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError, reason
 from keras_lpips.array_checks import NAMES, check_static_size
-from keras_lpips.inputs import check_image_pair, checked_size
+from keras_lpips.inputs import check_image_pair, check_images, checked_size
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
 from keras_lpips.weights.loading import restore_weights, sources_deferred
 
@@ -219,8 +219,7 @@ class LPIPS(keras.Model):
         reference image's features serve both comparisons (3 images' work per triplet, not 4).
         In training, dropout draws a separate mask for each distance, as two forward passes would.
         The three are checked as `call` checks a pair (one shape, values in `input_range`)."""
-        ref, p0 = self.checked_pair([ref, p0], names=("ref", "p0"))
-        p1 = self.checked_pair([ref, p1], names=("ref", "p1"))[1]
+        ref, p0, p1 = self.checked_images([ref, p0, p1], names=("ref", "p0", "p1"))
         n = ops.shape(ref)[0]
         features = self.features(ops.concatenate([ref, p0, p1], axis=0), training=training)
         f_ref = [f[:n] for f in features]
@@ -264,7 +263,7 @@ class LPIPS(keras.Model):
         as an eager distance runs its traced function: the two agree under bf16 too, whose
         eager kernels round otherwise than traced ones. `embedding` is the part a graph traces."""
         self.check_euclidean()
-        (images, _) = self.checked_pair([images, images], names=("images", "images"))
+        (images,) = self.checked_images([images], names=("images",))
         if self._compiled_call_applies([images], {"training": False}):
             return self.embedding_function()(images)
         return self.embedding(self.features(images, training=False))
@@ -347,6 +346,10 @@ class LPIPS(keras.Model):
         network on images from outside checks them first: on images smaller than
         `min_input_size` a CPU convolution kernel can kill the process (SIGFPE) instead of raising."""
         return check_image_pair(inputs, self.input_range, self.min_input_size, names)
+
+    def checked_images(self, images, names):
+        """`checked_pair` for a list of any number of images of one shape, one per name."""
+        return check_images(images, self.input_range, self.min_input_size, names)
 
     def _compiled_call_applies(self, pair, kwargs):
         """Whether an eager call may take the traced inference function: TensorFlow backend, eager
