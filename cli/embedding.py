@@ -137,7 +137,9 @@ def nearest(
     if projection is not None and search == "exact":  # refused in these words before anything is read
         raise InputError(f"--projection applies to a FAISS index (--search {', '.join(SEARCHES[1:])}). Received: --search exact")
     with _embedding_progress() as progress:
-        neighbours = nearest_images(query, index, k, lambda: _lpips(metric), resize, search, projection, progress, frame)
+        # A metric named by an option is built, so that embed files of another are refused.
+        model = _lpips(metric) if metric.named else lambda: _lpips(metric)
+        neighbours = nearest_images(query, index, k, model, resize, search, projection, progress, frame)
     names = neighbours.index.names
     results = [
         {"query": name, "nearest": [{"name": names[i], "distance": float(d)} for i, d in zip(row, ds) if i >= 0]}

@@ -38,9 +38,11 @@ def comparable_embeddings(query, index, metric, resize=False, progress=None, fra
     images of one size.
 
     `metric`: the `LPIPS` that embeds the folders, or a function returning it, called only where
-    a side is a folder (two embed files need no model). `progress(done, total)` follows the
+    a side is a folder (two embed files need no model). An `LPIPS` given is the metric asked
+    for: an embed file of another is refused too. `progress(done, total)` follows the
     embedding: the images embedded so far, of all those the folders hold."""
     frame = check_integer("frame", frame, 0, allow_none=True)
+    asked = metric if hasattr(metric, "embed") else None  # an LPIPS, not a function returning one
     sides = [read_embeddings(path) if pathlib.Path(path).is_file() else pathlib.Path(path) for path in (query, index)]
     listed = {number: listed_images(side) for number, side in enumerate(sides) if isinstance(side, pathlib.Path)}
     if listed:
@@ -52,6 +54,9 @@ def comparable_embeddings(query, index, metric, resize=False, progress=None, fra
             size = sides[number].image_size
     queries, found = sides
     check_same_metric((queries.metric, queries.fingerprint), (found.metric, found.fingerprint), ("QUERY", "INDEX"))
+    if asked is not None and not listed:  # two embed files, and a metric asked for
+        advice = "drop the metric options, or embed the images with the metric asked for"
+        check_same_metric((queries.metric, queries.fingerprint), describe_metric(asked), ("The embed files", "the metric asked for"), advice)
     if queries.image_size != found.image_size:
         raise InputError(
             f"QUERY and INDEX were embedded from images of different sizes; their distances mean nothing. "

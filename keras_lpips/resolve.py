@@ -45,6 +45,8 @@ class MetricSpec:
     model: str | None = None
     preset: str | None = None
     given: dataclasses.InitVar[tuple | None] = None
+    # Whether an option names the metric (`given`, `model` or `preset`), rather than defaults.
+    named: bool = dataclasses.field(default=False, init=False, compare=False)
 
     def __post_init__(self, given):
         """`model` and `preset` each fix the whole metric: another option given with one of them
@@ -56,6 +58,7 @@ class MetricSpec:
         if given is None:
             given = [name for name in _PARTS if getattr(self, name) != defaults[name].default]
         others = [f"{name}=" for name in _PARTS if name in given]
+        self.named = bool(fixed_by or others)
         if len(fixed_by) > 1 or (fixed_by and others):
             raise InputError(f"{fixed_by[0]} fixes the whole metric: drop {', '.join(fixed_by[1:] + others)}")
         if self.model is not None:

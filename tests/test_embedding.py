@@ -475,6 +475,26 @@ def test_nearest_between_embed_files_needs_no_model(tmp_path):
         nearest_images(a, big, 2, no_model)
 
 
+def test_nearest_between_embed_files_refuses_another_metric_asked_for(tmp_path, metric):
+    """Two embed files and a metric asked for (an `LPIPS`; on the command line, a metric option):
+    files of another metric are refused, not searched with theirs (`--net vgg` was ignored)."""
+    from keras_lpips.embedding_files import Embeddings, describe_metric, write_embeddings
+    from keras_lpips.embedding_queries import nearest_images
+
+    images = np.random.default_rng(9).random((3, 40, 40, 3), dtype=np.float32)
+    files = [tmp_path / "a.npz", tmp_path / "b.npz"]
+    for path in files:
+        write_embeddings(path, Embeddings(["0.png", "1.png", "2.png"], np.asarray(metric.embed(images)), (40, 40), *describe_metric(metric)))
+    assert nearest_images(*files, 1, metric).indices[:, 0].tolist() == [0, 1, 2]
+    other = LPIPS(net="alex", backbone_weights=None, seed=1, lin_weights="v0.1", input_range=(0, 1))
+    with pytest.raises(InputError, match="The embed files and the metric asked for belong to one configuration with different"):
+        nearest_images(*files, 1, other)
+    assert run_cli("nearest", *files, "-k", "1").returncode == 0  # no option: the files' metric
+    result = run_cli("nearest", *files, "-k", "1", "--net", "vgg", *RANDOM)
+    assert result.returncode == 2 and one_error_line(result).startswith("error: The embed files and the metric asked for belong to different")
+    assert "--net 'vgg'" in result.stderr
+
+
 def test_folder_diversity_and_nearest_images_follow_their_progress(tmp_path, metric):
     """The library functions behind `diversity` and `nearest`: the metric's own distances, and
     `progress(done, total)` over every image embedded, from (0, total) on."""
