@@ -45,6 +45,9 @@ def comparable_embeddings(query, index, metric, resize=False, progress=None, fra
     asked = metric if hasattr(metric, "embed") else None  # an LPIPS, not a function returning one
     sides = [read_embeddings(path) if pathlib.Path(path).is_file() else pathlib.Path(path) for path in (query, index)]
     listed = {number: listed_images(side) for number, side in enumerate(sides) if isinstance(side, pathlib.Path)}
+    given = [f"resize={resize}"] * bool(resize) + [f"frame={frame}"] * (frame is not None)
+    if given and not listed:
+        raise InputError(f"resize and frame apply to folders of images; QUERY and INDEX are embed files. Received: {', '.join(given)}")
     if listed:
         metric = _resolved(metric)
         size = next((side.image_size for side in sides if isinstance(side, Embeddings)), None)

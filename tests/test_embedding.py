@@ -473,6 +473,9 @@ def test_nearest_between_embed_files_needs_no_model(tmp_path):
             nearest_images(a, b, 2, no_model, **kwargs)
     with pytest.raises(InputError, match="different sizes"):
         nearest_images(a, big, 2, no_model)
+    for kwargs, received in (({"resize": True}, "resize=True"), ({"frame": 0}, "frame=0")):  # no folder: nothing to apply them to
+        with pytest.raises(InputError, match=f"resize and frame apply to folders of images; .* Received: {received}$"):
+            nearest_images(a, b, 2, no_model, **kwargs)
 
 
 def test_nearest_between_embed_files_refuses_another_metric_asked_for(tmp_path, metric):
