@@ -113,13 +113,26 @@ def values_advice(input_range, fixed_range=False):
 
 
 def check_values(values, input_range, name="image", fixed_range=False):
-    """Raises `InputError` for NaN/inf or values outside `input_range` (+- tolerance); the
-    message ends with `values_advice`."""
-    if values.size == 0:
-        raise InputError(f"{name} is empty. Received shape {values.shape}")
+    """Raises `InputError` for an empty array, NaN/inf or values outside `input_range` (+-
+    tolerance); the message ends with `values_advice`."""
+    check_not_empty(values.shape, name)
     # Two vectorised passes: min and max propagate NaN, and any inf is one of them.
     lo, hi = float(values.min()), float(values.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    check_extremes(lo, hi, np.isfinite(lo) and np.isfinite(hi), input_range, name, fixed_range)
+
+
+def check_not_empty(shape, name="image"):
+    """`InputError` where `shape` (a tuple of ints) holds no value: there is nothing to check."""
+    if 0 in shape:
+        raise InputError(f"{name} is empty. Received shape {tuple(shape)}")
+
+
+def check_extremes(lo, hi, finite, input_range, name="image", fixed_range=False):
+    """The rule of `check_values` on an image's reductions, wherever they were computed (numpy's
+    here, the tensor's device's in `keras_lpips.inputs`): `InputError` unless `finite` (every
+    value is: min and max need not propagate NaN on every device) and `lo` and `hi`, its least
+    and greatest value, lie within `input_range` up to `RANGE_TOLERANCE` of it."""
+    if not finite:
         raise InputError(f"{name} contains NaN or infinite values")
     low, high = input_range
     slack = RANGE_TOLERANCE * (high - low)

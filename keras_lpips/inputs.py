@@ -2,7 +2,10 @@
 
 Each check raises `InputError` with one message, wherever the metric runs:
 
-- eagerly (numpy arrays, eager tensors, Python lists): all of them, in Python;
+- eagerly (numpy arrays, eager tensors, Python lists): all of them, in Python; a torch or JAX
+  tensor's values are reduced where the tensor lies (its min, max and sum, on its GPU) and only
+  those scalars come to the host, never the images (TensorFlow's eager tensors are read by
+  numpy, faster on a CPU);
 - while a graph is traced (`tf.function`, `jax.jit`, a Keras functional model): the type and
   whatever shape is known then (rank, channels, sizes and batches that are static);
 - inside a TensorFlow graph (`tf.function`, how `LPIPSLoss` and `MeanLPIPS` run under
@@ -11,8 +14,10 @@ Each check raises `InputError` with one message, wherever the metric runs:
   `tf.errors.InvalidArgumentError` carrying the same message ("assertion failed: [MESSAGE]").
   XLA (`jit_compile=True`, Keras' default for `fit` on a GPU) and a TFLite conversion drop
   assertions: there a pair that fails them gives NaN distances, never a number. Under JAX's
-  `jit` (`model.fit` and `predict` on the JAX backend) the shapes are static and checked; the
-  values cannot raise, so a pair that fails their checks gives NaN distances, as under XLA.
+  `jit` (`model.fit` and `predict` on the JAX backend) and `torch.compile` (`jit_compile=True` on
+  the torch backend) the shapes are checked where static; the values cannot raise (under
+  `torch.compile` a check in Python would break its graph and recompile it for each value), so a
+  pair that fails their checks gives NaN distances, as under XLA.
 
 An export's signatures (`keras_lpips.export`) check what a client sends with `checked_request`:
 the same checks, messages in the client's terms, and in TFLite and ONNX NaN outputs for each
@@ -32,7 +37,8 @@ import numpy as np
 from keras import ops
 
 from keras_lpips.array_checks import (
-    NAMES, RANGE_TOLERANCE, check_is_pair, check_shapes, check_static_size, check_values, values_advice,
+    NAMES, RANGE_TOLERANCE, check_extremes, check_is_pair, check_not_empty, check_shapes, check_static_size,
+    check_values, values_advice,
 )
 from keras_lpips.errors import InputError, reason
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
@@ -50,18 +56,21 @@ def check_images(images, input_range, min_size, names, fixed_range=False):
     """`check_image_pair` for any number of images of one shape, one per name (`LPIPS.twoafc`'s
     triplet, `LPIPS.embed`'s one batch), each checked once."""
     images = [as_image_batch(x, name) for name, x in zip(names, images)]
-    # numpy inputs are checked as they are: no round trip through a tensor.
-    arrays = [x if isinstance(x, np.ndarray) else None for x in images]
     tensors = [_as_float32(x) for x in images]
     check_shapes([static_shape(x, name) for name, x in zip(names, tensors)], min_size, names)
     if _in_tensorflow_graph(tensors):
         return _graph_checked(tensors, input_range, min_size, names, fixed_range)
-    if _traced_by_jax(tensors):
+    if _traced_by_jax(tensors) or _compiled_by_torch():
         return _nan_unless_within(tensors, input_range)
-    for name, array, x in zip(names, arrays, tensors):
-        values = array if array is not None else _concrete(x)
-        if values is not None:
-            check_values(values, input_range, name, fixed_range)
+    for name, image, x in zip(names, images, tensors):
+        if isinstance(image, np.ndarray):  # already on the host: checked as it is, no round trip
+            check_values(image, input_range, name, fixed_range)
+        elif keras.backend.backend() == "tensorflow":  # numpy reduces an eager CPU tensor faster than TF (measured)
+            values = _concrete(x)
+            if values is not None:
+                check_values(values, input_range, name, fixed_range)
+        elif not _symbolic(x):
+            _check_on_device(x, input_range, name, fixed_range)
     return tensors
 
 
@@ -172,15 +181,38 @@ def check_sample_weight(sample_weight, images):
         )
 
 
+# --- values of eager tensors ----------------------------------------------------------------------
+
+
 def _concrete(x):
     """The tensor's values as numpy, or None while tracing a graph."""
     try:
         return np.asarray(ops.convert_to_numpy(x))
-    except Exception:  # symbolic tensors (tf.function, jax.jit, KerasTensor) have no values
+    except Exception:  # symbolic tensors (tf.function, KerasTensor) have no values
         return None
 
 
-# --- values while JAX traces ----------------------------------------------------------------------
+def _check_on_device(x, input_range, name, fixed_range=False):
+    """`check_values` for an eager torch or JAX tensor, without copying its images to the host
+    (on a GPU, a copy of the whole batch on each call: each training step with `LPIPSLoss`):
+    emptiness from its shape; min, max and sum reduced where it lies, and only those three
+    scalars brought back, in one transfer."""
+    check_not_empty(static_shape(x), name)
+    x = ops.stop_gradient(x)  # no autograd record of the checks
+    lo, hi, total = (float(v) for v in ops.convert_to_numpy(ops.stack([ops.amin(x), ops.amax(x), ops.sum(x)])))
+    # The sum is NaN or inf where a value is (min and max need not propagate NaN on every
+    # device), or where finite values overflow it: only then is each value looked at.
+    finite = bool(np.isfinite(total)) or bool(ops.convert_to_numpy(ops.all(ops.isfinite(x))))
+    check_extremes(lo, hi, finite, input_range, name, fixed_range)
+
+
+def _symbolic(x):
+    """Whether `x` has no values to check: a `KerasTensor` (a functional model being built), or a
+    torch tensor on the "meta" device (Keras' torch backend infers a layer's output with them)."""
+    return isinstance(x, keras.KerasTensor) or getattr(x, "is_meta", False)
+
+
+# --- values while JAX traces or torch compiles ----------------------------------------------------
 
 
 def _traced_by_jax(pair):
@@ -193,15 +225,29 @@ def _traced_by_jax(pair):
     return any(isinstance(x, jax.core.Tracer) for x in pair)
 
 
+def _compiled_by_torch():
+    """Whether `torch.compile` (Keras' `jit_compile=True` on the torch backend) is tracing the
+    call: values brought to Python there break its graph, and each one becomes a guard that
+    recompiles it on the next batch."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling is not None and is_compiling())
+
+
 def _nan_unless_within(pair, input_range):
-    """The pair, NaN throughout where any value is NaN, infinite or outside `input_range`: JAX
-    cannot raise on traced values, so a refused pair gives NaN distances (and a NaN loss), never a
-    number, as under XLA. Three reductions per image (`_within`'s)."""
+    """The pair, NaN throughout where any value is NaN, infinite or outside `input_range`: JAX's
+    traced values and those `torch.compile` traces cannot raise, so a refused pair gives NaN
+    distances (and a NaN loss), never a number, as under XLA. Three reductions per image
+    (`_within`'s)."""
     low, high = (float(v) for v in input_range)
     slack = RANGE_TOLERANCE * (high - low)
     passed = None
     for x in pair:
-        ok = ops.isfinite(ops.sum(x)) & (ops.min(x) >= low - slack) & (ops.max(x) <= high + slack)
+        # amin/amax: Keras' torch min and max break a torch.compile graph (an isinstance it cannot trace).
+        ok = ops.isfinite(ops.sum(x)) & (ops.amin(x) >= low - slack) & (ops.amax(x) <= high + slack)
         passed = ok if passed is None else passed & ok
     guard = ops.where(passed, 0.0, float("nan"))
     return [x + guard for x in pair]

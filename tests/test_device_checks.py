@@ -1,0 +1,60 @@
+"""The input checks of eager torch and JAX tensors run where the tensors lie: only their min, max
+and sum come to the host, never the images (a whole batch copied off the GPU on each training
+step, before), with the same messages as for numpy arrays; under torch.compile the checks trace
+into the graph (no break, no recompile per batch) and a refused pair gives NaN."""
+
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+CHECK = pathlib.Path(__file__).parent / "backend_device_check.py"
+
+ADVICE = ", outside input_range=(0, 1); pass input_range matching your images, e.g. (0, 1) or (0, 255)"
+MESSAGES = {
+    "valid": None,
+    "nan": "img1 contains NaN or infinite values",
+    "inf": "img0 contains NaN or infinite values",
+    "range": "img0 has values in [0.02754, 255]" + ADVICE,
+    "huge": "img1 has values in [3e+38, 3e+38]" + ADVICE,  # their sum overflows: not "NaN or infinite"
+    "empty": "img0 is empty. Received shape (0, 32, 32, 3)",
+}
+
+
+@functools.cache
+def _report(backend):
+    """tests/backend_device_check.py's report on the backend (10 s each)."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, str(CHECK)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend
+    return report
+
+
+@pytest.fixture(params=["torch", "jax"])
+def report(request):
+    return _report(request.param)
+
+
+@pytest.mark.parametrize("case", list(MESSAGES))
+def test_eager_tensors_are_checked_on_their_device(report, case):
+    """The message numpy arrays get (pinned here), and no image batch through convert_to_numpy:
+    the three scalars (min, max, sum) of each checked image, and where the sum is not finite
+    whether all values are."""
+    outcome = report["cases"][case]
+    assert outcome["message"] == outcome["numpy_message"] == MESSAGES[case]
+    assert all(shape in ([3], []) for shape in outcome["converted"]), outcome
+
+
+def test_torch_compile_traces_the_checks():
+    """fullgraph=True: a graph break in the checks raises; an accepted pair gives a number, a
+    refused one NaN."""
+    assert _report("torch")["compiled"] == [True, True]
