@@ -29,8 +29,9 @@ import numpy as np
 
 from keras_lpips import files
 from keras_lpips.argument_checks import check_integer
-from keras_lpips.errors import DataError, InputError, reason
-from keras_lpips.images import read_images, stored_size
+from keras_lpips.errors import DataError, InputError, WeightsError, reason
+from keras_lpips.images import MAX_PIXELS, read_images, stored_size
+from keras_lpips.weights.npz_file import read_saved_npz
 
 FRAME, SHA256 = "frame", "sha256"  # the embed file's optional keys
 
@@ -180,33 +181,61 @@ def write_embeddings(path, embeddings):
 
 
 def read_embeddings(path):
-    """The `Embeddings` in an embed file; `DataError` for anything else (another file, a damaged
-    one, one whose names, vectors and digests are not one row each)."""
+    """The `Embeddings` in an embed file; `DataError` naming the file (and the key at fault) for
+    anything else: another file, a damaged or hostile one (read within bounds,
+    `npz_file.read_saved_npz`: its arrays take at most the file's size), keys of another
+    type, shape or range, names, vectors and digests not one row each."""
     path = pathlib.Path(path)
     if path.is_file() and not zipfile.is_zipfile(path):  # np.load would read a .npy, or suggest pickles
         raise DataError(f"Cannot read embed file {path}: not the .npz keras-lpips embed writes")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in KEYS if key not in data.files]
-            embeddings = None if missing else Embeddings(
-                names=[str(name) for name in data["names"]],
-                vectors=data["vectors"],
-                image_size=tuple(int(side) for side in data["image_size"]),
-                metric=json.loads(str(data["metric"])),
-                fingerprint=str(data["fingerprint"]),
-                frame=int(data[FRAME]) if FRAME in data.files else None,
-                sha256=[str(digest) for digest in data[SHA256]] if SHA256 in data.files else None,
-            )  # fmt: skip
-    except (OSError, ValueError) as error:  # not a file, not a zip, damaged, or holding pickles
-        raise DataError(f"Cannot read embed file {path}: {error}") from None
+        data = read_saved_npz(path, f"embed file {path}", text=True)
+    except OSError as error:
+        raise DataError(f"Cannot read embed file {path}: {reason(error)}") from None
+    except WeightsError as error:
+        raise DataError(str(error)) from None
+    missing = [key for key in KEYS if key not in data]
     if missing:
         raise DataError(f"{path} is not an embed file (from keras-lpips embed): it lacks {', '.join(missing)}")
-    rows = {"names": len(embeddings.names), "vectors": len(embeddings.vectors) if embeddings.vectors.ndim == 2 else None}
-    rows.update({SHA256: len(embeddings.sha256)} if embeddings.sha256 is not None else {})
+    vectors = _checked(path, data, "vectors", 2, "f", "a matrix of floats")
+    rows = {"names": len(_checked(path, data, "names", 1, "U", "a list of strings")), "vectors": len(vectors)}
+    rows.update({SHA256: len(_checked(path, data, SHA256, 1, "U", "a list of strings"))} if SHA256 in data else {})
     if len(set(rows.values())) != 1:
-        counts = ", ".join(f"{key}: {'not a matrix' if count is None else count}" for key, count in rows.items())
+        counts = ", ".join(f"{key}: {count}" for key, count in rows.items())
         raise DataError(f"Cannot read embed file {path}: it is damaged (one row per image expected; {counts})")
-    return embeddings
+    image_size = tuple(int(side) for side in _checked(path, data, "image_size", 1, "iu", "(height, width)"))
+    if len(image_size) != 2 or min(image_size) < 1 or image_size[0] * image_size[1] > MAX_PIXELS:
+        raise DataError(f"Cannot read embed file {path}: its image_size must be (height, width), two sides >= 1 "
+                        f"of at most {MAX_PIXELS:,} pixels. Received: {image_size!r:.100}")  # fmt: skip
+    metric = str(_checked(path, data, "metric", 0, "U", "a string"))
+    try:
+        metric = json.loads(metric)
+    except ValueError:
+        metric = None
+    if not isinstance(metric, dict):
+        raise DataError(f"Cannot read embed file {path}: its metric is not a JSON object. Received: {metric!r:.100}")
+    frame = int(_checked(path, data, FRAME, 0, "iu", "an integer")) if FRAME in data else None
+    if frame is not None and frame < 0:
+        raise DataError(f"Cannot read embed file {path}: its frame must be >= 0. Received: {frame}")
+    return Embeddings(
+        names=[str(name) for name in data["names"]],
+        vectors=vectors.astype(np.float32, copy=False),
+        image_size=image_size,
+        metric=metric,
+        fingerprint=str(_checked(path, data, "fingerprint", 0, "U", "a string")),
+        frame=frame,
+        sha256=[str(digest) for digest in data[SHA256]] if SHA256 in data else None,
+    )
+
+
+def _checked(path, data, key, ndim, kinds, expected):
+    """`data[key]`, or `DataError` naming `path` and `key` unless it has `ndim` dimensions and a
+    dtype of one of `kinds` (numpy's `dtype.kind`): `expected` says what it should be."""
+    array = data[key]
+    if array.ndim != ndim or array.dtype.kind not in kinds:
+        raise DataError(f"Cannot read embed file {path}: its {key} must be {expected}. "
+                        f"Received: an array of shape {array.shape!r:.100} and dtype {array.dtype}")  # fmt: skip
+    return array
 
 
 def content_sha256(path):

@@ -43,6 +43,7 @@ opening it: reading a FIFO would block. Every problem raises one `InputError` na
 import contextlib
 import dataclasses
 import io
+import math
 import os
 import pathlib
 import stat
@@ -108,6 +109,7 @@ _INVERTED_BY_PILLOW = ("1", "L")  # min-is-white TIFFs of 1 to 8 bits; not 16-bi
 # with BSCALE 1; a BZERO 2**(BITPIX - 1) lower makes them signed.
 _FITS_UNSIGNED_ZERO = {8: 0, 16: 32768}
 _FITS_CARD, _FITS_BLOCK = 80, 2880
+_FITS_MAX_AXES = 999  # the largest NAXIS the FITS standard allows
 _NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
 
@@ -273,10 +275,11 @@ def _fits_unsigned_16_bit(image, path):
         return False
     cards = _fits_header(image.fp)
     compressed = b"Z" if cards.get(b"ZIMAGE") == b"T" else b""
-    axes = [int(cards.get(compressed + b"NAXIS%d" % axis, b"1")) for axis in range(3, int(cards[compressed + b"NAXIS"]) + 1)]
-    if int(np.prod(axes)) > 1:  # Pillow reads the first plane alone, silently
+    axes = _fits_axes(cards, compressed, image.fp)
+    planes = math.prod(axes[2:])  # Python integers: no overflow to 0
+    if planes > 1:  # Pillow reads the first plane alone, silently
         raise InputError(
-            f"Image {path} holds {int(np.prod(axes))} planes (a FITS cube of axes {axes} beyond the image's two), "
+            f"Image {path} holds {planes} planes (a FITS cube of axes {axes[2:]} beyond the image's two), "
             "of which Pillow reads only the first; save the plane to compare as an image of its own"
         )
     bitpix = int(cards[compressed + b"BITPIX"])
@@ -295,6 +298,26 @@ def _fits_unsigned_16_bit(image, path):
         f"Image {path} holds scaled samples (FITS BITPIX {bitpix}, BZERO {zero:g}, BSCALE {scale:g}), whose white level "
         f"is unknown; expected BZERO {unsigned_zero} and BSCALE 1"
     )
+
+
+def _fits_axes(cards, prefix, file):
+    """The axis lengths (NAXIS1 to NAXISn, a missing one 1) the FITS header `cards` declares,
+    `prefix` b"Z" for a compressed image's. `ValueError` (a corrupt file) for a NAXIS outside the
+    0 to 999 FITS allows, a negative length, or an uncompressed image declaring more bytes of
+    samples than the open `file` holds: the lengths it returns are then of a size that exists."""
+    count = int(cards[prefix + b"NAXIS"])
+    if not 0 <= count <= _FITS_MAX_AXES:
+        raise ValueError(f"FITS NAXIS {count} is outside 0 to {_FITS_MAX_AXES}")
+    axes = [int(cards.get(prefix + b"NAXIS%d" % axis, b"1")) for axis in range(1, count + 1)]
+    if any(length < 0 for length in axes):
+        raise ValueError("a FITS axis length (NAXISn) is negative")
+    if not prefix:
+        position = file.tell()
+        size = file.seek(0, os.SEEK_END)
+        file.seek(position)
+        if abs(int(cards[b"BITPIX"])) // 8 * math.prod(axes) > size:  # Python integers: no overflow
+            raise ValueError(f"its FITS header declares more bytes of samples than the file's {size} bytes")
+    return axes
 
 
 def _fits_header(file):

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -583,6 +584,83 @@ def test_read_embeddings_refuses_a_file_that_is_not_one_row_per_image(tmp_path):
     np.savez(path, names=np.asarray(["a.png"]))
     with pytest.raises(DataError, match=r"^\S*e.npz is not an embed file \(from keras-lpips embed\): it lacks vectors, "):
         read_embeddings(path)
+
+def _npy_declaring(shape):
+    """A .npy member's bytes whose header declares a float32 array of `shape`, holding 64 bytes."""
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return header.getvalue() + bytes(64)
+
+
+HOSTILE_EMBED_FILES = {  # key: (value written over a good file's, what the one line says)
+    "a huge declared shape": ("vectors", None, r"'vectors' has shape \(274877906944, 5760\) .* arrays of at most "),
+    "deflated zeros": ("vectors", None, r"member 'vectors.npy' inflates to 4,423,808 bytes; members of at most [0-9,]+ are read"),
+    "0-d names": ("names", np.asarray("a.png"), r"its names must be a list of strings\. Received: an array of shape \(\) "),
+    "0-d image_size": ("image_size", np.asarray(40), r"its image_size must be \(height, width\)\. Received: an array of shape \(\) "),
+    "0-d sha256": ("sha256", np.asarray("0" * 64), r"its sha256 must be a list of strings\. Received: an array of shape \(\) "),
+    "two frames": ("frame", np.asarray([1, 2]), r"its frame must be an integer\. Received: an array of shape \(2,\) "),
+    "a negative frame": ("frame", np.asarray(-1), r"its frame must be >= 0\. Received: -1$"),
+    "a JSON list as metric": ("metric", np.asarray("[]"), r"its metric is not a JSON object\. Received: \[\]$"),
+    "integer vectors": ("vectors", np.zeros((3, 4), np.int8), r"its vectors must be a matrix of floats\. Received: .* dtype int8$"),
+    "object names": ("names", np.asarray(["a", 1, None], dtype=object), r"'names' has dtype object, not numeric or text$"),
+    "negative and huge sides": ("image_size", np.asarray([-5, 10**18]), r"its image_size must be \(height, width\), two sides >= 1 of at most "),
+    "too many pixels": ("image_size", np.asarray([30000, 30000]), r"its image_size must be .* of at most [\d,]+ pixels\. Received: \(30000, 30000\)$"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HOSTILE_EMBED_FILES)
+def test_read_embeddings_refuses_hostile_files_in_one_line_naming_file_and_key(tmp_path, monkeypatch, case):
+    """Every key of an embed file is checked (type, shape, dtype, range) and the file is read
+    within a weight file's bounds (`npz_file.read_npz_stream`): a crafted file is one `DataError`
+    naming it and the key, never a traceback (TypeError, AttributeError, OverflowError), an
+    allocation of petabytes or gigabytes inflated from a few bytes, or queries resized to it."""
+    import zipfile
+
+    from keras_lpips.embedding_files import Embeddings, read_embeddings, write_embeddings
+    from keras_lpips.weights import untrusted
+
+    good = tmp_path / "good.npz"
+    write_embeddings(good, Embeddings(["a.png", "b.png", "c.png"], np.zeros((3, 4)), (40, 40), {"net": "alex"}, "f", 0, ["0" * 64] * 3))
+    key, value, message = HOSTILE_EMBED_FILES[case]
+    arrays = {name: array for name, array in np.load(good).items() if name != key}
+    path = tmp_path / "e.npz"
+    np.savez(path, **arrays, **({} if value is None else {key: value}))
+    if case == "a huge declared shape":
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("vectors.npy", _npy_declaring((2**38, 5760)))
+    if case == "deflated zeros":  # 4 MiB of deflated zeros, in a file of a few KB
+        with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("vectors.npy", _npy_declaring((192, 5760))[:-64] + bytes(192 * 5760 * 4))
+    with pytest.raises(DataError, match=rf"^Cannot read embed file {re.escape(str(path))}: {message}"):
+        read_embeddings(path)
+
+
+def test_an_embed_file_larger_than_any_weight_file_reads(tmp_path, monkeypatch):
+    """An embed file is bounded by its own size, not by a weight file's limit (1 GiB: 50,000
+    images of 32x32 for alex pass it)."""
+    from keras_lpips.embedding_files import Embeddings, read_embeddings, write_embeddings
+    from keras_lpips.weights import untrusted
+
+    path = tmp_path / "big.npz"
+    vectors = np.random.default_rng(0).random((64, 1024), dtype=np.float32)
+    write_embeddings(path, Embeddings([f"{k}.png" for k in range(64)], vectors, (40, 40), {"net": "alex"}, "f"))
+    monkeypatch.setattr(untrusted, "MAX_BYTES", 1 << 16)  # a quarter of the vectors
+    np.testing.assert_array_equal(read_embeddings(path).vectors, vectors)
+
+
+def test_cli_nearest_with_a_hostile_embed_file_is_one_line(tmp_path):
+    from keras_lpips.embedding_files import Embeddings, write_embeddings
+
+    good = tmp_path / "good.npz"
+    write_embeddings(good, Embeddings(["a.png"], np.zeros((1, 4)), (40, 40), {"net": "alex"}, "f"))
+    np.savez(tmp_path / "e.npz", **{**dict(np.load(good)), "names": np.asarray("a.png")})
+    result = run_cli("nearest", tmp_path / "e.npz", good, "-k", "1")
+    line = one_error_line(result)
+    assert result.returncode == 1 and line == f"error: Cannot read embed file {tmp_path / 'e.npz'}: its names must be a list of strings. " \
+        "Received: an array of shape () and dtype <U5", line
+
 
 def test_embed_folder_embeds_changed_images_again_and_drops_removed_ones(tmp_path, metric):
     """A rerun makes the file describe the folder as it is now: an image whose bytes changed is

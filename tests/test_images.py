@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from keras_lpips import InputError
+from keras_lpips.errors import DataError
 from keras_lpips.images import PIXEL_FORMATS, read_image, stored_size
 from tests.helpers import RANDOM, run_cli
 
@@ -531,6 +532,25 @@ def test_a_fits_cube_is_refused_and_a_cube_of_one_plane_read(tmp_path):
     two = _fits_bytes(np.concatenate([255 - levels, levels]), 8, NAXIS=3, NAXIS2=6, NAXIS3=2)  # planes of 6 rows
     path = _written(tmp_path / "cube.fits", two)
     with pytest.raises(InputError, match=re.escape(f"Image {path} holds 2 planes (a FITS cube of axes [2] beyond the image's two)")):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    "cards, reason",
+    [({"NAXIS": 1000}, "FITS NAXIS 1000 is outside 0 to 999"),
+     ({"NAXIS": 10**6}, "FITS NAXIS 1000000 is outside 0 to 999"),  # was a list of a million axes; 10**15 never ended
+     ({"NAXIS": -1}, "FITS NAXIS -1 is outside 0 to 999"),
+     ({"NAXIS": 3, "NAXIS3": -1}, "a FITS axis length (NAXISn) is negative"),
+     ({"NAXIS": 4, "NAXIS3": -1, "NAXIS4": -2}, "a FITS axis length (NAXISn) is negative"),
+     ({"NAXIS": 4, "NAXIS3": 2**32, "NAXIS4": 2**32}, "declares more bytes of samples than the file's 5760 bytes"),  # np.prod: 0
+     ({"NAXIS": 3, "NAXIS3": 10**30}, "declares more bytes of samples than the file's 5760 bytes")],
+)  # fmt: skip
+def test_a_fits_header_of_impossible_axes_is_a_corrupt_file(tmp_path, cards, reason):
+    """FITS allows 0 to 999 axes, of lengths whose samples the file holds: anything else is one
+    error, at once (not a loop over 10**15 axes, nor a product overflowing to 0 planes)."""
+    levels = np.zeros((6, 8), np.uint8)
+    path = _written(tmp_path / "x.fits", _fits_bytes(levels, 8, **cards))
+    with pytest.raises(DataError, match=f"^{re.escape(f'Cannot decode image {path} (truncated or corrupt?): ')}.*{re.escape(reason)}"):
         read_image(path)
 
 

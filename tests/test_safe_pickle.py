@@ -501,3 +501,75 @@ def test_torch_fixtures_match_expected(name):
             np.testing.assert_array_equal(state[key], expected[key], err_msg=key)
     assert state["transposed"].shape == (4, 3) and state["1.num_batches_tracked"].shape == ()
     assert all(isinstance(v, np.ndarray) and v.flags.writeable for v in state.values())
+
+
+# --- memo amplification: a few bytes that cost gigabytes or hours ---------------------------
+
+def fanout(levels, leaf="A" * 3000, refs=1000):
+    """Opcodes leaving on the stack a tuple of `refs` memo references to a tuple of `refs`
+    references ... (`levels` deep) to the string `leaf`: a few KB holding refs**levels strings."""
+    ops = b"X" + struct.pack("<I", len(leaf)) + leaf.encode() + b"q\x010"
+    for level in range(1, levels + 1):
+        ops += b"(" + (b"h" + bytes([level])) * refs + b"t" + (b"q" + bytes([level + 1]) + b"0" if level < levels else b"")
+    return ops
+
+
+U1_SCALAR = call(glob("numpy.core.multiarray", "scalar"), call(glob("numpy", "dtype"), text("u1")), b"C\x01\x00")
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"\x80\x02}r" + struct.pack("<I", 2**27) + b".", "memo index 134,217,728, past the opcodes before it"),
+    (b"\x80\x02}" + fanout(2) + U1_SCALAR + b"s.", "a dict key that is neither a string nor an integer"),  # str(key): 3 GB
+    (b"\x80\x02}" + fanout(4, "A") + num(0) + b"s.", "a dict key that is neither a string nor an integer"),  # hash: 10**12
+    (b"\x80\x02}(" + fanout(4, "A") + num(0) + b"u.", "a dict key that is neither a string nor an integer"),
+    (b"\x80\x04\x8f(" + fanout(4, "A") + b"\x90.", "holds a set"),
+    (b"\x80\x02\x8a\x7f" + b"\x01" * 127 + b".", "an integer of 1,009 bits"),
+    (b"\x80\x04\x8e" + struct.pack("<Q", 2**36) + b"xx", "declares 68,719,476,736 bytes where 2 are left"),
+    (b"\x80\x02" + fanout(3) + b"Q.", "unexpected persistent id \\(\\(a tuple, a tuple"),  # repr: 3 GB
+    (dict_of(w=call(glob("numpy.core.multiarray", "scalar"), call(glob("numpy", "dtype"), fanout(3)), b"C\x01\x00")) + b".",
+     "a numpy dtype is given as \\(\\(a tuple"),  # str(spec): 3 GB
+    (dict_of(w=call(glob("collections", "OrderedDict"), b"(" + fanout(4, "A") + num(0) + b"\x86l")) + b".",
+     "calls collections.OrderedDict with arguments"),  # dict(pairs) hashes the key
+])
+def test_memo_amplification_and_huge_declarations_are_refused_unbuilt(tmp_path, payload, message):
+    """Memo references let a pickle of a few KB hold a tuple of 10**9 or 10**12 strings: hashing
+    it, printing it or naming an array after it would take gigabytes or hours. And the unpickler
+    sizes its memo by the largest index it is given (2 GB for the 9 bytes here)."""
+    path = write_plain(tmp_path / "x.pkl", payload)
+    assert path.stat().st_size < 10_000
+    error = refused_within(MiB, read_state_dict, path, match=message)
+    assert str(path) in str(error) and "\n" not in str(error) and len(str(error)) < 400
+
+
+def test_storage_keys_and_legacy_key_lists_are_strings(tmp_path):
+    payload = dict_of(w=tensor(tup(text("storage"), glob("torch", "FloatStorage"), fanout(3), text("cpu"), num(1)) + b"Q",
+                               0, (1,), (1,))) + b"."
+    path = write_zip(tmp_path / "x.pth", payload, {"0": bytes(4)})
+    refused_within(MiB, read_state_dict, path, match=r"a storage key is \(\(a tuple")
+
+
+def test_int_keys_and_long_names(tmp_path):
+    """Int keys (an optimizer's state) are read; a name made long by a memoized key nested
+    deep (each level copies the whole name) is refused."""
+    state = read_state_dict(write_plain(tmp_path / "a.pkl", pickle.dumps({"w": np.ones(1), 3: {"v": np.ones(1)}}, 2)))
+    assert list(state) == ["w", "3/v"]
+    key = "k" * 2000
+    tree = leaf = {}
+    for _ in range(50):
+        leaf[key] = leaf = {}
+    leaf[key] = np.ones(1)
+    path = write_plain(tmp_path / "b.pkl", pickle.dumps(tree, 2))
+    refused_within(MiB, read_state_dict, path, match="name is 6,002 characters long; names of at most 4,096")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_storage_used_with_two_dtypes_is_refused(tmp_path, legacy):
+    """torch refuses to save two views of one storage as different types; a file that has them
+    would have both read as the first."""
+    storage = legacy_storage if legacy else zip_storage
+    payload = dict_of(a=tensor(storage("0", 2), 0, (2,), (1,)),
+                      b=tensor(storage("0", 1, storage_type="DoubleStorage"), 0, (1,), (1,))) + b"."
+    path = (write_legacy(tmp_path / "x.pth", payload, {"0": (2, bytes(8))}) if legacy
+            else write_zip(tmp_path / "x.pth", payload, {"0": bytes(16)}))
+    with pytest.raises(WeightsError, match="storage '0' is declared as both float32 and float64"):
+        read_state_dict(path)

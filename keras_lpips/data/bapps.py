@@ -170,7 +170,7 @@ def _not_a_file(entry):
 
 
 # The header np.save writes for a small float/int array of one element; anything else goes through np.load.
-_SIMPLE_NPY_HEADER = re.compile(rb"\{'descr': '([<>|=]?[fiu][1-8])', 'fortran_order': False, 'shape': \((?:1(?:, ?1)*,?)?\), \}\s*")
+_SIMPLE_NPY_HEADER = re.compile(rb"\{'descr': '([<>|=]?(?:f[248]|[iu][1248]))', 'fortran_order': False, 'shape': \((?:1(?:, ?1)*,?)?\), \}\s*")
 
 
 def _fast_npy(data):
@@ -200,7 +200,7 @@ def read_fraction(path, name="judge"):
             value = _checked_npy(data, path, name)
     except DataError:  # a ValueError too, and already naming the file
         raise
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, TypeError, EOFError) as error:  # TypeError: numpy on a header it cannot make sense of
         raise DataError(f"Cannot read {name} file {path}: {errors.reason(error)}") from None
     value = float(value.reshape(()))
     if not 0.0 <= value <= 1.0:  # NaN fails this too

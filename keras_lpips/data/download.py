@@ -7,12 +7,13 @@ printed by `keras-lpips data download`) so that you can pin it yourself.
 
 Downloads resume (`keras_lpips.downloads`): an interrupted transfer leaves
 `<dest>/<split>.tar.gz.part`, which the next call continues with an HTTP Range request.
-Extraction goes through `safe_extract`, which refuses absolute paths, `..`, links leaving the
-destination and device files, and renames a complete extraction into place
-(`keras_lpips.files.atomic_directory`), so an interruption never leaves a half-extracted split
-behind.
+Extraction goes through `safe_extract`, which refuses absolute paths, `..`, links (BAPPS has
+none), device files and members that are both a file and a folder, and renames a complete
+extraction into place (`keras_lpips.files.atomic_directory`), so an interruption never leaves
+a half-extracted split behind.
 """
 
+import errno
 import gzip
 import lzma
 import os
@@ -114,25 +115,24 @@ def _inside(path, root):
 
 
 def _check_member(member, root, tar_path):
-    """Raises UnsafeFileError unless extracting `member` under the real path `root` stays inside it.
-    Paths are resolved against what is already extracted, so a link made by an earlier member
-    cannot be used to escape."""
+    """Raises UnsafeFileError unless `member` is a plain file or folder whose path stays under the
+    real path `root`.
+
+    Links are refused outright: BAPPS archives contain none, and a link that looks inside when it
+    is made can point outside once later links are in (`p -> q/..`, then `q -> .`), or once the
+    split's folder is moved out of the extraction folder. Without links, no path can lead out."""
     name = member.name
     where = f"Refusing to extract {tar_path}: member {name!r}"
     if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
         raise UnsafeFileError(f"{where} has an absolute path")
     if ".." in name.replace("\\", "/").split("/"):
         raise UnsafeFileError(f"{where} goes up out of the destination ('..')")
-    if not _inside(os.path.realpath(os.path.join(root, name)), root):
-        raise UnsafeFileError(f"{where} would be written outside the destination (through a link)")
+    if not _inside(os.path.realpath(os.path.join(root, name)), root):  # cannot happen without links: kept as a guard
+        raise UnsafeFileError(f"{where} would be written outside the destination")
     if member.issym() or member.islnk():
-        link = member.linkname
-        if os.path.isabs(link) or link.startswith(("/", "\\")):
-            raise UnsafeFileError(f"{where} is a link to the absolute path {link!r}")
-        base = os.path.dirname(name) if member.issym() else ""  # hard links are relative to the archive root
-        if not _inside(os.path.realpath(os.path.join(root, base, link)), root):
-            raise UnsafeFileError(f"{where} is a link to {link!r}, outside the destination")
-    elif not (member.isreg() or member.isdir()):
+        kind = "symbolic" if member.issym() else "hard"
+        raise UnsafeFileError(f"{where} is a {kind} link (to {member.linkname!r}): BAPPS archives contain no links")
+    if not (member.isreg() or member.isdir()):
         kind = "a character device" if member.ischr() else "a block device" if member.isblk() else (
             "a FIFO" if member.isfifo() else f"of unsupported type {member.type!r}")  # fmt: skip
         raise UnsafeFileError(f"{where} is {kind}")
@@ -160,15 +160,25 @@ def _extract_split(split, archive, target):
         files.replace_directory(found, target)  # an empty target folder is replaced (a non-empty one returned early)
 
 
+# What an OSError from extracting one member says about the archive (it names our hidden
+# temporary folder, so it is not shown as is).
+_CONFLICTING_MEMBER = {
+    errno.EEXIST: "is a folder, but an earlier member of that name is a file",
+    errno.EISDIR: "is a file, but an earlier member of that name is a folder",
+    errno.ENOTDIR: "is inside a folder that an earlier member made a file",
+    errno.ENAMETOOLONG: "has a name too long for this file system",
+}
+
+
 def safe_extract(tar_path, dest):
     """Extracts the tar archive `tar_path` (any compression) to the folder `dest`, all or nothing.
 
     Members are extracted into a temporary folder next to `dest`, which is renamed to `dest`
     when every member is in; any failure removes it. `UnsafeFileError` is raised for a member
-    with an absolute path or a `..` component, a symbolic or hard link resolving outside the
-    destination, a path leading through such a link, or a device file or FIFO; Python's "data"
-    extraction filter is applied too. `dest` must not exist, or be an empty folder.
-    Returns `dest`.
+    with an absolute path or a `..` component, a symbolic or hard link, or a device file or FIFO
+    (`_check_member`); Python's "data" extraction filter is applied too. `ArchiveError` is raised
+    for an archive that does not extract: damaged, or with a name that is both a file and a
+    folder. `dest` must not exist, or be an empty folder. Returns `dest`.
     """
     tar_path, dest = pathlib.Path(tar_path), pathlib.Path(dest)
     if not tar_path.is_file():
@@ -181,7 +191,12 @@ def safe_extract(tar_path, dest):
             with tarfile.open(tar_path, "r|*") as archive:  # one sequential pass, even for .tar.gz
                 for member in archive:
                     _check_member(member, root, tar_path)
-                    archive.extract(member, staging, filter="data")
+                    try:
+                        archive.extract(member, staging, filter="data")
+                    except OSError as error:
+                        if error.errno not in _CONFLICTING_MEMBER:
+                            raise  # the disk's fault (full, read-only), not the archive's
+                        raise ArchiveError(f"Cannot extract {tar_path}: member {member.name!r} {_CONFLICTING_MEMBER[error.errno]}") from None
         except tarfile.FilterError as error:
             raise UnsafeFileError(f"Refusing to extract {tar_path}: {error}") from None
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError) as error:

@@ -30,7 +30,6 @@ import pathlib
 import re
 import shutil
 import time
-import zipfile
 
 import keras
 import numpy as np
@@ -39,11 +38,12 @@ from keras_lpips.backbones import get_backbone
 from keras_lpips.data.bapps import resolve_root
 from keras_lpips.disk_space import check_disk_space
 from keras_lpips import errors
-from keras_lpips.errors import DataError, InputError, InUseError, OutputError
+from keras_lpips.errors import DataError, InputError, InUseError, OutputError, WeightsError
 from keras_lpips.file_lock import file_lock
 from keras_lpips.files import atomic_path, atomic_write, make_folder, remove_if_empty, scratch_directory
 from keras_lpips.reports import float32_values
 from keras_lpips.training.precision import float32_trainer
+from keras_lpips.weights.npz_file import read_saved_npz
 from keras_lpips.weights.sources import BACKBONE_NAMES, UNTRAINED_NAMES
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "2afc", "val_loss", "val_2afc", "train_seconds", "triplets_per_second")
@@ -236,11 +236,14 @@ class RunFolder:
 
     def _checkpoint_values(self, path, variables):
         """The state arrays of the checkpoint `path`, checked against `variables`' count and shapes."""
-        try:
-            with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:  # closed however it ends
-                values = [data[f"v{i}"] for i in range(len(data.files))]
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        try:  # bounded as a weight file (a huge declared shape, a member inflating to gigabytes)
+            data = read_saved_npz(path, "it")
+            values = [data[f"v{i}"] for i in range(len(data))]
+        except OSError as error:
             raise self._damaged(path, errors.reason(error)) from None
+        except (WeightsError, KeyError) as error:  # KeyError: keys other than v0, v1, ...
+            reason = str(error).partition(": ")[2] if isinstance(error, WeightsError) else f"it lacks {error}"  # less "Cannot read it: "
+            raise self._damaged(path, reason) from None
         if len(values) != len(variables):
             raise DataError(f"{path} holds {len(values)} state arrays; this configuration has {len(variables)}")
         for i, (variable, value) in enumerate(zip(variables, values)):

@@ -11,6 +11,7 @@ file's arrays take at most `untrusted.MAX_BYTES` in all. What passes reads as `n
 
 import io
 import math
+import os
 import struct
 import zipfile
 
@@ -33,36 +34,54 @@ def read_npz(path):
     """{name: array} of the `.npz` file at `path`; `WeightsError` ("Cannot read weight file
     PATH: ...") for anything unreadable, malformed or beyond the limits."""
     with untrusted.open_weight_file(path) as file:
-        try:
-            with zipfile.ZipFile(file) as archive:
-                return _read_archive(archive)
-        except WeightsError as error:
-            raise WeightsError(f"Cannot read weight file {path}: {error}") from None
-        except OSError as error:  # the disk, not the file's content
-            raise WeightsError(f"Cannot read weight file {path}: {reason(error)}") from None
-        except Exception as error:  # zipfile, zlib, struct and numpy raise many types for damaged files
-            raise WeightsError(
-                f"Cannot read weight file {path}: not a .npz archive, or truncated or corrupt ({type(error).__name__}: {error})"
-            ) from None
+        return read_npz_stream(file, f"weight file {path}")
 
 
-def _read_archive(archive):
-    arrays, budget = {}, untrusted.ByteBudget()
+def read_saved_npz(path, what, text=False):
+    """`read_npz_stream` of the `.npz` file at `path` that `np.savez` wrote (members stored, not
+    compressed: embed files, checkpoints), bounded by the file's own size rather than a weight
+    file's: its arrays take no more, however large (an embed file of a million images), and a
+    member that inflates past it is refused. `OSError` where it cannot be opened."""
+    with open(path, "rb") as file:
+        return read_npz_stream(file, what, text, limit=os.fstat(file.fileno()).st_size)
+
+
+def read_npz_stream(file, what, text=False, limit=None):
+    """{name: array} of the `.npz` file open for binary reading as `file`, bounded as `read_npz`
+    bounds a weight file's (also for other untrusted `.npz` files: embed files, checkpoints):
+    members and arrays of at most `limit` bytes in all (default `untrusted.MAX_BYTES`); `text`: unicode string arrays are read
+    too. `WeightsError` ("Cannot read `what`: ...") for anything unreadable, malformed or beyond
+    the limits."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return _read_archive(archive, "biufcU" if text else "biufc", limit)
+    except WeightsError as error:
+        raise WeightsError(f"Cannot read {what}: {error}") from None
+    except OSError as error:  # the disk, not the file's content
+        raise WeightsError(f"Cannot read {what}: {reason(error)}") from None
+    except Exception as error:  # zipfile, zlib, struct and numpy raise many types for damaged files
+        raise WeightsError(
+            f"Cannot read {what}: not a .npz archive, or truncated or corrupt ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _read_archive(archive, kinds, limit):
+    arrays, budget = {}, untrusted.ByteBudget(limit=limit)
     for name in archive.namelist():
         if not name.endswith(".npy"):
             raise WeightsError(f"member {name!r} is not a .npy array")
         key = name[: -len(".npy")]
         if key in arrays:
             raise WeightsError(f"the archive holds {name!r} twice")
-        info = untrusted.zip_member(archive, name)
+        info = untrusted.zip_member(archive, name, limit=limit)
         with archive.open(info) as member:
-            arrays[key] = _read_npy(member, info.file_size, key, budget)
+            arrays[key] = _read_npy(member, info.file_size, key, budget, kinds)
     return arrays
 
 
-def _read_npy(member, size, key, budget):
+def _read_npy(member, size, key, budget, kinds):
     """The array in the .npy `member` of declared size `size`, its header checked before its
-    data is read and its bytes taken from `budget`."""
+    data is read and its bytes taken from `budget`; `kinds`: the dtype kinds read."""
     magic = member.read(len(_MAGIC) + 2)
     if len(magic) < len(_MAGIC) + 2 or not magic.startswith(_MAGIC):
         raise WeightsError(f"{key!r} is not a .npy array (it does not start with the .npy magic bytes)")
@@ -76,9 +95,10 @@ def _read_npy(member, size, key, budget):
         raise WeightsError(f"{key!r} has a .npy header of {length:,} bytes; headers of at most {MAX_NPY_HEADER:,} are read")
     header = length_bytes + member.read(length)
     shape, fortran, dtype = parse_header(io.BytesIO(header), max_header_size=MAX_NPY_HEADER)
-    if dtype.kind not in "biufc":  # objects and records would need a pickle; strings, dates: no weights
-        raise WeightsError(f"{key!r} has dtype {dtype}, not numeric: weights are integers or floats")
-    shape, nbytes = untrusted.checked_shape(shape, dtype.itemsize, repr(key))
+    if dtype.kind not in kinds:  # objects and records would need a pickle; strings, dates: no weights
+        text = " or text" if "U" in kinds else ": weights are integers or floats"
+        raise WeightsError(f"{key!r} has dtype {dtype}, not numeric{text}")
+    shape, nbytes = untrusted.checked_shape(shape, dtype.itemsize, repr(key), budget.limit)
     left = size - len(magic) - len(header)
     if left < nbytes:
         raise WeightsError(f"{key!r} of shape {shape} and dtype {dtype} needs {nbytes:,} bytes of data; its member holds {left:,}")

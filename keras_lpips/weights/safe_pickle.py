@@ -14,11 +14,20 @@ size and stride with numpy after bounds checks. What reading may allocate is bou
 allocated (`keras_lpips.weights.untrusted`): a storage by its zip member's declared size or the
 bytes left in the file, a tensor by its storage (no view larger than it: stride 0 cannot blow a
 one-element storage up to gigabytes), and each file's storages and arrays by `MAX_BYTES` in all.
+
+Before a pickle is unpickled, `_scan` reads its opcodes without building anything and refuses
+what no weight file needs but a hostile one uses to make a few bytes cost gigabytes or hours:
+memo indices far past the opcodes read (the unpickler sizes its memo by the largest index),
+lengths past the end of the pickle, huge integers, sets, and dict keys other than strings and
+integers (memo references let a tuple key of a few KB hold 10**12 items, which hashing it or
+naming an array after it walks). Flattened names are bounded (`_MAX_NAME`) and values from the
+file appear in messages through `untrusted.describe`, whose cost is bounded too.
 """
 
 import math
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 
@@ -33,6 +42,20 @@ _STORAGES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat
              "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool", "Untyped": "uint8",
              "ComplexFloat": "complex64", "ComplexDouble": "complex128"}
 _DTYPES = sorted(set(_STORAGES.values()) | {"uint16", "uint32", "uint64"})
+# What `_scan` allows a pickle. A torch state dict takes about 30 opcodes a tensor and a pickled
+# numpy array about 15, so a million opcodes is some 30,000 arrays: far more than any supported
+# net has, while the scan of that many takes a second or two and the memo at most 16 MB.
+_MAX_OPCODES = 1 << 20
+# Integers are sizes, strides, offsets and versions (64 bits), and the legacy magic number (77):
+# no weight file needs the time arithmetic on a million-digit integer takes. As a dict key, an
+# integer must be below 2**64, where each hash is shared by at most 9 integers (no hash flooding).
+_MAX_INT = 1 << 128
+_MAX_NAME = 4096  # the longest flattened array name ("net.slice1.0.weight" is 19)
+
+
+def _show(value):
+    """`value`, from the file, as an error message shows it: an allow-listed global by its name."""
+    return value.name if isinstance(value, _Global) else untrusted.describe(value)
 
 
 def _np_dtype(name):
@@ -124,7 +147,9 @@ class _NumpyDtype(_Frozen):
     """numpy.dtype(spec, align, copy) plus its byte order from BUILD; numeric dtypes only."""
 
     def __init__(self, spec, align=False, copy=False):
-        self.spec, self.order = str(spec), "="
+        if not isinstance(spec, str):
+            raise WeightsError(f"a numpy dtype is given as {_show(spec)}, not a string")
+        self.spec, self.order = spec, "="
 
     def __setstate__(self, state):
         if len(state) < 5 or state[2:5] != (None, None, None):
@@ -167,7 +192,7 @@ class _NumpyArray(_Frozen):
 def _count(value):
     """`value` if it is a non-negative int (sizes, strides, offsets), else WeightsError."""
     if type(value) is not int or value < 0:
-        raise WeightsError(f"expected a size or offset, found {value!r}")
+        raise WeightsError(f"expected a size or offset, found {_show(value)}")
     return value
 
 
@@ -190,9 +215,16 @@ def _empty_bytes():
     return b""
 
 
+def _ordered_dict(*args):
+    """collections.OrderedDict(), which torch pickles call with no arguments and then fill."""
+    if args:
+        raise WeightsError("the pickle calls collections.OrderedDict with arguments")
+    return _StateDict()
+
+
 def _allowed():
     """{(module, name): stand-in} for every global a weight file may ask for."""
-    allowed = {("collections", "OrderedDict"): _StateDict, ("_codecs", "encode"): _latin1,
+    allowed = {("collections", "OrderedDict"): _ordered_dict, ("_codecs", "encode"): _latin1,
                ("builtins", "bytes"): _empty_bytes, ("__builtin__", "bytes"): _empty_bytes,
                ("numpy", "ndarray"): None, ("numpy", "dtype"): _NumpyDtype}
     for core in ("numpy.core", "numpy._core"):
@@ -214,12 +246,103 @@ def _allowed():
     return result
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only allow-listed globals, and torch storage ids via `load_storage`."""
+class _Bounded:
+    """The `read` and `readline` of a stream holding at most `left` more bytes, for `_scan`: a
+    length the pickle declares past them is refused before anything that long is allocated."""
 
-    def __init__(self, file, path, load_storage=None):
+    def __init__(self, stream, left):
+        self.stream, self.left = stream, left
+
+    def read(self, size):
+        if size > self.left:
+            raise WeightsError(f"the pickle declares {size:,} bytes where {max(self.left, 0):,} are left")
+        data = self.stream.read(size)
+        self.left -= len(data)
+        return data
+
+    def readline(self):
+        line = self.stream.readline(max(self.left, 0))
+        self.left -= len(line)
+        return line
+
+
+_STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}
+_INTEGERS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
+_IN_PLACE = {"SETITEM", "SETITEMS", "APPEND", "APPENDS", "BUILD"}  # they fill the object below, not replace it
+_SETS = {"EMPTY_SET", "ADDITEMS", "FROZENSET"}  # sets hash their items, as dicts their keys
+_MEMO = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+
+
+def _scan(stream):
+    """Reads one pickle's opcodes from `stream` (a `_Bounded`) without building any object,
+    following only what kind of item (str, int, other) each stack entry and memo entry holds;
+    `WeightsError` unless it has at most `_MAX_OPCODES` opcodes, memo indices no larger than the
+    number of opcodes before them, integers below `_MAX_INT`, no sets, and only str or int dict keys
+(ints below 2**64)."""
+    stack, marks, memo = [], [], {}
+    for position, (opcode, arg, _) in enumerate(pickletools.genops(stream)):
+        name = opcode.name
+        if position >= _MAX_OPCODES:
+            raise WeightsError(f"the pickle has more than {_MAX_OPCODES:,} opcodes, more than a weight file needs")
+        if name in _MEMO and arg > position:
+            raise WeightsError(f"the pickle's opcode {position:,} uses memo index {arg:,}, past the opcodes before it")
+        if name in _INTEGERS and not -_MAX_INT < arg < _MAX_INT:
+            raise WeightsError(f"the pickle holds an integer of {arg.bit_length():,} bits; weight files need 77 at most")
+        if name in _SETS:
+            raise WeightsError("the pickle holds a set, which no weight file does")
+        before = opcode.stack_before
+        above = []
+        if pickletools.markobject in before:  # the items above the last mark, then those below it
+            if not marks:
+                raise WeightsError(f"the pickle's {name} has no mark before it")
+            mark = marks.pop()
+            above, stack[mark:] = stack[mark:], []
+            before = before[:before.index(pickletools.markobject)]
+        if len(stack) < len(before):
+            raise WeightsError(f"the pickle's {name} finds too few items on the stack")
+        below = stack[len(stack) - len(before):]
+        del stack[len(stack) - len(before):]
+        keys = below[1:2] if name == "SETITEM" else above[::2] if name in ("SETITEMS", "DICT") else []
+        if any(key not in ("str", "int") for key in keys):
+            raise WeightsError("the pickle has a dict key that is neither a string nor an integer")
+        if name == "MARK":
+            marks.append(len(stack))
+        elif name in _IN_PLACE:
+            stack.append(below[0])
+        elif name == "DUP":
+            stack += below * 2
+        elif name == "MEMOIZE":
+            memo[len(memo)] = below[0]
+            stack += below
+        elif name in _MEMO:
+            if not stack and name.endswith("PUT"):
+                raise WeightsError("the pickle memoizes an empty stack")
+            if name.endswith("PUT"):
+                memo[arg] = stack[-1]
+            else:
+                stack.append(memo.get(arg, "other"))
+        else:
+            kind = "str" if name in _STRINGS else "int" if name in _INTEGERS and abs(arg) < 1 << 64 else "other"
+            stack += [kind] * len(opcode.stack_after)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only allow-listed globals, and torch storage ids via `load_storage`.
+    `load` scans the pickle first (`_scan`); `size` is where the stream ends."""
+
+    def __init__(self, file, path, load_storage=None, size=None):
         super().__init__(file, encoding="latin1")
-        self.path, self.load_storage = path, load_storage
+        self.file, self.path, self.load_storage = file, path, load_storage
+        self.size = os.fstat(file.fileno()).st_size if size is None else size
+
+    def load(self):
+        start = self.file.tell()
+        try:
+            _scan(_Bounded(self.file, self.size - start))
+        except WeightsError as error:
+            raise WeightsError(f"not a PyTorch or pickle weight file: {error}") from None
+        self.file.seek(start)
+        return super().load()
 
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
@@ -229,15 +352,28 @@ class _SafeUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if self.load_storage is None or not isinstance(pid, tuple) or pid[:1] != ("storage",):
-            raise WeightsError(f"unexpected persistent id {pid!r:.80}")
+            raise WeightsError(f"unexpected persistent id {_show(pid)}")
         return self.load_storage(*pid[1:])
 
 
 def _storage_dtype(storage_type):
     """The torch dtype name of a storage type from a persistent id (torch.FloatStorage, ...)."""
     if not isinstance(storage_type, _Global) or storage_type.dtype is None:
-        raise WeightsError(f"{storage_type!r:.80} is not a torch storage type")
+        raise WeightsError(f"{_show(storage_type)} is not a torch storage type")
     return storage_type.dtype
+
+
+def _storage(storages, storage_type, key, numel):
+    """The storage `storages[key]`, made of `numel` elements of `storage_type` if it is new;
+    `WeightsError` unless `key` is a string and every use of it gives the same storage type."""
+    if not isinstance(key, str):
+        raise WeightsError(f"a storage key is {_show(key)}, not a string")
+    dtype = _storage_dtype(storage_type)
+    if key not in storages:
+        storages[key] = _Storage(dtype, numel)
+    elif storages[key].dtype != dtype:
+        raise WeightsError(f"storage {key!r:.80} is declared as both {storages[key].dtype} and {dtype}")
+    return storages[key]
 
 
 def _read_zip(file, path):
@@ -265,18 +401,18 @@ def _read_zip_archive(archive, path):
     storages, budget = {}, untrusted.ByteBudget("storages")
 
     def load_storage(storage_type, key, location, numel):
-        if key not in storages:
-            storage = _Storage(_storage_dtype(storage_type), numel)
+        storage = _storage(storages, storage_type, key, numel)
+        if storage.flat is None:
             nbytes = storage.numel * _np_dtype(storage.dtype).itemsize
             info = untrusted.zip_member(archive, f"{top}data/{key}", needed=nbytes)
-            budget.take(nbytes, f"storage {key!r} ({nbytes:,} bytes)")
+            budget.take(nbytes, f"storage {key!r:.80} ({nbytes:,} bytes)")
             with archive.open(info) as member:  # reads no more than the storage needs
                 storage.fill(member, byteorder)
-            storages[key] = storage
-        return storages[key]
+        return storage
 
-    with archive.open(untrusted.zip_member(archive, pickles[0])) as data:
-        return _SafeUnpickler(data, path, load_storage).load()
+    info = untrusted.zip_member(archive, pickles[0])
+    with archive.open(info) as data:
+        return _SafeUnpickler(data, path, load_storage, size=info.file_size).load()
 
 
 def _read_legacy(file, path):
@@ -290,7 +426,7 @@ def _read_legacy(file, path):
     storages, budget = {}, untrusted.ByteBudget("storages")
 
     def load_storage(storage_type, key, location, numel, view):
-        storage = storages.setdefault(key, _Storage(_storage_dtype(storage_type), numel))
+        storage = _storage(storages, storage_type, key, numel)
         if view is None:
             return storage
         _, offset, view_numel = view
@@ -299,6 +435,8 @@ def _read_legacy(file, path):
     state = _SafeUnpickler(file, path, load_storage).load()
     file_size = os.fstat(file.fileno()).st_size
     for key in _SafeUnpickler(file, path).load():
+        if not isinstance(key, str) or key not in storages:
+            raise WeightsError(f"the file lists storage {_show(key)}, which no tensor uses")
         storage = storages[key]
         (numel,) = struct.unpack("<q", file.read(8))
         nbytes = _count(numel) * _np_dtype(storage.dtype).itemsize
@@ -317,7 +455,9 @@ def _flatten(tree, sep, prefix, out, seen, budget):
         raise WeightsError("the same dict appears twice in the file")
     seen.add(id(tree))
     for key, value in tree.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        name = f"{prefix}{sep}{key}" if prefix else str(key)  # `_scan` let only str and int keys through
+        if len(name) > _MAX_NAME:
+            raise WeightsError(f"an array's name is {len(name):,} characters long; names of at most {_MAX_NAME:,} are read")
         if isinstance(value, dict):
             _flatten(value, sep, name, out, seen, budget)
         elif isinstance(value, (_Tensor, _NumpyArray)):
@@ -336,10 +476,8 @@ def read_state_dict(path):
     path = os.fspath(path)
     with untrusted.open_weight_file(path) as file:
         try:
-            head = file.read(4)
+            head = file.read(4)  # `open_weight_file` refuses an empty file
             file.seek(0)
-            if not head:
-                raise WeightsError(f"Weight file {path!r} is empty")
             if head == b"PK\x03\x04":
                 tree, sep = _read_zip(file, path), "."
             else:
