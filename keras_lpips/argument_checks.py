@@ -16,6 +16,12 @@ import numpy as np
 from keras_lpips.errors import InputError
 
 MAX_SEED = 2**32 - 1  # what training's seeding takes (keras.utils.set_random_seed: numpy's legacy seed)
+# The most triplets or pairs per batch that fit and eval take: far more than any accelerator
+# holds; beyond, memory runs out (TensorFlow's batching thread then spins, deaf to SIGINT and SIGTERM).
+MAX_BATCH_SIZE = 2**16
+# The largest side fit and eval resize patches to: 64 times BAPPS' 64, a triplet of such
+# patches 600 MB of float32 input (a larger one fails in TensorFlow with a traceback).
+MAX_LOAD_SIZE = 4096
 
 
 def is_integer(value):

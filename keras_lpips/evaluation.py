@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from keras_lpips import keras_compat
-from keras_lpips.argument_checks import check_integer
+from keras_lpips.argument_checks import MAX_BATCH_SIZE, MAX_LOAD_SIZE, check_integer
 from keras_lpips.array_checks import as_numpy, check_load_size
 from keras_lpips.baselines import baseline_distances
 from keras_lpips.errors import DataError, InputError, reason
@@ -75,6 +75,7 @@ def evaluate_run(
     jnd = jnd if jnd is not None else has_split(root, "jnd", "val")
     if not twoafc and not jnd:
         raise InputError(f"No 2afc/val or jnd/val folder in {root}: nothing to evaluate")
+    batch_size = check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
     metric, name, load_size = _metric_to_score(model, metric, load_size)
     columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
     scoring = _Scoring(metric, data_root, columns, batch_size, load_size, progress and sys.stderr.isatty())
@@ -112,7 +113,7 @@ def _metric_to_score(model, metric, load_size):
             load_size = _recorded_load_size(run_json)
     else:
         name = f"{metric.net} v{metric.version} {metric.distance}"
-    load_size = check_integer("load_size", 64 if load_size is None else load_size, 1)
+    load_size = check_integer("load_size", 64 if load_size is None else load_size, 1, MAX_LOAD_SIZE)
     check_load_size(load_size, getattr(metric, "min_input_size", 1), metric.net, getattr(metric, "layers_kept", None))
     return metric, name, load_size
 

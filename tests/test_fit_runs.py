@@ -2,6 +2,7 @@
 saves under mixed precision, resumption of equivalent settings, notes, history.csv, progress."""
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -260,3 +261,26 @@ def test_the_frozen_backbone_precompute_shows_a_bar_on_a_terminal(small_data, tm
     fit_run(small_data, tmp_path / "again", **{**FAST, "progress": True})
     out = capsys.readouterr().out
     assert "/20" not in out.split("untrained")[0]
+
+
+# --- sizes that would exhaust memory are refused up front ------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["fit", "eval"])
+def test_fit_and_eval_refuse_a_batch_or_load_size_past_the_largest_in_one_line(small_data, tmp_path, command):
+    """A batch of 10**12 triplets spun TensorFlow's batching thread forever, deaf to SIGINT and
+    SIGTERM; a load size of 10**9 was an out-of-memory traceback: both are one line, before any
+    triplet is read."""
+    from keras_lpips.argument_checks import MAX_BATCH_SIZE, MAX_LOAD_SIZE
+    from tests.helpers import RANDOM, one_error_line, run_cli
+
+    common = ("fit", "--data", small_data, "--out", tmp_path / "run", "--epochs", "1", "--decay-epochs", "0")
+    if command == "eval":
+        common = ("eval", "--data", small_data, *RANDOM)
+    for name, value, largest in (("batch_size", 10**12, MAX_BATCH_SIZE), ("load_size", 10**9, MAX_LOAD_SIZE)):
+        sizes = {"load_size": 32, name: value}
+        result = run_cli(*common, *(f"--{key.replace('_', '-')}={size}" for key, size in sizes.items()))
+        line = one_error_line(result)  # the CLI says --load-size, load_size=... or batch_size
+        assert result.returncode == 2 and re.fullmatch(rf"error: (--)?{name[:-5]}[-_]size must be an integer from 1 to {largest}\. "
+                                                       rf"Received: (--)?{name[:-5]}[-_]size[= ]{value}", line), line
+    assert not (tmp_path / "run").exists()

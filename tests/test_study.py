@@ -326,7 +326,11 @@ ROW = '[[run]]\nname = "sq"\nbackbone = "squeeze"\ndistance = "lpips"\n'
      ('[train]\nval_subsets = ["a", 3]\n', "[train], for the study's row 'vgg16-2L-cosine': val_subsets must be a subset's name"),
      (f'{ROW}backbone_weights = "keras-imagenet"\n', "[[run]] row 1 ('sq'): backbone_weights='keras-imagenet' exists for vgg only"),
      ("seeds = [0, 99999999999999999999]\n", "seeds: seed must be an integer from 0 to 4294967295. Received: seed=99999999999999999999"),
-     ("seeds = [4294967296]\n", "seeds: seed must be an integer from 0 to 4294967295. Received: seed=4294967296")],
+     ("seeds = [4294967296]\n", "seeds: seed must be an integer from 0 to 4294967295. Received: seed=4294967296"),
+     ("[train]\nbatch_size = 1000000000000\n", "[train], for the study's row 'vgg16-2L-cosine': batch_size must be an integer from 1 "
+                                                "to 65536. Received: batch_size=1000000000000"),
+     ("[train]\nload_size = 1000000000\n", "[train], for the study's row 'vgg16-2L-cosine': load_size must be an integer from 1 "
+                                            "to 4096. Received: load_size=1000000000")],
 )  # fmt: skip
 def test_load_config_refuses_what_fit_would_refuse(tmp_path, config, message):
     from keras_lpips.errors import InputError

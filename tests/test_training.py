@@ -560,9 +560,9 @@ def test_resume_compares_the_backbone_by_its_canonical_name():
 
 @pytest.mark.parametrize(
     "option, value, message",
-    [("batch_size", 0, "batch_size must be an integer >= 1"), ("batch_size", -5, "batch_size must be an integer >= 1"),
-     ("batch_size", True, "batch_size must be an integer >= 1"), ("batch_size", 2.5, "batch_size must be an integer >= 1"),
-     ("load_size", 0, "load_size must be an integer >= 1"), ("epochs", -1, "epochs must be an integer >= 0"),
+    [("batch_size", 0, "batch_size must be an integer from 1 to 65536"), ("batch_size", -5, "batch_size must be an integer from 1 to 65536"),
+     ("batch_size", True, "batch_size must be an integer from 1 to 65536"), ("batch_size", 2.5, "batch_size must be an integer from 1 to 65536"),
+     ("load_size", 0, "load_size must be an integer from 1 to 4096"), ("epochs", -1, "epochs must be an integer >= 0"),
      ("epochs", float("nan"), "epochs must be an integer >= 0"), ("decay_epochs", -2, "decay_epochs must be an integer >= 0"),
      ("seed", -1, "seed must be an integer from 0 to 4294967295. Received: seed=-1"),
      ("seed", 2**32, "seed must be an integer from 0 to 4294967295. Received: seed=4294967296"),
@@ -690,7 +690,20 @@ def _copy_of_trained_run(trained_run, tmp_path):
     return out
 
 
-@pytest.mark.parametrize("damage", ["truncated npz", "not a zip", "latest.json", "latest.json fields", "run.json"])
+def _npz_of_a_huge_declared_shape():
+    """An .npz whose v0 declares a (2**38, 5760) float32 array (6 PB) and holds 64 bytes of it."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**38, 5760)})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("v0.npy", header.getvalue() + bytes(64))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["truncated npz", "not a zip", "huge shape", "latest.json", "latest.json fields", "run.json"])
 def test_resume_from_a_damaged_checkpoint_is_one_error(trained_run, synth_data, tmp_path, damage):
     from keras_lpips.errors import DataError
     from keras_lpips.training import fit_run
@@ -701,11 +714,12 @@ def test_resume_from_a_damaged_checkpoint_is_one_error(trained_run, synth_data, 
     damaged, message = {
         "truncated npz": (state, f"Cannot resume from the checkpoint {state}: "),
         "not a zip": (state, f"Cannot resume from the checkpoint {state}: "),
+        "huge shape": (state, f"Cannot resume from the checkpoint {state}: 'v0' has shape (274877906944, 5760) "),
         "latest.json": (latest, f"Cannot resume from the checkpoint {latest}: "),
         "latest.json fields": (latest, f"Cannot resume from the checkpoint {latest}: it is not a checkpoint record"),
         "run.json": (out / "run.json", f"Cannot read {out / 'run.json'} ("),
     }[damage]
-    content = {"truncated npz": state.read_bytes()[:1000], "not a zip": b"\0" * 64, "latest.json": b'{"epoch": 2, "fi',
+    content = {"truncated npz": state.read_bytes()[:1000], "not a zip": b"\0" * 64, "huge shape": _npz_of_a_huge_declared_shape(), "latest.json": b'{"epoch": 2, "fi',
                "latest.json fields": json.dumps({"epoch": 2, "file": "../../etc/passwd", "history": []}).encode(),
                "run.json": b"{not json"}[damage]  # fmt: skip
     damaged.write_bytes(content)
@@ -908,7 +922,7 @@ def test_eval_refuses_a_load_size_too_small_for_the_metric(tiny_bapps, tmp_path)
         evaluate_run(tiny_bapps, metric=metric, load_size=need - 1, baselines=False)
     with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
         RunConfig(tiny_bapps, tmp_path / "run", layers=2, load_size=need - 1, backbone_weights="random")
-    with pytest.raises(InputError, match=r"^load_size must be an integer >= 1\. Received: load_size=0$"):
+    with pytest.raises(InputError, match=r"^load_size must be an integer from 1 to 4096\. Received: load_size=0$"):
         evaluate_run(tiny_bapps, metric=metric, load_size=0, baselines=False)
     metric.save(tmp_path / "small.keras")
     for given, layers, least in ((["--net", "alex", *RANDOM], 5, 31), (["--model", tmp_path / "small.keras"], 2, need)):

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lpips.argument_checks import check_integer, check_seed, is_number
+from keras_lpips.argument_checks import MAX_BATCH_SIZE, MAX_LOAD_SIZE, check_integer, check_seed, is_number
 from keras_lpips.array_checks import check_load_size
 from keras_lpips.backbones import get_backbone
 from keras_lpips.data.bapps import fingerprint, list_twoafc, resolve_root
@@ -33,6 +33,7 @@ from keras_lpips.weights.sources import IMAGENET, KERAS_IMAGENET, UNTRAINED_NAME
 
 MODES = ("lin", "tune", "scratch")
 INPUT_RANGE = (0.0, 1.0)  # what fit feeds, and what the saved model.keras expects (the CLI's range)
+
 
 
 @dataclasses.dataclass
@@ -126,8 +127,8 @@ class RunConfig:
         check_seed(self.seed)
         if self.epochs + self.decay_epochs < 1:
             raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
-        check_integer("batch_size", self.batch_size, 1)
-        check_integer("load_size", self.load_size, 1)
+        check_integer("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_integer("load_size", self.load_size, 1, MAX_LOAD_SIZE)
         if not (is_number(self.lr) and 0 < self.lr < math.inf):
             raise InputError(f"lr must be a positive finite number. Received: lr={self.lr!r}")
         for name in ("beta_1", "dropout"):
