@@ -33,10 +33,14 @@ Distance = Annotated[
 ]
 Layers = Annotated[Optional[int], typer.Option("--layers", help="Keep only the first N tapped layers.")]
 LinWeights = Annotated[
-    Optional[str], typer.Option("--lin-weights", help="v0.1, v0.0, or a .pth/.npz/.safetensors of linear weights (e.g. from fit).")
+    Optional[str], typer.Option(
+        "--lin-weights",
+        help="official (those of --lpips-version), v0.1, v0.0, random/none (all ones), or a .pth/.npz/.safetensors "
+        "of linear weights (e.g. from fit).",
+    ),
 ]
 BackboneWeights = Annotated[
-    str, typer.Option("--backbone-weights", help="imagenet, keras-imagenet (vgg), random, or a .pth/.npz/.safetensors state dict.")
+    str, typer.Option("--backbone-weights", help="imagenet, keras-imagenet (vgg), random/none (untrained), or a .pth/.npz/.safetensors state dict.")
 ]
 Model = Annotated[
     Optional[Path],

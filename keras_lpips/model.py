@@ -24,6 +24,7 @@ from keras_lpips.array_checks import NAMES, check_static_size
 from keras_lpips.inputs import check_image_pair, check_images, checked_size
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
 from keras_lpips.weights.loading import restore_weights, sources_deferred
+from keras_lpips.weights.sources import OFFICIAL, official_lin_weights
 
 INPUT_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
 PRECISIONS = ("float32", "bf16")
@@ -47,8 +48,10 @@ class LPIPS(keras.Model):
             fetched once into the cache), "keras-imagenet" (Keras Applications' VGG16),
             None (untrained, He-normal from `seed`), or a path to a torchvision-layout
             `.pth` or `.npz`.
-        lin_weights: where the linear weights come from: "v0.1" / "v0.0" (official, shipped),
-            None (all ones), or a path to an lpips-format `.pth` or a keras-lpips `.npz`.
+        lin_weights: where the linear weights come from: "official" (the default: the
+            official weights of `version`, as the reference loads them; `get_config` records
+            "v0.1" or "v0.0"), "v0.1" / "v0.0" (official, shipped, named), None (all ones), or
+            a path to an lpips-format `.pth` or a keras-lpips `.npz`.
         input_range: (-1, 1), (0, 1) or (0, 255): the range of the images passed in.
         seed: seed of the untrained backbone's initialisation (backbone_weights=None); None
             draws one, which `get_config` records, so that `from_config` rebuilds the same
@@ -61,6 +64,9 @@ class LPIPS(keras.Model):
             float32. It pays off only on hardware with bfloat16 units; distances then carry
             bfloat16 rounding (measured: at most 6e-4 absolute against float32). Parity with
             the reference (1e-5) holds for "float32" only.
+        train_backbone: whether the backbone's weights train with the linear heads (the
+            trainer's tune and scratch modes, a model fine-tuning the metric); False (the
+            default) freezes it, as the reference's (pnet_tune=False).
 
     Under a global mixed policy (`keras.config.set_dtype_policy("mixed_float16")` or
     "mixed_bfloat16", set before building), the scaling and the backbone compute in half
@@ -69,9 +75,11 @@ class LPIPS(keras.Model):
     pairs of noise sd 0.05 and more; on closer pairs, d ~ 1e-3, up to 4e-3 and 5e-2 relative,
     a few 1e-5 absolute: tests/test_mixed_precision.py; `benchmarks/gpu.py` measures it on a GPU).
 
-    The backbone is frozen (`metric.backbone.trainable` is False), as the reference's is by
-    default: a model that holds the metric trains at most its linear heads (`metric.trainable =
-    False` freezes those too, as `LPIPSLoss` and `MeanLPIPS` do).
+    The backbone is frozen unless `train_backbone` (`metric.backbone.trainable`), as the
+    reference's is by default: a model that holds the metric trains at most its linear heads
+    (`metric.trainable = False`, or `LPIPS(..., trainable=False)`, freezes those too, as
+    `LPIPSLoss` and `MeanLPIPS` do). `get_config` records both, so a saved model that holds the
+    metric trains the same weights once loaded.
 
     The constructor builds the network, then has `keras_lpips.weights` read the two weight
     sources (cached files; a first use of "imagenet" fetches them). `get_config` records
@@ -96,16 +104,18 @@ class LPIPS(keras.Model):
         distance="lpips",
         layers=None,
         backbone_weights="imagenet",
-        lin_weights="v0.1",
+        lin_weights=OFFICIAL,
         input_range=(-1.0, 1.0),
         seed=None,
         dropout=0.0,
         precision="float32",
+        train_backbone=False,
         **kwargs,
     ):
+        trainable = kwargs.pop("trainable", True)  # set once the layers exist, which Keras' setter then reaches
         try:
             super().__init__(**kwargs)
-        except (TypeError, ValueError) as error:  # Keras' own arguments: name, dtype, trainable
+        except (TypeError, ValueError) as error:  # Keras' own arguments: name, dtype
             raise InputError(reason(error)) from None
         # Its layers follow the global policy, not this one, which would only round the images
         # (a mixed one too: distances 5e-3 relative off, for no speed gain).
@@ -117,6 +127,7 @@ class LPIPS(keras.Model):
         self.spec = get_backbone(net)
         self.net, self.version, self.distance = self.spec.name, str(version), distance
         self.layers_kept = _check_choices(self.spec, self.version, distance, layers, input_range, precision)
+        lin_weights = official_lin_weights(lin_weights, self.version)
         _check_arguments(dropout, seed, backbone_weights=backbone_weights, lin_weights=lin_weights)
         self.input_range = tuple(float(v) for v in input_range)
         sources = (os.fspath(w) if isinstance(w, os.PathLike) else w for w in (backbone_weights, lin_weights))
@@ -138,7 +149,10 @@ class LPIPS(keras.Model):
             for head in self.heads:
                 head.build()
         restore_weights(self, backbone_weights, lin_weights)
-        self.backbone.trainable = False  # as the reference's (pnet_tune=False); the trainer's tune mode unfreezes it
+        if not isinstance(train_backbone, (bool, np.bool_)):
+            raise InputError(f"train_backbone must be True or False. Received: train_backbone={train_backbone!r}")
+        self.trainable = bool(trainable)
+        self.backbone.trainable = bool(train_backbone) and self.trainable
         self._compiled = self._compiled_embedding = None
         self.built = True
 
@@ -228,9 +242,9 @@ class LPIPS(keras.Model):
         return d0, d1
 
     def _maps(self, img0, img1, training=None):
-        n = ops.shape(img0)[0]
         features = self.features(ops.concatenate([img0, img1], axis=0), training=training)
-        return self.compare([f[:n] for f in features], [f[n:] for f in features], training)
+        halves = [ops.split(f, 2, axis=0) for f in features]  # split, not sliced: a functional model's batch is None
+        return self.compare([f0 for f0, _ in halves], [f1 for _, f1 in halves], training)
 
     def call(self, inputs, training=None):
         """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images (integer ones
@@ -381,6 +395,16 @@ class LPIPS(keras.Model):
             self._compiled = distance.get_concrete_function()
         return self._compiled
 
+    def export(self, filepath, format="tf_saved_model", input_signature=None, **kwargs):
+        """`keras.Model.export`, taking by default a pair of float32 (N, H, W, 3) batches of any
+        batch and size: Keras cannot infer the signature, eager calls having run the traced
+        function rather than its call. `keras_lpips.export` writes the exports to serve (named
+        signatures, request checks, TFLite, ONNX)."""
+        if input_signature is None:
+            image = keras.InputSpec(shape=(None, None, None, 3), dtype="float32")
+            input_signature = [[image, image]]
+        return super().export(filepath, format=format, input_signature=input_signature, **kwargs)
+
     def get_config(self):
         # No "dtype": the layers follow the global policy (and `precision`), and the constructor
         # refuses any other than float32.
@@ -396,6 +420,7 @@ class LPIPS(keras.Model):
             "seed": self.seed,
             "dropout": self.dropout,
             "precision": self.precision,
+            "train_backbone": self.backbone.trainable,
         }
 
 
@@ -404,7 +429,15 @@ def frozen_metric(lpips_kwargs, owner):
     holds one: the metric frozen (inference only), the arguments as its config records them (paths
     as strings: what a .keras file can hold). Where `keras.saving.load_model` rebuilds it from those
     arguments reading the weight sources (`MeanLPIPS`: Keras saves no compiled metric's weights), an
-    unavailable source's error says how to load the model without it."""
+    unavailable source's error says how to load the model without it. Arguments that only act
+    in training (dropout, trainable, train_backbone) are refused: they would be ignored."""
+    inert = {"dropout": 0, "trainable": False, "train_backbone": False}
+    ignored = [f"{key}={lpips_kwargs[key]!r}" for key, value in inert.items() if key in lpips_kwargs and lpips_kwargs[key] != value]
+    if ignored:
+        raise InputError(
+            f"{owner} computes with its metric frozen, in inference: {', '.join(inert)} do not apply. "
+            f"Received: {', '.join(ignored)}"
+        )
     try:
         metric = LPIPS(**lpips_kwargs)
     except WeightsError as error:

@@ -16,7 +16,7 @@ import pathlib
 import zipfile
 
 from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
-from keras_lpips.weights.sources import BACKBONE_NAMES, IMAGENET, LIN_VERSIONS
+from keras_lpips.weights.sources import BACKBONE_NAMES, IMAGENET, LIN_VERSIONS, OFFICIAL, official_lin_weights
 from keras_lpips.weights.sources import UNTRAINED_NAMES as UNTRAINED  # what `MetricSpec` accepts for None
 # What names a weight file (`weights.loading.read_weight_file` reads any other suffix as a .pth).
 WEIGHT_SUFFIXES = (".pth", ".pt", ".npz", ".safetensors", ".bin", ".ckpt")
@@ -40,13 +40,12 @@ class MetricSpec:
     version: str = "0.1"
     distance: str = "lpips"
     layers: int | None = None
-    lin_weights: str | None = "v0.1"
+    lin_weights: str | None = OFFICIAL
     backbone_weights: str | None = "imagenet"
     model: str | None = None
     preset: str | None = None
     given: dataclasses.InitVar[tuple | None] = None
-    # Whether an option names the metric (`given`, `model` or `preset`), rather than defaults.
-    named: bool = dataclasses.field(default=False, init=False, compare=False)
+    named = False  # set when made: whether an option names the metric (`given`, `model`, `preset`)
 
     def __post_init__(self, given):
         """`model` and `preset` each fix the whole metric: another option given with one of them
@@ -76,7 +75,7 @@ class MetricSpec:
             from keras_lpips.argument_checks import check_integer
 
             check_integer("layers", self.layers, 1, TAPS[net], note=f"for net {net!r}")
-        _check_source("lin_weights", self.lin_weights, "a shipped version", sorted(LIN_VERSIONS, reverse=True))
+        _check_source("lin_weights", self.lin_weights, "a shipped version", [OFFICIAL, *sorted(LIN_VERSIONS, reverse=True)])
         _check_source("backbone_weights", self.backbone_weights, "a weight name", BACKBONE_NAMES)
 
     def lpips_config(self):
@@ -91,13 +90,13 @@ class MetricSpec:
         return {
             "net": self.net, "version": self.version, "distance": self.distance, "layers": self.layers,
             "backbone_weights": None if self.backbone_weights in UNTRAINED else self.backbone_weights,
-            "lin_weights": None if self.lin_weights in UNTRAINED else self.lin_weights,
+            "lin_weights": None if self.lin_weights in UNTRAINED else official_lin_weights(self.lin_weights, self.version),
         }  # fmt: skip
 
     def input_paths(self):
         """The files or folders this metric is read from (`model`, and weight files given by
         path): what a command's outputs must never replace (`keras_lpips.files.check_output`)."""
-        named = {*BACKBONE_NAMES, *LIN_VERSIONS, *UNTRAINED}  # weights by name, not files
+        named = {*BACKBONE_NAMES, *LIN_VERSIONS, OFFICIAL, *UNTRAINED}  # weights by name, not files
         values = (self.model, self.lin_weights, self.backbone_weights)
         return tuple(pathlib.Path(v) for v in values if v is not None and str(v) not in named)
 

@@ -594,6 +594,10 @@ CASES = {
     "loss_bad_input_range": Case(keras_object("LPIPSLoss", input_range="0,1"), (), InputError, "Received: input_range='0,1'"),
     "loss_half_dtype": Case(keras_object("LPIPSLoss", dtype="mixed_bfloat16"), (), InputError,
                             ('LPIPSLoss would round the images to bfloat16', "Received: dtype='mixed_bfloat16'")),
+    **{f"metric_dtype_{dtype}": Case(keras_object("MeanLPIPS", dtype=dtype), (), InputError,  # running totals in half precision
+                                     (f"MeanLPIPS would round the distances and its running totals to {dtype.removeprefix('mixed_')}: ",
+                                      "mixed policy", f"Received: dtype='{dtype}'"))
+       for dtype in ("float16", "mixed_float16", "bfloat16", "mixed_bfloat16")},
     "loss_unknown_reduction": Case(keras_object("LPIPSLoss", reduction="avg"), (), InputError, "reduction"),
     "metric_none": Case(metric_update(lambda r: (uniform()(r), None)), (), InputError, "y_pred must be an (N, H, W, 3) array or tensor of pixel values"),
     "metric_one_channel": Case(metric_update(lambda r: (uniform()(r), uniform(channels=1)(r))), (), InputError,

@@ -3,6 +3,7 @@ point: help, usage errors, `--version` and `weights list` answer without importi
 `-h`, choices listed in help, shell completion, `--json` on every command that prints results,
 JSON numbers at float32 precision, advice that names the flags."""
 
+import itertools
 import json
 import re
 import time
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 import keras_lpips
-from tests.helpers import RANDOM, one_error_line, run_cli, run_installed
+from tests.helpers import RANDOM, ROOT, one_error_line, run_cli, run_installed
 
 # Commands that print results, each with --json.
 PRINTING = [
@@ -107,7 +108,7 @@ USAGE_ERRORS = [
     ("score r.png a.png --layers 0", "--layers must be an integer from 1 to 5 for net 'alex'. Received: --layers 0"),
     ("score r.png a.png --layers -1", "Received: --layers -1"),
     ("score r.png a.png --net squeeze --layers 8", "from 1 to 7 for net 'squeeze'"),
-    ("score r.png a.png --lin-weights v0.3", "--lin-weights v0.3 is neither a shipped version (v0.1, v0.0, random) nor a file"),
+    ("score r.png a.png --lin-weights v0.3", "--lin-weights v0.3 is neither a shipped version (official, v0.1, v0.0, random) nor a file"),
     ("score r.png a.png --backbone-weights foo", "--backbone-weights foo is neither a weight name (imagenet, keras-imagenet, random) nor a file"),
     ("nearest D1 D0 --projection 3", "--projection applies to a FAISS index"),
     ("diversity EMPTY", "No images"),
@@ -161,6 +162,34 @@ def test_arguments_are_upper_case_in_usage_help_and_errors():
     assert "Usage: keras-lpips score [OPTIONS] REF A [B]" in run_cli("score", "-h", env={"COLUMNS": "400"}).stdout
     missing = run_cli("score")
     assert missing.returncode == 2 and "Missing argument 'REF'" in one_error_line(missing)
+
+
+# The pages that write commands with their arguments (docs/embedding.md and docs/training.md aside).
+ARGUMENT_DOCS = ("README.md", "docs/cli.md", "docs/weights.md", "docs/serving.md", "docs/embedding.md", "docs/training.md")
+
+
+def test_the_docs_name_arguments_as_help_does():
+    """Where the docs write a command with its positional arguments (`score REF A [B]`, `matrix
+    FOLDER --against DIR2`, `weights convert SOURCE DESTINATION`), they are the names and brackets
+    of its usage line; a missing-argument example is what the bare command prints."""
+    from tests.test_cli import click_commands
+
+    commands = click_commands()
+    names = sorted(commands, key=len, reverse=True)  # "beam embed" before "embed"
+    for doc in ARGUMENT_DOCS:
+        text = (ROOT / doc).read_text().replace("``", "")  # a span within ``...`` stays a span
+        for span in re.findall(r"`([^`]+)`", text):
+            span = span.removeprefix("keras-lpips ")
+            name = next((n for n in names if span == n or span.startswith(f"{n} ")), None)
+            if name is None:
+                continue
+            words = span[len(name) :].split()
+            written = list(itertools.takewhile(lambda w: re.fullmatch(r"\[?[A-Z][A-Z0-9_]*\]?", w), words))
+            arguments = [param for param in commands[name].params if param.param_type_name == "argument"]
+            shown = [param.name.upper() if param.required else f"[{param.name.upper()}]" for param in arguments]
+            assert written == shown[: len(written)], f"{doc}: `{span}` names the arguments of {name!r} {written}, --help {shown}"
+        for missing, name in re.findall(r"(Missing argument '[^']*'\.) \(see keras-lpips ([a-z ]+) --help\)", text):
+            assert missing in one_error_line(run_cli(*name.split())), f"{doc}: {missing} (keras-lpips {name})"
 
 
 def test_version_is_the_programs():

@@ -468,6 +468,54 @@ def test_backbone_is_frozen_as_the_reference_s(rng):
     assert keras_lpips.MeanLPIPS(**args)._lpips.trainable_variables == []
 
 
+def test_what_trains_survives_the_constructor_save_load_and_clone(tmp_path):
+    """`trainable=False` freezes the heads as the setter does (Keras' setter, run by the base
+    constructor, reached no layer: none existed yet), and a frozen or fine-tuned metric nested in
+    a model trains the same weights after `save`/`load_model` and `clone_model` (they came back
+    trainable: 7 weights instead of the model's 2; a tuned backbone came back frozen)."""
+    inputs = [keras.Input((32, 32, 3)), keras.Input((32, 32, 3))]
+    args = dict(net="alex", backbone_weights=None, seed=0, input_range=(0, 1))
+    assert LPIPS(**args, trainable=False).trainable_variables == []
+    for kwargs, count in (({"trainable": False}, 0), ({}, 5), ({"train_backbone": True}, 15)):
+        model = keras.Model(inputs, LPIPS(**args, **kwargs)(inputs))
+        model.save(tmp_path / "m.keras")
+        loaded = keras.models.load_model(tmp_path / "m.keras")
+        counts = [len(m.trainable_weights) for m in (model, loaded, keras.models.clone_model(model))]
+        assert counts == [count] * 3, kwargs
+    with pytest.raises(InputError, match="train_backbone must be True or False. Received: train_backbone='yes'"):
+        LPIPS(**args, train_backbone="yes")
+
+
+@pytest.mark.parametrize("cls", ["LPIPSLoss", "MeanLPIPS"])
+@pytest.mark.parametrize("kwargs", [{"dropout": 0.5}, {"trainable": True}, {"train_backbone": True}])
+def test_the_loss_and_metric_refuse_arguments_that_would_be_ignored(cls, kwargs):
+    """They compute with the metric frozen, in inference: dropout and what trains do not apply."""
+    (key, value), = kwargs.items()
+    with pytest.raises(InputError, match=rf"^{cls} computes with its metric frozen, in inference: .* Received: {key}={value}$"):
+        getattr(keras_lpips, cls)(net="alex", backbone_weights=None, seed=0, **kwargs)
+    getattr(keras_lpips, cls)(net="alex", backbone_weights=None, seed=0, dropout=0.0, trainable=False)  # their values: accepted
+
+
+def test_views_of_the_metric_build_into_a_functional_model_and_export(tmp_path, rng):
+    """spatial_map and per_layer on a functional model's inputs (their batch is None: slicing the
+    features failed) give the eager values; a bare metric exports with Keras' own `export` (it
+    said "never called": eager calls run the traced function), and the export's distances are
+    the metric's."""
+    import tensorflow as tf
+
+    metric = LPIPS(net="alex", backbone_weights=None, seed=0, input_range=(0, 1))
+    inputs = [keras.Input((32, 32, 3)), keras.Input((32, 32, 3))]
+    model = keras.Model(inputs, [metric.spatial_map(inputs), metric.per_layer(inputs)])
+    a, b = (rng.random((2, 32, 32, 3), dtype=np.float32) for _ in range(2))
+    maps, per_layer = model.predict([a, b], verbose=0)
+    np.testing.assert_allclose(maps, np.asarray(metric.spatial_map([a, b])), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(per_layer, np.asarray(metric.per_layer([a, b])), rtol=0, atol=1e-6)
+    metric([a, b])
+    metric.export(tmp_path / "export", verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))  # kept: its functions need its variables
+    np.testing.assert_allclose(np.asarray(loaded.serve([a, b])), np.asarray(metric([a, b])), rtol=0, atol=1e-6)
+
+
 def test_preset_arguments_cannot_be_overridden():
     with pytest.raises(InputError, match=r"Preset 'alex-v0.1' sets net itself.*Received: net='vgg'"):
         LPIPS.from_preset("alex-v0.1", net="vgg")

@@ -19,6 +19,7 @@ from keras_lpips.images import read_image
 from keras_lpips.weights import sources
 from keras_lpips.weights.pretrained import imagenet_state_dict
 from tests.conftest import REAL_PINS
+from tests.helpers import run_cli
 
 ROOT = pathlib.Path(__file__).parent.parent
 OFFICIAL = json.loads((ROOT / "tests" / "fixtures" / "reference_official.json").read_text())
@@ -46,3 +47,17 @@ def test_official_distances_on_example_triplet(net, version):
     got = np.asarray(metric([np.concatenate([ref, ref, p0]), np.concatenate([p0, p1, p1])]))
     expected = OFFICIAL[net][f"v{version}"]
     np.testing.assert_allclose(got, [expected["ref_p0"], expected["ref_p1"], expected["p0_p1"]], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("version", ["0.1", "0.0"])
+def test_a_version_alone_takes_its_own_official_linear_weights(net, version):
+    """As `lpips.LPIPS(net=..., version=...)` does: version "0.0" is the v0.0 metric, not v0.1's
+    weights without the input scaling (0.3412 for ref-p0 with alex instead of 0.2103)."""
+    ref, p0 = (read_image(ROOT / "examples" / f"{name}.png")[None] for name in ("ref", "p0"))
+    metric = LPIPS(net=net, version=version, input_range=(0, 1))
+    assert metric.get_config()["lin_weights"] == f"v{version}"
+    expected = OFFICIAL[net][f"v{version}"]["ref_p0"]
+    np.testing.assert_allclose(np.asarray(metric([ref, p0])), [expected], rtol=0, atol=1e-5)
+    result = run_cli("score", ROOT / "examples" / "ref.png", ROOT / "examples" / "p0.png", "--net", net, "--lpips-version", version, "--json")
+    assert result.returncode == 0, result.stderr
+    assert abs(json.loads(result.stdout)["pairs"][0]["distance"] - expected) < 1e-5
