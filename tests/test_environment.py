@@ -70,7 +70,7 @@ def test_read_only_cache_filled_ahead_of_time_is_read(tmp_path, fallback, monkey
     entry.write_bytes(b"")
     writable = cache_folder._writable_folder
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "shared"))
-    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: path != shared and writable(path))
+    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path, create=True: path != shared and writable(path, create))
     assert cache_folder.imagenet_cache_path("alex") == entry  # read where it is, creating nothing
     assert not fallback.exists()
     with pytest.warns(KerasLPIPSNote, match="is not writable"):  # the fallback is where it would write
@@ -86,7 +86,7 @@ def test_a_read_only_cache_is_read_where_nothing_can_be_written(tmp_path, monkey
     entry.write_bytes(b"")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "shared"))
     monkeypatch.setattr(cache_folder, "FALLBACK_HOME", pathlib.Path("/proc/keras-lpips-fallback"))
-    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: False)
+    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path, create=True: False)
     assert cache_folder.imagenet_cache_path("alex") == entry
     assert not cache_folder.imagenet_cache_path("vgg").exists()  # not cached: only a fetch could get it
     with pytest.raises(OutputError, match="Cannot write the weight cache"):

@@ -129,7 +129,7 @@ def test_a_read_only_cache_filled_ahead_of_time_is_used_as_it_is(converted_home,
     from keras_lpips.weights import cache_folder
 
     monkeypatch.setenv("KERAS_HOME", str(converted_home[0]))
-    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path: False)
+    monkeypatch.setattr(cache_folder, "_writable_folder", lambda path, create=True: False)
     reports = []
     served = litert_metric(MetricSpec(), report=reports.append)
     assert served is not None and reports == []

