@@ -21,6 +21,7 @@ import argparse
 import base64
 import io
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -74,6 +75,28 @@ def rank_rest(body, server="http://localhost:8501", model="lpips"):
     request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.load(response)["outputs"]
+
+
+def quiet_tensorflow():
+    """Imports TensorFlow (for the gRPC path) without its C++ start-up lines (oneDNN, CUDA probing,
+    CPU features), as the keras-lpips CLI does: they go straight to file descriptor 2 and some
+    ignore TF_CPP_MIN_LOG_LEVEL, so the descriptor points at /dev/null while TensorFlow is first
+    imported and first lists its devices. A failed request then stays one line on stderr."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # where the CUDA probing writes its lines
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def grpc_request(ref, p0, p1, model="lpips", encoded=False):
@@ -164,6 +187,7 @@ def main():
         if args.rest:
             outputs = rank_rest(body(ref, p0, p1), args.rest, args.model)
         else:
+            quiet_tensorflow()  # before grpc_request imports it, so that a failure is one line on stderr
             outputs = rank_grpc(grpc_request(ref, p0, p1, args.model, encoded=args.bytes), args.grpc)
     except ModuleNotFoundError as error:  # gRPC's packages
         sys.exit(f"error: gRPC needs tensorflow-serving-api (no module {error.name}): pip install tensorflow-serving-api, "
