@@ -23,10 +23,14 @@ from keras_lpips.errors import InputError
 
 
 def _resolved(metric):
-    """`metric` where it is an `LPIPS`, else what the function `metric` returns."""
-    from keras_lpips.model import LPIPS
+    """`metric` where it is an `LPIPS` (`_given`), else what the function `metric` returns."""
+    return metric if _given(metric) else metric()
 
-    return metric if isinstance(metric, LPIPS) else metric()
+
+def _given(metric):
+    """Whether `metric` is an `LPIPS` rather than a function returning one (told without
+    importing Keras, which an `LPIPS` has been)."""
+    return hasattr(metric, "embed")
 
 
 def comparable_embeddings(query, index, metric, resize=False, progress=None, frame=None):
@@ -42,7 +46,7 @@ def comparable_embeddings(query, index, metric, resize=False, progress=None, fra
     for: an embed file of another is refused too. `progress(done, total)` follows the
     embedding: the images embedded so far, of all those the folders hold."""
     frame = check_integer("frame", frame, 0, allow_none=True)
-    asked = metric if hasattr(metric, "embed") else None  # an LPIPS, not a function returning one
+    asked = metric if _given(metric) else None
     sides = [read_embeddings(path) if pathlib.Path(path).is_file() else pathlib.Path(path) for path in (query, index)]
     listed = {number: listed_images(side) for number, side in enumerate(sides) if isinstance(side, pathlib.Path)}
     given = [f"resize={resize}"] * bool(resize) + [f"frame={frame}"] * (frame is not None)

@@ -395,7 +395,7 @@ class LPIPS(keras.Model):
             self._compiled = distance.get_concrete_function()
         return self._compiled
 
-    def export(self, filepath, format="tf_saved_model", input_signature=None, **kwargs):
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """`keras.Model.export`, taking by default a pair of float32 (N, H, W, 3) batches of any
         batch and size: Keras cannot infer the signature, eager calls having run the traced
         function rather than its call. `keras_lpips.export` writes the exports to serve (named
@@ -403,7 +403,7 @@ class LPIPS(keras.Model):
         if input_signature is None:
             image = keras.InputSpec(shape=(None, None, None, 3), dtype="float32")
             input_signature = [[image, image]]
-        return super().export(filepath, format=format, input_signature=input_signature, **kwargs)
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
     def get_config(self):
         # No "dtype": the layers follow the global policy (and `precision`), and the constructor
@@ -432,11 +432,11 @@ def frozen_metric(lpips_kwargs, owner):
     unavailable source's error says how to load the model without it. Arguments that only act
     in training (dropout, trainable, train_backbone) are refused: they would be ignored."""
     inert = {"dropout": 0, "trainable": False, "train_backbone": False}
-    ignored = [f"{key}={lpips_kwargs[key]!r}" for key, value in inert.items() if key in lpips_kwargs and lpips_kwargs[key] != value]
+    ignored = [key for key, value in inert.items() if key in lpips_kwargs and lpips_kwargs[key] != value]
     if ignored:
         raise InputError(
-            f"{owner} computes with its metric frozen, in inference: {', '.join(inert)} do not apply. "
-            f"Received: {', '.join(ignored)}"
+            f"{owner} computes with its metric frozen, in inference: {', '.join(ignored)} "
+            f"{'does' if len(ignored) == 1 else 'do'} not apply. Received: {', '.join(f'{k}={lpips_kwargs[k]!r}' for k in ignored)}"
         )
     try:
         metric = LPIPS(**lpips_kwargs)

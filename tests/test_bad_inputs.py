@@ -665,7 +665,7 @@ CASES = {
     "batch_size_zero": Case(fit_run("@run_batch", batch_size=0),
                             (fit("--subsets", "traditional", "--out", "@run_batch", "--batch-size", "0", message="Invalid value for '--batch-size': "),
                              eval_("--subsets", "traditional", "--batch-size", "0", message="Invalid value for '--batch-size': ")),
-                            InputError, "batch_size must be an integer >= 1. Received: batch_size=0"),
+                            InputError, "batch_size must be an integer from 1 to 65536. Received: batch_size=0"),
     "lr_nan": Case(fit_run("@run_lr", lr=float("nan")), (fit("--subsets", "traditional", "--out", "@run_lr", "--lr", "nan"),),
                    InputError, "lr must be a positive finite number. Received: lr=nan"),
     "out_inside_data": Case(fit_run("@bapps/2afc/val/myrun"), (fit("--subsets", "traditional", "--out", "@bapps/2afc/val/myrun"),),

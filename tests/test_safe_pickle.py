@@ -573,3 +573,17 @@ def test_a_storage_used_with_two_dtypes_is_refused(tmp_path, legacy):
             else write_zip(tmp_path / "x.pth", payload, {"0": bytes(16)}))
     with pytest.raises(WeightsError, match="storage '0' is declared as both float32 and float64"):
         read_state_dict(path)
+
+
+def test_python_2_ordered_dicts_of_pairs_are_read(tmp_path):
+    """Python 2 pickled an OrderedDict as a call with one list of [key, value] pairs (PyTorch 0.x
+    checkpoints): read, its keys checked before any is hashed."""
+    import collections
+
+    class Python2OrderedDict:
+        def __reduce__(self):
+            return collections.OrderedDict, ([["lin0.model.1.weight", np.ones((1, 3, 1, 1), np.float32)]],)
+
+    path = tmp_path / "old.pth"
+    path.write_bytes(pickle.dumps(Python2OrderedDict(), protocol=2))
+    np.testing.assert_array_equal(read_state_dict(path)["lin0.model.1.weight"], np.ones((1, 3, 1, 1), np.float32))

@@ -35,7 +35,6 @@ MODES = ("lin", "tune", "scratch")
 INPUT_RANGE = (0.0, 1.0)  # what fit feeds, and what the saved model.keras expects (the CLI's range)
 
 
-
 @dataclasses.dataclass
 class RunConfig:
     """Everything one training run is configured by (recorded in its run.json).

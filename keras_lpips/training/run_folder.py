@@ -236,7 +236,7 @@ class RunFolder:
 
     def _checkpoint_values(self, path, variables):
         """The state arrays of the checkpoint `path`, checked against `variables`' count and shapes."""
-        try:  # bounded as a weight file (a huge declared shape, a member inflating to gigabytes)
+        try:  # bounded by its own size (a huge declared shape, a member inflating to gigabytes)
             data = read_saved_npz(path, "it")
             values = [data[f"v{i}"] for i in range(len(data))]
         except OSError as error:

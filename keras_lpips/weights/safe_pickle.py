@@ -216,10 +216,16 @@ def _empty_bytes():
 
 
 def _ordered_dict(*args):
-    """collections.OrderedDict(), which torch pickles call with no arguments and then fill."""
-    if args:
-        raise WeightsError("the pickle calls collections.OrderedDict with arguments")
-    return _StateDict()
+    """collections.OrderedDict(): torch pickles call it with no arguments and then fill it;
+    Python 2's pickles (PyTorch 0.x checkpoints) with one list of [key, value] pairs, whose keys
+    `_scan` has seen (strings or integers) and which are checked pairs here. Any other argument
+    is refused: it could hash what the scan cannot see."""
+    if not args:
+        return _StateDict()
+    (pairs,) = args if len(args) == 1 else (None,)
+    if type(pairs) is not list or not all(type(pair) in (list, tuple) and len(pair) == 2 and type(pair[0]) in (str, int) for pair in pairs):
+        raise WeightsError("the pickle calls collections.OrderedDict with arguments other than a list of (name, value) pairs")
+    return _StateDict(pairs)
 
 
 def _allowed():

