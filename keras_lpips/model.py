@@ -243,7 +243,11 @@ class LPIPS(keras.Model):
 
     def _maps(self, img0, img1, training=None):
         features = self.features(ops.concatenate([img0, img1], axis=0), training=training)
-        halves = [ops.split(f, 2, axis=0) for f in features]  # split, not sliced: a functional model's batch is None
+        if isinstance(img0, keras.KerasTensor):  # a functional model's inputs, whose batch (None) slices cannot take
+            halves = [ops.split(f, 2, axis=0) for f in features]
+        else:  # sliced, as exports are (their op allow-list has no Split)
+            n = ops.shape(img0)[0]
+            halves = [(f[:n], f[n:]) for f in features]
         return self.compare([f0 for f0, _ in halves], [f1 for _, f1 in halves], training)
 
     def call(self, inputs, training=None):
