@@ -74,6 +74,26 @@ def _file_descriptors_to(fd1, fd2):
         os.close(saved[1])
 
 
+def backend_check_report(script, backend, *args, package=None):
+    """The JSON report `script` (a tests/*_check.py) prints last, run with `args` in a process
+    of its own on Keras' `backend`, on the CPU; the test is skipped where `package` (default:
+    the backend's) is not installed."""
+    import importlib.util
+    import json
+
+    import pytest
+
+    package = package or backend
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (pip install {package} to run the {backend}-backend check)")
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == backend
+    return report
+
+
 def run_cli(*args, env=None, cwd=None):
     """`keras-lpips ARGS` in this process, through `keras_lpips.cli.app.main` as the installed
     command calls it: sys.argv patched, stdout and stderr captured (Python's streams and file

@@ -1,13 +1,10 @@
 """The metric gives the reference's numbers under Keras' JAX and PyTorch backends too."""
 
-import importlib.util
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from tests.helpers import backend_check_report
 
 CHECK = pathlib.Path(__file__).parent / "backend_parity_check.py"
 
@@ -24,13 +21,7 @@ CASES = [
 
 @pytest.mark.parametrize("backend,package,net", CASES)
 def test_backend_matches_reference(backend, package, net):
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} is not installed (pip install {package} to run the {backend}-backend check)")
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, str(CHECK), net], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
+    report = backend_check_report(CHECK, backend, net, package=package)
     assert report["worst"] <= 1e-5
     if backend == "jax":
         assert report["traced"].startswith("The two images must have the same shape. Received img0 of shape ("), report
@@ -47,13 +38,7 @@ def test_the_api_works_on_the_backend(backend):
     distances as the metric returns them (under PyTorch tensors that require grad) go into
     all_pairs, nearest, pair_statistics, twoafc_score and jnd_map; the loss gives a float without
     a warning, and a gradient w.r.t. y_pred (7 s on torch, 16 s on jax)."""
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, str(API_CHECK)], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
+    report = backend_check_report(API_CHECK, backend)
     assert report["operations"] == ["InputLayer", "InputLayer", "LPIPS"]
     assert report["reloaded"] < 1e-6 and report["all_pairs"] < 1e-5
     assert report["nearest"] == [[0]] and report["pair_mean"] > 0

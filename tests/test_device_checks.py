@@ -4,14 +4,11 @@ step, before), with the same messages as for numpy arrays; under torch.compile t
 into the graph (no break, no recompile per batch) and a refused pair gives NaN."""
 
 import functools
-import importlib.util
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from tests.helpers import backend_check_report
 
 CHECK = pathlib.Path(__file__).parent / "backend_device_check.py"
 
@@ -29,14 +26,7 @@ MESSAGES = {
 @functools.cache
 def _report(backend):
     """tests/backend_device_check.py's report on the backend (10 s each)."""
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, str(CHECK)], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
-    return report
+    return backend_check_report(CHECK, backend)
 
 
 @pytest.fixture(params=["torch", "jax"])

@@ -8,18 +8,14 @@ The current backend (TensorFlow) in this process; JAX, and in the full suite PyT
 fresh interpreter through tests/mixed_precision_check.py (KERAS_BACKEND is fixed per process).
 """
 
-import importlib.util
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from keras_lpips.layers import ChannelUnitNormalization
+from tests.helpers import backend_check_report
 from tests.mixed_precision_check import POLICIES, check
 
 CHECK = pathlib.Path(__file__).parent / "mixed_precision_check.py"
@@ -58,13 +54,7 @@ SUBPROCESS_CASES = [
 
 @pytest.mark.parametrize("backend,net", SUBPROCESS_CASES)
 def test_mixed_policies_on_other_backends(backend, net):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, str(CHECK), net], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
+    report = backend_check_report(CHECK, backend, net)
     assert report["tensorflow_imported"] is False
     assert_mixed_close(report)
 
