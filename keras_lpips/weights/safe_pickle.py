@@ -15,7 +15,7 @@ allocated (`keras_lpips.weights.untrusted`): a storage by its zip member's decla
 bytes left in the file, a tensor by its storage (no view larger than it: stride 0 cannot blow a
 one-element storage up to gigabytes), and each file's storages and arrays by `MAX_BYTES` in all.
 
-Before a pickle is unpickled, `_scan` reads its opcodes without building anything and refuses
+Before a pickle is unpickled, `pickle_scan.scan_pickle` reads its opcodes without building anything and refuses
 what no weight file needs but a hostile one uses to make a few bytes cost gigabytes or hours:
 memo indices far past the opcodes read (the unpickler sizes its memo by the largest index),
 lengths past the end of the pickle, huge integers, sets, and dict keys other than strings and
@@ -27,7 +27,6 @@ file appear in messages through `untrusted.describe`, whose cost is bounded too.
 import math
 import os
 import pickle
-import pickletools
 import struct
 import zipfile
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from keras_lpips.errors import UnsafeFileError, WeightsError, reason
 from keras_lpips.weights import untrusted
+from keras_lpips.weights.pickle_scan import scan_pickle
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -42,14 +42,6 @@ _STORAGES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat
              "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool", "Untyped": "uint8",
              "ComplexFloat": "complex64", "ComplexDouble": "complex128"}
 _DTYPES = sorted(set(_STORAGES.values()) | {"uint16", "uint32", "uint64"})
-# What `_scan` allows a pickle. A torch state dict takes about 30 opcodes a tensor and a pickled
-# numpy array about 15, so a million opcodes is some 30,000 arrays: far more than any supported
-# net has, while the scan of that many takes a second or two and the memo at most 16 MB.
-_MAX_OPCODES = 1 << 20
-# Integers are sizes, strides, offsets and versions (64 bits), and the legacy magic number (77):
-# no weight file needs the time arithmetic on a million-digit integer takes. As a dict key, an
-# integer must be below 2**64, where each hash is shared by at most 9 integers (no hash flooding).
-_MAX_INT = 1 << 128
 _MAX_NAME = 4096  # the longest flattened array name ("net.slice1.0.weight" is 19)
 
 
@@ -218,7 +210,7 @@ def _empty_bytes():
 def _ordered_dict(*args):
     """collections.OrderedDict(): torch pickles call it with no arguments and then fill it;
     Python 2's pickles (PyTorch 0.x checkpoints) with one list of [key, value] pairs, whose keys
-    `_scan` has seen (strings or integers) and which are checked pairs here. Any other argument
+    `scan_pickle` has seen (strings or integers) and which are checked pairs here. Any other argument
     is refused: it could hash what the scan cannot see."""
     if not args:
         return _StateDict()
@@ -252,89 +244,9 @@ def _allowed():
     return result
 
 
-class _Bounded:
-    """The `read` and `readline` of a stream holding at most `left` more bytes, for `_scan`: a
-    length the pickle declares past them is refused before anything that long is allocated."""
-
-    def __init__(self, stream, left):
-        self.stream, self.left = stream, left
-
-    def read(self, size):
-        if size > self.left:
-            raise WeightsError(f"the pickle declares {size:,} bytes where {max(self.left, 0):,} are left")
-        data = self.stream.read(size)
-        self.left -= len(data)
-        return data
-
-    def readline(self):
-        line = self.stream.readline(max(self.left, 0))
-        self.left -= len(line)
-        return line
-
-
-_STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}
-_INTEGERS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
-_IN_PLACE = {"SETITEM", "SETITEMS", "APPEND", "APPENDS", "BUILD"}  # they fill the object below, not replace it
-_SETS = {"EMPTY_SET", "ADDITEMS", "FROZENSET"}  # sets hash their items, as dicts their keys
-_MEMO = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
-
-
-def _scan(stream):
-    """Reads one pickle's opcodes from `stream` (a `_Bounded`) without building any object,
-    following only what kind of item (str, int, other) each stack entry and memo entry holds;
-    `WeightsError` unless it has at most `_MAX_OPCODES` opcodes, memo indices no larger than the
-    number of opcodes before them, integers below `_MAX_INT`, no sets, and only str or int dict keys
-(ints below 2**64)."""
-    stack, marks, memo = [], [], {}
-    for position, (opcode, arg, _) in enumerate(pickletools.genops(stream)):
-        name = opcode.name
-        if position >= _MAX_OPCODES:
-            raise WeightsError(f"the pickle has more than {_MAX_OPCODES:,} opcodes, more than a weight file needs")
-        if name in _MEMO and arg > position:
-            raise WeightsError(f"the pickle's opcode {position:,} uses memo index {arg:,}, past the opcodes before it")
-        if name in _INTEGERS and not -_MAX_INT < arg < _MAX_INT:
-            raise WeightsError(f"the pickle holds an integer of {arg.bit_length():,} bits; weight files need 77 at most")
-        if name in _SETS:
-            raise WeightsError("the pickle holds a set, which no weight file does")
-        before = opcode.stack_before
-        above = []
-        if pickletools.markobject in before:  # the items above the last mark, then those below it
-            if not marks:
-                raise WeightsError(f"the pickle's {name} has no mark before it")
-            mark = marks.pop()
-            above, stack[mark:] = stack[mark:], []
-            before = before[:before.index(pickletools.markobject)]
-        if len(stack) < len(before):
-            raise WeightsError(f"the pickle's {name} finds too few items on the stack")
-        below = stack[len(stack) - len(before):]
-        del stack[len(stack) - len(before):]
-        keys = below[1:2] if name == "SETITEM" else above[::2] if name in ("SETITEMS", "DICT") else []
-        if any(key not in ("str", "int") for key in keys):
-            raise WeightsError("the pickle has a dict key that is neither a string nor an integer")
-        if name == "MARK":
-            marks.append(len(stack))
-        elif name in _IN_PLACE:
-            stack.append(below[0])
-        elif name == "DUP":
-            stack += below * 2
-        elif name == "MEMOIZE":
-            memo[len(memo)] = below[0]
-            stack += below
-        elif name in _MEMO:
-            if not stack and name.endswith("PUT"):
-                raise WeightsError("the pickle memoizes an empty stack")
-            if name.endswith("PUT"):
-                memo[arg] = stack[-1]
-            else:
-                stack.append(memo.get(arg, "other"))
-        else:
-            kind = "str" if name in _STRINGS else "int" if name in _INTEGERS and abs(arg) < 1 << 64 else "other"
-            stack += [kind] * len(opcode.stack_after)
-
-
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickler that resolves only allow-listed globals, and torch storage ids via `load_storage`.
-    `load` scans the pickle first (`_scan`); `size` is where the stream ends."""
+    `load` scans the pickle first (`pickle_scan.scan_pickle`); `size` is where the stream ends."""
 
     def __init__(self, file, path, load_storage=None, size=None):
         super().__init__(file, encoding="latin1")
@@ -342,12 +254,10 @@ class _SafeUnpickler(pickle.Unpickler):
         self.size = os.fstat(file.fileno()).st_size if size is None else size
 
     def load(self):
-        start = self.file.tell()
         try:
-            _scan(_Bounded(self.file, self.size - start))
+            scan_pickle(self.file, self.size - self.file.tell())
         except WeightsError as error:
             raise WeightsError(f"not a PyTorch or pickle weight file: {error}") from None
-        self.file.seek(start)
         return super().load()
 
     def find_class(self, module, name):
@@ -461,7 +371,7 @@ def _flatten(tree, sep, prefix, out, seen, budget):
         raise WeightsError("the same dict appears twice in the file")
     seen.add(id(tree))
     for key, value in tree.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)  # `_scan` let only str and int keys through
+        name = f"{prefix}{sep}{key}" if prefix else str(key)  # `scan_pickle` let only str and int keys through
         if len(name) > _MAX_NAME:
             raise WeightsError(f"an array's name is {len(name):,} characters long; names of at most {_MAX_NAME:,} are read")
         if isinstance(value, dict):
