@@ -199,7 +199,7 @@ def _check_on_device(x, input_range, name, fixed_range=False):
     scalars brought back, in one transfer."""
     check_not_empty(static_shape(x), name)
     x = ops.stop_gradient(x)  # no autograd record of the checks
-    lo, hi, total = (float(v) for v in ops.convert_to_numpy(ops.stack([ops.amin(x), ops.amax(x), ops.sum(x)])))
+    lo, hi, total = (float(v) for v in ops.convert_to_numpy(ops.stack(_extremes(x))))
     # The sum is NaN or inf where a value is (min and max need not propagate NaN on every
     # device), or where finite values overflow it: only then is each value looked at.
     finite = bool(np.isfinite(total)) or bool(ops.convert_to_numpy(ops.all(ops.isfinite(x))))
@@ -237,6 +237,14 @@ def _compiled_by_torch():
     return bool(is_compiling is not None and is_compiling())
 
 
+def _extremes(x):
+    """(min, max, sum) of `x` as backend scalars, reduced where `x` lies: what the checks of
+    eager torch and JAX tensors and of traced ones compare (the sum is NaN or inf where a value
+    is). amin/amax: Keras' torch min and max break a torch.compile graph (an isinstance it
+    cannot trace)."""
+    return ops.amin(x), ops.amax(x), ops.sum(x)
+
+
 def _nan_unless_within(pair, input_range):
     """The pair, NaN throughout where any value is NaN, infinite or outside `input_range`: JAX's
     traced values and those `torch.compile` traces cannot raise, so a refused pair gives NaN
@@ -246,8 +254,8 @@ def _nan_unless_within(pair, input_range):
     slack = RANGE_TOLERANCE * (high - low)
     passed = None
     for x in pair:
-        # amin/amax: Keras' torch min and max break a torch.compile graph (an isinstance it cannot trace).
-        ok = ops.isfinite(ops.sum(x)) & (ops.amin(x) >= low - slack) & (ops.amax(x) <= high + slack)
+        lo, hi, total = _extremes(x)
+        ok = ops.isfinite(total) & (lo >= low - slack) & (hi <= high + slack)
         passed = ok if passed is None else passed & ok
     guard = ops.where(passed, 0.0, float("nan"))
     return [x + guard for x in pair]
