@@ -72,7 +72,7 @@ def export(
         onnx.converter()  # installed? (before any weights are fetched)
     lpips = options.resolve(metric)
     path = _written(fmt, lpips, out, quantize, model_version, overwrite, max_pixels)
-    _report(fmt, lpips, path, quantize, model_version, as_json)
+    _report(fmt, lpips, metric, path, quantize, model_version, as_json)
 
 
 def _checked_options(fmt, quantize, model_version, max_pixels):
@@ -128,9 +128,10 @@ def _size(path):
     return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _report(fmt, lpips, path, quantize, model_version, as_json):
+def _report(fmt, lpips, metric, path, quantize, model_version, as_json):
     """What was written: lines of text, or with `as_json` one JSON object (format, path, bytes,
-    the metric, the signatures or ONNX inputs; model_version, quantize or opset by format)."""
+    the metric `lpips`, the weight sources its MetricSpec `metric` names, the signatures or ONNX
+    inputs; model_version, quantize or opset by format)."""
     from keras_lpips import export_onnx as onnx
     from keras_lpips.export import BYTES_SIGNATURES, SIGNATURES
     from keras_lpips.reports import dumps
@@ -138,6 +139,7 @@ def _report(fmt, lpips, path, quantize, model_version, as_json):
     size = _size(path)
     if as_json:
         report = {"format": fmt, "path": str(path), "bytes": size, "net": lpips.net, "version": lpips.version, "distance": lpips.distance}
+        report.update(metric.weight_sources())
         extra = {
             "savedmodel": {"model_version": model_version, "signatures": [*SIGNATURES, *BYTES_SIGNATURES]},
             "tflite": {"quantize": quantize, "signatures": list(SIGNATURES)},

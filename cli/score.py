@@ -56,6 +56,7 @@ def score(
     distances = [float(d) for d in np.asarray(lpips([refs, others]))]
 
     result = {"ref": str(ref), "net": lpips.net, "version": lpips.version, "distance": lpips.distance}
+    result.update(metric.weight_sources())
     result["pairs"] = [{"image": str(p), "distance": d} for p, d in zip(paths[1:], distances)]
     if b is not None:
         result["closer"] = str(a) if distances[0] < distances[1] else str(b) if distances[1] < distances[0] else None

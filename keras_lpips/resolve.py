@@ -93,6 +93,16 @@ class MetricSpec:
             "lin_weights": None if self.lin_weights in UNTRAINED else official_lin_weights(self.lin_weights, self.version),
         }  # fmt: skip
 
+    def weight_sources(self):
+        """Where this metric's weights come from, for reports: {"model": PATH} for a model (its
+        file holds them all), else {"backbone_weights": ..., "lin_weights": ...} as `LPIPS`
+        takes them ("v0.1" for the official weights, a path, or None: untrained, unweighted)."""
+        config = self.lpips_config()
+        if config is None:
+            return {"model": str(self.model)}
+        sources = {name: config.get(name) for name in ("backbone_weights", "lin_weights")}
+        return {name: None if value is None else str(value) for name, value in sources.items()}
+
     def input_paths(self):
         """The files or folders this metric is read from (`model`, and weight files given by
         path): what a command's outputs must never replace (`keras_lpips.files.check_output`)."""

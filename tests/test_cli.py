@@ -64,6 +64,7 @@ def test_score_triplet_json_and_map(images, tmp_path):
     report = json.loads(result.stdout)
     assert report["pairs"][1]["distance"] == 0.0 and report["pairs"][0]["distance"] > 0
     assert report["closer"] == str(images / "a.png")
+    assert (report["backbone_weights"], report["lin_weights"]) == (None, "v0.1")  # where the weights came from
     with Image.open(out) as picture:
         assert picture.size[0] > picture.size[1]  # images and maps side by side
 
@@ -141,7 +142,7 @@ def test_model_option_takes_run_folder_keras_file_and_savedmodel(images, tmp_pat
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         np.testing.assert_allclose([p["distance"] for p in report["pairs"]], want, rtol=0, atol=1e-5, err_msg=model)
-        assert report["net"] == "alex"
+        assert report["net"] == "alex" and report["model"] == str(tmp_path / model)
     assert run_cli("score", images / "a.png", images / "b.png", "--model", tmp_path / "served", "--map", tmp_path / "m.png").returncode == 0
     assert (tmp_path / "m.png").is_file()
 
@@ -191,8 +192,10 @@ def test_a_keras_model_of_any_input_range_scores_and_exports_0_1_images(images, 
     assert result.returncode == 0, result.stderr
     served = load_savedmodel(tmp_path / "served")
     np.testing.assert_allclose(np.asarray(served([np.concatenate([ref, ref]), np.concatenate([a, b])])), want, rtol=0, atol=1e-5)
-    result = run_cli("export", "--format", "tflite", "--out", tmp_path / "m.tflite", "--model", tmp_path / "m.keras")
+    result = run_cli("export", "--format", "tflite", "--out", tmp_path / "m.tflite", "--model", tmp_path / "m.keras", "--json")
     assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == str(tmp_path / "m.keras") and report["bytes"] == (tmp_path / "m.tflite").stat().st_size
     run = Interpreter(model_path=str(tmp_path / "m.tflite")).get_signature_runner("serving_default")
     got = run(img0=np.concatenate([ref, ref]), img1=np.concatenate([a, b]))["distance"]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
@@ -462,6 +465,7 @@ def test_preset_scores_as_its_net_options():
     by_options = run_cli("score", *triplet, "--net", "alex", "--lpips-version", "0.0", "--lin-weights", "v0.0", "--json")
     assert by_preset.returncode == 0 and by_options.returncode == 0, by_preset.stderr + by_options.stderr
     assert json.loads(by_preset.stdout) == json.loads(by_options.stdout)
+    assert json.loads(by_preset.stdout)["lin_weights"] == "v0.0"
 
 
 def test_a_model_with_nan_weights_is_refused_on_load(images, tmp_path):
