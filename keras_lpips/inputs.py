@@ -4,8 +4,8 @@ Each check raises `InputError` with one message, wherever the metric runs:
 
 - eagerly (numpy arrays, eager tensors, Python lists): all of them, in Python; a torch or JAX
   tensor's values are reduced where the tensor lies (its min, max and sum, on its GPU) and only
-  those scalars come to the host, never the images (TensorFlow's eager tensors are read by
-  numpy, faster on a CPU);
+  those scalars come to the host, never the images (TensorFlow's eager tensors too, except on
+  the CPU, where numpy reads them in place, faster);
 - while a graph is traced (`tf.function`, `jax.jit`, a Keras functional model): the type and
   whatever shape is known then (rank, channels, sizes and batches that are static);
 - inside a TensorFlow graph (`tf.function`, how `LPIPSLoss` and `MeanLPIPS` run under
@@ -65,7 +65,7 @@ def check_images(images, input_range, min_size, names, fixed_range=False):
     for name, image, x in zip(names, images, tensors):
         if isinstance(image, np.ndarray):  # already on the host: checked as it is, no round trip
             check_values(image, input_range, name, fixed_range)
-        elif keras.backend.backend() == "tensorflow":  # numpy reduces an eager CPU tensor faster than TF (measured)
+        elif _read_by_numpy(x):
             values = _concrete(x)
             if values is not None:
                 check_values(values, input_range, name, fixed_range)
@@ -182,6 +182,13 @@ def check_sample_weight(sample_weight, images):
 
 
 # --- values of eager tensors ----------------------------------------------------------------------
+
+
+def _read_by_numpy(x):
+    """Whether `x` is a TensorFlow tensor in the CPU's memory (or one without values yet), whose
+    values numpy reads where they lie, faster than TensorFlow reduces them (measured); one on a
+    GPU is reduced there (`_check_on_device`), as torch and JAX tensors are."""
+    return keras.backend.backend() == "tensorflow" and "CPU" in getattr(x, "device", "CPU")
 
 
 def _concrete(x):

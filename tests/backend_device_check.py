@@ -1,5 +1,7 @@
-"""Run in a subprocess with KERAS_BACKEND=torch or jax: the metric's input checks on that
-backend's eager tensors (tests/test_device_checks.py). Prints one JSON line.
+"""Run in a subprocess with KERAS_BACKEND=torch, jax or tensorflow: the metric's input checks on
+that backend's eager tensors (tests/test_device_checks.py). Prints one JSON line. TensorFlow's
+tensors on this CPU are read by numpy (faster there): they are checked here as if they lay on a
+GPU (`inputs._read_by_numpy` answers no), as torch and JAX tensors always are.
 
 Usage: KERAS_BACKEND=torch python tests/backend_device_check.py
 
@@ -32,6 +34,9 @@ CASES = {
     "huge": (images, np.full_like(images, 3e38)),  # finite, but their sum overflows to inf
     "empty": (images[:0], images[:0]),
 }
+
+if keras.backend.backend() == "tensorflow":
+    inputs._read_by_numpy = lambda x: False
 
 metric = keras_lpips.LPIPS(net="alex", backbone_weights=None, seed=0, input_range=(0, 1))
 seen = []  # shapes of what convert_to_numpy was given

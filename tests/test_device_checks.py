@@ -1,6 +1,6 @@
-"""The input checks of eager torch and JAX tensors run where the tensors lie: only their min, max
-and sum come to the host, never the images (a whole batch copied off the GPU on each training
-step, before), with the same messages as for numpy arrays; under torch.compile the checks trace
+"""The input checks of eager torch and JAX tensors, and of TensorFlow's on a GPU, run where the
+tensors lie: only their min, max and sum come to the host, never the images (a whole batch copied
+off the GPU on each training step, before), with the same messages as for numpy arrays; under torch.compile the checks trace
 into the graph (no break, no recompile per batch) and a refused pair gives NaN."""
 
 import functools
@@ -29,7 +29,7 @@ def _report(backend):
     return backend_check_report(CHECK, backend)
 
 
-@pytest.fixture(params=["torch", "jax"])
+@pytest.fixture(params=["torch", "jax", "tensorflow"])
 def report(request):
     return _report(request.param)
 
