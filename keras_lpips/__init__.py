@@ -14,9 +14,11 @@ from keras_lpips.errors import (
     DownloadError,
     InputError,
     InsufficientMemoryError,
+    InUseError,
     KerasLPIPSError,
     KerasLPIPSNote,
     OutputError,
+    ResourceError,
     UnsafeFileError,
     WeightsError,
     WeightsUnavailableError,
@@ -28,7 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LPIPS", "LPIPSLoss", "MeanLPIPS", "ChecksumError", "DownloadError", "InputError", "KerasLPIPSError",
     "UnsafeFileError", "WeightsError", "WeightsUnavailableError", "DiskFullError", "InsufficientMemoryError",
-    "DataError", "OutputError", "KerasLPIPSNote",
+    "DataError", "OutputError", "ResourceError", "InUseError", "KerasLPIPSNote",
 ]  # fmt: skip
 
 

@@ -841,3 +841,21 @@ def installed_results(files, request):
 @pytest.mark.parametrize("row", [pytest.param(row, marks=marks) for row, marks in INSTALLED.items()])
 def test_installed(files, installed_results, row):
     check_cli(files, row, *installed_results[row])
+
+
+def test_every_error_class_is_public():
+    """Each error (and the note) class `keras_lpips.errors` defines can be caught from the package
+    itself, as docs/api.md lists them."""
+    import inspect
+
+    import keras_lpips
+    from keras_lpips import errors
+
+    defined = {
+        name for name, cls in inspect.getmembers(errors, inspect.isclass)
+        if cls.__module__ == errors.__name__ and issubclass(cls, (errors.KerasLPIPSError, errors.KerasLPIPSNote))
+    }  # fmt: skip
+    assert {"InUseError", "ResourceError"} <= defined <= set(keras_lpips.__all__)
+    assert all(getattr(keras_lpips, name) is getattr(errors, name) for name in defined)
+    api = (ROOT / "docs" / "api.md").read_text()
+    assert all(f"{name}`" in api for name in defined)
