@@ -367,7 +367,7 @@ def test_dumps_writes_float32_shortest():
 
 
 def test_advice_names_flags_not_python_arguments():
-    from keras_lpips.cli.app import cli_spelling
+    from keras_lpips.cli.messages import cli_spelling
 
     assert (
         cli_spelling("or pass backbone_weights=PATH to a torchvision .pth. Received: net='resnet'")
@@ -414,10 +414,10 @@ def test_library_notes_are_note_lines_on_stderr(capsys):
     by the CLI as one `note: MESSAGE` line each, as they are given; other warnings pass."""
     import warnings
 
-    from keras_lpips.cli.app import _notes_as_lines
+    from keras_lpips.cli.messages import notes_as_lines
     from keras_lpips.errors import KerasLPIPSNote
 
-    with _notes_as_lines():
+    with notes_as_lines():
         warnings.warn("nothing to resume in runs/x (no run there): starting a new run", KerasLPIPSNote)
         warnings.warn("nothing to resume in runs/x (no run there): starting a new run", KerasLPIPSNote)
     assert capsys.readouterr().err.splitlines() == ["note: nothing to resume in runs/x (no run there): starting a new run"] * 2
