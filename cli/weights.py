@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 from keras_lpips.cli import options
-from keras_lpips.presets import NET_ALIASES
+from keras_lpips.presets import canonical_net
 from keras_lpips.reports import dumps
 
 app = typer.Typer(help="Fetch, list and convert weights.", no_args_is_help=True)
@@ -21,7 +21,7 @@ def fetch(net: options.Net = "alex", as_json: options.Json = False):
     from keras_lpips.weights.cache_folder import imagenet_cache_path
     from keras_lpips.weights.pretrained import imagenet_state_dict
 
-    net = NET_ALIASES[net.lower()]
+    net = canonical_net(net)
     with options.download_progress(f"fetching {net} ImageNet weights") as progress:
         state = imagenet_state_dict(net, progress=progress)
     report = {"net": net, "tensors": len(state), "parameters": int(sum(v.size for v in state.values()))}
@@ -79,7 +79,7 @@ def convert(
 
     check_conversion(source, destination, overwrite, names=("SOURCE", "DESTINATION"))  # before Keras is imported
     kind, count = convert_weight_file(source, destination, net, overwrite=overwrite)
-    net = NET_ALIASES[net.lower()]
+    net = canonical_net(net)
     if as_json:
         report = {"kind": kind, "net": net, "source": str(source), "destination": str(destination)}
         typer.echo(dumps({**report, "parameters": count, "bytes": destination.stat().st_size}))

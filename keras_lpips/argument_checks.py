@@ -6,7 +6,9 @@ never a bool (`True` is an int to Python, but no count or size); a float equal t
 (2.0) is no integer. A number is any real number (int, float, numpy ones), never a bool.
 File readers use the predicates under their own error (`DataError`, `WeightsError`).
 Every seed that seeds Keras or NumPy's global generators (a training run's, the metric's, the
-ranking head's) is an integer from 0 to `MAX_SEED` (`check_seed`).
+ranking head's) is an integer from 0 to `MAX_SEED` (`check_seed`); every batch size and load size
+(fit, eval, the data pipeline) one up to `MAX_BATCH_SIZE` and `MAX_LOAD_SIZE` (`check_batch_size`,
+`check_load_size`).
 """
 
 import numbers
@@ -51,6 +53,25 @@ def check_seed(value, allow_none=False):
     """`value` as a Python int from 0 to `MAX_SEED` (None where `allow_none` and it is None), or
     `check_integer`'s `InputError`: "seed must be an integer from 0 to 4294967295. Received: seed=..."."""
     return check_integer("seed", value, 0, MAX_SEED, allow_none=allow_none)
+
+
+def check_batch_size(value):
+    """`value` as a Python int from 1 to `MAX_BATCH_SIZE`, the triplets or pairs per batch that fit,
+    eval and the data pipeline take, or `check_integer`'s `InputError`."""
+    return check_integer("batch_size", value, 1, MAX_BATCH_SIZE)
+
+
+def check_load_size(value, min_size=1, net=None, layers=None):
+    """`value`, the side patches are resized to (fit, eval, the data pipeline), as a Python int from 1
+    to `MAX_LOAD_SIZE`, or `InputError`: `check_integer`'s, or, where it is below `min_size`, the
+    least the backbone `net` with its first `layers` tapped layers takes, "load_size 16 is too small
+    for alex with 5 layers (needs >= 31)": said before any patch is read, rather than by the
+    network's own check on the first batch."""
+    value = check_integer("load_size", value, 1, MAX_LOAD_SIZE)
+    if value < min_size:
+        described = f"{net} with {layers} layers" if layers is not None else net
+        raise InputError(f"load_size {value} is too small for {described} (needs >= {min_size})")
+    return value
 
 
 def _bounds(minimum, maximum):

@@ -3,8 +3,7 @@ sizes, finiteness and range, each an `InputError` with one message.
 
 `keras_lpips.inputs` runs them on the metric's inputs (and adds what tensors and graphs need);
 `keras_lpips.litert_metric` on the LiteRT path, which imports no Keras; `keras_lpips.embedding`
-and `keras_lpips.pairwise` on the sets they compare; `fit` and `eval` check the size they resize
-patches to (`check_load_size`) before reading any.
+and `keras_lpips.pairwise` on the sets they compare.
 """
 
 import sys
@@ -93,13 +92,13 @@ def check_static_size(shape, min_size):
         )
 
 
-def check_load_size(load_size, min_size, net, layers):
-    """`InputError` where `load_size`, the side patches are resized to (`fit`, `eval`), is below
-    `min_size`, the least the backbone `net` with its first `layers` tapped layers takes: said
-    before any patch is read, rather than by the network's own check on the first batch."""
-    if load_size < min_size:
-        described = f"{net} with {layers} layers" if layers is not None else net
-        raise InputError(f"load_size {load_size} is too small for {described} (needs >= {min_size})")
+def range_bounds(input_range):
+    """(least, greatest): the values an image in `input_range` may hold, the range widened by
+    `RANGE_TOLERANCE` of it on each side. The one tolerance rule: the numpy checks here, the eager,
+    traced and graph checks of `keras_lpips.inputs` all compare with these bounds."""
+    low, high = (float(v) for v in input_range)
+    slack = RANGE_TOLERANCE * (high - low)
+    return low - slack, high + slack
 
 
 def values_advice(input_range, fixed_range=False):
@@ -134,7 +133,6 @@ def check_extremes(lo, hi, finite, input_range, name="image", fixed_range=False)
     and greatest value, lie within `input_range` up to `RANGE_TOLERANCE` of it."""
     if not finite:
         raise InputError(f"{name} contains NaN or infinite values")
-    low, high = input_range
-    slack = RANGE_TOLERANCE * (high - low)
-    if lo < low - slack or hi > high + slack:
+    least, greatest = range_bounds(input_range)
+    if lo < least or hi > greatest:
         raise InputError(f"{name} has values in [{lo:.4g}, {hi:.4g}]{values_advice(input_range, fixed_range)}")

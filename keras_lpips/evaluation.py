@@ -5,17 +5,15 @@ JND mAP, beside the classical baselines (`keras_lpips.baselines`).
     print(results_markdown(results))            # keras_lpips.reports
 """
 
-import json
-import pathlib
 import sys
 
 import numpy as np
 
 from keras_lpips import keras_compat
-from keras_lpips.argument_checks import MAX_BATCH_SIZE, MAX_LOAD_SIZE, check_integer
-from keras_lpips.array_checks import as_numpy, check_load_size
+from keras_lpips.argument_checks import check_batch_size, check_load_size
+from keras_lpips.array_checks import as_numpy
 from keras_lpips.baselines import baseline_distances
-from keras_lpips.errors import DataError, InputError, reason
+from keras_lpips.errors import InputError
 from keras_lpips.model import LPIPS
 from keras_lpips.ranking import jnd_map, scores_by_subset, twoafc_scores
 
@@ -75,7 +73,7 @@ def evaluate_run(
     jnd = jnd if jnd is not None else has_split(root, "jnd", "val")
     if not twoafc and not jnd:
         raise InputError(f"No 2afc/val or jnd/val folder in {root}: nothing to evaluate")
-    batch_size = check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    batch_size = check_batch_size(batch_size)
     metric, name, load_size = _metric_to_score(model, metric, load_size)
     columns = ["model"] + (["l2", "ssim", "psnr"] if baselines else [])
     scoring = _Scoring(metric, data_root, columns, batch_size, load_size, progress and sys.stderr.isatty())
@@ -108,27 +106,21 @@ def _metric_to_score(model, metric, load_size):
         metric = load_metric(model)
     if model is not None:  # also with `metric` given, loaded from `model` already: its name and run.json
         name = str(model)
-        run_json = pathlib.Path(model) / "run.json"
-        if load_size is None and run_json.is_file():
-            load_size = _recorded_load_size(run_json)
+        if load_size is None:
+            load_size = _recorded_load_size(model)
     else:
         name = f"{metric.net} v{metric.version} {metric.distance}"
-    load_size = check_integer("load_size", 64 if load_size is None else load_size, 1, MAX_LOAD_SIZE)
-    check_load_size(load_size, getattr(metric, "min_input_size", 1), metric.net, getattr(metric, "layers_kept", None))
-    return metric, name, load_size
+    min_size, kept = getattr(metric, "min_input_size", 1), getattr(metric, "layers_kept", None)
+    return metric, name, check_load_size(64 if load_size is None else load_size, min_size, metric.net, kept)
 
 
-def _recorded_load_size(run_json):
-    """The load size a fit run's `run_json` records (None where it records none); `DataError`
-    where the file cannot be read."""
-    try:
-        record = json.loads(run_json.read_text())
-        config = record.get("config", {}) if isinstance(record, dict) else None
-        if not isinstance(config, dict):
-            raise ValueError("it records no run configuration")
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DataError(f"Cannot read {run_json} ({reason(error)}), the record of the run evaluated: pass load_size= to evaluate without it") from None
-    return config.get("load_size")
+def _recorded_load_size(model):
+    """The load size the fit run at `model` records in its run.json (None where `model` is no run
+    folder, or its run records none); `DataError` where that file cannot be read."""
+    from keras_lpips.training.run_folder import RunFolder
+
+    record = RunFolder(model).previous_record(advice="pass load_size= to evaluate without it")
+    return record.get("config", {}).get("load_size")
 
 
 def _jnd_subsets_of(root, subsets, skipped):

@@ -37,8 +37,8 @@ import numpy as np
 from keras import ops
 
 from keras_lpips.array_checks import (
-    NAMES, RANGE_TOLERANCE, check_extremes, check_is_pair, check_not_empty, check_shapes, check_static_size,
-    check_values, values_advice,
+    NAMES, check_extremes, check_is_pair, check_not_empty, check_shapes, check_static_size, check_values, range_bounds,
+    values_advice,
 )
 from keras_lpips.errors import InputError, reason
 _PIXEL_DTYPES = ("float", "bfloat", "int", "uint")
@@ -256,13 +256,12 @@ def _nan_unless_within(pair, input_range):
     """The pair, NaN throughout where any value is NaN, infinite or outside `input_range`: JAX's
     traced values and those `torch.compile` traces cannot raise, so a refused pair gives NaN
     distances (and a NaN loss), never a number, as under XLA. Three reductions per image
-    (`_within`'s)."""
-    low, high = (float(v) for v in input_range)
-    slack = RANGE_TOLERANCE * (high - low)
+    (`_extremes`')."""
+    least, greatest = range_bounds(input_range)
     passed = None
     for x in pair:
         lo, hi, total = _extremes(x)
-        ok = ops.isfinite(total) & (lo >= low - slack) & (hi <= high + slack)
+        ok = ops.isfinite(total) & (lo >= least) & (hi <= greatest)
         passed = ok if passed is None else passed & ok
     guard = ops.where(passed, 0.0, float("nan"))
     return [x + guard for x in pair]
@@ -352,15 +351,14 @@ def _value_checks(name, x, ok, outside):
 
 def _within(x, input_range, axis=None):
     """Whether `x` (each item of it, with `axis` its image axes) is finite and within
-    `input_range`, up to its tolerance. Three reductions, no temporaries: the sum is NaN or inf
-    when any value is (addition propagates NaN on every device; min and max need not, e.g.
-    under XLA)."""
+    `input_range`, up to its tolerance (`range_bounds`). Three reductions, no temporaries: the
+    sum is NaN or inf when any value is (addition propagates NaN on every device; min and max
+    need not, e.g. under XLA)."""
     import tensorflow as tf
 
-    low, high = (float(v) for v in input_range)
-    slack = RANGE_TOLERANCE * (high - low)
+    least, greatest = range_bounds(input_range)
     lo, hi, total = tf.reduce_min(x, axis), tf.reduce_max(x, axis), tf.reduce_sum(x, axis)
-    return tf.math.is_finite(total) & (lo >= low - slack) & (hi <= high + slack)
+    return tf.math.is_finite(total) & (lo >= least) & (hi <= greatest)
 
 
 def _all(checks):

@@ -47,11 +47,11 @@ class LPIPS(keras.Model):
         backbone_weights: where the backbone's weights come from: "imagenet" (torchvision's,
             fetched once into the cache), "keras-imagenet" (Keras Applications' VGG16),
             None (untrained, He-normal from `seed`), or a path to a torchvision-layout
-            `.pth` or `.npz`.
+            `.pth`, `.npz` or `.safetensors` (`weights.loading.read_weight_file`).
         lin_weights: where the linear weights come from: "official" (the default: the
             official weights of `version`, as the reference loads them; `get_config` records
             "v0.1" or "v0.0"), "v0.1" / "v0.0" (official, shipped, named), None (all ones), or
-            a path to an lpips-format `.pth` or a keras-lpips `.npz`.
+            a path to an lpips-format `.pth`, or a keras-lpips `.npz` or `.safetensors`.
         input_range: (-1, 1), (0, 1) or (0, 255): the range of the images passed in.
         seed: seed of the untrained backbone's initialisation (backbone_weights=None); None
             draws one, which `get_config` records, so that `from_config` rebuilds the same
@@ -126,9 +126,9 @@ class LPIPS(keras.Model):
             )
         self.spec = get_backbone(net)
         self.net, self.version, self.distance = self.spec.name, str(version), distance
-        self.layers_kept = _check_choices(self.spec, self.version, distance, layers, input_range, precision)
+        self.layers_kept = check_choices(self.spec, self.version, distance, layers, input_range, precision)
         lin_weights = official_lin_weights(lin_weights, self.version)
-        _check_arguments(dropout, seed, backbone_weights=backbone_weights, lin_weights=lin_weights)
+        _check_arguments(dropout, seed, train_backbone, backbone_weights=backbone_weights, lin_weights=lin_weights)
         self.input_range = tuple(float(v) for v in input_range)
         sources = (os.fspath(w) if isinstance(w, os.PathLike) else w for w in (backbone_weights, lin_weights))
         self.backbone_weights, self.lin_weights = sources  # paths as strings, for get_config
@@ -149,8 +149,6 @@ class LPIPS(keras.Model):
             for head in self.heads:
                 head.build()
         restore_weights(self, backbone_weights, lin_weights)
-        if not isinstance(train_backbone, (bool, np.bool_)):
-            raise InputError(f"train_backbone must be True or False. Received: train_backbone={train_backbone!r}")
         self.trainable = bool(trainable)
         self.backbone.trainable = bool(train_backbone) and self.trainable
         self._compiled = self._compiled_embedding = None
@@ -219,10 +217,16 @@ class LPIPS(keras.Model):
             distance = distance + ops.mean(m, axis=(1, 2, 3))
         return distance
 
+    @staticmethod
+    def channel_means(squared_differences):
+        """(N, channels of the kept layers): each channel's spatial mean of per-layer
+        `squared_differences`, the layers side by side; what `distances_from_channel_means` takes."""
+        return ops.concatenate([ops.mean(d, axis=(1, 2)) for d in squared_differences], axis=-1)
+
     def distances_from_channel_means(self, means):
-        """Distances (N,) from (N, channels of the kept layers): each channel's spatial mean of
-        the squared feature differences. Equal, up to rounding, to `total(compare(...))` without
-        dropout, because the heads are linear and commute with the spatial mean."""
+        """Distances (N,) from `channel_means` (N, channels of the kept layers). Equal, up to
+        rounding, to `total(compare(...))` without dropout, because the heads are linear and
+        commute with the spatial mean."""
         sizes = self.spec.channels[: self.layers_kept]
         parts = ops.split(means, np.cumsum(sizes)[:-1].tolist(), axis=-1)
         per_layer = [ops.expand_dims(ops.expand_dims(p, 1), 1) for p in parts]  # (N, 1, 1, C): a 1x1 "map"
@@ -234,12 +238,19 @@ class LPIPS(keras.Model):
         In training, dropout draws a separate mask for each distance, as two forward passes would.
         The three are checked as `call` checks a pair (one shape, values in `input_range`)."""
         ref, p0, p1 = self.checked_images([ref, p0, p1], names=("ref", "p0", "p1"))
+        diff0, diff1 = self.twoafc_squared_differences(ref, p0, p1, training)
+        return self.total(self.weigh(diff0, training)), self.total(self.weigh(diff1, training))
+
+    def twoafc_squared_differences(self, ref, p0, p1, training=None):
+        """(f_l(ref) - f_l(p0))^2 and (f_l(ref) - f_l(p1))^2 per layer, from one backbone pass over
+        [ref; p0; p1] (`twoafc`'s; unchecked: `twoafc` checks the images)."""
         n = ops.shape(ref)[0]
         features = self.features(ops.concatenate([ref, p0, p1], axis=0), training=training)
         f_ref = [f[:n] for f in features]
-        d0 = self.total(self.compare(f_ref, [f[n : 2 * n] for f in features], training))
-        d1 = self.total(self.compare(f_ref, [f[2 * n :] for f in features], training))
-        return d0, d1
+        return (
+            self.squared_differences(f_ref, [f[n : 2 * n] for f in features]),
+            self.squared_differences(f_ref, [f[2 * n :] for f in features]),
+        )
 
     def _maps(self, img0, img1, training=None):
         features = self.features(ops.concatenate([img0, img1], axis=0), training=training)
@@ -456,8 +467,9 @@ def frozen_metric(lpips_kwargs, owner):
     return metric, {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
 
 
-def _check_choices(spec, version, distance, layers, input_range, precision="float32"):
-    """Validates the constructor's choices; returns the number of taps kept."""
+def check_choices(spec, version, distance, layers, input_range, precision="float32"):
+    """Validates the constructor's choices for the backbone `spec` (`InputError`); returns the
+    number of taps kept. `fit` checks its options with it before it builds anything."""
     if version not in ("0.1", "0.0"):
         raise InputError(f"version must be '0.1' or '0.0'. Received: version={version!r}")
     if distance not in ("lpips", "cosine"):
@@ -480,12 +492,14 @@ def _floats(values):
         return None
 
 
-def _check_arguments(dropout, seed, **weights):
-    """Validates the constructor's numbers and weight sources (names and paths; `restore_weights`
-    reads them)."""
+def _check_arguments(dropout, seed, train_backbone, **weights):
+    """Validates the constructor's numbers, flag and weight sources (names and paths;
+    `restore_weights` reads them), before any weight is read or fetched."""
     if not (is_number(dropout) and 0 <= dropout < 1):
         raise InputError(f"dropout must be a number from 0 to less than 1. Received: dropout={dropout!r}")
     check_seed(seed, allow_none=True)
     for name, value in weights.items():
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{name} must be a name, a path or None. Received: {name}={value!r}")
+    if not isinstance(train_backbone, (bool, np.bool_)):
+        raise InputError(f"train_backbone must be True or False. Received: train_backbone={train_backbone!r}")

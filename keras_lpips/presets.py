@@ -21,6 +21,15 @@ NET_ALIASES = {"alex": "alex", "vgg": "vgg", "squeeze": "squeeze", "alexnet": "a
 VERSIONS = ("0.1", "0.0")
 
 
+def canonical_net(net):
+    """The name in `NETS` of `net`, given by any of its names in any case ("AlexNet" is "alex"), or
+    `InputError` listing the names there are."""
+    name = NET_ALIASES.get(str(net).lower())
+    if name is None:
+        raise InputError(f"Unknown net {net!r}: expected one of {', '.join(NET_ALIASES)}. Received: net={net!r}")
+    return name
+
+
 def _preset(net, version):
     return {
         "description": f"LPIPS {net} v{version}: torchvision ImageNet {net} features, official linear weights",

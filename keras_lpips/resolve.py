@@ -16,8 +16,7 @@ import pathlib
 import zipfile
 
 from keras_lpips.errors import InputError, UnsafeFileError, WeightsError
-from keras_lpips.weights.sources import BACKBONE_NAMES, IMAGENET, LIN_VERSIONS, OFFICIAL, official_lin_weights
-from keras_lpips.weights.sources import UNTRAINED_NAMES as UNTRAINED  # what `MetricSpec` accepts for None
+from keras_lpips.weights.sources import IMAGENET, OFFICIAL, RANDOM, WEIGHT_NAMES, is_weight_name, official_lin_weights, untrained
 # What names a weight file (`weights.loading.read_weight_file` reads any other suffix as a .pth).
 WEIGHT_SUFFIXES = (".pth", ".pt", ".npz", ".safetensors", ".bin", ".ckpt")
 # The layers each net taps (`len(keras_lpips.backbones.get_backbone(net).taps)`, which imports
@@ -68,15 +67,15 @@ class MetricSpec:
     def _check_parts(self):
         """The net options' layers against the net's taps, and each weight source: a name it
         takes or an existing file."""
-        from keras_lpips.presets import NET_ALIASES
+        from keras_lpips.presets import canonical_net
 
-        net = NET_ALIASES.get(str(self.net).lower())  # an unknown net: `LPIPS` names the nets there are
-        if self.layers is not None and net is not None:
+        net = canonical_net(self.net)
+        if self.layers is not None:
             from keras_lpips.argument_checks import check_integer
 
             check_integer("layers", self.layers, 1, TAPS[net], note=f"for net {net!r}")
-        _check_source("lin_weights", self.lin_weights, "a shipped version", [OFFICIAL, *sorted(LIN_VERSIONS, reverse=True)])
-        _check_source("backbone_weights", self.backbone_weights, "a weight name", BACKBONE_NAMES)
+        _check_source("lin_weights", self.lin_weights, "a shipped version")
+        _check_source("backbone_weights", self.backbone_weights, "a weight name")
 
     def lpips_config(self):
         """The `LPIPS` arguments this spec names (a preset's, or the net options with "random" and
@@ -89,8 +88,8 @@ class MetricSpec:
             return dict(get_preset(self.preset)["config"])
         return {
             "net": self.net, "version": self.version, "distance": self.distance, "layers": self.layers,
-            "backbone_weights": None if self.backbone_weights in UNTRAINED else self.backbone_weights,
-            "lin_weights": None if self.lin_weights in UNTRAINED else official_lin_weights(self.lin_weights, self.version),
+            "backbone_weights": None if untrained(self.backbone_weights) else self.backbone_weights,
+            "lin_weights": None if untrained(self.lin_weights) else official_lin_weights(self.lin_weights, self.version),
         }  # fmt: skip
 
     def weight_sources(self):
@@ -106,22 +105,22 @@ class MetricSpec:
     def input_paths(self):
         """The files or folders this metric is read from (`model`, and weight files given by
         path): what a command's outputs must never replace (`keras_lpips.files.check_output`)."""
-        named = {*BACKBONE_NAMES, *LIN_VERSIONS, OFFICIAL, *UNTRAINED}  # weights by name, not files
-        values = (self.model, self.lin_weights, self.backbone_weights)
-        return tuple(pathlib.Path(v) for v in values if v is not None and str(v) not in named)
+        sources = (("model", self.model), ("lin_weights", self.lin_weights), ("backbone_weights", self.backbone_weights))
+        files = [value for name, value in sources if value is not None and (name == "model" or not is_weight_name(name, value))]
+        return tuple(pathlib.Path(value) for value in files)
 
 
-def _check_source(name, value, kind, names):
-    """`InputError` unless weight source `value` is one of `names`, "random"/"none" or None (no
-    weights), or an existing file: "Weight file not found: PATH" for what names a file (a
-    folder or a suffix in it), else "lin_weights=v0.3 is neither a shipped version (v0.1, v0.0,
-    random) nor a file"."""
-    if value is None or str(value) in (*names, *UNTRAINED) or pathlib.Path(value).is_file():
+def _check_source(name, value, kind):
+    """`InputError` unless weight source `value` is a name argument `name` takes
+    (`sources.is_weight_name`: "random"/"none" included), None (no weights), or an existing file:
+    "Weight file not found: PATH" for what names a file (a folder or a suffix in it), else
+    "lin_weights=v0.3 is neither a shipped version (official, v0.1, v0.0, random) nor a file"."""
+    if value is None or is_weight_name(name, value) or pathlib.Path(value).is_file():
         return
     path = pathlib.Path(value)
     if path.suffix in WEIGHT_SUFFIXES or len(path.parts) > 1:
         raise InputError(f"Weight file not found: {value}")
-    listed = ", ".join([*names, UNTRAINED[0]])
+    listed = ", ".join([*WEIGHT_NAMES[name], RANDOM])
     raise InputError(f"{name}={value} is neither {kind} ({listed}) nor a file")
 
 

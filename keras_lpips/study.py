@@ -22,6 +22,7 @@ import numpy as np
 from keras_lpips import files, reports, study_reports
 from keras_lpips.errors import InputError
 from keras_lpips.study_config import DEFAULT_CONFIGS, located
+from keras_lpips.weights.sources import is_weight_name
 
 QUICK = {"epochs": 1, "decay_epochs": 1, "batch_size": 8}
 
@@ -102,14 +103,13 @@ def _check_planned_runs(data, runs, options):
     them. A run finished earlier (its model.keras there) is not trained again: its weight file
     is not read (it may be gone since). Returns those triplets' records (train, val)."""
     from keras_lpips.training.fit import RunConfig, check_outside_inputs
-    from keras_lpips.training.run_folder import NAMED_WEIGHTS
 
     checked = set()
     for config, seed, run_dir in runs:
         where = f"row {config.name!r}, seed {seed}"
         planned = located(where, RunConfig, data, run_dir, **_fit_options(config, seed, options))
         weights = planned.backbone_weights
-        if weights not in NAMED_WEIGHTS and not (run_dir / "model.keras").is_file():
+        if not is_weight_name("backbone_weights", weights) and not (run_dir / "model.keras").is_file():
             if weights not in checked:  # each file read once, for the first row naming it
                 _check_weight_file(f"row {config.name!r}: backbone_weights", weights)
                 checked.add(weights)

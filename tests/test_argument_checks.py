@@ -7,7 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from keras_lpips.argument_checks import MAX_SEED, check_integer, check_seed, is_integer, is_number
+from keras_lpips.argument_checks import (
+    MAX_SEED, check_batch_size, check_integer, check_load_size, check_seed, is_integer, is_number,
+)
 from keras_lpips.errors import InputError
 
 
@@ -129,3 +131,47 @@ def test_many_image_functions_take_a_numpy_batch_size_and_refuse_zero(rng):
     for call in calls:
         with pytest.raises(InputError, match=re.escape("batch_size must be an integer >= 1. Received: batch_size=0")):
             call(0)
+
+
+def test_batch_and_load_sizes_are_checked_in_one_place():
+    """fit, eval and the data pipeline each make one call: the range, then the backbone's least."""
+    assert check_batch_size(np.int64(8)) == 8 and type(check_batch_size(np.int64(8))) is int
+    assert check_load_size(64, 31, "alex", 5) == 64
+    for value in (0, 65537, True, 2.0):
+        with pytest.raises(InputError, match=rf"^batch_size must be an integer from 1 to 65536. Received: batch_size={value!r}$"):
+            check_batch_size(value)
+    with pytest.raises(InputError, match=r"^load_size must be an integer from 1 to 4096. Received: load_size=4097$"):
+        check_load_size(4097, 31, "alex", 5)
+    with pytest.raises(InputError, match=r"^load_size 16 is too small for alex with 5 layers \(needs >= 31\)$"):
+        check_load_size(16, 31, "alex", 5)
+
+
+def test_the_data_pipeline_says_what_input_range_it_received():
+    from keras_lpips.data.pipeline import twoafc_dataset
+
+    for bad, message in (((1,), "input_range must be (low, high)"), ((1, 0), "input_range must have low < high")):
+        with pytest.raises(InputError, match=rf"^{re.escape(message)}. Received: input_range={re.escape(repr(bad))}$"):
+            twoafc_dataset([("r.png", "a.png", "b.png", 0.5)], batch_size=1, load_size=64, input_range=bad)
+
+
+def test_nets_and_weight_names_have_one_owner_each():
+    """`presets.canonical_net` names a net whatever alias; `sources.untrained` and
+    `sources.is_weight_name` tell a weight name from a file's path."""
+    from keras_lpips.presets import canonical_net
+    from keras_lpips.weights.sources import is_weight_name, untrained
+
+    assert [canonical_net(n) for n in ("AlexNet", "vgg16", "squeeze")] == ["alex", "vgg", "squeeze"]
+    with pytest.raises(InputError, match=r"^Unknown net 'resnet': expected one of alex, vgg, .*\. Received: net='resnet'$"):
+        canonical_net("resnet")
+    assert untrained("random") and untrained("none") and not untrained(None) and not untrained("imagenet")
+    assert all(is_weight_name("backbone_weights", n) for n in ("imagenet", "keras-imagenet", "random", "none"))
+    assert all(is_weight_name("lin_weights", n) for n in ("official", "v0.1", "v0.0", "none"))
+    assert not any(is_weight_name("backbone_weights", n) for n in (None, "v0.1", "w.pth"))
+    assert not is_weight_name("lin_weights", "imagenet")
+
+
+def test_the_range_tolerance_is_one_rule():
+    from keras_lpips.array_checks import RANGE_TOLERANCE, range_bounds
+
+    assert range_bounds((0, 255)) == (-RANGE_TOLERANCE * 255, 255 + RANGE_TOLERANCE * 255)
+    assert range_bounds((-1, 1)) == (-1 - 0.02, 1 + 0.02)

@@ -90,7 +90,7 @@ def test_gradients_are_nonzero_for_different_images(alex, rng):
         ({"layers": 6}, "layers must be an integer from 1 to 5"),
         ({"layers": 0}, "layers must be an integer"),
         ({"input_range": (0, 2)}, "input_range must be one of"),
-        ({"net": "alex", "backbone_weights": "keras-imagenet"}, "vgg only"),
+        ({"net": "alexnet", "backbone_weights": "keras-imagenet"}, "^backbone_weights='keras-imagenet' exists for vgg only. Received: net='alex'$"),
         ({"net": "vgg", "backbone_weights": "keras-imagenet"}, "calibrated on torchvision"),
     ],
 )
@@ -282,6 +282,9 @@ def test_twoafc_and_channel_means_agree_with_the_pair_distance(alex, rng):
     diffs = alex.squared_differences([f[:n] for f in features], [f[n:] for f in features])
     means = np.concatenate([np.asarray(d).mean(axis=(1, 2)) for d in diffs], axis=-1)
     np.testing.assert_allclose(np.asarray(alex.distances_from_channel_means(means)), np.asarray(d0), rtol=1e-5)
+    diff0, diff1 = alex.twoafc_squared_differences(ref, p0, p1)  # the one pass twoafc and lin mode's precompute make
+    np.testing.assert_allclose(np.asarray(alex.channel_means(diff0)), means, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(alex.total(alex.weigh(diff1))), np.asarray(d1), rtol=0, atol=0)
 
 
 def test_weight_paths_are_recorded_as_strings_and_save(tmp_path, rng):
@@ -484,6 +487,21 @@ def test_what_trains_survives_the_constructor_save_load_and_clone(tmp_path):
         assert counts == [count] * 3, kwargs
     with pytest.raises(InputError, match="train_backbone must be True or False. Received: train_backbone='yes'"):
         LPIPS(**args, train_backbone="yes")
+
+
+@pytest.mark.parametrize("weights", ["missing.pth", "imagenet", "keras-imagenet"])
+def test_a_bad_train_backbone_is_refused_before_any_weight_is_read(tmp_path, monkeypatch, weights):
+    """train_backbone was checked after the weight sources were read: a missing file failed
+    first, and "imagenet" or "keras-imagenet" not cached were downloaded, for an argument error."""
+    import keras_lpips.model
+
+    def unexpected_read(*args):
+        raise AssertionError("a weight source was read before train_backbone was checked")
+
+    monkeypatch.setattr(keras_lpips.model, "restore_weights", unexpected_read)
+    weights = str(tmp_path / weights) if weights.endswith(".pth") else weights
+    with pytest.raises(InputError, match="^train_backbone must be True or False. Received: train_backbone='yes'$"):
+        LPIPS(net="vgg", backbone_weights=weights, lin_weights=None, train_backbone="yes")
 
 
 @pytest.mark.parametrize("cls", ["LPIPSLoss", "MeanLPIPS"])

@@ -9,8 +9,7 @@ weights come from is data in `keras_lpips.weights.sources`.
 import dataclasses
 
 from keras_lpips.backbones import alexnet, squeezenet, vgg16
-from keras_lpips.errors import InputError
-from keras_lpips.presets import NET_ALIASES
+from keras_lpips.presets import canonical_net
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +38,4 @@ BACKBONES = {
 
 def get_backbone(net):
     """Returns the `BackboneSpec` for a net name or alias, or raises `InputError`."""
-    key = NET_ALIASES.get(str(net).lower())
-    if key is None:
-        raise InputError(f"Unknown net {net!r}: expected one of {', '.join(NET_ALIASES)}. Received: net={net!r}")
-    return BACKBONES[key]
+    return BACKBONES[canonical_net(net)]

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from keras_lpips.argument_checks import MAX_BATCH_SIZE, MAX_LOAD_SIZE, check_integer
+from keras_lpips.argument_checks import check_batch_size, check_load_size
 from keras_lpips.errors import DataError, InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -105,14 +105,14 @@ def jnd_dataset(
 def _check_arguments(count, batch_size, load_size, input_range):
     if count == 0:
         raise InputError("No records to build a dataset from")
-    check_integer("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-    check_integer("load_size", load_size, 1, MAX_LOAD_SIZE)
+    check_batch_size(batch_size)
+    check_load_size(load_size)
     try:
         low, high = (float(v) for v in input_range)
     except (TypeError, ValueError):
-        raise InputError(f"input_range must be (low, high), got {input_range!r}") from None
+        raise InputError(f"input_range must be (low, high). Received: input_range={input_range!r}") from None
     if not low < high:
-        raise InputError(f"input_range must have low < high, got {input_range!r}")
+        raise InputError(f"input_range must have low < high. Received: input_range={input_range!r}")
     return low, high
 
 

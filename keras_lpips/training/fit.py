@@ -14,22 +14,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lpips.argument_checks import MAX_BATCH_SIZE, MAX_LOAD_SIZE, check_integer, check_seed, is_number
-from keras_lpips.array_checks import check_load_size
+from keras_lpips.argument_checks import check_batch_size, check_integer, check_load_size, check_seed, is_number
 from keras_lpips.backbones import get_backbone
 from keras_lpips.data.bapps import fingerprint, list_twoafc, resolve_root
 from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError, note
 from keras_lpips.files import check_output
-from keras_lpips.model import LPIPS, _check_choices
+from keras_lpips.model import LPIPS, check_choices
 from keras_lpips.ranking import DistanceToLogit, scores_by_subset, twoafc_scores
 from keras_lpips.training.devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision, worker_role
 from keras_lpips.training.frozen import FrozenBackbone, FrozenBackboneTrainer, concatenated, frozen_twoafc_arrays
 from keras_lpips.training.optimizer import EpochLinearDecay, reference_adam, reference_lin_init
 from keras_lpips.training.precision import Float32Validation, float32_copy
-from keras_lpips.training.run_folder import NAMED_WEIGHTS, UNTRAINED, RunFolder, now, recorded_weights
+from keras_lpips.training.run_folder import RunFolder, now, recorded_weights
 from keras_lpips.training.trainer import LPIPSTrainer
-from keras_lpips.weights.sources import IMAGENET, KERAS_IMAGENET, UNTRAINED_NAMES
+from keras_lpips.weights.loading import check_backbone_weights_net
+from keras_lpips.weights.sources import IMAGENET, RANDOM, is_weight_name, untrained
 
 MODES = ("lin", "tune", "scratch")
 INPUT_RANGE = (0.0, 1.0)  # what fit feeds, and what the saved model.keras expects (the CLI's range)
@@ -47,8 +47,9 @@ class RunConfig:
         layers: keep the first N tapped layers (None: all).
         mode: "lin" (backbone frozen), "tune" (the pretrained backbone learns too) or "scratch"
             (the backbone starts from a seeded random init and learns), as the reference's flags.
-        backbone_weights: "imagenet", "random" or a torchvision `.pth`/`.npz`; None: "imagenet",
-            or "random" in "scratch" mode (which refuses anything else).
+        backbone_weights: "imagenet", "keras-imagenet" (vgg only), "random" or "none" (untrained;
+            recorded as "random"), or a torchvision-layout `.pth`, `.npz` or `.safetensors`;
+            None: "imagenet", or "random" in "scratch" mode (which refuses anything else).
         subsets / val_subsets: 2AFC subsets to train / validate on (None: every one present).
         epochs, decay_epochs: `epochs + decay_epochs` epochs in all, on the reference's schedule
             (`EpochLinearDecay`): the `epochs` and the first decay epoch at `lr`, then each one
@@ -106,16 +107,15 @@ class RunConfig:
                 raise InputError(f"{name} must be one of {', '.join(choices)}. Received: {getattr(self, name)!r}")
         if self.distance == "cosine" and self.mode != "lin":
             raise InputError("distance 'cosine' has no linear weights: only the ranking head learns, so mode must be 'lin'")
-        if self.backbone_weights in UNTRAINED_NAMES:  # "none" is "random", recorded as that
-            self.backbone_weights = UNTRAINED
-        if self.mode == "scratch" and self.backbone_weights not in (None, UNTRAINED):
+        if untrained(self.backbone_weights):  # "none" is "random", recorded as that
+            self.backbone_weights = RANDOM
+        if self.mode == "scratch" and self.backbone_weights not in (None, RANDOM):
             raise InputError(f"mode 'scratch' trains the backbone from a random init; drop backbone_weights={self.backbone_weights!r}")
         self._check_numbers()
-        self.backbone_weights = self.backbone_weights or (UNTRAINED if self.mode == "scratch" else IMAGENET)
+        self.backbone_weights = self.backbone_weights or (RANDOM if self.mode == "scratch" else IMAGENET)
         spec = get_backbone(self.backbone)
-        if self.backbone_weights == KERAS_IMAGENET and spec.name != "vgg":  # as LPIPS refuses it
-            raise InputError(f"backbone_weights='keras-imagenet' exists for vgg only. Received: backbone={self.backbone!r}")
-        kept = _check_choices(spec, "0.1", self.distance, self.layers, INPUT_RANGE)
+        check_backbone_weights_net(self.backbone_weights, self.backbone, argument="backbone")  # as LPIPS refuses it
+        kept = check_choices(spec, "0.1", self.distance, self.layers, INPUT_RANGE)
         check_load_size(self.load_size, spec.min_input_size[kept - 1], spec.name, kept)
         self.subsets, self.val_subsets = self._subset_list("subsets", self.subsets), self._subset_list("val_subsets", self.val_subsets)
 
@@ -126,8 +126,7 @@ class RunConfig:
         check_seed(self.seed)
         if self.epochs + self.decay_epochs < 1:
             raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
-        check_integer("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
-        check_integer("load_size", self.load_size, 1, MAX_LOAD_SIZE)
+        check_batch_size(self.batch_size)
         if not (is_number(self.lr) and 0 < self.lr < math.inf):
             raise InputError(f"lr must be a positive finite number. Received: lr={self.lr!r}")
         for name in ("beta_1", "dropout"):
@@ -178,7 +177,7 @@ def fit(config, callbacks=()):
     also written to run.json. Under MultiWorkerMirrored only the chief writes. The run folder is
     locked throughout (`RunFolder.locked`): another process training into it raises `InUseError`."""
     strategy, strategy_name = make_strategy(config.strategy)  # first: MultiWorkerMirrored needs a fresh runtime
-    weights = [config.backbone_weights] if config.backbone_weights not in NAMED_WEIGHTS else []
+    weights = [] if is_weight_name("backbone_weights", config.backbone_weights) else [config.backbone_weights]
     check_outside_inputs(config.out_dir, config.data_root, weights)  # before the lock creates anything
     is_chief = worker_role(strategy_name)[0]
     folder = RunFolder(config.out_dir, writes=is_chief)
@@ -200,8 +199,60 @@ def check_outside_inputs(out_dir, data_root, inputs=(), argument="out_dir"):
 
 
 def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
-    """`fit` once the run folder is locked."""
-    log = print if config.progress else (lambda *_: None)
+    """`fit` once the run folder is locked: plan the run, build its trainer, take it up where it
+    stands, train the epochs left, then (the chief) score and save what it learned."""
+    run = _plan(config, strategy, strategy_name, is_chief, folder)
+    trainer, frozen, schedule = _build(run)
+    state = _take_up(run, trainer, frozen)
+    if state.initial_epoch < config.total_epochs:
+        _train(run, trainer, frozen, schedule, state, callbacks)
+    else:
+        run.log(f"{folder.path}: all {config.total_epochs} epochs already done")
+    if not is_chief:
+        return {"config": run.record, "history": state.rows, "initial": state.initial, "chief": False}
+    return _finish(run, trainer, frozen, state)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One run as planned before anything is built: its configuration and folder, where it runs
+    (`strategy`, whether this worker is the chief), its triplets, steps per epoch and precision
+    policy, the record run.json keeps of it, and the run.json it resumes ({} for a new run)."""
+
+    config: RunConfig
+    folder: RunFolder
+    strategy: object
+    strategy_name: str
+    is_chief: bool
+    log: object
+    train_records: list
+    val_records: list
+    drop_remainder: bool
+    steps_per_epoch: int
+    policy: str
+    record: dict
+    previous: dict
+
+
+@dataclasses.dataclass
+class _State:
+    """Where a run stands as this call takes it up: the epochs done (`initial_epoch`; `rows`, their
+    history), the untrained model's scores (`initial`), the validation data (None where nothing is
+    left to validate) and its `Float32Validation` (None where Keras validates), and when this call
+    (`started`, a time) and the run (`started_at`, a date) started."""
+
+    initial_epoch: int
+    rows: list
+    initial: dict
+    val_data: object
+    validate: object
+    started: float
+    started_at: str
+
+
+def _plan(config, strategy, strategy_name, is_chief, folder):
+    """The `_Run`: the triplets listed, the steps per epoch (`InputError` for none), the policy
+    resolved and the folder opened with the run's record (refused where a resumed run differs)."""
     train_records = list_twoafc(config.data_root, "train", config.subsets)
     val_records = list_twoafc(config.data_root, "val", config.val_subsets)
     drop_remainder = strategy_name == "tpu"  # TPUs need fixed shapes
@@ -214,79 +265,118 @@ def _fit(config, callbacks, strategy, strategy_name, is_chief, folder):
     previous = folder.open(record, config.resume)
     if config.resume and folder.fresh:
         note(f"nothing to resume in {folder.path} (no run there): starting a new run")
+    log = print if config.progress else (lambda *_: None)
+    return _Run(
+        config, folder, strategy, strategy_name, is_chief, log, train_records, val_records, drop_remainder,
+        steps_per_epoch, policy, record, previous,
+    )  # fmt: skip
 
+
+def _build(run):
+    """(trainer, frozen, schedule), seeded: the trainer (`_build_trainer`; its files checked
+    against the free disk), lin mode's `FrozenBackbone` where it applies (else None), and the
+    learning-rate schedule."""
+    config = run.config
     keras.utils.set_random_seed(int(config.seed))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    schedule = EpochLinearDecay(config.lr, steps_per_epoch, config.epochs, config.decay_epochs)
-    frozen_ok = config.precompute_frozen and config.mode == "lin" and strategy_name in ("default", "one-device")
-    if is_chief:  # what the strategy changes, said: a single replica; lin mode without its precompute
-        _strategy_note(strategy_name, strategy.num_replicas_in_sync, config.precompute_frozen and config.mode == "lin" and not frozen_ok)
-    trainer = _build_trainer(config, policy, strategy, schedule, FrozenBackboneTrainer if frozen_ok else LPIPSTrainer)
-    folder.check_disk_space(trainer)  # before any work: checkpoints and models against the free disk
-    frozen = validate = None  # validation scores the float32 model the run saves, whatever it trains in
-    if frozen_ok:
+    schedule = EpochLinearDecay(config.lr, run.steps_per_epoch, config.epochs, config.decay_epochs)
+    frozen_ok = config.precompute_frozen and config.mode == "lin" and run.strategy_name in ("default", "one-device")
+    if run.is_chief:  # what the strategy changes, said: a single replica; lin mode without its precompute
+        _strategy_note(run.strategy_name, run.strategy.num_replicas_in_sync, config.precompute_frozen and config.mode == "lin" and not frozen_ok)
+    trainer = _build_trainer(config, run.policy, run.strategy, schedule, FrozenBackboneTrainer if frozen_ok else LPIPSTrainer)
+    run.folder.check_disk_space(trainer)  # before any work: checkpoints and models against the free disk
+    frozen = None
+    if frozen_ok:  # validation scores the float32 model the run saves, whatever it trains in
         frozen = FrozenBackbone(
-            trainer.lpips, train_records, val_records, config.data_root, batch_size, config.load_size, log,
-            val_metric=None if policy == "float32" else float32_copy(trainer.lpips, dropout=0.0),
+            trainer.lpips, run.train_records, run.val_records, config.data_root, int(config.batch_size), config.load_size,
+            run.log, val_metric=None if run.policy == "float32" else float32_copy(trainer.lpips, dropout=0.0),
             bar=config.progress and sys.stdout.isatty(),
         )  # fmt: skip
+    return trainer, frozen, schedule
 
-    checkpoint = folder.load_checkpoint(trainer) if config.resume else None
+
+def _take_up(run, trainer, frozen):
+    """The `_State` of the run: its last checkpoint restored into `trainer` (resuming), the
+    untrained model's scores (the record's, or computed now: epoch 0 of the curves), and run.json
+    written with them."""
+    config = run.config
+    checkpoint = run.folder.load_checkpoint(trainer) if config.resume else None
     initial_epoch = checkpoint["epoch"] if checkpoint else 0
     rows = list(checkpoint["history"]) if checkpoint else []
-    initial = (checkpoint or {}).get("initial") or previous.get("initial")
-    remaining = initial_epoch < config.total_epochs
-    val_data = None
-    if initial is None or remaining:
-        val_data = frozen.validation_data(drop_remainder) if frozen else _images(val_records, config, drop_remainder, train=False)
-        if not frozen and policy != "float32":
-            validate = Float32Validation(trainer, val_data, strategy)
+    initial = (checkpoint or {}).get("initial") or run.previous.get("initial")
+    val_data = validate = None
+    if initial is None or initial_epoch < config.total_epochs:
+        val_data, validate = _validation(run, trainer, frozen)
     started = time.time()
     if initial is None:  # the untrained model's score, epoch 0 of the curves
-        initial = _untrained_scores(trainer, val_data, val_records, config.data_root, log, validate)
-    started_at = previous.get("started", now())
-    folder.write_record({**previous, "config": record, "initial": initial, "started": started_at})
+        initial = _untrained_scores(trainer, val_data, run.val_records, config.data_root, run.log, validate)
+    started_at = run.previous.get("started", now())
+    run.folder.write_record({**run.previous, "config": run.record, "initial": initial, "started": started_at})
+    return _State(initial_epoch, rows, initial, val_data, validate, started, started_at)
 
-    if remaining:
-        orders = [_epoch_order(len(train_records), config.seed, e) for e in range(initial_epoch, config.total_epochs)]
-        if frozen and not frozen.trains_on_images:
-            train_data = frozen.training_data(orders, drop_remainder)
-        else:  # one dataset per epoch, so that each epoch ends with its own (partial) batch
-            train_data = concatenated([_images([train_records[i] for i in order], config, drop_remainder, train=True) for order in orders])
-        extra = _tensorboard(folder) if is_chief else []
-        with naming_bad_images(train_records + val_records, config.data_root):
-            trainer.fit(
-                train_data, epochs=config.total_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                validation_data=val_data if validate is None else None, verbose=(1 if sys.stdout.isatty() else 2) if config.progress else 0,
-                callbacks=[folder.epoch_recorder(rows, initial, schedule, len(train_records), validate), *extra, *callbacks],
-                shuffle=False,
-            )  # fmt: skip
-    else:
-        log(f"{folder.path}: all {config.total_epochs} epochs already done")
-    if not is_chief:
-        return {"config": record, "history": rows, "initial": initial, "chief": False}
 
+def _validation(run, trainer, frozen):
+    """(validation data, `Float32Validation` or None): the frozen backbone's outputs, or the
+    images; under a mixed policy the images are validated on the float32 model the run saves."""
+    if frozen:
+        return frozen.validation_data(run.drop_remainder), None
+    val_data = _images(run.val_records, run.config, run.drop_remainder, train=False)
+    return val_data, None if run.policy == "float32" else Float32Validation(trainer, val_data, run.strategy)
+
+
+def _train(run, trainer, frozen, schedule, state, callbacks):
+    """Trains the epochs left, each in its own order (`_epoch_order`), checkpointing every one
+    (`RunFolder.epoch_recorder`)."""
+    config = run.config
+    orders = [_epoch_order(len(run.train_records), config.seed, e) for e in range(state.initial_epoch, config.total_epochs)]
+    if frozen and not frozen.trains_on_images:
+        train_data = frozen.training_data(orders, run.drop_remainder)
+    else:  # one dataset per epoch, so that each epoch ends with its own (partial) batch
+        epochs = [_images([run.train_records[i] for i in order], config, run.drop_remainder, train=True) for order in orders]
+        train_data = concatenated(epochs)
+    extra = _tensorboard(run.folder) if run.is_chief else []
+    recorder = run.folder.epoch_recorder(state.rows, state.initial, schedule, len(run.train_records), state.validate)
+    with naming_bad_images(run.train_records + run.val_records, config.data_root):
+        trainer.fit(
+            train_data, epochs=config.total_epochs, initial_epoch=state.initial_epoch, steps_per_epoch=run.steps_per_epoch,
+            validation_data=state.val_data if state.validate is None else None,
+            verbose=(1 if sys.stdout.isatty() else 2) if config.progress else 0,
+            callbacks=[recorder, *extra, *callbacks], shuffle=False,
+        )  # fmt: skip
+
+
+def _finish(run, trainer, frozen, state):
+    """The chief's end of the run: the trained model scored on the validation triplets, the
+    history, plots and models saved, and the summary returned and written to run.json."""
+    folder = run.folder
     saved = folder.saved_trainer(trainer)
-    if frozen:  # the float32 backbone's outputs, with the saved metric's trained weights
-        d0, d1 = frozen.validation_distances(saved.lpips)
-    else:
-        d0, d1 = _validation_distances(saved.lpips, val_records, config)
-    folder.save_validation_distances(d0, d1)
-    judge = np.array([r.judge for r in val_records], np.float32)
-    final = scores_by_subset(twoafc_scores(d0, d1, judge), [r.subset for r in val_records])
-    folder.write_history(rows)
-    folder.plot_history(rows, initial)
+    final = _final_scores(run, saved.lpips, frozen)
+    folder.write_history(state.rows)
+    folder.plot_history(state.rows, state.initial)
     folder.save_models(saved, frozen_backbone=not trainer.train_backbone)  # model.keras last: the run is finished
     summary = {
-        "config": record, "strategy": strategy_name, "replicas": int(strategy.num_replicas_in_sync), "initial": initial,
+        "config": run.record, "strategy": run.strategy_name, "replicas": int(run.strategy.num_replicas_in_sync),
+        "initial": state.initial,
         "final": {"val_2afc": final.pop("all"), "val_2afc_mean": final.pop("mean"), "val_2afc_by_subset": final},
-        "last_epoch": rows[-1] if rows else None,
-        "epochs_done": len(rows), "triplets_per_second": _steady_speed(rows),
-        "seconds_this_session": round(time.time() - started, 1), "files": folder.files(),
+        "last_epoch": state.rows[-1] if state.rows else None,
+        "epochs_done": len(state.rows), "triplets_per_second": _steady_speed(state.rows),
+        "seconds_this_session": round(time.time() - state.started, 1), "files": folder.files(),
     }  # fmt: skip
-    folder.write_record({**summary, "started": started_at})
+    folder.write_record({**summary, "started": state.started_at})
     return summary
+
+
+def _final_scores(run, metric, frozen):
+    """The 2AFC scores by subset (with "all" and "mean") of the trained float32 `metric` on the
+    validation triplets, whose distances are saved (val_distances.npz)."""
+    if frozen:  # the float32 backbone's outputs, with the saved metric's trained weights
+        d0, d1 = frozen.validation_distances(metric)
+    else:
+        d0, d1 = _validation_distances(metric, run.val_records, run.config)
+    run.folder.save_validation_distances(d0, d1)
+    judge = np.array([r.judge for r in run.val_records], np.float32)
+    return scores_by_subset(twoafc_scores(d0, d1, judge), [r.subset for r in run.val_records])
 
 
 def _build_trainer(config, policy, strategy, schedule, trainer_class):
@@ -296,7 +386,7 @@ def _build_trainer(config, policy, strategy, schedule, trainer_class):
     keras.config.set_dtype_policy(policy)
     try:
         with strategy.scope():
-            backbone_weights = None if config.backbone_weights == UNTRAINED else config.backbone_weights
+            backbone_weights = None if untrained(config.backbone_weights) else config.backbone_weights
             metric = LPIPS(
                 net=config.backbone, version="0.1", distance=config.distance, layers=config.layers,
                 backbone_weights=backbone_weights, lin_weights=None, input_range=INPUT_RANGE, seed=config.seed,

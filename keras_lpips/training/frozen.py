@@ -4,8 +4,9 @@ With the backbone frozen, what it gives for a triplet never changes, so `fit` ca
 and train and validate on that (`FrozenBackbone`):
 
 - cosine distance (only the ranking head learns): each triplet's (d0, d1);
-- lpips, validation: per-channel spatial means of the squared feature differences, which any
-  linear weights turn into the distances (`LPIPS.distances_from_channel_means`);
+- lpips, validation: per-channel spatial means of the squared feature differences
+  (`LPIPS.channel_means`), which any linear weights turn into the distances
+  (`LPIPS.distances_from_channel_means`);
 - lpips, training: those squared differences themselves, what the linear heads and their
   dropout act on, when they fit in a quarter of the free memory (else: train on the images).
 
@@ -91,16 +92,10 @@ def _frozen_outputs(metric, kind, ref, p0, p1):
     differences, or their spatial means)."""
     if kind == "distances":
         return metric.twoafc(ref, p0, p1, training=False)
-    n = tf.shape(ref)[0]
-    features = metric.features(tf.concat([ref, p0, p1], axis=0), training=False)
-    f_ref = [f[:n] for f in features]
-    diffs = [
-        metric.squared_differences(f_ref, [f[n : 2 * n] for f in features]),
-        metric.squared_differences(f_ref, [f[2 * n :] for f in features]),
-    ]
+    diffs = list(metric.twoafc_squared_differences(ref, p0, p1, training=False))
     if kind == "maps":
         return diffs
-    return [ops.concatenate([ops.mean(d, axis=(1, 2)) for d in per_layer], axis=-1) for per_layer in diffs]
+    return [metric.channel_means(per_layer) for per_layer in diffs]
 
 
 def frozen_maps_bytes(metric, count, load_size=64):

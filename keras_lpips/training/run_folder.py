@@ -44,7 +44,7 @@ from keras_lpips.files import atomic_path, atomic_write, make_folder, remove_if_
 from keras_lpips.reports import float32_values
 from keras_lpips.training.precision import float32_trainer
 from keras_lpips.weights.npz_file import read_saved_npz
-from keras_lpips.weights.sources import BACKBONE_NAMES, UNTRAINED_NAMES
+from keras_lpips.weights.sources import is_weight_name
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "2afc", "val_loss", "val_2afc", "train_seconds", "triplets_per_second")
 FILES = (
@@ -144,9 +144,10 @@ class RunFolder:
             raise OutputError(f"Cannot create run directory {self.path}: {error.strerror or error}") from None
         return previous
 
-    def previous_record(self):
+    def previous_record(self, advice="delete that folder to start the run again, or choose a new out_dir="):
         """The run.json of the run in this folder ({} where there is none); `DataError` when it
-        cannot be read."""
+        cannot be read or records no run configuration, ending with `advice`, what the caller's
+        user can do (by default fit's: start the run again elsewhere)."""
         path = self.path / "run.json"
         if not path.is_file():
             return {}
@@ -155,10 +156,7 @@ class RunFolder:
             if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
                 raise ValueError("it records no run configuration")
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise DataError(
-                f"Cannot read {path} ({errors.reason(error)}), the record of the run in {self.path}: "
-                "delete that folder to start the run again, or choose a new out_dir="
-            ) from None
+            raise DataError(f"Cannot read {path} ({errors.reason(error)}), the record of the run in {self.path}: {advice}") from None
         return record
 
     def check_disk_space(self, trainer):
@@ -371,16 +369,10 @@ def comparable_config(config):
     return comparable
 
 
-# Backbone weights fit takes by name: a source's (`sources.BACKBONE_NAMES`), or "random" (how fit
-# records None, or "none": untrained); anything else is a file.
-UNTRAINED = UNTRAINED_NAMES[0]
-NAMED_WEIGHTS = (*BACKBONE_NAMES, UNTRAINED)
-
-
 def recorded_weights(backbone_weights):
-    """How run.json records `backbone_weights`: a name as it is, a file by its absolute path (a
-    relative path names another file from another folder)."""
-    if backbone_weights in NAMED_WEIGHTS:
+    """How run.json records `backbone_weights`: a name as it is (`sources.is_weight_name`), a file
+    by its absolute path (a relative path names another file from another folder)."""
+    if is_weight_name("backbone_weights", backbone_weights):
         return str(backbone_weights)
     return str(pathlib.Path(backbone_weights).resolve())
 

@@ -9,6 +9,7 @@ import re
 import numpy as np
 
 from keras_lpips.errors import InputError, WeightsError, WeightsUnavailableError, reason
+from keras_lpips.presets import canonical_net
 from keras_lpips.weights import sources
 from keras_lpips.weights.cache import sha256_of
 from keras_lpips.weights.convert import (
@@ -86,18 +87,24 @@ def sources_deferred():
         _SOURCES_DEFERRED.reset(token)
 
 
+def check_backbone_weights_net(backbone_weights, net, argument="net"):
+    """`InputError` where `backbone_weights` is "keras-imagenet" and `net` (any of its names) is no
+    vgg: Keras Applications has ImageNet weights for VGG16 only. `argument`: what the caller's user
+    gave the net as (`LPIPS`: net=, `fit`: backbone=), named in the message."""
+    if backbone_weights == sources.KERAS_IMAGENET and canonical_net(net) != "vgg":
+        raise InputError(f"backbone_weights='keras-imagenet' exists for vgg only. Received: {argument}={net!r}")
+
+
 def restore_weights(metric, backbone_weights, lin_weights):
     """Assigns an `LPIPS` metric's weights from its two sources (see `LPIPS`'s arguments)."""
     spec = metric.spec
-    if backbone_weights == sources.KERAS_IMAGENET:
-        if spec.name != "vgg":
-            raise InputError(f"backbone_weights='keras-imagenet' exists for vgg only. Received: net={spec.name!r}")
-        if metric.heads and lin_weights in sources.LIN_VERSIONS:
-            raise InputError(
-                "The official linear weights were calibrated on torchvision's ImageNet features; with "
-                "backbone_weights='keras-imagenet' pass lin_weights=None or a file trained for it. "
-                f"Received: lin_weights={lin_weights!r}"
-            )
+    check_backbone_weights_net(backbone_weights, spec.name)
+    if backbone_weights == sources.KERAS_IMAGENET and metric.heads and lin_weights in sources.LIN_VERSIONS:
+        raise InputError(
+            "The official linear weights were calibrated on torchvision's ImageNet features; with "
+            "backbone_weights='keras-imagenet' pass lin_weights=None or a file trained for it. "
+            f"Received: lin_weights={lin_weights!r}"
+        )
     if backbone_weights is None:
         _seeded_init(metric.backbone, metric.seed)
     if _SOURCES_DEFERRED.get():

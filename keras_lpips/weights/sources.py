@@ -7,9 +7,10 @@
 IMAGENET = "imagenet"
 KERAS_IMAGENET = "keras-imagenet"
 BACKBONE_NAMES = (IMAGENET, KERAS_IMAGENET)
-# Spellings of "no weights" (an untrained backbone) that every command accepts for None; fit
-# records the first.
+# Spellings of "no weights" (an untrained backbone, unweighted linear heads) that every command
+# accepts for None (`untrained`); fit records the first, and messages list it.
 UNTRAINED_NAMES = ("random", "none")
+RANDOM = UNTRAINED_NAMES[0]
 
 # torchvision's ImageNet weights, the ones the official LPIPS linear weights were
 # calibrated on. As torch.hub does, each download is verified by the sha256 prefix in its
@@ -61,6 +62,21 @@ LIN_SHA256 = {
 # The linear weights' default: the official ones of the metric's version, as the reference
 # loads them (lpips.LPIPS(version="0.0") takes weights/v0.0/).
 OFFICIAL = "official"
+
+# The names each weight argument takes for its weights, in the order messages list them, "random"
+# and "none" aside (`is_weight_name`): any other value is a file's path.
+WEIGHT_NAMES = {"backbone_weights": BACKBONE_NAMES, "lin_weights": (OFFICIAL, *sorted(LIN_VERSIONS, reverse=True))}
+
+
+def untrained(value):
+    """Whether weight source `value` spells "no weights" ("random" or "none", which stand for None)."""
+    return value is not None and str(value) in UNTRAINED_NAMES
+
+
+def is_weight_name(argument, value):
+    """Whether `value` of weight argument `argument` ("backbone_weights" or "lin_weights") names its
+    weights ("imagenet", "v0.1", "random", ...) rather than a file's path; None is neither."""
+    return untrained(value) or (value is not None and str(value) in WEIGHT_NAMES[argument])
 
 
 def official_lin_weights(lin_weights, version):
