@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from keras_lpips.cli import options
+from keras_lpips.export import FORMATS, QUANTIZATIONS  # no TensorFlow: the export itself imports it
 from keras_lpips.resolve import MetricSpec
 
 HELP = """Export the metric for serving: a TF Serving SavedModel, a TFLite file or ONNX.
@@ -28,11 +29,6 @@ extra: tf2onnx) is serving_default alone.
   keras-lpips export --format onnx --out lpips.onnx
 """
 
-FORMATS = ("savedmodel", "tflite", "onnx")
-QUANTIZATIONS = ("none", "fp16", "dynamic")  # keras_lpips.export.QUANTIZATIONS, without importing TensorFlow
-# The file each format but savedmodel (a folder) writes, by its --out suffix.
-SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
-
 
 @options.metric_options
 def export(
@@ -54,17 +50,17 @@ def export(
     *,
     metric: MetricSpec,
 ):
-    from keras_lpips.exported_metric import savedmodel_directory
+    from keras_lpips.export import check_export_options, check_export_path, check_export_source
     from keras_lpips.files import check_output
 
-    model_version = _checked_options(fmt, quantize, model_version, max_pixels)  # before any work
+    model_version = check_export_options(fmt, quantize, model_version, max_pixels)  # before any work
     if fmt == "savedmodel":  # then an input is never an output, whatever the output's name
         check_output(out, metric.input_paths(), overwrite=True, kind="folder")
     else:
         check_output(out, metric.input_paths(), overwrite, kind="file", new_folders=True)  # as export_tflite/onnx
-    _check_suffix(fmt, out)
+    check_export_path(fmt, out)
+    check_export_source(fmt, metric.model)
     if fmt == "savedmodel":
-        _check_not_savedmodel(metric.model, savedmodel_directory)
         check_output(out / str(model_version), metric.input_paths(), overwrite, kind="folder")
     from keras_lpips import export_onnx as onnx  # TensorFlow (tf2onnx, the metric): after the checks
 
@@ -73,41 +69,6 @@ def export(
     lpips = options.resolve(metric)
     path = _written(fmt, lpips, out, quantize, model_version, overwrite, max_pixels)
     _report(fmt, lpips, metric, path, quantize, model_version, as_json)
-
-
-def _checked_options(fmt, quantize, model_version, max_pixels):
-    """The options that apply to `fmt` only, refused with another (`InputError`); returns the
-    SavedModel version (1 by default)."""
-    from keras_lpips.errors import InputError
-
-    if fmt != "tflite" and quantize != "none":
-        raise InputError(f"--quantize applies to --format tflite only. Received: --format {fmt} --quantize {quantize}")
-    if fmt != "savedmodel" and max_pixels is not None:
-        raise InputError(f"--max-pixels applies to --format savedmodel only (its bytes signatures). Received: --format {fmt}")
-    if fmt != "savedmodel" and model_version is not None:
-        raise InputError(f"--model-version applies to --format savedmodel only (its version folder). Received: --format {fmt}")
-    return 1 if model_version is None else model_version
-
-
-def _check_suffix(fmt, out):
-    """`InputError` where `out`'s suffix is not `fmt`'s file's (.tflite, .onnx), or names one of
-    those files for a SavedModel's folder."""
-    from keras_lpips.errors import InputError
-
-    if fmt in SUFFIXES and out.suffix.lower() != SUFFIXES[fmt]:
-        raise InputError(f"--format {fmt} writes a {SUFFIXES[fmt]} file: name it {SUFFIXES[fmt]}. Received: --out {out}")
-    named = [f for f, suffix in SUFFIXES.items() if out.suffix.lower() == suffix]
-    if fmt == "savedmodel" and named:
-        raise InputError(f"--format savedmodel writes a folder, and --out {out} names a {named[0]} file: pass --format {named[0]} or a folder")
-
-
-def _check_not_savedmodel(model, savedmodel_directory):
-    """`InputError` where `--model` is already an exported SavedModel (no Keras model to export
-    as one): its version folder is the SavedModel."""
-    from keras_lpips.errors import InputError
-
-    if model is not None and savedmodel_directory(model) is not None:
-        raise InputError(f"--model {model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
 
 
 def _written(fmt, lpips, out, quantize, model_version, overwrite, max_pixels):

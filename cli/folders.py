@@ -34,10 +34,7 @@ Resize = Annotated[bool, typer.Option("--resize", help="Resize images to the fir
 
 
 def _images_in(folder):
-    from keras_lpips.errors import InputError
-
-    if not folder.is_dir():
-        raise InputError(f"Not a folder: {folder}")
+    """`{file name: path}` of the images in `folder` (`files.image_files`, which refuses a non-folder)."""
     return {p.name: p for p in files.image_files(folder)}
 
 

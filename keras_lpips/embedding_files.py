@@ -8,7 +8,7 @@ An embed file holds, for images of one size:
 - `metric`: a JSON description of the metric (net, version, distance, layers, weight sources);
 - `fingerprint`: sha256 of that description and every weight's bytes. Embeddings are
   comparable only when their fingerprints are equal (`check_same_metric`);
-- `sha256` (written by `embed_folder`; `content_sha256`): the sha256 of each image file's bytes
+- `sha256` (written by `embed_folder`; `image_file_sha256`): the sha256 of each image file's bytes
   when it was embedded, (N,) hex strings: what a rerun compares to tell an unchanged image from a
   changed one. Files of older versions lack it: `nearest` reads them, `embed_folder` embeds their
   images again (with a note) rather than trust vectors it cannot match to the images;
@@ -31,6 +31,7 @@ from keras_lpips import files
 from keras_lpips.argument_checks import check_integer
 from keras_lpips.errors import DataError, InputError, WeightsError, reason
 from keras_lpips.images import MAX_PIXELS, read_images, stored_size
+from keras_lpips.weights.cache import sha256_of
 from keras_lpips.weights.npz_file import read_saved_npz
 
 FRAME, SHA256 = "frame", "sha256"  # the embed file's optional keys
@@ -44,7 +45,7 @@ KEYS = ("names", "vectors", "image_size", "metric", "fingerprint")
 class Embeddings:
     """The content of an embed file: `names` (list of str), `vectors` (N, D) float32,
     `image_size` (height, width), `metric` (dict), `fingerprint` (str), `frame` (the frame
-    read of multi-frame images, or None) and `sha256` (each image file's `content_sha256` when
+    read of multi-frame images, or None) and `sha256` (each image file's `image_file_sha256` when
     it was embedded, or None: embeddings of a folder in memory, files of older versions)."""
 
     names: list
@@ -94,13 +95,12 @@ def _summary(description):
 # --- folders ---------------------------------------------------------------------------------
 
 
-def image_names(folder):
-    """Paths of the image files (`files.IMAGE_SUFFIXES`) under `folder`, relative to it, sorted;
-    hidden files and folders (names starting with ".") are skipped."""
+def image_names(folder, required=False):
+    """Paths of the image files under `folder` (`files.image_files`: hidden files and folders
+    skipped; refused where `folder` is no folder, or with `required` holds no image), relative to
+    it with POSIX separators, sorted."""
     folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"Not a folder: {folder}")
-    return sorted(path.relative_to(folder).as_posix() for path in files.image_files(folder, recursive=True))
+    return sorted(path.relative_to(folder).as_posix() for path in files.image_files(folder, recursive=True, required=required))
 
 
 def image_groups(folder):
@@ -108,7 +108,7 @@ def image_groups(folder):
     (its images, `image_names`), or, without such subfolders, the folder's own images are one
     group named ".". A folder with both, or with neither, is refused (`InputError`)."""
     folder = pathlib.Path(folder)
-    names = image_names(folder)
+    names = listed_images(folder)
     own = [name for name in names if "/" not in name]
     groups = {}
     for name in names:
@@ -120,8 +120,6 @@ def image_groups(folder):
             f"{folder} holds both images and subfolders of images: keep the images of one set together, "
             f"in the folder itself or in one subfolder per set. Received: {own[0]} and {next(iter(groups))}/"
         )
-    if not own and not groups:
-        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
     return groups or {".": [folder / name for name in own]}
 
 
@@ -144,10 +142,7 @@ def embed_paths(metric, paths, image_size=None, resize=False, batch_size=32, pro
 
 def listed_images(folder):
     """`image_names(folder)`; `InputError` where there are none."""
-    names = image_names(folder)
-    if not names:
-        raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {folder}")
-    return names
+    return image_names(folder, required=True)
 
 
 def folder_embeddings(metric, folder, image_size=None, resize=False, progress=None, frame=None):
@@ -238,8 +233,9 @@ def _checked(path, data, key, ndim, kinds, expected):
     return array
 
 
-def content_sha256(path):
-    """The sha256 (hex) of an image file's bytes: what identifies its content in an embed file.
+def image_file_sha256(path):
+    """The sha256 (hex) of an image file's bytes (`weights.cache.sha256_of`): what identifies its
+    content in an embed file.
 
     The bytes, not the size and modification time: a stat is cheaper, but files replaced by
     copies that keep both (`cp -p`, `rsync -t`, archives with 1 s or 2 s times, images of one
@@ -248,14 +244,10 @@ def content_sha256(path):
     0.2-0.3 ms for a 64x64 PNG or JPEG, 0.9 ms against 16 ms for a 512x512 PNG), so a rerun that
     embeds nothing costs less than a tenth of a read of the folder. `DataError` where the file
     cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_of(path)
     except OSError as error:
         raise DataError(f"Cannot read image file {path}: {reason(error)}") from None
-    return digest.hexdigest()
 
 
 def counting_progress(progress, total):

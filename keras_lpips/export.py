@@ -51,11 +51,12 @@ import json
 import math
 from pathlib import Path
 
-from keras_lpips.argument_checks import check_integer
+# Light imports only (no numpy, no TensorFlow): the command line reads FORMATS and QUANTIZATIONS
+# for its --help.
 from keras_lpips.disk_space import check_disk_space
-from keras_lpips.errors import InputError, OutputError
-from keras_lpips.exported_metric import METADATA, ExportedMetric
-from keras_lpips.files import atomic_write, check_output, exists_message, replace_directory, scratch_directory
+from keras_lpips.errors import InputError
+from keras_lpips.exported_metric import METADATA, ExportedMetric, savedmodel_directory, served_description
+from keras_lpips.files import atomic_write, check_output, exists_message, output_error, replace_directory, scratch_directory
 
 # Signature name -> (input names, output names).
 SIGNATURES = {
@@ -69,6 +70,10 @@ BYTES_SIGNATURES = {
     "serving_bytes": (("img0", "img1"), ("distance",)),
     "rank_bytes": (("ref", "p0", "p1"), ("d0", "d1", "p1_preferred")),
 }
+# What `keras-lpips export --format` writes: a SavedModel folder, or the file of each other format,
+# named with its suffix (any case; `check_export_path`). ONNX: `keras_lpips.export_onnx`.
+FORMATS = ("savedmodel", "tflite", "onnx")
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 QUANTIZATIONS = ("none", "fp16", "dynamic")
 # The images every float signature takes, whatever the metric's own input_range.
 SERVED_RANGE = (0.0, 1.0)
@@ -79,6 +84,50 @@ STEPS = {"savedmodel": 1, "tflite": 2}
 GRAPH_BYTES = 2 * 10**6
 # TFLite weights' bytes per float32 weight byte, by `quantize`.
 QUANTIZED_SIZE = {"none": 1.0, "fp16": 0.5, "dynamic": 0.25}
+
+
+def check_export_options(format, quantize="none", model_version=None, max_pixels=None):
+    """What an export's options mean, checked before any work (the command line's too): `format`
+    one of `FORMATS`; `quantize` one of `QUANTIZATIONS`, other than "none" for tflite only;
+    `model_version` and `max_pixels` (None: not given) for savedmodel only. Returns the SavedModel
+    version (`model_version`, 1 by default).
+
+    Its `InputError`s, as `check_export_path`'s and `check_export_source`'s, write the arguments
+    `argument=`, which the command line rewrites to its flags."""
+    if format not in FORMATS:
+        raise InputError(f"format must be one of {', '.join(FORMATS)}. Received: format={format!r}")
+    if quantize not in QUANTIZATIONS:
+        raise InputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
+    if format != "tflite" and quantize != "none":
+        raise InputError(f"quantize= applies to format=tflite only. Received: format={format} quantize={quantize}")
+    if format != "savedmodel" and max_pixels is not None:
+        raise InputError(f"max_pixels= applies to format=savedmodel only (its bytes signatures). Received: format={format}")
+    if format != "savedmodel" and model_version is not None:
+        raise InputError(f"model_version= applies to format=savedmodel only (its version folder). Received: format={format}")
+    return 1 if model_version is None else model_version
+
+
+def check_export_path(format, out):
+    """`InputError` where the output `out` is not named as `format` writes it: a tflite or onnx
+    export is a file with its suffix (`SUFFIXES`, any case), a SavedModel a folder not named as
+    one of those files. Every export function checks its output with it, after `check_output`
+    (an input is never an output, whatever its name)."""
+    suffix = Path(out).suffix.lower()
+    if format in SUFFIXES and suffix != SUFFIXES[format]:
+        raise InputError(f"format={format} writes a {SUFFIXES[format]} file: name it {SUFFIXES[format]}. Received: out={out}")
+    named = [other for other, other_suffix in SUFFIXES.items() if suffix == other_suffix]
+    if format == "savedmodel" and named:
+        raise InputError(
+            f"format=savedmodel writes a folder, not a {SUFFIXES[named[0]]} file: pass format={named[0]} or a folder. Received: out={out}"
+        )
+
+
+def check_export_source(format, model):
+    """`InputError` where a SavedModel is to be exported from `model` (the path the metric is
+    loaded from, or None) that is a SavedModel already: it holds no Keras model to export as one
+    (tflite and onnx convert it as it is)."""
+    if format == "savedmodel" and model is not None and savedmodel_directory(model) is not None:
+        raise InputError(f"model={model} is already a SavedModel; copy its version folder, or pass a fit run or .keras file")
 
 
 def serving_functions(metric, max_pixels=None):
@@ -165,14 +214,18 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
     refuse an input of more than `max_pixels` pixels (None: `read_image`'s limit, 179 million,
     which a server may not have the memory to score: bound it to what it can).
 
-    Refuses (`InputError`) to replace an existing version unless `overwrite`, and a version
-    folder that appears while the export runs (another process's) likewise: nothing is ever
-    replaced silently. `progress`, if given, is called with 1 when the SavedModel is written.
+    Refuses (`InputError`) a `directory` named as a .tflite or .onnx file (`check_export_path`), to
+    replace an existing version unless `overwrite`, and a version folder that appears while the
+    export runs (another process's) likewise: nothing is ever replaced silently. `progress`, if
+    given, is called with 1 when the SavedModel is written.
     """
+    from keras_lpips.argument_checks import check_integer
+
     version = check_integer("version", version, 0, note="(a TF Serving version)")
     _checked_max_pixels(max_pixels)
     directory = Path(directory)
     check_output(directory, _inputs(metric), overwrite=True, kind="folder")  # holds the versions
+    check_export_path("savedmodel", directory)
     target = check_output(directory / str(version), _inputs(metric), overwrite, kind="folder")
     needed = estimate_export_bytes(metric, "savedmodel")
     check_disk_space(directory, needed, f"A SavedModel of {metric.net} LPIPS")
@@ -183,7 +236,7 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
             _save(metric, scratch / "model", max_pixels)
             _publish_version(scratch / "model", target, overwrite)
     except OSError as error:
-        raise OutputError(f"Cannot write to {directory}: {error.strerror or error}") from None
+        raise output_error(directory, error) from None
     if progress:
         progress(1)
     return target
@@ -207,16 +260,16 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
     Inputs have dynamic shapes (-1, -1, -1, 3): a signature runner resizes them
     to what it is given. `quantize`: "none" (float32), "fp16" (float16 weights,
     half the size) or "dynamic" (int8 weights, dynamic-range quantisation).
-    Refuses (`InputError`) to replace an existing file unless `overwrite`, and a file that
+    Refuses (`InputError`) a `path` not named .tflite (`check_export_path`), to replace an existing file unless `overwrite`, and a file that
     appears while the export runs (another process's) likewise, and never writes over the
     SavedModel it converts. `progress`, if given, is called with 1 after each of the two steps
     (tracing to a SavedModel, converting).
     """
-    if quantize not in QUANTIZATIONS:
-        raise InputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}. Received: quantize={quantize!r}")
+    check_export_options("tflite", quantize)
     import tensorflow as tf
 
     path = check_output(path, _inputs(metric), overwrite, kind="file", new_folders=True)
+    check_export_path("tflite", path)
     needed = estimate_export_bytes(metric, "tflite", quantize)
     check_disk_space(path.parent, needed, f"A TFLite export of {metric.net} LPIPS (quantize={quantize})")
     try:
@@ -235,7 +288,7 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
                 converter.target_spec.supported_types = [tf.float16]
             flatbuffer = converter.convert()
     except OSError as error:
-        raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
+        raise output_error(path, error) from None
     atomic_write(path, flatbuffer, as_input_error=True, overwrite=overwrite)  # a file that appeared meanwhile is refused
     if progress:
         progress(1)
@@ -266,6 +319,8 @@ def _inputs(metric):
 
 
 def _checked_max_pixels(max_pixels):
+    from keras_lpips.argument_checks import check_integer
+
     return check_integer("max_pixels", max_pixels, 1, allow_none=True, note="(pixels per input of a bytes request)")
 
 
@@ -278,14 +333,6 @@ def _save(metric, path, max_pixels=None):
     with traced_for_export():
         module, signatures = serving_functions(metric, max_pixels)
         tf.saved_model.save(module, str(path), signatures=signatures)
-    info = {
-        "keras_lpips": keras_lpips.__version__,
-        "net": metric.net,
-        "version": metric.version,
-        "distance": metric.distance,
-        "layers": metric.layers_kept,
-        "min_input_size": metric.min_input_size,
-        "input_range": [0.0, 1.0],
-    }
+    info = {"keras_lpips": keras_lpips.__version__, **served_description(metric), "input_range": list(SERVED_RANGE)}
     (Path(path) / METADATA).parent.mkdir(exist_ok=True)
     atomic_write(Path(path) / METADATA, json.dumps(info, indent=2) + "\n")

@@ -13,8 +13,8 @@ Example:
 >>> session.run(["distance"], {"img0": img0, "img1": img1})[0]     # (N,)
 """
 
-from keras_lpips.errors import InputError, OutputError
-from keras_lpips.files import atomic_write, check_output
+from keras_lpips.errors import InputError
+from keras_lpips.files import atomic_write, check_output, output_error
 
 # ONNX opset of the exported graph: onnxruntime 1.14 and later run it.
 OPSET = 17
@@ -37,23 +37,24 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
     """Writes `metric` (an `LPIPS`, or an `ExportedMetric` SavedModel) as an ONNX model at `path`
     and returns the path.
 
-    Refuses (`InputError`) to replace an existing file unless `overwrite` (or one that appears
-    while the export runs), to write over the SavedModel it converts, and where tf2onnx is not
-    installed (`converter`). `progress`, if given, is called with 1 after each of the two steps.
+    Refuses (`InputError`) a `path` not named .onnx (`keras_lpips.export.check_export_path`), to
+    replace an existing file unless `overwrite` (or one that appears while the export runs), to
+    write over the SavedModel it converts, and where tf2onnx is not installed (`converter`). `progress`, if given, is called with 1 after each of the two steps.
     """
     tf2onnx = converter()
     import tensorflow as tf
 
     from keras_lpips import keras_compat
-    from keras_lpips.export import serving_functions
+    from keras_lpips.export import check_export_path, serving_functions
     from keras_lpips.exported_metric import ExportedMetric
     from keras_lpips.inputs import traced_for_export
 
     path = check_output(path, (metric.directory,) if isinstance(metric, ExportedMetric) else (), overwrite, kind="file", new_folders=True)
+    check_export_path("onnx", path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # as export_tflite
     except OSError as error:
-        raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
+        raise output_error(path, error) from None
     image = keras_compat.image_batch_spec()
     if isinstance(metric, ExportedMetric):  # already traced: convert its serving_default signature
         loaded = tf.saved_model.load(str(metric.directory))  # held: it owns the variables

@@ -1,21 +1,33 @@
 """A SavedModel that `keras_lpips.export.export_savedmodel` wrote, read back: its version
-directory (`savedmodel_directory`, as TF Serving picks it), its metadata (`parse_metadata`) and
-the metric it serves (`load_savedmodel` -> `ExportedMetric`, called like an `LPIPS`)."""
+directory (`savedmodel_directory`, as TF Serving picks it), its metadata (`parse_metadata`; what
+every served form records of a metric: `served_description`) and the metric it serves
+(`load_savedmodel` -> `ExportedMetric`, called like an `LPIPS`)."""
 
 import json
 from pathlib import Path
 
-from keras_lpips.argument_checks import is_integer
 from keras_lpips.errors import DataError, InputError, reason
 from keras_lpips.files import read_bounded
 
-# Where an export keeps its description (net, version, distance, layers, smallest image side),
-# which TF Serving and the SavedModel loaders ignore; the largest such file read (an export
-# writes about 200 bytes).
+# Where an export keeps its description (`served_description`, with keras-lpips' version and the
+# served input range), which TF Serving and the SavedModel loaders ignore; the largest such file
+# read (an export writes about 200 bytes).
 METADATA = Path("assets.extra") / "keras_lpips.json"
 METADATA_BYTES = 10**5
 # The signatures `ExportedMetric` calls: exports from before "embed" or the bytes signatures load too.
 REQUIRED = ("serving_default", "rank", "spatial")
+
+
+def served_description(metric):
+    """What every served form of the `LPIPS` `metric` records about it, read back as the served
+    metric's attributes (`ExportedMetric`, `litert_metric.LiteRTMetric`): net, version, distance,
+    layers (those kept, `layers_kept`) and min_input_size. An export's METADATA and a LiteRT
+    conversion's record add their own fields to it."""
+    return {
+        "net": metric.net, "version": metric.version, "distance": metric.distance,
+        "layers": metric.layers_kept, "min_input_size": metric.min_input_size,
+    }  # fmt: skip
+
 
 def savedmodel_directory(path):
     """The SavedModel directory `path` names: `path` itself when it holds saved_model.pb, else
@@ -142,7 +154,10 @@ class ExportedMetric:
 
 def parse_metadata(data, path):
     """An export's METADATA file, the bytes `data` of `path`, as a dict: `DataError` when it is
-    not a JSON object, or when a field `ExportedMetric` reads has another type than `_save` writes."""
+    not a JSON object, or when a field `ExportedMetric` reads has another type than
+    `served_description` gives."""
+    from keras_lpips.argument_checks import is_integer  # numpy: not at import (`keras_lpips.export`'s)
+
     try:
         info = json.loads(data)
     except (ValueError, RecursionError) as error:  # not JSON or not UTF-8; nested too deep

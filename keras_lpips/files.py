@@ -42,16 +42,21 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 TF_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def image_files(folder, recursive=False):
+def image_files(folder, recursive=False, required=False):
     """The image files (`IMAGE_SUFFIXES`, any case) in `folder` (`recursive`: under it), sorted:
     regular files only (or links to them), hidden names (".name", macOS' "._name") and what is
-    under hidden folders skipped. The one listing every command that reads a folder uses."""
+    under hidden folders skipped. The one listing every command that reads a folder uses, and
+    its refusals (`InputError`): `folder` not a folder, and with `required` no image in it."""
     folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"Not a folder: {folder}")
     found = []
     for path in folder.rglob("*") if recursive else folder.iterdir():
         relative = path.relative_to(folder)
         if path.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in relative.parts) and path.is_file():
             found.append(path)
+    if required and not found:
+        raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
     return sorted(found)
 
 
@@ -109,11 +114,16 @@ def exists_message(path):
     return f"{path} already exists; pass overwrite=True to replace it"
 
 
+def output_error(path, error):
+    """The `OutputError` every writer raises where the system refused to write its output `path`
+    (a file or a folder) with the OSError `error`: "Cannot write PATH: reason"."""
+    return OutputError(f"Cannot write {path}: {reason(error)}")
+
+
 @contextlib.contextmanager
 def _reported(path, as_input_error):
-    """With `as_input_error`, an OSError becomes `OutputError("Cannot write PATH: reason")` (an
-    `InputError`), and an output that appeared meanwhile (`overwrite=False`)
-    `InputError(exists_message(PATH))`."""
+    """With `as_input_error`, an OSError becomes `output_error(PATH, error)` (an `InputError`), and
+    an output that appeared meanwhile (`overwrite=False`) `InputError(exists_message(PATH))`."""
     if not as_input_error:
         yield
         return
@@ -122,7 +132,7 @@ def _reported(path, as_input_error):
     except FileExistsError:
         raise InputError(exists_message(path)) from None
     except OSError as error:
-        raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
+        raise output_error(path, error) from None
 
 
 def check_output(path, inputs=(), overwrite=False, kind=None, new_folders=False):

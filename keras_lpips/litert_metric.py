@@ -37,13 +37,13 @@ LITERT_MAX_PIXELS = 3 * 1024 * 1024
 def official_config(spec):
     """The `LPIPS` arguments of `spec` (a `keras_lpips.resolve.MetricSpec`) when LiteRT can serve
     it (no `model`, pinned ImageNet backbone, shipped linear weights or cosine), else None."""
-    from keras_lpips.presets import NET_ALIASES
+    from keras_lpips.presets import canonical_net
     from keras_lpips.weights.sources import IMAGENET_FEATURES_SHA256, LIN_SHA256
 
     config = spec.lpips_config()
     if config is None:
         return None
-    config = {"layers": None, **config, "net": NET_ALIASES.get(str(config["net"]).lower()), "version": str(config["version"])}
+    config = {"layers": None, **config, "net": canonical_net(config["net"]), "version": str(config["version"])}
     if config["backbone_weights"] != "imagenet" or IMAGENET_FEATURES_SHA256.get(config["net"]) is None:
         return None
     if config["distance"] != "cosine" and f"{config['lin_weights']}/{config['net']}.npz" not in LIN_SHA256:
@@ -157,6 +157,7 @@ def _convert(config, model, record, report=None):
     then its `record`; `report` says so once its weights are read (the conversion then takes
     10-30 s). The caller holds the lock on `model`."""
     from keras_lpips.export import export_tflite
+    from keras_lpips.exported_metric import served_description
     from keras_lpips.files import atomic_write
     from keras_lpips.model import LPIPS
 
@@ -165,12 +166,7 @@ def _convert(config, model, record, report=None):
         report(f"preparing the LiteRT scorer for {config['net']} v{config['version']} once (about 20 s) ...")
     record.unlink(missing_ok=True)  # no record describes a file being replaced
     export_tflite(metric, model, quantize="none", overwrite=True)
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    info = {
-        "sha256": digest,
-        "net": metric.net, "version": metric.version, "distance": metric.distance,
-        "layers": metric.layers_kept, "min_input_size": metric.min_input_size,
-    }  # fmt: skip
+    info = {"sha256": hashlib.sha256(model.read_bytes()).hexdigest(), **served_description(metric)}
     atomic_write(record, json.dumps(info, indent=2) + "\n")
 
 
@@ -179,7 +175,8 @@ class LiteRTMetric:
 
     `metric([img0, img1])` runs the `serving_default` signature, `spatial_map` the `spatial` one.
     Attributes as `keras_lpips.exported_metric.ExportedMetric`: `net`, `version`, `distance`,
-    `layers_kept`, `min_input_size` and `input_range` (always (0, 1))."""
+    `layers_kept`, `min_input_size` (its record's `served_description`) and `input_range` (always
+    (0, 1))."""
 
     input_range = (0.0, 1.0)
 

@@ -6,8 +6,7 @@ The files the program reads back (run.json, checkpoints, export metadata) keep e
 import json
 import pathlib
 
-from keras_lpips.errors import InputError, OutputError
-from keras_lpips.files import atomic_write, exists_message
+from keras_lpips.files import atomic_write
 
 
 def results_markdown(results):
@@ -55,16 +54,9 @@ def float32_values(value):
 
 
 def write_results(results, path, overwrite=True):
-    """Writes `evaluate_run`'s results as JSON (.json, `dumps`) or markdown (anything else); without
-    `overwrite`, an existing `path` (one that appears while writing included) is an `InputError`."""
+    """Writes `evaluate_run`'s results as JSON (.json, `dumps`) or markdown (anything else) and
+    returns `path`; a missing folder, and without `overwrite` an existing `path` (one that appears
+    while writing included), is an `InputError`, a failed write an `OutputError` (`atomic_write`)."""
     path = pathlib.Path(path)
     text = dumps(results) + "\n" if path.suffix == ".json" else results_markdown(results)
-    if not path.parent.is_dir():
-        raise InputError(f"Output folder does not exist: {path.parent}")
-    try:
-        atomic_write(path, text, overwrite=overwrite)
-    except FileExistsError:
-        raise InputError(exists_message(path)) from None
-    except OSError as error:
-        raise OutputError(f"Cannot write {path}: {error.strerror or error}") from None
-    return path
+    return atomic_write(path, text, as_input_error=True, overwrite=overwrite)

@@ -26,7 +26,7 @@ from keras_lpips.disk_space import reporting_disk_full
 from keras_lpips.embedding_files import (
     Embeddings,
     check_same_metric,
-    content_sha256,
+    image_file_sha256,
     counting_progress,
     describe_metric,
     embed_paths,
@@ -64,7 +64,7 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
 
     The vectors already in `out` or in its parts folder (embedded by the same metric, and of the
     same `frame` where they hold a multi-frame image: otherwise `InputError`) are kept where their
-    image's bytes are unchanged (`content_sha256`, read before the image is embedded, so that an
+    image's bytes are unchanged (`image_file_sha256`, read before the image is embedded, so that an
     image changed meanwhile is embedded again next time); the others are embedded again, and
     names no longer in `folder` dropped. `overwrite=True` keeps nothing: every image is embedded
     anew (the parts an earlier run left are deleted first; `out` is replaced once the new file is
@@ -111,7 +111,7 @@ def _embed_folder(metric, folder, out, names, resize, chunk, batch_size, progres
     if overwrite:
         _delete_parts(parts)
     earlier = {} if overwrite else _earlier_embeddings(out, parts, (description, fingerprint), frame)
-    content = {name: content_sha256(folder / name) for name in names}
+    content = {name: image_file_sha256(folder / name) for name in names}
     vectors = _unchanged(earlier.values(), content)
     todo = [name for name in names if name not in vectors]
     dropped = len({name for previous in earlier.values() for name in previous.names} - set(names))

@@ -447,8 +447,8 @@ def test_an_output_below_a_file_is_refused_before_any_work(tmp_path):
             with pytest.raises(InputError, match=refused(path)):
                 export_tflite(None, path, overwrite=overwrite)  # no metric: refused before it is used
         if importlib.util.find_spec("tf2onnx"):
-            with pytest.raises(InputError, match=refused(path)):
-                export_onnx(None, path)
+            with pytest.raises(InputError, match=refused(path.with_suffix(".onnx"))):
+                export_onnx(None, path.with_suffix(".onnx"))
         for kind in ("file", "folder", None):
             with pytest.raises(InputError, match=refused(path)):
                 check_output(path, kind=kind)
@@ -478,6 +478,62 @@ def test_savedmodel_version_and_max_pixels_may_be_numpy_integers(tmp_path, monke
 def test_tflite_quantize_must_be_known(tmp_path):
     with pytest.raises(InputError, match="quantize must be one of none, fp16, dynamic"):
         export_tflite(None, tmp_path / "lpips.tflite", quantize="int4")
+
+
+def test_exports_refuse_an_output_not_named_as_their_format_before_any_work(tmp_path):
+    """The library decides what an export's output is called, from Python as from the command
+    line (`check_export_path`): a .tflite file, a .onnx file (any case), a SavedModel folder not
+    named as one of those files. No metric is used: refused before it is."""
+    from keras_lpips.export_onnx import export_onnx
+
+    refusals = [
+        (lambda: export_tflite(None, tmp_path / "m.onnx"), f"format=tflite writes a .tflite file: name it .tflite. Received: out={tmp_path / 'm.onnx'}"),
+        (lambda: export_tflite(None, tmp_path / "m"), f"format=tflite writes a .tflite file: name it .tflite. Received: out={tmp_path / 'm'}"),
+        (lambda: export_onnx(None, tmp_path / "m.tflite"), f"format=onnx writes a .onnx file: name it .onnx. Received: out={tmp_path / 'm.tflite'}"),
+        (lambda: export_savedmodel(None, tmp_path / "m.TFLite"),
+         f"format=savedmodel writes a folder, not a .tflite file: pass format=tflite or a folder. Received: out={tmp_path / 'm.TFLite'}"),
+    ]  # fmt: skip
+    for export, message in refusals:
+        with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+            export()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_options_apply_to_their_format_only():
+    """`check_export_options` and `check_export_path`, the command's checks: each option of one
+    format refused with another, in the words the command line rewrites to its flags."""
+    from keras_lpips.export import check_export_options, check_export_path
+
+    assert check_export_options("savedmodel") == 1
+    assert check_export_options("savedmodel", model_version=3, max_pixels=4096) == 3
+    assert check_export_options("tflite", quantize="fp16") == 1
+    refusals = [
+        (("savedmodel", "fp16"), "quantize= applies to format=tflite only. Received: format=savedmodel quantize=fp16"),
+        (("onnx", "dynamic"), "quantize= applies to format=tflite only. Received: format=onnx quantize=dynamic"),
+        (("tflite", "none", None, 10), "max_pixels= applies to format=savedmodel only (its bytes signatures). Received: format=tflite"),
+        (("onnx", "none", 1), "model_version= applies to format=savedmodel only (its version folder). Received: format=onnx"),
+        (("torchscript",), "format must be one of savedmodel, tflite, onnx. Received: format='torchscript'"),
+        (("tflite", "int4"), "quantize must be one of none, fp16, dynamic. Received: quantize='int4'"),
+    ]  # fmt: skip
+    for args, message in refusals:
+        with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+            check_export_options(*args)
+    check_export_path("tflite", "m.TFLITE")
+    message = "format=savedmodel writes a folder, not a .onnx file: pass format=onnx or a folder. Received: out=m.onnx"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        check_export_path("savedmodel", "m.onnx")
+
+
+def test_export_refuses_a_model_that_is_a_savedmodel_already(tmp_path):
+    from keras_lpips.export import check_export_source
+
+    (tmp_path / "sm" / "1").mkdir(parents=True)
+    (tmp_path / "sm" / "1" / "saved_model.pb").write_bytes(b"")
+    message = f"model={tmp_path / 'sm'} is already a SavedModel; copy its version folder, or pass a fit run or .keras file"
+    with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+        check_export_source("savedmodel", tmp_path / "sm")
+    check_export_source("tflite", tmp_path / "sm")  # converted as it is
+    check_export_source("savedmodel", None)
 
 
 def test_cli_exports_a_keras_file_as_savedmodel(tmp_path):

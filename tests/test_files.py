@@ -4,6 +4,7 @@ and the weight cache's paths."""
 import errno
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -356,6 +357,26 @@ def test_every_folder_listing_skips_hidden_files_and_what_is_not_a_file(tmp_path
     assert sorted(folders._images_in(tmp_path)) == ["a.png", "b.gif"]
     assert image_names(tmp_path) == ["a.png", "b.gif", "deep/e.jpg", "sub.png/d.png"]
     assert [p.relative_to(tmp_path).as_posix() for p in Folder(tmp_path).paths] == image_names(tmp_path)
+
+
+def test_every_folder_listing_refuses_alike(tmp_path):
+    """pairs/matrix, embed/nearest/diversity and synth refuse a path that is no folder, and (where
+    they need one) a folder without images, in the same words: `files.image_files`."""
+    from keras_lpips.cli import folders
+    from keras_lpips.data.synth_patches import Folder
+    from keras_lpips.embedding_files import image_groups, listed_images
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a.png").write_bytes(b"")
+    for path in (tmp_path / "a.png", tmp_path / "nowhere"):
+        for listing in (folders._images_in, listed_images, image_groups, Folder, files.image_files):
+            with pytest.raises(InputError, match=f"^{re.escape(f'Not a folder: {path}')}$"):
+                listing(path)
+    none = f"No images ({', '.join(files.IMAGE_SUFFIXES)}) under {tmp_path / 'empty'}"
+    for listing in (listed_images, image_groups, Folder, lambda folder: files.image_files(folder, required=True)):
+        with pytest.raises(InputError, match=f"^{re.escape(none)}$"):
+            listing(tmp_path / "empty")
+    assert folders._images_in(tmp_path / "empty") == {} and files.image_files(tmp_path / "empty") == []
 
 
 def test_synth_reads_files_image_suffixes(tmp_path, monkeypatch):

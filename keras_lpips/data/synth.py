@@ -35,7 +35,7 @@ from keras_lpips import disk_space, files
 from keras_lpips.argument_checks import check_integer
 from keras_lpips.data.distortions import FAMILIES, distort, preference_probability, proxy_distance, same_probability
 from keras_lpips.data.synth_patches import Folder, procedural_patch
-from keras_lpips.errors import InputError, OutputError
+from keras_lpips.errors import InputError
 
 RATERS_2AFC = 5
 RATERS_JND = 3
@@ -215,6 +215,6 @@ def synthesize(out, n_train, n_val, images=None, seed=0, n_jnd=None, progress=No
         if disk_space.disk_full_reason(error):
             raise disk_space.disk_full_error(out, needed, disk_space.disk_full_reason(error)) from None
         if isinstance(error, OSError):  # the source images' errors are InputErrors already: this is the output
-            raise OutputError(f"Cannot write to {out}: {error.strerror or error}") from None
+            raise files.output_error(out, error) from None
         raise
     return out

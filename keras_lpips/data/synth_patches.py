@@ -92,11 +92,7 @@ class Folder:
 
     def __init__(self, folder):
         folder = pathlib.Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"Image folder {folder} is not a directory")
-        self.paths = files.image_files(folder, recursive=True)
-        if not self.paths:
-            raise InputError(f"No images ({', '.join(files.IMAGE_SUFFIXES)}) in {folder}")
+        self.paths = files.image_files(folder, recursive=True, required=True)
         self.folder = folder
         self._load = functools.lru_cache(maxsize=256)(self._read)
 
