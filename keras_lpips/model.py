@@ -62,8 +62,9 @@ class LPIPS(keras.Model):
         precision: "float32" (default), or "bf16": the backbone computes in bfloat16
             (weights stay float32) while scaling, normalisation, heads and distances stay
             float32. It pays off only on hardware with bfloat16 units; distances then carry
-            bfloat16 rounding (measured: at most 6e-4 absolute against float32). Parity with
-            the reference (1e-5) holds for "float32" only.
+            bfloat16 rounding (measured: 2e-3 to 4e-3 of the distance, up to 3.5e-3 absolute
+            on saturated pairs; docs/exactness.md). Parity with the reference (1e-5) holds
+            for "float32" only.
         train_backbone: whether the backbone's weights train with the linear heads (the
             trainer's tune and scratch modes, a model fine-tuning the metric); False (the
             default) freezes it, as the reference's (pnet_tune=False).
@@ -72,8 +73,9 @@ class LPIPS(keras.Model):
     "mixed_bfloat16", set before building), the scaling and the backbone compute in half
     precision, while the normalisation, the linear heads and so the distances stay float32
     (measured on the CPU: within 2e-3 relative of float32 in float16 and 2e-2 in bfloat16 on
-    pairs of noise sd 0.05 and more; on closer pairs, d ~ 1e-3, up to 4e-3 and 5e-2 relative,
-    a few 1e-5 absolute: tests/test_mixed_precision.py; `benchmarks/gpu.py` measures it on a GPU).
+    pairs of noise sd 0.05 and more; on closer pairs, d ~ 1e-3, up to 4e-3 and 5e-2 relative;
+    on near-identical ones up to 6e-7 and 3.4e-5 absolute: docs/exactness.md#half-precision;
+    `benchmarks/gpu.py` measures it on a GPU).
 
     The backbone is frozen unless `train_backbone` (`metric.backbone.trainable`), as the
     reference's is by default: a model that holds the metric trains at most its linear heads

@@ -5,8 +5,8 @@ other backends, each in a fresh interpreter (the backend is fixed per process):
 
     KERAS_BACKEND=jax python tests/mixed_precision_check.py alex    # prints one JSON line
 
-Seeded backbones (no download), the shipped v0.1 linear weights, six 64x64 pairs: one identical,
-two random, three near (noise sd 0.05).
+Seeded backbones (no download), the shipped v0.1 linear weights, eight 64x64 pairs: one identical,
+two random, three near (noise sd 0.05), two saturated (+1 against -1; a +-1 checkerboard against +1).
 """
 
 import json
@@ -19,10 +19,13 @@ POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 def image_pairs():
     rng = np.random.default_rng(7)
-    x0 = rng.uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
-    x1 = rng.uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
+    x0 = rng.uniform(-1, 1, (8, 64, 64, 3)).astype(np.float32)
+    x1 = rng.uniform(-1, 1, (8, 64, 64, 3)).astype(np.float32)
     x1[0] = x0[0]
-    x1[3:] = np.clip(x0[3:] + 0.05 * rng.standard_normal(x0[3:].shape), -1, 1)
+    x1[3:6] = np.clip(x0[3:6] + 0.05 * rng.standard_normal(x0[3:6].shape), -1, 1)
+    # Saturated: all +1 against all -1, a +-1 checkerboard against a constant +1.
+    x0[6], x1[6] = 1.0, -1.0
+    x0[7], x1[7] = np.where(np.add.outer(np.arange(64), np.arange(64))[..., None] % 2 == 0, 1.0, -1.0), 1.0
     return x0, x1
 
 
