@@ -635,3 +635,22 @@ def test_an_untrained_backbone_without_a_seed_is_rebuilt_from_its_config(rng):
     np.testing.assert_array_equal(np.asarray(clone(images)), np.asarray(metric(images)))
     other = LPIPS(net="alex", backbone_weights=None, lin_weights=None, input_range=(0, 1))
     assert not np.allclose(np.asarray(other(images)), np.asarray(metric(images)))
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_a_channels_first_process_builds_loads_and_scores_nhwc_images(net, rng, tmp_path):
+    """keras.config.set_image_data_format("channels_first") (code ported from PyTorch) leaves the
+    metric as it is: it builds, scores NHWC images as in a channels-last process, and a saved
+    metric loads; the process keeps its format."""
+    pair = [random_images(rng, 2, 48, low=0.0), random_images(rng, 2, 48, low=0.0)]
+    want = np.asarray(LPIPS(net=net, backbone_weights=None, seed=0, input_range=(0, 1))(pair))
+    keras.config.set_image_data_format("channels_first")
+    try:
+        metric = LPIPS(net=net, backbone_weights=None, seed=0, input_range=(0, 1))
+        np.testing.assert_allclose(np.asarray(metric(pair)), want, rtol=1e-5, atol=1e-7)
+        metric.save(tmp_path / "m.keras")
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
+        np.testing.assert_allclose(np.asarray(loaded(pair)), want, rtol=1e-5, atol=1e-7)
+        assert keras.config.image_data_format() == "channels_first"
+    finally:
+        keras.config.set_image_data_format("channels_last")

@@ -7,9 +7,30 @@ weights come from is data in `keras_lpips.weights.sources`.
 """
 
 import dataclasses
+import functools
+
+import keras
 
 from keras_lpips.backbones import alexnet, squeezenet, vgg16
 from keras_lpips.presets import canonical_net
+
+
+def _channels_last(build):
+    """`build`, a backbone builder, run with Keras' image data format set to "channels_last" (the
+    previous one restored after): the layers it makes record that format, so the backbone takes
+    NHWC images in a process set to "channels_first" too (code ported from PyTorch), where
+    they would otherwise convolve and pool over the wrong axes, or not build at all."""
+
+    @functools.wraps(build)
+    def built(*args, **kwargs):
+        previous = keras.config.image_data_format()
+        keras.config.set_image_data_format("channels_last")
+        try:
+            return build(*args, **kwargs)
+        finally:
+            keras.config.set_image_data_format(previous)
+
+    return built
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,13 +45,13 @@ class BackboneSpec:
 
 BACKBONES = {
     "alex": BackboneSpec(
-        "alex", alexnet.alexnet_backbone, alexnet.TAPS, alexnet.CHANNELS, alexnet.MIN_INPUT_SIZE, alexnet.TORCHVISION_NAMES,
+        "alex", _channels_last(alexnet.alexnet_backbone), alexnet.TAPS, alexnet.CHANNELS, alexnet.MIN_INPUT_SIZE, alexnet.TORCHVISION_NAMES,
     ),
     "vgg": BackboneSpec(
-        "vgg", vgg16.vgg16_backbone, vgg16.TAPS, vgg16.CHANNELS, vgg16.MIN_INPUT_SIZE, vgg16.TORCHVISION_NAMES,
+        "vgg", _channels_last(vgg16.vgg16_backbone), vgg16.TAPS, vgg16.CHANNELS, vgg16.MIN_INPUT_SIZE, vgg16.TORCHVISION_NAMES,
     ),
     "squeeze": BackboneSpec(
-        "squeeze", squeezenet.squeezenet_backbone, squeezenet.TAPS, squeezenet.CHANNELS,
+        "squeeze", _channels_last(squeezenet.squeezenet_backbone), squeezenet.TAPS, squeezenet.CHANNELS,
         squeezenet.MIN_INPUT_SIZE, squeezenet.TORCHVISION_NAMES,
     ),
 }  # fmt: skip

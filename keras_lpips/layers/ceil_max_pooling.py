@@ -25,7 +25,7 @@ class CeilMaxPooling2D(keras.layers.Layer):
     def call(self, x):
         extra = self.strides - 1
         x = ops.pad(x, ((0, 0), (0, extra), (0, extra), (0, 0)), constant_values=float("-inf"))
-        return ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+        return ops.max_pool(x, self.pool_size, self.strides, padding="valid", data_format="channels_last")
 
     def compute_output_shape(self, input_shape):
         def size(n):
