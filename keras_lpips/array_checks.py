@@ -55,6 +55,12 @@ def check_shapes(shapes, min_size, names=NAMES):
     each agrees with the first where both are known (None: a side unknown while tracing); the
     messages call them `names`."""
     for name, shape in zip(names, shapes):
+        if len(shape) == 4 and shape[-1] is None:
+            raise InputError(
+                f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received {name} of shape {tuple(shape)}: "
+                "its channels are unknown while tracing; decode with channels=3 (tf.io.decode_png(data, channels=3)) "
+                "or fix them with tf.ensure_shape"
+            )
         if len(shape) != 4 or shape[-1] != 3:
             raise InputError(f"Expected images of shape (N, H, W, 3) (RGB, channels last). Received {name} of shape {tuple(shape)}")
         check_static_size(shape, min_size)

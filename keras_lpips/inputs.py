@@ -37,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from keras_lpips.array_checks import (
-    NAMES, check_extremes, check_is_pair, check_not_empty, check_shapes, check_static_size, check_values, range_bounds,
+    NAMES, check_extremes, check_is_pair, check_shapes, check_static_size, check_values, range_bounds,
     values_advice,
 )
 from keras_lpips.errors import InputError, reason
@@ -63,6 +63,8 @@ def check_images(images, input_range, min_size, names, fixed_range=False):
     if _traced_by_jax(tensors) or _compiled_by_torch():
         return _nan_unless_within(tensors, input_range)
     for name, image, x in zip(names, images, tensors):
+        if static_shape(x)[0] == 0:
+            continue  # an empty batch: no values to check, no distances to give
         if isinstance(image, np.ndarray):  # already on the host: checked as it is, no round trip
             check_values(image, input_range, name, fixed_range)
         elif _read_by_numpy(x):
@@ -147,6 +149,13 @@ def as_image_batch(x, name="images"):
     if x is None or isinstance(x, (str, bytes, os.PathLike)):
         hint = "; read image files with keras_lpips.images.read_image" if x is not None else ""
         raise InputError(f"{name} must be an (N, H, W, 3) array or tensor of pixel values{hint}. Received: {x!r:.100}")
+    kind = _not_dense(x)
+    if kind:
+        raise InputError(
+            f"{name} must be a dense (N, H, W, 3) array or tensor. Received: a {kind} tensor ({type(x).__name__}); "
+            "make it dense first (a ragged batch of images of one size: .to_tensor(); a sparse one: "
+            "tf.sparse.to_dense or .to_dense())"
+        )
     if not hasattr(x, "dtype"):  # Python lists and numbers
         try:
             x = np.asarray(x, dtype=np.float32)
@@ -161,6 +170,14 @@ def as_image_batch(x, name="images"):
             f"{name} must hold real pixel values (a float or integer dtype). Received: {type(x).__name__} of dtype {dtype}"
         )
     return x
+
+
+def _not_dense(x):
+    """"ragged" or "sparse" where `x` is such a tensor (TensorFlow's `RaggedTensor` and
+    `SparseTensor`, a torch sparse tensor, JAX's BCOO/BCSR), else None: the network takes dense
+    images, and their values could not be checked."""
+    kind = {"RaggedTensor": "ragged", "SparseTensor": "sparse", "BCOO": "sparse", "BCSR": "sparse"}.get(type(x).__name__)
+    return kind or ("sparse" if getattr(x, "is_sparse", False) is True else None)
 
 
 def check_sample_weight(sample_weight, images):
@@ -202,9 +219,8 @@ def _concrete(x):
 def _check_on_device(x, input_range, name, fixed_range=False):
     """`check_values` for an eager torch or JAX tensor, without copying its images to the host
     (on a GPU, a copy of the whole batch on each call: each training step with `LPIPSLoss`):
-    emptiness from its shape; min, max and sum reduced where it lies, and only those three
-    scalars brought back, in one transfer."""
-    check_not_empty(static_shape(x), name)
+    min, max and sum reduced where it lies, and only those three scalars brought back, in one
+    transfer."""
     x = ops.stop_gradient(x)  # no autograd record of the checks
     lo, hi, total = (float(v) for v in ops.convert_to_numpy(ops.stack(_extremes(x))))
     # The sum is NaN or inf where a value is (min and max need not propagate NaN on every
@@ -260,9 +276,13 @@ def _nan_unless_within(pair, input_range):
     least, greatest = range_bounds(input_range)
     passed = None
     for x in pair:
+        if static_shape(x)[0] == 0:
+            continue  # an empty batch (torch cannot reduce it), whose distances are empty
         lo, hi, total = _extremes(x)
         ok = ops.isfinite(total) & (lo >= least) & (hi <= greatest)
         passed = ok if passed is None else passed & ok
+    if passed is None:
+        return pair
     guard = ops.where(passed, 0.0, float("nan"))
     return [x + guard for x in pair]
 
@@ -285,7 +305,7 @@ def _graph_checked(pair, input_range, min_size, names, fixed_range=False):
     outside = values_advice(input_range, fixed_range)
     checks = _shape_checks(pair, names, min_size)
     for name, x in zip(names, pair):
-        checks += _value_checks(name, x, _within(x, input_range), outside)
+        checks += _value_checks(name, x, _within(x, input_range), outside, empty_ok=True)
     return _asserted(pair, checks)
 
 
@@ -340,13 +360,17 @@ def _shape_checks(images, names, min_size):
     return checks
 
 
-def _value_checks(name, x, ok, outside):
-    """The checks of one image's values, `(ok, make_message)` pairs: not empty, and `ok` (a bool,
-    or one per item: `_within`), else "NAME has values in [lo, hi]" then `outside`, or NaN/inf."""
+def _value_checks(name, x, ok, outside, empty_ok=False):
+    """The checks of one image's values, `(ok, make_message)` pairs: not empty (unless
+    `empty_ok`: the metric gives an empty batch, a replica's share of a short last batch under a
+    `tf.distribute` strategy, empty distances; an export's client is told), and `ok` (a bool, or
+    one per item: `_within`, true for an empty tensor), else "NAME has values in [lo, hi]" then
+    `outside`, or NaN/inf."""
     import tensorflow as tf
 
     shape = tf.shape(x)
-    return [(tf.reduce_prod(shape) > 0, _empty_message(name, shape)), (tf.reduce_all(ok), _values_message(name, x, outside))]
+    values = [(tf.reduce_all(ok), _values_message(name, x, outside))]
+    return values if empty_ok else [(tf.reduce_prod(shape) > 0, _empty_message(name, shape)), *values]
 
 
 def _within(x, input_range, axis=None):

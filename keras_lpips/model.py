@@ -21,7 +21,7 @@ from keras_lpips.argument_checks import check_integer, check_seed, is_number
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError, reason
 from keras_lpips.array_checks import NAMES, check_static_size
-from keras_lpips.inputs import check_image_pair, check_images, checked_size
+from keras_lpips.inputs import check_image_pair, check_images, checked_size, static_shape
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
 from keras_lpips.weights.loading import restore_weights, sources_deferred
 from keras_lpips.weights.sources import OFFICIAL, official_lin_weights
@@ -189,7 +189,12 @@ class LPIPS(keras.Model):
     def features(self, images, training=None):
         """f_l: unit-normalised backbone features of a batch, one (N, h_l, w_l, C_l) tensor per
         kept layer. Computed once per image, they serve every comparison it takes part in.
-        Images smaller than `min_input_size` are refused (`inputs.checked_size`), never run."""
+        Images smaller than `min_input_size` are refused (`inputs.checked_size`), never run; an
+        empty batch of known size gives empty features without running it (TensorFlow's oneDNN
+        convolutions on a CPU fail on one)."""
+        count, height, width, _ = static_shape(images)
+        if count == 0 and height is not None and width is not None:
+            return [ops.zeros((0, *shape), "float32") for shape in self.feature_shapes(height, width)]
         features = self.backbone(self.scaling(checked_size(images, self.min_input_size)), training=training)
         if not isinstance(features, (list, tuple)):  # a functional model with one output returns it bare
             features = [features]
@@ -324,7 +329,8 @@ class LPIPS(keras.Model):
         for f, scale in zip(features, scales):
             shape = ops.shape(f)
             f = f if scale is None else f * scale
-            parts.append(ops.reshape(f / ops.sqrt(ops.cast(shape[1] * shape[2], f.dtype)), (shape[0], -1)))
+            size = shape[1] * shape[2] * shape[3]  # not -1: an empty batch leaves that unknown
+            parts.append(ops.reshape(f / ops.sqrt(ops.cast(shape[1] * shape[2], f.dtype)), (shape[0], size)))
         return ops.concatenate(parts, axis=-1)
 
     def feature_shapes(self, height, width):
@@ -384,8 +390,9 @@ class LPIPS(keras.Model):
 
     def _compiled_call_applies(self, pair, kwargs):
         """Whether an eager call may take the traced inference function: TensorFlow backend, eager
-        tensors, no distribution strategy, and inference for certain (training=False given, or no
-        dropout for a surrounding layer's training flag to switch on)."""
+        tensors, not an empty batch (whose size the traced function would not see: `features`),
+        no distribution strategy, and inference for certain (training=False given, or no dropout
+        for a surrounding layer's training flag to switch on)."""
         if keras.backend.backend() != "tensorflow" or set(kwargs) - {"training"} or kwargs.get("training"):
             return False
         if self.dropout and kwargs.get("training") is not False:
@@ -394,7 +401,7 @@ class LPIPS(keras.Model):
 
         if not tf.executing_eagerly() or tf.distribute.has_strategy():
             return False
-        return all(isinstance(x, tf.Tensor) and hasattr(x, "numpy") for x in pair)
+        return all(isinstance(x, tf.Tensor) and hasattr(x, "numpy") and x.shape[0] != 0 for x in pair)
 
     def _compiled_distance(self):
         """The concrete function of a `tf.function` computing the distances of two (N, H, W, 3)

@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import functools
 import io
+import re
 import shutil
 import struct
 import zlib
@@ -297,6 +298,11 @@ def lpips(**kwargs):
     return build
 
 
+def no_distances(files, distances):
+    """An empty batch, as the reference scores it: no distances, no error."""
+    assert distances.shape == (0,), distances.shape
+
+
 def finite_positive(f, value):
     assert np.all(np.isfinite(value)) and np.all(np.asarray(value) > 0), value
 
@@ -554,7 +560,7 @@ CASES = {
     "one_channel": Case(tensors(lambda r: [uniform(channels=1)(r)] * 2), (), InputError, "Received img0 of shape (1, 64, 64, 1)"),
     "four_channels": Case(tensors(lambda r: [uniform(channels=4)(r)] * 2), (), InputError, "Received img0 of shape (1, 64, 64, 4)"),
     "not_a_pair": Case(tensors(lambda r: [uniform()(r)]), (), InputError, "Expected a pair [img0, img1]"),
-    "empty_batch": Case(tensors(lambda r: [uniform(n=0)(r)] * 2), (), InputError, "img0 is empty"),
+    "empty_batch": Case(tensors(lambda r: [uniform(n=0)(r)] * 2), check=no_distances),
     "values_0_255_for_0_1": Case(tensors(lambda r: [uniform(high=255.0)(r), uniform()(r)]), (), InputError,
                                  "outside input_range=(0, 1)"),
     "below_range_by_more_than_tolerance": Case(tensors(with_value(-0.02, 1)), (), InputError,
@@ -859,3 +865,22 @@ def test_every_error_class_is_public():
     assert all(getattr(keras_lpips, name) is getattr(errors, name) for name in defined)
     api = (ROOT / "docs" / "api.md").read_text()
     assert all(f"{name}`" in api for name in defined)
+
+
+def test_ragged_sparse_and_channel_less_images_are_one_clear_error():
+    """Ragged and sparse tensors (tf.data's ragged_batch, a sparse conversion) are refused before
+    the network, whose layers would fail on them; images whose channels a graph does not know
+    (tf.io.decode_png without channels=) are told how to fix them."""
+    import tensorflow as tf
+
+    from keras_lpips import LPIPS
+
+    lpips = LPIPS(net="alex", layers=1, backbone_weights=None, seed=0, input_range=(0, 1))
+    dense = tf.random.uniform((2, 40, 40, 3))
+    ragged, sparse = tf.RaggedTensor.from_tensor(dense), tf.sparse.from_dense(dense)
+    for tensor, kind in [(ragged, "a ragged tensor (RaggedTensor)"), (sparse, "a sparse tensor (SparseTensor)")]:
+        with pytest.raises(InputError, match=re.escape(f"img0 must be a dense (N, H, W, 3) array or tensor. Received: {kind}; make it dense first")):
+            lpips([tensor, dense])
+    traced = tf.function(lambda a, b: lpips([a, b]), input_signature=[tf.TensorSpec([1, None, None, None])] * 2)
+    with pytest.raises(InputError, match=re.escape("its channels are unknown while tracing; decode with channels=3")):
+        traced.get_concrete_function()

@@ -19,7 +19,7 @@ MESSAGES = {
     "inf": "img0 contains NaN or infinite values",
     "range": "img0 has values in [0.02754, 255]" + ADVICE,
     "huge": "img1 has values in [3e+38, 3e+38]" + ADVICE,  # their sum overflows: not "NaN or infinite"
-    "empty": "img0 is empty. Received shape (0, 32, 32, 3)",
+    "empty": None,  # an empty batch: empty distances
 }
 
 
