@@ -76,14 +76,10 @@ def score(
 
 
 def _write_map(lpips, images, refs, others, path, overwrite):
-    """REF, then each other image beside its distance map (one colour scale), as one PNG."""
+    """REF, then each other image beside its distance map, as one PNG (`distance_map_picture`)."""
     import numpy as np
 
-    from keras_lpips.images import heatmap, save_png, side_by_side
+    from keras_lpips.images import distance_map_picture, save_png
 
     maps = np.asarray(lpips.spatial_map([refs, others]))
-    vmax = float(maps.max())
-    tiles = [(images[0] * 255).round().astype(np.uint8)]
-    for image, m in zip(images[1:], maps):
-        tiles += [(image * 255).round().astype(np.uint8), heatmap(m, vmax)]
-    save_png(side_by_side(tiles), path, overwrite=overwrite)
+    save_png(distance_map_picture(images, maps), path, overwrite=overwrite)

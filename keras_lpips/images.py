@@ -434,8 +434,24 @@ def save_png(array, path, overwrite=True):
     return path
 
 
-def side_by_side(tiles, min_height=256, gap=4):
-    """Joins uint8 RGB tiles of one size left to right, scaled up (nearest) to `min_height`."""
+def distance_map_picture(images, maps):
+    """`score --map`'s picture: the reference, then each other image beside its distance map, as
+    uint8 RGB. `images`: the reference then the others, (H, W, 3) in [0, 1]; `maps`: one (H, W)
+    map per other image, all on one colour scale (bright = perceptually different)."""
+    vmax = float(np.max(maps))
+    tiles = [_to_uint8(images[0])]
+    for image, distance_map in zip(images[1:], maps):
+        tiles += [_to_uint8(image), heatmap(distance_map, vmax)]
+    return _side_by_side(tiles)
+
+
+def _to_uint8(image):
+    return (np.asarray(image) * 255).round().astype(np.uint8)
+
+
+def _side_by_side(tiles, min_height=256, gap=4):
+    """Joins uint8 RGB tiles of one size left to right, `gap` white columns apart, scaled up
+    (nearest) to at least `min_height` rows."""
     scale = max(1, -(-min_height // tiles[0].shape[0]))
     tiles = [np.repeat(np.repeat(t, scale, axis=0), scale, axis=1) for t in tiles]
     spacer = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)

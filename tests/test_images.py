@@ -735,3 +735,19 @@ def test_data_verify_flags_animated_pngs(tmp_path):
     path = _multi_frame(tmp_path / "anim.png")
     assert _check_image(path) == f"multi-frame image {path}: it has 3 frames (animated), training would read only the first"
     assert _check_image(save(_frames()[0], tmp_path / "still.png")) is None
+
+
+def test_distance_map_picture_puts_each_image_beside_its_map_on_one_scale():
+    """score --map's picture: REF, then image and map pairs, 8x nearest scaling of 32x32 tiles
+    to 256 rows, 4 white columns apart; both maps coloured on the larger map's scale."""
+    from keras_lpips.images import distance_map_picture, heatmap
+
+    images = [np.full((32, 32, 3), v, np.float32) for v in (0.0, 0.5, 1.0)]
+    maps = np.stack([np.full((32, 32), 0.5), np.full((32, 32), 2.0)])
+    picture = distance_map_picture(images, maps)
+    assert picture.dtype == np.uint8 and picture.shape == (256, 5 * 256 + 4 * 4, 3)
+    tiles = [picture[0, i * 260] for i in range(5)]
+    assert [tuple(t) for t in tiles[:2]] == [(0, 0, 0), (128, 128, 128)] and tuple(tiles[3]) == (255, 255, 255)
+    assert tuple(tiles[2]) == tuple(heatmap(np.array([[0.5]]), 2.0)[0, 0]) != tuple(tiles[4])
+    assert tuple(tiles[4]) == tuple(heatmap(np.array([[2.0]]))[0, 0])
+    assert (picture[:, 256:260] == 255).all()
