@@ -40,7 +40,7 @@ protocol), pooled.
   keras-lpips diversity samples_per_input/ --json
 """
 
-# `--search`: exact, or a FAISS index (`keras_lpips.embedding_index.KINDS`, which imports Keras).
+# `--search`: `keras_lpips.embedding_queries.SEARCHES` (importing it would import numpy for --help).
 SEARCHES = ("exact", "flat", "hnsw", "ivf")
 Resize = Annotated[bool, typer.Option("--resize", help="Resize images to the first one's (or the embed file's) size.")]
 StartOver = Annotated[
@@ -131,11 +131,9 @@ def nearest(
     ] = None,
     as_json: options.Json = False,
 ):
-    from keras_lpips.embedding_queries import nearest_images
-    from keras_lpips.errors import InputError
+    from keras_lpips.embedding_queries import check_search, nearest_images
 
-    if projection is not None and search == "exact":  # refused in these words before anything is read
-        raise InputError(f"--projection applies to a FAISS index (--search {', '.join(SEARCHES[1:])}). Received: --search exact")
+    check_search(search, projection)  # before a metric is loaded or anything read
     with _embedding_progress() as progress:
         # A metric named by an option is built, so that embed files of another are refused.
         model = _lpips(metric) if metric.named else lambda: _lpips(metric)

@@ -16,7 +16,7 @@ from keras_lpips.cli import options
 ARGUMENTS = (
     "backbone_weights", "lin_weights", "net", "version", "distance", "layers", "model", "preset",
     "out", "out_dir", "resume", "overwrite", "resize", "frame", "strategy", "load_size", "n_train", "n_val", "n_jnd",
-    "format", "quantize", "model_version", "max_pixels",
+    "format", "quantize", "model_version", "max_pixels", "search", "projection",
 )  # fmt: skip
 FLAGS = {"version": "--lpips-version", "out_dir": "--out", "n_train": "--train", "n_val": "--val", "n_jnd": "--jnd"}
 _ARGUMENT = re.compile(rf"(?<![\w./\\-])({'|'.join(ARGUMENTS)})=(None\b|True\b|(?=[\s,;)]|$))?")

@@ -21,6 +21,9 @@ from keras_lpips.embedding_files import (
 )
 from keras_lpips.errors import InputError
 
+# How `nearest_images` searches: "exact", or a FAISS index of one of `embedding_index.KINDS`.
+SEARCHES = ("exact", "flat", "hnsw", "ivf")
+
 
 def _resolved(metric):
     """`metric` where it is an `LPIPS` (`_given`), else what the function `metric` returns."""
@@ -84,6 +87,16 @@ class Neighbours:
     distances: np.ndarray
 
 
+def check_search(search, projection=None):
+    """`InputError` unless `search` is one of `SEARCHES` and a `projection` comes with a FAISS
+    index: what `nearest_images` checks first, and the command line before it loads a metric
+    (without importing Keras, which `embedding_index` does)."""
+    if search not in SEARCHES:
+        raise InputError(f"search must be 'exact' or one of {', '.join(SEARCHES[1:])}. Received: search={search!r}")
+    if projection is not None and search == "exact":
+        raise InputError(f"projection= applies to a FAISS index (search={'/'.join(SEARCHES[1:])}). Received: search=exact")
+
+
 def nearest_images(query, index, k, metric, resize=False, search="exact", projection=None, progress=None, frame=None):
     """Each query image's `k` nearest index images by exact LPIPS, as `Neighbours`.
 
@@ -93,15 +106,9 @@ def nearest_images(query, index, k, metric, resize=False, search="exact", projec
     "flat", "hnsw" or "ivf", holding a random `projection` of the vectors to that many dimensions
     if given)."""
     from keras_lpips.embedding import nearest
-    from keras_lpips.embedding_index import KINDS, NeighbourIndex
+    from keras_lpips.embedding_index import NeighbourIndex
 
-    if search not in ("exact", *KINDS):
-        raise InputError(f"search must be 'exact' or one of {', '.join(KINDS)}. Received: search={search!r}")
-    if projection is not None and search == "exact":
-        raise InputError(
-            f"projection applies to a FAISS index (search {', '.join(KINDS)}). "
-            f"Received: search='exact', projection={projection!r}"
-        )
+    check_search(search, projection)
     queries, found = comparable_embeddings(query, index, metric, resize, progress, frame)
     if search == "exact":
         indices, distances = nearest(queries.vectors, found.vectors, k)

@@ -275,7 +275,7 @@ def test_choices_agree_with_the_library():
     import inspect
     import typing
 
-    from keras_lpips import embedding_index, export
+    from keras_lpips import embedding_index, embedding_queries, export
     from keras_lpips.cli import embedding as embedding_command
     from keras_lpips.cli import export as export_command
     from keras_lpips.training import devices
@@ -284,7 +284,7 @@ def test_choices_agree_with_the_library():
     assert devices.STRATEGIES == ("auto", "one-device", "mirrored", "multiworker", "tpu")
     assert devices.PRECISIONS == ("auto", "off", "bf16", "fp16")
     search = inspect.signature(embedding_command.nearest).parameters["search"].annotation  # Annotated[Literal[...], ...]
-    assert typing.get_args(typing.get_args(search)[0]) == ("exact", *embedding_index.KINDS)
+    assert typing.get_args(typing.get_args(search)[0]) == embedding_queries.SEARCHES == ("exact", *embedding_index.KINDS)
 
 
 def test_bad_choice_is_one_usage_error_line():

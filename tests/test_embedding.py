@@ -467,7 +467,7 @@ def test_nearest_between_embed_files_needs_no_model(tmp_path):
     assert found.indices[0].tolist() == [0, 5] and found.distances[0].tolist() == [0, 0]
     np.testing.assert_array_equal(found.indices, nearest(vectors, vectors, 2)[0])
     for kwargs, message in [
-        ({"projection": 8}, "projection applies to a FAISS index"),
+        ({"projection": 8}, "projection= applies to a FAISS index"),
         ({"search": "annoy"}, "search must be 'exact' or one of flat, hnsw, ivf"),
     ]:
         with pytest.raises(InputError, match=message):
