@@ -27,7 +27,6 @@ def _flags_show_no_value():
     option.display_type_rich = display_type_rich
 
 
-
 def _arguments_in_upper_case():
     """A positional argument shows as its name in upper case, as Click writes it (`REF A [B]`,
     `Missing argument 'REF'`), in usage lines, help and errors of every command. Typer 0.29 writes

@@ -107,19 +107,24 @@ def check_export_options(format, quantize="none", model_version=None, max_pixels
     return 1 if model_version is None else model_version
 
 
-def check_export_path(format, out):
+def check_export_path(format, out, argument=None):
     """`InputError` where the output `out` is not named as `format` writes it: a tflite or onnx
     export is a file with its suffix (`SUFFIXES`, any case), a SavedModel a folder not named as
-    one of those files. Every export function checks its output with it, after `check_output`
-    (an input is never an output, whatever its name)."""
+    one of those files. `argument`: the export function's name for `out` ("path", "directory"),
+    whose messages then name that function; None: the command line's `format=` and `out=`. Every
+    export function checks its output with it, after `check_output` (an input is never an
+    output, whatever its name)."""
+    def writer(kind):
+        return f"format={kind}" if argument is None else f"export_{kind}"
+
+    received = f"Received: {argument or 'out'}={out}"
     suffix = Path(out).suffix.lower()
     if format in SUFFIXES and suffix != SUFFIXES[format]:
-        raise InputError(f"format={format} writes a {SUFFIXES[format]} file: name it {SUFFIXES[format]}. Received: out={out}")
+        raise InputError(f"{writer(format)} writes a {SUFFIXES[format]} file: name it {SUFFIXES[format]}. {received}")
     named = [other for other, other_suffix in SUFFIXES.items() if suffix == other_suffix]
     if format == "savedmodel" and named:
-        raise InputError(
-            f"format=savedmodel writes a folder, not a {SUFFIXES[named[0]]} file: pass format={named[0]} or a folder. Received: out={out}"
-        )
+        instead = f"pass {writer(named[0])}" if argument is None else f"call {writer(named[0])} for one,"
+        raise InputError(f"{writer(format)} writes a folder, not a {SUFFIXES[named[0]]} file: {instead} or name a folder. {received}")
 
 
 def check_export_source(format, model):
@@ -225,7 +230,7 @@ def export_savedmodel(metric, directory, version=1, overwrite=False, progress=No
     _checked_max_pixels(max_pixels)
     directory = Path(directory)
     check_output(directory, _inputs(metric), overwrite=True, kind="folder")  # holds the versions
-    check_export_path("savedmodel", directory)
+    check_export_path("savedmodel", directory, "directory")
     target = check_output(directory / str(version), _inputs(metric), overwrite, kind="folder")
     needed = estimate_export_bytes(metric, "savedmodel")
     check_disk_space(directory, needed, f"A SavedModel of {metric.net} LPIPS")
@@ -260,18 +265,18 @@ def export_tflite(metric, path, quantize="none", overwrite=False, progress=None)
     Inputs have dynamic shapes (-1, -1, -1, 3): a signature runner resizes them
     to what it is given. `quantize`: "none" (float32), "fp16" (float16 weights,
     half the size) or "dynamic" (int8 weights, dynamic-range quantisation).
-    Refuses (`InputError`) a `path` not named .tflite (`check_export_path`), to replace an existing file unless `overwrite`, and a file that
-    appears while the export runs (another process's) likewise, and never writes over the
-    SavedModel it converts. `progress`, if given, is called with 1 after each of the two steps
+    Refuses (`InputError`) a `path` not named .tflite (`check_export_path`), to replace an
+    existing file unless `overwrite`, and a file that appears while the export runs (another
+    process's) likewise, and never writes over the SavedModel it converts. `progress`, if given, is called with 1 after each of the two steps
     (tracing to a SavedModel, converting).
     """
     check_export_options("tflite", quantize)
     import tensorflow as tf
 
     path = check_output(path, _inputs(metric), overwrite, kind="file", new_folders=True)
-    check_export_path("tflite", path)
+    check_export_path("tflite", path, "path")
     needed = estimate_export_bytes(metric, "tflite", quantize)
-    check_disk_space(path.parent, needed, f"A TFLite export of {metric.net} LPIPS (quantize={quantize})")
+    check_disk_space(path.parent, needed, f"A TFLite export of {metric.net} LPIPS (quantization {quantize})")
     try:
         with scratch_directory(path, needed=needed) as scratch:
             if isinstance(metric, ExportedMetric):  # already traced: convert its SavedModel

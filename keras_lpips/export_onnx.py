@@ -39,7 +39,8 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
 
     Refuses (`InputError`) a `path` not named .onnx (`keras_lpips.export.check_export_path`), to
     replace an existing file unless `overwrite` (or one that appears while the export runs), to
-    write over the SavedModel it converts, and where tf2onnx is not installed (`converter`). `progress`, if given, is called with 1 after each of the two steps.
+    write over the SavedModel it converts, and where tf2onnx is not installed (`converter`).
+    `progress`, if given, is called with 1 after each of the two steps.
     """
     tf2onnx = converter()
     import tensorflow as tf
@@ -50,7 +51,7 @@ def export_onnx(metric, path, overwrite=False, progress=None, opset=OPSET):
     from keras_lpips.inputs import traced_for_export
 
     path = check_output(path, (metric.directory,) if isinstance(metric, ExportedMetric) else (), overwrite, kind="file", new_folders=True)
-    check_export_path("onnx", path)
+    check_export_path("onnx", path, "path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # as export_tflite
     except OSError as error:

@@ -123,12 +123,17 @@ class ExportedMetric:
         return [np.asarray(v) for v in getattr(self._loaded, "weights", [])]
 
     def _run(self, function, **images):
-        """`function` of named (N, H, W, 3) images in [0, 1], checked as an `LPIPS` checks them."""
+        """`function` of named (N, H, W, 3) images in [0, 1], checked as an `LPIPS` checks them, and
+        not empty (which an `LPIPS` scores, the signatures refuse)."""
+        import numpy as np
         import tensorflow as tf
 
+        from keras_lpips.array_checks import check_not_empty
         from keras_lpips.inputs import check_images
 
         first = next(iter(images))
+        for name, x in images.items():  # the signatures refuse an empty batch: said here, in their words
+            check_not_empty(np.shape(x), name)
         tensors = check_images(list(images.values()), self.input_range, self.min_input_size, tuple(images), fixed_range=True)
         checked = dict(zip(images, tensors))
         try:

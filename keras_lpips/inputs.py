@@ -2,7 +2,8 @@
 
 Each check raises `InputError` with one message, wherever the metric runs:
 
-- eagerly (numpy arrays, eager tensors, Python lists): all of them, in Python; a torch or JAX
+- eagerly (numpy arrays, eager tensors, Python lists): all of them, in Python (an empty batch
+  has no values to check: it gives empty distances); a torch or JAX
   tensor's values are reduced where the tensor lies (its min, max and sum, on its GPU) and only
   those scalars come to the host, never the images (TensorFlow's eager tensors too, except on
   the CPU, where numpy reads them in place, faster);

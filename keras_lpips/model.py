@@ -192,10 +192,11 @@ class LPIPS(keras.Model):
         Images smaller than `min_input_size` are refused (`inputs.checked_size`), never run; an
         empty batch of known size gives empty features without running it (TensorFlow's oneDNN
         convolutions on a CPU fail on one)."""
+        images = checked_size(images, self.min_input_size)
         count, height, width, _ = static_shape(images)
         if count == 0 and height is not None and width is not None:
             return [ops.zeros((0, *shape), "float32") for shape in self.feature_shapes(height, width)]
-        features = self.backbone(self.scaling(checked_size(images, self.min_input_size)), training=training)
+        features = self.backbone(self.scaling(images), training=training)
         if not isinstance(features, (list, tuple)):  # a functional model with one output returns it bare
             features = [features]
         return [self.normalize(f) for f in features]

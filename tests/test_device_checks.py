@@ -48,3 +48,16 @@ def test_torch_compile_traces_the_checks():
     """fullgraph=True: a graph break in the checks raises; an accepted pair gives a number, a
     refused one NaN."""
     assert _report("torch")["compiled"] == [True, True]
+
+
+def test_tensorflow_tensors_are_read_by_numpy_on_the_cpu_only():
+    """The rule that sends a TensorFlow tensor to numpy (in place, on the CPU) or to the device
+    reductions (on a GPU: `backend_device_check.py` runs those with the rule answering no)."""
+    import tensorflow as tf
+
+    from keras_lpips import inputs
+
+    class OnGPU:
+        device = "/job:localhost/replica:0/task:0/device:GPU:0"
+
+    assert inputs._read_by_numpy(tf.zeros((1, 2))) and not inputs._read_by_numpy(OnGPU())

@@ -308,7 +308,7 @@ def test_export_refuses_up_front_when_the_model_cannot_fit(tmp_path, monkeypatch
     little_free_space(monkeypatch)
     with pytest.raises(DiskFullError, match=r"^A SavedModel of alex LPIPS needs about 1\d.\d MB of disk space but 1.0 MB is free"):
         export_savedmodel(metric, tmp_path / "models")
-    with pytest.raises(DiskFullError, match=r"^A TFLite export of alex LPIPS \(quantize=fp16\) needs about .* but 1.0 MB is free"):
+    with pytest.raises(DiskFullError, match=r"^A TFLite export of alex LPIPS \(quantization fp16\) needs about .* but 1.0 MB is free"):
         export_tflite(metric, tmp_path / "m.tflite", quantize="fp16")
     assert list(tmp_path.iterdir()) == []
 
@@ -341,7 +341,7 @@ def test_installed_export_on_a_full_tmpfs_is_refused_up_front(tiny_tmpfs):
     result = run_installed("export", "--format", "tflite", "--out", tiny_tmpfs / "lpips.tflite", *SMALL_EXPORT)
     line = one_error_line(result)
     assert result.returncode == 1
-    assert "A TFLite export of alex LPIPS (quantize=none) needs about " in line and " MB is free at " in line
+    assert "A TFLite export of alex LPIPS (quantization none) needs about " in line and " MB is free at " in line
     assert list(tiny_tmpfs.iterdir()) == []
 
 

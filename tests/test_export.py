@@ -487,11 +487,11 @@ def test_exports_refuse_an_output_not_named_as_their_format_before_any_work(tmp_
     from keras_lpips.export_onnx import export_onnx
 
     refusals = [
-        (lambda: export_tflite(None, tmp_path / "m.onnx"), f"format=tflite writes a .tflite file: name it .tflite. Received: out={tmp_path / 'm.onnx'}"),
-        (lambda: export_tflite(None, tmp_path / "m"), f"format=tflite writes a .tflite file: name it .tflite. Received: out={tmp_path / 'm'}"),
-        (lambda: export_onnx(None, tmp_path / "m.tflite"), f"format=onnx writes a .onnx file: name it .onnx. Received: out={tmp_path / 'm.tflite'}"),
+        (lambda: export_tflite(None, tmp_path / "m.onnx"), f"export_tflite writes a .tflite file: name it .tflite. Received: path={tmp_path / 'm.onnx'}"),
+        (lambda: export_tflite(None, tmp_path / "m"), f"export_tflite writes a .tflite file: name it .tflite. Received: path={tmp_path / 'm'}"),
+        (lambda: export_onnx(None, tmp_path / "m.tflite"), f"export_onnx writes a .onnx file: name it .onnx. Received: path={tmp_path / 'm.tflite'}"),
         (lambda: export_savedmodel(None, tmp_path / "m.TFLite"),
-         f"format=savedmodel writes a folder, not a .tflite file: pass format=tflite or a folder. Received: out={tmp_path / 'm.TFLite'}"),
+         f"export_savedmodel writes a folder, not a .tflite file: call export_tflite for one, or name a folder. Received: directory={tmp_path / 'm.TFLite'}"),
     ]  # fmt: skip
     for export, message in refusals:
         with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
@@ -519,7 +519,7 @@ def test_export_options_apply_to_their_format_only():
         with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
             check_export_options(*args)
     check_export_path("tflite", "m.TFLITE")
-    message = "format=savedmodel writes a folder, not a .onnx file: pass format=onnx or a folder. Received: out=m.onnx"
+    message = "format=savedmodel writes a folder, not a .onnx file: pass format=onnx or name a folder. Received: out=m.onnx"
     with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
         check_export_path("savedmodel", "m.onnx")
 
@@ -581,7 +581,8 @@ def test_cli_help_lists_runnable_examples():
 
 def test_load_savedmodel_scores_like_keras(exported):
     """An export loaded back (`score --model`, `matrix --model`, `eval --model`) gives the
-    Keras model's distances, maps and matrices, and refuses images too small for it."""
+    Keras model's distances, maps and matrices, and refuses images too small for it, outside
+    [0, 1], or an empty batch."""
     metric, directory, cases = exported
     served = load_savedmodel(directory.parent)
     assert isinstance(served, ExportedMetric) and served.directory == directory
@@ -600,6 +601,9 @@ def test_load_savedmodel_scores_like_keras(exported):
         served([small, small])
     with pytest.raises(InputError, match=r"img0 has values in \[.*\]; this model takes images in \[0, 1\] only \(8-bit pixels divided by 255\)$"):
         served([pair[0] * 255, pair[1]])  # it has no input_range to pass
+    empty = images[:0]
+    with pytest.raises(InputError, match=r"^img0 is empty. Received shape \(0, "):
+        served([empty, empty])  # which the Keras metric scores, the signatures refuse
 
 
 def test_load_savedmodel_picks_the_highest_version_and_refuses_others(exported, tmp_path):

@@ -924,6 +924,8 @@ def test_eval_refuses_a_load_size_too_small_for_the_metric(tiny_bapps, tmp_path)
         RunConfig(tiny_bapps, tmp_path / "run", layers=2, load_size=need - 1, backbone_weights="random")
     with pytest.raises(InputError, match=r"^load_size must be an integer from 1 to 4096\. Received: load_size=0$"):
         evaluate_run(tiny_bapps, metric=metric, load_size=0, baselines=False)
+    with pytest.raises(InputError, match=r"^load_size must be an integer from 1 to 4096\. Received: load_size=0$"):
+        RunConfig(tiny_bapps, tmp_path / "run", load_size=0, lr=0)  # with the other numbers, in their order
     metric.save(tmp_path / "small.keras")
     for given, layers, least in ((["--net", "alex", *RANDOM], 5, 31), (["--model", tmp_path / "small.keras"], 2, need)):
         result = run_cli("eval", "--data", tiny_bapps, *given, "--load-size", str(need - 1), "--quiet")

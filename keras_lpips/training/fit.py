@@ -104,7 +104,7 @@ class RunConfig:
         for name, choices in (("mode", MODES), ("lin_init", ("reference", "ones")), ("mixed_precision", PRECISIONS),
                               ("strategy", STRATEGIES)):  # fmt: skip
             if getattr(self, name) not in choices:
-                raise InputError(f"{name} must be one of {', '.join(choices)}. Received: {getattr(self, name)!r}")
+                raise InputError(f"{name} must be one of {', '.join(choices)}. Received: {name}={getattr(self, name)!r}")
         if self.distance == "cosine" and self.mode != "lin":
             raise InputError("distance 'cosine' has no linear weights: only the ranking head learns, so mode must be 'lin'")
         if untrained(self.backbone_weights):  # "none" is "random", recorded as that
@@ -127,6 +127,7 @@ class RunConfig:
         if self.epochs + self.decay_epochs < 1:
             raise InputError("nothing to train: epochs + decay_epochs must be at least 1")
         check_batch_size(self.batch_size)
+        check_load_size(self.load_size)  # its least for the backbone once that is known (`__post_init__`)
         if not (is_number(self.lr) and 0 < self.lr < math.inf):
             raise InputError(f"lr must be a positive finite number. Received: lr={self.lr!r}")
         for name in ("beta_1", "dropout"):
