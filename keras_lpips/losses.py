@@ -7,7 +7,8 @@ from keras_lpips import keras_compat
 from keras_lpips.array_checks import LOSS_NAMES
 from keras_lpips.errors import InputError, WeightsError, reason
 from keras_lpips.inputs import as_image_batch, check_sample_weight
-from keras_lpips.model import HALF_PRECISION, frozen_metric
+from keras_lpips.frozen_metric import frozen_metric
+from keras_lpips.metric_arguments import HALF_PRECISION
 from keras_lpips.weights.loading import sources_deferred
 
 

@@ -5,7 +5,8 @@ import keras
 from keras_lpips.array_checks import LOSS_NAMES
 from keras_lpips.errors import InputError, reason
 from keras_lpips.inputs import as_image_batch, check_sample_weight
-from keras_lpips.model import HALF_PRECISION, frozen_metric
+from keras_lpips.frozen_metric import frozen_metric
+from keras_lpips.metric_arguments import HALF_PRECISION
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")

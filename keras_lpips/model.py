@@ -17,21 +17,15 @@ import numpy as np
 from keras import ops
 
 from keras_lpips import keras_compat, presets
-from keras_lpips.argument_checks import check_integer, check_seed, is_number
 from keras_lpips.backbones import get_backbone
 from keras_lpips.errors import InputError, WeightsError, reason
 from keras_lpips.array_checks import NAMES, check_static_size
 from keras_lpips.inputs import check_image_pair, check_images, checked_size, static_shape
 from keras_lpips.layers import ChannelUnitNormalization, InputScaling, NonNegativeLinearHead, bilinear_resize
+from keras_lpips.metric_arguments import HALF_PRECISION, check_arguments, check_choices
 from keras_lpips.weights.loading import restore_weights, sources_deferred
 from keras_lpips.weights.sources import OFFICIAL, official_lin_weights
 
-INPUT_RANGES = ((-1.0, 1.0), (0.0, 1.0), (0.0, 255.0))
-PRECISIONS = ("float32", "bf16")
-HALF_PRECISION = (
-    'for half precision set a mixed policy before building (keras.config.set_dtype_policy("mixed_float16")) '
-    'or pass precision="bf16"'
-)
 
 
 @keras.saving.register_keras_serializable(package="keras_lpips")
@@ -130,7 +124,7 @@ class LPIPS(keras.Model):
         self.net, self.version, self.distance = self.spec.name, str(version), distance
         self.layers_kept = check_choices(self.spec, self.version, distance, layers, input_range, precision)
         lin_weights = official_lin_weights(lin_weights, self.version)
-        _check_arguments(dropout, seed, train_backbone, backbone_weights=backbone_weights, lin_weights=lin_weights)
+        check_arguments(dropout, seed, train_backbone, backbone_weights=backbone_weights, lin_weights=lin_weights)
         self.input_range = tuple(float(v) for v in input_range)
         sources = (os.fspath(w) if isinstance(w, os.PathLike) else w for w in (backbone_weights, lin_weights))
         self.backbone_weights, self.lin_weights = sources  # paths as strings, for get_config
@@ -447,69 +441,3 @@ class LPIPS(keras.Model):
             "precision": self.precision,
             "train_backbone": self.backbone.trainable,
         }
-
-
-def frozen_metric(lpips_kwargs, owner):
-    """`(LPIPS(**lpips_kwargs), lpips_kwargs)` for a loss or metric, of class name `owner`, that
-    holds one: the metric frozen (inference only), the arguments as its config records them (paths
-    as strings: what a .keras file can hold). Where `keras.saving.load_model` rebuilds it from those
-    arguments reading the weight sources (`MeanLPIPS`: Keras saves no compiled metric's weights), an
-    unavailable source's error says how to load the model without it. Arguments that only act
-    in training (dropout, trainable, train_backbone) are refused: they would be ignored."""
-    inert = {"dropout": 0, "trainable": False, "train_backbone": False}
-    ignored = [key for key, value in inert.items() if key in lpips_kwargs and lpips_kwargs[key] != value]
-    if ignored:
-        raise InputError(
-            f"{owner} computes with its metric frozen, in inference: {', '.join(ignored)} "
-            f"{'does' if len(ignored) == 1 else 'do'} not apply. Received: {', '.join(f'{k}={lpips_kwargs[k]!r}' for k in ignored)}"
-        )
-    try:
-        metric = LPIPS(**lpips_kwargs)
-    except WeightsError as error:
-        if not keras_compat.loading_a_saved_model():
-            raise
-        hint = (
-            f"; a .keras file keeps {owner}'s arguments, not its weights, and load_model rebuilds it from "
-            "them: keras.saving.load_model(path, compile=False) loads the model without it"
-        )
-        raise type(error)(str(error).rstrip(".") + hint) from None
-    metric.trainable = False
-    return metric, {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in lpips_kwargs.items()}
-
-
-def check_choices(spec, version, distance, layers, input_range, precision="float32"):
-    """Validates the constructor's choices for the backbone `spec` (`InputError`); returns the
-    number of taps kept. `fit` checks its options with it before it builds anything."""
-    if version not in ("0.1", "0.0"):
-        raise InputError(f"version must be '0.1' or '0.0'. Received: version={version!r}")
-    if distance not in ("lpips", "cosine"):
-        raise InputError(f"distance must be 'lpips' or 'cosine'. Received: distance={distance!r}")
-    if isinstance(input_range, (str, bytes)) or _floats(input_range) not in INPUT_RANGES:
-        raise InputError(f"input_range must be one of {INPUT_RANGES}. Received: input_range={input_range!r}")
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}")
-    total = len(spec.taps)
-    if layers is None:
-        return total
-    return check_integer("layers", layers, 1, total, note=f"for net {spec.name!r}")
-
-
-def _floats(values):
-    """`values` as a tuple of floats, or None when it is no sequence of numbers."""
-    try:
-        return tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        return None
-
-
-def _check_arguments(dropout, seed, train_backbone, **weights):
-    """Validates the constructor's numbers, flag and weight sources (names and paths;
-    `restore_weights` reads them), before any weight is read or fetched."""
-    if not (is_number(dropout) and 0 <= dropout < 1):
-        raise InputError(f"dropout must be a number from 0 to less than 1. Received: dropout={dropout!r}")
-    check_seed(seed, allow_none=True)
-    for name, value in weights.items():
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise InputError(f"{name} must be a name, a path or None. Received: {name}={value!r}")
-    if not isinstance(train_backbone, (bool, np.bool_)):
-        raise InputError(f"train_backbone must be True or False. Received: train_backbone={train_backbone!r}")

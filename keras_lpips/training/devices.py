@@ -30,7 +30,7 @@ def resolve_precision(choice, strategy=None):
     "fp16" mixed_float16; "auto": fp16 with a GPU, bf16 on a TPU or a CPU with native bf16
     (avx512_bf16 / amx_bf16), else float32."""
     if choice not in PRECISIONS:
-        raise InputError(f"mixed_precision must be one of {', '.join(PRECISIONS)}. Received: {choice!r}")
+        raise InputError(f"mixed_precision must be one of {', '.join(PRECISIONS)}. Received: mixed_precision={choice!r}")
     if choice != "auto":
         return POLICIES[choice]
     if isinstance(strategy, tf.distribute.TPUStrategy):

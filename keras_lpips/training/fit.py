@@ -20,7 +20,8 @@ from keras_lpips.data.bapps import fingerprint, list_twoafc, resolve_root
 from keras_lpips.data.pipeline import naming_bad_images, twoafc_dataset
 from keras_lpips.errors import InputError, note
 from keras_lpips.files import check_output
-from keras_lpips.model import LPIPS, check_choices
+from keras_lpips.metric_arguments import check_choices
+from keras_lpips.model import LPIPS
 from keras_lpips.ranking import DistanceToLogit, scores_by_subset, twoafc_scores
 from keras_lpips.training.devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision, worker_role
 from keras_lpips.training.frozen import FrozenBackbone, FrozenBackboneTrainer, concatenated, frozen_twoafc_arrays
