@@ -54,7 +54,7 @@ def make_strategy(choice="auto"):
     TensorFlow runs any op, so call this first.
     """
     if choice not in STRATEGIES:
-        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}. Received: {choice!r}")
+        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}. Received: strategy={choice!r}")
     if choice == "auto":
         if _tpu_present():
             choice = "tpu"

@@ -56,7 +56,7 @@ def frozen_twoafc_arrays(metric, records, batch_size=50, load_size=64, kind="dis
     arrays per kept layer) for "maps". See the module docstring. `progress(k)` is called after
     each batch of k triplets."""
     if kind not in KINDS:
-        raise InputError(f"kind must be one of {', '.join(KINDS)}. Received: {kind!r}")
+        raise InputError(f"kind must be one of {', '.join(KINDS)}. Received: kind={kind!r}")
     compute = _compiled_pass(metric, kind)
     data = twoafc_dataset(records, batch_size=batch_size, load_size=load_size, input_range=metric.input_range, shuffle=False)
     arrays, done = None, 0
