@@ -90,15 +90,13 @@ def embed(
     as_json: options.Json = False,
 ):
     from keras_lpips.embedding_files import listed_images
-    from keras_lpips.resumable_embedding import embed_folder
-    from keras_lpips.errors import InputError
     from keras_lpips.files import check_output
+    from keras_lpips.resumable_embedding import check_embed_path, embed_folder
 
     names = listed_images(folder)  # a folder of images, before the model is loaded
     # An embed file is completed, so it may exist; it is never one of the images or weight files read.
     check_output(out, [folder, *(folder / name for name in names), *metric.input_paths()], overwrite=True, kind="file")
-    if out.suffix.lower() != ".npz":
-        raise InputError(f"--out is the .npz file embed writes: name it .npz. Received: --out {out}")
+    check_embed_path(out)
     lpips = _lpips(metric)
     with _embedding_progress() as progress:
         counts = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=progress, frame=frame, overwrite=overwrite)

@@ -75,6 +75,7 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     time. While it runs it holds `out`'s lock (the file OUT.lock): a second `embed_folder` into
     `out` meanwhile raises `InUseError`."""
     folder, out = pathlib.Path(folder), pathlib.Path(out)
+    check_embed_path(out)
     chunk, batch_size = check_integer("chunk", chunk, 1), check_integer("batch_size", batch_size, 1)
     frame = check_integer("frame", frame, 0, allow_none=True)
     if not out.parent.is_dir():
@@ -83,6 +84,13 @@ def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, pr
     metric.check_euclidean()
     with _writing(out):
         return _embed_folder(metric, folder, out, names, resize, chunk, batch_size, progress, frame, overwrite)
+
+
+def check_embed_path(out):
+    """`InputError` unless `out` names an .npz file (any case), what `embed_folder` writes: the
+    command line checks it before it loads a metric."""
+    if pathlib.Path(out).suffix.lower() != ".npz":
+        raise InputError(f"out must name an .npz file (an embed file). Received: out={out}")
 
 
 @contextlib.contextmanager

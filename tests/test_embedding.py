@@ -563,10 +563,15 @@ def test_matrix_against_a_second_folder(tmp_path, metric):
 
 
 def test_embed_files_are_npz_and_other_files_are_named_as_such(tmp_path):
+    from keras_lpips.errors import InputError
+    from keras_lpips.resumable_embedding import embed_folder
+
     (tmp_path / "imgs").mkdir()
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
     result = run_cli("embed", tmp_path / "imgs", "--out", tmp_path / "e.png", *RANDOM, "--lin-weights", "none")
-    assert result.returncode == 2 and "name it .npz" in one_error_line(result)
+    assert result.returncode == 2 and one_error_line(result) == f"error: --out must name an .npz file (an embed file). Received: --out {tmp_path / 'e.png'}"
+    with pytest.raises(InputError, match=r"^out must name an .npz file \(an embed file\)\. Received: out=.*e\.bin$"):
+        embed_folder(None, tmp_path / "imgs", tmp_path / "e.bin")  # the library's rule, before anything is read
     result = run_cli("nearest", tmp_path / "imgs", tmp_path / "imgs" / "a.png", *RANDOM, "--lin-weights", "none")
     line = one_error_line(result)
     assert result.returncode == 1 and "not the .npz keras-lpips embed writes" in line and "pickle" not in line, line
