@@ -79,7 +79,7 @@ def _write_map(lpips, images, refs, others, path, overwrite):
     """REF, then each other image beside its distance map, as one PNG (`distance_map_picture`)."""
     import numpy as np
 
-    from keras_lpips.images import distance_map_picture, save_png
+    from keras_lpips.pictures import distance_map_picture, save_png
 
     maps = np.asarray(lpips.spatial_map([refs, others]))
     save_png(distance_map_picture(images, maps), path, overwrite=overwrite)

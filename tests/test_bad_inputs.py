@@ -444,7 +444,7 @@ def synthesize(out):
 
 def save_png(path):
     def call(f):
-        from keras_lpips.images import save_png
+        from keras_lpips.pictures import save_png
 
         return save_png(np.zeros((4, 4, 3), np.uint8), path)
 

@@ -19,7 +19,7 @@ from PIL import Image
 from keras_lpips import files
 from keras_lpips.errors import DiskFullError, InputError
 from keras_lpips.file_lock import file_lock
-from keras_lpips.images import save_png
+from keras_lpips.pictures import save_png
 from keras_lpips.weights import cache_folder
 from tests.helpers import FailingWrites
 
@@ -126,7 +126,7 @@ def test_killed_png_writer_never_leaves_a_partial_png(tmp_path):
     target = tmp_path / "map.png"
     script = f"""
         import numpy as np
-        from keras_lpips.images import save_png
+        from keras_lpips.pictures import save_png
         data = np.random.default_rng(0).integers(0, 255, (3000, 3000, 3), dtype=np.uint8)
         save_png(data, {str(target)!r})
     """

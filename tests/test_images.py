@@ -740,7 +740,7 @@ def test_data_verify_flags_animated_pngs(tmp_path):
 def test_distance_map_picture_puts_each_image_beside_its_map_on_one_scale():
     """score --map's picture: REF, then image and map pairs, 8x nearest scaling of 32x32 tiles
     to 256 rows, 4 white columns apart; both maps coloured on the larger map's scale."""
-    from keras_lpips.images import distance_map_picture, heatmap
+    from keras_lpips.pictures import distance_map_picture, heatmap
 
     images = [np.full((32, 32, 3), v, np.float32) for v in (0.0, 0.5, 1.0)]
     maps = np.stack([np.full((32, 32), 0.5), np.full((32, 32), 2.0)])

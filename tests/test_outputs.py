@@ -222,7 +222,7 @@ def test_writability_is_asked_of_the_folder_written_in(tmp_path, monkeypatch):
 def test_a_map_of_identical_images_is_dark(work):
     result = run_cli("score", "d0/a.png", "d0/a.png", "--map", "same.png", *RANDOM)
     assert result.returncode == 0 and "= 0.0000" in result.stdout, result.stderr
-    from keras_lpips.images import _RAMP
+    from keras_lpips.pictures import _RAMP
 
     dark = _RAMP[0].astype(np.uint8)
     assert (np.asarray(Image.open(work / "same.png"))[:, -1] == dark).all()  # the rightmost tile: the map
@@ -271,7 +271,7 @@ def test_an_output_folder_inside_the_dataset_names_the_argument(work):
 
 
 def test_writers_without_overwrite_refuse_an_existing_file(work):
-    from keras_lpips.images import save_png
+    from keras_lpips.pictures import save_png
     from keras_lpips.reports import write_results
     from keras_lpips.weights.rewrite import convert_weight_file
 
