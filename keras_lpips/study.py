@@ -102,7 +102,8 @@ def _check_planned_runs(data, runs, options):
     triplets the options pick (every run trains on the same), named by the option that picked
     them. A run finished earlier (its model.keras there) is not trained again: its weight file
     is not read (it may be gone since). Returns those triplets' records (train, val)."""
-    from keras_lpips.training.fit import RunConfig, check_outside_inputs
+    from keras_lpips.training.fit import check_outside_inputs
+    from keras_lpips.training.run_config import RunConfig
 
     checked = set()
     for config, seed, run_dir in runs:
@@ -149,7 +150,7 @@ def _check_earlier_runs(data, runs, options, train, val):
     (`config_changes`, as a resumed `fit` compares them, but the mixed-precision policy that
     "auto" picks for the machine): its results are not this study's. `train`, `val`: the records
     the study trains and validates on."""
-    from keras_lpips.training.fit import RunConfig
+    from keras_lpips.training.run_config import RunConfig
     from keras_lpips.training.run_folder import RunFolder, config_changes
 
     earlier = {run_dir: RunFolder(run_dir).previous_record() for _, _, run_dir in runs}

@@ -55,7 +55,7 @@ def load_config(path):
     row (its number from 1 and its name) and field. Each row is checked, with the `[train]`
     options, as `fit` would check it, so that no wrong row fails hours into a study.
     """
-    from keras_lpips.training.fit import RunConfig
+    from keras_lpips.training.run_config import RunConfig
 
     if path is None:
         return {"configs": DEFAULT_CONFIGS, "seeds": (0,), "train": {}}

@@ -153,7 +153,7 @@ def stand_ins(monkeypatch):
     import keras_lpips.training
 
     from keras_lpips.data import list_twoafc
-    from keras_lpips.training.fit import RunConfig
+    from keras_lpips.training.run_config import RunConfig
 
     calls = []
 

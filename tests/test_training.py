@@ -287,7 +287,7 @@ def test_mixed_precision_keeps_distances_float32():
 def test_untrained_backbone_spellings_are_one(tmp_path):
     """fit takes "none" as score does, for an untrained backbone, and records it as "random"
     (it was read as a file named none)."""
-    from keras_lpips.training.fit import RunConfig
+    from keras_lpips.training.run_config import RunConfig
 
     for spelling in ("random", "none"):
         assert RunConfig(".", tmp_path / "run", backbone_weights=spelling).backbone_weights == "random"
@@ -912,7 +912,7 @@ def test_eval_refuses_a_load_size_too_small_for_the_metric(tiny_bapps, tmp_path)
     refusal from inside the compiled 2AFC function (a traceback)."""
     from keras_lpips.errors import InputError
     from keras_lpips.evaluation import evaluate_run
-    from keras_lpips.training.fit import RunConfig
+    from keras_lpips.training.run_config import RunConfig
     from tests.helpers import RANDOM, one_error_line, run_cli
 
     metric = _small_metric()  # alex, 2 layers
