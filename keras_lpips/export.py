@@ -23,7 +23,7 @@ Serving's REST API), decoded as `keras-lpips score` reads files
 
 TFLite has no image decoding ops in its builtin set: those two are SavedModel-only.
 
-Every signature checks its images as a request (`inputs.checked_request`): the SavedModel refuses
+Every signature checks its images as a request (`graph_checks.checked_request`): the SavedModel refuses
 one that fails (an `InvalidArgumentError`, "assertion failed: [MESSAGE]", values named as the
 client sent them against [0, 1]); TFLite and ONNX, which drop assertions, give NaN in every
 output at each refused item (all of them for images too small), the other items their values,
@@ -148,7 +148,7 @@ def serving_functions(metric, max_pixels=None):
     from keras_lpips import keras_compat
     from keras_lpips.encoded_images import decode_images
     from keras_lpips.images import MAX_PIXELS
-    from keras_lpips.inputs import checked_request
+    from keras_lpips.graph_checks import checked_request
 
     max_pixels = _checked_max_pixels(max_pixels) or MAX_PIXELS
     image = keras_compat.image_batch_spec()
@@ -156,7 +156,7 @@ def serving_functions(metric, max_pixels=None):
 
     def served(compute, **images):
         """`compute`'s outputs (name -> (N, ...) tensor) on a client's `images` in [0, 1], checked
-        as a request (`inputs.checked_request`), scaled to the metric's input_range, and NaN at
+        as a request (`graph_checks.checked_request`), scaled to the metric's input_range, and NaN at
         every item refused: `_nan_where_refused`."""
         images, valid = checked_request(images, SERVED_RANGE, metric.min_input_size)
         scaled = [x if (low, high) == SERVED_RANGE else x * (high - low) + low for x in images.values()]
