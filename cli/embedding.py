@@ -1,6 +1,5 @@
 """`keras-lpips embed`, `nearest` and `diversity`: LPIPS through its embedding (`keras_lpips.embedding`)."""
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -62,21 +61,6 @@ def _lpips(spec):
     return metric
 
 
-@contextlib.contextmanager
-def _embedding_progress():
-    """A `progress(done, total)` for the library that shows a progress bar ("embedding") from its
-    first call on: none where nothing is embedded (`nearest` between two embed files)."""
-    with contextlib.ExitStack() as stack:
-        bars = []
-
-        def progress(done, total):
-            if not bars:
-                bars.append(stack.enter_context(options.progress_bar(total, "embedding")))
-            bars[0].update(done - bars[0].pos)
-
-        yield progress
-
-
 @options.metric_options
 def embed(
     folder: Annotated[Path, typer.Argument(help="Folder of images (subfolders included).")],
@@ -98,7 +82,7 @@ def embed(
     check_output(out, [folder, *(folder / name for name in names), *metric.input_paths()], overwrite=True, kind="file")
     check_embed_path(out)
     lpips = _lpips(metric)
-    with _embedding_progress() as progress:
+    with options.progress_on_first_call("embedding") as progress:
         counts = embed_folder(lpips, folder, out, resize=resize, chunk=chunk, progress=progress, frame=frame, overwrite=overwrite)
     if as_json:
         typer.echo(dumps({"out": str(out), "embedded": counts.embedded, "dropped": counts.dropped, "total": counts.total}))
@@ -132,7 +116,7 @@ def nearest(
     from keras_lpips.embedding_queries import check_search, nearest_images
 
     check_search(search, projection)  # before a metric is loaded or anything read
-    with _embedding_progress() as progress:
+    with options.progress_on_first_call("embedding") as progress:
         # A metric named by an option is built, so that embed files of another are refused.
         model = _lpips(metric) if metric.named else lambda: _lpips(metric)
         neighbours = nearest_images(query, index, k, model, resize, search, projection, progress, frame)
@@ -163,7 +147,7 @@ def diversity(
 ):
     from keras_lpips.embedding_queries import folder_diversity
 
-    with _embedding_progress() as progress:
+    with options.progress_on_first_call("embedding") as progress:
         result = folder_diversity(lambda: _lpips(metric), folder, resize, progress, frame)
     per_group, pooled = result.sets, result.pooled
     summary = {"mean": pooled.mean, "std": pooled.std, "count": pooled.count}

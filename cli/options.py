@@ -130,7 +130,7 @@ def resolve(spec, sizes=None):
     backbone's ImageNet weights, and a first LiteRT conversion is announced."""
     from keras_lpips.resolve import resolve_metric, scoring_metric
 
-    with download_progress(f"fetching {spec.net} ImageNet weights") as progress:
+    with progress_on_first_call(f"fetching {spec.net} ImageNet weights", transfer=True) as progress:
         if sizes is None:
             return resolve_metric(spec, input_range=(0.0, 1.0), fetch_progress=progress)
         return scoring_metric(spec, sizes, report=lambda line: typer.echo(line, err=True), fetch_progress=progress)
@@ -193,15 +193,17 @@ def transfer_progress(bar):
 
 
 @contextlib.contextmanager
-def download_progress(label):
-    """A `progress(done, total)` callback for a download that may not happen: its bar, with the
-    size and speed (`transfer_progress`), appears on the first call only."""
+def progress_on_first_call(label, transfer=False):
+    """A `progress(done, total)` callback for work that may not happen (a download, images to
+    embed): its bar appears on the first call only, counting `done` of `total` (`byte_progress`),
+    or with `transfer` the bytes with their size and speed (`transfer_progress`)."""
     with contextlib.ExitStack() as stack:
         callbacks = []
 
         def progress(done, total):
             if not callbacks:
-                callbacks.append(transfer_progress(stack.enter_context(progress_bar(1, label, item_show_func=shown))))
+                bar = stack.enter_context(progress_bar(total or 1, label, item_show_func=shown if transfer else None))
+                callbacks.append(transfer_progress(bar) if transfer else byte_progress(bar))
             callbacks[0](done, total)
 
         yield progress

@@ -22,7 +22,7 @@ def fetch(net: options.Net = "alex", as_json: options.Json = False):
     from keras_lpips.weights.pretrained import imagenet_state_dict
 
     net = canonical_net(net)
-    with options.download_progress(f"fetching {net} ImageNet weights") as progress:
+    with options.progress_on_first_call(f"fetching {net} ImageNet weights", transfer=True) as progress:
         state = imagenet_state_dict(net, progress=progress)
     report = {"net": net, "tensors": len(state), "parameters": int(sum(v.size for v in state.values()))}
     report["cache"] = str(imagenet_cache_path(net))

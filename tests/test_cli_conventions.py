@@ -435,3 +435,37 @@ def test_a_name_with_a_newline_stays_on_its_line(tmp_path):
     assert result.stdout.splitlines()[0].startswith("d(new\\nline\\t.png, b.png) = ")
     missing = run_installed("score", "no\nsuch.png", "b.png", *RANDOM, cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip() == "error: No such image file: no\\nsuch.png"
+
+
+def test_a_progress_bar_for_work_that_may_not_happen_appears_on_its_first_call(monkeypatch):
+    """`progress_on_first_call` (a download, images to embed): no bar where it is never called;
+    one bar, from the first call, counting to the total (or the bytes, with their speed)."""
+    from keras_lpips.cli import options
+
+    made = []
+
+    class Bar:
+        def __init__(self, length, label, item_show_func=None):
+            self.length, self.label, self.pos, self.current_item = length, label, 0, None
+            made.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, steps):
+            self.pos += steps
+
+    monkeypatch.setattr(options, "progress_bar", Bar)
+    with options.progress_on_first_call("embedding"):
+        pass
+    assert made == []
+    with options.progress_on_first_call("embedding") as progress:
+        progress(3, 10)
+        progress(10, 10)
+    assert [(bar.label, bar.length, bar.pos) for bar in made] == [("embedding", 10, 10)]
+    with options.progress_on_first_call("fetching", transfer=True) as progress:
+        progress(5_000_000, 10_000_000)
+    assert (made[1].length, made[1].pos) == (10_000_000, 5_000_000) and made[1].current_item.startswith("5.0/10.0 MB")
