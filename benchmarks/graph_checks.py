@@ -1,4 +1,4 @@
-"""What the graph-mode input checks cost per call (keras_lpips.inputs, issue 12).
+"""What the graph-mode input checks cost per call (keras_lpips.graph_checks, issue 12).
 
     .venv/bin/python benchmarks/graph_checks.py --xla     # alex, batch 8, 64x64: about a minute
     .venv/bin/python benchmarks/graph_checks.py --net vgg --batch 16 --size 128 --out table.md

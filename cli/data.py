@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from keras_lpips.cli.options import Json, byte_progress, progress_bar, shown, transfer_progress
+from keras_lpips.cli.options import Json, count_progress, progress_bar, shown, transfer_progress
 from keras_lpips.reports import dumps
 
 app = typer.Typer(
@@ -78,7 +78,7 @@ def synth(
 
     check_output(out, [images], overwrite=True, kind="folder")  # a folder it fills (existing subsets refused), never --images
     with progress_bar(1, "synthesizing") as bar:
-        synthesize(out, train, val, images=images, seed=seed, n_jnd=jnd, progress=byte_progress(bar))
+        synthesize(out, train, val, images=images, seed=seed, n_jnd=jnd, progress=count_progress(bar))
     n_jnd = val if jnd is None else jnd
     typer.echo(f"wrote {train} train and {val} val triplets and {n_jnd} JND pairs to {out} (simulated judgments)")
 
@@ -101,7 +101,7 @@ def verify(
 
     resolve_root(root)  # no dataset there at all: a usage error, one line
     with progress_bar(1, "verifying") as bar:
-        report = verify_dataset(root, progress=byte_progress(bar))
+        report = verify_dataset(root, progress=count_progress(bar))
     if as_json:
         root_found = str(report.root or root)
         typer.echo(dumps({"root": root_found, "counts": dict(report.counts), "problems": [str(p) for p in report]}))

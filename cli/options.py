@@ -144,7 +144,7 @@ def progress_bar(length, label, item_show_func=None):
     return typer.progressbar(length=length, label=label, item_show_func=item_show_func, file=stream)
 
 
-def byte_progress(bar):
+def count_progress(bar):
     """A `progress(done, total)` callback driving `bar` (its length becomes `total` once known)."""
 
     def progress(done, total):
@@ -174,7 +174,7 @@ def transfer_status(done, total, seconds, start=0):
 
 
 def transfer_progress(bar):
-    """A `progress(done, total)` callback for a download, driving `bar` as `byte_progress` does
+    """A `progress(done, total)` callback for a download, driving `bar` as `count_progress` does
     and showing `transfer_status` beside it (a bar made with `item_show_func=shown`). The speed
     counts from the first call (a resumed download's earlier bytes do not count)."""
     first = []
@@ -195,7 +195,7 @@ def transfer_progress(bar):
 @contextlib.contextmanager
 def progress_on_first_call(label, transfer=False):
     """A `progress(done, total)` callback for work that may not happen (a download, images to
-    embed): its bar appears on the first call only, counting `done` of `total` (`byte_progress`),
+    embed): its bar appears on the first call only, counting `done` of `total` (`count_progress`),
     or with `transfer` the bytes with their size and speed (`transfer_progress`)."""
     with contextlib.ExitStack() as stack:
         callbacks = []
@@ -203,7 +203,7 @@ def progress_on_first_call(label, transfer=False):
         def progress(done, total):
             if not callbacks:
                 bar = stack.enter_context(progress_bar(total or 1, label, item_show_func=shown if transfer else None))
-                callbacks.append(transfer_progress(bar) if transfer else byte_progress(bar))
+                callbacks.append(transfer_progress(bar) if transfer else count_progress(bar))
             callbacks[0](done, total)
 
         yield progress

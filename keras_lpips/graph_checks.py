@@ -13,6 +13,8 @@ from keras_lpips.array_checks import range_bounds, values_advice
 
 
 def in_tensorflow_graph(pair):
+    """Whether the tensors of `pair` are symbolic ones of a TensorFlow graph being traced
+    (`tf.function`), whose values and open sizes only the graph's assertions can check."""
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
@@ -160,6 +162,8 @@ def _shape_text(shape):
 
 
 def too_small_message(shape, min_size):
+    """The message, made only when the check fails, for images of the run-time `shape` smaller
+    than `min_size`: `array_checks.check_static_size`'s words."""
     return lambda: _text(
         "Images of ", shape[1], "x", shape[2], f" are too small for this network: it needs at least "
         f"{min_size}x{min_size}. Received shape ", _shape_text(shape),

@@ -1,4 +1,5 @@
-"""Reading images from disk into RGB float arrays (what keras-lpips writes as pictures: `pictures`).
+"""Reading images from disk into RGB float arrays, and resizing them; the PNGs keras-lpips writes
+are `keras_lpips.pictures`.
 
 `read_image(path, frame=None)` reads any file Pillow reads (PNG, JPEG, BMP, WebP, TIFF, ...) as
 float32 RGB in [0, 1], with EXIF orientation applied. How each of Pillow's pixel formats (its

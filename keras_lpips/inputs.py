@@ -98,7 +98,7 @@ def checked_size(images, min_size):
     if len(shape) != 4 or None not in shape[1:3] or not in_tensorflow_graph([images]):
         return images
     import tensorflow as tf
-    from tensorflow.python.ops import control_flow_util  # as in `graph_checks.asserted`
+    from tensorflow.python.ops import control_flow_util  # as in `graph_checks._behind_assertion`
 
     size = tf.shape(images)
     (images,) = asserted([images], [(tf.reduce_all(size[1:3] >= min_size), too_small_message(size, min_size))])

@@ -19,7 +19,7 @@ HALF_PRECISION = (
 
 def check_choices(spec, version, distance, layers, input_range, precision="float32"):
     """Validates the constructor's choices for the backbone `spec` (`InputError`); returns the
-    number of taps kept. `fit` checks its options with it before it builds anything."""
+    number of taps kept. `RunConfig` checks a run's options with it when it is made."""
     if version not in ("0.1", "0.0"):
         raise InputError(f"version must be '0.1' or '0.0'. Received: version={version!r}")
     if distance not in ("lpips", "cosine"):

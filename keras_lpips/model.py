@@ -27,7 +27,6 @@ from keras_lpips.weights.loading import restore_weights, sources_deferred
 from keras_lpips.weights.sources import OFFICIAL, official_lin_weights
 
 
-
 @keras.saving.register_keras_serializable(package="keras_lpips")
 class LPIPS(keras.Model):
     """Learned Perceptual Image Patch Similarity between two batches of images.

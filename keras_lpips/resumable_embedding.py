@@ -59,8 +59,8 @@ ANEW = "pass overwrite=True to embed the folder anew"  # how every refusal to co
 
 
 def embed_folder(metric, folder, out, resize=False, chunk=256, batch_size=32, progress=None, frame=None, overwrite=False):
-    """Writes the embeddings of the images under `folder` to the embed file `out`, resumably
-    (see the module); returns `EmbedCounts`.
+    """Writes the embeddings of the images under `folder` to the embed file `out` (named .npz:
+    `check_embed_path`), resumably (see the module); returns `EmbedCounts`.
 
     The vectors already in `out` or in its parts folder (embedded by the same metric, and of the
     same `frame` where they hold a multi-frame image: otherwise `InputError`) are kept where their
