@@ -275,7 +275,7 @@ def build_report(records, config, notes, elapsed):
     report = {
         "schema": 1,
         "device": config["device"],
-        "plan": config["plan"],
+        "plan": json.loads(json.dumps(config["plan"])),  # tuples as lists, as gpu.json holds it
         "weights": {net: w["source"] for net, w in config["weights"].items()},
         "started": config["started"],
         "budget_seconds": config["budget_seconds"],

@@ -2,6 +2,7 @@
 writes the JSON and markdown a GPU run writes, within its time budget; its report computes the
 ratios to the reference from made-up records (the reference lpips is not a test dependency)."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -117,7 +118,7 @@ def test_report_ratios_goals_and_errors():
         {"kind": "train", "impl": "keras-jax", "net": "vgg", "size": 128, "batch": 32, "policy": "float32", "call_s": 0.08, "images_per_s": 400.0},
         {"kind": "distance", "impl": "keras-torch", "net": "vgg", "size": 256, "batch": 16, "policy": "float32", "skipped": "time budget"},
     ]
-    report = gpu.build_report(records, {"device": "gpu", "plan": {"nets": ["alex", "vgg"]}, "weights": {}, "started": "now", "budget_seconds": 420}, [], 1.0)
+    report = gpu.build_report(records, {"device": "gpu", "plan": dataclasses.asdict(gpu.GPU_PLAN), "weights": {}, "started": "now", "budget_seconds": 420}, [], 1.0)
     rows = {(r["impl"], r["policy"]): r for r in report["distance"]}
     assert rows[("keras-jax", "float32")]["vs_reference_float32"] == pytest.approx(1.2)
     assert rows[("keras-jax", "mixed_float16")]["vs_reference_float32"] == pytest.approx(3.0)
