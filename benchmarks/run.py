@@ -369,7 +369,7 @@ def markdown(results):
         lines += ["", f"keras-lpips: {tr[0]['keras_step']}. Reference: {tr[0]['reference_step']}. Shares count the "
                   "work lin mode needs, 3 backbone forwards per triplet. The reference executes about 8 image-passes per "
                   "triplet: ref's features twice (2 forwards per distance) and, since its inputs require grad, a backward "
-                  "through the frozen trunk to the images; keras-lpips runs one forward over [ref; p0; p1] and "
+                  "through the frozen trunk to the images; keras-lpips runs one forward of each of ref, p0 and p1 and "
                   "back-propagates into the linear heads only.", ""]
     ex = results.get("export")
     if isinstance(ex, dict):

@@ -15,8 +15,9 @@ product was measured off by up to 1e-4 (vgg, cosine, 96x96), more than the dista
 near-identical images. The vectors are therefore cast to float64 a block of rows at a time,
 with their squared norms, and multiplied in float64; the few entries that are tiny beside their norms
 (near-duplicates) are summed again as sum((a - b)^2): every entry is within 1e-5 of
-`metric([x, y])` (measured: 3e-7), and identical images are at exactly 0
-(tests/test_embedding.py). Blocks hold at most `BLOCK_BYTES` of float64 rows, so memory stays
+`metric([x, y])` (measured: 3e-7), and identical vectors are at exactly 0
+(tests/test_embedding.py; an image and its copy embedded at two batch positions can get vectors
+that differ in their last bits, about 1e-14 apart). Blocks hold at most `BLOCK_BYTES` of float64 rows, so memory stays
 bounded for any number of images. Within one set (`all_pairs`, `pair_statistics`) only the
 blocks on and above the diagonal are multiplied, and a block on the diagonal goes
 `DIAGONAL_ROWS` rows at a time against its columns from theirs on, so that little of the

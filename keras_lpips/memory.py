@@ -4,7 +4,8 @@
     needed = estimate_memory_bytes(metric, height=2048, width=2048, batch=1)
 
 The estimate is for one call of `metric([img0, img1])` on `batch` pairs of
-`height` x `width` images (one backbone pass over 2 * batch images), on top of
+`height` x `width` images (counted as one backbone pass over 2 * batch images, which bounds
+the call's two passes of batch images from above), on top of
 what the process holds before the call (the framework, the weights). It bounds
 the peak resident memory TensorFlow's CPU runtime reached in measurements
 (benchmarks/README.md) from above: by 1.15-1.7x for VGG and SqueezeNet, 2x

@@ -234,33 +234,26 @@ class LPIPS(keras.Model):
         return self.total(self.weigh(per_layer))
 
     def twoafc(self, ref, p0, p1, training=None):
-        """d(ref, p0) and d(ref, p1), each (N,), with one backbone pass over [ref; p0; p1]: the
-        reference image's features serve both comparisons (3 images' work per triplet, not 4).
-        In training, dropout draws a separate mask for each distance, as two forward passes would.
-        The three are checked as `call` checks a pair (one shape, values in `input_range`)."""
+        """d(ref, p0) and d(ref, p1), each (N,): the reference image's features serve both
+        comparisons (3 images' work per triplet, not 4). In training, dropout draws a separate
+        mask for each distance, as two forward passes would. The three are checked as `call`
+        checks a pair (one shape, values in `input_range`)."""
         ref, p0, p1 = self.checked_images([ref, p0, p1], names=("ref", "p0", "p1"))
         diff0, diff1 = self.twoafc_squared_differences(ref, p0, p1, training)
         return self.total(self.weigh(diff0, training)), self.total(self.weigh(diff1, training))
 
     def twoafc_squared_differences(self, ref, p0, p1, training=None):
-        """(f_l(ref) - f_l(p0))^2 and (f_l(ref) - f_l(p1))^2 per layer, from one backbone pass over
-        [ref; p0; p1] (`twoafc`'s; unchecked: `twoafc` checks the images)."""
-        n = ops.shape(ref)[0]
-        features = self.features(ops.concatenate([ref, p0, p1], axis=0), training=training)
-        f_ref = [f[:n] for f in features]
-        return (
-            self.squared_differences(f_ref, [f[n : 2 * n] for f in features]),
-            self.squared_differences(f_ref, [f[2 * n :] for f in features]),
-        )
+        """(f_l(ref) - f_l(p0))^2 and (f_l(ref) - f_l(p1))^2 per layer (`twoafc`'s; unchecked:
+        `twoafc` checks the images), each batch through the backbone on its own (`_maps`)."""
+        f_ref, f0, f1 = (self.features(x, training=training) for x in (ref, p0, p1))
+        return self.squared_differences(f_ref, f0), self.squared_differences(f_ref, f1)
 
     def _maps(self, img0, img1, training=None):
-        features = self.features(ops.concatenate([img0, img1], axis=0), training=training)
-        if isinstance(img0, keras.KerasTensor):  # a functional model's inputs, whose batch (None) slices cannot take
-            halves = [ops.split(f, 2, axis=0) for f in features]
-        else:  # sliced, as exports are (their op allow-list has no Split)
-            n = ops.shape(img0)[0]
-            halves = [(f[:n], f[n:]) for f in features]
-        return self.compare([f0 for f0, _ in halves], [f1 for _, f1 in halves], training)
+        """Per-layer distance maps of a checked pair. Each batch goes through the backbone on its
+        own, as in the reference, so that an image compared with itself gives exactly 0: in one
+        batch holding both, its two copies would sit at different positions, which CPU
+        convolution kernels can round differently (about 1e-14 apart, measured with AVX2)."""
+        return self.compare(self.features(img0, training=training), self.features(img1, training=training), training)
 
     def call(self, inputs, training=None):
         """Distances, shape (N,), of a pair [img0, img1] of (N, H, W, 3) images (integer ones

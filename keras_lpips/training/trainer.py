@@ -17,8 +17,8 @@ class LPIPSTrainer(PrebuiltUnderStrategy, keras.Model):
 
     Batches are dicts `{"ref", "p0", "p1": (N, H, W, 3) images in the metric's input_range,
     "judge": (N,) fraction of raters preferring p1}`, as `keras_lpips.data.twoafc_dataset`
-    yields. Each step computes d0 = d(ref, p0) and d1 = d(ref, p1) with one backbone pass
-    (`LPIPS.twoafc`), P(p1 preferred) = ranker(d0, d1), and the binary cross-entropy against
+    yields. Each step computes d0 = d(ref, p0) and d1 = d(ref, p1) with one backbone pass per
+    image (`LPIPS.twoafc`), P(p1 preferred) = ranker(d0, d1), and the binary cross-entropy against
     the judgment (`ranking_loss`, averaged over the global batch). `call` returns
     `{"d0", "d1", "prob"}`; `fit` reports `loss` and `2afc`.
 
