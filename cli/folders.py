@@ -122,12 +122,13 @@ def matrix(
     as_json: options.Json = False,
 ):
     from keras_lpips.errors import InputError
+    from keras_lpips.files import IMAGE_SUFFIXES
     from keras_lpips.images import read_images
 
     found = _images_in(folder)
     other = _images_in(against) if against is not None else {}
     if against is None and len(found) < 2:
-        raise InputError(f"Need at least two images in {folder}; found {len(found)}")
+        raise InputError(f"Need at least two images in {folder}; found {len(found)} (files named {', '.join(IMAGE_SUFFIXES)})")
     if against is not None and not (found and other):
         raise InputError(f"Need images in both {folder} and {against}; found {len(found)} and {len(other)}")
     if out is not None:

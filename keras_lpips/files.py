@@ -35,8 +35,12 @@ import stat
 from keras_lpips.disk_space import reporting_disk_full
 from keras_lpips.errors import DataError, InputError, OutputError, reason
 
-# Image files the project lists in a folder (read with Pillow: `keras_lpips.images.read_image`).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Image files the project lists in a folder (read with Pillow: `keras_lpips.images.read_image`):
+# the raster formats Pillow reads itself (not EPS/PDF, which need other programs), by their usual names.
+IMAGE_SUFFIXES = (
+    ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff",
+    ".avif", ".jp2", ".j2k", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi",
+)  # fmt: skip
 # The ones TensorFlow's `tf.io.decode_image` reads too: what a BAPPS-layout folder may hold,
 # since training decodes it in a tf.data pipeline (WebP and TIFF would fail there).
 TF_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

@@ -137,11 +137,23 @@ def stored_size(path, frame=None):
     with _reading(path), Image.open(path) as image:
         if frame is not None:
             _seek_frame(image, path, frame)
+        width, height = _stored_width_height(image)
         turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
-        return (image.width, image.height) if turned else (image.height, image.width)
+        return (width, height) if turned else (height, width)
 
 
 _ORIENTATION = 0x0112  # the EXIF tag
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257  # the TIFF tags
+
+
+def _stored_width_height(image):
+    """The image's width and height as stored, before its EXIF orientation: Pillow reports some
+    TIFF pages' sizes already turned (it turns them as it loads them), so a TIFF's are read from
+    its tags."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None and _TIFF_WIDTH in tags and _TIFF_LENGTH in tags:
+        return int(tags[_TIFF_WIDTH]), int(tags[_TIFF_LENGTH])
+    return image.width, image.height
 
 
 def decode_image(data, name, frame=None):
@@ -170,11 +182,14 @@ def _decode(source, path, frame):
 @contextlib.contextmanager
 def _reading(path):
     """Pillow's errors, reading the image `path` names, as one `DataError` each (`InputError`s
-    pass). Pillow warns of a "decompression bomb" from 89 megapixels (a second stderr line): the
-    memory a command needs is checked against what is free instead (`keras_lpips.memory`)."""
+    pass). Pillow's warnings are silenced: of a "decompression bomb" from 89 megapixels (the
+    memory a command needs is checked against what is free instead: `keras_lpips.memory`), and
+    its UserWarnings (corrupt EXIF data, a palette's transparency), which the image still reads
+    through and a user can do nothing about; each would add lines to a command's output."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             yield
     except UnidentifiedImageError:
         raise DataError(f"Not an image (or a format Pillow cannot read): {path}") from None

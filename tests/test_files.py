@@ -390,9 +390,34 @@ def test_synth_reads_files_image_suffixes(tmp_path, monkeypatch):
 
 
 def test_image_suffix_sets():
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == set(files.IMAGE_SUFFIXES)
+    """Folders list the raster formats Pillow reads itself, so that a file `score` reads is not
+    skipped in a folder for its name: each suffix one that Pillow opens, the common ones there."""
+    Image.init()
+    opened = {suffix for suffix, format in Image.registered_extensions().items() if format in Image.OPEN}
+    assert set(files.IMAGE_SUFFIXES) <= opened
+    assert {".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".tga"} <= set(files.IMAGE_SUFFIXES)
     assert set(files.TF_IMAGE_SUFFIXES) < set(files.IMAGE_SUFFIXES)
     assert all(s == s.lower() and s.startswith(".") for s in files.IMAGE_SUFFIXES)
+
+
+def test_every_listed_suffix_is_listed_and_read(tmp_path):
+    """A folder of one image per suffix Pillow can write here: each listed, and read as written."""
+    from keras_lpips.images import read_image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+    written = []
+    for suffix in files.IMAGE_SUFFIXES:
+        image = Image.fromarray(pixels[..., 0] if suffix in (".pgm", ".pbm") else pixels)
+        try:
+            image.save(tmp_path / f"image{suffix}", **({"lossless": True} if suffix in (".webp", ".avif") else {}))
+        except (KeyError, OSError, ValueError):  # no encoder for it in this Pillow (it may still read it)
+            (tmp_path / f"image{suffix}").unlink(missing_ok=True)
+            continue
+        written.append(f"image{suffix}")
+    assert {".png", ".jpg", ".ppm", ".tga", ".tif"} <= {pathlib.Path(n).suffix for n in written}
+    assert sorted(p.name for p in files.image_files(tmp_path)) == sorted(written)
+    for name in written:
+        assert read_image(tmp_path / name).shape == (16, 16, 3), name
 
 
 def test_cache_paths(tmp_path, monkeypatch):

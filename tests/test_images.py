@@ -7,6 +7,7 @@ import pathlib
 import re
 import struct
 import threading
+import warnings
 import zlib
 
 import numpy as np
@@ -65,13 +66,30 @@ def test_rgba_and_palette(tmp_path, rgb):
     )
 
 
-def test_exif_orientation_is_applied(tmp_path, rgb):
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tiff"])
+def test_exif_orientation_is_applied(tmp_path, rgb, suffix):
+    """In every format that carries it; `stored_size` (from the header) agrees with `read_image`
+    (Pillow reports a TIFF's size turned already, the others' not)."""
     image = Image.fromarray(rgb)
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    path = save(image, tmp_path / "rotated.jpg", exif=exif, quality=100)
+    path = save(image, tmp_path / f"rotated{suffix}", exif=exif, **({"quality": 100} if suffix == ".jpg" else {}))
     assert read_image(path).shape == (16, 12, 3)
-    assert stored_size(path) == (16, 12) and stored_size(save(image, tmp_path / "upright.png")) == (12, 16)  # from the header
+    assert stored_size(path) == (16, 12) and stored_size(save(image, tmp_path / f"upright{suffix}")) == (12, 16)
+    pages = tmp_path / "pages.tiff"
+    image.save(pages, save_all=True, append_images=[image.resize((20, 8))], exif=exif)
+    for frame in (0, 1):
+        assert stored_size(pages, frame=frame) == read_image(pages, frame=frame).shape[:2]
+
+
+def test_corrupt_exif_reads_without_warnings(tmp_path, rgb):
+    """Pillow warns "Corrupt EXIF data" (and of palettes' transparency): lines a command would
+    print that a user can do nothing about; the image reads as stored."""
+    corrupt = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\xff\xff"
+    path = save(Image.fromarray(rgb), tmp_path / "corrupt-exif.jpg", exif=corrupt, quality=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).shape[:2] == stored_size(path)
 
 
 def test_cmyk_jpeg(tmp_path, rgb):
