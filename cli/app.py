@@ -1,6 +1,7 @@
 """The `keras-lpips` program: one Typer app, one place that turns errors into messages."""
 
 import os
+import signal
 import sys
 import traceback
 from typing import Annotated
@@ -86,8 +87,9 @@ def main():
 
     from keras_lpips.errors import KerasLPIPSError
 
+    received = None
     try:
-        with stopping_on_signals(), notes_as_lines():
+        with stopping_on_signals() as received, notes_as_lines():
             code = typer.main.get_command(app).main(prog_name="keras-lpips", standalone_mode=False)
     except TyperException as error:  # Typer's (Click's) usage errors: a missing argument, an unknown option
         context = getattr(error, "ctx", None)
@@ -109,6 +111,10 @@ def main():
         typer.echo("terminated", err=True)
         sys.exit(143)
     except Exception as error:
+        if received is not None and received.signum is not None:  # the signal surfaced as another error
+            stopped_by_term = received.signum == signal.SIGTERM
+            typer.echo("terminated" if stopped_by_term else "interrupted", err=True)
+            sys.exit(143 if stopped_by_term else 130)
         message = system_refusal(error)
         if message is None:
             raise

@@ -13,6 +13,15 @@ class Terminated(BaseException):
     the writers' cleanup runs, so nothing is left half-written."""
 
 
+class Received:
+    """The stopping signal a command received (`signum`, None until one came): the command ends
+    as stopped by it whatever error it ends with, since a Ctrl-C that lands inside a C call can
+    surface as another exception (a SystemError from a TensorFlow training step, seen)."""
+
+    def __init__(self):
+        self.signum = None
+
+
 @contextlib.contextmanager
 def stopping_on_signals():
     """While the command runs (in the main thread; elsewhere signals are not Python's to handle):
@@ -20,11 +29,13 @@ def stopping_on_signals():
     raise from (a `__del__`; jax's garbage-collector hook, jax being imported by TensorFlow's
     TFLite converter where installed) is delivered again a millisecond later, from a timer
     thread (not inside the hook, where it would be lost again), or when the command ends before
-    that, instead of being printed and lost."""
+    that, instead of being printed and lost. Yields a `Received`."""
+    received = Received()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
     previous_hook, previous_handler = sys.unraisablehook, signal.getsignal(signal.SIGTERM)
+    previous_interrupt = signal.getsignal(signal.SIGINT)
     lost = {}  # a lost signal's number -> its timer, until it is delivered
 
     def deliver(signum):
@@ -40,12 +51,19 @@ def stopping_on_signals():
             lost[signum].start()
 
     def terminate(signum, frame):
+        received.signum = signum
         raise Terminated()
+
+    def interrupt(signum, frame):
+        received.signum = signum
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
 
     sys.unraisablehook = unraisable
     signal.signal(signal.SIGTERM, terminate)
+    if previous_interrupt is signal.default_int_handler:  # Python's own (not one a caller set, nor SIG_IGN)
+        signal.signal(signal.SIGINT, interrupt)
     try:
-        yield
+        yield received
         for signum, timer in list(lost.items()):  # not delivered yet: the command ends with it
             timer.cancel()
             raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
@@ -54,3 +72,4 @@ def stopping_on_signals():
             timer.cancel()
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous_handler)
+        signal.signal(signal.SIGINT, previous_interrupt)

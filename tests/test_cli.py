@@ -362,13 +362,15 @@ def test_usage_errors_are_one_line_exit_2(args, code, message):
 @pytest.mark.parametrize(
     "case,code",
     [("unknown_option", 2), ("bad_value", 2), ("missing_file", 2), ("not_an_image", 1), ("refused_by_system", 1),
-     ("interrupted", 130), ("interrupted_in_a_callback", 130), ("terminated", 143), ("terminated_in_a_callback", 143)],
+     ("interrupted", 130), ("interrupted_in_a_callback", 130), ("interrupted_into_another_error", 130),
+     ("terminated", 143), ("terminated_in_a_callback", 143), ("terminated_into_another_error", 143)],
 )  # fmt: skip
 def test_exit_codes_follow_the_convention(tmp_path, monkeypatch, case, code):
     """2: the command line is wrong (Click's errors, `InputError`); 1: a failure at run time (here a
     file that is no image, found while working; a file the system refuses); 130: Ctrl-C, also one
-    that lands where Python cannot raise it (a `__del__`, jax's GC hook); 143: SIGTERM. See
-    keras_lpips/errors.py."""
+    that lands where Python cannot raise it (a `__del__`, jax's GC hook) or inside a C call that
+    fails with another error for it (a SystemError from a TensorFlow training step, seen); 143:
+    SIGTERM, likewise. See keras_lpips/errors.py."""
     import signal
 
     image, text = tmp_path / "a.png", tmp_path / "b.png"
@@ -384,6 +386,12 @@ def test_exit_codes_follow_the_convention(tmp_path, monkeypatch, case, code):
     def stopped(*args, **kwargs):
         if case == "interrupted":
             raise KeyboardInterrupt
+        if case.endswith("_into_another_error"):  # a real signal, which a C call turns into another error
+            try:
+                os.kill(os.getpid(), signal.SIGINT if case.startswith("interrupted") else signal.SIGTERM)
+                time.sleep(5)
+            except BaseException:
+                raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
         if case == "refused_by_system":
             raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
         if case.endswith("_in_a_callback"):

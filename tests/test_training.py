@@ -191,6 +191,10 @@ def test_fit_refuses_a_non_empty_run_dir(synth_data, tmp_path):
     (tmp_path / "notes.txt").write_text("something")
     with pytest.raises(InputError, match=r"not empty: pass resume=True to continue that run, or choose a new out_dir=$"):
         fit_run(synth_data, tmp_path, progress=False, **TINY)
+    # resume=True there: no run to continue, and a new one would train in among the files
+    with pytest.raises(InputError, match=r"holds no run to continue \(no run.json\), but other files; choose an empty or new out_dir=$"):
+        fit_run(synth_data, tmp_path, progress=False, resume=True, **TINY)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.parametrize("distance", ["cosine", "lpips"])

@@ -120,8 +120,8 @@ class RunFolder:
 
     def open(self, config, resume):
         """Creates the folder; refuses a non-empty one without `resume`, and a resumed one whose
-        configuration differs. Returns the previous run.json (dict), or {} for a new run (`fresh`
-        then tells whether the folder was absent or empty: no run, also with `resume`)."""
+        configuration differs, or one holding files but no run (no run.json). Returns the previous
+        run.json (dict), or {} for a new run in an absent or empty folder (`fresh`)."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"out_dir={self.path} exists and is not a directory")
         if not self.writes:
@@ -132,7 +132,9 @@ class RunFolder:
             if not resume:
                 raise InputError(f"run directory {self.path} is not empty: pass resume=True to continue that run, or choose a new out_dir=")
             previous = self.previous_record()
-            changes = config_changes(previous["config"], config) if previous else ""
+            if not previous:  # files, but no run's record: nothing to resume, and a new run would mix with them
+                raise InputError(f"resume=True: {self.path} holds no run to continue (no run.json), but other files; choose an empty or new out_dir=")
+            changes = config_changes(previous["config"], config)
             if changes:
                 raise InputError(
                     f"resume=True: the run in {self.path} was started with other settings or data ({changes}); "
