@@ -4,7 +4,9 @@ download and safe extraction (against a server on 127.0.0.1 only), and the `data
 import hashlib
 import io
 import re
+import struct
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -324,6 +326,255 @@ def test_a_decode_error_while_iterating_names_the_image(tiny):
     with pytest.raises(tf.errors.InvalidArgumentError, match="unrelated"):  # errors no image explains pass through
         with naming_bad_images(records[:2]):
             raise tf.errors.InvalidArgumentError(None, None, "unrelated")
+
+
+# --- every image file read as read_image reads it -----------------------------------------------
+
+SIDE = 32  # square: the pipeline's load size keeps every pixel
+
+
+def _chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _raw_png(samples, depth, colour, before=b"", after=b""):
+    """A PNG of `samples` (H, W[, C]) at `depth` bits, with chunks `before` and `after` its pixels."""
+    height, width = samples.shape[:2]
+    rows = samples.reshape(height, -1)
+    if depth < 8:
+        rows = np.packbits(np.unpackbits(rows.astype(np.uint8)[..., None], axis=-1)[..., 8 - depth :].reshape(height, -1), axis=-1)
+    data = rows.astype(">u2" if depth == 16 else np.uint8).tobytes()
+    stride = len(data) // height
+    raw = b"".join(b"\x00" + data[i * stride : (i + 1) * stride] for i in range(height))
+    header = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + before + _chunk(b"IDAT", zlib.compress(raw)) + after + _chunk(b"IEND", b"")
+
+
+def _exif(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def _write_odd_images(folder):
+    """{name: path} of files `read_image` reads that TensorFlow's decoders read otherwise, or not
+    at all, or that the pipeline read otherwise before: all SIDE x SIDE, asymmetric (a quarter
+    turn shows)."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:SIDE, 0:SIDE]
+    rgb = np.stack([x * 8, y * 4 + x, rng.integers(0, 256, (SIDE, SIDE))], axis=-1).astype(np.uint8)
+    image, grey16 = Image.fromarray(rgb), (y * 2048 + x * 61).astype(np.uint16)
+    files = {}
+
+    def save(name, **options):
+        files[name] = folder / name
+        image.save(files[name], **options)
+
+    def write(name, data):
+        files[name] = folder / name
+        files[name].write_bytes(data)
+
+    save("plain.png")
+    save("plain.jpg", quality=90)  # libjpeg's accurate IDCT, as Pillow: TensorFlow's default differs
+    save("progressive.jpg", quality=90, progressive=True)
+    image.convert("L").save(folder / "grey.jpg", quality=90)
+    files["grey.jpg"] = folder / "grey.jpg"
+    save("exif_rotated.jpg", quality=95, exif=_exif(6))
+    save("exif_rotated.png", exif=_exif(6))  # eXIf before the pixels
+    exif = _exif(8).tobytes()
+    write("exif_after_pixels.png", _raw_png(rgb, 8, 2, after=_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif") else exif)))
+    save("xmp_rotated.jpg", quality=95, xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>')
+    image.convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    files["cmyk.jpg"] = folder / "cmyk.jpg"
+    cmyk = files["cmyk.jpg"].read_bytes()
+    adobe = cmyk.index(b"\xff\xee")  # without its Adobe segment: Pillow reads the inks as stored, TensorFlow inverted
+    write("cmyk_no_adobe.jpg", cmyk[:adobe] + cmyk[adobe + 2 + struct.unpack(">H", cmyk[adobe + 2 : adobe + 4])[0] :])
+    write("grey16.png", _raw_png(grey16, 16, 0))  # read_image: value / 65535; TensorFlow's uint8: the high byte
+    write("rgb16.png", _raw_png(np.dstack([grey16, 65535 - grey16, grey16 // 3]), 16, 2))
+    write("grey2.png", _raw_png(rgb[..., 2] >> 6, 2, 0))
+    write("palette4.png", _raw_png(rgb[..., 0] >> 4, 4, 3, before=_chunk(b"PLTE", rng.integers(0, 256, 48, dtype=np.uint8).tobytes())))
+    image.convert("P", palette=Image.Palette.ADAPTIVE, colors=20).save(folder / "palette.png", transparency=3)
+    files["palette.png"] = folder / "palette.png"
+    for mode in ("LA", "1"):
+        files[f"{mode}.png"] = folder / f"{mode}.png"
+        image.convert(mode).save(files[f"{mode}.png"])
+    write("webp_named.png", _encoded(image, "WEBP", lossless=True))  # a WebP named .png: TensorFlow's decode_png gave 4-D
+    write("gif_named.png", _encoded(image.convert("P", palette=Image.Palette.ADAPTIVE), "GIF"))
+    write("jpeg_named.png", _encoded(image, "JPEG", quality=90))
+    save("lossy.webp", quality=80)
+    image.convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(folder / "palette.bmp")
+    files["palette.bmp"] = folder / "palette.bmp"
+    for name, pixels in (("grey16.tiff", grey16), ("float.tiff", (grey16 / 65535).astype(np.float32))):
+        files[name] = folder / name
+        Image.fromarray(pixels).save(files[name])
+    write("grey16.pgm", b"P5 %d %d 65535\n" % (SIDE, SIDE) + grey16.astype(">u2").tobytes())
+    data = bytearray(_raw_png(rgb, 8, 2))
+    at = data.index(b"IDAT")
+    data[at + 4 + struct.unpack(">I", data[at - 4 : at])[0]] ^= 0xFF  # a CRC error in the pixels: Pillow reads them
+    write("pixels_crc_error.png", bytes(data))
+    return files
+
+
+def _encoded(image, format, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+ODD_IMAGES = (
+    "plain.png plain.jpg progressive.jpg grey.jpg exif_rotated.jpg exif_rotated.png exif_after_pixels.png xmp_rotated.jpg "
+    "cmyk.jpg cmyk_no_adobe.jpg grey16.png rgb16.png grey2.png palette4.png palette.png LA.png 1.png webp_named.png "
+    "gif_named.png jpeg_named.png lossy.webp palette.bmp grey16.tiff float.tiff grey16.pgm "
+    "pixels_crc_error.png"
+).split()
+
+
+@pytest.fixture(scope="module")
+def odd_images(tmp_path_factory):
+    return _write_odd_images(tmp_path_factory.mktemp("odd_images"))
+
+
+def _read_images_rounded(path):
+    from keras_lpips.images import read_image
+
+    return np.round(read_image(path) * 255)
+
+
+@pytest.mark.parametrize("name", ODD_IMAGES)
+def test_dataset_pixels_are_read_images(odd_images, name):
+    """Each file alone (a dataset of one kind) gives `read_image`'s pixels x 255, rounded: its
+    own exactly for 8-bit files; EXIF and XMP orientation applied, CMYK converted as Pillow does,
+    16-bit grey as value / 65535, a WebP, GIF or JPEG named .png read as what it is."""
+    from keras_lpips.data import jnd_dataset
+
+    path = odd_images[name]
+    batch = next(iter(jnd_dataset([JNDRecord(path, path, 1.0)], batch_size=1, load_size=SIDE, input_range=(0, 255), shuffle=False)))
+    expected = _read_images_rounded(path)
+    assert expected.shape == (SIDE, SIDE, 3)
+    np.testing.assert_array_equal(batch["p0"].numpy()[0], expected)
+    np.testing.assert_array_equal(batch["p1"].numpy()[0], expected)
+
+
+def test_a_dataset_of_files_of_every_kind_reads_each_as_read_image(odd_images):
+    """Files of several kinds in one dataset (each decoded by its own decoder), shuffled and
+    cached: the same pixels."""
+    from keras_lpips.data import twoafc_dataset
+
+    names = ODD_IMAGES
+    records = [TwoAFCRecord(odd_images[n], odd_images["plain.png"], odd_images[names[-1 - i]], i) for i, n in enumerate(names)]
+    for options in ({"shuffle": False}, {"shuffle": True, "seed": 3, "cache": True}):
+        seen = 0
+        for batch in twoafc_dataset(records, batch_size=5, load_size=SIDE, input_range=(0, 255), **options):
+            for ref, p1, judge in zip(batch["ref"].numpy(), batch["p1"].numpy(), batch["judge"].numpy()):
+                i = int(judge)
+                np.testing.assert_array_equal(ref, _read_images_rounded(odd_images[names[i]]), err_msg=names[i])
+                np.testing.assert_array_equal(p1, _read_images_rounded(odd_images[names[-1 - i]]), err_msg=names[-1 - i])
+                seen += 1
+        assert seen == len(names)
+
+
+def test_plain_png_and_jpeg_keep_tensorflow_decoders(odd_images):
+    """The common files (BAPPS: 8-bit PNG) are decoded by TensorFlow; the others by read_image."""
+    from keras_lpips.data.image_kinds import BY_PILLOW, JPEG, PNG_8_BIT, PNG_GREY_16, decode_kind
+
+    kinds = {name: decode_kind(odd_images[name]) for name in ODD_IMAGES}
+    assert {name for name, kind in kinds.items() if kind == PNG_8_BIT} == {
+        "plain.png", "rgb16.png", "grey2.png", "palette4.png", "palette.png", "LA.png", "1.png",
+    }  # fmt: skip
+    assert {name for name, kind in kinds.items() if kind == JPEG} == {"plain.jpg", "progressive.jpg", "grey.jpg", "jpeg_named.png"}
+    assert {name for name, kind in kinds.items() if kind == PNG_GREY_16} == {"grey16.png"}
+    assert kinds["exif_rotated.jpg"] == kinds["cmyk.jpg"] == kinds["webp_named.png"] == BY_PILLOW
+
+
+def _refused_images(folder):
+    """{name: path} of files `read_image` refuses, though TensorFlow's decoders would read some."""
+    rng = np.random.default_rng(8)
+    frames = [Image.fromarray(rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)) for _ in range(2)]
+    files = {name: folder / name for name in ("animated.png", "animated.gif", "pages.tiff", "int32.tiff", "text.png", "text_crc_error.png")}
+    for name in ("animated.png", "animated.gif", "pages.tiff"):
+        frames[0].save(files[name], save_all=True, append_images=frames[1:])
+    Image.fromarray(rng.integers(0, 1000, (SIDE, SIDE)).astype(np.int32)).save(files["int32.tiff"])
+    files["text.png"].write_text("not an image\n")
+    data = bytearray(_raw_png(np.asarray(frames[0]), 8, 2, before=_chunk(b"tEXt", b"Comment\x00hello")))
+    at = data.index(b"tEXt")
+    data[at + 4 + struct.unpack(">I", data[at - 4 : at])[0]] ^= 0xFF  # libpng ignores it, Pillow refuses the file
+    files["text_crc_error.png"].write_bytes(bytes(data))
+    return files
+
+
+def _multi_frame_problem(path):
+    return f"Cannot decode image {path}: it has 2 frames (an animated or multi-page image); fit and eval read single-frame images only"
+
+
+def test_files_read_image_refuses_are_refused_in_its_words(tmp_path):
+    """A dataset stops at a file `read_image` refuses, naming it in one line: `read_image`'s own
+    (a multi-frame file: fit and eval take no frame=)."""
+    from keras_lpips.data import twoafc_dataset
+    from keras_lpips.data.pipeline import first_unreadable_image, iterate_naming_bad_images
+    from keras_lpips.images import read_image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((SIDE, SIDE, 3), np.uint8)).save(good)
+    for name, path in _refused_images(tmp_path).items():
+        if name.startswith(("animated", "pages")):
+            expected = _multi_frame_problem(path)
+        else:
+            with pytest.raises(InputError) as refusal:
+                read_image(path)
+            expected = str(refusal.value)
+        assert first_unreadable_image([good, path]) == (str(path), expected), name
+        records = [TwoAFCRecord(good, good, good, 0.5), TwoAFCRecord(good, path, good, 0.5)]
+        with pytest.raises(InputError, match=f"^{re.escape(expected)}$"):
+            list(iterate_naming_bad_images(twoafc_dataset(records, batch_size=1, load_size=SIDE, shuffle=False), records))
+
+
+def _bapps_with(root, replacement):
+    """The tiny BAPPS layout with 2afc/val/traditional/p0/000001.png holding `replacement`'s bytes."""
+    make_tiny_bapps(root, n_train=2, n_val=2, n_jnd=0)
+    target = root / "2afc/val/traditional/p0/000001.png"
+    target.write_bytes(replacement.read_bytes())
+    return root, target
+
+
+def test_verify_and_eval_read_a_webp_named_png_as_read_image_does(odd_images, tmp_path, cli):
+    """A WebP named .png among PNGs (TensorFlow's decode_png gave it a batch axis and eval crashed
+    with a traceback): read as read_image reads it, so data verify says OK and eval scores it."""
+    from keras_lpips.data import list_twoafc, twoafc_dataset
+
+    root, target = _bapps_with(tmp_path / "bapps", odd_images["webp_named.png"])
+    assert verify_dataset(root) == []
+    result = cli("verify", root)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+    records = list_twoafc(root, "val")
+    batch = next(iter(twoafc_dataset(records, batch_size=2, load_size=SIDE, input_range=(0, 255), shuffle=False)))
+    np.testing.assert_array_equal(batch["p0"].numpy()[1], _read_images_rounded(target))
+    result = run_cli("eval", "--data", root, "--net", "alex", "--backbone-weights", "random", "--no-baselines", "--quiet", "--load-size", SIDE)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["animated.png", "int32.tiff", "text_crc_error.png"])
+def test_verify_and_eval_refuse_a_file_read_image_refuses_in_one_line(tmp_path, cli, name):
+    """Named .png in a PNG set: `data verify` lists it, `eval` stops at it with one error line."""
+    from keras_lpips.images import read_image
+
+    source = _refused_images(tmp_path)[name]
+    root, target = _bapps_with(tmp_path / "bapps", source)
+    if name == "animated.png":
+        reason = "it has 2 frames (an animated or multi-page image); fit and eval read single-frame images only"
+        listed, stopped = f"multi-frame image {target}: {reason}", f"Cannot decode image {target}: {reason}"
+    else:
+        with pytest.raises(InputError) as refusal:
+            read_image(target)
+        stopped = str(refusal.value)
+        listed = stopped if name == "int32.tiff" else f"unreadable image {target}: "  # Pillow's verify() finds the CRC error first
+    report = verify_dataset(root)
+    assert len(report) == 1 and report[0].startswith(f"2afc/val/traditional: {listed}"), report
+    result = cli("verify", root)
+    assert result.returncode == 1 and f"2afc/val/traditional: {listed}" in result.stdout
+    result = run_cli("eval", "--data", root, "--net", "alex", "--backbone-weights", "random", "--no-baselines", "--quiet", "--load-size", SIDE)
+    assert result.returncode == 1
+    assert one_error_line(result) == f"error: {stopped} (keras-lpips data verify {root} lists every problem)"
 
 
 # --- synthetic set -----------------------------------------------------------------------------

@@ -731,27 +731,31 @@ def test_synth_source_folder_reads_16_bit_images_at_their_values(tmp_path):
 
 
 def test_training_pipeline_scales_16_bit_pngs(tmp_path):
-    """The tf.data pipeline decodes 8 bits of 16-bit PNGs (as Pillow does): the high byte, never clipped."""
+    """The tf.data pipeline reads 16-bit PNGs as `read_image` does, in 8 bits: grey as value / 65535
+    rounded (value / 257), colour by its high byte (Pillow's 8 bits); never clipped."""
     import tensorflow as tf
 
+    from keras_lpips.data.image_kinds import decode_kind
     from keras_lpips.data.pipeline import _read_image
 
-    grey = np.array([[0, 32768, 65535, 1000]], np.uint16)
+    grey = np.array([[0, 32768, 65535, 1000, 128, 129]], np.uint16)
     rgb = np.stack([grey, 65535 - grey, grey // 2], axis=-1)
     for samples, colour in ((grey[..., None], 0), (rgb, 2), (np.stack([grey, grey], -1), 4)):
         path = _written(tmp_path / f"c{colour}.png", _png_bytes(samples, 16, colour))
-        for png_only in (True, False):
-            got = _read_image(tf.constant(str(path)), png_only).numpy()
-            channels = samples[..., :1] if colour != 2 else samples
-            np.testing.assert_array_equal(got, np.broadcast_to(channels >> 8, got.shape))
+        got = _read_image(tf.constant(str(path)), decode_kind(path)).numpy()
+        channels = samples[..., :1] if colour != 2 else samples
+        expected = np.round(channels / 257) if colour == 0 else channels >> 8
+        np.testing.assert_array_equal(got, np.broadcast_to(expected, got.shape))
+        np.testing.assert_array_equal(got, np.round(read_image(path) * 255))
 
 
 def test_data_verify_flags_animated_pngs(tmp_path):
-    """Training decodes only the first frame of an animated PNG: `data verify` says so."""
+    """`read_image`, hence fit and eval, refuse an animated PNG: `data verify` says so."""
     from keras_lpips.data.verify import _check_image
 
     path = _multi_frame(tmp_path / "anim.png")
-    assert _check_image(path) == f"multi-frame image {path}: it has 3 frames (animated), training would read only the first"
+    expected = "it has 3 frames (an animated or multi-page image); fit and eval read single-frame images only"
+    assert _check_image(path) == f"multi-frame image {path}: {expected}"
     assert _check_image(save(_frames()[0], tmp_path / "still.png")) is None
 
 

@@ -1,7 +1,8 @@
 """BAPPS data: reading the layout, tf.data pipelines, a synthetic stand-in, download and checks.
 
 The TensorFlow pipeline (`twoafc_dataset`, `jnd_dataset`) is imported on first use, so that
-reading, synthesizing, downloading and verifying do not load TensorFlow.
+reading, synthesizing and downloading do not load TensorFlow (verifying does, once its checks
+reach the images: it decodes each as the pipeline does).
 """
 
 import importlib

@@ -1,17 +1,37 @@
-"""`tf.data` pipelines over BAPPS records: parallel PNG decoding, resizing, seeded shuffling, batching.
+"""`tf.data` pipelines over BAPPS records: parallel image decoding, resizing, seeded shuffling, batching.
 
 Each element is a dict of batched tensors::
 
     twoafc_dataset(...) -> {"ref", "p0", "p1": float32 (B, S, S, 3) in input_range, "judge": float32 (B,)}
     jnd_dataset(...)    -> {"p0", "p1": float32 (B, S, S, 3) in input_range, "same": float32 (B,)}
 
-Images are decoded as RGB (grey, palette and RGBA converted, alpha dropped, as the reference's
-`Image.open(...).convert("RGB")`) and mapped to `input_range` (the reference's ToTensor +
-Normalize(0.5, 0.5) for (-1, 1)). Images that are not S x S already are resized to S x S by
-Pillow's bilinear filter, the reference's `transforms.Resize(S)` on PIL images: a square image's
-pixels are the reference's exactly, at every S (a non-square one is squashed to S x S, where the
-reference keeps its aspect ratio and could not batch it). BAPPS patches are 64 x 64, so at the
-default S = 64 nothing is resized.
+Every image file is read as `keras_lpips.images.read_image` reads it (the reader of `score`,
+`pairs`, `matrix` and `embed`), in 8 bits: its pixels are round(255 x read_image(path)), so
+exactly read_image's for every file of up to 8 bits per sample (8-bit PNG, JPEG, GIF, BMP,
+WebP, ...), and read_image's rounded to the nearest 1/255 for deeper ones (16-bit grey PNG,
+TIFF and PGM, floating-point TIFF): EXIF orientation applied, CMYK converted as Pillow does,
+alpha dropped (colours as stored), a file read as what it holds whatever its name. A file
+read_image refuses is refused, in its words (a multi-frame file too: the datasets take no
+frame=). They are mapped to `input_range` from there (the reference's ToTensor + Normalize(0.5,
+0.5) for (-1, 1)); for 8-bit files that is the reference's `Image.open(...).convert("RGB")`.
+
+Which decoder reads a file is decided from its header when the dataset is built
+(`image_kinds.decode_kind`, once per file and process): TensorFlow's `decode_png` for 8-bit PNG
+(and 16-bit colour, of which Pillow keeps the high byte; 16-bit grey through `decode_png`'s
+uint16, rounded), `decode_jpeg` with libjpeg's accurate integer IDCT (Pillow's) for 8-bit grey,
+YCbCr and RGB JPEG, where they give Pillow's pixels exactly; `read_image`'s own code in Python
+(`tf.numpy_function`) for every other file: other formats, PNG and JPEG with an EXIF or XMP
+orientation, animated PNG, CMYK JPEG, MPO, and anything malformed before its pixels. A dataset
+of files of one kind (all of BAPPS: 8-bit PNG) runs that decoder alone, as fast as before; a
+mixed one picks each file's with `tf.switch_case`. The one divergence is of corrupt files: a PNG
+whose pixels' chunk has a CRC error beyond its first 64 KB is refused (libpng checks it), though
+`read_image` reads it; `data verify` reports it either way.
+
+Images that are not S x S already are resized to S x S by Pillow's bilinear filter on those 8-bit
+pixels, the reference's `transforms.Resize(S)` on PIL images: a square image's pixels are the
+reference's exactly, at every S (a non-square one is squashed to S x S, where the reference keeps
+its aspect ratio and could not batch it). BAPPS patches are 64 x 64, so at the default S = 64
+nothing is resized.
 
 Under `tf.distribute` the datasets use the DATA auto-shard policy: every worker runs the whole
 pipeline and keeps its share of each global batch, so `strategy.experimental_distribute_dataset`
@@ -21,13 +41,17 @@ pass `deterministic=True` with MultiWorkerMirroredStrategy. With `deterministic=
 decoding may emit elements out of order, differently on each worker, so in an epoch some
 triplets would reach two workers and others none.
 
-A corrupt image stops iteration with TensorFlow's decode error, which does not name the file.
-`naming_bad_images(records)` turns it into one `InputError` naming it (`fit_run` and
-`evaluate_run` use it); `verify_dataset` (`keras-lpips data verify DIR`) lists every problem
-of a new copy before training.
+A corrupt or refused image stops iteration with TensorFlow's error (a decoder's, or an assertion
+holding read_image's reason), which does not name the file. `naming_bad_images(records)` turns it
+into one `InputError` naming it (`fit_run` and `evaluate_run` use it): TensorFlow's decoder's
+reason ("Cannot decode image PATH: Invalid PNG data, size 300") or read_image's own line ("Not
+an image (or a format Pillow cannot read): PATH"); `verify_dataset` (`keras-lpips data verify
+DIR`) lists every problem of a new copy before training, decoding each file as here.
 """
 
 import contextlib
+import io
+import os
 import re
 
 import numpy as np
@@ -35,7 +59,9 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_lpips.argument_checks import check_batch_size, check_load_size
+from keras_lpips.data import image_kinds
 from keras_lpips.errors import DataError, InputError
+from keras_lpips.images import decode_image, frame_count
 
 AUTOTUNE = tf.data.AUTOTUNE
 # tf.data's model-based autotuning off: AUTOTUNE then means one call per core for the maps (and a
@@ -69,7 +95,9 @@ def twoafc_dataset(
       the module docstring).
     - `drop_remainder`: drop a last partial batch (fixed shapes, e.g. for TPUs or distribution).
 
-    One pass over `records`; `.repeat()` on the result gives more, each reshuffled.
+    One pass over `records`; `.repeat()` on the result gives more, each reshuffled. Building it
+    reads each file's header (once per file and process: `image_kinds.decode_kinds`) to choose
+    its decoder (module docstring).
     """
     rows = [(r[0], r[1], r[2], r[3]) for r in records]
     columns = {key: [str(row[i]) for row in rows] for i, key in enumerate(("ref", "p0", "p1"))}
@@ -116,15 +144,62 @@ def _check_arguments(count, batch_size, load_size, input_range):
     return low, high
 
 
-def _read_image(path, png_only):
-    """path -> uint8 (H, W, 3). PNG-only sets (BAPPS) use `decode_png`, a little faster than the
-    format-sniffing `decode_image`. A 16-bit PNG keeps its high 8 bits (as Pillow reads 16-bit
-    colour: the right range, never clipped); an animated PNG gives its first frame, which
-    `data verify` reports."""
+# --- reading one image file ----------------------------------------------------------------------
+
+
+def _read_image(path, kind):
+    """path (a string scalar) -> uint8 (H, W, 3): `keras_lpips.images.read_image`'s pixels x 255,
+    rounded to integers, so read_image's exactly for every file of up to 8 bits per sample.
+    `kind` is the file's `image_kinds.decode_kind` (None: no file to read; the read fails), a
+    Python int where a dataset's files are all of one kind, else an int32 scalar tensor.
+
+    PNG and JPEG files that TensorFlow decodes as Pillow does are decoded by TensorFlow (JPEG with
+    libjpeg's accurate integer IDCT, as Pillow); every other file by `read_image`'s own code
+    (`keras_lpips.images.decode_image`) in Python, which fails with an `InvalidArgumentError`
+    holding its reason where `read_image` refuses the file."""
     data = tf.io.read_file(path)
-    if png_only:
-        return tf.io.decode_png(data, channels=3, dtype=tf.uint8)
-    return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+
+    def by_pillow():
+        image, refusal = tf.numpy_function(_pillow_pixels, [data, path], (tf.uint8, tf.string), stateful=False)
+        check = tf.debugging.Assert(tf.equal(refusal, ""), [refusal])
+        with tf.control_dependencies([check]):
+            return tf.ensure_shape(tf.identity(image), (None, None, 3))
+
+    def grey_16():  # round(v / 257) = round(v / 65535 * 255): read_image's grey, rounded to 8 bits
+        image = tf.cast(tf.io.decode_png(data, channels=3, dtype=tf.uint16), tf.int32)
+        return tf.cast((image + 128) // 257, tf.uint8)
+
+    decoders = {
+        image_kinds.BY_PILLOW: by_pillow,
+        image_kinds.PNG_8_BIT: lambda: tf.io.decode_png(data, channels=3, dtype=tf.uint8),
+        image_kinds.JPEG: lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        image_kinds.PNG_GREY_16: grey_16,
+    }
+    if kind is None or isinstance(kind, int):
+        return decoders[image_kinds.PNG_8_BIT if kind is None else kind]()
+    return tf.switch_case(kind, decoders)
+
+
+def _pillow_pixels(data, path):
+    """(`read_image`'s pixels of the encoded image `data` as uint8 (H, W, 3), b"") or, where it
+    refuses the file, (an empty image, its reason): no Python exception, whose traceback
+    TensorFlow would log."""
+    try:
+        image = decode_image(bytes(data), os.fsdecode(path))
+    except Exception as error:  # noqa: BLE001  (InputError, DataError: their one line)
+        return np.zeros((0, 0, 3), np.uint8), (str(error) or type(error).__name__).encode()
+    return np.round(image * 255.0).astype(np.uint8), b""
+
+
+_KINDS = "_kinds"  # the element's key of its files' kinds, where they are not all of one kind
+
+
+def _kind_column(kinds):
+    """A dataset's `decode_kind`s of its files -> (one kind for all, or None; int32 per file)."""
+    known = {kind for kind in kinds if kind is not None}
+    if len(known) <= 1:
+        return (known.pop() if known else None), None
+    return None, [image_kinds.PNG_8_BIT if kind is None else kind for kind in kinds]
 
 
 def _pillow_bilinear(image, size):
@@ -134,11 +209,12 @@ def _pillow_bilinear(image, size):
     return np.asarray(Image.fromarray(image).resize((int(size), int(size)), Image.BILINEAR))
 
 
-def _decoder(image_keys, load_size, png_only):
-    """element {key: path, value: float} -> {key: uint8 (S, S, 3), value: float}."""
+def _decoder(image_keys, load_size, kind):
+    """element {key: path, value: float[, _KINDS: {key: int32}]} -> {key: uint8 (S, S, 3), value:
+    float}; `kind` the kind of every image (`_read_image`), or None to read it from `_KINDS`."""
 
-    def load(path):
-        image = _read_image(path, png_only)
+    def load(path, kind):
+        image = _read_image(path, kind)
         size = tf.shape(image)[:2]
 
         def resized():
@@ -149,8 +225,9 @@ def _decoder(image_keys, load_size, png_only):
 
     def decode(element):
         out = dict(element)
+        kinds = out.pop(_KINDS, None)
         for key in image_keys:
-            out[key] = load(element[key])
+            out[key] = load(element[key], kind if kinds is None else kinds[key])
         return out
 
     return decode
@@ -172,13 +249,18 @@ def _build(columns, value_key, values, batch_size, load_size, input_range, shuff
            drop_remainder):  # fmt: skip
     low, high = _check_arguments(len(values), batch_size, load_size, input_range)
     image_keys = tuple(columns)
-    png_only = all(path.lower().endswith(".png") for paths in columns.values() for path in paths)
-    decode = _decoder(image_keys, int(load_size), png_only)
+    paths = [path for key in image_keys for path in columns[key]]
+    kind, per_file = _kind_column(image_kinds.decode_kinds(paths))
+    decode = _decoder(image_keys, int(load_size), kind)
+    slices = {**columns, value_key: tf.constant(values, tf.float32)}
+    if per_file is not None:  # files of several kinds: each decoded by its own (`tf.switch_case`)
+        count = len(values)
+        slices[_KINDS] = {key: tf.constant(per_file[i * count : (i + 1) * count], tf.int32) for i, key in enumerate(image_keys)}
     # Unshuffled sets keep the records' order (evaluation lines results up with records by position);
     # shuffled ones decode in order only when deterministic (None: follow options.deterministic).
     order = True if deterministic or not shuffle else None
 
-    dataset = tf.data.Dataset.from_tensor_slices({**columns, value_key: tf.constant(values, tf.float32)})
+    dataset = tf.data.Dataset.from_tensor_slices(slices)
     if cache is not False and cache is not None:
         dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=order)
         dataset = dataset.cache("" if cache is True else str(cache))
@@ -228,33 +310,78 @@ def image_paths(records):
 
 
 def first_unreadable_image(paths, chunk=8192):
-    """(path, problem) of the first of `paths` that TensorFlow cannot read or decode, else None;
-    `problem` is e.g. "Cannot decode image PATH: Invalid PNG data, size 300" or "Cannot read
-    image PATH: Is a directory".
+    """(path, problem) of the first of `paths` that the pipeline cannot read or decode, else None;
+    `problem` is one line naming the file: e.g. "Cannot decode image PATH: Invalid PNG data, size
+    300", "Cannot read image PATH: Is a directory", or `read_image`'s own refusal of a file it
+    decodes ("Not an image (or a format Pillow cannot read): PATH").
 
     Decodes in parallel, `chunk` files at a time, stopping at the first chunk with a failure:
     on a failure path, so it costs at most one pass over the files at the pipeline's rate."""
+    return next(unreadable_images(paths, chunk), None)
+
+
+def unreadable_images(paths, chunk=8192, progress=None):
+    """Yields (path, problem) for each of `paths` that the pipeline cannot read or decode, in
+    order (`first_unreadable_image`'s problems), decoding `chunk` files at a time as the pipeline
+    does (each file's kind read again from its header); `progress(done, total)` after each chunk."""
     paths = [str(p) for p in paths]
-    png_only = all(p.lower().endswith(".png") for p in paths)
     for start in range(0, len(paths), chunk):
         part = paths[start : start + chunk]
-        dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(part), dtype=tf.int64), part))
-        dataset = dataset.map(lambda i, p: (i, tf.shape(_read_image(p, png_only))[0]), num_parallel_calls=AUTOTUNE)
+        kinds = [image_kinds.decode_kind(path) for path in part]
+        column = [image_kinds.PNG_8_BIT if kind is None else kind for kind in kinds]
+        dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(part), dtype=tf.int64), part, tf.constant(column, tf.int32)))
+        dataset = dataset.map(lambda i, p, k: (i, tf.shape(_read_image(p, k))[0]), num_parallel_calls=AUTOTUNE)
         read = set()
         for indices, _ in dataset.ignore_errors().batch(1024):
             read.update(indices.numpy().tolist())
-        if len(read) == len(part):
-            continue
-        path = part[min(set(range(len(part))) - read)]
-        try:
-            _read_image(tf.constant(path), png_only)
-        except tf.errors.NotFoundError:
-            return path, f"No such image file: {path}"
-        except READ_ERRORS as error:
-            return path, f"Cannot read image {path}: {_read_reason(error, path)}"
-        except tf.errors.OpError as error:
-            return path, f"Cannot decode image {path}: {_error_reason(error)}"
-        return path, f"Cannot decode image {path}: it failed in the pipeline but decodes now (changed while reading?)"
+        for index in sorted(set(range(len(part))) - read):
+            path = part[index]
+            yield path, _problem(path, kinds[index]) or (
+                f"Cannot decode image {path}: it failed in the pipeline but decodes now (changed while reading?)"
+            )
+        if progress is not None:
+            progress(start + len(part), len(paths))
+
+
+def _problem(path, kind):
+    """Why `_read_image` fails on `path`, a file of `kind` (one line naming it), or None where it
+    reads it now."""
+    try:
+        data = tf.io.read_file(path)
+    except tf.errors.NotFoundError:
+        return f"No such image file: {path}"
+    except READ_ERRORS as error:
+        return f"Cannot read image {path}: {_read_reason(error, path)}"
+    if kind == image_kinds.BY_PILLOW:
+        return _pillow_problem(data.numpy(), path)
+    try:
+        _read_image(tf.constant(path), kind)  # eagerly: TensorFlow's decoder's error
+    except tf.errors.OpError as error:
+        return f"Cannot decode image {path}: {_error_reason(error)}"
+    return None
+
+
+def multi_frame_problem(frames):
+    """Why a file of `frames` frames is refused (`read_image` refuses it without a frame=, which
+    the datasets do not take)."""
+    return f"it has {frames} frames (an animated or multi-page image); fit and eval read single-frame images only"
+
+
+def _pillow_problem(data, path):
+    """`read_image`'s refusal of the file `path` holding `data`, or None where it reads it; a file
+    of several frames, which `read_image` refuses without a frame= that the datasets do not take,
+    is refused in these words."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            frames = frame_count(image)
+    except Exception:  # noqa: BLE001  (not an image, corrupt: `decode_image` says which)
+        frames = 1
+    if frames > 1:
+        return f"Cannot decode image {path}: {multi_frame_problem(frames)}"
+    try:
+        decode_image(data, path)
+    except Exception as error:  # noqa: BLE001  (InputError, DataError: one line naming the file)
+        return str(error) or f"Cannot decode image {path}: {type(error).__name__}"
     return None
 
 
