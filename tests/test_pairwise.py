@@ -40,7 +40,9 @@ def test_cross_distance_matrix_equals_single_calls(metric, method):
     images0, images1 = rng.random((3, 40, 44, 3), dtype=np.float32), rng.random((4, 40, 44, 3), dtype=np.float32)
     images1[0] = images0[1]
     matrix = cross_distance_matrix(metric, images0, images1, batch_size=2, method=method)
-    assert matrix.shape == (3, 4) and matrix[1, 0] == 0
+    # A copy: exactly 0 where its pair is scored in one call (pairs), else within the last bits of
+    # features computed at two batch positions (docs/embedding.md).
+    assert matrix.shape == (3, 4) and (matrix[1, 0] == 0 if method == "pairs" else matrix[1, 0] < 1e-12)
     for i in range(3):
         for j in range(4):
             single = float(np.asarray(metric([images0[i : i + 1], images1[j : j + 1]]))[0])
